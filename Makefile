@@ -1,0 +1,52 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUNTIME := $(VENV)/.runtime-installed
+TOOLING := $(VENV)/.test-installed
+NODE_DEPS := tests/conformance/node_modules/.installed
+ARGS ?=
+
+.PHONY: run test lint unit conformance bench soak clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(RUNTIME): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(TOOLING): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	touch $(RUNTIME) $@
+
+$(NODE_DEPS): tests/conformance/package.json tests/conformance/package-lock.json
+	cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: $(RUNTIME)
+	$(BIN)/spky mcp serve $(ARGS)
+
+lint: $(TOOLING)
+	$(BIN)/ruff check sp00ky_mcp tests bench
+	$(BIN)/ruff format --check sp00ky_mcp tests bench
+	$(BIN)/mypy
+
+unit: $(TOOLING)
+	$(BIN)/pytest -m "not conformance"
+
+conformance: $(TOOLING) $(NODE_DEPS)
+	$(BIN)/pytest -m conformance --no-cov
+
+test: lint $(NODE_DEPS)
+	$(BIN)/pytest
+
+bench: $(TOOLING)
+	$(BIN)/python -m bench
+
+soak: $(TOOLING)
+	$(BIN)/python -m bench.soak
+
+clean:
+	rm -rf $(VENV) tests/conformance/node_modules .pytest_cache .mypy_cache .ruff_cache .coverage

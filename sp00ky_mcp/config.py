@@ -1,0 +1,47 @@
+"""Server configuration: one frozen value that every layer reads and none mutates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_header_bytes: int = 16 * 1024
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    idle_timeout: float = 75.0
+    max_connections: int = 1024
+    shutdown_grace: float = 10.0
+    sse_replay_events: int = 256
+    sse_keepalive: float = 15.0
+    sse_retry_ms: int = 1000
+    max_sessions: int = 10_000
+    max_sessions_per_principal: int = 64
+    session_idle_ttl: float = 3600.0
+    # While a request is being answered, at most this many bytes of a pipelined next request
+    # are read ahead; past that the socket is left unread so that TCP pushes back.
+    pipeline_buffer_bytes: int = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    endpoint: str = "/v1/mcp"
+    public_url: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    profile: str = "product"
+    log_level: str = "info"
+    data_dir: str | None = None
+    require_auth: bool = True
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/") + self.endpoint
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{self.endpoint}"

@@ -1,0 +1,132 @@
+"""What a method or tool handler sees of the request it serves.  Pure: the IO layer supplies a
+`Peer` that actually delivers notifications and server-to-client requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .errors import MISSING_CAPABILITY, JsonRpcError, ToolError
+from .versions import Era
+
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+_SEVERITY = {name: rank for rank, name in enumerate(LOG_LEVELS)}
+
+
+class Peer(Protocol):
+    async def notify(self, method: str, params: dict[str, Any]) -> None: ...
+
+    async def request(self, method: str, params: dict[str, Any]) -> Any: ...
+
+
+class InputRequired(Exception):
+    """Raised by a modern-era handler that needs the client's answer to a server-to-client
+    request; the protocol turns it into an `input_required` result (MRTR)."""
+
+    def __init__(self, key: str, method: str, params: dict[str, Any]) -> None:
+        super().__init__(key)
+        self.key = key
+        self.method = method
+        self.params = params
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a token's user and scopes.  `scopes` None means no authentication
+    (the loopback conformance profile), where every tool is visible."""
+
+    token_id: str | None
+    user_id: str | None
+    scopes: frozenset[str] | None
+    can_reveal: bool = False
+
+
+ANONYMOUS = Principal(token_id=None, user_id=None, scopes=None, can_reveal=True)
+
+
+@dataclass(slots=True)
+class CallContext:
+    era: Era
+    protocol_version: str
+    principal: Principal
+    peer: Peer
+    client_capabilities: dict[str, Any] = field(default_factory=dict)
+    client_info: dict[str, Any] | None = None
+    log_level: str | None = None
+    progress_token: str | int | None = None
+    session_id: str | None = None
+    input_responses: dict[str, Any] = field(default_factory=dict)
+    request_state: dict[str, Any] = field(default_factory=dict)
+    session: Any = None
+    _inputs_asked: int = 0
+
+    def supports(self, capability: str) -> bool:
+        return capability in self.client_capabilities
+
+    async def progress(
+        self, progress: float, total: float | None = None, message: str | None = None
+    ) -> None:
+        if self.progress_token is None:
+            return
+        params: dict[str, Any] = {"progressToken": self.progress_token, "progress": progress}
+        if total is not None:
+            params["total"] = total
+        if message is not None:
+            params["message"] = message
+        await self.peer.notify("notifications/progress", params)
+
+    def wants_log(self, level: str) -> bool:
+        """Handshake era: everything until logging/setLevel says otherwise.  Modern era: only
+        when the request named a level (2026-07-28 logging: absent level, no messages)."""
+        threshold = self.log_level
+        if threshold is None:
+            return self.era is Era.HANDSHAKE
+        return _SEVERITY[level] >= _SEVERITY[threshold]
+
+    async def log(self, level: str, data: Any, logger: str | None = None) -> None:
+        if not self.wants_log(level):
+            return
+        params: dict[str, Any] = {"level": level, "data": data}
+        if logger is not None:
+            params["logger"] = logger
+        await self.peer.notify("notifications/message", params)
+
+    async def ask(self, method: str, params: dict[str, Any]) -> Any:
+        """A server-to-client request: sent on the stream in the handshake era; in the modern era
+        the first call without an answer ends the round with `input_required`."""
+        self.require_capability(_CAPABILITY_OF[method])
+        if self.era is Era.HANDSHAKE:
+            return await self.peer.request(method, params)
+        self._inputs_asked += 1
+        key = f"input-{self._inputs_asked}"
+        if key in self.input_responses:
+            return self.input_responses[key]
+        raise InputRequired(key, method, params)
+
+    def require_capability(self, capability: str) -> None:
+        if self.supports(capability):
+            return
+        if self.era is Era.MODERN:
+            raise JsonRpcError(
+                MISSING_CAPABILITY,
+                f"This request needs the client's '{capability}' capability.",
+                {"requiredCapabilities": {capability: {}}},
+            )
+        raise ToolError(f"This tool needs the client's '{capability}' capability, which the "
+                        "client did not declare in initialize.")
+
+    async def elicit(self, message: str, requested_schema: dict[str, Any]) -> Any:
+        params: dict[str, Any] = {"message": message, "requestedSchema": requested_schema}
+        if self.protocol_version not in ("2025-06-18", "2025-03-26"):
+            params = {"mode": "form", **params}
+        return await self.ask("elicitation/create", params)
+
+    async def sample(self, params: dict[str, Any]) -> Any:
+        return await self.ask("sampling/createMessage", params)
+
+
+_CAPABILITY_OF = {
+    "elicitation/create": "elicitation",
+    "sampling/createMessage": "sampling",
+    "roots/list": "roots",
+}

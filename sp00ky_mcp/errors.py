@@ -1,0 +1,67 @@
+"""The error family.  Each error knows how it goes on the wire, so one boundary can write it.
+
+- `HttpError`: rejected before any JSON-RPC is read (status, headers, a plain-text body).
+- `JsonRpcError`: a JSON-RPC error object (JSON-RPC 2.0 section 5.1).
+- `ToolError`: a tool that ran and failed; becomes an `isError: true` result so that the model
+  can correct itself (MCP tools spec, "Error Handling").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+RESOURCE_NOT_FOUND = -32002
+HEADER_MISMATCH = -32020
+MISSING_CAPABILITY = -32021
+UNSUPPORTED_VERSION = -32022
+
+
+class HttpError(Exception):
+    """A request refused at the HTTP level."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: tuple[tuple[str, str], ...] = (),
+        rpc_code: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+        self.rpc_code = rpc_code
+
+
+class JsonRpcError(Exception):
+    """A JSON-RPC error response; `message` is client-facing and must say what to fix."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def to_wire(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error
+
+
+class ToolError(Exception):
+    """A tool-level failure reported to the model as an `isError` result."""
+
+    def __init__(self, message: str, structured: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.structured = structured
+
+
+def invalid_params(message: str, data: Any = None) -> JsonRpcError:
+    return JsonRpcError(INVALID_PARAMS, message, data)

@@ -1,0 +1,128 @@
+"""JSON-RPC 2.0 framing: decode a body into messages, encode replies.  Pure: no IO.
+
+Spec: https://www.jsonrpc.org/specification sections 4 (request object), 5 (response object)
+and 6 (batch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .errors import INVALID_REQUEST, PARSE_ERROR, JsonRpcError
+
+RequestId = str | int
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    id: RequestId
+    method: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    method: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A client's reply to a server-initiated request (result or error)."""
+
+    id: RequestId
+    result: Any
+    error: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """A message that could not be accepted; `id` is echoed when it could be read (section 5)."""
+
+    id: RequestId | None
+    error: JsonRpcError
+
+
+Message = Request | Notification | Response | Invalid
+
+
+def decode_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise JsonRpcError(PARSE_ERROR, "Parse error: the request body is not valid JSON.") from None
+
+
+def readable_id(obj: dict[str, Any]) -> RequestId | None:
+    """The id to echo in an error: only a string or a non-boolean integer is a usable id."""
+    value = obj.get("id")
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    return None
+
+
+def _invalid(obj: dict[str, Any], message: str) -> Invalid:
+    return Invalid(readable_id(obj), JsonRpcError(INVALID_REQUEST, message))
+
+
+def _params(obj: dict[str, Any]) -> dict[str, Any] | None:
+    params = obj.get("params", {})
+    return params if isinstance(params, dict) else None
+
+
+def classify(obj: Any) -> Message:
+    """Turn one decoded JSON value into a message.  MCP allows only by-name params."""
+    if not isinstance(obj, dict):
+        return Invalid(None, JsonRpcError(INVALID_REQUEST, "Invalid Request: expected an object."))
+    if obj.get("jsonrpc") != "2.0":
+        return _invalid(obj, 'Invalid Request: "jsonrpc" must be exactly "2.0".')
+    if "method" in obj:
+        return _classify_call(obj)
+    if "result" in obj or "error" in obj:
+        return _classify_response(obj)
+    return _invalid(obj, 'Invalid Request: a message needs "method", "result" or "error".')
+
+
+def _classify_call(obj: dict[str, Any]) -> Message:
+    method = obj["method"]
+    if not isinstance(method, str):
+        return _invalid(obj, 'Invalid Request: "method" must be a string.')
+    params = _params(obj)
+    if params is None:
+        return _invalid(obj, 'Invalid Request: "params" must be an object.')
+    if "id" not in obj:
+        return Notification(method, params)
+    request_id = readable_id(obj)
+    if request_id is None:
+        # MCP (basic/index, "Requests") forbids null ids; booleans are not ids either.
+        return _invalid(obj, 'Invalid Request: "id" must be a string or an integer.')
+    return Request(request_id, method, params)
+
+
+def _classify_response(obj: dict[str, Any]) -> Message:
+    request_id = readable_id(obj)
+    if request_id is None or ("result" in obj) == ("error" in obj):
+        return _invalid(obj, "Invalid Request: a response needs an id and one of result or error.")
+    error = obj.get("error")
+    if error is not None and not isinstance(error, dict):
+        return _invalid(obj, 'Invalid Request: "error" must be an object.')
+    return Response(request_id, obj.get("result"), error)
+
+
+def encode_result(request_id: RequestId, result: Any) -> bytes:
+    return orjson.dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
+
+
+def encode_error(request_id: RequestId | None, error: JsonRpcError) -> bytes:
+    return orjson.dumps({"jsonrpc": "2.0", "id": request_id, "error": error.to_wire()})
+
+
+def encode_request(request_id: RequestId, method: str, params: dict[str, Any]) -> bytes:
+    return orjson.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+
+
+def encode_notification(method: str, params: dict[str, Any]) -> bytes:
+    return orjson.dumps({"jsonrpc": "2.0", "method": method, "params": params})

@@ -1,0 +1,373 @@
+"""MCP methods over JSON-RPC 2.0.  Pure: handlers take params and a `CallContext`, return a
+result dict or raise a `JsonRpcError`; the transport decides how the reply travels.
+
+Specification sections are cited per method (server/tools, server/resources, server/prompts,
+server/utilities/completion, basic/lifecycle, basic/utilities/*).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from . import SERVER_NAME, __version__
+from .catalogue import Catalogue, Prompt, Tool, grants
+from .context import LOG_LEVELS, CallContext, InputRequired
+from .errors import (
+    INVALID_PARAMS,
+    METHOD_NOT_FOUND,
+    RESOURCE_NOT_FOUND,
+    JsonRpcError,
+    ToolError,
+    invalid_params,
+)
+from .redaction import encoder_default
+from .schema import validate
+from .uritemplate import match_template
+from .versions import MODERN_VERSIONS, META_SERVER_INFO, Era, negotiate
+
+log = logging.getLogger("sp00ky_mcp.protocol")
+
+Result = dict[str, Any]
+MethodHandler = Callable[["Engine", dict[str, Any], CallContext], Awaitable[Result]]
+PAGE_SIZE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    content: list[dict[str, Any]]
+    structured: dict[str, Any] | None = None
+    is_error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    handler: MethodHandler
+    eras: frozenset[Era]
+    cacheable: bool = False
+
+
+def text(value: str) -> dict[str, Any]:
+    return {"type": "text", "text": value}
+
+
+def error_result(message: str, structured: dict[str, Any] | None = None) -> ToolResult:
+    return ToolResult([text(message)], structured, is_error=True)
+
+
+class Engine:
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        instructions: Callable[[CallContext], str | None] | None = None,
+        scope_hint: Callable[[str], str] | None = None,
+    ) -> None:
+        self.catalogue = catalogue
+        self.server_info = {"name": SERVER_NAME, "version": __version__}
+        self.instructions = instructions
+        self.scope_hint = scope_hint or (lambda scope: f"This tool needs the '{scope}' scope.")
+
+    def method(self, name: str, era: Era) -> Method:
+        spec = METHODS.get(name)
+        if spec is None or era not in spec.eras:
+            raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: '{name}'.")
+        return spec
+
+    async def call(self, name: str, params: dict[str, Any], ctx: CallContext) -> Result:
+        spec = self.method(name, ctx.era)
+        result = await spec.handler(self, params, ctx)
+        return self.finish(result, ctx, spec.cacheable)
+
+    def finish(self, result: Result, ctx: CallContext, cacheable: bool) -> Result:
+        """Modern-era results carry `resultType`, cache hints and serverInfo (2026-07-28,
+        basic/index "Results" and server/discover)."""
+        if ctx.era is Era.MODERN:
+            result.setdefault("resultType", "complete")
+            if cacheable:
+                result.setdefault("ttlMs", 0)
+                result.setdefault("cacheScope", "private")
+            meta = result.setdefault("_meta", {})
+            meta[META_SERVER_INFO] = self.server_info
+        return result
+
+    def capabilities(self) -> dict[str, Any]:
+        caps: dict[str, Any] = {"logging": {}, "tools": {"listChanged": False}}
+        if self.catalogue.prompts:
+            caps["prompts"] = {"listChanged": False}
+        if self.catalogue.has_resources:
+            caps["resources"] = {"subscribe": True, "listChanged": False}
+        if self.catalogue.prompts or self.catalogue.templates:
+            caps["completions"] = {}
+        return caps
+
+    def encode_default(self, ctx: CallContext) -> Callable[[Any], Any]:
+        return encoder_default(ctx.principal.can_reveal)
+
+
+# --- lifecycle ---------------------------------------------------------------------------
+
+
+async def initialize(engine: Engine, params: dict[str, Any], ctx: CallContext) -> Result:
+    result: Result = {
+        "protocolVersion": negotiate(params.get("protocolVersion")),
+        "capabilities": engine.capabilities(),
+        "serverInfo": engine.server_info,
+    }
+    instructions = engine.instructions(ctx) if engine.instructions else None
+    if instructions:
+        result["instructions"] = instructions
+    return result
+
+
+async def discover(engine: Engine, params: dict[str, Any], ctx: CallContext) -> Result:
+    result: Result = {
+        "supportedVersions": list(MODERN_VERSIONS),
+        "capabilities": engine.capabilities(),
+    }
+    instructions = engine.instructions(ctx) if engine.instructions else None
+    if instructions:
+        result["instructions"] = instructions
+    return result
+
+
+async def ping(engine: Engine, params: dict[str, Any], ctx: CallContext) -> Result:
+    return {}
+
+
+async def set_level(engine: Engine, params: dict[str, Any], ctx: CallContext) -> Result:
+    level = params.get("level")
+    if level not in LOG_LEVELS:
+        raise invalid_params(f"'level' must be one of {', '.join(LOG_LEVELS)}.")
+    ctx.log_level = level
+    if ctx.session is not None:
+        ctx.session.log_level = level
+    return {}
+
+
+# --- pagination --------------------------------------------------------------------------
+
+
+def encode_cursor(kind: str, offset: int) -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{offset}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(kind: str, params: dict[str, Any]) -> int:
+    cursor = params.get("cursor")
+    if cursor is None:
+        return 0
+    try:
+        padded = str(cursor) + "=" * (-len(str(cursor)) % 4)
+        label, _, offset = base64.urlsafe_b64decode(padded).decode().partition(":")
+        if label == kind and offset.isdigit():
+            return int(offset)
+    except (ValueError, UnicodeDecodeError):
+        pass
+    raise invalid_params("Invalid cursor: pass back a nextCursor value exactly as received.")
+
+
+def paginate(kind: str, items: Sequence[Any], params: dict[str, Any]) -> Result:
+    offset = decode_cursor(kind, params)
+    if offset > len(items):
+        raise invalid_params("Invalid cursor: pass back a nextCursor value exactly as received.")
+    page: Result = {kind: list(items[offset : offset + PAGE_SIZE])}
+    if offset + PAGE_SIZE < len(items):
+        page["nextCursor"] = encode_cursor(kind, offset + PAGE_SIZE)
+    return page
+
+
+# --- tools -------------------------------------------------------------------------------
+
+
+async def list_tools(engine: Engine, params: dict[str, Any], ctx: CallContext) -> Result:
+    return paginate("tools", engine.catalogue.visible_tools(ctx.principal.scopes), params)
+
+
+def find_tool(engine: Engine, params: dict[str, Any]) -> Tool:
+    name = params.get("name")
+    if not isinstance(name, str):
+        raise invalid_params("'name' must be the name of a tool from tools/list.")
+    tool = engine.catalogue.tools.get(name)
+    if tool is None:
+        raise invalid_params(f"Unknown tool: '{name}'. Call tools/list to see the available tools.")
+    return tool
+
+
+async def call_tool(engine: Engine, params: dict[str, Any], ctx: CallContext) -> Result:
+    tool = find_tool(engine, params)
+    arguments = params.get("arguments", {})
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        raise invalid_params("'arguments' must be an object.")
+    outcome = await run_tool(engine, tool, arguments, ctx)
+    return tool_result_wire(outcome, engine.encode_default(ctx))
+
+
+async def run_tool(
+    engine: Engine, tool: Tool, arguments: dict[str, Any], ctx: CallContext
+) -> ToolResult:
+    if not grants(tool, ctx.principal.scopes):
+        assert tool.scope is not None
+        return error_result(engine.scope_hint(tool.scope))
+    problem = validate(arguments, tool.input_schema)
+    if problem is not None:
+        return error_result(f"Invalid arguments for '{tool.name}': {problem}")
+    try:
+        return as_tool_result(await tool.handler(arguments, ctx))
+    except ToolError as exc:
+        return error_result(exc.message, exc.structured)
+    except (JsonRpcError, InputRequired):
+        raise
+
+
+def as_tool_result(value: Any) -> ToolResult:
+    if isinstance(value, ToolResult):
+        return value
+    if isinstance(value, dict):
+        return ToolResult([], value)
+    if isinstance(value, str):
+        return ToolResult([text(value)])
+    raise TypeError(f"tool handler returned {type(value).__name__}")
+
+
+def tool_result_wire(outcome: ToolResult, default: Callable[[Any], Any]) -> Result:
+    """The structured result with a text mirror (server/tools, "Structured Content": a tool
+    that returns structured content SHOULD also return it serialised in a TextContent block)."""
+    content = outcome.content
+    if outcome.structured is not None and not content:
+        content = [text(orjson.dumps(outcome.structured, default=default).decode())]
+    wire: Result = {"content": content, "isError": outcome.is_error}
+    if outcome.structured is not None:
+        wire["structuredContent"] = outcome.structured
+    return wire
+
+
+# --- resources ---------------------------------------------------------------------------
+
+
+async def list_resources(engine: Engine, params: dict[str, Any], ctx: CallContext) -> Result:
+    items = [r.descriptor() for r in engine.catalogue.resources.values()]
+    return paginate("resources", items, params)
+
+
+async def list_templates(engine: Engine, params: dict[str, Any], ctx: CallContext) -> Result:
+    items = [t.descriptor() for t in engine.catalogue.templates]
+    return paginate("resourceTemplates", items, params)
+
+
+def require_uri(params: dict[str, Any]) -> str:
+    uri = params.get("uri")
+    if not isinstance(uri, str) or not uri:
+        raise invalid_params("'uri' must be a resource URI from resources/list.")
+    return uri
+
+
+async def read_resource(engine: Engine, params: dict[str, Any], ctx: CallContext) -> Result:
+    uri = require_uri(params)
+    resource = engine.catalogue.resources.get(uri)
+    if resource is not None:
+        return {"contents": await resource.reader(uri, {}, ctx)}
+    for template in engine.catalogue.templates:
+        variables = match_template(template.uri_template, uri)
+        if variables is not None:
+            return {"contents": await template.reader(uri, variables, ctx)}
+    # 2026-07-28 server/resources: not found is -32602 there; earlier revisions use -32002.
+    code = INVALID_PARAMS if ctx.era is Era.MODERN else RESOURCE_NOT_FOUND
+    raise JsonRpcError(code, f"Resource not found: '{uri}'.", {"uri": uri})
+
+
+async def subscribe(engine: Engine, params: dict[str, Any], ctx: CallContext) -> Result:
+    uri = require_uri(params)
+    if ctx.session is not None:
+        ctx.session.subscriptions.add(uri)
+    return {}
+
+
+async def unsubscribe(engine: Engine, params: dict[str, Any], ctx: CallContext) -> Result:
+    uri = require_uri(params)
+    if ctx.session is not None:
+        ctx.session.subscriptions.discard(uri)
+    return {}
+
+
+# --- prompts -----------------------------------------------------------------------------
+
+
+async def list_prompts(engine: Engine, params: dict[str, Any], ctx: CallContext) -> Result:
+    items = [p.descriptor() for p in engine.catalogue.prompts.values()]
+    return paginate("prompts", items, params)
+
+
+def find_prompt(engine: Engine, name: Any) -> Prompt:
+    prompt = engine.catalogue.prompts.get(name) if isinstance(name, str) else None
+    if prompt is None:
+        raise invalid_params(f"Unknown prompt: '{name}'. Call prompts/list to see the prompts.")
+    return prompt
+
+
+async def get_prompt(engine: Engine, params: dict[str, Any], ctx: CallContext) -> Result:
+    prompt = find_prompt(engine, params.get("name"))
+    arguments = params.get("arguments") or {}
+    if not isinstance(arguments, dict) or not all(isinstance(v, str) for v in arguments.values()):
+        raise invalid_params("'arguments' must be an object of string values.")
+    for argument in prompt.arguments:
+        if argument.required and argument.name not in arguments:
+            raise invalid_params(f"Missing required argument '{argument.name}'.")
+    return await prompt.renderer(arguments, ctx)
+
+
+# --- completion --------------------------------------------------------------------------
+
+
+async def complete(engine: Engine, params: dict[str, Any], ctx: CallContext) -> Result:
+    ref, argument = params.get("ref"), params.get("argument")
+    if not isinstance(ref, dict) or not isinstance(argument, dict):
+        raise invalid_params("'ref' and 'argument' must be objects.")
+    name, value = argument.get("name"), argument.get("value", "")
+    if not isinstance(name, str) or not isinstance(value, str):
+        raise invalid_params("'argument' needs a string 'name' and a string 'value'.")
+    context = params.get("context") or {}
+    known = context.get("arguments") or {} if isinstance(context, dict) else {}
+    values = completer_for(engine, ref, name)(value, known) if completer_for(engine, ref, name) else []
+    return {"completion": {"values": values[:100], "total": len(values), "hasMore": len(values) > 100}}
+
+
+def completer_for(engine: Engine, ref: dict[str, Any], name: str) -> Any:
+    if ref.get("type") == "ref/prompt":
+        prompt = find_prompt(engine, ref.get("name"))
+        return next((a.completer for a in prompt.arguments if a.name == name), None)
+    if ref.get("type") == "ref/resource":
+        for template in engine.catalogue.templates:
+            if template.uri_template == ref.get("uri"):
+                return template.completers.get(name)
+        raise invalid_params(f"Unknown resource template: '{ref.get('uri')}'.")
+    raise invalid_params("'ref.type' must be 'ref/prompt' or 'ref/resource'.")
+
+
+BOTH = frozenset(Era)
+HANDSHAKE_ONLY = frozenset({Era.HANDSHAKE})
+MODERN_ONLY = frozenset({Era.MODERN})
+
+METHODS: dict[str, Method] = {
+    "initialize": Method(initialize, HANDSHAKE_ONLY),
+    "server/discover": Method(discover, MODERN_ONLY, cacheable=True),
+    "ping": Method(ping, HANDSHAKE_ONLY),
+    "logging/setLevel": Method(set_level, HANDSHAKE_ONLY),
+    "tools/list": Method(list_tools, BOTH, cacheable=True),
+    "tools/call": Method(call_tool, BOTH),
+    "resources/list": Method(list_resources, BOTH, cacheable=True),
+    "resources/templates/list": Method(list_templates, BOTH, cacheable=True),
+    "resources/read": Method(read_resource, BOTH, cacheable=True),
+    "resources/subscribe": Method(subscribe, HANDSHAKE_ONLY),
+    "resources/unsubscribe": Method(unsubscribe, HANDSHAKE_ONLY),
+    "prompts/list": Method(list_prompts, BOTH, cacheable=True),
+    "prompts/get": Method(get_prompt, BOTH),
+    "completion/complete": Method(complete, BOTH),
+}
+
+__all__ = ["INVALID_PARAMS", "METHODS", "Engine", "ToolResult"]

@@ -1,0 +1,77 @@
+"""The embedding API: run sp00ky-mcp inside an existing anyio (asyncio) program.
+
+    server = McpServer(ServerConfig(port=0), catalogue=my_catalogue, authenticate=my_auth)
+    async with anyio.create_task_group() as tg:
+        await tg.start(server.serve)
+        print(server.url)
+        ...
+        server.shutdown()        # stop accepting, finish in-flight requests, end SSE streams
+
+The CLI is one user of this API, the test-suite another.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import anyio
+import anyio.abc
+
+from .catalogue import Catalogue
+from .config import ServerConfig
+from .context import ANONYMOUS, CallContext, Principal
+from .http import HttpRequest, HttpServer
+from .protocol import Engine
+from .service import Authenticator, McpService
+
+log = logging.getLogger("sp00ky_mcp")
+
+
+def allow_anonymous(request: HttpRequest) -> Principal:
+    """No authentication: only for the loopback conformance profile and tests."""
+    return ANONYMOUS
+
+
+class McpServer:
+    def __init__(
+        self,
+        config: ServerConfig,
+        catalogue: Catalogue | None = None,
+        authenticate: Authenticator = allow_anonymous,
+        instructions: Callable[[CallContext], str | None] | None = None,
+        scope_hint: Callable[[str], str] | None = None,
+    ) -> None:
+        self.config = config
+        self.engine = Engine(catalogue or Catalogue(), instructions, scope_hint)
+        self.service = McpService(config, self.engine, authenticate)
+        self.http = HttpServer(self.service, config.limits)
+        self.port: int | None = None
+        self._stopped = anyio.Event()
+
+    @property
+    def url(self) -> str:
+        host = self.config.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}{self.config.endpoint}"
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Bind, report started, and serve until `shutdown()`; returns once drained."""
+        listener = await anyio.create_tcp_listener(
+            local_host=self.config.host, local_port=self.config.port, reuse_port=False
+        )
+        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        try:
+            async with anyio.create_task_group() as tasks:
+                await tasks.start(self.service.run)
+                await self.http.serve(listener, task_status=task_status)
+                tasks.cancel_scope.cancel()
+        finally:
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        self.service.begin_shutdown()
+        self.http.shutdown()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()

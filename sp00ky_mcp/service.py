@@ -1,0 +1,498 @@
+"""The MCP endpoint: Streamable HTTP on top of `http`, dispatching to the pure `protocol`.
+
+Every request goes through a sequence of small decisions (route, host, origin, auth, method,
+headers, body, era, session); the first that refuses ends the request with its `HttpError`.
+`_answer` is the one exception-to-wire boundary: anything unexpected becomes -32603 with a
+generic message, and the traceback goes to the server log only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+import orjson
+
+from . import jsonrpc, sse, transport
+from .config import ServerConfig
+from .context import CallContext, InputRequired, Principal
+from .errors import (
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    MISSING_CAPABILITY,
+    HttpError,
+    JsonRpcError,
+)
+from .http import Header, HttpRequest, HttpResponse, Response, StreamingResponse, plain_response
+from .listen import Listener, Listeners
+from .mrtr import RequestStateSigner, input_required_result
+from .protocol import Engine
+from .runtime import SessionRuntime, StreamPeer
+from .sessions import Session, SessionEvent, SessionRegistry, new_session_id
+from .streams import EventStream, StreamItem, split_event_id
+from .versions import (
+    META_CLIENT_CAPABILITIES,
+    META_CLIENT_INFO,
+    META_LOG_LEVEL,
+    META_PROTOCOL_VERSION,
+    Era,
+    has_priming_events,
+    is_modern,
+    negotiate,
+)
+
+log = logging.getLogger("sp00ky_mcp.service")
+
+Authenticator = Callable[[HttpRequest], Principal]
+JSON_HEADERS: list[Header] = [(b"content-type", b"application/json")]
+SSE_HEADERS: list[Header] = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+INTERNAL = JsonRpcError(INTERNAL_ERROR, "Internal error: the server could not complete the request.")
+LISTEN = "subscriptions/listen"
+
+
+def json_response(status: int, body: bytes, extra: list[Header] | None = None) -> HttpResponse:
+    return HttpResponse(status, JSON_HEADERS + (extra or []), body)
+
+
+def sse_response(body: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(200, list(SSE_HEADERS), body)
+
+
+def rejection(error: HttpError) -> HttpResponse:
+    headers = [(k.encode(), v.encode()) for k, v in error.headers]
+    if error.rpc_code is None:
+        return plain_response(error.status, error.message, headers)
+    rpc = JsonRpcError(error.rpc_code, error.message)
+    return json_response(error.status, jsonrpc.encode_error(None, rpc), headers)
+
+
+def modern_status(code: int | None) -> int:
+    """2026-07-28 transports: header, version, capability and malformed-_meta errors are 400;
+    an unknown method is 404; other JSON-RPC errors travel with 200."""
+    if code == METHOD_NOT_FOUND:
+        return 404
+    if code == MISSING_CAPABILITY:
+        return 400
+    return 200
+
+
+class McpService:
+    def __init__(
+        self, config: ServerConfig, engine: Engine, authenticate: Authenticator
+    ) -> None:
+        limits = config.limits
+        self.config = config
+        self.engine = engine
+        self.authenticate = authenticate
+        self.sessions = SessionRegistry(
+            limits.max_sessions, limits.max_sessions_per_principal, limits.session_idle_ttl
+        )
+        self.hosts = transport.allowed_hosts(config.allowed_hosts, config.host, config.public_url)
+        self.origins = frozenset(o.rstrip("/") for o in config.allowed_origins)
+        self.signer = RequestStateSigner()
+        offered = {"toolsListChanged", "promptsListChanged", "resourcesListChanged"}
+        if engine.catalogue.has_resources:
+            offered.add("resourceSubscriptions")
+        self.listeners = Listeners(frozenset(offered), limits.sse_replay_events)
+        self.tasks: anyio.abc.TaskGroup | None = None
+
+    async def run(self, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Owns the tasks that answer requests, so handshake-era handlers outlive a dropped
+        connection (2025-11-25 transports: a disconnect is not a cancellation)."""
+        async with anyio.create_task_group() as tasks:
+            self.tasks = tasks
+            task_status.started()
+            await anyio.sleep_forever()
+
+    def begin_shutdown(self) -> None:
+        """Long-lived streams end now; requests in flight finish within the grace period."""
+        self.listeners.end_all()
+        for session_id in list(self.sessions.ids()):
+            session = self.sessions.peek(session_id)
+            if session is not None and session.runtime.standalone is not None:
+                session.runtime.standalone.close()
+
+    def end_principal_sessions(self, owner: str) -> None:
+        for session in self.sessions.remove_owner(owner):
+            session.runtime.close()
+
+    async def __call__(self, request: HttpRequest) -> Response:
+        try:
+            return await self._route(request)
+        except HttpError as exc:
+            return rejection(exc)
+        except Exception:
+            log.exception("unhandled error answering %s %s", request.method, request.path)
+            return json_response(500, jsonrpc.encode_error(None, INTERNAL))
+
+    async def _route(self, request: HttpRequest) -> Response:
+        if request.path != self.config.endpoint:
+            return plain_response(404, f"Not found: the MCP endpoint is {self.config.endpoint}.")
+        _raise(transport.check_host(request.header("host"), self.hosts))
+        _raise(transport.check_origin(request.header("origin"), self.hosts, self.origins))
+        principal = self.authenticate(request)
+        if request.method == "POST":
+            return await self._post(request, principal)
+        if request.method == "GET":
+            return self._get(request, principal)
+        if request.method == "DELETE":
+            return self._delete(request, principal)
+        raise HttpError(405, "Method not allowed: use POST, GET or DELETE.",
+                        (("allow", "GET, POST, DELETE"),))
+
+    # --- POST ------------------------------------------------------------------------------
+
+    async def _post(self, request: HttpRequest, principal: Principal) -> Response:
+        headers = request.headers
+        _raise(transport.check_post_headers(headers.get("accept"), headers.get("content-type")))
+        batch = _value(transport.read_messages(request.body))
+        if transport.choose_era(batch, headers) is Era.MODERN:
+            return await self._post_modern(request, batch, principal)
+        first = batch.first
+        if isinstance(first, jsonrpc.Request) and first.method == "initialize":
+            return await self._initialize(first, batch, principal)
+        session = self._session(request, principal)
+        version = _value(transport.header_version(headers.get("mcp-protocol-version")))
+        _raise(transport.check_batch(batch, session.protocol_version if batch.is_batch else version))
+        return await self._post_in_session(batch, session, principal)
+
+    async def _initialize(
+        self, message: jsonrpc.Request, batch: transport.Batch, principal: Principal
+    ) -> Response:
+        if batch.is_batch:
+            raise HttpError(400, "Invalid Request: initialize must not be part of a batch.",
+                            rpc_code=INVALID_REQUEST)
+        session = self._new_session(message.params, principal)
+        stream = session.runtime.new_stream()
+        body = await self._answer(message, self._session_context(session, principal, stream, message))
+        return json_response(200, body, [(b"mcp-session-id", session.id.encode())])
+
+    def _new_session(self, params: dict[str, Any], principal: Principal) -> Session:
+        session = Session(
+            id=new_session_id(),
+            owner=principal.token_id,
+            protocol_version=negotiate(params.get("protocolVersion")),
+            client_capabilities=_dict(params.get("capabilities")),
+            client_info=_dict(params.get("clientInfo")),
+            last_seen=time.monotonic(),
+            runtime=SessionRuntime(self.config.limits.sse_replay_events),
+        )
+        for evicted in self.sessions.add(session):
+            evicted.runtime.close()
+        return session
+
+    def _session(self, request: HttpRequest, principal: Principal) -> Session:
+        session_id = request.header("mcp-session-id")
+        if session_id is None:
+            raise HttpError(400, "Bad Request: the Mcp-Session-Id header is required; send "
+                            "initialize first to get one.", rpc_code=INVALID_REQUEST)
+        session = self.sessions.get(session_id, time.monotonic())
+        # A session presented by a principal other than its creator is, to that principal,
+        # unknown: 404, never 403, so session ids leak nothing.
+        if session is None or session.owner != principal.token_id:
+            raise HttpError(404, "Session not found: it ended or expired; send initialize to "
+                            "start a new session.", rpc_code=INVALID_REQUEST)
+        return session
+
+    async def _post_in_session(
+        self, batch: transport.Batch, session: Session, principal: Principal
+    ) -> Response:
+        for message in batch.messages:
+            self._absorb(message, session)
+        calls = [m for m in batch.messages if isinstance(m, jsonrpc.Request | jsonrpc.Invalid)]
+        if not calls:
+            return HttpResponse(202, [])
+        if batch.is_batch:
+            return await self._answer_batch(calls, session, principal)
+        message = calls[0]
+        if isinstance(message, jsonrpc.Invalid):
+            return json_response(400, jsonrpc.encode_error(message.id, message.error))
+        session.advance(SessionEvent.REQUEST)
+        stream = session.runtime.new_stream()
+        ctx = self._session_context(session, principal, stream, message)
+        self._spawn(self._run_request, message, ctx, stream, session.runtime, None)
+        return await self._reply(stream, prime=has_priming_events(session.protocol_version))
+
+    @staticmethod
+    def _absorb(message: jsonrpc.Message, session: Session) -> None:
+        runtime: SessionRuntime = session.runtime
+        if isinstance(message, jsonrpc.Response):
+            runtime.resolve(message)
+        elif isinstance(message, jsonrpc.Notification):
+            if message.method == "notifications/initialized":
+                session.advance(SessionEvent.INITIALIZED)
+            elif message.method == "notifications/cancelled":
+                runtime.cancel(message.params.get("requestId"))
+
+    async def _answer_batch(
+        self, calls: list[jsonrpc.Request | jsonrpc.Invalid], session: Session,
+        principal: Principal,
+    ) -> Response:
+        """2025-03-26 batches are answered with a JSON array, one response per request."""
+        replies: list[bytes] = []
+        for message in calls:
+            if isinstance(message, jsonrpc.Invalid):
+                replies.append(jsonrpc.encode_error(message.id, message.error))
+                continue
+            stream = session.runtime.new_stream()
+            ctx = self._session_context(session, principal, stream, message)
+            replies.append(await self._answer(message, ctx))
+        return json_response(200, b"[" + b",".join(replies) + b"]")
+
+    def _session_context(
+        self, session: Session, principal: Principal, stream: EventStream,
+        message: jsonrpc.Request,
+    ) -> CallContext:
+        return CallContext(
+            era=Era.HANDSHAKE,
+            protocol_version=session.protocol_version,
+            principal=principal,
+            peer=StreamPeer(stream, session.runtime),
+            client_capabilities=session.client_capabilities,
+            client_info=session.client_info,
+            log_level=session.log_level,
+            progress_token=_progress_token(message.params),
+            session=session,
+        )
+
+    # --- answering -------------------------------------------------------------------------
+
+    def _spawn(self, func: Callable[..., Any], *args: Any) -> None:
+        assert self.tasks is not None, "the service is not running"
+        self.tasks.start_soon(func, *args)
+
+    async def _run_request(
+        self,
+        message: jsonrpc.Request,
+        ctx: CallContext,
+        stream: EventStream,
+        runtime: SessionRuntime | None,
+        disconnected: anyio.Event | None,
+    ) -> None:
+        """Handshake era: runs until done or cancelled by notifications/cancelled.  Modern era
+        (`disconnected` given): closing the response stream cancels (2026-07-28 transports)."""
+        answer: tuple[bytes, int | None] | None = None
+        with anyio.CancelScope() as scope:
+            if runtime is not None:
+                runtime.running[message.id] = scope
+            try:
+                async with anyio.create_task_group() as watch:
+                    if disconnected is not None:
+                        watch.start_soon(_cancel_when_set, disconnected, scope)
+                    answer = await self._answer_coded(message, ctx)
+                    watch.cancel_scope.cancel()
+            finally:
+                if runtime is not None:
+                    runtime.running.pop(message.id, None)
+        if answer is not None:
+            stream.publish(answer[0], final=True, error_code=answer[1])
+        stream.close()
+
+    async def _answer(self, message: jsonrpc.Request, ctx: CallContext) -> bytes:
+        return (await self._answer_coded(message, ctx))[0]
+
+    async def _answer_coded(
+        self, message: jsonrpc.Request, ctx: CallContext
+    ) -> tuple[bytes, int | None]:
+        """The boundary: a request always ends in exactly one JSON-RPC response."""
+        try:
+            result = await self.engine.call(message.method, message.params, ctx)
+        except JsonRpcError as exc:
+            return jsonrpc.encode_error(message.id, exc), exc.code
+        except InputRequired as exc:
+            state = input_required_result(exc, message.method, message.params, ctx, self.signer)
+            result = self.engine.finish(state, ctx, cacheable=False)
+        except Exception:
+            log.exception("unhandled error in %s", message.method)
+            return jsonrpc.encode_error(message.id, INTERNAL), INTERNAL_ERROR
+        return self._encode_result(message, result, ctx)
+
+    def _encode_result(
+        self, message: jsonrpc.Request, result: dict[str, Any], ctx: CallContext
+    ) -> tuple[bytes, int | None]:
+        try:
+            body = {"jsonrpc": "2.0", "id": message.id, "result": result}
+            return orjson.dumps(body, default=self.engine.encode_default(ctx)), None
+        except TypeError:
+            log.exception("unencodable result from %s", message.method)
+            return jsonrpc.encode_error(message.id, INTERNAL), INTERNAL_ERROR
+
+    async def _reply(self, stream: EventStream, prime: bool, modern: bool = False) -> Response:
+        """A request that produced only its response gets JSON; one that produced anything
+        else first (progress, logs, server requests) gets an SSE stream."""
+        first = await stream.first()
+        if first is not None and first.final:
+            status = modern_status(first.error_code) if modern else 200
+            return json_response(status, first.data)
+        return sse_response(self._sse_body(stream, 0, prime=prime, with_ids=not modern))
+
+    async def _sse_body(
+        self, stream: EventStream, after: int, prime: bool, with_ids: bool = True
+    ) -> AsyncIterator[bytes]:
+        limits = self.config.limits
+        if prime:
+            yield sse.priming(stream.event_id(after), limits.sse_retry_ms)
+        async for item in stream.follow(after, limits.sse_keepalive):
+            yield _sse_chunk(stream, item, with_ids)
+
+    # --- GET and DELETE --------------------------------------------------------------------
+
+    def _get(self, request: HttpRequest, principal: Principal) -> Response:
+        _raise(_stateless_refusal(request))
+        _raise(transport.check_get_headers(request.header("accept")))
+        session = self._session(request, principal)
+        runtime: SessionRuntime = session.runtime
+        last = request.header("last-event-id")
+        if last is not None:
+            return self._resume(runtime, last)
+        stream = runtime.open_standalone()
+        if stream is None:
+            raise HttpError(409, "Conflict: this session already has an open GET stream.",
+                            rpc_code=INVALID_REQUEST)
+        return sse_response(self._sse_body(stream, 0, has_priming_events(session.protocol_version)))
+
+    def _resume(self, runtime: SessionRuntime, last_event_id: str) -> Response:
+        """Replay only the stream the event id belongs to (transports, "Resumability")."""
+        parsed = split_event_id(last_event_id)
+        stream = runtime.streams.get(parsed[0]) if parsed else None
+        if stream is None or parsed is None:
+            raise HttpError(404, "Not found: Last-Event-ID names no stream this session can "
+                            "resume.", rpc_code=INVALID_REQUEST)
+        return sse_response(self._sse_body(stream, parsed[1], prime=False))
+
+    def _delete(self, request: HttpRequest, principal: Principal) -> Response:
+        _raise(_stateless_refusal(request))
+        session = self._session(request, principal)
+        self.sessions.remove(session.id)
+        session.runtime.close()
+        return HttpResponse(200, [])
+
+    # --- the stateless era -----------------------------------------------------------------
+
+    async def _post_modern(
+        self, request: HttpRequest, batch: transport.Batch, principal: Principal
+    ) -> Response:
+        if batch.is_batch:
+            raise HttpError(400, "Invalid Request: the stateless protocol takes one message per "
+                            "request.", rpc_code=INVALID_REQUEST)
+        message = batch.first
+        if isinstance(message, jsonrpc.Invalid):
+            return json_response(400, jsonrpc.encode_error(message.id, message.error))
+        if not isinstance(message, jsonrpc.Request):
+            return HttpResponse(202, [])
+        stream = EventStream("r", self.config.limits.sse_replay_events)
+        ctx = self._modern_context(message, principal, stream)
+        problem = self._modern_problem(message, request, ctx)
+        if problem is not None:
+            status = 404 if problem.code == METHOD_NOT_FOUND else 400
+            return json_response(status, jsonrpc.encode_error(message.id, problem))
+        if message.method == LISTEN:
+            return self._listen(message)
+        self._spawn(self._run_request, message, ctx, stream, None, request.disconnected)
+        return await self._reply(stream, prime=False, modern=True)
+
+    def _modern_problem(
+        self, message: jsonrpc.Request, request: HttpRequest, ctx: CallContext
+    ) -> JsonRpcError | None:
+        """The 2026-07-28 validation order: headers and version, required _meta, method,
+        then a retry's requestState."""
+        checks: tuple[Callable[[], object], ...] = (
+            lambda: transport.modern_version(message, request.header("mcp-protocol-version")),
+            lambda: transport.check_routing_headers(message, request.headers),
+            lambda: transport.check_request_meta(message),
+            lambda: self._method_problem(message.method),
+            lambda: self.signer.restore(message.method, message.params, ctx),
+        )
+        for check in checks:
+            problem = check()
+            if isinstance(problem, JsonRpcError):
+                return problem
+        return None
+
+    def _method_problem(self, method: str) -> JsonRpcError | None:
+        if method == LISTEN:
+            return None
+        try:
+            self.engine.method(method, Era.MODERN)
+        except JsonRpcError as exc:
+            return exc
+        return None
+
+    def _modern_context(
+        self, message: jsonrpc.Request, principal: Principal, stream: EventStream
+    ) -> CallContext:
+        meta = transport.meta_of(message)
+        level = meta.get(META_LOG_LEVEL)
+        return CallContext(
+            era=Era.MODERN,
+            protocol_version=str(meta.get(META_PROTOCOL_VERSION)),
+            principal=principal,
+            peer=StreamPeer(stream, None),
+            client_capabilities=_dict(meta.get(META_CLIENT_CAPABILITIES)),
+            client_info=_dict(meta.get(META_CLIENT_INFO)),
+            log_level=level if isinstance(level, str) else None,
+            progress_token=_progress_token(message.params),
+        )
+
+    def _listen(self, message: jsonrpc.Request) -> Response:
+        listener = self.listeners.open(message)
+        if isinstance(listener, JsonRpcError):
+            return json_response(200, jsonrpc.encode_error(message.id, listener))
+        return sse_response(self._listen_body(listener))
+
+    async def _listen_body(self, listener: Listener) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._sse_body(listener.stream, 0, prime=False, with_ids=False):
+                yield chunk
+        finally:
+            self.listeners.close(listener)
+
+
+def _stateless_refusal(request: HttpRequest) -> HttpError | None:
+    """2026-07-28 "Earlier Streamable HTTP Revisions": GET and DELETE get 405 from a client
+    that speaks the stateless revision."""
+    if "mcp-session-id" in request.headers or not is_modern(request.header("mcp-protocol-version")):
+        return None
+    return HttpError(405, "Method not allowed: protocol 2026-07-28 uses POST only.",
+                     (("allow", "POST"),), rpc_code=INVALID_REQUEST)
+
+
+def _sse_chunk(stream: EventStream, item: StreamItem | None, with_ids: bool) -> bytes:
+    if item is None:
+        return sse.KEEPALIVE
+    return sse.event(item.data, stream.event_id(item.seq) if with_ids else None)
+
+
+def _raise(error: HttpError | None) -> None:
+    if error is not None:
+        raise error
+
+
+def _value(value: Any) -> Any:
+    if isinstance(value, HttpError):
+        raise value
+    return value
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _progress_token(params: dict[str, Any]) -> str | int | None:
+    meta = params.get("_meta")
+    token = meta.get("progressToken") if isinstance(meta, dict) else None
+    return token if isinstance(token, str | int) and not isinstance(token, bool) else None
+
+
+async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()

@@ -1,0 +1,26 @@
+"""Server-Sent Events encoding (HTML Living Standard, "Server-sent events", 9.2.5).  Pure.
+
+Event data is a single JSON text; orjson never emits a newline, so one `data:` line suffices.
+"""
+
+from __future__ import annotations
+
+CONTENT_TYPE = "text/event-stream"
+KEEPALIVE = b": keep-alive\n\n"
+
+
+def event(data: bytes, event_id: str | None = None) -> bytes:
+    head = b"id: " + event_id.encode("ascii") + b"\n" if event_id is not None else b""
+    return head + b"event: message\ndata: " + data + b"\n\n"
+
+
+def priming(event_id: str, retry_ms: int | None = None) -> bytes:
+    """An event with an id and empty data: it primes the client's Last-Event-ID for resumption
+    (2025-11-25 transports, "Sending Messages to the Server", item 6)."""
+    retry = b"retry: " + str(retry_ms).encode("ascii") + b"\n" if retry_ms is not None else b""
+    return b"id: " + event_id.encode("ascii") + b"\n" + retry + b"data: \n\n"
+
+
+def retry_hint(retry_ms: int) -> bytes:
+    """Sent before the server closes a stream it wants the client to resume later."""
+    return b"retry: " + str(retry_ms).encode("ascii") + b"\n\n"

@@ -1,0 +1,81 @@
+"""Event streams behind SSE replies: publish once, follow live, replay after a disconnect.
+
+Each stream keeps its last N events so that a client reconnecting with `Last-Event-ID` gets
+what it missed (transports, "Resumability and Redelivery": ids are per-stream cursors and the
+server replays only messages of the stream the id belongs to).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import anyio
+
+
+@dataclass(frozen=True, slots=True)
+class StreamItem:
+    seq: int
+    data: bytes
+    final: bool = False
+    # The JSON-RPC error code of a final response, for transports that map codes to statuses.
+    error_code: int | None = None
+
+
+class EventStream:
+    def __init__(self, stream_id: str, capacity: int) -> None:
+        self.stream_id = stream_id
+        self.items: deque[StreamItem] = deque(maxlen=capacity)
+        self.seq = 0
+        self.closed = False
+        self._wake = anyio.Event()
+
+    def event_id(self, seq: int) -> str:
+        return f"{self.stream_id}_{seq}"
+
+    def publish(self, data: bytes, final: bool = False, error_code: int | None = None) -> None:
+        if self.closed:
+            return
+        self.seq += 1
+        self.items.append(StreamItem(self.seq, data, final, error_code))
+        self._wakeup()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._wakeup()
+
+    def _wakeup(self) -> None:
+        self._wake.set()
+        self._wake = anyio.Event()
+
+    async def first(self) -> StreamItem | None:
+        """Wait for the first item; None when the stream closed empty."""
+        while not self.items and not self.closed:
+            await self._wake.wait()
+        return self.items[0] if self.items else None
+
+    def after(self, seq: int) -> list[StreamItem]:
+        return [item for item in self.items if item.seq > seq]
+
+    async def follow(self, after: int, keepalive: float) -> AsyncIterator[StreamItem | None]:
+        """Items past `after`, then live ones until closed; None marks a quiet interval."""
+        while True:
+            wake = self._wake
+            for item in self.after(after):
+                after = item.seq
+                yield item
+            if self.closed:
+                return
+            with anyio.move_on_after(keepalive) as quiet:
+                await wake.wait()
+            if quiet.cancelled_caught:
+                yield None
+
+
+def split_event_id(event_id: str) -> tuple[str, int] | None:
+    stream_id, sep, seq = event_id.rpartition("_")
+    if not sep or not seq.isdigit():
+        return None
+    return stream_id, int(seq)

@@ -1,0 +1,257 @@
+"""Streamable HTTP decisions.  Pure: each check takes what it needs and returns a value, either
+None (passed) or an `HttpError` to answer with; the service writes whatever is decided.
+
+Sections cited are from the transports page of the revision named.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from . import jsonrpc
+from .errors import (
+    HEADER_MISMATCH,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    UNSUPPORTED_VERSION,
+    HttpError,
+    JsonRpcError,
+)
+from .versions import (
+    ASSUMED_WITHOUT_HEADER,
+    META_CLIENT_CAPABILITIES,
+    META_PROTOCOL_VERSION,
+    MODERN_VERSIONS,
+    SUPPORTED_VERSIONS,
+    Era,
+    batches_allowed,
+    is_modern,
+)
+
+JSON = "application/json"
+SSE = "text/event-stream"
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def allowed_hosts(configured: Iterable[str], bind_host: str, public_url: str | None) -> frozenset[str]:
+    """Host names a request may address: loopback names when bound to loopback, plus the
+    public URL's host and any configured names (DNS-rebinding protection, 2025-06-18
+    "Security Warning": servers MUST validate the Origin header)."""
+    hosts = {h.lower() for h in configured}
+    if bind_host in LOOPBACK_HOSTS or bind_host.startswith("127."):
+        hosts.update(LOOPBACK_HOSTS)
+    elif bind_host not in ("0.0.0.0", "::"):
+        hosts.add(bind_host.lower())
+    if public_url:
+        hosts.add((urlsplit(public_url).hostname or "").lower())
+    return frozenset(hosts)
+
+
+def host_name(value: str) -> str:
+    """The host part of a Host header or an origin's authority, without the port."""
+    if value.startswith("["):
+        return value[1 : value.find("]")].lower() if "]" in value else value.lower()
+    return value.rsplit(":", 1)[0].lower() if value.count(":") == 1 else value.lower()
+
+
+def check_host(host: str | None, allowed: frozenset[str]) -> HttpError | None:
+    if not allowed:
+        return None
+    if host is None or host_name(host) not in allowed:
+        return HttpError(421, "Misdirected request: the Host header names a host this server "
+                         "does not serve; add it with --allowed-host.")
+    return None
+
+
+def check_origin(
+    origin: str | None, hosts: frozenset[str], origins: frozenset[str]
+) -> HttpError | None:
+    """A browser sends Origin; an Origin that is neither an allowed origin nor one of our own
+    hosts is a DNS-rebinding attempt and gets 403 (transports, "Security Warning")."""
+    if origin is None or origin.rstrip("/") in origins:
+        return None
+    parts = urlsplit(origin)
+    if parts.scheme in ("http", "https") and (parts.hostname or "").lower() in hosts:
+        return None
+    return HttpError(403, "Forbidden: this Origin is not allowed; add it with --allowed-origin.")
+
+
+def media_types(header: str | None) -> set[str]:
+    if not header:
+        return set()
+    return {part.split(";", 1)[0].strip().lower() for part in header.split(",")}
+
+
+def accepts(header: str | None, wanted: str) -> bool:
+    types = media_types(header)
+    major = wanted.split("/", 1)[0]
+    return bool(types & {wanted, f"{major}/*", "*/*"})
+
+
+def check_post_headers(accept: str | None, content_type: str | None) -> HttpError | None:
+    """The client MUST list both application/json and text/event-stream in Accept
+    ("Sending Messages to the Server", item 2) and send a JSON body."""
+    if not (accepts(accept, JSON) and accepts(accept, SSE)):
+        return HttpError(406, "Not Acceptable: the Accept header must list both "
+                         "application/json and text/event-stream.", rpc_code=INVALID_REQUEST)
+    if JSON not in media_types(content_type):
+        return HttpError(415, "Unsupported Media Type: send the body as application/json.",
+                         rpc_code=INVALID_REQUEST)
+    return None
+
+
+def check_get_headers(accept: str | None) -> HttpError | None:
+    if not accepts(accept, SSE):
+        return HttpError(406, "Not Acceptable: a GET must accept text/event-stream.",
+                         rpc_code=INVALID_REQUEST)
+    return None
+
+
+def header_version(value: str | None) -> str | HttpError:
+    """2025-06-18 "Protocol Version Header": absent means 2025-03-26; an unsupported value
+    MUST get 400 Bad Request."""
+    if value is None:
+        return ASSUMED_WITHOUT_HEADER
+    if value not in SUPPORTED_VERSIONS:
+        return HttpError(400, f"Bad Request: unsupported MCP-Protocol-Version '{value}'; "
+                         f"supported: {', '.join(SUPPORTED_VERSIONS)}.", rpc_code=INVALID_REQUEST)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    messages: tuple[jsonrpc.Message, ...]
+    is_batch: bool
+
+    @property
+    def requests(self) -> tuple[jsonrpc.Request, ...]:
+        return tuple(m for m in self.messages if isinstance(m, jsonrpc.Request))
+
+    @property
+    def first(self) -> jsonrpc.Message:
+        return self.messages[0]
+
+
+def read_messages(body: bytes) -> Batch | HttpError:
+    try:
+        decoded = jsonrpc.decode_json(body)
+    except JsonRpcError as exc:
+        return HttpError(400, exc.message, rpc_code=exc.code)
+    if isinstance(decoded, list):
+        if not decoded:
+            return HttpError(400, "Invalid Request: an empty batch.", rpc_code=INVALID_REQUEST)
+        return Batch(tuple(jsonrpc.classify(item) for item in decoded), True)
+    return Batch((jsonrpc.classify(decoded),), False)
+
+
+def meta_of(message: jsonrpc.Message) -> Mapping[str, Any]:
+    params = getattr(message, "params", None)
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def choose_era(batch: Batch, headers: Mapping[str, str]) -> Era:
+    """Dual-era routing: `initialize` or a session id means the handshake era; a modern
+    version in the header or in the request's `_meta` means the stateless era."""
+    first = batch.first
+    if isinstance(first, jsonrpc.Request) and first.method == "initialize":
+        return Era.HANDSHAKE
+    if "mcp-session-id" in headers:
+        return Era.HANDSHAKE
+    if is_modern(headers.get("mcp-protocol-version")):
+        return Era.MODERN
+    meta_version = meta_of(first).get(META_PROTOCOL_VERSION)
+    if meta_version is not None and not batch.is_batch:
+        return Era.MODERN
+    return Era.HANDSHAKE
+
+
+def check_batch(batch: Batch, version: str) -> HttpError | None:
+    if batch.is_batch and not batches_allowed(version):
+        return HttpError(400, "Invalid Request: JSON-RPC batches are not supported by protocol "
+                         f"version {version}; send one message per request.",
+                         rpc_code=INVALID_REQUEST)
+    return None
+
+
+def unsupported_version(requested: Any) -> JsonRpcError:
+    """Lists every version we speak, legacy ones included, so that a dual-era client knows it
+    may fall back to initialize (versioning page, compatibility matrix)."""
+    return JsonRpcError(
+        UNSUPPORTED_VERSION,
+        f"Unsupported protocol version: {requested!r}; use one of the supported versions.",
+        {"supported": list(SUPPORTED_VERSIONS), "requested": requested},
+    )
+
+
+def modern_version(message: jsonrpc.Message, header: str | None) -> str | JsonRpcError:
+    """2026-07-28 "Request Metadata": the header is required and must equal `_meta`'s
+    protocolVersion; a version we do not serve statelessly is -32022."""
+    requested = meta_of(message).get(META_PROTOCOL_VERSION)
+    if header is None:
+        return JsonRpcError(HEADER_MISMATCH, "Header mismatch: the MCP-Protocol-Version header "
+                            "is required.")
+    if requested is None:
+        return JsonRpcError(INVALID_PARAMS, "Invalid params: _meta must carry "
+                            f"'{META_PROTOCOL_VERSION}'.")
+    if header != requested:
+        return JsonRpcError(HEADER_MISMATCH, f"Header mismatch: MCP-Protocol-Version '{header}' "
+                            f"does not match the _meta protocol version {requested!r}.")
+    if requested not in MODERN_VERSIONS:
+        return unsupported_version(requested)
+    return str(requested)
+
+
+NAME_FIELDS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+_B64_PREFIX, _B64_SUFFIX = "=?base64?", "?="
+
+
+def decode_header_value(value: str) -> str | None:
+    """2026-07-28 "Value Encoding": values that are not plain ASCII travel as
+    `=?base64?<UTF-8 as base64>?=`; None when the value cannot be decoded."""
+    if not (value.startswith(_B64_PREFIX) and value.endswith(_B64_SUFFIX)):
+        return value
+    try:
+        raw = base64.b64decode(value[len(_B64_PREFIX) : -len(_B64_SUFFIX)], validate=True)
+        return raw.decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def check_routing_headers(
+    message: jsonrpc.Request, headers: Mapping[str, str]
+) -> JsonRpcError | None:
+    """2026-07-28: Mcp-Method must equal the body's method and Mcp-Name its name or uri, so
+    that intermediaries can route on headers without reading bodies."""
+    sent = headers.get("mcp-method")
+    if sent is None:
+        return _mismatch("the Mcp-Method header is required")
+    if sent != message.method:
+        return _mismatch(f"Mcp-Method '{sent}' does not match the body's method")
+    field = NAME_FIELDS.get(message.method)
+    if field is None:
+        return None
+    name = headers.get("mcp-name")
+    if name is None:
+        return _mismatch(f"the Mcp-Name header is required for {message.method}")
+    if decode_header_value(name) != message.params.get(field):
+        return _mismatch(f"Mcp-Name does not match the body's '{field}'")
+    return None
+
+
+def _mismatch(reason: str) -> JsonRpcError:
+    return JsonRpcError(HEADER_MISMATCH, f"Header mismatch: {reason}.")
+
+
+def check_request_meta(message: jsonrpc.Message) -> JsonRpcError | None:
+    """2026-07-28 basic/index, "_meta": protocolVersion and clientCapabilities are required;
+    a request missing either is malformed (-32602, HTTP 400)."""
+    meta = meta_of(message)
+    if not isinstance(meta.get(META_CLIENT_CAPABILITIES), dict):
+        return JsonRpcError(INVALID_PARAMS, "Invalid params: _meta must carry "
+                            f"'{META_CLIENT_CAPABILITIES}' (an object, {{}} for none).")
+    return None
