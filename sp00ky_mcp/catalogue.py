@@ -127,20 +127,22 @@ class Catalogue:
         resources: Iterable[Resource] = (),
         templates: Iterable[ResourceTemplate] = (),
         prompts: Iterable[Prompt] = (),
+        list_changed: bool = False,
     ) -> None:
-        self.tools = _unique({t.name: t for t in tools}, tools, "tool")
-        self.resources = _unique({r.uri: r for r in resources}, resources, "resource")
+        self.tools: dict[str, Tool] = _unique(tools, lambda t: t.name, "tool")
+        self.resources: dict[str, Resource] = _unique(resources, lambda r: r.uri, "resource")
         self.templates = tuple(templates)
-        self.prompts = _unique({p.name: p for p in prompts}, prompts, "prompt")
+        self.prompts: dict[str, Prompt] = _unique(prompts, lambda p: p.name, "prompt")
+        # Whether the lists may change while the server runs (capabilities' listChanged).
+        self.list_changed = list_changed
         self._tool_lists: dict[frozenset[str] | None, tuple[dict[str, Any], ...]] = {}
 
     def visible_tools(self, scopes: frozenset[str] | None) -> tuple[dict[str, Any], ...]:
         listing = self._tool_lists.get(scopes)
         if listing is None:
-            listing = tuple(
-                t.descriptor() for t in sorted(self.tools.values(), key=lambda t: t.name)
-                if grants(t, scopes)
-            )
+            # Registration order: deterministic (2026-07-28 tools: SHOULD be) and chosen by
+            # whoever builds the catalogue.
+            listing = tuple(t.descriptor() for t in self.tools.values() if grants(t, scopes))
             self._tool_lists[scopes] = listing
         return listing
 
@@ -149,8 +151,10 @@ class Catalogue:
         return bool(self.resources or self.templates)
 
 
-def _unique(table: dict[str, Any], items: Iterable[Any], kind: str) -> dict[str, Any]:
-    count = sum(1 for _ in items) if isinstance(items, list | tuple) else len(table)
-    if count != len(table):
-        raise ValueError(f"duplicate {kind} names in the catalogue")
+def _unique(items: Iterable[Any], key: Callable[[Any], str], kind: str) -> dict[str, Any]:
+    table: dict[str, Any] = {}
+    for item in items:
+        if key(item) in table:
+            raise ValueError(f"duplicate {kind} in the catalogue: {key(item)}")
+        table[key(item)] = item
     return table

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,16 +19,24 @@ class Peer(Protocol):
 
     async def request(self, method: str, params: dict[str, Any]) -> Any: ...
 
+    def interrupt(self) -> None: ...
+
+
+def _no_announcement(method: str, params: dict[str, Any]) -> None:
+    return None
+
 
 class InputRequired(Exception):
-    """Raised by a modern-era handler that needs the client's answer to a server-to-client
-    request; the protocol turns it into an `input_required` result (MRTR)."""
+    """A handler needs the client's answers to server-to-client requests (keyed by names the
+    handler chooses) before it can finish.  In the stateless era this becomes an
+    `input_required` result (MRTR) and the client retries; in the handshake era the engine
+    sends the requests on the reply stream and runs the handler again with the answers.
+    `state` is the handler's own round state, returned to it as `ctx.request_state`."""
 
-    def __init__(self, key: str, method: str, params: dict[str, Any]) -> None:
-        super().__init__(key)
-        self.key = key
-        self.method = method
-        self.params = params
+    def __init__(self, requests: dict[str, dict[str, Any]], state: str | None = None) -> None:
+        super().__init__(", ".join(requests))
+        self.requests = requests
+        self.state = state
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +65,10 @@ class CallContext:
     progress_token: str | int | None = None
     session_id: str | None = None
     input_responses: dict[str, Any] = field(default_factory=dict)
-    request_state: dict[str, Any] = field(default_factory=dict)
+    request_state: str | None = None
     session: Any = None
+    # Delivers a server-wide notification (list changed, resource updated) to the listeners.
+    announce: Callable[[str, dict[str, Any]], None] = _no_announcement
     _inputs_asked: int = 0
 
     def supports(self, capability: str) -> bool:
@@ -101,7 +112,7 @@ class CallContext:
         key = f"input-{self._inputs_asked}"
         if key in self.input_responses:
             return self.input_responses[key]
-        raise InputRequired(key, method, params)
+        raise InputRequired({key: {"method": method, "params": params}})
 
     def require_capability(self, capability: str) -> None:
         if self.supports(capability):

@@ -94,14 +94,15 @@ def make_request(event: h11.Request) -> HttpRequest:
 
 
 class Lifecycle:
-    """What connections share with their server: the shutdown signal and idle cancel scopes."""
+    """What connections share with their server: the shutdown signal and idle cancel scopes.
+    Plain data, so it can be built before the event loop runs."""
 
     def __init__(self) -> None:
-        self.closing = anyio.Event()
+        self.closing = False
         self.idle_scopes: set[anyio.CancelScope] = set()
 
     def begin_shutdown(self) -> None:
-        self.closing.set()
+        self.closing = True
         for scope in list(self.idle_scopes):
             scope.cancel()
 
@@ -132,7 +133,7 @@ class Connection:
             await self._close()
 
     async def _serve_requests(self) -> None:
-        while not self.lifecycle.closing.is_set():
+        while not self.lifecycle.closing:
             request = await self._read_request()
             if request is None:
                 return
@@ -171,7 +172,7 @@ class Connection:
         self.lifecycle.idle_scopes.add(scope)
         try:
             with scope:
-                if self.lifecycle.closing.is_set():
+                if self.lifecycle.closing:
                     return False
                 return await self._receive()
             return False
@@ -255,7 +256,7 @@ class Connection:
 
     async def _write_whole(self, response: HttpResponse) -> None:
         headers = [*response.headers, (b"content-length", str(len(response.body)).encode())]
-        if self.lifecycle.closing.is_set():
+        if self.lifecycle.closing:
             headers.append((b"connection", b"close"))
         await self._send(
             h11.Response(status_code=response.status, headers=headers),
@@ -325,30 +326,33 @@ class HttpServer:
         self.limits = limits
         self.lifecycle = Lifecycle()
         self.open_connections = 0
-        self._all_closed = anyio.Event()
-        self._listener_scope = anyio.CancelScope()
+        self._all_closed: anyio.Event | None = None
+        self._listener_scope: anyio.CancelScope | None = None
 
     async def serve(
         self,
         listener: anyio.abc.Listener[anyio.abc.SocketStream],
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
+        self._all_closed = anyio.Event()
         async with anyio.create_task_group() as tasks:
-            task_status.started()
-            with self._listener_scope:
-                await listener.serve(self._accept, tasks)
+            with anyio.CancelScope() as self._listener_scope:
+                task_status.started()
+                if not self.lifecycle.closing:
+                    await listener.serve(self._accept, tasks)
             await self._drain(tasks)
         await listener.aclose()
 
     async def _drain(self, tasks: anyio.abc.TaskGroup) -> None:
-        if self.open_connections:
+        if self.open_connections and self._all_closed is not None:
             with anyio.move_on_after(self.limits.shutdown_grace):
                 await self._all_closed.wait()
         tasks.cancel_scope.cancel()
 
     def shutdown(self) -> None:
         self.lifecycle.begin_shutdown()
-        self._listener_scope.cancel()
+        if self._listener_scope is not None:
+            self._listener_scope.cancel()
 
     async def _accept(self, stream: anyio.abc.SocketStream) -> None:
         if self.open_connections >= self.limits.max_connections:
@@ -359,7 +363,7 @@ class HttpServer:
             await Connection(stream, self.handler, self.limits, self.lifecycle).run()
         finally:
             self.open_connections -= 1
-            if not self.open_connections and self.lifecycle.closing.is_set():
+            if not self.open_connections and self.lifecycle.closing and self._all_closed:
                 self._all_closed.set()
 
 

@@ -21,7 +21,7 @@ LIST_FLAGS = ("toolsListChanged", "promptsListChanged", "resourcesListChanged")
 SseBody = Callable[[EventStream, int, bool, bool], AsyncIterator[bytes]]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Listener:
     request_id: jsonrpc.RequestId
     flags: frozenset[str]

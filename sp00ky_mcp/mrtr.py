@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from .context import CallContext, InputRequired
-from .errors import INVALID_PARAMS, JsonRpcError
+from .errors import JsonRpcError, invalid_params
 
 STATE_TTL_SECONDS = 600.0
 _SALIENT = ("name", "arguments", "uri")
@@ -53,30 +53,64 @@ class RequestStateSigner:
         return payload if isinstance(payload, dict) else None
 
     def restore(self, method: str, params: dict[str, Any], ctx: CallContext) -> JsonRpcError | None:
-        """Load earlier answers from a retry's requestState and inputResponses."""
-        responses = params.get("inputResponses")
+        """Load a retry's answers: those of this round from inputResponses, earlier ones from
+        the signed requestState.  Answers to keys we did not ask are ignored (mrtr.mdx)."""
+        responses = params.get("inputResponses", {})
+        if not isinstance(responses, dict):
+            return invalid_params("Invalid params: 'inputResponses' must be an object keyed by "
+                                  "the inputRequests keys.")
         token = params.get("requestState")
         if token is None:
-            ctx.input_responses = dict(responses) if isinstance(responses, dict) else {}
-            return None
+            return _adopt(ctx, {}, responses, None, None)
         state = self.verify(token) if isinstance(token, str) else None
         if state is None or not _binds(state, method, params, ctx):
-            return JsonRpcError(INVALID_PARAMS, "Invalid requestState: retry the original "
-                                "request without requestState and inputResponses.")
-        answers = dict(state.get("answers") or {})
-        answers.update(responses if isinstance(responses, dict) else {})
-        ctx.input_responses = answers
-        ctx.request_state = state
-        return None
+            return invalid_params("Invalid requestState: it failed its integrity check or "
+                                  "expired; retry the original request without it.")
+        app_state = state.get("state")
+        return _adopt(ctx, state.get("answers") or {}, responses, state.get("asked"),
+                      app_state if isinstance(app_state, str) else None)
 
-    def state_for(self, method: str, params: dict[str, Any], ctx: CallContext) -> str:
+    def state_for(
+        self, method: str, params: dict[str, Any], ctx: CallContext, exc: InputRequired
+    ) -> str:
         return self.sign({
             "principal": ctx.principal.token_id,
             "method": method,
             "digest": params_digest(method, params),
             "expires": time.time() + STATE_TTL_SECONDS,
             "answers": ctx.input_responses,
+            "asked": {key: request.get("method") for key, request in exc.requests.items()},
+            "state": exc.state,
         })
+
+
+def valid_answer(method: str | None, answer: Any) -> bool:
+    """The shape a client result must have for the request it answers (schema:
+    ElicitResult, CreateMessageResult, ListRootsResult)."""
+    if not isinstance(answer, dict):
+        return False
+    if method == "elicitation/create":
+        return answer.get("action") in ("accept", "decline", "cancel")
+    if method == "sampling/createMessage":
+        return {"role", "content", "model"} <= answer.keys()
+    if method == "roots/list":
+        return isinstance(answer.get("roots"), list)
+    return True
+
+
+def _adopt(
+    ctx: CallContext, earlier: dict[str, Any], responses: dict[str, Any],
+    asked: dict[str, Any] | None, app_state: str | None,
+) -> JsonRpcError | None:
+    expected = asked if isinstance(asked, dict) else dict.fromkeys(responses)
+    fresh = {k: v for k, v in responses.items() if k in expected}
+    for key, answer in fresh.items():
+        if not valid_answer(expected[key], answer):
+            return invalid_params(f"Invalid params: inputResponses['{key}'] is not a valid "
+                                  f"result for {expected[key] or 'its request'}.")
+    ctx.input_responses = {**earlier, **fresh}
+    ctx.request_state = app_state
+    return None
 
 
 def _binds(state: dict[str, Any], method: str, params: dict[str, Any], ctx: CallContext) -> bool:
@@ -92,10 +126,12 @@ def input_required_result(
     exc: InputRequired, method: str, params: dict[str, Any], ctx: CallContext,
     signer: RequestStateSigner,
 ) -> dict[str, Any]:
+    """Every round carries a signed requestState, even when the handler keeps none, so the
+    answers of earlier rounds and the binding to this principal and request travel with it."""
     return {
         "resultType": "input_required",
-        "inputRequests": {exc.key: {"method": exc.method, "params": exc.params}},
-        "requestState": signer.state_for(method, params, ctx),
+        "inputRequests": exc.requests,
+        "requestState": signer.state_for(method, params, ctx, exc),
     }
 
 

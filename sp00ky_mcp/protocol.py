@@ -29,13 +29,14 @@ from .errors import (
 from .redaction import encoder_default
 from .schema import validate
 from .uritemplate import match_template
-from .versions import MODERN_VERSIONS, META_SERVER_INFO, Era, negotiate
+from .versions import META_SERVER_INFO, SUPPORTED_VERSIONS, Era, negotiate
 
 log = logging.getLogger("sp00ky_mcp.protocol")
 
 Result = dict[str, Any]
 MethodHandler = Callable[["Engine", dict[str, Any], CallContext], Awaitable[Result]]
 PAGE_SIZE = 100
+MAX_INPUT_ROUNDS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +81,23 @@ class Engine:
 
     async def call(self, name: str, params: dict[str, Any], ctx: CallContext) -> Result:
         spec = self.method(name, ctx.era)
-        result = await spec.handler(self, params, ctx)
-        return self.finish(result, ctx, spec.cacheable)
+        for _ in range(MAX_INPUT_ROUNDS):
+            try:
+                result = await spec.handler(self, params, ctx)
+            except InputRequired as exc:
+                if ctx.era is Era.MODERN:
+                    raise
+                await self.fulfil(exc, ctx)
+                continue
+            return self.finish(result, ctx, spec.cacheable and not ctx.input_responses)
+        raise ToolError("The request needed more rounds of client input than the server allows.")
+
+    @staticmethod
+    async def fulfil(exc: InputRequired, ctx: CallContext) -> None:
+        """Handshake era: ask the client directly, then let the handler run again."""
+        for key, request in exc.requests.items():
+            ctx.input_responses[key] = await ctx.peer.request(request["method"], request.get("params", {}))
+        ctx.request_state = exc.state
 
     def finish(self, result: Result, ctx: CallContext, cacheable: bool) -> Result:
         """Modern-era results carry `resultType`, cache hints and serverInfo (2026-07-28,
@@ -96,11 +112,12 @@ class Engine:
         return result
 
     def capabilities(self) -> dict[str, Any]:
-        caps: dict[str, Any] = {"logging": {}, "tools": {"listChanged": False}}
+        changes = self.catalogue.list_changed
+        caps: dict[str, Any] = {"logging": {}, "tools": {"listChanged": changes}}
         if self.catalogue.prompts:
-            caps["prompts"] = {"listChanged": False}
+            caps["prompts"] = {"listChanged": changes}
         if self.catalogue.has_resources:
-            caps["resources"] = {"subscribe": True, "listChanged": False}
+            caps["resources"] = {"subscribe": True, "listChanged": changes}
         if self.catalogue.prompts or self.catalogue.templates:
             caps["completions"] = {}
         return caps
@@ -126,7 +143,8 @@ async def initialize(engine: Engine, params: dict[str, Any], ctx: CallContext) -
 
 async def discover(engine: Engine, params: dict[str, Any], ctx: CallContext) -> Result:
     result: Result = {
-        "supportedVersions": list(MODERN_VERSIONS),
+        # A dual-era server lists every version it serves; -32022's `supported` is the same set.
+        "supportedVersions": list(SUPPORTED_VERSIONS),
         "capabilities": engine.capabilities(),
     }
     instructions = engine.instructions(ctx) if engine.instructions else None
@@ -221,11 +239,11 @@ async def run_tool(
         return as_tool_result(await tool.handler(arguments, ctx))
     except ToolError as exc:
         return error_result(exc.message, exc.structured)
-    except (JsonRpcError, InputRequired):
-        raise
 
 
 def as_tool_result(value: Any) -> ToolResult:
+    if isinstance(value, InputRequired):
+        raise value
     if isinstance(value, ToolResult):
         return value
     if isinstance(value, dict):

@@ -50,6 +50,12 @@ class SessionRuntime:
         self.standalone = self.new_stream()
         return self.standalone
 
+    def publish_unrelated(self, data: bytes) -> None:
+        """Server-initiated messages unrelated to a request go on the standalone stream, when
+        the client has one open; otherwise there is nowhere to send them."""
+        if self.standalone is not None and not self.standalone.closed:
+            self.standalone.publish(data)
+
     def next_request_id(self) -> str:
         self._next_id += 1
         return f"s-{self._next_id}"
@@ -86,6 +92,9 @@ class StreamPeer:
 
     async def notify(self, method: str, params: dict[str, Any]) -> None:
         self.stream.publish(jsonrpc.encode_notification(method, params))
+
+    def interrupt(self) -> None:
+        self.stream.interrupt()
 
     async def request(self, method: str, params: dict[str, Any]) -> Any:
         if self.runtime is None:

@@ -47,7 +47,7 @@ class McpServer:
         self.service = McpService(config, self.engine, authenticate)
         self.http = HttpServer(self.service, config.limits)
         self.port: int | None = None
-        self._stopped = anyio.Event()
+        self._stopped: anyio.Event | None = None
 
     @property
     def url(self) -> str:
@@ -57,6 +57,7 @@ class McpServer:
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Bind, report started, and serve until `shutdown()`; returns once drained."""
+        self._stopped = anyio.Event()
         listener = await anyio.create_tcp_listener(
             local_host=self.config.host, local_port=self.config.port, reuse_port=False
         )
@@ -74,4 +75,5 @@ class McpServer:
         self.http.shutdown()
 
     async def wait_stopped(self) -> None:
-        await self._stopped.wait()
+        if self._stopped is not None:
+            await self._stopped.wait()

@@ -163,7 +163,7 @@ class McpService:
         session = self._session(request, principal)
         version = _value(transport.header_version(headers.get("mcp-protocol-version")))
         _raise(transport.check_batch(batch, session.protocol_version if batch.is_batch else version))
-        return await self._post_in_session(batch, session, principal)
+        return await self._post_in_session(request, batch, session, principal)
 
     async def _initialize(
         self, message: jsonrpc.Request, batch: transport.Batch, principal: Principal
@@ -204,7 +204,7 @@ class McpService:
         return session
 
     async def _post_in_session(
-        self, batch: transport.Batch, session: Session, principal: Principal
+        self, request: HttpRequest, batch: transport.Batch, session: Session, principal: Principal
     ) -> Response:
         for message in batch.messages:
             self._absorb(message, session)
@@ -220,7 +220,8 @@ class McpService:
         stream = session.runtime.new_stream()
         ctx = self._session_context(session, principal, stream, message)
         self._spawn(self._run_request, message, ctx, stream, session.runtime, None)
-        return await self._reply(stream, prime=has_priming_events(session.protocol_version))
+        prime = has_priming_events(session.protocol_version)
+        return await self._reply(stream, prime, stream_wanted=_prefers_stream(request))
 
     @staticmethod
     def _absorb(message: jsonrpc.Message, session: Session) -> None:
@@ -262,6 +263,7 @@ class McpService:
             log_level=session.log_level,
             progress_token=_progress_token(message.params),
             session=session,
+            announce=self.announce,
         )
 
     # --- answering -------------------------------------------------------------------------
@@ -326,11 +328,14 @@ class McpService:
             log.exception("unencodable result from %s", message.method)
             return jsonrpc.encode_error(message.id, INTERNAL), INTERNAL_ERROR
 
-    async def _reply(self, stream: EventStream, prime: bool, modern: bool = False) -> Response:
-        """A request that produced only its response gets JSON; one that produced anything
-        else first (progress, logs, server requests) gets an SSE stream."""
+    async def _reply(
+        self, stream: EventStream, prime: bool, modern: bool = False, stream_wanted: bool = False
+    ) -> Response:
+        """A request that produced only its response gets JSON, unless the client prefers a
+        stream; one that produced anything else first (progress, logs, server requests) gets
+        an SSE stream."""
         first = await stream.first()
-        if first is not None and first.final:
+        if first is not None and first.final and not stream_wanted:
             status = modern_status(first.error_code) if modern else 200
             return json_response(status, first.data)
         return sse_response(self._sse_body(stream, 0, prime=prime, with_ids=not modern))
@@ -398,17 +403,17 @@ class McpService:
         if message.method == LISTEN:
             return self._listen(message)
         self._spawn(self._run_request, message, ctx, stream, None, request.disconnected)
-        return await self._reply(stream, prime=False, modern=True)
+        return await self._reply(stream, False, modern=True, stream_wanted=_prefers_stream(request))
 
     def _modern_problem(
         self, message: jsonrpc.Request, request: HttpRequest, ctx: CallContext
     ) -> JsonRpcError | None:
-        """The 2026-07-28 validation order: headers and version, required _meta, method,
-        then a retry's requestState."""
+        """The 2026-07-28 validation order: version header and required _meta, routing
+        headers, method, then a retry's requestState and inputResponses."""
         checks: tuple[Callable[[], object], ...] = (
             lambda: transport.modern_version(message, request.header("mcp-protocol-version")),
             lambda: transport.check_routing_headers(message, request.headers),
-            lambda: transport.check_request_meta(message),
+            lambda: self._param_header_problem(message, request),
             lambda: self._method_problem(message.method),
             lambda: self.signer.restore(message.method, message.params, ctx),
         )
@@ -417,6 +422,18 @@ class McpService:
             if isinstance(problem, JsonRpcError):
                 return problem
         return None
+
+    def _param_header_problem(
+        self, message: jsonrpc.Request, request: HttpRequest
+    ) -> JsonRpcError | None:
+        if message.method != "tools/call":
+            return None
+        tool = self.engine.catalogue.tools.get(message.params.get("name"))  # type: ignore[arg-type]
+        if tool is None:
+            return None
+        return transport.check_param_headers(
+            tool.input_schema, message.params.get("arguments"), request.headers
+        )
 
     def _method_problem(self, method: str) -> JsonRpcError | None:
         if method == LISTEN:
@@ -441,7 +458,21 @@ class McpService:
             client_info=_dict(meta.get(META_CLIENT_INFO)),
             log_level=level if isinstance(level, str) else None,
             progress_token=_progress_token(message.params),
+            announce=self.announce,
         )
+
+    def announce(self, method: str, params: dict[str, Any]) -> None:
+        """A server-wide change: to stateless listeners by their filters, and to handshake-era
+        sessions on their standalone GET stream (transports: unrelated messages go there)."""
+        uri = params.get("uri")
+        if method == "notifications/resources/updated" and isinstance(uri, str):
+            self.listeners.resource_updated(uri)
+        elif method in LIST_CHANGED_FLAGS:
+            self.listeners.list_changed(LIST_CHANGED_FLAGS[method], method)
+        for session_id in self.sessions.ids():
+            session = self.sessions.peek(session_id)
+            if session is not None and _wants(session, method, uri):
+                session.runtime.publish_unrelated(jsonrpc.encode_notification(method, params))
 
     def _listen(self, message: jsonrpc.Request) -> Response:
         listener = self.listeners.open(message)
@@ -457,6 +488,19 @@ class McpService:
             self.listeners.close(listener)
 
 
+LIST_CHANGED_FLAGS = {
+    "notifications/tools/list_changed": "toolsListChanged",
+    "notifications/prompts/list_changed": "promptsListChanged",
+    "notifications/resources/list_changed": "resourcesListChanged",
+}
+
+
+def _wants(session: Session, method: str, uri: Any) -> bool:
+    if method == "notifications/resources/updated":
+        return uri in session.subscriptions
+    return True
+
+
 def _stateless_refusal(request: HttpRequest) -> HttpError | None:
     """2026-07-28 "Earlier Streamable HTTP Revisions": GET and DELETE get 405 from a client
     that speaks the stateless revision."""
@@ -470,6 +514,10 @@ def _sse_chunk(stream: EventStream, item: StreamItem | None, with_ids: bool) -> 
     if item is None:
         return sse.KEEPALIVE
     return sse.event(item.data, stream.event_id(item.seq) if with_ids else None)
+
+
+def _prefers_stream(request: HttpRequest) -> bool:
+    return transport.prefers_sse(request.header("accept"))
 
 
 def _raise(error: HttpError | None) -> None:

@@ -29,6 +29,8 @@ class EventStream:
         self.items: deque[StreamItem] = deque(maxlen=capacity)
         self.seq = 0
         self.closed = False
+        # Sequence numbers after which the HTTP response then following must end.
+        self.cuts: list[int] = []
         self._wake = anyio.Event()
 
     def event_id(self, seq: int) -> str:
@@ -39,6 +41,13 @@ class EventStream:
             return
         self.seq += 1
         self.items.append(StreamItem(self.seq, data, final, error_code))
+        self._wakeup()
+
+    def interrupt(self) -> None:
+        """End the current HTTP responses following this stream without ending the stream: the
+        client reconnects with Last-Event-ID (2025-11-25 transports, SSE polling)."""
+        if not self.cuts or self.cuts[-1] != self.seq:
+            self.cuts.append(self.seq)
         self._wakeup()
 
     def close(self) -> None:
@@ -56,17 +65,21 @@ class EventStream:
             await self._wake.wait()
         return self.items[0] if self.items else None
 
-    def after(self, seq: int) -> list[StreamItem]:
-        return [item for item in self.items if item.seq > seq]
-
     async def follow(self, after: int, keepalive: float) -> AsyncIterator[StreamItem | None]:
-        """Items past `after`, then live ones until closed; None marks a quiet interval."""
+        """Items past `after`, then live ones until closed or interrupted; None marks a quiet
+        interval."""
+        start = after
         while True:
             wake = self._wake
-            for item in self.after(after):
+            cut = next((c for c in self.cuts if c > start), None)
+            limit = self.seq if cut is None else cut
+            pending = [item for item in self.items if after < item.seq <= limit]
+            for item in pending:
                 after = item.seq
                 yield item
-            if self.closed:
+            if pending:
+                continue
+            if self.closed or cut is not None:
                 return
             with anyio.move_on_after(keepalive) as quiet:
                 await wake.wait()

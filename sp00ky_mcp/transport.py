@@ -23,13 +23,13 @@ from .errors import (
 )
 from .versions import (
     ASSUMED_WITHOUT_HEADER,
+    HANDSHAKE_VERSIONS,
     META_CLIENT_CAPABILITIES,
     META_PROTOCOL_VERSION,
     MODERN_VERSIONS,
     SUPPORTED_VERSIONS,
     Era,
     batches_allowed,
-    is_modern,
 )
 
 JSON = "application/json"
@@ -84,6 +84,15 @@ def media_types(header: str | None) -> set[str]:
     if not header:
         return set()
     return {part.split(";", 1)[0].strip().lower() for part in header.split(",")}
+
+
+def prefers_sse(header: str | None) -> bool:
+    """Content negotiation (RFC 9110 section 12.5.1): a client that lists text/event-stream
+    before application/json prefers a stream even for a plain reply."""
+    if not header:
+        return False
+    order = [part.split(";", 1)[0].strip().lower() for part in header.split(",")]
+    return SSE in order and (JSON not in order or order.index(SSE) < order.index(JSON))
 
 
 def accepts(header: str | None, wanted: str) -> bool:
@@ -155,17 +164,16 @@ def meta_of(message: jsonrpc.Message) -> Mapping[str, Any]:
 
 
 def choose_era(batch: Batch, headers: Mapping[str, str]) -> Era:
-    """Dual-era routing: `initialize` or a session id means the handshake era; a modern
-    version in the header or in the request's `_meta` means the stateless era."""
-    first = batch.first
-    if isinstance(first, jsonrpc.Request) and first.method == "initialize":
+    """Dual-era routing (versioning page, "dual-era server"): a session id means the handshake
+    era; otherwise a request with `_meta` protocolVersion, or naming in its header a version
+    that is not a handshake-era one, is served statelessly.  A legacy `initialize` carries
+    neither, so it stays in the handshake era."""
+    if "mcp-session-id" in headers or batch.is_batch:
         return Era.HANDSHAKE
-    if "mcp-session-id" in headers:
-        return Era.HANDSHAKE
-    if is_modern(headers.get("mcp-protocol-version")):
+    if META_PROTOCOL_VERSION in meta_of(batch.first):
         return Era.MODERN
-    meta_version = meta_of(first).get(META_PROTOCOL_VERSION)
-    if meta_version is not None and not batch.is_batch:
+    header = headers.get("mcp-protocol-version")
+    if header is not None and header not in HANDSHAKE_VERSIONS:
         return Era.MODERN
     return Era.HANDSHAKE
 
@@ -189,18 +197,19 @@ def unsupported_version(requested: Any) -> JsonRpcError:
 
 
 def modern_version(message: jsonrpc.Message, header: str | None) -> str | JsonRpcError:
-    """2026-07-28 "Request Metadata": the header is required and must equal `_meta`'s
-    protocolVersion; a version we do not serve statelessly is -32022."""
-    requested = meta_of(message).get(META_PROTOCOL_VERSION)
+    """2026-07-28 "Request Metadata": the header is required; `_meta` must carry the version
+    and the client capabilities; the two versions must agree; and we must serve it (-32022)."""
+    meta = meta_of(message)
+    requested = meta.get(META_PROTOCOL_VERSION)
     if header is None:
-        return JsonRpcError(HEADER_MISMATCH, "Header mismatch: the MCP-Protocol-Version header "
-                            "is required.")
-    if requested is None:
+        return _mismatch("the MCP-Protocol-Version header is required")
+    if requested is None or not isinstance(meta.get(META_CLIENT_CAPABILITIES), dict):
         return JsonRpcError(INVALID_PARAMS, "Invalid params: _meta must carry "
-                            f"'{META_PROTOCOL_VERSION}'.")
+                            f"'{META_PROTOCOL_VERSION}' and '{META_CLIENT_CAPABILITIES}' "
+                            "(an object, {} for none).")
     if header != requested:
-        return JsonRpcError(HEADER_MISMATCH, f"Header mismatch: MCP-Protocol-Version '{header}' "
-                            f"does not match the _meta protocol version {requested!r}.")
+        return _mismatch(f"MCP-Protocol-Version '{header}' does not match the _meta protocol "
+                         f"version {requested!r}")
     if requested not in MODERN_VERSIONS:
         return unsupported_version(requested)
     return str(requested)
@@ -243,15 +252,46 @@ def check_routing_headers(
     return None
 
 
+def header_params(schema: Mapping[str, Any]) -> dict[str, str]:
+    """Argument name -> header name for properties annotated with `x-mcp-header`."""
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        return {}
+    return {
+        name: str(prop["x-mcp-header"])
+        for name, prop in properties.items()
+        if isinstance(prop, dict) and isinstance(prop.get("x-mcp-header"), str)
+    }
+
+
+def header_form(value: Any) -> str:
+    """2026-07-28 "Value Encoding": booleans lowercase, integers in decimal, strings as-is."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def check_param_headers(
+    schema: Mapping[str, Any], arguments: Any, headers: Mapping[str, str]
+) -> JsonRpcError | None:
+    """Mcp-Param-{Name} must mirror each `x-mcp-header` argument that is present and not null,
+    and must be absent otherwise (transports, "Custom Headers")."""
+    given = arguments if isinstance(arguments, dict) else {}
+    for argument, header in header_params(schema).items():
+        sent = headers.get(f"mcp-param-{header.lower()}")
+        value = given.get(argument)
+        if value is None and sent is None:
+            continue
+        if sent is None:
+            return _mismatch(f"the Mcp-Param-{header} header is required when '{argument}' is set")
+        if not sent.isascii() or not sent.isprintable():
+            return _mismatch(f"the Mcp-Param-{header} header has invalid characters")
+        if value is None or decode_header_value(sent) != header_form(value):
+            return _mismatch(f"Mcp-Param-{header} does not match the argument '{argument}'")
+    return None
+
+
 def _mismatch(reason: str) -> JsonRpcError:
     return JsonRpcError(HEADER_MISMATCH, f"Header mismatch: {reason}.")
-
-
-def check_request_meta(message: jsonrpc.Message) -> JsonRpcError | None:
-    """2026-07-28 basic/index, "_meta": protocolVersion and clientCapabilities are required;
-    a request missing either is malformed (-32602, HTTP 400)."""
-    meta = meta_of(message)
-    if not isinstance(meta.get(META_CLIENT_CAPABILITIES), dict):
-        return JsonRpcError(INVALID_PARAMS, "Invalid params: _meta must carry "
-                            f"'{META_CLIENT_CAPABILITIES}' (an object, {{}} for none).")
-    return None
