@@ -23,15 +23,29 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port (0: any free one)")
     parser.add_argument("--data-dir", default=None, help="where the embedded store lives")
     parser.add_argument("--public-url", default=None, help="the URL clients use, if proxied")
-    parser.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN",
-                        help="an Origin browsers may call from (repeatable)")
-    parser.add_argument("--allowed-host", action="append", default=[], metavar="HOST",
-                        help="a Host header value to accept (repeatable)")
-    parser.add_argument("--profile", choices=("product", "conformance"), default="product",
-                        help="'conformance' serves the official suite's fixtures, without auth, "
-                        "on loopback only")
-    parser.add_argument("--log-level", default="info",
-                        choices=("debug", "info", "warning", "error"))
+    parser.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="an Origin browsers may call from (repeatable)",
+    )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="a Host header value to accept (repeatable)",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=("product", "conformance"),
+        default="product",
+        help="'conformance' serves the official suite's fixtures, without auth, on loopback only",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,8 +73,10 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
 def build_server(config: ServerConfig) -> McpServer:
     if config.profile == "conformance":
         if config.host not in LOOPBACK_HOSTS and not config.host.startswith("127."):
-            raise SystemExit("spky: the conformance profile has no authentication, so it only "
-                             "binds a loopback address; drop --host or use 127.0.0.1.")
+            raise SystemExit(
+                "spky: the conformance profile has no authentication, so it only "
+                "binds a loopback address; drop --host or use 127.0.0.1."
+            )
         from .fixtures import conformance_catalogue
 
         return McpServer(config, conformance_catalogue())
@@ -88,7 +104,9 @@ async def _stop_on_signal(server: McpServer) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     config = config_from(args)
-    logging.basicConfig(level=config.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
     server = build_server(config)
     anyio.run(run_server, server)
     return 0

@@ -123,8 +123,10 @@ class CallContext:
                 f"This request needs the client's '{capability}' capability.",
                 {"requiredCapabilities": {capability: {}}},
             )
-        raise ToolError(f"This tool needs the client's '{capability}' capability, which the "
-                        "client did not declare in initialize.")
+        raise ToolError(
+            f"This tool needs the client's '{capability}' capability, which the "
+            "client did not declare in initialize."
+        )
 
     async def elicit(self, message: str, requested_schema: dict[str, Any]) -> Any:
         params: dict[str, Any] = {"message": message, "requestedSchema": requested_schema}

@@ -17,7 +17,8 @@ from .errors import MISSING_CAPABILITY, JsonRpcError, ToolError
 from .protocol import ToolResult, text
 
 PNG_1X1 = (
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAF"
+    "BQIAX8jx0gAAAABJRU5ErkJggg=="
 )
 WAV_SILENCE = "UklGRiYAAABXQVZFZm10IBAAAAABAAEAQB8AAAB9AAACABAAZGF0YQIAAAA="
 NO_ARGS: dict[str, Any] = {"type": "object", "properties": {}}
@@ -39,14 +40,18 @@ def string_args(**properties: str) -> dict[str, Any]:
 
 
 def elicit_request(message: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"method": "elicitation/create",
-            "params": {"mode": "form", "message": message, "requestedSchema": schema}}
+    return {
+        "method": "elicitation/create",
+        "params": {"mode": "form", "message": message, "requestedSchema": schema},
+    }
 
 
 def sampling_request(prompt: str, max_tokens: int) -> dict[str, Any]:
     message = {"role": "user", "content": {"type": "text", "text": prompt}}
-    return {"method": "sampling/createMessage",
-            "params": {"messages": [message], "maxTokens": max_tokens}}
+    return {
+        "method": "sampling/createMessage",
+        "params": {"messages": [message], "maxTokens": max_tokens},
+    }
 
 
 ROOTS_REQUEST: dict[str, Any] = {"method": "roots/list", "params": {}}
@@ -79,11 +84,13 @@ async def embedded_resource(args: dict[str, Any], ctx: CallContext) -> Any:
 
 async def multiple_content(args: dict[str, Any], ctx: CallContext) -> Any:
     body = '{"test": "data", "value": 123}'
-    return ToolResult([
-        text("Multiple content types test:"),
-        image(),
-        embedded("test://mixed-content-resource", "application/json", body),
-    ])
+    return ToolResult(
+        [
+            text("Multiple content types test:"),
+            image(),
+            embedded("test://mixed-content-resource", "application/json", body),
+        ]
+    )
 
 
 async def error_handling(args: dict[str, Any], ctx: CallContext) -> Any:
@@ -125,8 +132,12 @@ DEFAULTS_SCHEMA = {
         "name": {"type": "string", "description": "User name", "default": "John Doe"},
         "age": {"type": "integer", "description": "User age", "default": 30},
         "score": {"type": "number", "description": "User score", "default": 95.5},
-        "status": {"type": "string", "description": "User status",
-                   "enum": ["active", "inactive", "pending"], "default": "active"},
+        "status": {
+            "type": "string",
+            "description": "User status",
+            "enum": ["active", "inactive", "pending"],
+            "default": "active",
+        },
         "verified": {"type": "boolean", "description": "Verification status", "default": True},
     },
 }
@@ -134,21 +145,42 @@ DEFAULTS_SCHEMA = {
 ENUMS_SCHEMA = {
     "type": "object",
     "properties": {
-        "untitledSingle": {"type": "string", "description": "Simple enum without titles",
-                           "enum": ["active", "inactive", "pending"]},
-        "titledSingle": {"type": "string", "description": "Enum with titled options (oneOf)",
-                         "oneOf": [{"const": "low", "title": "Low Priority"},
-                                   {"const": "medium", "title": "Medium Priority"},
-                                   {"const": "high", "title": "High Priority"}]},
-        "untitledMulti": {"type": "array", "description": "Multi-select without titles",
-                          "items": {"type": "string", "enum": ["read", "write", "execute"]}},
-        "titledMulti": {"type": "array", "description": "Multi-select with titled options",
-                        "items": {"anyOf": [{"const": "feature", "title": "New Feature"},
-                                            {"const": "bug", "title": "Bug Fix"},
-                                            {"const": "docs", "title": "Documentation"}]}},
-        "legacyEnum": {"type": "string", "description": "Legacy enum with enumNames",
-                       "enum": ["small", "medium", "large"],
-                       "enumNames": ["Small Size", "Medium Size", "Large Size"]},
+        "untitledSingle": {
+            "type": "string",
+            "description": "Simple enum without titles",
+            "enum": ["active", "inactive", "pending"],
+        },
+        "titledSingle": {
+            "type": "string",
+            "description": "Enum with titled options (oneOf)",
+            "oneOf": [
+                {"const": "low", "title": "Low Priority"},
+                {"const": "medium", "title": "Medium Priority"},
+                {"const": "high", "title": "High Priority"},
+            ],
+        },
+        "untitledMulti": {
+            "type": "array",
+            "description": "Multi-select without titles",
+            "items": {"type": "string", "enum": ["read", "write", "execute"]},
+        },
+        "titledMulti": {
+            "type": "array",
+            "description": "Multi-select with titled options",
+            "items": {
+                "anyOf": [
+                    {"const": "feature", "title": "New Feature"},
+                    {"const": "bug", "title": "Bug Fix"},
+                    {"const": "docs", "title": "Documentation"},
+                ]
+            },
+        },
+        "legacyEnum": {
+            "type": "string",
+            "description": "Legacy enum with enumNames",
+            "enum": ["small", "medium", "large"],
+            "enumNames": ["Small Size", "Medium Size", "Large Size"],
+        },
     },
     "required": ["untitledSingle", "titledSingle", "untitledMulti", "titledMulti", "legacyEnum"],
 }
@@ -188,8 +220,11 @@ async def reconnection(args: dict[str, Any], ctx: CallContext) -> Any:
 
 async def missing_capability(args: dict[str, Any], ctx: CallContext) -> Any:
     if not ctx.supports("sampling"):
-        raise JsonRpcError(MISSING_CAPABILITY, "This tool requires the client 'sampling' capability",
-                           {"requiredCapabilities": {"sampling": {}}})
+        raise JsonRpcError(
+            MISSING_CAPABILITY,
+            "This tool requires the client 'sampling' capability",
+            {"requiredCapabilities": {"sampling": {}}},
+        )
     return "Client declared sampling capability; proceeding."
 
 
@@ -296,7 +331,11 @@ async def mrtr_multiple(args: dict[str, Any], ctx: CallContext) -> Any:
     )
 
 
-COLOR_SCHEMA = {"type": "object", "properties": {"color": {"type": "string"}}, "required": ["color"]}
+COLOR_SCHEMA = {
+    "type": "object",
+    "properties": {"color": {"type": "string"}},
+    "required": ["color"],
+}
 
 
 async def mrtr_multi_round(args: dict[str, Any], ctx: CallContext) -> Any:
@@ -315,8 +354,9 @@ async def mrtr_multi_round(args: dict[str, Any], ctx: CallContext) -> Any:
 
 async def mrtr_tampered(args: dict[str, Any], ctx: CallContext) -> Any:
     if ctx.request_state is None:
-        return InputRequired({"confirm": elicit_request("Please confirm", CONFIRM_SCHEMA)},
-                             state="round-1")
+        return InputRequired(
+            {"confirm": elicit_request("Please confirm", CONFIRM_SCHEMA)}, state="round-1"
+        )
     return f"state-ok: {ctx.request_state}"
 
 
@@ -340,61 +380,127 @@ TOOLS = (
     tool("test_image_content", "Tests image content response", image_content),
     tool("test_audio_content", "Tests audio content response", audio_content),
     tool("test_embedded_resource", "Tests embedded resource content response", embedded_resource),
-    tool("test_multiple_content_types",
-         "Tests response with multiple content types (text, image, resource)", multiple_content),
-    tool("test_tool_with_logging", "Tests tool that emits log messages during execution",
-         with_logging),
-    tool("test_tool_with_progress", "Tests tool that reports progress notifications",
-         with_progress),
-    tool("test_sampling", "Tests server-initiated sampling (LLM completion request)", sampling,
-         string_args(prompt="The prompt to send to the LLM")),
-    tool("test_elicitation", "Tests server-initiated elicitation (user input request)",
-         elicitation, string_args(message="The message to show the user")),
-    tool("test_elicitation_sep1034_defaults",
-         "Tests elicitation with default values for all primitive types (SEP-1034)",
-         elicitation_defaults),
-    tool("test_elicitation_sep1330_enums",
-         "Tests elicitation with enum schema variations per SEP-1330", elicitation_enums),
+    tool(
+        "test_multiple_content_types",
+        "Tests response with multiple content types (text, image, resource)",
+        multiple_content,
+    ),
+    tool(
+        "test_tool_with_logging",
+        "Tests tool that emits log messages during execution",
+        with_logging,
+    ),
+    tool(
+        "test_tool_with_progress", "Tests tool that reports progress notifications", with_progress
+    ),
+    tool(
+        "test_sampling",
+        "Tests server-initiated sampling (LLM completion request)",
+        sampling,
+        string_args(prompt="The prompt to send to the LLM"),
+    ),
+    tool(
+        "test_elicitation",
+        "Tests server-initiated elicitation (user input request)",
+        elicitation,
+        string_args(message="The message to show the user"),
+    ),
+    tool(
+        "test_elicitation_sep1034_defaults",
+        "Tests elicitation with default values for all primitive types (SEP-1034)",
+        elicitation_defaults,
+    ),
+    tool(
+        "test_elicitation_sep1330_enums",
+        "Tests elicitation with enum schema variations per SEP-1330",
+        elicitation_enums,
+    ),
     tool("test_error_handling", "Tests error response handling", error_handling),
-    tool("test_reconnection", "Tests SSE polling by closing stream mid-call (SEP-1699)",
-         reconnection),
-    tool("test_missing_capability",
-         "Tests that a missing required client capability is a JSON-RPC error",
-         missing_capability),
-    tool("test_x_mcp_header", "Tests SEP-2243 Mcp-Param-* server-side validation", x_mcp_header,
-         {"type": "object", "properties": {"region": {
-             "type": "string", "description": "Mirrored into the Mcp-Param-Region header",
-             "x-mcp-header": "Region"}}}),
-    tool("test_streaming_elicitation",
-         "Asks the user to confirm through the era's elicitation mechanism",
-         streaming_elicitation),
+    tool(
+        "test_reconnection", "Tests SSE polling by closing stream mid-call (SEP-1699)", reconnection
+    ),
+    tool(
+        "test_missing_capability",
+        "Tests that a missing required client capability is a JSON-RPC error",
+        missing_capability,
+    ),
+    tool(
+        "test_x_mcp_header",
+        "Tests SEP-2243 Mcp-Param-* server-side validation",
+        x_mcp_header,
+        {
+            "type": "object",
+            "properties": {
+                "region": {
+                    "type": "string",
+                    "description": "Mirrored into the Mcp-Param-Region header",
+                    "x-mcp-header": "Region",
+                }
+            },
+        },
+    ),
+    tool(
+        "test_streaming_elicitation",
+        "Asks the user to confirm through the era's elicitation mechanism",
+        streaming_elicitation,
+    ),
     tool("test_logging_tool", "Emits a log message at info level", logging_tool),
-    tool("test_trigger_tool_change",
-         "Announces a tool list change to subscriptions/listen streams", trigger_tool_change),
-    tool("test_trigger_prompt_change",
-         "Announces a prompt list change to subscriptions/listen streams", trigger_prompt_change),
-    tool("json_schema_2020_12_tool",
-         "Tests JSON Schema 2020-12 keyword preservation in tools/list", json_schema_tool,
-         JSON_SCHEMA_2020_12),
-    tool("test_input_required_result_elicitation",
-         "Tests InputRequiredResult with a single elicitation request", mrtr_elicitation),
-    tool("test_input_required_result_sampling",
-         "Tests InputRequiredResult with a single sampling request", mrtr_sampling),
-    tool("test_input_required_result_list_roots",
-         "Tests InputRequiredResult with a single roots/list request", mrtr_roots),
-    tool("test_input_required_result_request_state",
-         "Tests requestState round-tripping in the InputRequiredResult flow", mrtr_request_state),
-    tool("test_input_required_result_multiple_inputs",
-         "Tests InputRequiredResult carrying elicitation, sampling and roots requests together",
-         mrtr_multiple),
-    tool("test_input_required_result_multi_round",
-         "Tests a three-round InputRequiredResult flow with evolving requestState",
-         mrtr_multi_round),
-    tool("test_input_required_result_tampered_state",
-         "Tests that the server rejects a tampered requestState echo", mrtr_tampered),
-    tool("test_input_required_result_capabilities",
-         "Tests that inputRequests only include methods the client declared support for",
-         mrtr_capabilities),
+    tool(
+        "test_trigger_tool_change",
+        "Announces a tool list change to subscriptions/listen streams",
+        trigger_tool_change,
+    ),
+    tool(
+        "test_trigger_prompt_change",
+        "Announces a prompt list change to subscriptions/listen streams",
+        trigger_prompt_change,
+    ),
+    tool(
+        "json_schema_2020_12_tool",
+        "Tests JSON Schema 2020-12 keyword preservation in tools/list",
+        json_schema_tool,
+        JSON_SCHEMA_2020_12,
+    ),
+    tool(
+        "test_input_required_result_elicitation",
+        "Tests InputRequiredResult with a single elicitation request",
+        mrtr_elicitation,
+    ),
+    tool(
+        "test_input_required_result_sampling",
+        "Tests InputRequiredResult with a single sampling request",
+        mrtr_sampling,
+    ),
+    tool(
+        "test_input_required_result_list_roots",
+        "Tests InputRequiredResult with a single roots/list request",
+        mrtr_roots,
+    ),
+    tool(
+        "test_input_required_result_request_state",
+        "Tests requestState round-tripping in the InputRequiredResult flow",
+        mrtr_request_state,
+    ),
+    tool(
+        "test_input_required_result_multiple_inputs",
+        "Tests InputRequiredResult carrying elicitation, sampling and roots requests together",
+        mrtr_multiple,
+    ),
+    tool(
+        "test_input_required_result_multi_round",
+        "Tests a three-round InputRequiredResult flow with evolving requestState",
+        mrtr_multi_round,
+    ),
+    tool(
+        "test_input_required_result_tampered_state",
+        "Tests that the server rejects a tampered requestState echo",
+        mrtr_tampered,
+    ),
+    tool(
+        "test_input_required_result_capabilities",
+        "Tests that inputRequests only include methods the client declared support for",
+        mrtr_capabilities,
+    ),
 )
 
 # --- resources ---------------------------------------------------------------------------
@@ -424,22 +530,41 @@ async def read_watched(uri: str, variables: Any, ctx: CallContext) -> list[dict[
 
 
 RESOURCES = (
-    Resource("test://static-text", "static-text", read_static_text, title="Static Text Resource",
-             description="A static text resource for testing", mime_type="text/plain"),
-    Resource("test://static-binary", "static-binary", read_static_binary,
-             title="Static Binary Resource",
-             description="A static binary resource (image) for testing", mime_type="image/png"),
-    Resource("test://watched-resource", "watched-resource", read_watched,
-             title="Watched Resource",
-             description="A resource that can be subscribed to for updates",
-             mime_type="text/plain"),
+    Resource(
+        "test://static-text",
+        "static-text",
+        read_static_text,
+        title="Static Text Resource",
+        description="A static text resource for testing",
+        mime_type="text/plain",
+    ),
+    Resource(
+        "test://static-binary",
+        "static-binary",
+        read_static_binary,
+        title="Static Binary Resource",
+        description="A static binary resource (image) for testing",
+        mime_type="image/png",
+    ),
+    Resource(
+        "test://watched-resource",
+        "watched-resource",
+        read_watched,
+        title="Watched Resource",
+        description="A resource that can be subscribed to for updates",
+        mime_type="text/plain",
+    ),
 )
 
 TEMPLATES = (
-    ResourceTemplate("test://template/{id}/data", "template", read_template,
-                     title="Resource Template",
-                     description="A resource template with parameter substitution",
-                     mime_type="application/json"),
+    ResourceTemplate(
+        "test://template/{id}/data",
+        "template",
+        read_template,
+        title="Resource Template",
+        description="A resource template with parameter substitution",
+        mime_type="application/json",
+    ),
 )
 
 # --- prompts -----------------------------------------------------------------------------
@@ -471,25 +596,42 @@ async def prompt_input_required(args: dict[str, str], ctx: CallContext) -> dict[
     if "user_context" in ctx.input_responses:
         said = answer_content(ctx.input_responses["user_context"]).get("context", "?")
         return {"messages": [user(text(f"Use the following context: {said}"))]}
-    schema = {"type": "object", "properties": {"context": {"type": "string"}},
-              "required": ["context"]}
+    schema = {
+        "type": "object",
+        "properties": {"context": {"type": "string"}},
+        "required": ["context"],
+    }
     ask = elicit_request("What context should the prompt use?", schema)
     raise InputRequired({"user_context": ask})
 
 
 PROMPTS = (
     Prompt("test_simple_prompt", simple_prompt, description="A simple prompt without arguments"),
-    Prompt("test_prompt_with_arguments", prompt_with_arguments,
-           description="A prompt with required arguments",
-           arguments=(PromptArgument("arg1", "First test argument", required=True),
-                      PromptArgument("arg2", "Second test argument", required=True))),
-    Prompt("test_prompt_with_embedded_resource", prompt_with_resource,
-           description="A prompt that includes an embedded resource",
-           arguments=(PromptArgument("resourceUri", "URI of the resource to embed", required=True),)),
-    Prompt("test_prompt_with_image", prompt_with_image,
-           description="A prompt that includes image content"),
-    Prompt("test_input_required_result_prompt", prompt_input_required,
-           description="Tests InputRequiredResult from prompts/get (SEP-2322 non-tool request)"),
+    Prompt(
+        "test_prompt_with_arguments",
+        prompt_with_arguments,
+        description="A prompt with required arguments",
+        arguments=(
+            PromptArgument("arg1", "First test argument", required=True),
+            PromptArgument("arg2", "Second test argument", required=True),
+        ),
+    ),
+    Prompt(
+        "test_prompt_with_embedded_resource",
+        prompt_with_resource,
+        description="A prompt that includes an embedded resource",
+        arguments=(PromptArgument("resourceUri", "URI of the resource to embed", required=True),),
+    ),
+    Prompt(
+        "test_prompt_with_image",
+        prompt_with_image,
+        description="A prompt that includes image content",
+    ),
+    Prompt(
+        "test_input_required_result_prompt",
+        prompt_input_required,
+        description="Tests InputRequiredResult from prompts/get (SEP-2322 non-tool request)",
+    ),
 )
 
 

@@ -8,9 +8,11 @@ request is not read until the current response has ended (RFC 9112 section 9.3.2
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import cast
 from urllib.parse import unquote
 
 import anyio
@@ -188,11 +190,11 @@ class Connection:
         return bool(data)
 
     async def _next_event(self) -> h11.Event | type[h11.PAUSED]:
-        while True:
-            event = self.h11.next_event()
-            if event is not h11.NEED_DATA:
-                return event
+        event = self.h11.next_event()
+        while event is h11.NEED_DATA:
             await self._receive()
+            event = self.h11.next_event()
+        return cast(h11.Event | type[h11.PAUSED], event)
 
     async def _read_body(self, request: HttpRequest) -> bytes:
         declared = request.headers.get("content-length")
@@ -299,11 +301,8 @@ class Connection:
         await self._write_whole(response)
 
     async def _close(self) -> None:
-        with anyio.CancelScope(shield=True):
-            try:
-                await self.stream.aclose()
-            except _STREAM_GONE:
-                pass
+        with anyio.CancelScope(shield=True), contextlib.suppress(*_STREAM_GONE):
+            await self.stream.aclose()
 
 
 async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
@@ -375,12 +374,9 @@ async def _refuse_busy(stream: anyio.abc.SocketStream) -> None:
         + str(len(body)).encode()
         + b"\r\n\r\n"
     )
-    with anyio.CancelScope(shield=True):
-        try:
-            await stream.send(head + body)
-            await stream.aclose()
-        except _STREAM_GONE:
-            pass
+    with anyio.CancelScope(shield=True), contextlib.suppress(*_STREAM_GONE):
+        await stream.send(head + body)
+        await stream.aclose()
 
 
 __all__ = [

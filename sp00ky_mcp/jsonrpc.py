@@ -53,7 +53,9 @@ def decode_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise JsonRpcError(PARSE_ERROR, "Parse error: the request body is not valid JSON.") from None
+        raise JsonRpcError(
+            PARSE_ERROR, "Parse error: the request body is not valid JSON."
+        ) from None
 
 
 def readable_id(obj: dict[str, Any]) -> RequestId | None:
@@ -106,10 +108,9 @@ def _classify_response(obj: dict[str, Any]) -> Message:
     request_id = readable_id(obj)
     if request_id is None or ("result" in obj) == ("error" in obj):
         return _invalid(obj, "Invalid Request: a response needs an id and one of result or error.")
-    error = obj.get("error")
-    if error is not None and not isinstance(error, dict):
+    if "error" in obj and not isinstance(obj["error"], dict):
         return _invalid(obj, 'Invalid Request: "error" must be an object.')
-    return Response(request_id, obj.get("result"), error)
+    return Response(request_id, obj.get("result"), obj.get("error"))
 
 
 def encode_result(request_id: RequestId, result: Any) -> bytes:

@@ -32,7 +32,9 @@ class Listener:
         return {META_SUBSCRIPTION_ID: self.request_id}
 
 
-def agreed_filter(params: dict[str, Any], offered: frozenset[str]) -> tuple[frozenset[str], frozenset[str]]:
+def agreed_filter(
+    params: dict[str, Any], offered: frozenset[str]
+) -> tuple[frozenset[str], frozenset[str]]:
     wanted = params.get("notifications")
     if not isinstance(wanted, dict):
         raise invalid_params("'notifications' must be an object naming what to listen for.")

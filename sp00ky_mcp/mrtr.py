@@ -57,31 +57,42 @@ class RequestStateSigner:
         the signed requestState.  Answers to keys we did not ask are ignored (mrtr.mdx)."""
         responses = params.get("inputResponses", {})
         if not isinstance(responses, dict):
-            return invalid_params("Invalid params: 'inputResponses' must be an object keyed by "
-                                  "the inputRequests keys.")
+            return invalid_params(
+                "Invalid params: 'inputResponses' must be an object keyed by "
+                "the inputRequests keys."
+            )
         token = params.get("requestState")
         if token is None:
             return _adopt(ctx, {}, responses, None, None)
         state = self.verify(token) if isinstance(token, str) else None
         if state is None or not _binds(state, method, params, ctx):
-            return invalid_params("Invalid requestState: it failed its integrity check or "
-                                  "expired; retry the original request without it.")
+            return invalid_params(
+                "Invalid requestState: it failed its integrity check or "
+                "expired; retry the original request without it."
+            )
         app_state = state.get("state")
-        return _adopt(ctx, state.get("answers") or {}, responses, state.get("asked"),
-                      app_state if isinstance(app_state, str) else None)
+        return _adopt(
+            ctx,
+            state.get("answers") or {},
+            responses,
+            state.get("asked"),
+            app_state if isinstance(app_state, str) else None,
+        )
 
     def state_for(
         self, method: str, params: dict[str, Any], ctx: CallContext, exc: InputRequired
     ) -> str:
-        return self.sign({
-            "principal": ctx.principal.token_id,
-            "method": method,
-            "digest": params_digest(method, params),
-            "expires": time.time() + STATE_TTL_SECONDS,
-            "answers": ctx.input_responses,
-            "asked": {key: request.get("method") for key, request in exc.requests.items()},
-            "state": exc.state,
-        })
+        return self.sign(
+            {
+                "principal": ctx.principal.token_id,
+                "method": method,
+                "digest": params_digest(method, params),
+                "expires": time.time() + STATE_TTL_SECONDS,
+                "answers": ctx.input_responses,
+                "asked": {key: request.get("method") for key, request in exc.requests.items()},
+                "state": exc.state,
+            }
+        )
 
 
 def valid_answer(method: str | None, answer: Any) -> bool:
@@ -99,15 +110,20 @@ def valid_answer(method: str | None, answer: Any) -> bool:
 
 
 def _adopt(
-    ctx: CallContext, earlier: dict[str, Any], responses: dict[str, Any],
-    asked: dict[str, Any] | None, app_state: str | None,
+    ctx: CallContext,
+    earlier: dict[str, Any],
+    responses: dict[str, Any],
+    asked: dict[str, Any] | None,
+    app_state: str | None,
 ) -> JsonRpcError | None:
     expected = asked if isinstance(asked, dict) else dict.fromkeys(responses)
     fresh = {k: v for k, v in responses.items() if k in expected}
     for key, answer in fresh.items():
         if not valid_answer(expected[key], answer):
-            return invalid_params(f"Invalid params: inputResponses['{key}'] is not a valid "
-                                  f"result for {expected[key] or 'its request'}.")
+            return invalid_params(
+                f"Invalid params: inputResponses['{key}'] is not a valid "
+                f"result for {expected[key] or 'its request'}."
+            )
     ctx.input_responses = {**earlier, **fresh}
     ctx.request_state = app_state
     return None
@@ -123,7 +139,10 @@ def _binds(state: dict[str, Any], method: str, params: dict[str, Any], ctx: Call
 
 
 def input_required_result(
-    exc: InputRequired, method: str, params: dict[str, Any], ctx: CallContext,
+    exc: InputRequired,
+    method: str,
+    params: dict[str, Any],
+    ctx: CallContext,
     signer: RequestStateSigner,
 ) -> dict[str, Any]:
     """Every round carries a signed requestState, even when the handler keeps none, so the

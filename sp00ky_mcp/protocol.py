@@ -96,7 +96,9 @@ class Engine:
     async def fulfil(exc: InputRequired, ctx: CallContext) -> None:
         """Handshake era: ask the client directly, then let the handler run again."""
         for key, request in exc.requests.items():
-            ctx.input_responses[key] = await ctx.peer.request(request["method"], request.get("params", {}))
+            ctx.input_responses[key] = await ctx.peer.request(
+                request["method"], request.get("params", {})
+            )
         ctx.request_state = exc.state
 
     def finish(self, result: Result, ctx: CallContext, cacheable: bool) -> Result:
@@ -351,8 +353,12 @@ async def complete(engine: Engine, params: dict[str, Any], ctx: CallContext) -> 
         raise invalid_params("'argument' needs a string 'name' and a string 'value'.")
     context = params.get("context") or {}
     known = context.get("arguments") or {} if isinstance(context, dict) else {}
-    values = completer_for(engine, ref, name)(value, known) if completer_for(engine, ref, name) else []
-    return {"completion": {"values": values[:100], "total": len(values), "hasMore": len(values) > 100}}
+    values = (
+        completer_for(engine, ref, name)(value, known) if completer_for(engine, ref, name) else []
+    )
+    return {
+        "completion": {"values": values[:100], "total": len(values), "hasMore": len(values) > 100}
+    }
 
 
 def completer_for(engine: Engine, ref: dict[str, Any], name: str) -> Any:

@@ -20,8 +20,10 @@ _TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
     "string": lambda v: isinstance(v, str),
     "boolean": lambda v: isinstance(v, bool),
     "null": lambda v: v is None,
-    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool))
-    or (isinstance(v, float) and v.is_integer()),
+    "integer": lambda v: (
+        (isinstance(v, int) and not isinstance(v, bool))
+        or (isinstance(v, float) and v.is_integer())
+    ),
     "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
 }
 
@@ -32,7 +34,14 @@ def _pattern(source: str) -> re.Pattern[str]:
 
 
 def _where(path: str) -> str:
-    return f"argument '{path}'" if path else "the arguments"
+    return f"Argument '{path}'" if path else "The arguments"
+
+
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality: a boolean never equals a number, unlike Python's True == 1."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return bool(a == b)
 
 
 def validate(value: Any, schema: Schema, path: str = "") -> str | None:
@@ -51,29 +60,29 @@ def _check_type(value: Any, schema: Schema, path: str) -> str | None:
     names = expected if isinstance(expected, list) else [expected]
     if any(_TYPE_CHECKS[name](value) for name in names if name in _TYPE_CHECKS):
         return None
-    return f"{_where(path).capitalize()} must be of type {' or '.join(names)}."
+    return f"{_where(path)} must be of type {' or '.join(names)}."
 
 
 def _check_enum(value: Any, schema: Schema, path: str) -> str | None:
-    if "const" in schema and value != schema["const"]:
-        return f"{_where(path).capitalize()} must be {schema['const']!r}."
+    if "const" in schema and not _same(value, schema["const"]):
+        return f"{_where(path)} must be {schema['const']!r}."
     choices = schema.get("enum")
-    if choices is None or value in choices:
+    if choices is None or any(_same(value, choice) for choice in choices):
         return None
     listed = ", ".join(repr(c) for c in choices)
-    return f"{_where(path).capitalize()} must be one of {listed}."
+    return f"{_where(path)} must be one of {listed}."
 
 
 def _check_string(value: Any, schema: Schema, path: str) -> str | None:
     if not isinstance(value, str):
         return None
     if len(value) < schema.get("minLength", 0):
-        return f"{_where(path).capitalize()} must be at least {schema['minLength']} characters."
+        return f"{_where(path)} must be at least {schema['minLength']} characters."
     if "maxLength" in schema and len(value) > schema["maxLength"]:
-        return f"{_where(path).capitalize()} must be at most {schema['maxLength']} characters."
+        return f"{_where(path)} must be at most {schema['maxLength']} characters."
     pattern = schema.get("pattern")
     if pattern is not None and not _pattern(pattern).search(value):
-        return f"{_where(path).capitalize()} has an invalid format."
+        return f"{_where(path)} does not match the required format."
     return None
 
 
@@ -81,9 +90,9 @@ def _check_number(value: Any, schema: Schema, path: str) -> str | None:
     if not _TYPE_CHECKS["number"](value):
         return None
     if "minimum" in schema and value < schema["minimum"]:
-        return f"{_where(path).capitalize()} must be at least {schema['minimum']}."
+        return f"{_where(path)} must be at least {schema['minimum']}."
     if "maximum" in schema and value > schema["maximum"]:
-        return f"{_where(path).capitalize()} must be at most {schema['maximum']}."
+        return f"{_where(path)} must be at most {schema['maximum']}."
     return None
 
 
@@ -91,9 +100,9 @@ def _check_array(value: Any, schema: Schema, path: str) -> str | None:
     if not isinstance(value, list):
         return None
     if len(value) < schema.get("minItems", 0):
-        return f"{_where(path).capitalize()} must have at least {schema['minItems']} items."
+        return f"{_where(path)} must have at least {schema['minItems']} items."
     if "maxItems" in schema and len(value) > schema["maxItems"]:
-        return f"{_where(path).capitalize()} must have at most {schema['maxItems']} items."
+        return f"{_where(path)} must have at most {schema['maxItems']} items."
     items = schema.get("items")
     if not isinstance(items, dict):
         return None

@@ -55,7 +55,9 @@ class McpServer:
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}{self.config.endpoint}"
 
-    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Bind, report started, and serve until `shutdown()`; returns once drained."""
         self._stopped = anyio.Event()
         listener = await anyio.create_tcp_listener(

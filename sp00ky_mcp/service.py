@@ -55,7 +55,9 @@ SSE_HEADERS: list[Header] = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
-INTERNAL = JsonRpcError(INTERNAL_ERROR, "Internal error: the server could not complete the request.")
+INTERNAL = JsonRpcError(
+    INTERNAL_ERROR, "Internal error: the server could not complete the request."
+)
 LISTEN = "subscriptions/listen"
 
 
@@ -86,9 +88,7 @@ def modern_status(code: int | None) -> int:
 
 
 class McpService:
-    def __init__(
-        self, config: ServerConfig, engine: Engine, authenticate: Authenticator
-    ) -> None:
+    def __init__(self, config: ServerConfig, engine: Engine, authenticate: Authenticator) -> None:
         limits = config.limits
         self.config = config
         self.engine = engine
@@ -105,7 +105,9 @@ class McpService:
         self.listeners = Listeners(frozenset(offered), limits.sse_replay_events)
         self.tasks: anyio.abc.TaskGroup | None = None
 
-    async def run(self, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Owns the tasks that answer requests, so handshake-era handlers outlive a dropped
         connection (2025-11-25 transports: a disconnect is not a cancellation)."""
         async with anyio.create_task_group() as tasks:
@@ -146,8 +148,9 @@ class McpService:
             return self._get(request, principal)
         if request.method == "DELETE":
             return self._delete(request, principal)
-        raise HttpError(405, "Method not allowed: use POST, GET or DELETE.",
-                        (("allow", "GET, POST, DELETE"),))
+        raise HttpError(
+            405, "Method not allowed: use POST, GET or DELETE.", (("allow", "GET, POST, DELETE"),)
+        )
 
     # --- POST ------------------------------------------------------------------------------
 
@@ -162,18 +165,25 @@ class McpService:
             return await self._initialize(first, batch, principal)
         session = self._session(request, principal)
         version = _value(transport.header_version(headers.get("mcp-protocol-version")))
-        _raise(transport.check_batch(batch, session.protocol_version if batch.is_batch else version))
+        _raise(
+            transport.check_batch(batch, session.protocol_version if batch.is_batch else version)
+        )
         return await self._post_in_session(request, batch, session, principal)
 
     async def _initialize(
         self, message: jsonrpc.Request, batch: transport.Batch, principal: Principal
     ) -> Response:
         if batch.is_batch:
-            raise HttpError(400, "Invalid Request: initialize must not be part of a batch.",
-                            rpc_code=INVALID_REQUEST)
+            raise HttpError(
+                400,
+                "Invalid Request: initialize must not be part of a batch.",
+                rpc_code=INVALID_REQUEST,
+            )
         session = self._new_session(message.params, principal)
         stream = session.runtime.new_stream()
-        body = await self._answer(message, self._session_context(session, principal, stream, message))
+        body = await self._answer(
+            message, self._session_context(session, principal, stream, message)
+        )
         return json_response(200, body, [(b"mcp-session-id", session.id.encode())])
 
     def _new_session(self, params: dict[str, Any], principal: Principal) -> Session:
@@ -193,14 +203,21 @@ class McpService:
     def _session(self, request: HttpRequest, principal: Principal) -> Session:
         session_id = request.header("mcp-session-id")
         if session_id is None:
-            raise HttpError(400, "Bad Request: the Mcp-Session-Id header is required; send "
-                            "initialize first to get one.", rpc_code=INVALID_REQUEST)
+            raise HttpError(
+                400,
+                "Bad Request: the Mcp-Session-Id header is required; send "
+                "initialize first to get one.",
+                rpc_code=INVALID_REQUEST,
+            )
         session = self.sessions.get(session_id, time.monotonic())
         # A session presented by a principal other than its creator is, to that principal,
         # unknown: 404, never 403, so session ids leak nothing.
         if session is None or session.owner != principal.token_id:
-            raise HttpError(404, "Session not found: it ended or expired; send initialize to "
-                            "start a new session.", rpc_code=INVALID_REQUEST)
+            raise HttpError(
+                404,
+                "Session not found: it ended or expired; send initialize to start a new session.",
+                rpc_code=INVALID_REQUEST,
+            )
         return session
 
     async def _post_in_session(
@@ -235,7 +252,9 @@ class McpService:
                 runtime.cancel(message.params.get("requestId"))
 
     async def _answer_batch(
-        self, calls: list[jsonrpc.Request | jsonrpc.Invalid], session: Session,
+        self,
+        calls: list[jsonrpc.Request | jsonrpc.Invalid],
+        session: Session,
         principal: Principal,
     ) -> Response:
         """2025-03-26 batches are answered with a JSON array, one response per request."""
@@ -250,7 +269,10 @@ class McpService:
         return json_response(200, b"[" + b",".join(replies) + b"]")
 
     def _session_context(
-        self, session: Session, principal: Principal, stream: EventStream,
+        self,
+        session: Session,
+        principal: Principal,
+        stream: EventStream,
         message: jsonrpc.Request,
     ) -> CallContext:
         return CallContext(
@@ -361,8 +383,11 @@ class McpService:
             return self._resume(runtime, last)
         stream = runtime.open_standalone()
         if stream is None:
-            raise HttpError(409, "Conflict: this session already has an open GET stream.",
-                            rpc_code=INVALID_REQUEST)
+            raise HttpError(
+                409,
+                "Conflict: this session already has an open GET stream.",
+                rpc_code=INVALID_REQUEST,
+            )
         return sse_response(self._sse_body(stream, 0, has_priming_events(session.protocol_version)))
 
     def _resume(self, runtime: SessionRuntime, last_event_id: str) -> Response:
@@ -370,8 +395,11 @@ class McpService:
         parsed = split_event_id(last_event_id)
         stream = runtime.streams.get(parsed[0]) if parsed else None
         if stream is None or parsed is None:
-            raise HttpError(404, "Not found: Last-Event-ID names no stream this session can "
-                            "resume.", rpc_code=INVALID_REQUEST)
+            raise HttpError(
+                404,
+                "Not found: Last-Event-ID names no stream this session can resume.",
+                rpc_code=INVALID_REQUEST,
+            )
         return sse_response(self._sse_body(stream, parsed[1], prime=False))
 
     def _delete(self, request: HttpRequest, principal: Principal) -> Response:
@@ -387,8 +415,11 @@ class McpService:
         self, request: HttpRequest, batch: transport.Batch, principal: Principal
     ) -> Response:
         if batch.is_batch:
-            raise HttpError(400, "Invalid Request: the stateless protocol takes one message per "
-                            "request.", rpc_code=INVALID_REQUEST)
+            raise HttpError(
+                400,
+                "Invalid Request: the stateless protocol takes one message per request.",
+                rpc_code=INVALID_REQUEST,
+            )
         message = batch.first
         if isinstance(message, jsonrpc.Invalid):
             return json_response(400, jsonrpc.encode_error(message.id, message.error))
@@ -506,8 +537,12 @@ def _stateless_refusal(request: HttpRequest) -> HttpError | None:
     that speaks the stateless revision."""
     if "mcp-session-id" in request.headers or not is_modern(request.header("mcp-protocol-version")):
         return None
-    return HttpError(405, "Method not allowed: protocol 2026-07-28 uses POST only.",
-                     (("allow", "POST"),), rpc_code=INVALID_REQUEST)
+    return HttpError(
+        405,
+        "Method not allowed: protocol 2026-07-28 uses POST only.",
+        (("allow", "POST"),),
+        rpc_code=INVALID_REQUEST,
+    )
 
 
 def _sse_chunk(stream: EventStream, item: StreamItem | None, with_ids: bool) -> bytes:

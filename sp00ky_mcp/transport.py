@@ -37,7 +37,9 @@ SSE = "text/event-stream"
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
-def allowed_hosts(configured: Iterable[str], bind_host: str, public_url: str | None) -> frozenset[str]:
+def allowed_hosts(
+    configured: Iterable[str], bind_host: str, public_url: str | None
+) -> frozenset[str]:
     """Host names a request may address: loopback names when bound to loopback, plus the
     public URL's host and any configured names (DNS-rebinding protection, 2025-06-18
     "Security Warning": servers MUST validate the Origin header)."""
@@ -62,8 +64,11 @@ def check_host(host: str | None, allowed: frozenset[str]) -> HttpError | None:
     if not allowed:
         return None
     if host is None or host_name(host) not in allowed:
-        return HttpError(421, "Misdirected request: the Host header names a host this server "
-                         "does not serve; add it with --allowed-host.")
+        return HttpError(
+            421,
+            "Misdirected request: the Host header names a host this server "
+            "does not serve; add it with --allowed-host.",
+        )
     return None
 
 
@@ -81,9 +86,22 @@ def check_origin(
 
 
 def media_types(header: str | None) -> set[str]:
+    """The media types listed, leaving out those refused with q=0 (RFC 9110 section 12.4.2)."""
     if not header:
         return set()
-    return {part.split(";", 1)[0].strip().lower() for part in header.split(",")}
+    return {kind for kind, q in _ranges(header) if q > 0}
+
+
+def _ranges(header: str) -> list[tuple[str, float]]:
+    ranges = []
+    for part in header.split(","):
+        kind, *parameters = (p.strip() for p in part.split(";"))
+        q = next((p[2:] for p in parameters if p.lower().startswith("q=")), "1")
+        try:
+            ranges.append((kind.lower(), float(q)))
+        except ValueError:
+            ranges.append((kind.lower(), 0.0))
+    return ranges
 
 
 def prefers_sse(header: str | None) -> bool:
@@ -91,8 +109,8 @@ def prefers_sse(header: str | None) -> bool:
     before application/json prefers a stream even for a plain reply."""
     if not header:
         return False
-    order = [part.split(";", 1)[0].strip().lower() for part in header.split(",")]
-    return SSE in order and (JSON not in order or order.index(SSE) < order.index(JSON))
+    ranked = [kind for kind, q in sorted(_ranges(header), key=lambda r: -r[1]) if q > 0]
+    return SSE in ranked and (JSON not in ranked or ranked.index(SSE) < ranked.index(JSON))
 
 
 def accepts(header: str | None, wanted: str) -> bool:
@@ -105,18 +123,26 @@ def check_post_headers(accept: str | None, content_type: str | None) -> HttpErro
     """The client MUST list both application/json and text/event-stream in Accept
     ("Sending Messages to the Server", item 2) and send a JSON body."""
     if not (accepts(accept, JSON) and accepts(accept, SSE)):
-        return HttpError(406, "Not Acceptable: the Accept header must list both "
-                         "application/json and text/event-stream.", rpc_code=INVALID_REQUEST)
+        return HttpError(
+            406,
+            "Not Acceptable: the Accept header must list both "
+            "application/json and text/event-stream.",
+            rpc_code=INVALID_REQUEST,
+        )
     if JSON not in media_types(content_type):
-        return HttpError(415, "Unsupported Media Type: send the body as application/json.",
-                         rpc_code=INVALID_REQUEST)
+        return HttpError(
+            415,
+            "Unsupported Media Type: send the body as application/json.",
+            rpc_code=INVALID_REQUEST,
+        )
     return None
 
 
 def check_get_headers(accept: str | None) -> HttpError | None:
     if not accepts(accept, SSE):
-        return HttpError(406, "Not Acceptable: a GET must accept text/event-stream.",
-                         rpc_code=INVALID_REQUEST)
+        return HttpError(
+            406, "Not Acceptable: a GET must accept text/event-stream.", rpc_code=INVALID_REQUEST
+        )
     return None
 
 
@@ -126,8 +152,12 @@ def header_version(value: str | None) -> str | HttpError:
     if value is None:
         return ASSUMED_WITHOUT_HEADER
     if value not in SUPPORTED_VERSIONS:
-        return HttpError(400, f"Bad Request: unsupported MCP-Protocol-Version '{value}'; "
-                         f"supported: {', '.join(SUPPORTED_VERSIONS)}.", rpc_code=INVALID_REQUEST)
+        return HttpError(
+            400,
+            f"Bad Request: unsupported MCP-Protocol-Version '{value}'; "
+            f"supported: {', '.join(SUPPORTED_VERSIONS)}.",
+            rpc_code=INVALID_REQUEST,
+        )
     return value
 
 
@@ -180,9 +210,12 @@ def choose_era(batch: Batch, headers: Mapping[str, str]) -> Era:
 
 def check_batch(batch: Batch, version: str) -> HttpError | None:
     if batch.is_batch and not batches_allowed(version):
-        return HttpError(400, "Invalid Request: JSON-RPC batches are not supported by protocol "
-                         f"version {version}; send one message per request.",
-                         rpc_code=INVALID_REQUEST)
+        return HttpError(
+            400,
+            "Invalid Request: JSON-RPC batches are not supported by protocol "
+            f"version {version}; send one message per request.",
+            rpc_code=INVALID_REQUEST,
+        )
     return None
 
 
@@ -204,12 +237,17 @@ def modern_version(message: jsonrpc.Message, header: str | None) -> str | JsonRp
     if header is None:
         return _mismatch("the MCP-Protocol-Version header is required")
     if requested is None or not isinstance(meta.get(META_CLIENT_CAPABILITIES), dict):
-        return JsonRpcError(INVALID_PARAMS, "Invalid params: _meta must carry "
-                            f"'{META_PROTOCOL_VERSION}' and '{META_CLIENT_CAPABILITIES}' "
-                            "(an object, {} for none).")
+        return JsonRpcError(
+            INVALID_PARAMS,
+            "Invalid params: _meta must carry "
+            f"'{META_PROTOCOL_VERSION}' and '{META_CLIENT_CAPABILITIES}' "
+            "(an object, {} for none).",
+        )
     if header != requested:
-        return _mismatch(f"MCP-Protocol-Version '{header}' does not match the _meta protocol "
-                         f"version {requested!r}")
+        return _mismatch(
+            f"MCP-Protocol-Version '{header}' does not match the _meta protocol "
+            f"version {requested!r}"
+        )
     if requested not in MODERN_VERSIONS:
         return unsupported_version(requested)
     return str(requested)
@@ -222,7 +260,8 @@ _B64_PREFIX, _B64_SUFFIX = "=?base64?", "?="
 def decode_header_value(value: str) -> str | None:
     """2026-07-28 "Value Encoding": values that are not plain ASCII travel as
     `=?base64?<UTF-8 as base64>?=`; None when the value cannot be decoded."""
-    if not (value.startswith(_B64_PREFIX) and value.endswith(_B64_SUFFIX)):
+    framed = len(value) >= len(_B64_PREFIX) + len(_B64_SUFFIX)
+    if not (framed and value.startswith(_B64_PREFIX) and value.endswith(_B64_SUFFIX)):
         return value
     try:
         raw = base64.b64decode(value[len(_B64_PREFIX) : -len(_B64_SUFFIX)], validate=True)
@@ -247,7 +286,8 @@ def check_routing_headers(
     name = headers.get("mcp-name")
     if name is None:
         return _mismatch(f"the Mcp-Name header is required for {message.method}")
-    if decode_header_value(name) != message.params.get(field):
+    decoded = decode_header_value(name)
+    if decoded is None or decoded != message.params.get(field):
         return _mismatch(f"Mcp-Name does not match the body's '{field}'")
     return None
 

@@ -230,12 +230,6 @@ def test_an_error_that_is_not_an_object_is_an_invalid_request(error: object) -> 
     assert invalid_parts(message) == (4, -32600, BAD_ERROR)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='BUG: "error": null slips past the object check (`error is not None and ...`) and '
-    "is read as a successful Response with result None; JSON-RPC 2.0 section 5 says the "
-    "error member MUST be an Object.",
-)
 def test_a_null_error_is_an_invalid_request() -> None:
     message = classify({"jsonrpc": "2.0", "id": 4, "error": None})
     assert invalid_parts(message) == (4, -32600, BAD_ERROR)

@@ -19,7 +19,6 @@ from sp00ky_mcp.transport import (
     check_host,
     check_origin,
     check_post_headers,
-    check_request_meta,
     check_routing_headers,
     choose_era,
     decode_header_value,
@@ -28,6 +27,7 @@ from sp00ky_mcp.transport import (
     media_types,
     meta_of,
     modern_version,
+    prefers_sse,
     read_messages,
 )
 from sp00ky_mcp.versions import Era
@@ -251,13 +251,31 @@ def test_accepts_honours_exact_types_wildcards_and_parameters(
     assert accepts(header, wanted) is accepted
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): quality parameters are discarded, so q=0, which RFC 9110 section "
-    "12.4.2 defines as 'not acceptable', is treated as accepting the type.",
-)
 def test_a_type_with_zero_quality_is_not_accepted() -> None:
     assert accepts("application/json, text/event-stream;q=0", "text/event-stream") is False
+
+
+# prefers_sse
+
+
+@pytest.mark.parametrize(
+    ("header", "preferred"),
+    [
+        ("text/event-stream, application/json", True),
+        ("text/event-stream;q=0.9, application/json", False),
+        ("text/event-stream", True),
+        ("application/json, text/event-stream", False),
+        ("Application/JSON, Text/Event-Stream", False),
+        ("*/*", False),
+        ("application/json", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_a_client_prefers_sse_when_it_lists_event_stream_before_json(
+    header: str | None, preferred: bool
+) -> None:
+    assert prefers_sse(header) is preferred
 
 
 # check_post_headers and check_get_headers
@@ -292,7 +310,9 @@ def test_a_post_not_accepting_both_types_is_not_acceptable(accept: str | None) -
     assert http_parts(error) == (406, NOT_ACCEPTABLE_POST, -32600, ())
 
 
-@pytest.mark.parametrize("content_type", [None, "", "text/plain", "application/x-www-form-urlencoded"])
+@pytest.mark.parametrize(
+    "content_type", [None, "", "text/plain", "application/x-www-form-urlencoded"]
+)
 def test_a_post_with_a_non_json_body_is_an_unsupported_media_type(
     content_type: str | None,
 ) -> None:
@@ -423,10 +443,9 @@ def test_meta_is_the_params_meta_object_or_empty(message: Any, meta: dict[str, A
 # choose_era
 
 
-def test_initialize_is_handshake_even_with_modern_signals() -> None:
-    message = with_meta({PV: "2026-07-28"}, method="initialize")
-    headers = {"mcp-protocol-version": "2026-07-28"}
-    assert choose_era(single(message), headers) is Era.HANDSHAKE
+def test_a_legacy_initialize_is_handshake() -> None:
+    message = Request(1, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {}})
+    assert choose_era(single(message), {}) is Era.HANDSHAKE
 
 
 def test_a_session_header_means_handshake_even_with_modern_signals() -> None:
@@ -435,35 +454,53 @@ def test_a_session_header_means_handshake_even_with_modern_signals() -> None:
     assert choose_era(single(message), headers) is Era.HANDSHAKE
 
 
+def test_a_batch_means_handshake_even_with_modern_signals() -> None:
+    batch = Batch((with_meta({PV: "2026-07-28"}), request("ping")), True)
+    assert choose_era(batch, {"mcp-protocol-version": "2026-07-28"}) is Era.HANDSHAKE
+
+
 def test_a_modern_version_header_means_modern() -> None:
     assert choose_era(single(request()), {"mcp-protocol-version": "2026-07-28"}) is Era.MODERN
 
 
-def test_a_modern_version_header_means_modern_even_for_a_batch() -> None:
-    batch = Batch((request(), request("ping")), True)
-    assert choose_era(batch, {"mcp-protocol-version": "2026-07-28"}) is Era.MODERN
+@pytest.mark.parametrize("version", ["2099-01-01", "2024-11-05", "garbage"])
+def test_a_version_header_that_is_not_a_handshake_version_means_modern(version: str) -> None:
+    assert choose_era(single(request()), {"mcp-protocol-version": version}) is Era.MODERN
 
 
-def test_a_handshake_version_header_without_meta_means_handshake() -> None:
-    assert choose_era(single(request()), {"mcp-protocol-version": "2025-11-25"}) is Era.HANDSHAKE
+@pytest.mark.parametrize("version", ["2025-11-25", "2025-06-18", "2025-03-26"])
+def test_a_handshake_version_header_without_meta_means_handshake(version: str) -> None:
+    assert choose_era(single(request()), {"mcp-protocol-version": version}) is Era.HANDSHAKE
 
 
 def test_a_meta_protocol_version_means_modern() -> None:
     assert choose_era(single(with_meta({PV: "2026-07-28"})), {}) is Era.MODERN
 
 
-def test_any_meta_protocol_version_means_modern_so_it_can_be_refused_there() -> None:
-    assert choose_era(single(with_meta({PV: "2025-06-18"})), {}) is Era.MODERN
+def test_a_meta_protocol_version_wins_over_a_handshake_version_header() -> None:
+    headers = {"mcp-protocol-version": "2025-11-25"}
+    assert choose_era(single(with_meta({PV: "2026-07-28"})), headers) is Era.MODERN
 
 
-def test_a_meta_protocol_version_in_a_batch_means_handshake() -> None:
-    batch = Batch((with_meta({PV: "2026-07-28"}),), True)
-    assert choose_era(batch, {}) is Era.HANDSHAKE
+@pytest.mark.parametrize("version", ["2025-06-18", None])
+def test_any_meta_protocol_version_key_means_modern_so_it_is_refused_there(
+    version: str | None,
+) -> None:
+    assert choose_era(single(with_meta({PV: version})), {}) is Era.MODERN
+
+
+def test_an_initialize_with_a_meta_protocol_version_is_modern() -> None:
+    message = with_meta({PV: "2026-07-28"}, method="initialize")
+    assert choose_era(single(message), {}) is Era.MODERN
 
 
 def test_a_meta_protocol_version_on_a_notification_means_modern() -> None:
     message = Notification("notifications/cancelled", {"_meta": {PV: "2026-07-28"}})
     assert choose_era(single(message), {}) is Era.MODERN
+
+
+def test_other_meta_keys_do_not_mean_modern() -> None:
+    assert choose_era(single(with_meta({"progressToken": 1, CAPS: {}})), {}) is Era.HANDSHAKE
 
 
 def test_no_signal_at_all_means_handshake() -> None:
@@ -495,13 +532,22 @@ def test_a_batch_is_a_bad_request_after_2025_03_26(version: str) -> None:
 
 # modern_version
 
+META_REQUIRED = (
+    "Invalid params: _meta must carry 'io.modelcontextprotocol/protocolVersion' and "
+    "'io.modelcontextprotocol/clientCapabilities' (an object, {} for none)."
+)
+
+
+def modern(version: Any = "2026-07-28", **meta: Any) -> Request:
+    return with_meta({PV: version, CAPS: {}, **meta})
+
 
 def test_a_matching_modern_header_and_meta_give_the_version() -> None:
-    assert modern_version(with_meta({PV: "2026-07-28"}), "2026-07-28") == "2026-07-28"
+    assert modern_version(modern(), "2026-07-28") == "2026-07-28"
 
 
 def test_a_missing_version_header_is_a_header_mismatch() -> None:
-    assert rpc_parts(modern_version(with_meta({PV: "2026-07-28"}), None)) == (
+    assert rpc_parts(modern_version(modern(), None)) == (
         -32020,
         "Header mismatch: the MCP-Protocol-Version header is required.",
         None,
@@ -513,7 +559,7 @@ def test_a_missing_header_is_reported_before_missing_meta() -> None:
 
 
 def test_a_header_that_differs_from_meta_is_a_header_mismatch() -> None:
-    assert rpc_parts(modern_version(with_meta({PV: "2026-07-28"}), "2025-11-25")) == (
+    assert rpc_parts(modern_version(modern(), "2025-11-25")) == (
         -32020,
         "Header mismatch: MCP-Protocol-Version '2025-11-25' does not match the _meta "
         "protocol version '2026-07-28'.",
@@ -522,25 +568,49 @@ def test_a_header_that_differs_from_meta_is_a_header_mismatch() -> None:
 
 
 def test_a_non_string_meta_version_never_matches_the_header() -> None:
-    code, message, _ = rpc_parts(modern_version(with_meta({PV: 20260728}), "20260728"))
-    assert (code, message) == (
+    assert rpc_parts(modern_version(modern(20260728), "20260728")) == (
         -32020,
         "Header mismatch: MCP-Protocol-Version '20260728' does not match the _meta "
         "protocol version 20260728.",
-    )
-
-
-def test_a_missing_meta_protocol_version_is_invalid_params() -> None:
-    assert rpc_parts(modern_version(with_meta({CAPS: {}}), "2026-07-28")) == (
-        -32602,
-        "Invalid params: _meta must carry 'io.modelcontextprotocol/protocolVersion'.",
         None,
     )
 
 
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {CAPS: {}},
+        {PV: None, CAPS: {}},
+        {PV: "2026-07-28"},
+        {PV: "2026-07-28", CAPS: None},
+        {PV: "2026-07-28", CAPS: []},
+        {PV: "2026-07-28", CAPS: "all"},
+        {},
+    ],
+    ids=["no-version", "null-version", "no-caps", "null-caps", "list-caps", "string-caps", "empty"],
+)
+def test_meta_without_version_and_capabilities_object_is_invalid_params(
+    meta: dict[str, Any],
+) -> None:
+    assert rpc_parts(modern_version(with_meta(meta), "2026-07-28")) == (
+        -32602,
+        META_REQUIRED,
+        None,
+    )
+
+
+def test_a_request_without_meta_is_invalid_params() -> None:
+    assert rpc_parts(modern_version(request(), "2026-07-28")) == (-32602, META_REQUIRED, None)
+
+
+def test_missing_capabilities_are_reported_before_a_version_mismatch() -> None:
+    message = with_meta({PV: "2026-07-28"})
+    assert rpc_parts(modern_version(message, "2025-11-25"))[0] == -32602
+
+
 @pytest.mark.parametrize("version", ["2025-11-25", "2025-03-26", "2030-01-01"])
 def test_a_version_not_served_statelessly_is_unsupported(version: str) -> None:
-    assert rpc_parts(modern_version(with_meta({PV: version}), version)) == (
+    assert rpc_parts(modern_version(modern(version), version)) == (
         -32022,
         f"Unsupported protocol version: '{version}'; use one of the supported versions.",
         {"supported": SUPPORTED, "requested": version},
@@ -694,12 +764,6 @@ def test_an_undecodable_mcp_name_is_a_header_mismatch() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): an undecodable Mcp-Name decodes to None, which equals the None of a "
-    "body that lacks 'name', so the mismatch goes unreported (2026-07-28: a header value "
-    "that does not match the body MUST be rejected).",
-)
 def test_an_undecodable_mcp_name_is_a_mismatch_even_when_the_body_has_no_name() -> None:
     message = request("tools/call", {"arguments": {}})
     headers = {"mcp-method": "tools/call", "mcp-name": "=?base64?%%%?="}
@@ -711,24 +775,103 @@ def test_a_name_header_is_ignored_for_methods_without_a_name() -> None:
     assert check_routing_headers(request("tools/list"), headers) is None
 
 
-# check_request_meta
+# Mcp-Param-{Name} headers
+
+PARAM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "region": {"type": "string", "x-mcp-header": "Region"},
+        "dry_run": {"type": "boolean", "x-mcp-header": "Dry-Run"},
+        "count": {"type": "integer", "x-mcp-header": "Count"},
+        "note": {"type": "string"},
+        "bad": {"type": "string", "x-mcp-header": 7},
+    },
+}
 
 
-def test_meta_with_client_capabilities_passes() -> None:
-    assert check_request_meta(with_meta({PV: "2026-07-28", CAPS: {}})) is None
+def test_header_params_map_annotated_arguments_to_header_names() -> None:
+    assert transport.header_params(PARAM_SCHEMA) == {
+        "region": "Region",
+        "dry_run": "Dry-Run",
+        "count": "Count",
+    }
 
 
-@pytest.mark.parametrize("meta", [{PV: "2026-07-28"}, {CAPS: None}, {CAPS: []}, {CAPS: "all"}])
-def test_meta_without_a_client_capabilities_object_is_invalid_params(
-    meta: dict[str, Any],
+@pytest.mark.parametrize("schema", [{}, {"properties": []}, {"properties": {"a": "x"}}])
+def test_a_schema_without_annotated_properties_has_no_header_params(
+    schema: dict[str, Any],
 ) -> None:
-    assert rpc_parts(check_request_meta(with_meta(meta))) == (
-        -32602,
-        "Invalid params: _meta must carry 'io.modelcontextprotocol/clientCapabilities' "
-        "(an object, {} for none).",
+    assert transport.header_params(schema) == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "form"),
+    [
+        (True, "true"),
+        (False, "false"),
+        (42, "42"),
+        (-1, "-1"),
+        (3.0, "3"),
+        (2.5, "2.5"),
+        ("eu", "eu"),
+    ],
+)
+def test_header_form_writes_booleans_lowercase_and_integral_numbers_in_decimal(
+    value: object, form: str
+) -> None:
+    assert transport.header_form(value) == form
+
+
+def test_mirrored_argument_headers_pass() -> None:
+    arguments = {"region": "eu-west", "dry_run": False, "count": 3, "note": "n"}
+    headers = {"mcp-param-region": "eu-west", "mcp-param-dry-run": "false", "mcp-param-count": "3"}
+    assert transport.check_param_headers(PARAM_SCHEMA, arguments, headers) is None
+
+
+def test_absent_or_null_arguments_need_no_headers() -> None:
+    assert transport.check_param_headers(PARAM_SCHEMA, {"region": None}, {}) is None
+    assert transport.check_param_headers(PARAM_SCHEMA, None, {}) is None
+
+
+def test_a_base64_encoded_param_header_is_decoded_before_comparing() -> None:
+    headers = {"mcp-param-region": b64("zürich")}
+    assert transport.check_param_headers(PARAM_SCHEMA, {"region": "zürich"}, headers) is None
+
+
+def test_a_missing_param_header_is_a_header_mismatch() -> None:
+    error = transport.check_param_headers(PARAM_SCHEMA, {"count": 1}, {})
+    assert rpc_parts(error) == (
+        -32020,
+        "Header mismatch: the Mcp-Param-Count header is required when 'count' is set.",
         None,
     )
 
 
-def test_a_request_without_meta_is_invalid_params() -> None:
-    assert rpc_parts(check_request_meta(request()))[0] == -32602
+@pytest.mark.parametrize(
+    ("arguments", "headers", "header", "argument"),
+    [
+        ({"region": "eu"}, {"mcp-param-region": "us"}, "Region", "region"),
+        ({}, {"mcp-param-region": "eu"}, "Region", "region"),
+        ({"region": None}, {"mcp-param-region": "eu"}, "Region", "region"),
+    ],
+)
+def test_a_param_header_that_does_not_mirror_its_argument_is_a_header_mismatch(
+    arguments: dict[str, Any], headers: dict[str, str], header: str, argument: str
+) -> None:
+    assert rpc_parts(transport.check_param_headers(PARAM_SCHEMA, arguments, headers)) == (
+        -32020,
+        f"Header mismatch: Mcp-Param-{header} does not match the argument '{argument}'.",
+        None,
+    )
+
+
+@pytest.mark.parametrize("sent", ["zürich", "eu\twest"])
+def test_a_param_header_with_non_ascii_or_control_characters_is_a_header_mismatch(
+    sent: str,
+) -> None:
+    error = transport.check_param_headers(PARAM_SCHEMA, {"region": "x"}, {"mcp-param-region": sent})
+    assert rpc_parts(error) == (
+        -32020,
+        "Header mismatch: the Mcp-Param-Region header has invalid characters.",
+        None,
+    )

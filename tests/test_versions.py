@@ -82,7 +82,13 @@ def test_priming_events_start_with_2025_11_25(version: str, priming: bool) -> No
 
 @pytest.mark.parametrize(
     ("version", "modern"),
-    [("2026-07-28", True), ("2025-11-25", False), ("2025-03-26", False), ("", False), (None, False)],
+    [
+        ("2026-07-28", True),
+        ("2025-11-25", False),
+        ("2025-03-26", False),
+        ("", False),
+        (None, False),
+    ],
 )
 def test_only_2026_07_28_is_modern(version: str | None, modern: bool) -> None:
     assert is_modern(version) is modern

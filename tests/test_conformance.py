@@ -1,0 +1,71 @@
+"""The official MCP conformance suite (`@modelcontextprotocol/conformance`, pinned in
+tests/conformance/package.json, run under Node 22) against `spky mcp serve --profile
+conformance`, in its three legs.  Every check must pass; there is no expected-failures file."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import CONFORMANCE_COUNTS
+
+HERE = Path(__file__).parent
+RUNNER = HERE / "conformance" / "run.sh"
+LEGS = ("0.1.16-all", "alpha12-2025-11-25", "alpha12-2026-07-28")
+COUNTS = re.compile(r"^conformance (\S+): (\d+) passed, (\d+) failed$", re.MULTILINE)
+
+pytestmark = pytest.mark.conformance
+
+
+@pytest.fixture(scope="module")
+def server_url() -> Iterator[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "sp00ky_mcp",
+        "mcp",
+        "serve",
+        "--profile",
+        "conformance",
+        "--port",
+        "0",
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.search(r"listening on (\S+)", line)
+        assert match, f"the server did not start: {line!r}"
+        yield match.group(1)
+    finally:
+        process.terminate()
+        status = process.wait(timeout=30)
+        if process.stdout is not None:
+            process.stdout.close()
+    assert status == 0, "the server did not exit cleanly on SIGTERM"
+
+
+@pytest.mark.parametrize("leg", LEGS)
+def test_every_conformance_check_passes(
+    leg: str, server_url: str, request: pytest.FixtureRequest
+) -> None:
+    run = subprocess.run(
+        ["bash", str(RUNNER), leg, server_url],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    counts = COUNTS.search(run.stdout)
+    assert counts, run.stdout[-4000:] + run.stderr[-2000:]
+    request.config.stash.setdefault(CONFORMANCE_COUNTS, []).append(counts.group(0))
+    passed, failed = int(counts.group(2)), int(counts.group(3))
+    assert (failed, run.returncode) == (0, 0), run.stdout[-6000:]
+    assert passed > 0
