@@ -67,6 +67,8 @@ class CallContext:
     input_responses: dict[str, Any] = field(default_factory=dict)
     request_state: str | None = None
     session: Any = None
+    # The tenant a product tool acted in, once resolved (for the audit log).
+    tenant_id: str | None = None
     # Delivers a server-wide notification (list changed, resource updated) to the listeners.
     announce: Callable[[str, dict[str, Any]], None] = _no_announcement
     _inputs_asked: int = 0

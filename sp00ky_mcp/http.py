@@ -26,6 +26,10 @@ log = logging.getLogger("sp00ky_mcp.http")
 Header = tuple[bytes, bytes]
 RECEIVE_SIZE = 65536
 _STREAM_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
+NOT_HTTP = "The request is not valid HTTP/1.1."
+HEADERS_TOO_LARGE = "The request header fields are larger than the server accepts."
+# Reasons for the statuses h11 hints at; anything else is plain malformed HTTP.
+H11_REASONS = {431: HEADERS_TOO_LARGE}
 
 
 @dataclass(slots=True)
@@ -84,6 +88,14 @@ def fold_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     return headers
 
 
+def head_size(event: h11.Request) -> int:
+    """The size of the request line and header section as sent, less optional whitespace
+    (RFC 9112 sections 3 and 5)."""
+    line = len(event.method) + len(event.target) + len(b"  HTTP/1.1\r\n")
+    fields = sum(len(name) + len(value) + 4 for name, value in event.headers.raw_items())
+    return line + fields + 2
+
+
 def make_request(event: h11.Request) -> HttpRequest:
     target = event.target.decode("latin-1")
     path, _, query = target.partition("?")
@@ -128,7 +140,8 @@ class Connection:
         try:
             await self._serve_requests()
         except h11.RemoteProtocolError as exc:
-            await self._reject(exc.error_status_hint, "The request is not valid HTTP/1.1.")
+            status = exc.error_status_hint
+            await self._reject(status, H11_REASONS.get(status, NOT_HTTP))
         except RequestRejected as exc:
             await self._reject(exc.status, exc.reason)
         finally:
@@ -162,6 +175,10 @@ class Connection:
         if isinstance(event, h11.ConnectionClosed):
             return None
         assert isinstance(event, h11.Request)
+        if head_size(event) > self.limits.max_header_bytes:
+            # h11 bounds only a head still incomplete in its buffer; one that arrives whole in
+            # a single read must be measured here (RFC 6585 section 5).
+            raise RequestRejected(431, HEADERS_TOO_LARGE)
         request = make_request(event)
         request.body = await self._read_body(request)
         return request
@@ -227,7 +244,7 @@ class Connection:
             tg.start_soon(self._watch_disconnect, request.disconnected)
             try:
                 response = await self._call_handler(request)
-                await self._write_response(response, request.disconnected)
+                await self._write_response(response, request)
             finally:
                 tg.cancel_scope.cancel()
 
@@ -250,16 +267,37 @@ class Connection:
         if self.h11.trailing_data[1]:
             disconnected.set()
 
-    async def _write_response(self, response: Response, disconnected: anyio.Event) -> None:
-        if isinstance(response, HttpResponse):
+    async def _write_response(self, response: Response, request: HttpRequest) -> None:
+        if request.method == "HEAD":
+            await self._write_head_only(response)
+        elif isinstance(response, HttpResponse):
             await self._write_whole(response)
         else:
-            await self._write_stream(response, disconnected)
+            await self._write_stream(response, request.disconnected)
+
+    async def _write_head_only(self, response: Response) -> None:
+        """RFC 9110 section 9.3.2: a response to HEAD has the header fields a GET would get and
+        no content; h11 refuses body bytes on it, so none are sent."""
+        if isinstance(response, StreamingResponse):
+            await _aclose(response.chunks)
+            headers = self._closing(response.headers)
+        else:
+            headers = self._whole_headers(response)
+        await self._send(
+            h11.Response(status_code=response.status, headers=headers), h11.EndOfMessage()
+        )
+
+    def _whole_headers(self, response: HttpResponse) -> list[Header]:
+        length = (b"content-length", str(len(response.body)).encode())
+        return self._closing([*response.headers, length])
+
+    def _closing(self, headers: list[Header]) -> list[Header]:
+        if self.lifecycle.closing:
+            return [*headers, (b"connection", b"close")]
+        return headers
 
     async def _write_whole(self, response: HttpResponse) -> None:
-        headers = [*response.headers, (b"content-length", str(len(response.body)).encode())]
-        if self.lifecycle.closing:
-            headers.append((b"connection", b"close"))
+        headers = self._whole_headers(response)
         await self._send(
             h11.Response(status_code=response.status, headers=headers),
             h11.Data(data=response.body) if response.body else None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,8 @@ log = logging.getLogger("sp00ky_mcp.protocol")
 
 Result = dict[str, Any]
 MethodHandler = Callable[["Engine", dict[str, Any], CallContext], Awaitable[Result]]
+# Told of every tools/call once it ends: (ctx, tool, arguments, result or None, start time).
+ToolObserver = Callable[[CallContext, Tool, dict[str, Any], "ToolResult | None", float], None]
 PAGE_SIZE = 100
 MAX_INPUT_ROUNDS = 10
 
@@ -67,8 +70,10 @@ class Engine:
         catalogue: Catalogue,
         instructions: Callable[[CallContext], str | None] | None = None,
         scope_hint: Callable[[str], str] | None = None,
+        observer: ToolObserver | None = None,
     ) -> None:
         self.catalogue = catalogue
+        self.observer = observer
         self.server_info = {"name": SERVER_NAME, "version": __version__}
         self.instructions = instructions
         self.scope_hint = scope_hint or (lambda scope: f"This tool needs the '{scope}' scope.")
@@ -224,7 +229,13 @@ async def call_tool(engine: Engine, params: dict[str, Any], ctx: CallContext) ->
         arguments = {}
     if not isinstance(arguments, dict):
         raise invalid_params("'arguments' must be an object.")
-    outcome = await run_tool(engine, tool, arguments, ctx)
+    started = time.perf_counter()
+    outcome: ToolResult | None = None
+    try:
+        outcome = await run_tool(engine, tool, arguments, ctx)
+    finally:
+        if engine.observer is not None:
+            engine.observer(ctx, tool, arguments, outcome, started)
     return tool_result_wire(outcome, engine.encode_default(ctx))
 
 

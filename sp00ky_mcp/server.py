@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -22,7 +23,7 @@ from .catalogue import Catalogue
 from .config import ServerConfig
 from .context import ANONYMOUS, CallContext, Principal
 from .http import HttpRequest, HttpServer
-from .protocol import Engine
+from .protocol import Engine, ToolObserver
 from .service import Authenticator, McpService
 
 log = logging.getLogger("sp00ky_mcp")
@@ -41,12 +42,14 @@ class McpServer:
         authenticate: Authenticator = allow_anonymous,
         instructions: Callable[[CallContext], str | None] | None = None,
         scope_hint: Callable[[str], str] | None = None,
+        observer: ToolObserver | None = None,
     ) -> None:
         self.config = config
-        self.engine = Engine(catalogue or Catalogue(), instructions, scope_hint)
+        self.engine = Engine(catalogue or Catalogue(), instructions, scope_hint, observer)
         self.service = McpService(config, self.engine, authenticate)
         self.http = HttpServer(self.service, config.limits)
         self.port: int | None = None
+        self.accounts: Any = None
         self._stopped: anyio.Event | None = None
 
     @property

@@ -141,7 +141,7 @@ class McpService:
             return plain_response(404, f"Not found: the MCP endpoint is {self.config.endpoint}.")
         _raise(transport.check_host(request.header("host"), self.hosts))
         _raise(transport.check_origin(request.header("origin"), self.hosts, self.origins))
-        principal = self.authenticate(request)
+        principal = self._authenticate(request)
         if request.method == "POST":
             return await self._post(request, principal)
         if request.method == "GET":
@@ -151,6 +151,16 @@ class McpService:
         raise HttpError(
             405, "Method not allowed: use POST, GET or DELETE.", (("allow", "GET, POST, DELETE"),)
         )
+
+    def _authenticate(self, request: HttpRequest) -> Principal:
+        """A known token that is refused (revoked, expired) also ends the sessions it opened."""
+        try:
+            return self.authenticate(request)
+        except HttpError as exc:
+            token_id = getattr(exc, "token_id", None)
+            if token_id is not None:
+                self.end_principal_sessions(token_id)
+            raise
 
     # --- POST ------------------------------------------------------------------------------
 

@@ -51,13 +51,17 @@ observed.tools = tools;
 
 observed.simpleText = summary(await client.callTool({ name: 'test_simple_text', arguments: {} }));
 
-const progress = [];
+const updates = [];
 const withProgress = await client.callTool(
   { name: 'test_tool_with_progress', arguments: {} },
   undefined,
-  { onprogress: (p) => progress.push(p) },
+  { onprogress: (p) => updates.push(p) },
 );
-observed.progress = { ...summary(withProgress), updates: progress };
+observed.progress = {
+  ...summary(withProgress),
+  values: updates.map((p) => p.progress),
+  updates,
+};
 
 const elicited = await client.callTool({
   name: 'test_elicitation',

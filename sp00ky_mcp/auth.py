@@ -1,0 +1,155 @@
+"""Bearer-token authentication for /v1/mcp, with the product page's three 401 causes.
+
+The hot path costs no query in the steady state: verified tokens are cached by digest, and the
+cache is dropped whenever SQLite reports that another connection committed (PRAGMA
+data_version) or this process changed a token, so a revocation made by `spky mcp revoke` in
+another process is seen on the very next request.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import parse_qs
+
+from . import scopes, tokens
+from .accounts import Accounts, Clock, TokenRecord
+from .context import Principal
+from .errors import HttpError
+from .http import HttpRequest
+
+REALM = 'Bearer realm="sp00ky-mcp"'
+MINT = "mint a new one with `spky mcp token` and re-add it"
+EXACT = "the header must be exactly `Authorization: Bearer mcp_live_…`"
+TOUCH_INTERVAL = 60.0
+
+
+class TokenRefused(HttpError):
+    """A 401 that names its cause; `token_id` is set when a known token was refused, so that
+    the sessions it opened can be ended too."""
+
+    def __init__(self, message: str, invalid: bool = True, token_id: str | None = None) -> None:
+        challenge = f'{REALM}, error="invalid_token"' if invalid else REALM
+        super().__init__(401, f"401 Unauthorized: {message}", (("www-authenticate", challenge),))
+        self.token_id = token_id
+
+
+def missing() -> TokenRefused:
+    return TokenRefused(f"the token is missing; {EXACT} (mint one with `spky mcp token`).",
+                        invalid=False)
+
+
+def malformed() -> TokenRefused:
+    return TokenRefused(f"the token is malformed; {EXACT}, so {MINT}.")
+
+
+def refusal(record: TokenRecord, status: str) -> TokenRefused:
+    if status == "revoked":
+        return TokenRefused(f"the token was revoked; {MINT}.", token_id=record.id)
+    when = datetime.fromtimestamp(record.expires_at or 0, UTC).strftime("%Y-%m-%d")
+    return TokenRefused(f"the token expired on {when}; {MINT}.", token_id=record.id)
+
+
+@dataclass(slots=True)
+class Bucket:
+    """A token bucket: `capacity` requests at once, refilled at `rate` per second."""
+
+    tokens: float
+    stamp: float
+
+    def take(self, now: float, rate: float, capacity: float) -> float:
+        """Take one; returns 0 when allowed, else the seconds until one is available."""
+        self.tokens = min(capacity, self.tokens + (now - self.stamp) * rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / rate
+
+
+class TokenAuthenticator:
+    def __init__(
+        self, accounts: Accounts, rate_per_minute: float, burst: int, clock: Clock = time.time
+    ) -> None:
+        self.accounts = accounts
+        self.rate = rate_per_minute / 60.0
+        self.burst = float(burst)
+        self.clock = clock
+        self._cache: dict[str, tuple[TokenRecord, Principal]] = {}
+        self._version = -1
+        self._buckets: dict[str, Bucket] = {}
+        self._touched: dict[str, float] = {}
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+    def __call__(self, request: HttpRequest) -> Principal:
+        credential = self._credential(request)
+        record, principal = self._lookup(credential)
+        now = self.clock()
+        status = record.status(now)
+        if status != "active":
+            raise refusal(record, status)
+        self._throttle(record.id, now)
+        self._touch(record.id, now)
+        return principal
+
+    def _credential(self, request: HttpRequest) -> str:
+        if _token_in_query(request.query):
+            raise TokenRefused("tokens in the URL are refused because URLs get logged; send "
+                               f"the token in a header instead: {EXACT}.")
+        header = request.header("authorization")
+        if header is None:
+            raise missing()
+        scheme, _, credential = header.strip().partition(" ")
+        credential = credential.strip()
+        if credential.startswith(tokens.API_KEY_PREFIX):
+            raise TokenRefused("this is a Sp00ky API key (spk_live_…); MCP needs its own "
+                               "mcp_live_ token: mint one with `spky mcp token`.")
+        if scheme.lower() != "bearer" or not tokens.well_formed(credential):
+            raise malformed()
+        return credential
+
+    def _lookup(self, credential: str) -> tuple[TokenRecord, Principal]:
+        version = self.accounts.store.data_version() + self.accounts.generation
+        if version != self._version:
+            self._cache.clear()
+            self._version = version
+        key = tokens.digest(credential)
+        cached = self._cache.get(key)
+        if cached is None:
+            record = self.accounts.find(credential)
+            if record is None:
+                raise TokenRefused(f"the token is not recognised (mistyped, or deleted); {MINT}.")
+            cached = (record, principal_of(record))
+            self._cache[key] = cached
+        return cached
+
+    def _throttle(self, token_id: str, now: float) -> None:
+        bucket = self._buckets.setdefault(token_id, Bucket(self.burst, now))
+        wait = bucket.take(now, self.rate, self.burst)
+        if wait:
+            raise HttpError(429, "Too many requests for this token; retry after the number of "
+                            "seconds in Retry-After.", (("retry-after", str(math.ceil(wait))),))
+
+    def _touch(self, token_id: str, now: float) -> None:
+        """last_used is kept to the minute, so the hot path writes at most once a minute."""
+        if now - self._touched.get(token_id, 0.0) >= TOUCH_INTERVAL:
+            self._touched[token_id] = now
+            self.accounts.touch(token_id, now)
+            self._version = self.accounts.store.data_version() + self.accounts.generation
+
+
+def principal_of(record: TokenRecord) -> Principal:
+    granted = scopes.expand(record.scopes)
+    return Principal(record.id, record.user_id, granted, can_reveal=scopes.REVEAL in granted)
+
+
+def _token_in_query(query: str) -> bool:
+    if not query:
+        return False
+    fields = parse_qs(query, keep_blank_values=True)
+    named = {"token", "access_token", "api_key", "key"} & {k.lower() for k in fields}
+    return bool(named) or tokens.PREFIX in query

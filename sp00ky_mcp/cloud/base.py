@@ -1,0 +1,147 @@
+"""The control plane's shared rules: tenancy, roles, project lookup, log lines, secrets.
+
+Tenancy is enforced here, scopes in `tools`.  A token acts as its user; it reaches a tenant only
+where that user is a member, and an object of a tenant it cannot reach is "not found", never
+"forbidden", so nothing leaks its existence.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..accounts import Accounts
+from ..errors import ToolError
+from ..store import Store
+
+Clock = Callable[[], float]
+ROLE_RANK = {"member": 0, "admin": 1, "owner": 2}
+REGIONS = ("us-east", "us-west", "eu-central", "eu-west", "ap-southeast")
+
+
+class NotFound(ToolError):
+    """An object that does not exist, or that this user cannot reach: the same answer."""
+
+
+class Conflict(ToolError):
+    """The request clashes with the current state (a duplicate name, a wrong status)."""
+
+
+class Refused(ToolError):
+    """The user's role in the tenant does not allow the change."""
+
+
+class Invalid(ToolError):
+    """An argument passed the schema but not the platform's rules."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: str
+    name: str
+    kind: str
+    plan: str
+    role: str
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+class Cloud:
+    def __init__(self, store: Store, accounts: Accounts, clock: Clock = time.time) -> None:
+        self.store = store
+        self.accounts = accounts
+        self.clock = clock
+
+    # --- tenancy ---------------------------------------------------------------------------
+
+    def tenant(self, user_id: str, tenant_id: str | None) -> Tenant:
+        """The caller's personal tenant by default, else `tenant_id` if the user is a member."""
+        if tenant_id is None:
+            tenant_id = self.accounts.personal_tenant(user_id)
+        row = self.store.one(
+            "SELECT t.id, t.name, t.kind, t.plan, m.role FROM tenants t "
+            "JOIN memberships m ON m.tenant_id = t.id WHERE t.id = ? AND m.user_id = ?",
+            (tenant_id, user_id),
+        )
+        if row is None:
+            raise NotFound(f"No tenant '{tenant_id}' is reachable by this token; list_teams "
+                           "shows the tenants you belong to.")
+        return Tenant(row["id"], row["name"], row["kind"], row["plan"], row["role"])
+
+    @staticmethod
+    def require_role(tenant: Tenant, role: str, action: str) -> None:
+        if ROLE_RANK[tenant.role] < ROLE_RANK[role]:
+            raise Refused(f"Only a team {role} or above may {action}; your role in "
+                          f"'{tenant.name}' is {tenant.role}.")
+
+    # --- projects --------------------------------------------------------------------------
+
+    def project(self, tenant: Tenant, ref: str) -> sqlite3.Row:
+        """A project of this tenant by name or id."""
+        row = self.store.one(
+            "SELECT * FROM projects WHERE tenant_id = ? AND (id = ? OR name = ?)",
+            (tenant.id, ref, ref),
+        )
+        if row is None:
+            raise NotFound(f"No project '{ref}' in tenant '{tenant.name}'; list_projects "
+                           "shows the projects there.")
+        return row
+
+    def service_names(self, project_id: str) -> list[str]:
+        rows = self.store.all(
+            "SELECT name FROM services WHERE project_id = ? ORDER BY name", (project_id,))
+        return [r["name"] for r in rows]
+
+    # --- logs and secrets ------------------------------------------------------------------
+
+    def log(
+        self, db: sqlite3.Connection, project_id: str, service: str | None, level: str,
+        message: str,
+    ) -> None:
+        """Writes a log line inside the caller's transaction, so it lands with the change."""
+        db.execute(
+            "INSERT INTO log_lines (project_id, service, at, level, message) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (project_id, service, self.clock(), level, message),
+        )
+
+    def secret_values(self, tenant_id: str) -> list[str]:
+        """Every secret value of the tenant (env values, vault material), longest first, so
+        that output can be masked even where the value appears inside other text."""
+        rows = self.store.all(
+            "SELECT e.value AS v FROM env_vars e JOIN projects p ON p.id = e.project_id "
+            "WHERE p.tenant_id = ? UNION SELECT v.key_material FROM vaults v "
+            "JOIN projects p ON p.id = v.project_id WHERE p.tenant_id = ?",
+            (tenant_id, tenant_id),
+        )
+        values = {r["v"] for r in rows if len(r["v"]) >= MIN_MASKED_LENGTH}
+        return sorted(values, key=len, reverse=True)
+
+
+# Values shorter than this (e.g. "1", "true") would mask ordinary words everywhere; they are
+# still redacted where they appear as a field, just not searched for inside other text.
+MIN_MASKED_LENGTH = 6
+
+
+def page_bounds(cursor: str | None, limit: int) -> tuple[int, int]:
+    """Offset pagination behind an opaque cursor shared by every list tool."""
+    offset = 0
+    if cursor is not None:
+        if not (cursor.startswith("o") and cursor[1:].isdigit()):
+            raise Invalid("Invalid cursor: pass back a next_cursor value exactly as received.")
+        offset = int(cursor[1:])
+    return offset, limit
+
+
+def page(items: list[Any], offset: int, limit: int) -> dict[str, Any]:
+    """The one list shape: items, a next cursor, and whether there were more."""
+    shown = items[offset : offset + limit]
+    more = offset + limit < len(items)
+    return {"items": shown, "next_cursor": f"o{offset + limit}" if more else None,
+            "truncated": more}

@@ -1,0 +1,59 @@
+"""The product profile: the embedded store, token authentication, and the Sp00ky tools."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from . import scopes
+from .accounts import Accounts, AuditEntry, arguments_digest
+from .auth import TokenAuthenticator
+from .catalogue import Catalogue, Tool
+from .cloud import schema as _schema  # noqa: F401  (registers the control plane's tables)
+from .cloud.base import Cloud
+from .config import ServerConfig
+from .context import CallContext
+from .protocol import ToolResult
+from .server import McpServer
+from .store import Store
+from .tools import product_tools
+
+
+class AuditTrail:
+    """Records every tools/call: who, where, which tool, a digest of the arguments, outcome."""
+
+    def __init__(self, accounts: Accounts) -> None:
+        self.accounts = accounts
+
+    def __call__(
+        self, ctx: CallContext, tool: Tool, arguments: dict[str, Any],
+        outcome: ToolResult | None, started: float,
+    ) -> None:
+        principal = ctx.principal
+        if principal.token_id is None or principal.user_id is None:
+            return
+        verdict = "exception" if outcome is None else ("error" if outcome.is_error else "ok")
+        self.accounts.audit(AuditEntry(
+            at=time.time(), token_id=principal.token_id, user_id=principal.user_id,
+            tenant_id=ctx.tenant_id, tool=tool.name,
+            arguments_digest=arguments_digest(arguments), outcome=verdict,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        ))
+
+
+def build_product_server(config: ServerConfig, store: Store | None = None) -> McpServer:
+    store = store or Store.open(config.data_dir)
+    accounts = Accounts(store)
+    cloud = Cloud(store, accounts)
+    limits = config.limits
+    authenticate = TokenAuthenticator(accounts, limits.rate_per_minute, limits.rate_burst)
+    server = McpServer(
+        config,
+        Catalogue(product_tools(cloud)),
+        authenticate=authenticate,
+        instructions=lambda ctx: scopes.instructions(ctx.principal.scopes),
+        scope_hint=scopes.missing_scope_message,
+        observer=AuditTrail(accounts),
+    )
+    server.accounts = accounts
+    return server

@@ -1,0 +1,9 @@
+"""Tools of the 'teams' area."""
+
+from __future__ import annotations
+
+from .base import Spec
+
+
+def specs() -> tuple[Spec, ...]:
+    return ()

@@ -1,0 +1,9 @@
+"""Tools of the 'vault' area."""
+
+from __future__ import annotations
+
+from .base import Spec
+
+
+def specs() -> tuple[Spec, ...]:
+    return ()
