@@ -80,9 +80,9 @@ def build_server(config: ServerConfig) -> McpServer:
         from .fixtures import conformance_catalogue
 
         return McpServer(config, conformance_catalogue())
-    from .product import build_product_server
+    from .product import build_product
 
-    return build_product_server(config)
+    return build_product(config).server
 
 
 async def run_server(server: McpServer) -> None:

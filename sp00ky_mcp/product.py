@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from . import scopes
@@ -41,7 +42,17 @@ class AuditTrail:
         ))
 
 
-def build_product_server(config: ServerConfig, store: Store | None = None) -> McpServer:
+@dataclass(frozen=True, slots=True)
+class Product:
+    """The product profile's parts, for the CLI and tests that need more than the server."""
+
+    server: McpServer
+    store: Store
+    accounts: Accounts
+    cloud: Cloud
+
+
+def build_product(config: ServerConfig, store: Store | None = None) -> Product:
     store = store or Store.open(config.data_dir)
     accounts = Accounts(store)
     cloud = Cloud(store, accounts)
@@ -55,5 +66,4 @@ def build_product_server(config: ServerConfig, store: Store | None = None) -> Mc
         scope_hint=scopes.missing_scope_message,
         observer=AuditTrail(accounts),
     )
-    server.accounts = accounts
-    return server
+    return Product(server, store, accounts, cloud)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import anyio
 import anyio.abc
@@ -49,7 +48,6 @@ class McpServer:
         self.service = McpService(config, self.engine, authenticate)
         self.http = HttpServer(self.service, config.limits)
         self.port: int | None = None
-        self.accounts: Any = None
         self._stopped: anyio.Event | None = None
 
     @property

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
-from sp00ky_mcp.config import ServerConfig
+from sp00ky_mcp.config import Limits, ServerConfig
 from sp00ky_mcp.fixtures import conformance_catalogue
 from sp00ky_mcp.server import McpServer
+
+from .product_support import ProductEnv, build_product, product_store
 
 
 @pytest.fixture
@@ -24,6 +28,20 @@ async def conformance_server() -> AsyncIterator[McpServer]:
         await tasks.start(server.serve)
         yield server
         server.shutdown()
+
+
+@pytest.fixture
+async def product(tmp_path: Path) -> AsyncIterator[ProductEnv]:
+    """The product profile on a fresh store in a temporary data directory."""
+    store = product_store(tmp_path)
+    limits = Limits(rate_per_minute=1_000_000, rate_burst=1_000_000)
+    config = ServerConfig(port=0, data_dir=str(tmp_path), limits=limits)
+    parts = build_product(config, store)
+    async with anyio.create_task_group() as tasks, httpx.AsyncClient() as http:
+        await tasks.start(parts.server.serve)
+        yield ProductEnv(parts.server, store, parts.accounts, parts.cloud, http)
+        parts.server.shutdown()
+    store.close()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
