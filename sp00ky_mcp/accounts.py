@@ -53,9 +53,17 @@ class TokenRecord:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> TokenRecord:
-        return cls(row["id"], row["user_id"], row["name"], row["hint"],
-                   tuple(row["scopes"].split()), row["created_at"], row["expires_at"],
-                   row["last_used_at"], row["revoked_at"])
+        return cls(
+            row["id"],
+            row["user_id"],
+            row["name"],
+            row["hint"],
+            tuple(row["scopes"].split()),
+            row["created_at"],
+            row["expires_at"],
+            row["last_used_at"],
+            row["revoked_at"],
+        )
 
 
 def new_id(prefix: str) -> str:
@@ -97,16 +105,21 @@ class Accounts:
         tenant_id = new_id("ten")
         with self.store.transaction() as db:
             db.execute("INSERT INTO users VALUES (?, ?, ?, ?)", (user.id, email, user.name, now))
-            db.execute("INSERT INTO tenants (id, name, kind, created_at) VALUES (?, ?, ?, ?)",
-                       (tenant_id, f"{user.name}'s workspace", "personal", now))
-            db.execute("INSERT INTO memberships VALUES (?, ?, 'owner', ?)",
-                       (tenant_id, user.id, now))
+            db.execute(
+                "INSERT INTO tenants (id, name, kind, created_at) VALUES (?, ?, ?, ?)",
+                (tenant_id, f"{user.name}'s workspace", "personal", now),
+            )
+            db.execute(
+                "INSERT INTO memberships VALUES (?, ?, 'owner', ?)", (tenant_id, user.id, now)
+            )
         return user
 
     def personal_tenant(self, user_id: str) -> str:
         row = self.store.one(
             "SELECT t.id FROM tenants t JOIN memberships m ON m.tenant_id = t.id "
-            "WHERE m.user_id = ? AND t.kind = 'personal'", (user_id,))
+            "WHERE m.user_id = ? AND t.kind = 'personal'",
+            (user_id,),
+        )
         if row is None:
             raise AccountError("This user has no personal tenant.")
         return str(row["id"])
@@ -123,13 +136,30 @@ class Accounts:
         secret = tokens.mint()
         now = self.clock()
         expires = now + expires_in_days * 86400 if expires_in_days is not None else None
-        record = TokenRecord(tokens.new_token_id(), user.id, name.strip(), tokens.hint(secret),
-                             granted, now, expires, None, None)
+        record = TokenRecord(
+            tokens.new_token_id(),
+            user.id,
+            name.strip(),
+            tokens.hint(secret),
+            granted,
+            now,
+            expires,
+            None,
+            None,
+        )
         with self.store.transaction() as db:
             db.execute(
                 "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
-                (record.id, user.id, record.name, tokens.digest(secret), record.hint,
-                 " ".join(granted), now, expires),
+                (
+                    record.id,
+                    user.id,
+                    record.name,
+                    tokens.digest(secret),
+                    record.hint,
+                    " ".join(granted),
+                    now,
+                    expires,
+                ),
             )
         return record, secret
 
@@ -139,19 +169,24 @@ class Accounts:
 
     def list_tokens(self, user: User) -> list[TokenRecord]:
         rows = self.store.all(
-            "SELECT * FROM tokens WHERE user_id = ? ORDER BY created_at, id", (user.id,))
+            "SELECT * FROM tokens WHERE user_id = ? ORDER BY created_at, id", (user.id,)
+        )
         return [TokenRecord.from_row(r) for r in rows]
 
     def revoke(self, user: User, id_or_name: str) -> TokenRecord:
-        matches = [t for t in self.list_tokens(user)
-                   if t.revoked_at is None and id_or_name in (t.id, t.name)]
+        matches = [
+            t
+            for t in self.list_tokens(user)
+            if t.revoked_at is None and id_or_name in (t.id, t.name)
+        ]
         if not matches:
             raise AccountError(f"No active token '{id_or_name}'; `spky mcp tokens` lists them.")
         if len(matches) > 1:
             raise AccountError(f"Several active tokens are named '{id_or_name}'; revoke by id.")
         with self.store.transaction() as db:
-            db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?",
-                       (self.clock(), matches[0].id))
+            db.execute(
+                "UPDATE tokens SET revoked_at = ? WHERE id = ?", (self.clock(), matches[0].id)
+            )
         self.generation += 1
         return matches[0]
 
@@ -166,8 +201,16 @@ class Accounts:
             db.execute(
                 "INSERT INTO audit_log (at, token_id, user_id, tenant_id, tool, "
                 "arguments_digest, outcome, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (entry.at, entry.token_id, entry.user_id, entry.tenant_id, entry.tool,
-                 entry.arguments_digest, entry.outcome, entry.duration_ms),
+                (
+                    entry.at,
+                    entry.token_id,
+                    entry.user_id,
+                    entry.tenant_id,
+                    entry.tool,
+                    entry.arguments_digest,
+                    entry.outcome,
+                    entry.duration_ms,
+                ),
             )
 
 

@@ -37,8 +37,9 @@ class TokenRefused(HttpError):
 
 
 def missing() -> TokenRefused:
-    return TokenRefused(f"the token is missing; {EXACT} (mint one with `spky mcp token`).",
-                        invalid=False)
+    return TokenRefused(
+        f"the token is missing; {EXACT} (mint one with `spky mcp token`).", invalid=False
+    )
 
 
 def malformed() -> TokenRefused:
@@ -98,16 +99,20 @@ class TokenAuthenticator:
 
     def _credential(self, request: HttpRequest) -> str:
         if _token_in_query(request.query):
-            raise TokenRefused("tokens in the URL are refused because URLs get logged; send "
-                               f"the token in a header instead: {EXACT}.")
+            raise TokenRefused(
+                "tokens in the URL are refused because URLs get logged; send "
+                f"the token in a header instead: {EXACT}."
+            )
         header = request.header("authorization")
         if header is None:
             raise missing()
         scheme, _, credential = header.strip().partition(" ")
         credential = credential.strip()
         if credential.startswith(tokens.API_KEY_PREFIX):
-            raise TokenRefused("this is a Sp00ky API key (spk_live_…); MCP needs its own "
-                               "mcp_live_ token: mint one with `spky mcp token`.")
+            raise TokenRefused(
+                "this is a Sp00ky API key (spk_live_…); MCP needs its own "
+                "mcp_live_ token: mint one with `spky mcp token`."
+            )
         if scheme.lower() != "bearer" or not tokens.well_formed(credential):
             raise malformed()
         return credential
@@ -131,8 +136,12 @@ class TokenAuthenticator:
         bucket = self._buckets.setdefault(token_id, Bucket(self.burst, now))
         wait = bucket.take(now, self.rate, self.burst)
         if wait:
-            raise HttpError(429, "Too many requests for this token; retry after the number of "
-                            "seconds in Retry-After.", (("retry-after", str(math.ceil(wait))),))
+            raise HttpError(
+                429,
+                "Too many requests for this token; retry after the number of "
+                "seconds in Retry-After.",
+                (("retry-after", str(math.ceil(wait))),),
+            )
 
     def _touch(self, token_id: str, now: float) -> None:
         """last_used is kept to the minute, so the hot path writes at most once a minute."""

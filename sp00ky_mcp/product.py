@@ -6,8 +6,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import scopes
-from .accounts import Accounts, AuditEntry, arguments_digest
+from . import editors, scopes
+from .accounts import DEFAULT_TOKEN_DAYS, Accounts, AuditEntry, User, arguments_digest
 from .auth import TokenAuthenticator
 from .catalogue import Catalogue, Tool
 from .cloud import schema as _schema  # noqa: F401  (registers the control plane's tables)
@@ -27,19 +27,29 @@ class AuditTrail:
         self.accounts = accounts
 
     def __call__(
-        self, ctx: CallContext, tool: Tool, arguments: dict[str, Any],
-        outcome: ToolResult | None, started: float,
+        self,
+        ctx: CallContext,
+        tool: Tool,
+        arguments: dict[str, Any],
+        outcome: ToolResult | None,
+        started: float,
     ) -> None:
         principal = ctx.principal
         if principal.token_id is None or principal.user_id is None:
             return
         verdict = "exception" if outcome is None else ("error" if outcome.is_error else "ok")
-        self.accounts.audit(AuditEntry(
-            at=time.time(), token_id=principal.token_id, user_id=principal.user_id,
-            tenant_id=ctx.tenant_id, tool=tool.name,
-            arguments_digest=arguments_digest(arguments), outcome=verdict,
-            duration_ms=(time.perf_counter() - started) * 1000,
-        ))
+        self.accounts.audit(
+            AuditEntry(
+                at=time.time(),
+                token_id=principal.token_id,
+                user_id=principal.user_id,
+                tenant_id=ctx.tenant_id,
+                tool=tool.name,
+                arguments_digest=arguments_digest(arguments),
+                outcome=verdict,
+                duration_ms=(time.perf_counter() - started) * 1000,
+            )
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,3 +77,26 @@ def build_product(config: ServerConfig, store: Store | None = None) -> Product:
         observer=AuditTrail(accounts),
     )
     return Product(server, store, accounts, cloud)
+
+
+def connect_notes(product: Product, user: User, url: str) -> list[str]:
+    """What someone who just started the server needs in order to connect.  On a store with
+    no tokens at all, a read-only token is minted and shown this once."""
+    data_dir = product.store.path.rsplit("/", 1)[0]
+    if any(True for _ in product.accounts.list_tokens(user)):
+        return [
+            f"Store: {product.store.path} (user {user.email})",
+            f"Mint a token:  spky mcp token --data-dir {data_dir} --url {url}",
+            f"Check a token: spky mcp doctor --url {url} --token mcp_live_…",
+        ]
+    record, secret = product.accounts.mint(user, "first-run", scopes.DEFAULT, DEFAULT_TOKEN_DAYS)
+    return [
+        f"Store: {product.store.path} (user {user.email})",
+        f"First run: minted the read-only token '{record.name}' (shown only now; store it "
+        "like a password):",
+        f"  {secret}",
+        "Connect Claude Code:",
+        f"  {editors.claude_command_text(url, secret)}",
+        f"Any MCP client: POST {url} with the header 'Authorization: Bearer {secret}'.",
+        f"More tokens: spky mcp token --data-dir {data_dir} --url {url}",
+    ]

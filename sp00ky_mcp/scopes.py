@@ -10,8 +10,7 @@ from collections.abc import Iterable
 
 AREAS: tuple[tuple[str, str, str | None], ...] = (
     ("projects", "list and inspect projects", "create and destroy projects"),
-    ("deployments", "see deployment status",
-     "deploy, roll back, restart, scale and tear down"),
+    ("deployments", "see deployment status", "deploy, roll back, restart, scale and tear down"),
     ("logs", "read recent project logs", None),
     ("env", "list environment variables", "set, delete and bulk-load environment variables"),
     ("vault", "see vault status", "initialise the vault and manage CI access"),
@@ -30,9 +29,11 @@ CONCRETE = READ_SCOPES + WRITE_SCOPES + (REVEAL,)
 CONVENIENCE = {MCP_READ: READ_SCOPES, MCP_FULL: READ_SCOPES + WRITE_SCOPES}
 VALID = (*CONCRETE[:-1], MCP_READ, MCP_FULL, REVEAL)
 DEFAULT = (MCP_READ,)
-GRANTS = {f"{area}:read": read for area, read, _ in AREAS} | {
-    f"{area}:write": write for area, _, write in AREAS if write is not None
-} | {REVEAL: "see secret values unmasked"}
+GRANTS = (
+    {f"{area}:read": read for area, read, _ in AREAS}
+    | {f"{area}:write": write for area, _, write in AREAS if write is not None}
+    | {REVEAL: "see secret values unmasked"}
+)
 
 
 class UnknownScope(ValueError):
@@ -66,8 +67,10 @@ def mint_command(scope: str) -> str:
 
 
 def missing_scope_message(scope: str) -> str:
-    return (f"This tool needs the '{scope}' scope, which this token lacks. Mint a token that "
-            f"has it with `{mint_command(scope)}` and reconnect.")
+    return (
+        f"This tool needs the '{scope}' scope, which this token lacks. Mint a token that "
+        f"has it with `{mint_command(scope)}` and reconnect."
+    )
 
 
 def instructions(granted: frozenset[str] | None) -> str:
@@ -76,14 +79,17 @@ def instructions(granted: frozenset[str] | None) -> str:
         return "This server runs without authentication; every tool is available."
     can = [GRANTS[s] for s in CONCRETE if s in granted and s != REVEAL]
     cannot = [(s, GRANTS[s]) for s in CONCRETE if s not in granted]
-    lines = ["Sp00ky Cloud MCP server. Tools act in your personal tenant unless you pass "
-             "tenant_id."]
+    lines = [
+        "Sp00ky Cloud MCP server. Tools act in your personal tenant unless you pass tenant_id."
+    ]
     lines.append("This token can: " + ("; ".join(can) if can else "nothing yet") + ".")
     if REVEAL not in granted:
         lines.append("Secret values (env values, vault material) are shown as ***REDACTED.")
     if cannot:
         unlocks = "; ".join(f"{scope} would let you {what}" for scope, what in cannot[:6])
         more = f" (and {len(cannot) - 6} more)" if len(cannot) > 6 else ""
-        lines.append(f"Not granted: {unlocks}{more}. Ask the user to mint a token with the "
-                     "scope (`spky mcp token --scopes ...`).")
+        lines.append(
+            f"Not granted: {unlocks}{more}. Ask the user to mint a token with the "
+            "scope (`spky mcp token --scopes ...`)."
+        )
     return "\n".join(lines)

@@ -35,7 +35,9 @@ def migration(version: int, sql: str) -> None:
     _MIGRATIONS.sort()
 
 
-migration(1, """
+migration(
+    1,
+    """
 CREATE TABLE users (
     id TEXT PRIMARY KEY,
     email TEXT NOT NULL UNIQUE COLLATE NOCASE,
@@ -82,7 +84,8 @@ CREATE TABLE audit_log (
     duration_ms REAL NOT NULL
 );
 CREATE INDEX audit_by_token ON audit_log(token_id, at);
-""")
+""",
+)
 
 
 def default_data_dir() -> Path:
@@ -109,8 +112,10 @@ class Store:
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(f"Cannot create the data directory {directory}: {exc.strerror}; "
-                             "pass a writable --data-dir.") from None
+            raise StoreError(
+                f"Cannot create the data directory {directory}: {exc.strerror}; "
+                "pass a writable --data-dir."
+            ) from None
         return cls(directory / DB_NAME)
 
     @classmethod
@@ -181,8 +186,10 @@ def _connect(path: str) -> sqlite3.Connection:
             db.execute("PRAGMA synchronous = FULL")
         return db
     except sqlite3.Error as exc:
-        raise StoreError(f"Cannot open the store at {path}: {exc}; check that the data "
-                         "directory is writable, has free space and is not locked.") from None
+        raise StoreError(
+            f"Cannot open the store at {path}: {exc}; check that the data "
+            "directory is writable, has free space and is not locked."
+        ) from None
 
 
 def _statements(sql: str) -> list[str]:

@@ -1,0 +1,101 @@
+"""Registering the server with an editor: the config each one documents.
+
+- Claude Code: `claude mcp add --transport http --scope user <name> <url> --header ...`.
+- Cursor: `~/.cursor/mcp.json` (or `.cursor/mcp.json` per project), `{"mcpServers": {name:
+  {"url", "headers"}}}`; other servers in the file are kept.
+- VS Code: `.vscode/mcp.json`, `{"servers": {name: {"type": "http", "url", "headers"}},
+  "inputs": [...]}` with a password prompt, so the token is never written into the workspace.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+SERVER_NAME = "sp00ky"
+INPUT_ID = "sp00ky-mcp-token"
+CLIENTS = ("claude", "cursor", "vscode")
+
+
+class EditorError(Exception):
+    """The editor's config could not be written; the message says what to fix."""
+
+
+def claude_command(url: str, token: str) -> list[str]:
+    return ["claude", "mcp", "add", "--transport", "http", "--scope", "user", SERVER_NAME, url,
+            "--header", f"Authorization: Bearer {token}"]
+
+
+def claude_command_text(url: str, token: str) -> str:
+    return shlex.join(claude_command(url, token))
+
+
+def cursor_entry(url: str, token: str) -> dict[str, Any]:
+    return {"url": url, "headers": {"Authorization": f"Bearer {token}"}}
+
+
+def vscode_config(url: str) -> dict[str, Any]:
+    return {
+        "inputs": [{"type": "promptString", "id": INPUT_ID, "description": "Sp00ky MCP token",
+                    "password": True}],
+        "servers": {SERVER_NAME: {"type": "http", "url": url,
+                                  "headers": {"Authorization": f"Bearer ${{input:{INPUT_ID}}}"}}},
+    }
+
+
+def cursor_path(project: bool, home: Path, cwd: Path) -> Path:
+    return (cwd if project else home) / ".cursor" / "mcp.json"
+
+
+def vscode_path(cwd: Path) -> Path:
+    return cwd / ".vscode" / "mcp.json"
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        value = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError:
+        raise EditorError(f"{path} is not valid JSON; fix or move it, then run this again.") from None from None
+    if not isinstance(value, dict):
+        raise EditorError(f"{path} does not hold a JSON object; fix or move it first.")
+    return value
+
+
+def merge_cursor(existing: dict[str, Any], url: str, token: str) -> dict[str, Any]:
+    servers = existing.get("mcpServers")
+    servers = dict(servers) if isinstance(servers, dict) else {}
+    servers[SERVER_NAME] = cursor_entry(url, token)
+    return {**existing, "mcpServers": servers}
+
+
+def merge_vscode(existing: dict[str, Any], url: str) -> dict[str, Any]:
+    fresh = vscode_config(url)
+    servers = existing.get("servers")
+    servers = dict(servers) if isinstance(servers, dict) else {}
+    servers[SERVER_NAME] = fresh["servers"][SERVER_NAME]
+    inputs = [i for i in existing.get("inputs", []) if isinstance(i, dict)
+              and i.get("id") != INPUT_ID]
+    return {**existing, "servers": servers, "inputs": [*inputs, *fresh["inputs"]]}
+
+
+def write_private_json(path: Path, value: dict[str, Any]) -> None:
+    """Atomic (write a temporary file, then rename over) and readable by the owner only,
+    because the file may hold a token."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".mcp-", suffix=".tmp")
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise EditorError(f"Cannot write {path}: {exc.strerror}.") from None
