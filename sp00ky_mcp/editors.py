@@ -27,8 +27,19 @@ class EditorError(Exception):
 
 
 def claude_command(url: str, token: str) -> list[str]:
-    return ["claude", "mcp", "add", "--transport", "http", "--scope", "user", SERVER_NAME, url,
-            "--header", f"Authorization: Bearer {token}"]
+    return [
+        "claude",
+        "mcp",
+        "add",
+        "--transport",
+        "http",
+        "--scope",
+        "user",
+        SERVER_NAME,
+        url,
+        "--header",
+        f"Authorization: Bearer {token}",
+    ]
 
 
 def claude_command_text(url: str, token: str) -> str:
@@ -41,10 +52,21 @@ def cursor_entry(url: str, token: str) -> dict[str, Any]:
 
 def vscode_config(url: str) -> dict[str, Any]:
     return {
-        "inputs": [{"type": "promptString", "id": INPUT_ID, "description": "Sp00ky MCP token",
-                    "password": True}],
-        "servers": {SERVER_NAME: {"type": "http", "url": url,
-                                  "headers": {"Authorization": f"Bearer ${{input:{INPUT_ID}}}"}}},
+        "inputs": [
+            {
+                "type": "promptString",
+                "id": INPUT_ID,
+                "description": "Sp00ky MCP token",
+                "password": True,
+            }
+        ],
+        "servers": {
+            SERVER_NAME: {
+                "type": "http",
+                "url": url,
+                "headers": {"Authorization": f"Bearer ${{input:{INPUT_ID}}}"},
+            }
+        },
     }
 
 
@@ -62,7 +84,8 @@ def read_json(path: Path) -> dict[str, Any]:
     try:
         value = orjson.loads(path.read_bytes())
     except orjson.JSONDecodeError:
-        raise EditorError(f"{path} is not valid JSON; fix or move it, then run this again.") from None from None
+        message = f"{path} is not valid JSON; fix or move it, then run this again."
+        raise EditorError(message) from None
     if not isinstance(value, dict):
         raise EditorError(f"{path} does not hold a JSON object; fix or move it first.")
     return value
@@ -80,8 +103,9 @@ def merge_vscode(existing: dict[str, Any], url: str) -> dict[str, Any]:
     servers = existing.get("servers")
     servers = dict(servers) if isinstance(servers, dict) else {}
     servers[SERVER_NAME] = fresh["servers"][SERVER_NAME]
-    inputs = [i for i in existing.get("inputs", []) if isinstance(i, dict)
-              and i.get("id") != INPUT_ID]
+    inputs = [
+        i for i in existing.get("inputs", []) if isinstance(i, dict) and i.get("id") != INPUT_ID
+    ]
     return {**existing, "servers": servers, "inputs": [*inputs, *fresh["inputs"]]}
 
 
