@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
@@ -42,6 +45,38 @@ async def product(tmp_path: Path) -> AsyncIterator[ProductEnv]:
         yield ProductEnv(parts.server, store, parts.accounts, parts.cloud, http)
         parts.server.shutdown()
     store.close()
+
+
+@pytest.fixture(scope="module")
+def served_conformance_url() -> Iterator[str]:
+    """`spky mcp serve --profile conformance` as a separate process, as users run it; the
+    process must exit 0 on SIGTERM."""
+    command = [
+        sys.executable,
+        "-m",
+        "sp00ky_mcp",
+        "mcp",
+        "serve",
+        "--profile",
+        "conformance",
+        "--port",
+        "0",
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.search(r"listening on (http://\S+/v1/mcp)$", line.strip())
+        assert match, f"the server did not start: {line!r}"
+        yield match.group(1)
+    finally:
+        process.terminate()
+        status = process.wait(timeout=30)
+        if process.stdout is not None:
+            process.stdout.close()
+    assert status == 0, "the server did not exit cleanly on SIGTERM"
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,42 +20,12 @@ COUNTS = re.compile(r"^conformance (\S+): (\d+) passed, (\d+) failed$", re.MULTI
 pytestmark = pytest.mark.conformance
 
 
-@pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "sp00ky_mcp",
-        "mcp",
-        "serve",
-        "--profile",
-        "conformance",
-        "--port",
-        "0",
-        "--log-level",
-        "warning",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        match = re.search(r"listening on (\S+)", line)
-        assert match, f"the server did not start: {line!r}"
-        yield match.group(1)
-    finally:
-        process.terminate()
-        status = process.wait(timeout=30)
-        if process.stdout is not None:
-            process.stdout.close()
-    assert status == 0, "the server did not exit cleanly on SIGTERM"
-
-
 @pytest.mark.parametrize("leg", LEGS)
 def test_every_conformance_check_passes(
-    leg: str, server_url: str, request: pytest.FixtureRequest
+    leg: str, served_conformance_url: str, request: pytest.FixtureRequest
 ) -> None:
     run = subprocess.run(
-        ["bash", str(RUNNER), leg, server_url],
+        ["bash", str(RUNNER), leg, served_conformance_url],
         capture_output=True,
         text=True,
         timeout=600,

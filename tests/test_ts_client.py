@@ -11,10 +11,7 @@ whole."""
 from __future__ import annotations
 
 import json
-import re
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,42 +48,6 @@ ERROR_HANDLING = {
 }
 
 
-@pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "sp00ky_mcp",
-        "mcp",
-        "serve",
-        "--profile",
-        "conformance",
-        "--port",
-        "0",
-        "--log-level",
-        "warning",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        match = re.search(r"listening on (http://\S+/v1/mcp)$", line.strip())
-        assert match, f"the server did not start: {line!r}"
-        yield match.group(1)
-    finally:
-        process.terminate()
-        try:
-            status = process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
-            raise
-        finally:
-            if process.stdout is not None:
-                process.stdout.close()
-    assert status == 0, "the server did not exit cleanly on SIGTERM"
-
-
 def observe(script: str, url: str) -> dict[str, Any]:
     run = subprocess.run(
         [str(NODE), str(SCRIPTS / script), url],
@@ -107,9 +68,9 @@ def tool_names() -> list[str]:
 
 
 def test_ts_sdk_1x_client_negotiates_the_handshake_era_and_drives_the_fixture_tools(
-    server_url: str,
+    served_conformance_url: str,
 ) -> None:
-    observed = observe("handshake.mjs", server_url)
+    observed = observe("handshake.mjs", served_conformance_url)
     assert observed["protocolVersion"] == "2025-11-25"
     assert observed["progress"]["values"] == [0, 50, 100]
     assert observed["errorHandling"]["isError"] is True
@@ -132,9 +93,9 @@ def test_ts_sdk_1x_client_negotiates_the_handshake_era_and_drives_the_fixture_to
 
 
 def test_ts_sdk_v2_client_in_auto_mode_negotiates_the_stateless_era_and_drives_the_fixture_tools(
-    server_url: str,
+    served_conformance_url: str,
 ) -> None:
-    observed = observe("stateless.mjs", server_url)
+    observed = observe("stateless.mjs", served_conformance_url)
     assert observed["protocolVersion"] == "2026-07-28"
     assert observed["progress"]["values"] == [0, 50, 100]
     assert observed["errorHandling"]["isError"] is True
