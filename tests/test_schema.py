@@ -160,7 +160,10 @@ def test_a_pattern_matches_anywhere_in_the_string() -> None:
 
 
 def test_a_string_not_matching_the_pattern_has_an_invalid_format() -> None:
-    assert validate("abc", {"pattern": "^[0-9]+$"}) == "The arguments does not match the required format."
+    assert (
+        validate("abc", {"pattern": "^[0-9]+$"})
+        == "The arguments does not match the required format."
+    )
 
 
 def test_string_keywords_do_not_apply_to_other_types() -> None:
@@ -346,7 +349,10 @@ def test_a_conforming_value_returns_none() -> None:
             "Argument 'filter.values[1]' must be at most 3 characters.",
         ),
         ({"q": "x", "tags": [{"key": "a"}, {}]}, "Missing required argument 'tags[1].key'."),
-        ({"q": "x", "tags": [{"key": "A"}]}, "Argument 'tags[0].key' does not match the required format."),
+        (
+            {"q": "x", "tags": [{"key": "A"}]},
+            "Argument 'tags[0].key' does not match the required format.",
+        ),
         ({"q": "x", "tags": [[]]}, "Argument 'tags[0]' must be of type object."),
     ],
 )
