@@ -42,7 +42,14 @@ conformance: $(TOOLING) $(NODE_DEPS)
 test: lint $(NODE_DEPS)
 	$(BIN)/pytest
 
-bench: $(TOOLING)
+BENCH := $(VENV)/.bench-installed
+
+$(BENCH): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,dev,bench]'
+	touch $(TOOLING) $(RUNTIME) $@
+
+bench: $(BENCH)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench
 
 soak: $(TOOLING)

@@ -1,0 +1,1 @@
+"""Benchmarks: micro (hot-path pieces, in process) and macro (servers side by side under wrk)."""

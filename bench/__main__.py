@@ -1,0 +1,79 @@
+"""`make bench`: micro benchmarks, then the side-by-side macro run; writes bench/results.md."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import macro, micro
+
+RESULTS = Path(__file__).parent / "results.md"
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "n/a"
+
+
+def report(
+    micros: list[tuple[str, float]],
+    macros: dict[str, macro.Sample],
+    memory: tuple[float, float],
+    sdk_memory: tuple[float, float],
+) -> str:
+    ours = macros["sp00ky-mcp (handshake, JSON)"]
+    modern = macros["sp00ky-mcp (2026-07-28)"]
+    sdk_json = macros["official SDK (JSON replies)"]
+    sdk_sse = macros["official SDK (default SSE)"]
+    sdk_modern = macros["official SDK (2026-07-28)"]
+    bare = macros["bare h11 ceiling"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, Python {platform.python_version()}, "
+        f"{platform.machine()}; servers pinned to core 0, wrk (1 thread, 16 connections) to "
+        "core 1; tools/call of `test_simple_text`; medians of alternating rounds.",
+        "",
+        "| server | req/s | p99 ms | CPU µs/request |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {name} | {s.rps:,.0f} | {s.p99_ms:.2f} | {s.cpu_us:.0f} |" for name, s in macros.items()
+    ]
+    lines += [
+        "",
+        "| goal | measured | target |",
+        "|---|---:|---:|",
+        f"| handshake vs SDK JSON | {ratio(ours.rps, sdk_json.rps)} | ≥ 3x |",
+        f"| handshake vs bare h11 | {ours.rps / bare.rps:.0%} | ≥ 75% |",
+        f"| handshake vs SDK default SSE | {ratio(ours.rps, sdk_sse.rps)} | ≥ 6x |",
+        f"| p99 vs SDK JSON | {ratio(ours.p99_ms, sdk_json.p99_ms)} | ≤ 0.33x |",
+        f"| 2026-07-28 vs SDK 2026-07-28 | {ratio(modern.rps, sdk_modern.rps)} | ≥ 3x |",
+        f"| memory at rest | {memory[0]:.1f} MiB (SDK {sdk_memory[0]:.1f}) | ≤ 30 MiB |",
+        f"| per idle session | {memory[1]:.1f} KiB (SDK {sdk_memory[1]:.1f}) | ≤ 4 KiB |",
+        "",
+        "## Micro benchmarks (in process)",
+        "",
+        "| piece | µs/op |",
+        "|---|---:|",
+    ]
+    lines += [f"| {name} | {value:.2f} |" for name, value in micros]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    micros = micro.run()
+    for name, value in micros:
+        print(f"{name}: {value:.2f} µs/op", flush=True)
+    quick = "--quick" in sys.argv
+    macros = macro.run(rounds=1 if quick else 3, seconds=2 if quick else 5)
+    memory = macro.idle_memory(macro.TARGETS["sp00ky-mcp (handshake, JSON)"], 200)
+    sdk_memory = macro.idle_memory(macro.TARGETS["official SDK (JSON replies)"], 200)
+    text = report(micros, macros, memory, sdk_memory)
+    RESULTS.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,290 @@
+"""Servers side by side under the same load: each pinned to core 0, wrk pinned to core 1,
+rounds alternating A B A B ..., medians reported with their ratios."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+ACCEPT = "application/json, text/event-stream"
+MODERN_META = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+
+
+@dataclass
+class Load:
+    body: dict[str, object]
+    headers: dict[str, str]
+
+
+@dataclass
+class Target:
+    name: str
+    command: Callable[[int], list[str]]
+    prepare: Callable[[str], Load]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Sample:
+    rps: float
+    p99_ms: float
+    cpu_us: float
+
+
+def call_body(
+    name: str = "test_simple_text",
+    meta: dict[str, object] | None = None,
+    arguments: dict[str, object] | None = None,
+) -> dict[str, object]:
+    params: dict[str, object] = {"name": name, "arguments": arguments or {}}
+    if meta is not None:
+        params["_meta"] = meta
+    return {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": params}
+
+
+def handshake(url: str, token: str | None = None) -> dict[str, str]:
+    headers = {"accept": ACCEPT, "content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "bench", "version": "1"},
+        },
+    }
+    reply = httpx.post(url, json=init, headers=headers, timeout=10)
+    reply.raise_for_status()
+    session = {
+        **headers,
+        "mcp-session-id": reply.headers["mcp-session-id"],
+        "mcp-protocol-version": "2025-11-25",
+    }
+    httpx.post(
+        url,
+        json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+        headers=session,
+        timeout=10,
+    )
+    return session
+
+
+def handshake_load(url: str) -> Load:
+    return Load(call_body(), handshake(url))
+
+
+def modern_load(url: str) -> Load:
+    headers = {
+        "accept": ACCEPT,
+        "content-type": "application/json",
+        "mcp-protocol-version": "2026-07-28",
+        "mcp-method": "tools/call",
+        "mcp-name": "test_simple_text",
+    }
+    return Load(call_body(meta=MODERN_META), headers)
+
+
+def ceiling_load(url: str) -> Load:
+    return Load(call_body(), {"accept": ACCEPT, "content-type": "application/json"})
+
+
+def lua_script(load: Load) -> str:
+    body = orjson.dumps(load.body).decode()
+    lines = ['wrk.method = "POST"', f"wrk.body = {lua_string(body)}"]
+    lines += [f"wrk.headers[{lua_string(k)}] = {lua_string(v)}" for k, v in load.headers.items()]
+    return "\n".join(lines) + "\n"
+
+
+def lua_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Running:
+    def __init__(self, target: Target) -> None:
+        self.port = free_port()
+        env = {**os.environ, **target.env}
+        self.process = subprocess.Popen(
+            ["taskset", "-c", "0", *target.command(self.port)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        match = re.search(r"(http://\S+/v1/mcp)", line)
+        if not match:
+            raise RuntimeError(f"{target.name} did not start: {line!r}")
+        self.url = match.group(1)
+        self.pid = self.process.pid
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        if self.process.stdout:
+            self.process.stdout.close()
+
+
+def wrk(url: str, script: str, seconds: float, connections: int) -> tuple[float, float, int]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+    out = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            "1",
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            handle.name,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    os.unlink(handle.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    p99_ms = float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan")
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"{errors.group(1)} error responses from {url}")
+    return rps, p99_ms, total
+
+
+def measure(target: Target, seconds: float, connections: int) -> Sample:
+    running = Running(target)
+    try:
+        load = target.prepare(running.url)
+        script = lua_script(load)
+        wrk(running.url, script, 1.0, connections)
+        before = cpu_seconds(running.pid)
+        rps, p99, total = wrk(running.url, script, seconds, connections)
+        cpu = cpu_seconds(running.pid) - before
+        return Sample(rps, p99, cpu / total * 1e6)
+    finally:
+        running.stop()
+
+
+def idle_memory(target: Target, sessions: int) -> tuple[float, float]:
+    """RSS at rest (MiB) and per idle handshake-era session (KiB)."""
+    running = Running(target)
+    try:
+        time.sleep(0.5)
+        rest = rss_kib(running.pid)
+        for _ in range(sessions):
+            handshake(running.url)
+        grown = rss_kib(running.pid)
+        return rest / 1024, (grown - rest) / sessions
+    finally:
+        running.stop()
+
+
+def ours(port: int) -> list[str]:
+    return [
+        PY,
+        "-m",
+        "sp00ky_mcp",
+        "mcp",
+        "serve",
+        "--profile",
+        "conformance",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+
+
+TARGETS = {
+    "sp00ky-mcp (handshake, JSON)": Target("sp00ky", ours, handshake_load),
+    "sp00ky-mcp (2026-07-28)": Target("sp00ky-modern", ours, modern_load),
+    "official SDK (JSON replies)": Target(
+        "sdk-json",
+        lambda p: [PY, "-m", "bench.servers.sdk_reference", str(p), "json"],
+        handshake_load,
+    ),
+    "official SDK (default SSE)": Target(
+        "sdk-sse",
+        lambda p: [PY, "-m", "bench.servers.sdk_reference", str(p), "sse"],
+        handshake_load,
+    ),
+    "official SDK (2026-07-28)": Target(
+        "sdk-modern",
+        lambda p: [PY, "-m", "bench.servers.sdk_reference", str(p), "json"],
+        modern_load,
+    ),
+    "bare h11 ceiling": Target(
+        "bare", lambda p: [PY, "-m", "bench.servers.bare_h11", str(p)], ceiling_load
+    ),
+}
+
+
+def run(rounds: int = 3, seconds: float = 5.0, connections: int = 16) -> dict[str, Sample]:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk (Debian) and run again.")
+    samples: dict[str, list[Sample]] = {name: [] for name in TARGETS}
+    for round_number in range(rounds):
+        for name, target in TARGETS.items():
+            sample = measure(target, seconds, connections)
+            samples[name].append(sample)
+            print(
+                f"round {round_number + 1}: {name}: {sample.rps:,.0f} req/s, "
+                f"p99 {sample.p99_ms:.2f} ms, {sample.cpu_us:.0f} µs CPU/request",
+                flush=True,
+            )
+    return {name: median(values) for name, values in samples.items()}
+
+
+def median(values: list[Sample]) -> Sample:
+    return Sample(
+        statistics.median(v.rps for v in values),
+        statistics.median(v.p99_ms for v in values),
+        statistics.median(v.cpu_us for v in values),
+    )
