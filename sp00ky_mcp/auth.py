@@ -144,11 +144,12 @@ class TokenAuthenticator:
             )
 
     def _touch(self, token_id: str, now: float) -> None:
-        """last_used is kept to the minute, so the hot path writes at most once a minute."""
+        """last_used is kept to the minute, so the hot path writes at most once a minute.
+        The write is on this connection, so it leaves data_version alone; re-reading the
+        version here would hide a revocation that another process committed meanwhile."""
         if now - self._touched.get(token_id, 0.0) >= TOUCH_INTERVAL:
             self._touched[token_id] = now
             self.accounts.touch(token_id, now)
-            self._version = self.accounts.store.data_version() + self.accounts.generation
 
 
 def principal_of(record: TokenRecord) -> Principal:

@@ -393,11 +393,17 @@ def install_claude(url: str, token: str, out: Callable[[str], None]) -> int:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    return install(args.client, server_url(args.url), token_for(args.token), args.project)
+    # VS Code prompts for the token itself, so none is needed (nor written) here.
+    token = "" if args.client == "vscode" else token_for(args.token)
+    return install(args.client, server_url(args.url), token, args.project)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    return doctor.run(server_url(args.url), token_for(args.token), say)
+    # Without a token the check still runs, so the server's own diagnosis and the curl
+    # command are printed.
+    given = args.token or os.environ.get("SP00KY_MCP_TOKEN")
+    token = given or (token_for(None) if interactive() else "")
+    return doctor.run(server_url(args.url), token, say)
 
 
 # --- serve -----------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ def curl_command(url: str) -> str:
 
 def local_diagnosis(token: str) -> str | None:
     """What can be told without asking the server."""
+    if not token:
+        return "No token: pass --token or set SP00KY_MCP_TOKEN."
     if token.startswith(tokens.API_KEY_PREFIX):
         return "This is a Sp00ky API key (spk_live_…); MCP needs an mcp_live_ token."
     if not token.startswith(tokens.PREFIX):
@@ -53,9 +55,8 @@ def run(url: str, token: str, say: Say, transport: httpx.BaseTransport | None = 
     problem = local_diagnosis(token)
     if problem:
         say(f"✗ {problem}")
-    with httpx.Client(
-        headers={**HEADERS, "authorization": f"Bearer {token}"}, timeout=15, transport=transport
-    ) as client:
+    headers = {**HEADERS, "authorization": f"Bearer {token}"} if token else HEADERS
+    with httpx.Client(headers=headers, timeout=15, transport=transport) as client:
         try:
             status = _check(client, url, say)
         except httpx.HTTPError as exc:
@@ -66,6 +67,12 @@ def run(url: str, token: str, say: Say, transport: httpx.BaseTransport | None = 
     return status
 
 
+def unauthorized(body: str) -> str:
+    """The server's one-sentence cause, without saying "401 Unauthorized" twice."""
+    body = body.strip()
+    return body if body.startswith("401 Unauthorized") else f"401 Unauthorized. {body}".strip()
+
+
 def _check(client: httpx.Client, url: str, say: Say) -> int:
     params = {
         "protocolVersion": LATEST_HANDSHAKE,
@@ -74,7 +81,7 @@ def _check(client: httpx.Client, url: str, say: Say) -> int:
     }
     reply = client.post(url, json=rpc("initialize", 1, params))
     if reply.status_code == 401:
-        say(f"✗ 401 Unauthorized. {reply.text.strip()}")
+        say(f"✗ {unauthorized(reply.text)}")
         return 1
     if reply.status_code != 200:
         say(f"✗ The server answered initialize with HTTP {reply.status_code}.")
@@ -90,6 +97,7 @@ def _check(client: httpx.Client, url: str, say: Say) -> int:
     if not names:
         say("✗ No tools: this token's scopes are too narrow; mint one with mcp:read or mcp:full.")
     else:
-        say(f"✓ This token sees {len(names)} tools: {', '.join(names)}")
+        plural = "" if len(names) == 1 else "s"
+        say(f"✓ This token sees {len(names)} tool{plural}: {', '.join(names)}")
     client.delete(url, headers=session)
     return 0 if names else 1

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import tempfile
@@ -115,6 +116,9 @@ def write_private_json(path: Path, value: dict[str, Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".mcp-", suffix=".tmp")
+    except OSError as exc:
+        raise EditorError(f"Cannot write {path}: {exc.strerror}.") from None
+    try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
             handle.flush()
@@ -122,4 +126,11 @@ def write_private_json(path: Path, value: dict[str, Any]) -> None:
         os.chmod(temporary, 0o600)
         os.replace(temporary, path)
     except OSError as exc:
+        _discard(temporary)
         raise EditorError(f"Cannot write {path}: {exc.strerror}.") from None
+
+
+def _discard(temporary: str) -> None:
+    """A failed write leaves the old file as it was and no temporary file behind."""
+    with contextlib.suppress(OSError):
+        os.unlink(temporary)

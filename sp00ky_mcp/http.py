@@ -25,6 +25,10 @@ log = logging.getLogger("sp00ky_mcp.http")
 
 Header = tuple[bytes, bytes]
 RECEIVE_SIZE = 65536
+# Lingering close: how long, and how many of the client's bytes, to read and discard after our
+# half-close before closing outright.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1024 * 1024
 _STREAM_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 NOT_HTTP = "The request is not valid HTTP/1.1."
 HEADERS_TOO_LARGE = "The request header fields are larger than the server accepts."
@@ -339,8 +343,34 @@ class Connection:
         await self._write_whole(response)
 
     async def _close(self) -> None:
-        with anyio.CancelScope(shield=True), contextlib.suppress(*_STREAM_GONE):
-            await self.stream.aclose()
+        try:
+            with contextlib.suppress(*_STREAM_GONE):
+                await self._linger()
+        finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(*_STREAM_GONE):
+                await self.stream.aclose()
+
+    def _client_may_be_sending(self) -> bool:
+        """Only a close in the middle of a request needs lingering: a request refused before
+        its end, or bytes of one left unread.  Between requests the client has nothing more in
+        flight, and lingering would only hold the connection open."""
+        unread, ended = self.h11.trailing_data
+        if not self.writable or ended:
+            return False
+        return self.h11.their_state in (h11.SEND_BODY, h11.ERROR) or bool(unread)
+
+    async def _linger(self) -> None:
+        """RFC 9112 section 9.6: close in stages.  Closing outright while the client is still
+        sending makes our TCP stack answer its bytes with a reset, which can erase the response
+        it has not read yet; so half-close, then discard what still arrives until the client
+        closes too, within a bound of time and bytes."""
+        if not self._client_may_be_sending():
+            return
+        await self.stream.send_eof()
+        discarded = 0
+        with anyio.move_on_after(LINGER_SECONDS):
+            while discarded < LINGER_BYTES:
+                discarded += len(await self.stream.receive(RECEIVE_SIZE))
 
 
 async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:

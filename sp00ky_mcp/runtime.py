@@ -30,6 +30,7 @@ class SessionRuntime:
         self.replay_capacity = replay_capacity
         self.streams: OrderedDict[str, EventStream] = OrderedDict()
         self.standalone: EventStream | None = None
+        self.standalone_listeners = 0
         self.running: dict[jsonrpc.RequestId, anyio.CancelScope] = {}
         self.pending: dict[jsonrpc.RequestId, Waiter] = {}
         self._next_id = 0
@@ -43,16 +44,18 @@ class SessionRuntime:
         return stream
 
     def open_standalone(self) -> EventStream | None:
-        """At most one standalone GET stream per session (transports, "Listening for Messages
-        from the Server"); None when one is already live."""
-        if self.standalone is not None and not self.standalone.closed:
+        """At most one client listens on the standalone GET stream at a time (transports,
+        "Listening for Messages from the Server"); None while one does.  The stream outlives
+        a dropped connection, so a reconnecting client can resume it with Last-Event-ID."""
+        if self.standalone_listeners:
             return None
-        self.standalone = self.new_stream()
+        if self.standalone is None or self.standalone.closed:
+            self.standalone = self.new_stream()
         return self.standalone
 
     def publish_unrelated(self, data: bytes) -> None:
         """Server-initiated messages unrelated to a request go on the standalone stream, when
-        the client has one open; otherwise there is nowhere to send them."""
+        the client has opened one; otherwise there is nowhere to send them."""
         if self.standalone is not None and not self.standalone.closed:
             self.standalone.publish(data)
 
@@ -69,6 +72,10 @@ class SessionRuntime:
         return True
 
     def cancel(self, request_id: Any) -> None:
+        """Cancellation is advisory (basic/utilities/cancellation): an id we do not know, or
+        one that is not a valid id at all, is ignored."""
+        if isinstance(request_id, bool) or not isinstance(request_id, str | int):
+            return
         scope = self.running.get(request_id)
         if scope is not None:
             scope.cancel()

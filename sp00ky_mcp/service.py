@@ -398,7 +398,20 @@ class McpService:
                 "Conflict: this session already has an open GET stream.",
                 rpc_code=INVALID_REQUEST,
             )
-        return sse_response(self._sse_body(stream, 0, has_priming_events(session.protocol_version)))
+        prime = has_priming_events(session.protocol_version)
+        return sse_response(self._standalone_body(runtime, stream, prime))
+
+    async def _standalone_body(
+        self, runtime: SessionRuntime, stream: EventStream, prime: bool
+    ) -> AsyncIterator[bytes]:
+        """New messages only; what was published while nobody listened is reached through
+        Last-Event-ID.  The count lets a client reconnect once its connection is gone."""
+        runtime.standalone_listeners += 1
+        try:
+            async for chunk in self._sse_body(stream, stream.seq, prime):
+                yield chunk
+        finally:
+            runtime.standalone_listeners -= 1
 
     def _resume(self, runtime: SessionRuntime, last_event_id: str) -> Response:
         """Replay only the stream the event id belongs to (transports, "Resumability")."""

@@ -5,15 +5,15 @@ that status lines, header fields, framing and SSE events can be asserted byte fo
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import anyio.abc
 
-from sp00ky_mcp.catalogue import Catalogue
+from sp00ky_mcp.catalogue import Catalogue, Tool
 from sp00ky_mcp.config import Limits, ServerConfig
 from sp00ky_mcp.context import Principal
 from sp00ky_mcp.errors import HttpError
@@ -30,6 +30,14 @@ PV = "io.modelcontextprotocol/protocolVersion"
 CAPS = "io.modelcontextprotocol/clientCapabilities"
 SERVER_INFO = "io.modelcontextprotocol/serverInfo"
 CLIENT_INFO = {"name": "wire-tests", "version": "1.0"}
+SERVER = {"name": "sp00ky-mcp", "version": "0.1.0"}
+CONFORMANCE_CAPABILITIES = {
+    "logging": {},
+    "tools": {"listChanged": True},
+    "prompts": {"listChanged": True},
+    "resources": {"subscribe": True, "listChanged": True},
+    "completions": {},
+}
 # Every read in these tests is bounded; a server that stops answering fails, never hangs.
 READ_BOUND = 5.0
 _STREAM_GONE = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
@@ -39,6 +47,10 @@ Headers = Iterable[tuple[str, str]] | Mapping[str, str]
 
 class WireError(AssertionError):
     """The server sent bytes that are not a well-formed HTTP/1.1 response."""
+
+
+class Truncated(WireError):
+    """The server closed the connection in the middle of a response."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,13 +185,13 @@ class Wire:
     async def _until(self, delimiter: bytes) -> bytes:
         while (end := self.buffer.find(delimiter)) < 0:
             if not await self._fill():
-                raise WireError(f"connection closed before {delimiter!r}: {bytes(self.buffer)!r}")
+                raise Truncated(f"connection closed before {delimiter!r}: {bytes(self.buffer)!r}")
         return self._take(end + len(delimiter))
 
     async def _exactly(self, size: int) -> bytes:
         while len(self.buffer) < size:
             if not await self._fill():
-                raise WireError(f"connection closed {size - len(self.buffer)} bytes short")
+                raise Truncated(f"connection closed {size - len(self.buffer)} bytes short")
         return self._take(size)
 
     def _take(self, size: int) -> bytes:
@@ -220,7 +232,7 @@ class Wire:
             pass
         return self._take(len(self.buffer))
 
-    async def _chunks(self) -> AsyncIterator[bytes]:
+    async def _chunks(self) -> AsyncGenerator[bytes, None]:
         while True:
             line = (await self._until(b"\r\n"))[:-2]
             size_text = line.split(b";", 1)[0].strip()
@@ -237,24 +249,44 @@ class Wire:
                 raise WireError(f"chunk not followed by CRLF: {data[-2:]!r}")
             yield data[:-2]
 
-    async def events(self, head: Head) -> AsyncIterator[Event]:
+    async def events(self, head: Head) -> AsyncGenerator[Event, None]:
         """The SSE events of a chunked text/event-stream body, as they arrive; ends with the
         body.  Each wait for the next event is bounded."""
         assert head.get("transfer-encoding") == "chunked", head.headers
         pending = b""
-        chunks = self._chunks()
-        while True:
-            with anyio.fail_after(READ_BOUND):
-                chunk = await anext(chunks, None)
-            if chunk is None:
-                assert pending == b"", f"the stream ended inside an event: {pending!r}"
-                return
-            pending += chunk
-            while (end := pending.find(b"\n\n")) >= 0:
-                raw, pending = pending[: end + 2], pending[end + 2 :]
-                event = parse_event(raw)
-                if event is not None:
-                    yield event
+        async with aclosing(self._chunks()) as chunks:
+            while True:
+                with anyio.fail_after(READ_BOUND):
+                    chunk = await anext(chunks, None)
+                if chunk is None:
+                    assert pending == b"", f"the stream ended inside an event: {pending!r}"
+                    return
+                pending += chunk
+                while (end := pending.find(b"\n\n")) >= 0:
+                    raw, pending = pending[: end + 2], pending[end + 2 :]
+                    event = parse_event(raw)
+                    if event is not None:
+                        yield event
+
+    async def until_closed(self) -> list[Reply]:
+        """Every response until the server closes the connection.  A chunked body that the
+        close cuts short is kept as far as it got: the server ends the stream of a client that
+        went away.  Any other shortfall, and any malformed byte, raises `WireError`."""
+        replies: list[Reply] = []
+        while self.buffer or await self._fill():
+            head = parse_head(await self._until(b"\r\n\r\n"))
+            if head.status < 200 or head.get("transfer-encoding") != "chunked":
+                replies.append(Reply(head, b"" if head.status < 200 else await self._body(head)))
+                continue
+            parts: list[bytes] = []
+            try:
+                async for chunk in self._chunks():
+                    parts.append(chunk)
+            except Truncated:
+                replies.append(Reply(head, b"".join(parts)))
+                break
+            replies.append(Reply(head, b"".join(parts)))
+        return replies
 
     async def closed(self) -> bool:
         """True when the server closes the connection with nothing more to say."""
@@ -314,7 +346,9 @@ def bearer_auth(request: HttpRequest) -> Principal:
     """`Authorization: Bearer <x>` is the token x; anything else is refused."""
     scheme, _, token = (request.header("authorization") or "").partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise HttpError(401, "Unauthorized: send a bearer token.", (("www-authenticate", "Bearer"),))
+        raise HttpError(
+            401, "Unauthorized: send a bearer token.", (("www-authenticate", "Bearer"),)
+        )
     return Principal(token_id=token, user_id=f"user-{token}", scopes=None)
 
 
@@ -347,7 +381,26 @@ def initialize_body(
     )
 
 
-def post_headers(session_id: str | None = None, version: str | None = None, **extra: str) -> dict:
+def initialize_reply(version: str = LATEST, request_id: Any = 0) -> dict[str, Any]:
+    """The conformance profile's whole initialize response."""
+    result = {
+        "protocolVersion": version,
+        "capabilities": CONFORMANCE_CAPABILITIES,
+        "serverInfo": SERVER,
+    }
+    return {"jsonrpc": "2.0", "id": request_id, "result": result}
+
+
+def rpc_error(request_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "id": request_id, "error": error}
+
+
+def post_headers(
+    session_id: str | None = None, version: str | None = None, **extra: str
+) -> dict[str, str]:
     headers = {"Accept": BOTH, "Content-Type": "application/json"}
     if session_id is not None:
         headers["Mcp-Session-Id"] = session_id
@@ -357,11 +410,13 @@ def post_headers(session_id: str | None = None, version: str | None = None, **ex
     return headers
 
 
-def modern_meta(capabilities: dict[str, Any] | None = None, version: str = MODERN) -> dict:
+def modern_meta(
+    capabilities: dict[str, Any] | None = None, version: str = MODERN
+) -> dict[str, Any]:
     return {PV: version, CAPS: capabilities if capabilities is not None else {}}
 
 
-def modern_headers(method: str, name: str | None = None, version: str = MODERN) -> dict:
+def modern_headers(method: str, name: str | None = None, version: str = MODERN) -> dict[str, str]:
     headers = {
         "Accept": BOTH,
         "Content-Type": "application/json",
@@ -404,3 +459,31 @@ async def open_session(
     )
     assert done.status == 202, done
     return session_id
+
+
+class Gate:
+    """A tool that blocks until released, recording whether it was cancelled instead: what a
+    test needs to hold a request in flight and observe what happens to it."""
+
+    def __init__(self) -> None:
+        self.entered = anyio.Event()
+        self.release = anyio.Event()
+        self.cancelled = anyio.Event()
+
+    async def handler(self, args: dict[str, Any], ctx: Any) -> str:
+        self.entered.set()
+        try:
+            await self.release.wait()
+        finally:
+            if not self.release.is_set():
+                self.cancelled.set()
+        return "released"
+
+    def catalogue(self) -> Catalogue:
+        schema = {"type": "object", "properties": {}}
+        return Catalogue([Tool("gate", "Blocks until the test releases it", schema, self.handler)])
+
+
+async def bounded(event: anyio.Event) -> None:
+    with anyio.fail_after(READ_BOUND):
+        await event.wait()

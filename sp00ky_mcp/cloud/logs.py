@@ -1,0 +1,116 @@
+"""Logs: bounded, non-streaming reads of a project's log lines.
+
+A read returns at most `lines` lines (default 100, hard cap 1,000), newest last, and a cursor
+that reads further back (the lines just before the oldest one returned).  The text filter is
+applied to the lines as the caller will see them: for a token that cannot reveal secrets the
+tenant's secret values are masked first, so the filter cannot be used to guess a secret.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from .base import Cloud, Invalid
+from .deployments import service_row
+from .projects import iso
+
+DEFAULT_LINES = 100
+MAX_LINES = 1000
+_BATCH = 500
+_RELATIVE = re.compile(r"(\d{1,9})([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+SINCE_RULE = (
+    "since must be an ISO-8601 timestamp such as 2025-01-31T12:00:00Z or a relative time "
+    "such as 30s, 15m, 2h or 1d."
+)
+CURSOR_RULE = "Invalid cursor: pass back a next_cursor value exactly as received."
+
+
+def parse_since(since: str, now: float) -> float:
+    """An ISO-8601 time (UTC when no offset is given) or a relative span back from now."""
+    relative = _RELATIVE.fullmatch(since.strip())
+    if relative is not None:
+        return now - int(relative.group(1)) * _UNIT_SECONDS[relative.group(2)]
+    try:
+        moment = datetime.fromisoformat(since.strip())
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+    except (ValueError, OverflowError):
+        raise Invalid(SINCE_RULE) from None
+
+
+def _before(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    if not (cursor.startswith("b") and cursor[1:].isdigit() and len(cursor) <= 20):
+        raise Invalid(CURSOR_RULE)
+    return int(cursor[1:])
+
+
+def line_view(row: sqlite3.Row, message: str) -> dict[str, Any]:
+    return {
+        "at": iso(row["at"]),
+        "service": row["service"],
+        "level": row["level"],
+        "message": message,
+    }
+
+
+def read(
+    cloud: Cloud,
+    project: sqlite3.Row,
+    *,
+    lines: int = DEFAULT_LINES,
+    service: str | None = None,
+    since: str | None = None,
+    contains: str | None = None,
+    cursor: str | None = None,
+    mask: Callable[[str], str] = lambda text: text,
+) -> dict[str, Any]:
+    """The newest matching lines (oldest of them first), whether older ones match too, and
+    the cursor that reads them."""
+    lines = max(1, min(int(lines), MAX_LINES))
+    before = _before(cursor)
+    if service is not None:
+        service_row(cloud, project, service)
+    clauses = ["project_id = ?"]
+    params: list[Any] = [project["id"]]
+    if service is not None:
+        clauses.append("service = ?")
+        params.append(service)
+    if since is not None:
+        clauses.append("at >= ?")
+        params.append(parse_since(since, cloud.clock()))
+    needle = None if contains is None else contains.casefold()
+    picked: list[dict[str, Any]] = []
+    oldest_id: int | None = None
+    more = False
+    while not more:
+        bound = [*clauses, "id < ?"] if before is not None else clauses
+        rows = cloud.store.all(
+            f"SELECT * FROM log_lines WHERE {' AND '.join(bound)} ORDER BY id DESC LIMIT ?",
+            [*params, *([before] if before is not None else []), _BATCH],
+        )
+        for row in rows:
+            message = mask(row["message"])
+            if needle is not None and needle not in message.casefold():
+                continue
+            if len(picked) == lines:
+                more = True
+                break
+            picked.append(line_view(row, message))
+            oldest_id = int(row["id"])
+        if len(rows) < _BATCH:
+            break
+        before = int(rows[-1]["id"])
+    picked.reverse()
+    return {
+        "items": picked,
+        "next_cursor": f"b{oldest_id}" if more and oldest_id is not None else None,
+        "truncated": more,
+    }

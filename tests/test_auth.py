@@ -1,0 +1,539 @@
+"""Bearer-token authentication of /v1/mcp over real HTTP: the 401 causes and their bodies,
+revocation seen on the very next request (sessions included), the per-token rate limit, and
+tokens kept out of logs and the audit log."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from sp00ky_mcp import tokens
+from sp00ky_mcp.accounts import Accounts, arguments_digest
+from sp00ky_mcp.auth import TokenAuthenticator
+from sp00ky_mcp.config import Limits, ServerConfig
+from sp00ky_mcp.product import build_product
+from sp00ky_mcp.store import Store
+
+from .product_support import ProductEnv
+
+pytestmark = pytest.mark.anyio
+
+HANDSHAKE = "2025-11-25"
+HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": HANDSHAKE,
+        "capabilities": {},
+        "clientInfo": {"name": "test", "version": "1"},
+    },
+}
+TOOLS_LIST = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+REALM = 'Bearer realm="sp00ky-mcp"'
+INVALID = 'Bearer realm="sp00ky-mcp", error="invalid_token"'
+HEADER_RULE = "the header must be exactly `Authorization: Bearer mcp_live_…`"
+MINT = "mint a new one with `spky mcp token` and re-add it"
+MISSING = (
+    f"401 Unauthorized: the token is missing; {HEADER_RULE} (mint one with `spky mcp token`).\n"
+)
+MALFORMED = f"401 Unauthorized: the token is malformed; {HEADER_RULE}, so {MINT}.\n"
+UNKNOWN = f"401 Unauthorized: the token is not recognised (mistyped, or deleted); {MINT}.\n"
+REVOKED = f"401 Unauthorized: the token was revoked; {MINT}.\n"
+API_KEY = (
+    "401 Unauthorized: this is a Sp00ky API key (spk_live_…); MCP needs its own mcp_live_ "
+    "token: mint one with `spky mcp token`.\n"
+)
+IN_QUERY = (
+    "401 Unauthorized: tokens in the URL are refused because URLs get logged; send the token "
+    f"in a header instead: {HEADER_RULE}.\n"
+)
+CLIENT_LOGGERS = ("httpx", "httpcore")  # the test's own client logs the URLs it requests
+TOO_MANY = "Too many requests for this token; retry after the number of seconds in Retry-After.\n"
+SESSION_GONE = "Session not found: it ended or expired; send initialize to start a new session."
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {**HEADERS, "authorization": f"Bearer {token}"}
+
+
+def in_session(token: str | None, session_id: str) -> dict[str, str]:
+    base = bearer(token) if token is not None else dict(HEADERS)
+    return {**base, "mcp-session-id": session_id, "mcp-protocol-version": HANDSHAKE}
+
+
+async def initialize(product: ProductEnv, token: str) -> str:
+    """A handshake-era session opened (and marked initialized) with this token."""
+    reply = await product.http.post(product.server.url, json=INITIALIZE, headers=bearer(token))
+    assert reply.status_code == 200, reply.text
+    session_id = reply.headers["mcp-session-id"]
+    done = await product.http.post(
+        product.server.url, json=INITIALIZED, headers=in_session(token, session_id)
+    )
+    assert done.status_code == 202
+    return session_id
+
+
+async def tools_list(product: ProductEnv, token: str, session_id: str) -> httpx.Response:
+    return await product.http.post(
+        product.server.url, json=TOOLS_LIST, headers=in_session(token, session_id)
+    )
+
+
+def authenticator(product: ProductEnv) -> TokenAuthenticator:
+    auth = product.server.service.authenticate
+    assert isinstance(auth, TokenAuthenticator)
+    return auth
+
+
+def assert_refused(reply: httpx.Response, body: str, challenge: str = INVALID) -> None:
+    assert (reply.status_code, reply.text) == (401, body)
+    assert reply.headers["www-authenticate"] == challenge
+
+
+@asynccontextmanager
+async def product_server(data_dir: Path, limits: Limits) -> AsyncIterator[ProductEnv]:
+    store = Store.open(data_dir)
+    parts = build_product(ServerConfig(port=0, data_dir=str(data_dir), limits=limits), store)
+    async with anyio.create_task_group() as tasks, httpx.AsyncClient() as http:
+        await tasks.start(parts.server.serve)
+        yield ProductEnv(parts.server, store, parts.accounts, parts.cloud, http)
+        parts.server.shutdown()
+    store.close()
+
+
+# --- the 401 causes --------------------------------------------------------------------------
+
+
+async def test_a_request_without_a_token_gets_401_with_a_bare_bearer_challenge(
+    product: ProductEnv,
+) -> None:
+    reply = await product.http.post(product.server.url, json=INITIALIZE, headers=HEADERS)
+    assert_refused(reply, MISSING, challenge=REALM)
+    assert reply.headers["content-type"] == "text/plain; charset=utf-8"
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "Bearer mcp_live_abc",
+        "Bearer",
+        "Basic dXNlcjpwYXNz",
+        "mcp_live_" + "A" * 38,
+    ],
+)
+async def test_a_malformed_credential_gets_401_invalid_token_saying_malformed(
+    product: ProductEnv, authorization: str
+) -> None:
+    headers = {**HEADERS, "authorization": authorization}
+    reply = await product.http.post(product.server.url, json=INITIALIZE, headers=headers)
+    assert_refused(reply, MALFORMED)
+
+
+async def test_a_token_with_a_broken_checksum_is_malformed_not_unknown(
+    product: ProductEnv,
+) -> None:
+    secret = product.token(product.user())
+    broken = secret[:-1] + ("a" if secret[-1] != "a" else "b")
+    reply = await product.http.post(product.server.url, json=INITIALIZE, headers=bearer(broken))
+    assert_refused(reply, MALFORMED)
+
+
+async def test_a_valid_token_under_another_scheme_is_malformed(product: ProductEnv) -> None:
+    secret = product.token(product.user())
+    headers = {**HEADERS, "authorization": f"Token {secret}"}
+    reply = await product.http.post(product.server.url, json=INITIALIZE, headers=headers)
+    assert_refused(reply, MALFORMED)
+
+
+async def test_the_bearer_scheme_is_case_insensitive(product: ProductEnv) -> None:
+    secret = product.token(product.user())
+    headers = {**HEADERS, "authorization": f"bearer {secret}"}
+    reply = await product.http.post(product.server.url, json=INITIALIZE, headers=headers)
+    assert reply.status_code == 200
+
+
+async def test_a_well_formed_token_that_was_never_minted_is_not_recognised(
+    product: ProductEnv,
+) -> None:
+    reply = await product.http.post(
+        product.server.url, json=INITIALIZE, headers=bearer(tokens.mint())
+    )
+    assert_refused(reply, UNKNOWN)
+
+
+async def test_an_expired_token_gets_401_naming_the_day_it_expired(product: ProductEnv) -> None:
+    past = Accounts(product.store, clock=lambda: 1_700_000_000.0)
+    _, secret = past.mint(product.user(), "old", ("mcp:read",), expires_in_days=1)
+    reply = await product.http.post(product.server.url, json=INITIALIZE, headers=bearer(secret))
+    assert_refused(reply, f"401 Unauthorized: the token expired on 2023-11-15; {MINT}.\n")
+
+
+async def test_a_revoked_token_gets_401_saying_it_was_revoked(product: ProductEnv) -> None:
+    user = product.user()
+    secret = product.token(user, name="gone")
+    product.accounts.revoke(user, "gone")
+    reply = await product.http.post(product.server.url, json=INITIALIZE, headers=bearer(secret))
+    assert_refused(reply, REVOKED)
+
+
+async def test_a_sp00ky_api_key_is_told_that_mcp_needs_its_own_token(
+    product: ProductEnv,
+) -> None:
+    key = "spk_live_" + "a" * 40
+    reply = await product.http.post(product.server.url, json=INITIALIZE, headers=bearer(key))
+    assert_refused(reply, API_KEY)
+
+
+@pytest.mark.parametrize(
+    "query", ["token={secret}", "access_token={secret}", "api_key=x", "key=x", "t={secret}"]
+)
+async def test_a_token_in_the_query_string_is_refused_even_with_a_valid_header(
+    product: ProductEnv, query: str
+) -> None:
+    secret = product.token(product.user())
+    url = f"{product.server.url}?{query.format(secret=secret)}"
+    reply = await product.http.post(url, json=INITIALIZE, headers=bearer(secret))
+    assert_refused(reply, IN_QUERY)
+
+
+async def test_an_unrelated_query_string_is_not_mistaken_for_a_token(
+    product: ProductEnv,
+) -> None:
+    secret = product.token(product.user())
+    url = f"{product.server.url}?trace=1"
+    reply = await product.http.post(url, json=INITIALIZE, headers=bearer(secret))
+    assert reply.status_code == 200
+
+
+async def test_refusals_never_echo_the_credential(product: ProductEnv) -> None:
+    secret = tokens.mint()
+    reply = await product.http.post(product.server.url, json=INITIALIZE, headers=bearer(secret))
+    assert reply.status_code == 401
+    assert secret not in reply.text
+    assert all(secret not in value for value in reply.headers.values())
+
+
+# --- every method needs the token ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [
+        ("POST", TOOLS_LIST),
+        ("POST", INITIALIZED),
+        ("GET", None),
+        ("DELETE", None),
+    ],
+)
+async def test_every_method_in_a_session_needs_the_token(
+    product: ProductEnv, method: str, body: dict[str, Any] | None
+) -> None:
+    secret = product.token(product.user())
+    session_id = await initialize(product, secret)
+    reply = await product.http.request(
+        method, product.server.url, json=body, headers=in_session(None, session_id)
+    )
+    assert_refused(reply, MISSING, challenge=REALM)
+    assert session_id in product.server.service.sessions.ids()
+
+
+async def test_a_stateless_request_needs_the_token(product: ProductEnv) -> None:
+    headers = {**HEADERS, "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/list"}
+    reply = await product.http.post(product.server.url, json=TOOLS_LIST, headers=headers)
+    assert_refused(reply, MISSING, challenge=REALM)
+
+
+async def test_a_stateless_request_with_a_valid_token_is_answered(product: ProductEnv) -> None:
+    secret = product.token(product.user())
+    reply = await product.rpc(secret, "tools/list")
+    assert reply.status_code == 200
+    assert "tools" in reply.json()["result"]
+
+
+# --- refused on the very next request, sessions included -------------------------------------
+
+
+async def test_a_revoked_token_is_refused_on_its_next_request_and_its_sessions_end(
+    product: ProductEnv,
+) -> None:
+    user = product.user()
+    secret = product.token(user, name="doomed")
+    other = product.token(user, name="other")
+    session_id = await initialize(product, secret)
+    kept = await initialize(product, other)
+    assert (await tools_list(product, secret, session_id)).status_code == 200
+    product.accounts.revoke(user, "doomed")
+    assert_refused(await tools_list(product, secret, session_id), REVOKED)
+    assert product.server.service.sessions.ids() == [kept]
+    reply = await tools_list(product, other, session_id)
+    assert reply.status_code == 404
+    assert reply.json()["error"]["message"] == SESSION_GONE
+
+
+async def test_revocation_ends_the_open_get_stream_of_the_tokens_session(
+    product: ProductEnv,
+) -> None:
+    user = product.user()
+    secret = product.token(user, name="doomed")
+    session_id = await initialize(product, secret)
+    headers = {**in_session(secret, session_id), "accept": "text/event-stream"}
+    with anyio.fail_after(10):
+        async with product.http.stream("GET", product.server.url, headers=headers) as stream:
+            assert stream.status_code == 200
+            product.accounts.revoke(user, "doomed")
+            assert_refused(await tools_list(product, secret, session_id), REVOKED)
+            async for _ in stream.aiter_bytes():
+                pass
+    assert product.server.service.sessions.ids() == []
+
+
+async def test_a_token_that_expires_while_its_session_lives_is_refused_and_the_session_ends(
+    product: ProductEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, secret = product.accounts.mint(product.user(), "short", ("mcp:read",), 1)
+    session_id = await initialize(product, secret)
+    auth = authenticator(product)
+    later = time.time() + 2 * 86400
+    monkeypatch.setattr(auth, "clock", lambda: later)
+    reply = await tools_list(product, secret, session_id)
+    assert reply.status_code == 401
+    assert reply.text.startswith("401 Unauthorized: the token expired on ")
+    assert session_id not in product.server.service.sessions.ids()
+
+
+async def test_a_revocation_made_by_another_process_is_seen_on_the_next_request(
+    product: ProductEnv,
+) -> None:
+    user = product.user()
+    secret = product.token(user, name="ci")
+    session_id = await initialize(product, secret)
+    assert (await tools_list(product, secret, session_id)).status_code == 200
+    elsewhere = Store.open(Path(product.store.path).parent)
+    try:
+        other = Accounts(elsewhere)
+        other.revoke(other.ensure_user(user.email), "ci")
+    finally:
+        elsewhere.close()
+    assert product.accounts.generation == 0
+    assert_refused(await tools_list(product, secret, session_id), REVOKED)
+    assert session_id not in product.server.service.sessions.ids()
+
+
+async def test_a_revocation_committed_while_a_request_records_last_use_is_not_missed(
+    product: ProductEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = product.user()
+    secret = product.token(user, name="ci")
+    elsewhere = Store.open(Path(product.store.path).parent)
+    record_use = product.accounts.touch
+
+    def revoked_meanwhile(token_id: str, when: float) -> None:
+        other = Accounts(elsewhere)
+        other.revoke(other.ensure_user(user.email), "ci")
+        record_use(token_id, when)
+
+    monkeypatch.setattr(product.accounts, "touch", revoked_meanwhile)
+    try:
+        assert (await product.rpc(secret, "tools/list")).status_code == 200
+    finally:
+        elsewhere.close()
+    assert_refused(await product.rpc(secret, "tools/list"), REVOKED)
+
+
+async def test_a_token_minted_by_another_process_works_at_once(product: ProductEnv) -> None:
+    user = product.user()
+    assert (await product.rpc(product.token(user), "tools/list")).status_code == 200
+    elsewhere = Store.open(Path(product.store.path).parent)
+    try:
+        other = Accounts(elsewhere)
+        _, secret = other.mint(other.ensure_user(user.email), "new", ("mcp:read",), 1)
+    finally:
+        elsewhere.close()
+    assert (await product.rpc(secret, "tools/list")).status_code == 200
+
+
+async def test_a_session_id_replayed_with_another_token_gets_404(product: ProductEnv) -> None:
+    ada = product.user()
+    session_id = await initialize(product, product.token(ada, name="one"))
+    for thief in (product.token(ada, name="two"), product.token(product.user("eve@example.com"))):
+        reply = await tools_list(product, thief, session_id)
+        assert reply.status_code == 404
+        assert reply.json() == {
+            "jsonrpc": "2.0",
+            "id": None,
+            "error": {"code": -32600, "message": SESSION_GONE},
+        }
+    assert session_id in product.server.service.sessions.ids()
+
+
+async def test_a_session_cannot_be_deleted_with_another_token(product: ProductEnv) -> None:
+    user = product.user()
+    session_id = await initialize(product, product.token(user, name="one"))
+    headers = in_session(product.token(user, name="two"), session_id)
+    reply = await product.http.delete(product.server.url, headers=headers)
+    assert reply.status_code == 404
+    assert session_id in product.server.service.sessions.ids()
+
+
+async def test_a_known_token_is_looked_up_once_while_nothing_changes(
+    product: ProductEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = product.token(product.user())
+    lookups: list[str] = []
+    find = product.accounts.find
+
+    def counted(credential: str) -> Any:
+        lookups.append(credential)
+        return find(credential)
+
+    monkeypatch.setattr(product.accounts, "find", counted)
+    for _ in range(3):
+        assert (await product.rpc(secret, "tools/list")).status_code == 200
+    assert len(lookups) == 1
+    product.token(product.user("bob@example.com"))
+    assert (await product.rpc(secret, "tools/list")).status_code == 200
+    assert len(lookups) == 1
+
+
+# --- last used -------------------------------------------------------------------------------
+
+
+async def test_last_used_is_recorded_at_most_once_a_minute(
+    product: ProductEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = product.token(product.user())
+    now = [1_800_000_000.0]
+    monkeypatch.setattr(authenticator(product), "clock", lambda: now[0])
+
+    async def used_at() -> float | None:
+        assert (await product.rpc(secret, "tools/list")).status_code == 200
+        record = product.accounts.find(secret)
+        assert record is not None
+        return record.last_used_at
+
+    assert await used_at() == 1_800_000_000.0
+    now[0] += 59
+    assert await used_at() == 1_800_000_000.0
+    now[0] += 1
+    assert await used_at() == 1_800_000_060.0
+
+
+async def test_a_refused_token_is_not_marked_used(product: ProductEnv) -> None:
+    user = product.user()
+    secret = product.token(user, name="gone")
+    product.accounts.revoke(user, "gone")
+    assert (await product.rpc(secret, "tools/list")).status_code == 401
+    record = product.accounts.find(secret)
+    assert record is not None
+    assert record.last_used_at is None
+
+
+# --- rate limit ------------------------------------------------------------------------------
+
+
+async def test_the_request_past_the_burst_gets_429_with_retry_after(tmp_path: Path) -> None:
+    limits = Limits(rate_per_minute=60, rate_burst=2)
+    async with product_server(tmp_path, limits) as product:
+        user = product.user()
+        secret = product.token(user, name="busy")
+        assert (await product.rpc(secret, "tools/list")).status_code == 200
+        assert (await product.rpc(secret, "tools/list")).status_code == 200
+        reply = await product.rpc(secret, "tools/list")
+        assert (reply.status_code, reply.text) == (429, TOO_MANY)
+        assert reply.headers["retry-after"] == "1"
+        calm = product.token(user, name="calm")
+        assert (await product.rpc(calm, "tools/list")).status_code == 200
+
+
+async def test_the_bucket_refills_at_the_configured_rate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with product_server(tmp_path, Limits(rate_per_minute=6, rate_burst=1)) as product:
+        secret = product.token(product.user())
+        now = [1_800_000_000.0]
+        monkeypatch.setattr(authenticator(product), "clock", lambda: now[0])
+        assert (await product.rpc(secret, "tools/list")).status_code == 200
+        now[0] += 4
+        reply = await product.rpc(secret, "tools/list")
+        assert (reply.status_code, reply.headers["retry-after"]) == (429, "6")
+        now[0] += 6
+        assert (await product.rpc(secret, "tools/list")).status_code == 200
+
+
+# --- never in logs nor the audit log ---------------------------------------------------------
+
+
+async def test_tokens_never_appear_in_the_logs(
+    product: ProductEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    user = product.user()
+    good = product.token(user, name="good")
+    revoked = product.token(user, name="revoked")
+    product.accounts.revoke(user, "revoked")
+    unknown = tokens.mint()
+    broken = good[:-1] + ("a" if good[-1] != "a" else "b")
+    session_id = await initialize(product, good)
+    await tools_list(product, good, session_id)
+    await product.rpc(good, "tools/call", {"name": "no_such_tool", "arguments": {}})
+    for secret in (revoked, unknown, broken):
+        await product.http.post(product.server.url, json=INITIALIZE, headers=bearer(secret))
+    await product.http.post(f"{product.server.url}?token={good}", json=INITIALIZE)
+    await product.http.post(
+        product.server.url, content=b"{not json", headers=in_session(good, session_id)
+    )
+    server_side = [r for r in caplog.records if not r.name.startswith(CLIENT_LOGGERS)]
+    logged = "".join(r.getMessage() + repr(r.__dict__) for r in server_side)
+    for secret in (good, revoked, unknown, broken):
+        assert secret not in logged
+        assert secret[len(tokens.PREFIX) :] not in logged
+
+
+async def test_tool_calls_are_audited_without_the_token(product: ProductEnv) -> None:
+    if "list_projects" not in product.server.engine.catalogue.tools:
+        pytest.skip("the list_projects tool is not registered yet (projects tools pending)")
+    user = product.user()
+    full = product.token(user, "mcp:full", name="full")
+    narrow = product.token(user, "logs:read", name="narrow")
+    records = {r.name: r for r in product.accounts.list_tokens(user)}
+    assert (await product.call(full, "list_projects", {}))["isError"] is False
+    assert (await product.call(narrow, "list_projects", {}))["isError"] is True
+    rows = product.store.all("SELECT * FROM audit_log ORDER BY id")
+    tenant = product.accounts.personal_tenant(user.id)
+    assert [
+        (
+            r["token_id"],
+            r["user_id"],
+            r["tenant_id"],
+            r["tool"],
+            r["arguments_digest"],
+            r["outcome"],
+        )
+        for r in rows
+    ] == [
+        (records["full"].id, user.id, tenant, "list_projects", arguments_digest({}), "ok"),
+        (records["narrow"].id, user.id, None, "list_projects", arguments_digest({}), "error"),
+    ]
+    assert all(r["at"] > 0 and r["duration_ms"] >= 0 for r in rows)
+    dump = repr([tuple(r) for r in rows])
+    assert full not in dump
+    assert narrow not in dump
+
+
+async def test_requests_that_call_no_tool_write_no_audit_row(product: ProductEnv) -> None:
+    secret = product.token(product.user())
+    session_id = await initialize(product, secret)
+    await tools_list(product, secret, session_id)
+    await product.rpc(secret, "tools/list")
+    assert product.store.all("SELECT * FROM audit_log") == []

@@ -1,0 +1,574 @@
+"""`spky mcp token/tokens/revoke/install`, called in-process as a script would call it (and once
+as a real process, to show it never prompts when standard input is not a terminal)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+import pytest
+
+from sp00ky_mcp import tokens
+from sp00ky_mcp.cli import main
+from sp00ky_mcp.config import ServerConfig
+from sp00ky_mcp.product import build_product
+
+from .product_support import ProductEnv
+
+URL = "https://mcp.example.test/v1/mcp"
+DEFAULT_URL = "http://127.0.0.1:8765/v1/mcp"
+USER = "ada@example.com"
+VALID = (
+    "projects:read, deployments:read, logs:read, env:read, vault:read, backups:read, "
+    "domains:read, links:read, tenants:read, billing:read, projects:write, deployments:write, "
+    "env:write, vault:write, backups:write, domains:write, links:write, tenants:write, "
+    "billing:write, mcp:read, mcp:full, secrets:reveal"
+)
+WARNING = (
+    "This is the only time the full token is shown. Store it like a password; if you lose it, "
+    "revoke it (spky mcp revoke) and mint a new one."
+)
+ROW_KEYS = {"id", "name", "token", "scopes", "created_at", "expires_at", "last_used_at", "status"}
+Run = tuple[int, str, str]
+PYTHON_M = (sys.executable, "-m", "sp00ky_mcp")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SP00KY_MCP_URL", "SP00KY_MCP_TOKEN", "SP00KY_MCP_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> str:
+    return str(tmp_path / "data")
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty home directory and an empty working directory to install into."""
+    path = tmp_path / "home"
+    work = tmp_path / "work"
+    path.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(path))
+    monkeypatch.chdir(work)
+    return path
+
+
+def spky(capsys: pytest.CaptureFixture[str], *argv: str) -> Run:
+    status = main(["mcp", *argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def mint(capsys: pytest.CaptureFixture[str], data_dir: str, *extra: str) -> dict[str, Any]:
+    status, out, err = spky(
+        capsys, "token", "--data-dir", data_dir, "--user", USER, "--yes", "--json", *extra
+    )
+    assert (status, err) == (0, "")
+    minted: dict[str, Any] = orjson.loads(out)
+    return minted
+
+
+def listed(capsys: pytest.CaptureFixture[str], data_dir: str) -> list[dict[str, Any]]:
+    status, out, err = spky(capsys, "tokens", "--data-dir", data_dir, "--user", USER, "--json")
+    assert (status, err) == (0, "")
+    rows: list[dict[str, Any]] = orjson.loads(out)
+    return rows
+
+
+def moment(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def fake_claude(directory: Path, status: int = 0) -> Path:
+    """A `claude` executable that records its arguments, one a line, in argv.txt."""
+    directory.mkdir(exist_ok=True)
+    script = directory / "claude"
+    script.write_text(
+        "#!/bin/sh\n"
+        'for arg in "$@"; do printf \'%s\\n\' "$arg"; done > "$(dirname "$0")/argv.txt"\n'
+        f"exit {status}\n"
+    )
+    script.chmod(0o755)
+    return directory / "argv.txt"
+
+
+@asynccontextmanager
+async def serving(data_dir: str) -> AsyncIterator[ProductEnv]:
+    """What `spky mcp serve --data-dir DATA_DIR --port 0` runs, in-process."""
+    parts = build_product(ServerConfig(port=0, data_dir=data_dir))
+    async with anyio.create_task_group() as tasks, httpx.AsyncClient() as http:
+        await tasks.start(parts.server.serve)
+        yield ProductEnv(parts.server, parts.store, parts.accounts, parts.cloud, http)
+        parts.server.shutdown()
+    parts.store.close()
+
+
+# --- token -----------------------------------------------------------------------------------
+
+
+def test_token_json_prints_the_id_token_name_scopes_and_expiry(
+    capsys: pytest.CaptureFixture[str], data_dir: str
+) -> None:
+    minted = mint(capsys, data_dir, "--scopes", "mcp:full", "--name", "ci")
+    assert set(minted) == {
+        "id",
+        "token",
+        "name",
+        "scopes",
+        "created_at",
+        "expires_at",
+        "user",
+        "url",
+    }
+    assert minted["id"].startswith("tok_")
+    assert tokens.well_formed(minted["token"])
+    assert (minted["name"], minted["scopes"], minted["user"], minted["url"]) == (
+        "ci",
+        ["mcp:full"],
+        USER,
+        DEFAULT_URL,
+    )
+    assert moment(minted["expires_at"]) - moment(minted["created_at"]) == timedelta(days=90)
+
+
+def test_revoke_accepts_the_id_that_token_printed(
+    capsys: pytest.CaptureFixture[str], data_dir: str
+) -> None:
+    minted = mint(capsys, data_dir, "--scopes", "mcp:full", "--name", "ci")
+    status, out, err = spky(capsys, "revoke", minted["id"], "--data-dir", data_dir, "--user", USER)
+    assert (status, err) == (0, "")
+    assert out == (f"Revoked token 'ci' ({minted['id']}); it is refused from the next request.\n")
+    assert [row["status"] for row in listed(capsys, data_dir)] == ["revoked"]
+
+
+@pytest.mark.anyio
+async def test_a_minted_token_works_at_once_against_a_running_server_and_revoke_stops_it(
+    capsys: pytest.CaptureFixture[str], data_dir: str
+) -> None:
+    async with serving(data_dir) as server:
+        minted = mint(capsys, data_dir, "--scopes", "mcp:full", "--name", "ci")
+        reply = await server.rpc(minted["token"], "tools/list")
+        assert reply.status_code == 200
+        assert "tools" in reply.json()["result"]
+        spky(capsys, "revoke", minted["id"], "--data-dir", data_dir, "--user", USER)
+        reply = await server.rpc(minted["token"], "tools/list")
+        assert reply.status_code == 401
+        assert reply.text.startswith("401 Unauthorized: the token was revoked; ")
+
+
+def test_an_unknown_scope_fails_listing_the_valid_ones_and_mints_nothing(
+    capsys: pytest.CaptureFixture[str], data_dir: str
+) -> None:
+    status, out, err = spky(
+        capsys, "token", "--data-dir", data_dir, "--user", USER, "--scopes", "logs:write", "--yes"
+    )
+    assert (status, out) == (1, "")
+    assert err == f"spky: Unknown scope: logs:write. Valid scopes: {VALID}.\n"
+    assert listed(capsys, data_dir) == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (("--read-only",), ["mcp:read"]),
+        ((), ["mcp:read"]),
+        (("--scopes", "logs:read, env:read"), ["logs:read", "env:read"]),
+        (("--scopes", "mcp:full,secrets:reveal"), ["mcp:full", "secrets:reveal"]),
+    ],
+)
+def test_the_scopes_a_token_gets(
+    capsys: pytest.CaptureFixture[str], data_dir: str, flags: tuple[str, ...], expected: list[str]
+) -> None:
+    assert mint(capsys, data_dir, *flags)["scopes"] == expected
+
+
+@pytest.mark.parametrize(
+    ("given", "lifetime"),
+    [("30d", timedelta(days=30)), ("12h", timedelta(hours=12)), ("2w", timedelta(weeks=2))],
+)
+def test_expires_in_sets_the_expiry(
+    capsys: pytest.CaptureFixture[str], data_dir: str, given: str, lifetime: timedelta
+) -> None:
+    minted = mint(capsys, data_dir, "--expires-in", given)
+    assert moment(minted["expires_at"]) - moment(minted["created_at"]) == lifetime
+
+
+def test_expires_in_never_gives_a_token_without_expiry(
+    capsys: pytest.CaptureFixture[str], data_dir: str
+) -> None:
+    assert mint(capsys, data_dir, "--expires-in", "never")["expires_at"] is None
+    assert listed(capsys, data_dir)[0]["expires_at"] is None
+
+
+@pytest.mark.parametrize("given", ["garbage", "0d", "30", "-1d", "3y"])
+def test_expires_in_that_is_not_a_duration_fails(
+    capsys: pytest.CaptureFixture[str], data_dir: str, given: str
+) -> None:
+    status, out, err = spky(
+        capsys, "token", "--data-dir", data_dir, "--user", USER, "--yes", f"--expires-in={given}"
+    )
+    assert (status, out) == (1, "")
+    assert err == (
+        f"spky: --expires-in '{given}' is not a duration; use e.g. 30d, 12h, 2w or never.\n"
+    )
+    assert listed(capsys, data_dir) == []
+
+
+def test_token_prints_the_secret_once_with_the_password_warning(
+    capsys: pytest.CaptureFixture[str], data_dir: str
+) -> None:
+    status, out, err = spky(
+        capsys, "token", "--data-dir", data_dir, "--user", USER, "--name", "laptop", "--yes"
+    )
+    assert (status, err) == (0, "")
+    lines = out.splitlines()
+    secret = lines[2].strip()
+    assert tokens.well_formed(secret)
+    assert lines[0].startswith(f"Token 'laptop' for {USER} (mcp:read), expires 20")
+    assert lines[1:6] == ["", f"  {secret}", "", WARNING, "To add it to Claude Code later:"]
+    assert lines[6] == (
+        f"  claude mcp add --transport http --scope user sp00ky {DEFAULT_URL} "
+        f"--header 'Authorization: Bearer {secret}'"
+    )
+    assert len(lines) == 7
+
+
+def test_token_uses_the_url_given(capsys: pytest.CaptureFixture[str], data_dir: str) -> None:
+    assert mint(capsys, data_dir, "--url", URL)["url"] == URL
+
+
+def test_a_bad_user_email_fails_with_one_sentence(
+    capsys: pytest.CaptureFixture[str], data_dir: str
+) -> None:
+    status, out, err = spky(capsys, "token", "--data-dir", data_dir, "--user", "ada", "--yes")
+    assert (status, out) == (1, "")
+    assert err == "spky: 'ada' is not an email address; pass --user you@example.com.\n"
+
+
+def test_token_never_prompts_when_stdin_is_not_a_terminal(tmp_path: Path) -> None:
+    data_dir = str(tmp_path / "data")
+    environment = {**os.environ, "HOME": str(tmp_path)}
+    for name in ("SP00KY_MCP_URL", "SP00KY_MCP_TOKEN", "SP00KY_MCP_DATA_DIR"):
+        environment.pop(name, None)
+    done = subprocess.run(
+        [*PYTHON_M, "mcp", "token", "--data-dir", data_dir, "--user", USER, "--name", "script"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env=environment,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert "Pick scopes" not in done.stdout
+    assert "[Y/n]" not in done.stdout
+    assert done.stdout.startswith(f"Token 'script' for {USER} (mcp:read), expires ")
+    assert WARNING in done.stdout
+
+
+# --- tokens and revoke -----------------------------------------------------------------------
+
+
+def test_tokens_json_lists_masked_tokens_and_never_the_secret(
+    capsys: pytest.CaptureFixture[str], data_dir: str
+) -> None:
+    first = mint(capsys, data_dir, "--name", "ci", "--scopes", "mcp:full")
+    second = mint(capsys, data_dir, "--name", "laptop", "--expires-in", "never")
+    spky(capsys, "revoke", "ci", "--data-dir", data_dir, "--user", USER)
+    status, out, err = spky(capsys, "tokens", "--data-dir", data_dir, "--user", USER, "--json")
+    assert (status, err) == (0, "")
+    assert first["token"] not in out
+    assert second["token"] not in out
+    rows = orjson.loads(out)
+    assert [set(row) for row in rows] == [ROW_KEYS, ROW_KEYS]
+    assert [
+        (r["id"], r["name"], r["token"], r["scopes"], r["expires_at"], r["last_used_at"])
+        for r in rows
+    ] == [
+        (
+            first["id"],
+            "ci",
+            first["token"][:13] + "••••••",
+            ["mcp:full"],
+            first["expires_at"],
+            None,
+        ),
+        (second["id"], "laptop", second["token"][:13] + "••••••", ["mcp:read"], None, None),
+    ]
+    assert [r["status"] for r in rows] == ["revoked", "active"]
+    assert [r["created_at"] for r in rows] == [first["created_at"], second["created_at"]]
+
+
+def test_tokens_as_a_table_shows_masked_tokens_only(
+    capsys: pytest.CaptureFixture[str], data_dir: str
+) -> None:
+    minted = mint(capsys, data_dir, "--name", "ci", "--expires-in", "never")
+    status, out, err = spky(capsys, "tokens", "--data-dir", data_dir, "--user", USER)
+    assert (status, err) == (0, "")
+    header, row = out.splitlines()
+    assert header.split() == ["ID", "NAME", "TOKEN", "STATUS", "EXPIRES", "LAST", "USED", "SCOPES"]
+    assert row.split() == [
+        minted["id"],
+        "ci",
+        minted["token"][:13] + "••••••",
+        "active",
+        "never",
+        "-",
+        "mcp:read",
+    ]
+    assert minted["token"] not in out
+
+
+def test_tokens_without_any_says_how_to_mint_one(
+    capsys: pytest.CaptureFixture[str], data_dir: str
+) -> None:
+    assert spky(capsys, "tokens", "--data-dir", data_dir, "--user", USER) == (
+        0,
+        f"No MCP tokens for {USER}; mint one with `spky mcp token`.\n",
+        "",
+    )
+
+
+def test_revoke_by_name_revokes_that_token_only(
+    capsys: pytest.CaptureFixture[str], data_dir: str
+) -> None:
+    ci = mint(capsys, data_dir, "--name", "ci")
+    mint(capsys, data_dir, "--name", "laptop")
+    status, out, err = spky(
+        capsys, "revoke", "ci", "--data-dir", data_dir, "--user", USER, "--json"
+    )
+    assert (status, err) == (0, "")
+    assert orjson.loads(out) == {"id": ci["id"], "name": "ci", "status": "revoked"}
+    assert [(r["name"], r["status"]) for r in listed(capsys, data_dir)] == [
+        ("ci", "revoked"),
+        ("laptop", "active"),
+    ]
+
+
+def test_revoking_an_unknown_name_fails(capsys: pytest.CaptureFixture[str], data_dir: str) -> None:
+    mint(capsys, data_dir, "--name", "ci")
+    assert spky(capsys, "revoke", "nope", "--data-dir", data_dir, "--user", USER) == (
+        1,
+        "",
+        "spky: No active token 'nope'; `spky mcp tokens` lists them.\n",
+    )
+
+
+def test_revoking_twice_fails_the_second_time(
+    capsys: pytest.CaptureFixture[str], data_dir: str
+) -> None:
+    minted = mint(capsys, data_dir, "--name", "ci")
+    assert spky(capsys, "revoke", "ci", "--data-dir", data_dir, "--user", USER)[0] == 0
+    assert spky(capsys, "revoke", minted["id"], "--data-dir", data_dir, "--user", USER) == (
+        1,
+        "",
+        f"spky: No active token '{minted['id']}'; `spky mcp tokens` lists them.\n",
+    )
+
+
+def test_the_data_directory_defaults_to_the_environment(
+    capsys: pytest.CaptureFixture[str], data_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SP00KY_MCP_DATA_DIR", data_dir)
+    status, _, err = spky(capsys, "token", "--user", USER, "--yes", "--json", "--name", "env")
+    assert (status, err) == (0, "")
+    assert [r["name"] for r in listed(capsys, data_dir)] == ["env"]
+
+
+# --- install ---------------------------------------------------------------------------------
+
+
+def test_install_cursor_merges_into_the_global_config_keeping_other_servers(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    path = home / ".cursor" / "mcp.json"
+    path.parent.mkdir()
+    path.write_text('{"mcpServers": {"other": {"command": "other-mcp"}}, "theme": "dark"}')
+    before = path.stat().st_ino
+    result = spky(capsys, "install", "--client", "cursor", "--token", "mcp_live_x", "--url", URL)
+    assert result == (0, f"Registered 'sp00ky' in {path}.\n", "")
+    assert orjson.loads(path.read_bytes()) == {
+        "mcpServers": {
+            "other": {"command": "other-mcp"},
+            "sp00ky": {"url": URL, "headers": {"Authorization": "Bearer mcp_live_x"}},
+        },
+        "theme": "dark",
+    }
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.stat().st_ino != before
+    assert [p.name for p in path.parent.iterdir()] == ["mcp.json"]
+
+
+def test_install_cursor_replaces_its_own_entry_on_a_second_run(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    spky(capsys, "install", "--client", "cursor", "--token", "mcp_live_old", "--url", URL)
+    spky(capsys, "install", "--client", "cursor", "--token", "mcp_live_new", "--url", URL)
+    config = orjson.loads((home / ".cursor" / "mcp.json").read_bytes())
+    assert config == {
+        "mcpServers": {"sp00ky": {"url": URL, "headers": {"Authorization": "Bearer mcp_live_new"}}}
+    }
+
+
+def test_install_cursor_with_project_writes_the_working_directorys_config(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    result = spky(capsys, "install", "--client", "cursor", "--project", "--token", "mcp_live_x")
+    path = Path.cwd() / ".cursor" / "mcp.json"
+    assert result == (0, f"Registered 'sp00ky' in {path}.\n", "")
+    assert orjson.loads(path.read_bytes()) == {
+        "mcpServers": {
+            "sp00ky": {"url": DEFAULT_URL, "headers": {"Authorization": "Bearer mcp_live_x"}}
+        }
+    }
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not (home / ".cursor").exists()
+
+
+def test_install_vscode_writes_a_password_prompt_and_never_the_token(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    result = spky(capsys, "install", "--client", "vscode", "--token", "mcp_live_secret")
+    path = Path.cwd() / ".vscode" / "mcp.json"
+    assert result == (
+        0,
+        f"VS Code will ask for the token when it starts the server.\n"
+        f"Registered 'sp00ky' in {path}.\n",
+        "",
+    )
+    assert orjson.loads(path.read_bytes()) == {
+        "inputs": [
+            {
+                "type": "promptString",
+                "id": "sp00ky-mcp-token",
+                "description": "Sp00ky MCP token",
+                "password": True,
+            }
+        ],
+        "servers": {
+            "sp00ky": {
+                "type": "http",
+                "url": DEFAULT_URL,
+                "headers": {"Authorization": "Bearer ${input:sp00ky-mcp-token}"},
+            }
+        },
+    }
+    assert "mcp_live_secret" not in path.read_text()
+
+
+def test_install_vscode_needs_no_token(capsys: pytest.CaptureFixture[str], home: Path) -> None:
+    status, _, err = spky(capsys, "install", "--client", "vscode")
+    assert (status, err) == (0, "")
+    assert (Path.cwd() / ".vscode" / "mcp.json").exists()
+
+
+def test_install_without_a_token_and_no_terminal_fails(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    assert spky(capsys, "install", "--client", "cursor") == (
+        1,
+        "",
+        "spky: No token: pass --token or set SP00KY_MCP_TOKEN.\n",
+    )
+    assert not (home / ".cursor").exists()
+
+
+def test_install_takes_the_token_and_url_from_the_environment(
+    capsys: pytest.CaptureFixture[str], home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SP00KY_MCP_TOKEN", "mcp_live_env")
+    monkeypatch.setenv("SP00KY_MCP_URL", URL)
+    assert spky(capsys, "install", "--client", "cursor")[0] == 0
+    assert orjson.loads((home / ".cursor" / "mcp.json").read_bytes())["mcpServers"] == {
+        "sp00ky": {"url": URL, "headers": {"Authorization": "Bearer mcp_live_env"}}
+    }
+
+
+def test_install_claude_without_claude_on_path_prints_the_exact_command(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    result = spky(capsys, "install", "--client", "claude", "--token", "mcp_live_x", "--url", URL)
+    assert result == (
+        0,
+        "The claude CLI is not on your PATH; run this once it is (or paste it as is):\n"
+        f"  claude mcp add --transport http --scope user sp00ky {URL} "
+        "--header 'Authorization: Bearer mcp_live_x'\n",
+        "",
+    )
+
+
+def test_install_claude_runs_claude_mcp_add_with_exactly_those_arguments(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = fake_claude(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    result = spky(capsys, "install", "--client", "claude", "--token", "mcp_live_x", "--url", URL)
+    assert result == (
+        0,
+        "Registered 'sp00ky' with Claude Code (user scope). Verify with `claude mcp list`.\n",
+        "",
+    )
+    assert argv.read_text().splitlines() == [
+        "mcp",
+        "add",
+        "--transport",
+        "http",
+        "--scope",
+        "user",
+        "sp00ky",
+        URL,
+        "--header",
+        "Authorization: Bearer mcp_live_x",
+    ]
+
+
+def test_install_claude_reports_a_failing_claude_without_the_token(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_claude(tmp_path / "bin", status=1)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    result = spky(capsys, "install", "--client", "claude", "--token", "mcp_live_x", "--url", URL)
+    assert result == (
+        1,
+        "",
+        "spky: `claude mcp add` failed; run it yourself: claude mcp add --transport http "
+        f"--scope user sp00ky {URL} --header 'Authorization: Bearer $SP00KY_MCP_TOKEN'\n",
+    )
+
+
+def test_token_with_install_runs_claude_mcp_add_with_the_new_token(
+    capsys: pytest.CaptureFixture[str],
+    data_dir: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    argv = fake_claude(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    minted = mint(capsys, data_dir, "--install", "--client", "claude", "--url", URL)
+    assert argv.read_text().splitlines()[-1] == f"Authorization: Bearer {minted['token']}"
+
+
+def test_token_with_install_writes_the_cursor_config_and_keeps_the_json_clean(
+    capsys: pytest.CaptureFixture[str], data_dir: str, home: Path
+) -> None:
+    minted = mint(capsys, data_dir, "--install", "--client", "cursor", "--url", URL)
+    config = orjson.loads((home / ".cursor" / "mcp.json").read_bytes())
+    assert config["mcpServers"]["sp00ky"]["headers"] == {
+        "Authorization": f"Bearer {minted['token']}"
+    }

@@ -1,0 +1,301 @@
+"""The redaction matrix: every tool that can output env values or vault material (and get_logs,
+whose lines may quote them), called with tokens that may and may not reveal secrets.
+
+Without secrets:reveal no secret value appears anywhere in the raw HTTP body (the text mirror
+and structuredContent alike) and ***REDACTED stands where the values are; with it the values
+appear.  mcp:full alone does not reveal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+
+from sp00ky_mcp.accounts import User
+from sp00ky_mcp.tools import all_specs
+
+from .product_support import ProductEnv
+
+pytestmark = pytest.mark.anyio
+NOW = 1_767_225_600.0
+REDACTED = "***REDACTED"
+TOOLS = {spec.name for spec in all_specs()}
+DB_PASSWORD = "pg-pass-Secret-0001"
+API_TOKEN = "tok_Secret_0002/with+base64="
+NEW_VALUE = "new-Secret-Value-0003"
+BULK_VALUE = "bulk-Secret-Value-0004"
+SEEDED_MATERIAL = "c2VlZGVkLXZhdWx0LW1hdGVyaWFsLTAwMDAwMDAwMDA="
+SEEDED = (DB_PASSWORD, API_TOKEN, SEEDED_MATERIAL)
+
+# Scope sets that must redact (mcp:full deliberately lacks secrets:reveal) and that reveal.
+REDACTING = ("mcp:full", "mcp:read,env:write,vault:write,logs:read")
+REVEALING = ("mcp:read,secrets:reveal,env:write,vault:write", "mcp:full,secrets:reveal")
+
+
+@dataclass(frozen=True)
+class Case:
+    tool: str
+    arguments: dict[str, Any]
+    # The secret values this call outputs, in the order `shown` returns their places.
+    outputs: tuple[str, ...]
+    # Where the values stand in structuredContent.
+    shown: Callable[[dict[str, Any]], list[str]]
+
+
+def values_of_items(result: dict[str, Any]) -> list[str]:
+    return [item["value"] for item in result["items"]]
+
+
+def none(result: dict[str, Any]) -> list[str]:
+    return []
+
+
+CASES = {
+    "list_env_vars": Case(
+        "list_env_vars", {"project": "api"}, (API_TOKEN, DB_PASSWORD), values_of_items
+    ),
+    "set_env_var": Case(
+        "set_env_var",
+        {"project": "api", "key": "NEW", "value": NEW_VALUE},
+        (NEW_VALUE,),
+        lambda r: [r["value"]],
+    ),
+    "bulk_load_env_vars": Case(
+        "bulk_load_env_vars", {"project": "api", "dotenv": f"BULK={BULK_VALUE}\n"}, (), none
+    ),
+    "delete_env_var": Case("delete_env_var", {"project": "api", "key": "API_TOKEN"}, (), none),
+    "get_vault_status": Case("get_vault_status", {"project": "api"}, (), none),
+    "enable_vault_ci_access": Case("enable_vault_ci_access", {"project": "api"}, (), none),
+    "disable_vault_ci_access": Case("disable_vault_ci_access", {"project": "api"}, (), none),
+}
+
+
+@pytest.fixture
+def env(product: ProductEnv) -> ProductEnv:
+    product.cloud.clock = lambda: NOW
+    return product
+
+
+def setup(env: ProductEnv) -> User:
+    """Ada's project 'api' with two secret env vars and an initialized vault, and a project
+    'web' whose vault is not initialized yet."""
+    ada = env.user("ada@example.com")
+    tenant_id = env.accounts.personal_tenant(ada.id)
+    with env.store.transaction() as db:
+        for name in ("api", "web"):
+            db.execute(
+                "INSERT INTO projects (id, tenant_id, name, region, created_at) "
+                "VALUES (?, ?, ?, 'us-east', ?)",
+                (f"prj_{name}", tenant_id, name, NOW),
+            )
+        db.executemany(
+            "INSERT INTO env_vars VALUES ('prj_api', ?, ?, ?)",
+            [("DATABASE_PASSWORD", DB_PASSWORD, NOW), ("API_TOKEN", API_TOKEN, NOW)],
+        )
+        db.execute("INSERT INTO vaults VALUES ('prj_api', ?, 0, ?)", (SEEDED_MATERIAL, NOW))
+    return ada
+
+
+async def call(
+    env: ProductEnv, token: str, tool: str, arguments: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """The raw HTTP body of a tools/call and its decoded result."""
+    response = await env.rpc(token, "tools/call", {"name": tool, "arguments": arguments})
+    assert response.status_code == 200
+    body = response.text
+    result: dict[str, Any] = orjson.loads(body)["result"]
+    return body, result
+
+
+def appears(value: str, body: str) -> bool:
+    """Whether `value` is in a JSON body, as is or JSON-escaped."""
+    return value in body or orjson.dumps(value).decode()[1:-1] in body
+
+
+def structured(result: dict[str, Any]) -> dict[str, Any]:
+    """structuredContent, checked against the text mirror, which must say the same."""
+    content: dict[str, Any] = result["structuredContent"]
+    assert orjson.loads(result["content"][0]["text"]) == content
+    return content
+
+
+def material(env: ProductEnv, project_id: str) -> str:
+    row = env.store.one("SELECT key_material FROM vaults WHERE project_id = ?", (project_id,))
+    assert row is not None
+    return str(row["key_material"])
+
+
+# --- env and vault tools ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scopes", REDACTING)
+@pytest.mark.parametrize("name", list(CASES))
+async def test_no_secret_value_leaves_without_secrets_reveal(
+    env: ProductEnv, name: str, scopes: str
+) -> None:
+    case = CASES[name]
+    token = env.token(setup(env), scopes)
+    body, result = await call(env, token, case.tool, case.arguments)
+    assert result["isError"] is False, result
+    for value in (*SEEDED, NEW_VALUE, BULK_VALUE):
+        assert not appears(value, body), (value, body)
+    assert case.shown(structured(result)) == [REDACTED] * len(case.outputs)
+    assert body.count(REDACTED) == 2 * len(case.outputs)  # structured content and text mirror
+
+
+@pytest.mark.parametrize("scopes", REVEALING)
+@pytest.mark.parametrize("name", [n for n, case in CASES.items() if case.outputs])
+async def test_secret_values_appear_with_secrets_reveal(
+    env: ProductEnv, name: str, scopes: str
+) -> None:
+    case = CASES[name]
+    token = env.token(setup(env), scopes)
+    body, result = await call(env, token, case.tool, case.arguments)
+    assert case.shown(structured(result)) == list(case.outputs)
+    for value in case.outputs:
+        assert appears(value, body)
+    assert REDACTED not in body
+
+
+@pytest.mark.parametrize("scopes", REDACTING)
+async def test_init_vault_hides_the_new_key_material_without_secrets_reveal(
+    env: ProductEnv, scopes: str
+) -> None:
+    token = env.token(setup(env), scopes)
+    body, result = await call(env, token, "init_vault", {"project": "web"})
+    assert structured(result)["key_material"] == REDACTED
+    new = material(env, "prj_web")
+    assert not appears(new, body)
+    assert not appears(SEEDED_MATERIAL, body)
+
+
+@pytest.mark.parametrize("scopes", REVEALING)
+async def test_init_vault_shows_the_new_key_material_with_secrets_reveal(
+    env: ProductEnv, scopes: str
+) -> None:
+    token = env.token(setup(env), scopes)
+    body, result = await call(env, token, "init_vault", {"project": "web"})
+    assert structured(result)["key_material"] == material(env, "prj_web")
+    assert REDACTED not in body
+
+
+async def test_a_replayed_result_is_redacted_for_a_token_without_secrets_reveal(
+    env: ProductEnv,
+) -> None:
+    ada = setup(env)
+    arguments = {"project": "api", "key": "NEW", "value": NEW_VALUE, "idempotency_key": "k1"}
+    _, first = await call(env, env.token(ada, "mcp:full,secrets:reveal"), "set_env_var", arguments)
+    assert structured(first)["value"] == NEW_VALUE
+    body, replay = await call(env, env.token(ada, "mcp:full"), "set_env_var", arguments)
+    assert structured(replay)["value"] == REDACTED
+    assert not appears(NEW_VALUE, body)
+
+
+async def test_a_secret_value_quoted_in_an_error_is_masked_without_secrets_reveal(
+    env: ProductEnv,
+) -> None:
+    ada = setup(env)
+    with env.store.transaction() as db:
+        db.execute(
+            "INSERT INTO env_vars VALUES ('prj_api', 'LOOKS_LIKE_A_KEY', "
+            "'Secret_Shaped_Like_A_Key', ?)",
+            (NOW,),
+        )
+    arguments = {"project": "api", "key": "Secret_Shaped_Like_A_Key"}
+    body, result = await call(env, env.token(ada, "mcp:full"), "delete_env_var", arguments)
+    assert result["isError"] is True
+    assert result["content"][0]["text"] == (
+        "No environment variable '***REDACTED' on project 'api'; list_env_vars shows its keys."
+    )
+    assert not appears("Secret_Shaped_Like_A_Key", body)
+    _, revealed = await call(
+        env, env.token(ada, "mcp:full,secrets:reveal"), "delete_env_var", arguments
+    )
+    assert revealed["content"][0]["text"] == (
+        "No environment variable 'Secret_Shaped_Like_A_Key' on project 'api'; list_env_vars "
+        "shows its keys."
+    )
+
+
+# --- get_logs -----------------------------------------------------------------------------
+
+needs_logs = pytest.mark.skipif("get_logs" not in TOOLS, reason="get_logs is not built yet")
+
+
+def quote_secrets_in_a_log_line(env: ProductEnv) -> None:
+    with env.store.transaction() as db:
+        db.execute(
+            "INSERT INTO log_lines (project_id, service, at, level, message) VALUES "
+            "('prj_api', 'web', ?, 'error', ?)",
+            (NOW, f"connect failed for password {DB_PASSWORD} with token {API_TOKEN}"),
+        )
+
+
+@needs_logs
+@pytest.mark.parametrize("scopes", (*REDACTING, "mcp:read"))
+async def test_get_logs_masks_secret_values_quoted_in_log_lines(
+    env: ProductEnv, scopes: str
+) -> None:
+    token = env.token(setup(env), scopes)
+    quote_secrets_in_a_log_line(env)
+    body, result = await call(env, token, "get_logs", {"project": "api"})
+    assert result["isError"] is False, result
+    for value in SEEDED:
+        assert not appears(value, body)
+    assert [line["message"] for line in structured(result)["items"]] == [
+        "connect failed for password ***REDACTED with token ***REDACTED"
+    ]
+
+
+@needs_logs
+@pytest.mark.parametrize("scopes", ("mcp:read,secrets:reveal", "mcp:full,secrets:reveal"))
+async def test_get_logs_shows_quoted_secret_values_with_secrets_reveal(
+    env: ProductEnv, scopes: str
+) -> None:
+    token = env.token(setup(env), scopes)
+    quote_secrets_in_a_log_line(env)
+    _, result = await call(env, token, "get_logs", {"project": "api"})
+    assert [line["message"] for line in structured(result)["items"]] == [
+        f"connect failed for password {DB_PASSWORD} with token {API_TOKEN}"
+    ]
+
+
+@needs_logs
+async def test_env_writes_log_their_keys_but_no_value_even_to_a_revealing_token(
+    env: ProductEnv,
+) -> None:
+    ada = setup(env)
+    writer = env.token(ada, "env:write")
+    await call(env, writer, "set_env_var", {"project": "api", "key": "NEW", "value": NEW_VALUE})
+    await call(
+        env,
+        writer,
+        "bulk_load_env_vars",
+        {"project": "api", "values": {"BULK": BULK_VALUE}, "replace": True},
+    )
+    body, result = await call(
+        env, env.token(ada, "mcp:read,secrets:reveal"), "get_logs", {"project": "api"}
+    )
+    assert [line["message"] for line in structured(result)["items"]] == [
+        "Environment variable NEW created.",
+        "Environment variables replaced: 1 created (BULK), 3 deleted (API_TOKEN, "
+        "DATABASE_PASSWORD, NEW).",
+    ]
+    for value in (*SEEDED, NEW_VALUE, BULK_VALUE):
+        assert not appears(value, body)
+
+
+@needs_logs
+async def test_get_logs_cannot_be_used_to_guess_a_secret_by_filtering_on_it(
+    env: ProductEnv,
+) -> None:
+    ada = setup(env)
+    quote_secrets_in_a_log_line(env)
+    guess = {"project": "api", "contains": DB_PASSWORD[:12]}
+    _, masked = await call(env, env.token(ada, "mcp:read"), "get_logs", guess)
+    assert structured(masked)["items"] == []
+    _, revealed = await call(env, env.token(ada, "mcp:read,secrets:reveal"), "get_logs", guess)
+    assert len(structured(revealed)["items"]) == 1

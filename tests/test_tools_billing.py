@@ -1,0 +1,566 @@
+"""The billing tools: get_usage, create_checkout_session, change_plan and
+create_billing_portal_session, driven through the product server."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jsonschema
+import pytest
+
+from sp00ky_mcp.accounts import User
+from sp00ky_mcp.cloud import billing, teams
+from sp00ky_mcp.cloud.base import Conflict
+from sp00ky_mcp.tools import all_specs
+
+from .product_support import ProductEnv
+
+pytestmark = pytest.mark.anyio
+NOW = 1_768_478_400.0  # 2026-01-15T12:00:00Z
+NOW_ISO = "2026-01-15T12:00:00Z"
+DAY = 86_400.0
+SPECS = {spec.name: spec for spec in all_specs()}
+GIB = 1024**3
+PLANS: list[dict[str, Any]] = [
+    {
+        "plan": "hobby",
+        "price_usd_per_month": 0,
+        "limits": {
+            "projects": 3,
+            "services": 12,
+            "replicas": 6,
+            "deployments_this_month": 100,
+            "backups": 10,
+            "backup_storage_bytes": GIB,
+            "domains": 2,
+            "env_vars": 100,
+            "team_members": 3,
+        },
+    },
+    {
+        "plan": "pro",
+        "price_usd_per_month": 20,
+        "limits": {
+            "projects": 20,
+            "services": 80,
+            "replicas": 40,
+            "deployments_this_month": 1000,
+            "backups": 100,
+            "backup_storage_bytes": 50 * GIB,
+            "domains": 20,
+            "env_vars": 1000,
+            "team_members": 10,
+        },
+    },
+    {
+        "plan": "team",
+        "price_usd_per_month": 50,
+        "limits": {
+            "projects": 100,
+            "services": 400,
+            "replicas": 200,
+            "deployments_this_month": 10000,
+            "backups": 1000,
+            "backup_storage_bytes": 500 * GIB,
+            "domains": 200,
+            "env_vars": 10000,
+            "team_members": 100,
+        },
+    },
+]
+
+
+@pytest.fixture
+def env(product: ProductEnv) -> ProductEnv:
+    product.cloud.clock = lambda: NOW
+    return product
+
+
+async def ok(env: ProductEnv, token: str, tool: str, arguments: dict[str, Any]) -> Any:
+    """A successful call whose structured result matches the tool's outputSchema."""
+    result = await env.structured(token, tool, arguments)
+    jsonschema.Draft202012Validator(SPECS[tool].output).validate(result)
+    return result
+
+
+def personal(env: ProductEnv, user: User) -> str:
+    return env.accounts.personal_tenant(user.id)
+
+
+def seed_project(
+    env: ProductEnv,
+    tenant_id: str,
+    name: str,
+    *,
+    services: dict[str, int] | None = None,
+    deployments: tuple[float, ...] = (),
+    backups: tuple[int, ...] = (),
+    domains: int = 0,
+    env_vars: int = 0,
+) -> str:
+    """A project with resources, written straight into the store."""
+    project_id = f"prj_{name}"
+    with env.store.transaction() as db:
+        db.execute(
+            "INSERT INTO projects VALUES (?, ?, ?, 'eu-central', ?)",
+            (project_id, tenant_id, name, NOW),
+        )
+        for service, replicas in (services or {}).items():
+            db.execute(
+                "INSERT INTO services (id, project_id, name, replicas) VALUES (?, ?, ?, ?)",
+                (f"svc_{name}_{service}", project_id, service, replicas),
+            )
+        for n, at in enumerate(deployments):
+            db.execute(
+                "INSERT INTO deployments (id, project_id, ref, status, created_at, "
+                "updated_at) VALUES (?, ?, 'main', 'live', ?, ?)",
+                (f"dep_{name}_{n}", project_id, at, at),
+            )
+        for n, size in enumerate(backups):
+            db.execute(
+                "INSERT INTO backups VALUES (?, ?, 'completed', 'manual', ?, ?, ?)",
+                (f"bak_{name}_{n}", project_id, size, NOW, NOW),
+            )
+        for n in range(domains):
+            db.execute(
+                "INSERT INTO domains VALUES (?, ?, ?, 'pending', 'tok', ?, NULL)",
+                (f"dom_{name}_{n}", project_id, f"{n}.{name}.example.com", NOW),
+            )
+        for n in range(env_vars):
+            db.execute(
+                "INSERT INTO env_vars VALUES (?, ?, 'value', ?)", (project_id, f"KEY_{n}", NOW)
+            )
+    return project_id
+
+
+def plan_of(env: ProductEnv, tenant_id: str) -> str:
+    return str(env.store.one("SELECT plan FROM tenants WHERE id = ?", (tenant_id,))["plan"])
+
+
+def events(env: ProductEnv, tenant_id: str) -> list[tuple[Any, ...]]:
+    rows = env.store.all(
+        "SELECT user_id, kind, from_plan, to_plan, session_id, at "
+        "FROM billing_events WHERE tenant_id = ? ORDER BY rowid",
+        (tenant_id,),
+    )
+    return [tuple(r) for r in rows]
+
+
+async def team_with(env: ProductEnv, owner: User, member: User, role: str) -> str:
+    token = env.token(owner)
+    team = (await ok(env, token, "create_team", {"name": "Acme"}))["tenant_id"]
+    invited = await ok(
+        env, token, "invite_team_member", {"tenant_id": team, "email": member.email, "role": role}
+    )
+    teams.accept_invitation(env.cloud, member.id, invited["invitation_id"])
+    return str(team)
+
+
+def zero_usage(limits: dict[str, int]) -> dict[str, dict[str, int]]:
+    return {
+        metric: {"used": 1 if metric == "team_members" else 0, "limit": limit}
+        for metric, limit in limits.items()
+    }
+
+
+# --- get_usage ----------------------------------------------------------------------------
+
+
+async def test_get_usage_of_an_empty_personal_tenant(env: ProductEnv) -> None:
+    ada = env.user("ada@example.com")
+    usage = await ok(env, env.token(ada, "billing:read"), "get_usage", {})
+    assert usage == {
+        "tenant_id": personal(env, ada),
+        "tenant_name": "ada's workspace",
+        "plan": "hobby",
+        "price_usd_per_month": 0,
+        "period": {"start": "2026-01-01T00:00:00Z", "end": "2026-02-01T00:00:00Z"},
+        "usage": zero_usage(PLANS[0]["limits"]),
+        "over_limit": [],
+        "plans": PLANS,
+    }
+
+
+async def test_get_usage_counts_the_tenants_real_resources(env: ProductEnv) -> None:
+    ada = env.user("ada@example.com")
+    tenant = personal(env, ada)
+    seed_project(
+        env,
+        tenant,
+        "api",
+        services={"api": 2, "worker": 1},
+        deployments=(NOW, NOW - 10 * DAY, NOW - 20 * DAY),
+        backups=(100, 250),
+        domains=1,
+        env_vars=3,
+    )
+    seed_project(env, tenant, "web", services={"web": 3, "ssr": 1}, env_vars=2)
+    other = personal(env, env.user("bob@example.com"))
+    seed_project(env, other, "elsewhere", services={"web": 5}, deployments=(NOW,), domains=1)
+    usage = await ok(env, env.token(ada), "get_usage", {})
+    assert {m: v["used"] for m, v in usage["usage"].items()} == {
+        "projects": 2,
+        "services": 4,
+        "replicas": 7,
+        "deployments_this_month": 2,
+        "backups": 2,
+        "backup_storage_bytes": 350,
+        "domains": 1,
+        "env_vars": 5,
+        "team_members": 1,
+    }
+    assert usage["over_limit"] == ["replicas"]
+
+
+async def test_get_usage_of_a_team_counts_members_and_pending_invitations(
+    env: ProductEnv,
+) -> None:
+    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
+    team = await team_with(env, ada, bob, "member")
+    await ok(env, env.token(ada), "invite_team_member", {"tenant_id": team, "email": "c@d.io"})
+    usage = await ok(env, env.token(bob, "billing:read"), "get_usage", {"tenant_id": team})
+    assert (usage["tenant_name"], usage["usage"]["team_members"]) == (
+        "Acme",
+        {"used": 3, "limit": 3},
+    )
+
+
+async def test_get_usage_period_wraps_at_the_end_of_the_year(env: ProductEnv) -> None:
+    env.cloud.clock = lambda: 1_798_675_200.0  # 2026-12-31T00:00:00Z
+    usage = await ok(env, env.token(env.user()), "get_usage", {})
+    assert usage["period"] == {"start": "2026-12-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"}
+
+
+async def test_get_usage_of_another_users_tenant_is_not_found(env: ProductEnv) -> None:
+    ada = env.user("ada@example.com")
+    mallory = env.token(env.user("mallory@example.com"), "mcp:full,secrets:reveal")
+    tenant = personal(env, ada)
+    assert await env.error_text(mallory, "get_usage", {"tenant_id": tenant}) == (
+        f"No tenant '{tenant}' is reachable by this token; list_teams shows the tenants you "
+        "belong to."
+    )
+
+
+async def test_get_usage_rejects_unknown_arguments(env: ProductEnv) -> None:
+    text = await env.error_text(env.token(env.user()), "get_usage", {"plan": "pro"})
+    assert text.startswith("Invalid arguments for 'get_usage': ")
+
+
+# --- create_checkout_session --------------------------------------------------------------
+
+
+async def test_checkout_returns_a_single_use_url_and_records_it(env: ProductEnv) -> None:
+    ada = env.user("ada@example.com")
+    tenant = personal(env, ada)
+    session = await ok(
+        env, env.token(ada, "billing:write"), "create_checkout_session", {"plan": "pro"}
+    )
+    assert re.fullmatch(r"chk_[0-9a-f]{32}", session["session_id"])
+    assert session == {
+        "session_id": session["session_id"],
+        "url": f"https://billing.sp00ky.cloud/checkout/{session['session_id']}",
+        "tenant_id": tenant,
+        "expires_at": "2026-01-16T12:00:00Z",
+        "single_use": True,
+        "plan": "pro",
+        "price_usd_per_month": 20,
+    }
+    stored = env.store.one("SELECT * FROM billing_sessions WHERE id = ?", (session["session_id"],))
+    assert (
+        stored["tenant_id"],
+        stored["kind"],
+        stored["plan"],
+        stored["url"],
+        stored["used_at"],
+    ) == (tenant, "checkout", "pro", session["url"], None)
+    assert events(env, tenant) == [
+        (ada.id, "checkout_session", None, "pro", session["session_id"], NOW)
+    ]
+    assert plan_of(env, tenant) == "hobby"
+
+
+async def test_every_checkout_session_has_its_own_id(env: ProductEnv) -> None:
+    token = env.token(env.user())
+    first = await ok(env, token, "create_checkout_session", {"plan": "pro"})
+    second = await ok(env, token, "create_checkout_session", {"plan": "team"})
+    assert first["session_id"] != second["session_id"]
+
+
+async def test_a_checkout_session_is_redeemed_once_and_moves_the_plan(env: ProductEnv) -> None:
+    ada = env.user("ada@example.com")
+    tenant = personal(env, ada)
+    session = await ok(env, env.token(ada), "create_checkout_session", {"plan": "team"})
+    assert billing.redeem_session(env.cloud, session["session_id"]) == {
+        "session_id": session["session_id"],
+        "kind": "checkout",
+        "tenant_id": tenant,
+        "plan": "team",
+        "used_at": NOW_ISO,
+    }
+    assert plan_of(env, tenant) == "team"
+    with pytest.raises(Conflict, match="already used"):
+        billing.redeem_session(env.cloud, session["session_id"])
+    assert events(env, tenant)[-1] == (
+        None,
+        "session_redeemed",
+        "hobby",
+        "team",
+        session["session_id"],
+        NOW,
+    )
+
+
+async def test_an_expired_checkout_session_cannot_be_redeemed(env: ProductEnv) -> None:
+    ada = env.user("ada@example.com")
+    session = await ok(env, env.token(ada), "create_checkout_session", {"plan": "pro"})
+    env.cloud.clock = lambda: NOW + DAY
+    with pytest.raises(Conflict, match="expired"):
+        billing.redeem_session(env.cloud, session["session_id"])
+    assert plan_of(env, personal(env, ada)) == "hobby"
+
+
+async def test_checkout_refuses_the_free_plan(env: ProductEnv) -> None:
+    token = env.token(env.user())
+    assert await env.error_text(token, "create_checkout_session", {"plan": "hobby"}) == (
+        "The hobby plan is free and needs no checkout; change_plan moves to it."
+    )
+    assert env.store.all("SELECT * FROM billing_sessions") == []
+
+
+async def test_checkout_refuses_the_current_plan(env: ProductEnv) -> None:
+    token = env.token(env.user())
+    await ok(env, token, "change_plan", {"plan": "pro"})
+    assert await env.error_text(token, "create_checkout_session", {"plan": "pro"}) == (
+        "'ada's workspace' is already on the pro plan; create_billing_portal_session manages "
+        "its payment details."
+    )
+
+
+async def test_checkout_refuses_a_plan_below_current_usage(env: ProductEnv) -> None:
+    ada = env.user("ada@example.com")
+    tenant = personal(env, ada)
+    token = env.token(ada)
+    await ok(env, token, "change_plan", {"plan": "team"})
+    seed_project(env, tenant, "big", services={"web": 41})
+    assert await env.error_text(token, "create_checkout_session", {"plan": "pro"}) == (
+        "'ada's workspace' uses more than the pro plan allows (total replicas 41 > 40); "
+        "remove resources first or choose a larger plan."
+    )
+
+
+async def test_checkout_rejects_an_unknown_plan(env: ProductEnv) -> None:
+    token = env.token(env.user())
+    assert await env.error_text(token, "create_checkout_session", {"plan": "gold"}) == (
+        "Invalid arguments for 'create_checkout_session': Argument 'plan' must be one of "
+        "'hobby', 'pro', 'team'."
+    )
+    assert (await env.error_text(token, "create_checkout_session", {})).startswith(
+        "Invalid arguments for 'create_checkout_session': "
+    )
+
+
+async def test_a_team_member_may_not_check_out_but_an_admin_may(env: ProductEnv) -> None:
+    ada, bob, cy = (env.user(f"{n}@example.com") for n in ("ada", "bob", "cy"))
+    team = await team_with(env, ada, bob, "member")
+    assert await env.error_text(
+        env.token(bob), "create_checkout_session", {"tenant_id": team, "plan": "team"}
+    ) == ("Only a team admin or above may change billing; your role in 'Acme' is member.")
+    invited = await ok(
+        env,
+        env.token(ada),
+        "invite_team_member",
+        {"tenant_id": team, "email": cy.email, "role": "admin"},
+    )
+    teams.accept_invitation(env.cloud, cy.id, invited["invitation_id"])
+    session = await ok(
+        env, env.token(cy), "create_checkout_session", {"tenant_id": team, "plan": "team"}
+    )
+    assert session["tenant_id"] == team
+
+
+async def test_checkout_for_another_users_tenant_is_not_found(env: ProductEnv) -> None:
+    tenant = personal(env, env.user("ada@example.com"))
+    mallory = env.token(env.user("mallory@example.com"), "mcp:full,secrets:reveal")
+    text = await env.error_text(
+        mallory, "create_checkout_session", {"tenant_id": tenant, "plan": "pro"}
+    )
+    assert text.startswith(f"No tenant '{tenant}' is reachable by this token")
+    assert env.store.all("SELECT * FROM billing_sessions") == []
+
+
+# --- create_billing_portal_session --------------------------------------------------------
+
+
+async def test_portal_returns_a_single_use_url_and_records_it(env: ProductEnv) -> None:
+    ada = env.user("ada@example.com")
+    tenant = personal(env, ada)
+    session = await ok(env, env.token(ada, "billing:write"), "create_billing_portal_session", {})
+    assert re.fullmatch(r"prt_[0-9a-f]{32}", session["session_id"])
+    assert session == {
+        "session_id": session["session_id"],
+        "url": f"https://billing.sp00ky.cloud/portal/{session['session_id']}",
+        "tenant_id": tenant,
+        "expires_at": "2026-01-16T12:00:00Z",
+        "single_use": True,
+    }
+    assert events(env, tenant) == [
+        (ada.id, "portal_session", None, None, session["session_id"], NOW)
+    ]
+    redeemed = billing.redeem_session(env.cloud, session["session_id"])
+    assert (redeemed["kind"], redeemed["plan"]) == ("portal", "hobby")
+    with pytest.raises(Conflict, match="already used"):
+        billing.redeem_session(env.cloud, session["session_id"])
+    assert plan_of(env, tenant) == "hobby"
+
+
+async def test_a_team_member_may_not_open_the_billing_portal(env: ProductEnv) -> None:
+    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
+    team = await team_with(env, ada, bob, "member")
+    assert await env.error_text(
+        env.token(bob), "create_billing_portal_session", {"tenant_id": team}
+    ) == ("Only a team admin or above may change billing; your role in 'Acme' is member.")
+    assert env.store.all("SELECT * FROM billing_sessions") == []
+
+
+async def test_portal_rejects_unknown_arguments(env: ProductEnv) -> None:
+    text = await env.error_text(
+        env.token(env.user()), "create_billing_portal_session", {"plan": "pro"}
+    )
+    assert text.startswith("Invalid arguments for 'create_billing_portal_session': ")
+
+
+# --- change_plan --------------------------------------------------------------------------
+
+
+async def test_the_owner_changes_the_personal_plan_and_a_record_is_written(
+    env: ProductEnv,
+) -> None:
+    ada = env.user("ada@example.com")
+    tenant = personal(env, ada)
+    changed = await ok(env, env.token(ada, "billing:write"), "change_plan", {"plan": "pro"})
+    assert changed == {
+        "tenant_id": tenant,
+        "previous_plan": "hobby",
+        "plan": "pro",
+        "price_usd_per_month": 20,
+        "changed": True,
+        "changed_at": NOW_ISO,
+    }
+    assert plan_of(env, tenant) == "pro"
+    assert events(env, tenant) == [(ada.id, "plan_change", "hobby", "pro", None, NOW)]
+
+
+async def test_changing_to_the_current_plan_changes_nothing(env: ProductEnv) -> None:
+    ada = env.user("ada@example.com")
+    tenant = personal(env, ada)
+    unchanged = await ok(env, env.token(ada), "change_plan", {"plan": "hobby"})
+    assert unchanged == {
+        "tenant_id": tenant,
+        "previous_plan": "hobby",
+        "plan": "hobby",
+        "price_usd_per_month": 0,
+        "changed": False,
+        "changed_at": None,
+    }
+    assert events(env, tenant) == []
+
+
+async def test_a_downgrade_below_current_usage_is_refused_naming_each_excess(
+    env: ProductEnv,
+) -> None:
+    ada = env.user("ada@example.com")
+    tenant = personal(env, ada)
+    token = env.token(ada)
+    await ok(env, token, "change_plan", {"plan": "pro"})
+    for name in ("a", "b", "c", "d"):
+        seed_project(env, tenant, name, domains=1)
+    assert await env.error_text(token, "change_plan", {"plan": "hobby"}) == (
+        "'ada's workspace' uses more than the hobby plan allows (projects 4 > 3, custom "
+        "domains 4 > 2); remove resources first or choose a larger plan."
+    )
+    assert plan_of(env, tenant) == "pro"
+    assert len(events(env, tenant)) == 1
+
+
+async def test_a_downgrade_that_fits_goes_ahead(env: ProductEnv) -> None:
+    ada = env.user("ada@example.com")
+    tenant = personal(env, ada)
+    token = env.token(ada)
+    await ok(env, token, "change_plan", {"plan": "team"})
+    seed_project(env, tenant, "api", services={"api": 2}, backups=(GIB,), domains=2)
+    changed = await ok(env, token, "change_plan", {"plan": "hobby"})
+    assert (changed["previous_plan"], changed["plan"], changed["changed"]) == (
+        "team",
+        "hobby",
+        True,
+    )
+
+
+async def test_a_team_downgrade_counts_pending_invitations_as_seats(env: ProductEnv) -> None:
+    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
+    token = env.token(ada)
+    team = await team_with(env, ada, bob, "admin")
+    await ok(env, token, "change_plan", {"tenant_id": team, "plan": "pro"})
+    for name in ("c", "d"):
+        await ok(
+            env, token, "invite_team_member", {"tenant_id": team, "email": f"{name}@example.com"}
+        )
+    assert await env.error_text(
+        env.token(bob), "change_plan", {"tenant_id": team, "plan": "hobby"}
+    ) == (
+        "'Acme' uses more than the hobby plan allows (team members and pending invitations "
+        "4 > 3); remove resources first or choose a larger plan."
+    )
+
+
+async def test_a_team_member_may_not_change_the_plan_but_an_admin_may(env: ProductEnv) -> None:
+    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
+    team = await team_with(env, ada, bob, "member")
+    assert await env.error_text(
+        env.token(bob), "change_plan", {"tenant_id": team, "plan": "team"}
+    ) == ("Only a team admin or above may change billing; your role in 'Acme' is member.")
+    assert plan_of(env, team) == "hobby"
+    cy = env.user("cy@example.com")
+    invited = await ok(
+        env,
+        env.token(ada),
+        "invite_team_member",
+        {"tenant_id": team, "email": cy.email, "role": "admin"},
+    )
+    teams.accept_invitation(env.cloud, cy.id, invited["invitation_id"])
+    await ok(env, env.token(cy), "change_plan", {"tenant_id": team, "plan": "team"})
+    assert plan_of(env, team) == "team"
+
+
+async def test_change_plan_rejects_bad_arguments(env: ProductEnv) -> None:
+    token = env.token(env.user())
+    assert await env.error_text(token, "change_plan", {"plan": "enterprise"}) == (
+        "Invalid arguments for 'change_plan': Argument 'plan' must be one of 'hobby', 'pro', "
+        "'team'."
+    )
+    assert (await env.error_text(token, "change_plan", {})).startswith(
+        "Invalid arguments for 'change_plan': "
+    )
+
+
+async def test_change_plan_of_another_users_tenant_is_not_found_and_changes_nothing(
+    env: ProductEnv,
+) -> None:
+    tenant = personal(env, env.user("ada@example.com"))
+    mallory = env.token(env.user("mallory@example.com"), "mcp:full,secrets:reveal")
+    text = await env.error_text(mallory, "change_plan", {"tenant_id": tenant, "plan": "team"})
+    assert text.startswith(f"No tenant '{tenant}' is reachable by this token")
+    assert plan_of(env, tenant) == "hobby"
+    assert env.store.all("SELECT * FROM billing_events") == []
+
+
+async def test_change_plan_replays_its_first_result_for_a_repeated_idempotency_key(
+    env: ProductEnv,
+) -> None:
+    ada = env.user("ada@example.com")
+    token = env.token(ada)
+    args = {"plan": "pro", "idempotency_key": "upgrade-1"}
+    first = await ok(env, token, "change_plan", args)
+    assert await ok(env, token, "change_plan", args) == first
+    assert len(events(env, personal(env, ada))) == 1

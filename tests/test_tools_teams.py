@@ -1,0 +1,801 @@
+"""The teams tools: list_teams, list_team_members, create_team, invite_team_member,
+remove_team_member and remove_team_invitation, driven through the product server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+import mcp_types as types
+import pytest
+from mcp.client import ClientRequestContext
+
+from sp00ky_mcp.accounts import User
+from sp00ky_mcp.cloud import teams
+from sp00ky_mcp.cloud.base import NotFound
+from sp00ky_mcp.tools import all_specs
+
+from .product_support import ProductEnv
+
+pytestmark = pytest.mark.anyio
+NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+NOW_ISO = "2026-01-01T00:00:00Z"
+SPECS = {spec.name: spec for spec in all_specs()}
+ACME_MISSING = (
+    "No tenant '{}' is reachable by this token; list_teams shows the tenants you belong to."
+)
+
+
+@pytest.fixture
+def env(product: ProductEnv) -> ProductEnv:
+    product.cloud.clock = lambda: NOW
+    return product
+
+
+async def ok(env: ProductEnv, token: str, tool: str, arguments: dict[str, Any]) -> Any:
+    """A successful call whose structured result matches the tool's outputSchema."""
+    result = await env.structured(token, tool, arguments)
+    jsonschema.Draft202012Validator(SPECS[tool].output).validate(result)
+    return result
+
+
+def personal(env: ProductEnv, user: User) -> str:
+    return env.accounts.personal_tenant(user.id)
+
+
+async def team_of(env: ProductEnv, token: str, name: str = "Acme") -> str:
+    created = await ok(env, token, "create_team", {"name": name})
+    tenant_id: str = created["tenant_id"]
+    return tenant_id
+
+
+async def join(env: ProductEnv, owner_token: str, team: str, user: User, role: str) -> None:
+    """The owner invites `user` with `role` and the user accepts (dashboard/CLI side)."""
+    invited = await ok(
+        env,
+        owner_token,
+        "invite_team_member",
+        {"tenant_id": team, "email": user.email, "role": role},
+    )
+    teams.accept_invitation(env.cloud, user.id, invited["invitation_id"])
+
+
+def memberships(env: ProductEnv, team: str) -> dict[str, str]:
+    rows = env.store.all(
+        "SELECT u.email, m.role FROM memberships m JOIN users u ON u.id = m.user_id "
+        "WHERE m.tenant_id = ?",
+        (team,),
+    )
+    return {r["email"]: r["role"] for r in rows}
+
+
+def invitations(env: ProductEnv, team: str) -> dict[str, str]:
+    rows = env.store.all("SELECT email, role FROM invitations WHERE tenant_id = ?", (team,))
+    return {r["email"]: r["role"] for r in rows}
+
+
+async def decline(
+    ctx: ClientRequestContext, params: types.ElicitRequestParams
+) -> types.ElicitResult:
+    return types.ElicitResult(action="decline")
+
+
+async def accept(
+    ctx: ClientRequestContext, params: types.ElicitRequestParams
+) -> types.ElicitResult:
+    return types.ElicitResult(action="accept", content={"confirm": True})
+
+
+# --- list_teams ---------------------------------------------------------------------------
+
+
+async def test_list_teams_shows_the_personal_tenant_with_kind_and_role(env: ProductEnv) -> None:
+    ada = env.user("ada@example.com")
+    listing = await ok(env, env.token(ada, "tenants:read"), "list_teams", {})
+    assert listing == {
+        "items": [
+            {
+                "tenant_id": personal(env, ada),
+                "name": "ada's workspace",
+                "kind": "personal",
+                "plan": "hobby",
+                "role": "owner",
+                "members": 1,
+            }
+        ],
+        "next_cursor": None,
+        "truncated": False,
+    }
+
+
+async def test_list_teams_shows_teams_after_the_personal_tenant_with_the_users_role(
+    env: ProductEnv,
+) -> None:
+    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
+    ada_token, bob_token = env.token(ada), env.token(bob)
+    acme = await team_of(env, ada_token, "Acme")
+    await join(env, ada_token, acme, bob, "admin")
+    listing = await ok(env, bob_token, "list_teams", {})
+    assert listing["items"] == [
+        {
+            "tenant_id": personal(env, bob),
+            "name": "bob's workspace",
+            "kind": "personal",
+            "plan": "hobby",
+            "role": "owner",
+            "members": 1,
+        },
+        {
+            "tenant_id": acme,
+            "name": "Acme",
+            "kind": "team",
+            "plan": "hobby",
+            "role": "admin",
+            "members": 2,
+        },
+    ]
+
+
+async def test_list_teams_pages_with_a_cursor(env: ProductEnv) -> None:
+    ada = env.user("ada@example.com")
+    token = env.token(ada)
+    acme = await team_of(env, token, "Acme")
+    first = await ok(env, token, "list_teams", {"limit": 1})
+    assert [t["kind"] for t in first["items"]] == ["personal"]
+    assert first["truncated"] is True
+    second = await ok(env, token, "list_teams", {"limit": 1, "cursor": first["next_cursor"]})
+    assert [t["tenant_id"] for t in second["items"]] == [acme]
+    assert (second["next_cursor"], second["truncated"]) == (None, False)
+
+
+async def test_list_teams_rejects_a_limit_out_of_range(env: ProductEnv) -> None:
+    token = env.token(env.user())
+    assert await env.error_text(token, "list_teams", {"limit": 0}) == (
+        "Invalid arguments for 'list_teams': Argument 'limit' must be at least 1."
+    )
+
+
+async def test_list_teams_rejects_a_forged_cursor(env: ProductEnv) -> None:
+    token = env.token(env.user())
+    assert await env.error_text(token, "list_teams", {"cursor": "page-2"}) == (
+        "Invalid cursor: pass back a next_cursor value exactly as received."
+    )
+
+
+# --- create_team --------------------------------------------------------------------------
+
+
+async def test_create_team_makes_the_caller_its_owner(env: ProductEnv) -> None:
+    ada = env.user("ada@example.com")
+    created = await ok(
+        env, env.token(ada, "tenants:write"), "create_team", {"name": "  Acme Corp  "}
+    )
+    assert created == {
+        "tenant_id": created["tenant_id"],
+        "name": "Acme Corp",
+        "kind": "team",
+        "plan": "hobby",
+        "role": "owner",
+        "created_at": NOW_ISO,
+    }
+    assert created["tenant_id"].startswith("ten_")
+    assert memberships(env, created["tenant_id"]) == {"ada@example.com": "owner"}
+
+
+async def test_create_team_refuses_a_name_the_caller_already_has(env: ProductEnv) -> None:
+    token = env.token(env.user())
+    await team_of(env, token, "Acme")
+    assert await env.error_text(token, "create_team", {"name": "acme"}) == (
+        "You already belong to a team named 'acme'; pick another name, or pass that team's "
+        "tenant_id (list_teams shows it)."
+    )
+    assert env.store.one("SELECT COUNT(*) AS n FROM tenants WHERE kind = 'team'")["n"] == 1
+
+
+async def test_another_user_may_create_a_team_with_the_same_name(env: ProductEnv) -> None:
+    await team_of(env, env.token(env.user("ada@example.com")), "Acme")
+    await team_of(env, env.token(env.user("bob@example.com")), "Acme")
+
+
+async def test_create_team_refuses_a_blank_name(env: ProductEnv) -> None:
+    token = env.token(env.user())
+    assert await env.error_text(token, "create_team", {"name": "   "}) == (
+        "A team name must be 1 to 64 printable characters; pass another name."
+    )
+    assert await env.error_text(token, "create_team", {"name": "a\nb"}) == (
+        "A team name must be 1 to 64 printable characters; pass another name."
+    )
+
+
+async def test_create_team_rejects_bad_arguments(env: ProductEnv) -> None:
+    token = env.token(env.user())
+    assert await env.error_text(token, "create_team", {"name": "x" * 65}) == (
+        "Invalid arguments for 'create_team': Argument 'name' must be at most 64 characters."
+    )
+    assert (await env.error_text(token, "create_team", {})).startswith(
+        "Invalid arguments for 'create_team': "
+    )
+    assert (await env.error_text(token, "create_team", {"name": "A", "tenant_id": "x"})).startswith(
+        "Invalid arguments for 'create_team': "
+    )
+
+
+# --- list_team_members --------------------------------------------------------------------
+
+
+async def test_list_team_members_shows_members_then_pending_invitations(
+    env: ProductEnv,
+) -> None:
+    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
+    token = env.token(ada)
+    acme = await team_of(env, token)
+    await join(env, token, acme, bob, "member")
+    invited = await ok(
+        env,
+        token,
+        "invite_team_member",
+        {"tenant_id": acme, "email": "cy@example.com", "role": "admin"},
+    )
+    listing = await ok(
+        env, env.token(bob, "tenants:read"), "list_team_members", {"tenant_id": acme}
+    )
+    assert listing == {
+        "items": [
+            {
+                "user_id": ada.id,
+                "email": "ada@example.com",
+                "name": "ada",
+                "role": "owner",
+                "status": "active",
+                "invitation_id": None,
+                "since": NOW_ISO,
+            },
+            {
+                "user_id": bob.id,
+                "email": "bob@example.com",
+                "name": "bob",
+                "role": "member",
+                "status": "active",
+                "invitation_id": None,
+                "since": NOW_ISO,
+            },
+            {
+                "user_id": None,
+                "email": "cy@example.com",
+                "name": None,
+                "role": "admin",
+                "status": "pending",
+                "invitation_id": invited["invitation_id"],
+                "since": NOW_ISO,
+            },
+        ],
+        "next_cursor": None,
+        "truncated": False,
+    }
+
+
+async def test_list_team_members_refuses_the_personal_tenant(env: ProductEnv) -> None:
+    ada = env.user("ada@example.com")
+    text = await env.error_text(
+        env.token(ada), "list_team_members", {"tenant_id": personal(env, ada)}
+    )
+    assert text == (
+        "'ada's workspace' is your personal tenant, not a team, so it has no "
+        "members to manage; create_team makes a team you can invite people to."
+    )
+
+
+async def test_list_team_members_needs_a_tenant_id(env: ProductEnv) -> None:
+    text = await env.error_text(env.token(env.user()), "list_team_members", {})
+    assert text.startswith("Invalid arguments for 'list_team_members': ")
+    assert "tenant_id" in text
+
+
+async def test_list_team_members_of_another_users_team_is_not_found(env: ProductEnv) -> None:
+    acme = await team_of(env, env.token(env.user("ada@example.com")))
+    mallory = env.token(env.user("mallory@example.com"), "mcp:full,secrets:reveal")
+    assert await env.error_text(mallory, "list_team_members", {"tenant_id": acme}) == (
+        ACME_MISSING.format(acme)
+    )
+
+
+# --- invite_team_member -------------------------------------------------------------------
+
+
+async def test_invite_creates_a_pending_invitation_with_the_default_role(
+    env: ProductEnv,
+) -> None:
+    token = env.token(env.user("ada@example.com"), "tenants:write")
+    acme = await team_of(env, token)
+    invited = await ok(
+        env, token, "invite_team_member", {"tenant_id": acme, "email": " new@example.com "}
+    )
+    assert invited == {
+        "invitation_id": invited["invitation_id"],
+        "tenant_id": acme,
+        "email": "new@example.com",
+        "role": "member",
+        "status": "pending",
+        "invited_at": NOW_ISO,
+    }
+    assert invitations(env, acme) == {"new@example.com": "member"}
+
+
+async def test_an_existing_user_stays_pending_until_they_accept(env: ProductEnv) -> None:
+    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
+    token = env.token(ada)
+    acme = await team_of(env, token)
+    invited = await ok(
+        env,
+        token,
+        "invite_team_member",
+        {"tenant_id": acme, "email": "BOB@example.com", "role": "admin"},
+    )
+    assert memberships(env, acme) == {"ada@example.com": "owner"}
+    bob_token = env.token(bob)
+    assert await env.error_text(bob_token, "list_team_members", {"tenant_id": acme}) == (
+        ACME_MISSING.format(acme)
+    )
+    joined = teams.accept_invitation(env.cloud, bob.id, invited["invitation_id"])
+    assert joined == {"tenant_id": acme, "user_id": bob.id, "role": "admin", "joined_at": NOW_ISO}
+    assert memberships(env, acme) == {"ada@example.com": "owner", "bob@example.com": "admin"}
+    assert invitations(env, acme) == {}
+    assert [t["role"] for t in (await ok(env, bob_token, "list_teams", {}))["items"]] == [
+        "owner",
+        "admin",
+    ]
+
+
+async def test_an_invitation_is_accepted_only_by_its_invitee_and_only_once(
+    env: ProductEnv,
+) -> None:
+    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
+    mallory = env.user("mallory@example.com")
+    token = env.token(ada)
+    acme = await team_of(env, token)
+    invited = await ok(env, token, "invite_team_member", {"tenant_id": acme, "email": bob.email})
+    with pytest.raises(NotFound, match="No pending invitation"):
+        teams.accept_invitation(env.cloud, mallory.id, invited["invitation_id"])
+    teams.accept_invitation(env.cloud, bob.id, invited["invitation_id"])
+    with pytest.raises(NotFound, match="No pending invitation"):
+        teams.accept_invitation(env.cloud, bob.id, invited["invitation_id"])
+    assert memberships(env, acme) == {"ada@example.com": "owner", "bob@example.com": "member"}
+
+
+async def test_inviting_the_same_email_twice_is_a_conflict(env: ProductEnv) -> None:
+    token = env.token(env.user())
+    acme = await team_of(env, token)
+    args = {"tenant_id": acme, "email": "new@example.com"}
+    await ok(env, token, "invite_team_member", args)
+    assert await env.error_text(
+        token, "invite_team_member", {**args, "email": "NEW@example.com", "role": "admin"}
+    ) == (
+        "NEW@example.com already has a pending invitation to 'Acme'; remove_team_invitation "
+        "cancels it if you want to invite again."
+    )
+    assert invitations(env, acme) == {"new@example.com": "member"}
+
+
+async def test_inviting_a_member_is_a_conflict(env: ProductEnv) -> None:
+    ada = env.user("ada@example.com")
+    token = env.token(ada)
+    acme = await team_of(env, token)
+    assert await env.error_text(
+        token, "invite_team_member", {"tenant_id": acme, "email": "ada@example.com"}
+    ) == ("ada@example.com is already a member of 'Acme'; list_team_members shows the members.")
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "bob",
+        "bob@",
+        "@example.com",
+        "bob@example",
+        "bob smith@example.com",
+        "bob@@example.com",
+        "bob@example..com",
+    ],
+)
+async def test_invite_refuses_what_is_not_an_email_address(env: ProductEnv, email: str) -> None:
+    token = env.token(env.user())
+    acme = await team_of(env, token)
+    text = await env.error_text(token, "invite_team_member", {"tenant_id": acme, "email": email})
+    assert text in (
+        f"'{email.strip()}' is not an email address; pass one like name@example.com.",
+        "Invalid arguments for 'invite_team_member': Argument 'email' must be at least 3 "
+        "characters.",
+    )
+    assert invitations(env, acme) == {}
+
+
+async def test_invite_rejects_an_unknown_role(env: ProductEnv) -> None:
+    token = env.token(env.user())
+    acme = await team_of(env, token)
+    assert await env.error_text(
+        token, "invite_team_member", {"tenant_id": acme, "email": "a@b.co", "role": "boss"}
+    ) == (
+        "Invalid arguments for 'invite_team_member': Argument 'role' must be one of "
+        "'member', 'admin', 'owner'."
+    )
+
+
+async def test_a_member_may_not_invite(env: ProductEnv) -> None:
+    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
+    token = env.token(ada)
+    acme = await team_of(env, token)
+    await join(env, token, acme, bob, "member")
+    assert await env.error_text(
+        env.token(bob), "invite_team_member", {"tenant_id": acme, "email": "cy@example.com"}
+    ) == ("Only a team admin or above may invite team members; your role in 'Acme' is member.")
+    assert invitations(env, acme) == {}
+
+
+async def test_an_admin_may_invite_members_and_admins_but_not_owners(env: ProductEnv) -> None:
+    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
+    token = env.token(ada)
+    acme = await team_of(env, token)
+    await join(env, token, acme, bob, "admin")
+    bob_token = env.token(bob)
+    await ok(
+        env,
+        bob_token,
+        "invite_team_member",
+        {"tenant_id": acme, "email": "cy@example.com", "role": "admin"},
+    )
+    assert await env.error_text(
+        bob_token,
+        "invite_team_member",
+        {"tenant_id": acme, "email": "di@example.com", "role": "owner"},
+    ) == ("Only a team owner or above may invite an owner; your role in 'Acme' is admin.")
+    assert invitations(env, acme) == {"cy@example.com": "admin"}
+
+
+async def test_an_owner_may_invite_an_owner(env: ProductEnv) -> None:
+    token = env.token(env.user())
+    acme = await team_of(env, token)
+    await ok(
+        env,
+        token,
+        "invite_team_member",
+        {"tenant_id": acme, "email": "co@example.com", "role": "owner"},
+    )
+    assert invitations(env, acme) == {"co@example.com": "owner"}
+
+
+async def test_invitations_stop_when_the_plans_seats_are_full(env: ProductEnv) -> None:
+    token = env.token(env.user())
+    acme = await team_of(env, token)
+    for name in ("b", "c"):
+        await ok(
+            env, token, "invite_team_member", {"tenant_id": acme, "email": f"{name}@example.com"}
+        )
+    assert await env.error_text(
+        token, "invite_team_member", {"tenant_id": acme, "email": "d@example.com"}
+    ) == (
+        "The hobby plan of 'Acme' has 3 seats and members plus pending invitations already "
+        "fill them; upgrade with change_plan or create_checkout_session first."
+    )
+    await ok(env, token, "change_plan", {"tenant_id": acme, "plan": "pro"})
+    await ok(env, token, "invite_team_member", {"tenant_id": acme, "email": "d@example.com"})
+
+
+async def test_invite_refuses_the_personal_tenant(env: ProductEnv) -> None:
+    ada = env.user("ada@example.com")
+    text = await env.error_text(
+        env.token(ada),
+        "invite_team_member",
+        {"tenant_id": personal(env, ada), "email": "b@example.com"},
+    )
+    assert text.startswith("'ada's workspace' is your personal tenant, not a team")
+    assert env.store.all("SELECT * FROM invitations") == []
+
+
+async def test_invite_into_another_users_team_is_not_found(env: ProductEnv) -> None:
+    acme = await team_of(env, env.token(env.user("ada@example.com")))
+    mallory = env.token(env.user("mallory@example.com"), "mcp:full,secrets:reveal")
+    assert await env.error_text(
+        mallory, "invite_team_member", {"tenant_id": acme, "email": "m@example.com"}
+    ) == (ACME_MISSING.format(acme))
+    assert invitations(env, acme) == {}
+
+
+async def test_invite_replays_its_first_result_for_a_repeated_idempotency_key(
+    env: ProductEnv,
+) -> None:
+    token = env.token(env.user())
+    acme = await team_of(env, token)
+    args = {"tenant_id": acme, "email": "b@example.com", "idempotency_key": "k1"}
+    first = await ok(env, token, "invite_team_member", args)
+    assert await ok(env, token, "invite_team_member", args) == first
+    assert invitations(env, acme) == {"b@example.com": "member"}
+
+
+# --- remove_team_member -------------------------------------------------------------------
+
+
+async def test_an_admin_removes_a_member_by_email(env: ProductEnv) -> None:
+    ada, bob, cy = (env.user(f"{n}@example.com") for n in ("ada", "bob", "cy"))
+    token = env.token(ada)
+    acme = await team_of(env, token)
+    await join(env, token, acme, bob, "admin")
+    await join(env, token, acme, cy, "member")
+    removed = await ok(
+        env, env.token(bob), "remove_team_member", {"tenant_id": acme, "member": "cy@example.com"}
+    )
+    assert removed == {
+        "tenant_id": acme,
+        "user_id": cy.id,
+        "email": "cy@example.com",
+        "role": "member",
+        "removed": True,
+    }
+    assert memberships(env, acme) == {"ada@example.com": "owner", "bob@example.com": "admin"}
+    assert await env.error_text(env.token(cy), "list_team_members", {"tenant_id": acme}) == (
+        ACME_MISSING.format(acme)
+    )
+
+
+async def test_a_member_is_removed_by_user_id_too(env: ProductEnv) -> None:
+    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
+    token = env.token(ada)
+    acme = await team_of(env, token)
+    await join(env, token, acme, bob, "member")
+    await ok(env, token, "remove_team_member", {"tenant_id": acme, "member": bob.id})
+    assert memberships(env, acme) == {"ada@example.com": "owner"}
+
+
+async def test_a_member_may_not_remove_anyone(env: ProductEnv) -> None:
+    ada, bob, cy = (env.user(f"{n}@example.com") for n in ("ada", "bob", "cy"))
+    token = env.token(ada)
+    acme = await team_of(env, token)
+    await join(env, token, acme, bob, "member")
+    await join(env, token, acme, cy, "member")
+    assert await env.error_text(
+        env.token(bob), "remove_team_member", {"tenant_id": acme, "member": cy.email}
+    ) == ("Only a team admin or above may remove team members; your role in 'Acme' is member.")
+    assert len(memberships(env, acme)) == 3
+
+
+async def test_an_admin_may_not_remove_an_owner(env: ProductEnv) -> None:
+    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
+    token = env.token(ada)
+    acme = await team_of(env, token)
+    await join(env, token, acme, bob, "admin")
+    assert await env.error_text(
+        env.token(bob), "remove_team_member", {"tenant_id": acme, "member": ada.email}
+    ) == ("Only a team owner or above may remove an owner; your role in 'Acme' is admin.")
+    assert memberships(env, acme)["ada@example.com"] == "owner"
+
+
+async def test_the_last_owner_can_never_be_removed(env: ProductEnv) -> None:
+    ada = env.user("ada@example.com")
+    token = env.token(ada)
+    acme = await team_of(env, token)
+    assert await env.error_text(
+        token, "remove_team_member", {"tenant_id": acme, "member": ada.email}
+    ) == (
+        "ada@example.com is the last owner of 'Acme' and a team always keeps one; invite "
+        "another owner with invite_team_member first."
+    )
+    assert memberships(env, acme) == {"ada@example.com": "owner"}
+
+
+async def test_an_owner_may_remove_another_owner(env: ProductEnv) -> None:
+    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
+    token = env.token(ada)
+    acme = await team_of(env, token)
+    await join(env, token, acme, bob, "owner")
+    await ok(env, env.token(bob), "remove_team_member", {"tenant_id": acme, "member": ada.email})
+    assert memberships(env, acme) == {"bob@example.com": "owner"}
+    bob_token = env.token(bob)
+    assert (
+        await env.error_text(
+            bob_token, "remove_team_member", {"tenant_id": acme, "member": bob.email}
+        )
+    ).startswith("bob@example.com is the last owner of 'Acme'")
+
+
+async def test_removing_someone_who_is_not_a_member_is_not_found(env: ProductEnv) -> None:
+    env.user("bob@example.com")
+    token = env.token(env.user("ada@example.com"))
+    acme = await team_of(env, token)
+    assert await env.error_text(
+        token, "remove_team_member", {"tenant_id": acme, "member": "bob@example.com"}
+    ) == ("No member 'bob@example.com' in 'Acme'; list_team_members shows the members.")
+
+
+async def test_remove_team_member_refuses_the_personal_tenant(env: ProductEnv) -> None:
+    ada = env.user("ada@example.com")
+    text = await env.error_text(
+        env.token(ada), "remove_team_member", {"tenant_id": personal(env, ada), "member": ada.email}
+    )
+    assert text.startswith("'ada's workspace' is your personal tenant, not a team")
+    assert len(env.store.all("SELECT * FROM memberships")) == 1
+
+
+async def test_remove_team_member_rejects_bad_arguments(env: ProductEnv) -> None:
+    token = env.token(env.user())
+    acme = await team_of(env, token)
+    text = await env.error_text(token, "remove_team_member", {"tenant_id": acme})
+    assert text.startswith("Invalid arguments for 'remove_team_member': ")
+    assert (
+        await env.error_text(token, "remove_team_member", {"tenant_id": acme, "member": ""})
+    ).startswith("Invalid arguments for 'remove_team_member': ")
+
+
+async def test_remove_team_member_does_nothing_when_confirmation_is_declined(
+    env: ProductEnv,
+) -> None:
+    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
+    token = env.token(ada)
+    acme = await team_of(env, token)
+    await join(env, token, acme, bob, "member")
+    async with env.sdk(token, mode="legacy", elicitation_callback=decline) as client:
+        result = await client.call_tool(
+            "remove_team_member", {"tenant_id": acme, "member": bob.email}
+        )
+    assert result.is_error is True
+    assert result.content[0].model_dump()["text"] == (
+        "Not confirmed, so nothing was changed: remove bob@example.com (member) from team 'Acme'."
+    )
+    assert memberships(env, acme) == {"ada@example.com": "owner", "bob@example.com": "member"}
+
+
+async def test_remove_team_member_goes_ahead_when_confirmed(env: ProductEnv) -> None:
+    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
+    token = env.token(ada)
+    acme = await team_of(env, token)
+    await join(env, token, acme, bob, "member")
+    async with env.sdk(token, mode="legacy", elicitation_callback=accept) as client:
+        result = await client.call_tool(
+            "remove_team_member", {"tenant_id": acme, "member": bob.email}
+        )
+    assert result.is_error is False
+    assert result.structured_content is not None
+    assert result.structured_content["removed"] is True
+    assert memberships(env, acme) == {"ada@example.com": "owner"}
+
+
+async def test_remove_from_another_users_team_is_not_found(env: ProductEnv) -> None:
+    ada = env.user("ada@example.com")
+    acme = await team_of(env, env.token(ada))
+    mallory = env.token(env.user("mallory@example.com"), "mcp:full,secrets:reveal")
+    assert await env.error_text(
+        mallory, "remove_team_member", {"tenant_id": acme, "member": ada.email}
+    ) == (ACME_MISSING.format(acme))
+    assert memberships(env, acme) == {"ada@example.com": "owner"}
+
+
+# --- remove_team_invitation ---------------------------------------------------------------
+
+
+async def test_remove_team_invitation_cancels_a_pending_invitation(env: ProductEnv) -> None:
+    token = env.token(env.user())
+    acme = await team_of(env, token)
+    invited = await ok(
+        env,
+        token,
+        "invite_team_member",
+        {"tenant_id": acme, "email": "new@example.com", "role": "admin"},
+    )
+    removed = await ok(
+        env,
+        token,
+        "remove_team_invitation",
+        {"tenant_id": acme, "invitation_id": invited["invitation_id"]},
+    )
+    assert removed == {
+        "invitation_id": invited["invitation_id"],
+        "tenant_id": acme,
+        "email": "new@example.com",
+        "role": "admin",
+        "removed": True,
+    }
+    assert invitations(env, acme) == {}
+
+
+async def test_a_cancelled_invitation_can_no_longer_be_accepted(env: ProductEnv) -> None:
+    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
+    token = env.token(ada)
+    acme = await team_of(env, token)
+    invited = await ok(env, token, "invite_team_member", {"tenant_id": acme, "email": bob.email})
+    await ok(
+        env,
+        token,
+        "remove_team_invitation",
+        {"tenant_id": acme, "invitation_id": invited["invitation_id"]},
+    )
+    with pytest.raises(NotFound):
+        teams.accept_invitation(env.cloud, bob.id, invited["invitation_id"])
+
+
+async def test_remove_team_invitation_of_an_unknown_id_is_not_found(env: ProductEnv) -> None:
+    token = env.token(env.user())
+    acme = await team_of(env, token)
+    assert await env.error_text(
+        token, "remove_team_invitation", {"tenant_id": acme, "invitation_id": "inv_nope"}
+    ) == (
+        "No pending invitation 'inv_nope' in 'Acme'; list_team_members shows the pending "
+        "invitations."
+    )
+
+
+async def test_a_member_may_not_cancel_invitations(env: ProductEnv) -> None:
+    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
+    token = env.token(ada)
+    acme = await team_of(env, token)
+    await join(env, token, acme, bob, "member")
+    invited = await ok(env, token, "invite_team_member", {"tenant_id": acme, "email": "c@d.io"})
+    assert await env.error_text(
+        env.token(bob),
+        "remove_team_invitation",
+        {"tenant_id": acme, "invitation_id": invited["invitation_id"]},
+    ) == ("Only a team admin or above may cancel invitations; your role in 'Acme' is member.")
+    assert invitations(env, acme) == {"c@d.io": "member"}
+
+
+async def test_remove_team_invitation_refuses_the_personal_tenant(env: ProductEnv) -> None:
+    ada = env.user("ada@example.com")
+    text = await env.error_text(
+        env.token(ada),
+        "remove_team_invitation",
+        {"tenant_id": personal(env, ada), "invitation_id": "inv_x"},
+    )
+    assert text.startswith("'ada's workspace' is your personal tenant, not a team")
+
+
+async def test_remove_team_invitation_rejects_bad_arguments(env: ProductEnv) -> None:
+    token = env.token(env.user())
+    acme = await team_of(env, token)
+    text = await env.error_text(
+        token, "remove_team_invitation", {"tenant_id": acme, "invitation_id": 7}
+    )
+    assert text == (
+        "Invalid arguments for 'remove_team_invitation': Argument 'invitation_id' "
+        "must be of type string."
+    )
+
+
+async def test_remove_team_invitation_does_nothing_when_confirmation_is_declined(
+    env: ProductEnv,
+) -> None:
+    token = env.token(env.user())
+    acme = await team_of(env, token)
+    invited = await ok(
+        env, token, "invite_team_member", {"tenant_id": acme, "email": "new@example.com"}
+    )
+    async with env.sdk(token, mode="legacy", elicitation_callback=decline) as client:
+        result = await client.call_tool(
+            "remove_team_invitation", {"tenant_id": acme, "invitation_id": invited["invitation_id"]}
+        )
+    assert result.is_error is True
+    assert result.content[0].model_dump()["text"] == (
+        "Not confirmed, so nothing was changed: cancel the invitation of new@example.com "
+        "(member) to team 'Acme'."
+    )
+    assert invitations(env, acme) == {"new@example.com": "member"}
+
+
+async def test_another_users_invitation_is_not_found_even_from_their_own_team(
+    env: ProductEnv,
+) -> None:
+    token = env.token(env.user("ada@example.com"))
+    acme = await team_of(env, token)
+    invited = await ok(env, token, "invite_team_member", {"tenant_id": acme, "email": "x@y.io"})
+    mallory = env.token(env.user("mallory@example.com"), "mcp:full,secrets:reveal")
+    own = await team_of(env, mallory, "Mine")
+    assert await env.error_text(
+        mallory,
+        "remove_team_invitation",
+        {"tenant_id": own, "invitation_id": invited["invitation_id"]},
+    ) == (
+        f"No pending invitation '{invited['invitation_id']}' in 'Mine'; list_team_members "
+        "shows the pending invitations."
+    )
+    assert await env.error_text(
+        mallory,
+        "remove_team_invitation",
+        {"tenant_id": acme, "invitation_id": invited["invitation_id"]},
+    ) == ACME_MISSING.format(acme)
+    assert invitations(env, acme) == {"x@y.io": "member"}

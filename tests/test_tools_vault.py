@@ -1,0 +1,292 @@
+"""The vault tools: get_vault_status, init_vault, enable_vault_ci_access and
+disable_vault_ci_access, driven through the product server."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import jsonschema
+import pytest
+
+from sp00ky_mcp.accounts import User
+from sp00ky_mcp.tools import all_specs
+
+from .product_support import ProductEnv
+
+pytestmark = pytest.mark.anyio
+NOW = 1_767_225_600.0
+NOW_ISO = "2026-01-01T00:00:00.000Z"
+SPECS = {spec.name: spec for spec in all_specs()}
+REDACTED = "***REDACTED"
+UNINITIALIZED = {"project": "api", "initialized": False, "ci_access": False, "initialized_at": None}
+
+
+@pytest.fixture
+def env(product: ProductEnv) -> ProductEnv:
+    product.cloud.clock = lambda: NOW
+    return product
+
+
+async def ok(env: ProductEnv, token: str, tool: str, arguments: dict[str, Any]) -> Any:
+    """A successful call whose structured result matches the tool's outputSchema."""
+    result = await env.structured(token, tool, arguments)
+    jsonschema.Draft202012Validator(SPECS[tool].output).validate(result)
+    return result
+
+
+def make_project(
+    env: ProductEnv, user: User, name: str = "api", tenant_id: str | None = None
+) -> str:
+    """A project straight in the store (the projects area's tools are tested elsewhere)."""
+    tenant_id = tenant_id or env.accounts.personal_tenant(user.id)
+    project_id = f"prj_{name}_{tenant_id[-6:]}"
+    with env.store.transaction() as db:
+        db.execute(
+            "INSERT INTO projects (id, tenant_id, name, region, created_at) "
+            "VALUES (?, ?, ?, 'us-east', ?)",
+            (project_id, tenant_id, name, NOW),
+        )
+    return project_id
+
+
+def make_team(env: ProductEnv, roles: dict[User, str], name: str = "Acme") -> str:
+    tenant_id = f"ten_team_{name.lower()}"
+    with env.store.transaction() as db:
+        db.execute(
+            "INSERT INTO tenants (id, name, kind, created_at) VALUES (?, ?, 'team', ?)",
+            (tenant_id, name, NOW),
+        )
+        for user, role in roles.items():
+            db.execute(
+                "INSERT INTO memberships VALUES (?, ?, ?, ?)", (tenant_id, user.id, role, NOW)
+            )
+    return tenant_id
+
+
+def vault_row(env: ProductEnv, project_id: str) -> dict[str, Any] | None:
+    row = env.store.one("SELECT * FROM vaults WHERE project_id = ?", (project_id,))
+    return dict(row) if row is not None else None
+
+
+def log_messages(env: ProductEnv, project_id: str) -> list[str]:
+    rows = env.store.all(
+        "SELECT message FROM log_lines WHERE project_id = ? ORDER BY id", (project_id,)
+    )
+    return [r["message"] for r in rows]
+
+
+# --- get_vault_status ---------------------------------------------------------------------
+
+
+async def test_get_vault_status_of_a_new_project_says_not_initialized(env: ProductEnv) -> None:
+    ada = env.user()
+    make_project(env, ada)
+    status = await ok(env, env.token(ada, "vault:read"), "get_vault_status", {"project": "api"})
+    assert status == UNINITIALIZED
+
+
+async def test_get_vault_status_after_init_never_shows_key_material(env: ProductEnv) -> None:
+    ada = env.user()
+    make_project(env, ada)
+    token = env.token(ada, "mcp:full,secrets:reveal")
+    await ok(env, token, "init_vault", {"project": "api"})
+    status = await ok(env, token, "get_vault_status", {"project": "api"})
+    assert status == {
+        "project": "api",
+        "initialized": True,
+        "ci_access": False,
+        "initialized_at": NOW_ISO,
+    }
+
+
+async def test_get_vault_status_rejects_bad_arguments(env: ProductEnv) -> None:
+    token = env.token(env.user())
+    assert await env.error_text(token, "get_vault_status", {}) == (
+        "Invalid arguments for 'get_vault_status': Missing required argument 'project'."
+    )
+    assert await env.error_text(token, "get_vault_status", {"project": "api", "x": 1}) == (
+        "Invalid arguments for 'get_vault_status': Unknown argument 'x'; remove it."
+    )
+
+
+async def test_get_vault_status_of_an_unknown_project_is_not_found(env: ProductEnv) -> None:
+    assert await env.error_text(env.token(env.user()), "get_vault_status", {"project": "api"}) == (
+        "No project 'api' in tenant 'ada's workspace'; list_projects shows the projects there."
+    )
+
+
+# --- init_vault ---------------------------------------------------------------------------
+
+
+async def test_init_vault_returns_32_random_bytes_of_key_material_once(env: ProductEnv) -> None:
+    ada = env.user()
+    project_id = make_project(env, ada)
+    result = await ok(
+        env, env.token(ada, "vault:write,secrets:reveal"), "init_vault", {"project": "api"}
+    )
+    material = result.pop("key_material")
+    assert result == {
+        "project": "api",
+        "initialized": True,
+        "ci_access": False,
+        "initialized_at": NOW_ISO,
+    }
+    assert len(base64.b64decode(material, validate=True)) == 32
+    assert vault_row(env, project_id) == {
+        "project_id": project_id,
+        "key_material": material,
+        "ci_access": 0,
+        "initialized_at": NOW,
+    }
+    assert log_messages(env, project_id) == ["Vault initialized; CI access is disabled."]
+
+
+async def test_init_vault_redacts_the_key_material_without_secrets_reveal(
+    env: ProductEnv,
+) -> None:
+    ada = env.user()
+    project_id = make_project(env, ada)
+    result = await ok(env, env.token(ada, "mcp:full"), "init_vault", {"project": "api"})
+    assert result["key_material"] == REDACTED
+    assert vault_row(env, project_id) is not None
+
+
+async def test_init_vault_makes_different_material_for_each_project(env: ProductEnv) -> None:
+    ada = env.user()
+    make_project(env, ada, "api")
+    make_project(env, ada, "web")
+    token = env.token(ada, "vault:write,secrets:reveal")
+    first = await ok(env, token, "init_vault", {"project": "api"})
+    second = await ok(env, token, "init_vault", {"project": "web"})
+    assert first["key_material"] != second["key_material"]
+
+
+async def test_init_vault_twice_is_a_conflict_that_keeps_the_material(env: ProductEnv) -> None:
+    ada = env.user()
+    project_id = make_project(env, ada)
+    token = env.token(ada)
+    await ok(env, token, "init_vault", {"project": "api"})
+    before = vault_row(env, project_id)
+    assert await env.error_text(token, "init_vault", {"project": "api"}) == (
+        "The vault of project 'api' is already initialized and its key material was shown only "
+        "then; get_vault_status shows its state."
+    )
+    assert vault_row(env, project_id) == before
+
+
+async def test_init_vault_retried_with_its_idempotency_key_returns_the_same_material(
+    env: ProductEnv,
+) -> None:
+    ada = env.user()
+    make_project(env, ada)
+    token = env.token(ada, "vault:write,secrets:reveal")
+    args = {"project": "api", "idempotency_key": "init-1"}
+    first = await ok(env, token, "init_vault", args)
+    assert await ok(env, token, "init_vault", args) == first
+
+
+async def test_init_vault_in_a_team_needs_an_admin(env: ProductEnv) -> None:
+    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
+    team = make_team(env, {ada: "owner", bob: "member"})
+    project_id = make_project(env, ada, "shop", team)
+    args = {"project": "shop", "tenant_id": team}
+    assert await env.error_text(env.token(bob), "init_vault", args) == (
+        "Only a team admin or above may initialize a vault; your role in 'Acme' is member."
+    )
+    assert vault_row(env, project_id) is None
+    await ok(env, env.token(ada), "init_vault", args)
+
+
+async def test_init_vault_rejects_bad_arguments(env: ProductEnv) -> None:
+    token = env.token(env.user())
+    assert await env.error_text(token, "init_vault", {"project": ""}) == (
+        "Invalid arguments for 'init_vault': Argument 'project' must be at least 1 characters."
+    )
+
+
+# --- CI access ----------------------------------------------------------------------------
+
+
+async def test_enable_and_disable_vault_ci_access_flip_the_switch_idempotently(
+    env: ProductEnv,
+) -> None:
+    ada = env.user()
+    project_id = make_project(env, ada)
+    token = env.token(ada, "vault:write")
+    await ok(env, token, "init_vault", {"project": "api"})
+    enabled = {"project": "api", "initialized": True, "ci_access": True, "initialized_at": NOW_ISO}
+    disabled = {**enabled, "ci_access": False}
+    assert await ok(env, token, "enable_vault_ci_access", {"project": "api"}) == {
+        **enabled,
+        "changed": True,
+    }
+    assert await ok(env, token, "enable_vault_ci_access", {"project": "api"}) == {
+        **enabled,
+        "changed": False,
+    }
+    assert await ok(env, token, "disable_vault_ci_access", {"project": "api"}) == {
+        **disabled,
+        "changed": True,
+    }
+    assert await ok(env, token, "disable_vault_ci_access", {"project": "api"}) == {
+        **disabled,
+        "changed": False,
+    }
+    assert log_messages(env, project_id) == [
+        "Vault initialized; CI access is disabled.",
+        "Vault CI access enabled.",
+        "Vault CI access disabled.",
+    ]
+
+
+@pytest.mark.parametrize("tool", ["enable_vault_ci_access", "disable_vault_ci_access"])
+async def test_ci_access_needs_an_initialized_vault(env: ProductEnv, tool: str) -> None:
+    ada = env.user()
+    make_project(env, ada)
+    assert await env.error_text(env.token(ada), tool, {"project": "api"}) == (
+        "The vault of project 'api' is not initialized; run init_vault first."
+    )
+
+
+@pytest.mark.parametrize("tool", ["enable_vault_ci_access", "disable_vault_ci_access"])
+async def test_ci_access_in_a_team_needs_an_admin(env: ProductEnv, tool: str) -> None:
+    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
+    team = make_team(env, {ada: "owner", bob: "member"})
+    make_project(env, ada, "shop", team)
+    args = {"project": "shop", "tenant_id": team}
+    await ok(env, env.token(ada), "init_vault", args)
+    assert await env.error_text(env.token(bob), tool, args) == (
+        "Only a team admin or above may change vault CI access; your role in 'Acme' is member."
+    )
+
+
+@pytest.mark.parametrize("tool", ["enable_vault_ci_access", "disable_vault_ci_access"])
+async def test_ci_access_rejects_bad_arguments(env: ProductEnv, tool: str) -> None:
+    token = env.token(env.user())
+    assert await env.error_text(token, tool, {"project": "api", "enabled": True}) == (
+        f"Invalid arguments for '{tool}': Unknown argument 'enabled'; remove it."
+    )
+
+
+# --- tenancy ------------------------------------------------------------------------------
+
+
+async def test_another_users_token_cannot_see_or_change_the_vault(env: ProductEnv) -> None:
+    ada, eve = env.user("ada@example.com"), env.user("eve@example.com")
+    project_id = make_project(env, ada)
+    await ok(env, env.token(ada), "init_vault", {"project": "api"})
+    before = vault_row(env, project_id)
+    eve_token = env.token(eve, "mcp:full,secrets:reveal")
+    missing = (
+        f"No project '{project_id}' in tenant 'eve's workspace'; list_projects shows the "
+        "projects there."
+    )
+    for tool in (
+        "get_vault_status",
+        "init_vault",
+        "enable_vault_ci_access",
+        "disable_vault_ci_access",
+    ):
+        assert await env.error_text(eve_token, tool, {"project": project_id}) == missing
+    assert vault_row(env, project_id) == before
