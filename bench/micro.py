@@ -14,7 +14,6 @@ from sp00ky_mcp import jsonrpc, scopes
 from sp00ky_mcp.accounts import Accounts
 from sp00ky_mcp.auth import TokenAuthenticator
 from sp00ky_mcp.catalogue import Catalogue
-from sp00ky_mcp.cloud import schema as _schema  # noqa: F401
 from sp00ky_mcp.cloud.base import Cloud
 from sp00ky_mcp.context import ANONYMOUS, CallContext
 from sp00ky_mcp.fixtures import conformance_catalogue

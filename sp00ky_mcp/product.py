@@ -10,7 +10,6 @@ from . import editors, scopes
 from .accounts import DEFAULT_TOKEN_DAYS, Accounts, AuditEntry, User, arguments_digest
 from .auth import TokenAuthenticator
 from .catalogue import Catalogue, Tool
-from .cloud import schema as _schema  # noqa: F401  (registers the control plane's tables)
 from .cloud.base import Cloud
 from .config import ServerConfig
 from .context import CallContext

@@ -128,11 +128,24 @@ class Store:
 
     @property
     def schema_version(self) -> int:
-        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        return max(self.applied(), default=0)
+
+    def applied(self) -> set[int]:
+        with self._lock:
+            rows = self._db.execute("SELECT version FROM schema_migrations").fetchall()
+        return {int(row[0]) for row in rows}
 
     def migrate(self) -> None:
+        """Applies every registered step not applied yet.  Applied versions are recorded one
+        by one, so a step registered later (by a module imported later) is never skipped."""
+        with self._lock:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+            )
+        done = self.applied()
         for version, sql in _MIGRATIONS:
-            if version > self.schema_version:
+            if version not in done:
                 self._apply(version, sql)
 
     def _apply(self, version: int, sql: str) -> None:
@@ -141,7 +154,9 @@ class Store:
                 self._db.execute("BEGIN IMMEDIATE")
                 for statement in _statements(sql):
                     self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {int(version)}")
+                self._db.execute(
+                    "INSERT INTO schema_migrations VALUES (?, julianday('now'))", (version,)
+                )
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._db.execute("ROLLBACK")
