@@ -1,18 +1,21 @@
-"""HTTP/1.1 on h11 over anyio byte streams.  Knows nothing of MCP.
+"""HTTP/1.1 on h11, driven from an asyncio Protocol.  Knows nothing of MCP.
 
-One `Connection` reads a request, hands it to the application, and writes the one response the
-application returns: either whole (`HttpResponse`) or as a stream of body chunks
-(`StreamingResponse`, sent chunked).  Pipelined requests are answered in order because the next
-request is not read until the current response has ended (RFC 9112 section 9.3.2).
+Parsing happens in the protocol's callbacks, as bytes arrive; each connection has one worker
+task that hands complete requests to the application and writes the one response it returns:
+either whole (`HttpResponse`) or as a stream of body chunks (`StreamingResponse`, sent chunked).
+Pipelined requests are answered in order because the next request is not parsed until the
+current response has ended (RFC 9112 section 9.3.2).  No task is spawned per request, and a
+client that goes away is noticed by `connection_lost` without anyone reading the socket.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any
 from urllib.parse import unquote
 
 import anyio
@@ -24,13 +27,12 @@ from .config import Limits
 log = logging.getLogger("sp00ky_mcp.http")
 
 Header = tuple[bytes, bytes]
-RECEIVE_SIZE = 65536
 # Lingering close: how long, and how many of the client's bytes, to read and discard after our
 # half-close before closing outright.
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 1024 * 1024
-_STREAM_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 NOT_HTTP = "The request is not valid HTTP/1.1."
+BODY_TOO_LARGE = "The request body is larger than the server accepts."
 HEADERS_TOO_LARGE = "The request header fields are larger than the server accepts."
 # Reasons for the statuses h11 hints at; anything else is plain malformed HTTP.
 H11_REASONS = {431: HEADERS_TOO_LARGE}
@@ -43,10 +45,26 @@ class HttpRequest:
     query: str
     headers: dict[str, str]
     body: bytes = b""
-    disconnected: anyio.Event = field(default_factory=anyio.Event)
+    gone: bool = False
+    _disconnected: anyio.Event | None = field(default=None, repr=False)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
+
+    @property
+    def disconnected(self) -> anyio.Event:
+        """Set when the client goes away before the response has ended.  Made on first use:
+        most requests never ask."""
+        if self._disconnected is None:
+            self._disconnected = anyio.Event()
+            if self.gone:
+                self._disconnected.set()
+        return self._disconnected
+
+    def mark_gone(self) -> None:
+        self.gone = True
+        if self._disconnected is not None:
+            self._disconnected.set()
 
 
 @dataclass(slots=True)
@@ -67,13 +85,12 @@ Response = HttpResponse | StreamingResponse
 Handler = Callable[[HttpRequest], Awaitable[Response]]
 
 
-class RequestRejected(Exception):
-    """Raised while reading a request that must be answered with `status` and then closed."""
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A request that must be answered with `status` and then the connection closed."""
 
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+    status: int
+    reason: str
 
 
 def plain_response(status: int, text: str, headers: list[Header] | None = None) -> HttpResponse:
@@ -112,172 +129,288 @@ def make_request(event: h11.Request) -> HttpRequest:
 
 
 class Lifecycle:
-    """What connections share with their server: the shutdown signal and idle cancel scopes.
-    Plain data, so it can be built before the event loop runs."""
+    """What connections share with their server: the shutdown signal.  Plain data, so it can
+    be built before the event loop runs."""
 
     def __init__(self) -> None:
         self.closing = False
-        self.idle_scopes: set[anyio.CancelScope] = set()
+        self.connections: set[Connection] = set()
 
     def begin_shutdown(self) -> None:
         self.closing = True
-        for scope in list(self.idle_scopes):
-            scope.cancel()
+        for connection in list(self.connections):
+            connection.wake()
 
 
-class Connection:
-    def __init__(
-        self,
-        stream: anyio.abc.ByteStream,
-        handler: Handler,
-        limits: Limits,
-        lifecycle: Lifecycle,
-    ) -> None:
-        self.stream = stream
-        self.handler = handler
-        self.limits = limits
-        self.lifecycle = lifecycle
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
-        self.writable = True
+class Phase:
+    """Where a connection is in its request cycle; it decides which deadline is armed."""
 
-    async def run(self) -> None:
-        try:
-            await self._serve_requests()
-        except h11.RemoteProtocolError as exc:
-            status = exc.error_status_hint
-            await self._reject(status, H11_REASONS.get(status, NOT_HTTP))
-        except RequestRejected as exc:
-            await self._reject(exc.status, exc.reason)
-        finally:
-            await self._close()
+    IDLE = "idle"
+    HEADERS = "headers"
+    BODY = "body"
+    BUSY = "busy"
 
-    async def _serve_requests(self) -> None:
-        while not self.lifecycle.closing:
-            request = await self._read_request()
-            if request is None:
-                return
-            await self._exchange(request)
-            if not self._next_cycle():
-                return
 
-    def _next_cycle(self) -> bool:
-        if not self.writable or self.h11.our_state is not h11.DONE:
+class Connection(asyncio.Protocol):
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.limits = server.limits
+        self.h11 = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=server.limits.max_header_bytes
+        )
+        self.transport: asyncio.Transport | None = None
+        self.ready: deque[HttpRequest | Rejection | None] = deque()
+        self.building: HttpRequest | None = None
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.phase = Phase.IDLE
+        self.current: HttpRequest | None = None
+        self.gone = False
+        self.refusing = False
+        self.ended = False
+        self.lingered = 0
+        self.lingering = False
+        self.reading_paused = False
+        self.writing_paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._drained: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._stream_scope: anyio.CancelScope | None = None
+
+    # --- protocol callbacks ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.server.transports.add(transport)
+        if len(self.server.lifecycle.connections) >= self.limits.max_connections:
+            transport.write(BUSY)
+            self._linger()
+            return
+        self.server.lifecycle.connections.add(self)
+        self._arm(self.limits.idle_timeout, self._idle_expired)
+        self.server.start_worker(self.worker)
+
+    def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            self._discard(len(data))
+            return
+        if self.refusing:
+            return
+        if self.phase is Phase.IDLE:
+            self._enter(Phase.HEADERS)
+        self.h11.receive_data(data)
+        self._parse()
+
+    def eof_received(self) -> bool:
+        """A half-close: the client sends no more.  While a response is owed it still counts
+        as the client going away; the transport stays open so a response can be written.
+        After a lingering close, the client's close is what we were waiting for."""
+        if self.lingering:
             return False
-        if self.h11.their_state is not h11.DONE:
-            return False
-        self.h11.start_next_cycle()
+        if self.current is not None:
+            self.current.mark_gone()
+            self._cancel_stream()
+        if not (self.refusing or self.lingering or self.ended):
+            self.h11.receive_data(b"")
+            self._parse()
         return True
 
-    async def _read_request(self) -> HttpRequest | None:
-        if not await self._await_first_bytes():
-            return None
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gone = True
+        if self.transport is not None:
+            self.server.transports.discard(self.transport)
+        self._disarm()
+        self.server.lifecycle.connections.discard(self)
+        if self.current is not None:
+            self.current.mark_gone()
+        self._cancel_stream()
+        _resolve(self._drained)
+        self.wake()
+        self.server.connection_closed()
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        _resolve(self._drained)
+
+    # --- parsing ---------------------------------------------------------------------------
+
+    def _parse(self) -> None:
         try:
-            with anyio.fail_after(self.limits.header_timeout):
-                event = await self._next_event()
-        except TimeoutError:
-            raise RequestRejected(408, "Timed out reading the request headers.") from None
-        if isinstance(event, h11.ConnectionClosed):
-            return None
-        assert isinstance(event, h11.Request)
+            while not (self.refusing or self.ended):
+                event = self.h11.next_event()
+                if event is h11.NEED_DATA:
+                    return
+                if event is h11.PAUSED:
+                    self._hold_pipelined()
+                    return
+                self._on_event(event)
+        except h11.RemoteProtocolError as exc:
+            status = exc.error_status_hint
+            self._refuse(status, H11_REASONS.get(status, NOT_HTTP))
+
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, h11.Request):
+            self._begin(event)
+        elif isinstance(event, h11.Data):
+            self._collect(event.data)
+        elif isinstance(event, h11.EndOfMessage):
+            self._complete()
+        elif isinstance(event, h11.ConnectionClosed):
+            self.ended = True
+            self._queue(None)
+
+    def _begin(self, event: h11.Request) -> None:
         if head_size(event) > self.limits.max_header_bytes:
             # h11 bounds only a head still incomplete in its buffer; one that arrives whole in
             # a single read must be measured here (RFC 6585 section 5).
-            raise RequestRejected(431, HEADERS_TOO_LARGE)
+            self._refuse(431, HEADERS_TOO_LARGE)
+            return
         request = make_request(event)
-        request.body = await self._read_body(request)
-        return request
-
-    async def _await_first_bytes(self) -> bool:
-        """Wait, up to the idle timeout, for the next request to start.  False: close quietly."""
-        if self.h11.trailing_data[0] or self.h11.trailing_data[1]:
-            return True
-        scope = anyio.move_on_after(self.limits.idle_timeout)
-        self.lifecycle.idle_scopes.add(scope)
-        try:
-            with scope:
-                if self.lifecycle.closing:
-                    return False
-                return await self._receive()
-            return False
-        finally:
-            self.lifecycle.idle_scopes.discard(scope)
-
-    async def _receive(self) -> bool:
-        try:
-            data = await self.stream.receive(RECEIVE_SIZE)
-        except _STREAM_GONE:
-            data = b""
-        self.h11.receive_data(data)
-        return bool(data)
-
-    async def _next_event(self) -> h11.Event | type[h11.PAUSED]:
-        event = self.h11.next_event()
-        while event is h11.NEED_DATA:
-            await self._receive()
-            event = self.h11.next_event()
-        return cast(h11.Event | type[h11.PAUSED], event)
-
-    async def _read_body(self, request: HttpRequest) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None and int(declared) > self.limits.max_body_bytes:
-            raise RequestRejected(413, "The request body is larger than the server accepts.")
+            self._refuse(413, BODY_TOO_LARGE)
+            return
+        self.building, self.parts, self.size = request, [], 0
+        self._enter(Phase.BODY)
         if self.h11.they_are_waiting_for_100_continue:
-            await self._send(h11.InformationalResponse(status_code=100, headers=[]))
-        try:
-            with anyio.fail_after(self.limits.body_timeout):
-                return await self._collect_body()
-        except TimeoutError:
-            raise RequestRejected(408, "Timed out reading the request body.") from None
+            self._write(h11.InformationalResponse(status_code=100, headers=[]))
 
-    async def _collect_body(self) -> bytes:
-        parts: list[bytes] = []
-        size = 0
+    def _collect(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.limits.max_body_bytes:
+            self._refuse(413, BODY_TOO_LARGE)
+            return
+        self.parts.append(data)
+
+    def _complete(self) -> None:
+        request, self.building = self.building, None
+        assert request is not None
+        request.body = b"".join(self.parts) if len(self.parts) != 1 else self.parts[0]
+        self.parts = []
+        self._enter(Phase.BUSY)
+        self._queue(request)
+
+    def _hold_pipelined(self) -> None:
+        """Bytes of a next request wait in h11 until this one is answered; past a bound the
+        socket is left unread, so that TCP pushes back."""
+        if len(self.h11.trailing_data[0]) >= self.limits.pipeline_buffer_bytes:
+            self._set_reading(False)
+
+    def _refuse(self, status: int, reason: str) -> None:
+        self.refusing = True
+        self._disarm()
+        self._queue(Rejection(status, reason))
+
+    def _queue(self, item: HttpRequest | Rejection | None) -> None:
+        self.ready.append(item)
+        self.wake()
+
+    def wake(self) -> None:
+        _resolve(self._waiter)
+
+    # --- deadlines -------------------------------------------------------------------------
+
+    def _enter(self, phase: str) -> None:
+        self.phase = phase
+        if phase is Phase.HEADERS:
+            self._arm(self.limits.header_timeout, self._headers_expired)
+        elif phase is Phase.BODY:
+            self._arm(self.limits.body_timeout, self._body_expired)
+        elif phase is Phase.IDLE:
+            self._arm(self.limits.idle_timeout, self._idle_expired)
+        else:
+            self._disarm()
+
+    def _arm(self, seconds: float, callback: Callable[[], None]) -> None:
+        self._disarm()
+        self._timer = asyncio.get_running_loop().call_later(seconds, callback)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _idle_expired(self) -> None:
+        self._queue(None)
+
+    def _headers_expired(self) -> None:
+        self._refuse(408, "Timed out reading the request headers.")
+
+    def _body_expired(self) -> None:
+        self._refuse(408, "Timed out reading the request body.")
+
+    # --- the worker ------------------------------------------------------------------------
+
+    async def worker(self) -> None:
+        try:
+            await self._serve_requests()
+        finally:
+            self._finish()
+
+    async def _serve_requests(self) -> None:
         while True:
-            event = await self._next_event()
-            if isinstance(event, h11.EndOfMessage):
-                return b"".join(parts)
-            if not isinstance(event, h11.Data):
-                raise RequestRejected(400, "The request body ended early.")
-            size += len(event.data)
-            if size > self.limits.max_body_bytes:
-                raise RequestRejected(413, "The request body is larger than the server accepts.")
-            parts.append(event.data)
+            item = await self._next_item()
+            if item is None:
+                return
+            if isinstance(item, Rejection):
+                self._write_rejection(item)
+                return
+            await self._exchange(item)
+            if not self._next_cycle():
+                return
+
+    async def _next_item(self) -> HttpRequest | Rejection | None:
+        while not self.ready:
+            if self.gone or (self.server.lifecycle.closing and self.phase is Phase.IDLE):
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self.ready.popleft()
+
+    def _next_cycle(self) -> bool:
+        if self.gone or self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
+            return False
+        self.h11.start_next_cycle()
+        self._enter(Phase.IDLE)
+        self._set_reading(True)
+        if self.h11.trailing_data[0]:
+            self._enter(Phase.HEADERS)
+            self._parse()
+        return True
 
     async def _exchange(self, request: HttpRequest) -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._watch_disconnect, request.disconnected)
-            try:
-                response = await self._call_handler(request)
-                await self._write_response(response, request)
-            finally:
-                tg.cancel_scope.cancel()
+        self.current = request
+        try:
+            response = await self._call_handler(request)
+            await self._write_response(response, request)
+        finally:
+            self.current = None
 
     async def _call_handler(self, request: HttpRequest) -> Response:
         try:
-            return await self.handler(request)
+            return await self.server.handler(request)
         except Exception:
             # The application is its own error boundary; this is the last line of defence.
             log.exception("unhandled error in the request handler")
             return plain_response(500, "Internal server error.")
 
-    async def _watch_disconnect(self, disconnected: anyio.Event) -> None:
-        """Read ahead while a response is produced: EOF means the client went away.  Bytes are
-        buffered in h11 for the next pipelined request, up to a bound."""
-        while len(self.h11.trailing_data[0]) < self.limits.pipeline_buffer_bytes:
-            if self.h11.trailing_data[1]:
-                break
-            if not await self._receive():
-                break
-        if self.h11.trailing_data[1]:
-            disconnected.set()
+    # --- writing ---------------------------------------------------------------------------
 
     async def _write_response(self, response: Response, request: HttpRequest) -> None:
         if request.method == "HEAD":
             await self._write_head_only(response)
         elif isinstance(response, HttpResponse):
-            await self._write_whole(response)
+            self._write_whole(response)
+            await self._drain()
         else:
-            await self._write_stream(response, request.disconnected)
+            await self._write_stream(response)
 
     async def _write_head_only(self, response: Response) -> None:
         """RFC 9110 section 9.3.2: a response to HEAD has the header fields a GET would get and
@@ -287,95 +420,121 @@ class Connection:
             headers = self._closing(response.headers)
         else:
             headers = self._whole_headers(response)
-        await self._send(
-            h11.Response(status_code=response.status, headers=headers), h11.EndOfMessage()
-        )
+        self._write(h11.Response(status_code=response.status, headers=headers), h11.EndOfMessage())
 
     def _whole_headers(self, response: HttpResponse) -> list[Header]:
         length = (b"content-length", str(len(response.body)).encode())
         return self._closing([*response.headers, length])
 
     def _closing(self, headers: list[Header]) -> list[Header]:
-        if self.lifecycle.closing:
+        if self.server.lifecycle.closing:
             return [*headers, (b"connection", b"close")]
         return headers
 
-    async def _write_whole(self, response: HttpResponse) -> None:
-        headers = self._whole_headers(response)
-        await self._send(
-            h11.Response(status_code=response.status, headers=headers),
+    def _write_whole(self, response: HttpResponse) -> None:
+        self._write(
+            h11.Response(status_code=response.status, headers=self._whole_headers(response)),
             h11.Data(data=response.body) if response.body else None,
             h11.EndOfMessage(),
         )
 
-    async def _write_stream(self, response: StreamingResponse, disconnected: anyio.Event) -> None:
-        await self._send(h11.Response(status_code=response.status, headers=response.headers))
+    async def _write_stream(self, response: StreamingResponse) -> None:
+        self._write(h11.Response(status_code=response.status, headers=response.headers))
         try:
-            with anyio.CancelScope() as scope:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(_cancel_when_set, disconnected, scope)
+            with anyio.CancelScope() as self._stream_scope:
+                if not self.gone:
                     await self._pump(response.chunks)
-                    tg.cancel_scope.cancel()
         finally:
+            self._stream_scope = None
             await _aclose(response.chunks)
-        if not disconnected.is_set():
-            await self._send(h11.EndOfMessage())
+        if self.current is not None and not self.current.gone:
+            self._write(h11.EndOfMessage())
 
     async def _pump(self, chunks: AsyncIterator[bytes]) -> None:
         async for chunk in chunks:
-            await self._send(h11.Data(data=chunk))
-            if not self.writable:
+            self._write(h11.Data(data=chunk))
+            await self._drain()
+            if self.gone:
                 return
 
-    async def _send(self, *events: h11.Event | None) -> None:
-        if not self.writable:
+    def _cancel_stream(self) -> None:
+        if self._stream_scope is not None:
+            self._stream_scope.cancel()
+
+    def _write(self, *events: h11.Event | None) -> None:
+        if self.gone or self.transport is None:
             return
         try:
-            data = b"".join(self.h11.send(e) or b"" for e in events if e is not None)
-            await self.stream.send(data)
-        except (*_STREAM_GONE, h11.LocalProtocolError):
-            self.writable = False
+            data = b"".join([self.h11.send(e) or b"" for e in events if e is not None])
+        except h11.LocalProtocolError:
+            self.gone = True
+            return
+        self.transport.write(data)
 
-    async def _reject(self, status: int, reason: str) -> None:
+    async def _drain(self) -> None:
+        if self.writing_paused and not self.gone:
+            self._drained = asyncio.get_running_loop().create_future()
+            try:
+                await self._drained
+            finally:
+                self._drained = None
+
+    def _write_rejection(self, rejection: Rejection) -> None:
         if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
-        response = plain_response(status, reason, [(b"connection", b"close")])
-        await self._write_whole(response)
+        response = plain_response(rejection.status, rejection.reason, [(b"connection", b"close")])
+        self._write_whole(response)
 
-    async def _close(self) -> None:
-        try:
-            with contextlib.suppress(*_STREAM_GONE):
-                await self._linger()
-        finally:
-            with anyio.CancelScope(shield=True), contextlib.suppress(*_STREAM_GONE):
-                await self.stream.aclose()
+    def _set_reading(self, on: bool) -> None:
+        if self.transport is None or self.gone or on != self.reading_paused:
+            return
+        if on:
+            self.transport.resume_reading()
+        else:
+            self.transport.pause_reading()
+        self.reading_paused = not on
+
+    # --- closing ---------------------------------------------------------------------------
+
+    def _finish(self) -> None:
+        self._disarm()
+        if self.gone or self.transport is None:
+            return
+        if self._client_may_be_sending():
+            self._linger()
+        else:
+            self.transport.close()
 
     def _client_may_be_sending(self) -> bool:
         """Only a close in the middle of a request needs lingering: a request refused before
         its end, or bytes of one left unread.  Between requests the client has nothing more in
         flight, and lingering would only hold the connection open."""
         unread, ended = self.h11.trailing_data
-        if not self.writable or ended:
+        if ended:
             return False
-        return self.h11.their_state in (h11.SEND_BODY, h11.ERROR) or bool(unread)
+        return self.refusing or self.h11.their_state in (h11.SEND_BODY, h11.ERROR) or bool(unread)
 
-    async def _linger(self) -> None:
+    def _linger(self) -> None:
         """RFC 9112 section 9.6: close in stages.  Closing outright while the client is still
         sending makes our TCP stack answer its bytes with a reset, which can erase the response
         it has not read yet; so half-close, then discard what still arrives until the client
         closes too, within a bound of time and bytes."""
-        if not self._client_may_be_sending():
-            return
-        await self.stream.send_eof()
-        discarded = 0
-        with anyio.move_on_after(LINGER_SECONDS):
-            while discarded < LINGER_BYTES:
-                discarded += len(await self.stream.receive(RECEIVE_SIZE))
+        assert self.transport is not None
+        self.lingering = True
+        self._set_reading(True)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._arm(LINGER_SECONDS, self.transport.close)
+
+    def _discard(self, size: int) -> None:
+        self.lingered += size
+        if self.lingered >= LINGER_BYTES and self.transport is not None:
+            self.transport.close()
 
 
-async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()
+def _resolve(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
 
 
 async def _aclose(chunks: AsyncIterator[bytes]) -> None:
@@ -385,66 +544,79 @@ async def _aclose(chunks: AsyncIterator[bytes]) -> None:
             await close()
 
 
+BUSY_BODY = b"The server has too many open connections; retry shortly.\n"
+BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"retry-after: 1\r\nconnection: close\r\ncontent-length: "
+    + str(len(BUSY_BODY)).encode()
+    + b"\r\n\r\n"
+    + BUSY_BODY
+)
+
+
 class HttpServer:
-    """Accepts connections and runs one `Connection` each; `shutdown()` drains gracefully."""
+    """Listens, runs one worker task per connection, and drains gracefully on `shutdown()`:
+    stop accepting, let in-flight requests finish within the grace period, then cancel."""
 
     def __init__(self, handler: Handler, limits: Limits) -> None:
         self.handler = handler
         self.limits = limits
         self.lifecycle = Lifecycle()
-        self.open_connections = 0
-        self._all_closed: anyio.Event | None = None
-        self._listener_scope: anyio.CancelScope | None = None
+        self.transports: set[asyncio.Transport] = set()
+        self.port: int | None = None
+        self._tasks: anyio.abc.TaskGroup | None = None
+        # asyncio's primitives bind to a loop only when first awaited, so they can be made here.
+        self._stop = asyncio.Event()
+        self._all_closed = asyncio.Event()
+        self._done = asyncio.Event()
+
+    @property
+    def open_connections(self) -> int:
+        return len(self.lifecycle.connections)
 
     async def serve(
         self,
-        listener: anyio.abc.Listener[anyio.abc.SocketStream],
-        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+        host: str,
+        port: int,
+        task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        self._all_closed = anyio.Event()
+        loop = asyncio.get_running_loop()
         async with anyio.create_task_group() as tasks:
-            with anyio.CancelScope() as self._listener_scope:
-                task_status.started()
-                if not self.lifecycle.closing:
-                    await listener.serve(self._accept, tasks)
+            self._tasks = tasks
+            listener = await loop.create_server(
+                lambda: Connection(self), host, port, reuse_address=True, backlog=1024
+            )
+            self.port = int(listener.sockets[0].getsockname()[1])
+            task_status.started(self.port)
+            if not self.lifecycle.closing:
+                await self._stop.wait()
+            listener.close()
             await self._drain(tasks)
-        await listener.aclose()
+        for transport in list(self.transports):
+            transport.abort()
+        self._done.set()
+
+    async def stopped(self) -> None:
+        await self._done.wait()
 
     async def _drain(self, tasks: anyio.abc.TaskGroup) -> None:
-        if self.open_connections and self._all_closed is not None:
+        if self.open_connections:
             with anyio.move_on_after(self.limits.shutdown_grace):
                 await self._all_closed.wait()
         tasks.cancel_scope.cancel()
 
+    def start_worker(self, worker: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        assert self._tasks is not None
+        self._tasks.start_soon(worker)
+
+    def connection_closed(self) -> None:
+        if not self.open_connections and self.lifecycle.closing:
+            self._all_closed.set()
+
     def shutdown(self) -> None:
         self.lifecycle.begin_shutdown()
-        if self._listener_scope is not None:
-            self._listener_scope.cancel()
-
-    async def _accept(self, stream: anyio.abc.SocketStream) -> None:
-        if self.open_connections >= self.limits.max_connections:
-            await _refuse_busy(stream)
-            return
-        self.open_connections += 1
-        try:
-            await Connection(stream, self.handler, self.limits, self.lifecycle).run()
-        finally:
-            self.open_connections -= 1
-            if not self.open_connections and self.lifecycle.closing and self._all_closed:
-                self._all_closed.set()
-
-
-async def _refuse_busy(stream: anyio.abc.SocketStream) -> None:
-    body = b"The server has too many open connections; retry shortly.\n"
-    head = (
-        b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
-        b"retry-after: 1\r\nconnection: close\r\ncontent-length: "
-        + str(len(body)).encode()
-        + b"\r\n\r\n"
-    )
-    with anyio.CancelScope(shield=True), contextlib.suppress(*_STREAM_GONE):
-        await stream.send(head + body)
-        await stream.aclose()
+        self._stop.set()
+        self.connection_closed()
 
 
 __all__ = [

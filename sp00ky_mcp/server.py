@@ -56,19 +56,15 @@ class McpServer:
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}{self.config.endpoint}"
 
-    async def serve(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Bind, report started, and serve until `shutdown()`; returns once drained."""
         self._stopped = anyio.Event()
-        listener = await anyio.create_tcp_listener(
-            local_host=self.config.host, local_port=self.config.port, reuse_port=False
-        )
-        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
         try:
             async with anyio.create_task_group() as tasks:
                 await tasks.start(self.service.run)
-                await self.http.serve(listener, task_status=task_status)
+                self.port = await tasks.start(self.http.serve, self.config.host, self.config.port)
+                task_status.started()
+                await self.http.stopped()
                 tasks.cancel_scope.cancel()
         finally:
             self._stopped.set()
