@@ -15,7 +15,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 import anyio
@@ -38,6 +38,21 @@ HEADERS_TOO_LARGE = "The request header fields are larger than the server accept
 H11_REASONS = {431: HEADERS_TOO_LARGE}
 
 
+class ResponseChannel(Protocol):
+    """Lets an application answer incrementally while it is still working on the request:
+    start a response, send body chunks (chunked encoding), end it.  An application that used
+    it returns `STREAMED`."""
+
+    @property
+    def started(self) -> bool: ...
+
+    def start(self, status: int, headers: list[Header]) -> None: ...
+
+    async def send(self, chunk: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+
 @dataclass(slots=True)
 class HttpRequest:
     method: str
@@ -46,25 +61,28 @@ class HttpRequest:
     headers: dict[str, str]
     body: bytes = b""
     gone: bool = False
-    _disconnected: anyio.Event | None = field(default=None, repr=False)
+    channel: ResponseChannel | None = field(default=None, repr=False)
+    _on_gone: list[Callable[[], None]] | None = field(default=None, repr=False)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
 
-    @property
-    def disconnected(self) -> anyio.Event:
-        """Set when the client goes away before the response has ended.  Made on first use:
-        most requests never ask."""
-        if self._disconnected is None:
-            self._disconnected = anyio.Event()
-            if self.gone:
-                self._disconnected.set()
-        return self._disconnected
+    def on_gone(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when the client goes away before the response has ended (at once if
+        it already has)."""
+        if self.gone:
+            callback()
+            return
+        if self._on_gone is None:
+            self._on_gone = []
+        self._on_gone.append(callback)
 
     def mark_gone(self) -> None:
+        if self.gone:
+            return
         self.gone = True
-        if self._disconnected is not None:
-            self._disconnected.set()
+        for callback in self._on_gone or ():
+            callback()
 
 
 @dataclass(slots=True)
@@ -81,7 +99,12 @@ class StreamingResponse:
     chunks: AsyncIterator[bytes]
 
 
-Response = HttpResponse | StreamingResponse
+class Streamed:
+    """The response was written through the request's channel."""
+
+
+STREAMED = Streamed()
+Response = HttpResponse | StreamingResponse | Streamed
 Handler = Callable[[HttpRequest], Awaitable[Response]]
 
 
@@ -165,6 +188,7 @@ class Connection(asyncio.Protocol):
         self.size = 0
         self.phase = Phase.IDLE
         self.current: HttpRequest | None = None
+        self.streaming = False
         self.gone = False
         self.refusing = False
         self.ended = False
@@ -175,6 +199,17 @@ class Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self.deadline: float | None = None
+        self._timeouts = {
+            Phase.IDLE: server.limits.idle_timeout,
+            Phase.HEADERS: server.limits.header_timeout,
+            Phase.BODY: server.limits.body_timeout,
+        }
+        self._expired: dict[str, Callable[[], None]] = {
+            Phase.IDLE: self._idle_expired,
+            Phase.HEADERS: self._headers_expired,
+            Phase.BODY: self._body_expired,
+        }
         self._stream_scope: anyio.CancelScope | None = None
 
     # --- protocol callbacks ----------------------------------------------------------------
@@ -188,7 +223,7 @@ class Connection(asyncio.Protocol):
             self._linger()
             return
         self.server.lifecycle.connections.add(self)
-        self._arm(self.limits.idle_timeout, self._idle_expired)
+        self._enter(Phase.IDLE)
         self.server.start_worker(self.worker)
 
     def data_received(self, data: bytes) -> None:
@@ -315,24 +350,38 @@ class Connection(asyncio.Protocol):
     # --- deadlines -------------------------------------------------------------------------
 
     def _enter(self, phase: str) -> None:
+        """Each phase has its deadline.  One timer per connection is kept and moved lazily:
+        when it fires early it re-arms itself, so the hot path never churns timers."""
         self.phase = phase
-        if phase is Phase.HEADERS:
-            self._arm(self.limits.header_timeout, self._headers_expired)
-        elif phase is Phase.BODY:
-            self._arm(self.limits.body_timeout, self._body_expired)
-        elif phase is Phase.IDLE:
-            self._arm(self.limits.idle_timeout, self._idle_expired)
-        else:
-            self._disarm()
+        timeout = self._timeouts.get(phase)
+        if timeout is None:
+            self.deadline = None
+            return
+        loop = asyncio.get_running_loop()
+        self.deadline = loop.time() + timeout
+        if self._timer is None or self._timer.when() > self.deadline:
+            self._arm_at(self.deadline)
 
-    def _arm(self, seconds: float, callback: Callable[[], None]) -> None:
-        self._disarm()
-        self._timer = asyncio.get_running_loop().call_later(seconds, callback)
+    def _arm_at(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_at(when, self._on_timer)
 
     def _disarm(self) -> None:
+        self.deadline = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.deadline is None:
+            return
+        if asyncio.get_running_loop().time() < self.deadline:
+            self._arm_at(self.deadline)
+            return
+        self.deadline = None
+        self._expired[self.phase]()
 
     def _idle_expired(self) -> None:
         self._queue(None)
@@ -387,11 +436,35 @@ class Connection(asyncio.Protocol):
 
     async def _exchange(self, request: HttpRequest) -> None:
         self.current = request
+        request.channel = self
+        self.streaming = False
         try:
             response = await self._call_handler(request)
-            await self._write_response(response, request)
+            if self.streaming:
+                self.finish()
+            else:
+                await self._write_response(response, request)
         finally:
             self.current = None
+
+    # --- the response channel: an application answering while it works --------------------
+
+    @property
+    def started(self) -> bool:
+        return self.streaming
+
+    def start(self, status: int, headers: list[Header]) -> None:
+        self.streaming = True
+        self._write(h11.Response(status_code=status, headers=headers))
+
+    async def send(self, chunk: bytes) -> None:
+        if self.h11.our_state is h11.SEND_BODY:
+            self._write(h11.Data(data=chunk))
+            await self._drain()
+
+    def finish(self) -> None:
+        if self.h11.our_state is h11.SEND_BODY and not (self.current and self.current.gone):
+            self._write(h11.EndOfMessage())
 
     async def _call_handler(self, request: HttpRequest) -> Response:
         try:
@@ -404,6 +477,8 @@ class Connection(asyncio.Protocol):
     # --- writing ---------------------------------------------------------------------------
 
     async def _write_response(self, response: Response, request: HttpRequest) -> None:
+        if isinstance(response, Streamed):
+            return
         if request.method == "HEAD":
             await self._write_head_only(response)
         elif isinstance(response, HttpResponse):
@@ -412,7 +487,7 @@ class Connection(asyncio.Protocol):
         else:
             await self._write_stream(response)
 
-    async def _write_head_only(self, response: Response) -> None:
+    async def _write_head_only(self, response: HttpResponse | StreamingResponse) -> None:
         """RFC 9110 section 9.3.2: a response to HEAD has the header fields a GET would get and
         no content; h11 refuses body bytes on it, so none are sent."""
         if isinstance(response, StreamingResponse):
@@ -524,7 +599,8 @@ class Connection(asyncio.Protocol):
         self._set_reading(True)
         if self.transport.can_write_eof():
             self.transport.write_eof()
-        self._arm(LINGER_SECONDS, self.transport.close)
+        self._disarm()
+        self._timer = asyncio.get_running_loop().call_later(LINGER_SECONDS, self.transport.close)
 
     def _discard(self, size: int) -> None:
         self.lingered += size

@@ -10,8 +10,9 @@ from typing import Any
 
 import anyio
 
-from . import jsonrpc
+from . import jsonrpc, sse
 from .errors import ToolError
+from .http import ResponseChannel
 from .streams import EventStream
 
 MAX_RETAINED_STREAMS = 32
@@ -123,3 +124,97 @@ def answer_of(method: str, response: jsonrpc.Response | None) -> Any:
         reason = response.error.get("message", "no reason given")
         raise ToolError(f"The client refused the '{method}' request: {reason}")
     return response.result
+
+
+class InlinePeer:
+    """Runs with a handler in the connection's own task.  Nothing is sent until the handler
+    emits its first message; then the reply becomes an SSE stream through the request's
+    channel, and every message is also kept in an event stream for Last-Event-ID replay
+    (handshake era).  A handler that emits nothing gets a plain JSON reply."""
+
+    def __init__(
+        self,
+        channel: ResponseChannel,
+        runtime: SessionRuntime | None,
+        prime: bool,
+        retry_ms: int,
+        capacity: int,
+    ) -> None:
+        self.channel = channel
+        self.runtime = runtime
+        self.prime = prime
+        self.retry_ms = retry_ms
+        self.capacity = capacity
+        self.stream: EventStream | None = None
+        self.detached = False
+
+    @property
+    def with_ids(self) -> bool:
+        """Stateless replies are not resumable, so their events carry no ids (2026-07-28)."""
+        return self.runtime is not None
+
+    async def notify(self, method: str, params: dict[str, Any]) -> None:
+        await self._emit(jsonrpc.encode_notification(method, params))
+
+    async def request(self, method: str, params: dict[str, Any]) -> Any:
+        if self.runtime is None:
+            raise ToolError(f"This connection cannot carry a '{method}' request to the client.")
+        request_id = self.runtime.next_request_id()
+        waiter = self.runtime.pending[request_id] = Waiter()
+        try:
+            await self._emit(jsonrpc.encode_request(request_id, method, params))
+            await waiter.event.wait()
+        finally:
+            self.runtime.pending.pop(request_id, None)
+        return answer_of(method, waiter.response)
+
+    def interrupt(self) -> None:
+        """2025-11-25 SSE polling: end this HTTP response now; what follows is replayed to the
+        client when it reconnects with Last-Event-ID."""
+        if self.stream is not None and not self.detached:
+            self.detached = True
+            self.channel.finish()
+
+    async def conclude(self, body: bytes, as_stream: bool = False) -> bool:
+        """Deliver the final response on the stream, if one was started (or the client asked
+        for a stream); False: nothing was sent, so the caller replies with plain JSON."""
+        if self.stream is None and not as_stream:
+            return False
+        await self._emit(body, final=True)
+        self._end()
+        return True
+
+    async def abandon(self) -> None:
+        """A cancelled request gets no response (basic/utilities/cancellation): its stream, or
+        an empty one, just ends."""
+        if self.stream is None:
+            await self._open()
+        self._end()
+
+    def _end(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+        if not self.detached:
+            self.channel.finish()
+
+    async def _emit(self, data: bytes, final: bool = False) -> None:
+        stream = self.stream or await self._open()
+        stream.publish(data, final=final)
+        if not self.detached:
+            event_id = stream.event_id(stream.seq) if self.with_ids else None
+            await self.channel.send(sse.event(data, event_id))
+
+    async def _open(self) -> EventStream:
+        stream = self.runtime.new_stream() if self.runtime else EventStream("r", self.capacity)
+        self.stream = stream
+        self.channel.start(200, list(SSE_HEADERS))
+        if self.prime:
+            await self.channel.send(sse.priming(stream.event_id(0), self.retry_ms))
+        return stream
+
+
+SSE_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]

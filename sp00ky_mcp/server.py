@@ -56,12 +56,13 @@ class McpServer:
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}{self.config.endpoint}"
 
-    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Bind, report started, and serve until `shutdown()`; returns once drained."""
         self._stopped = anyio.Event()
         try:
             async with anyio.create_task_group() as tasks:
-                await tasks.start(self.service.run)
                 self.port = await tasks.start(self.http.serve, self.config.host, self.config.port)
                 task_status.started()
                 await self.http.stopped()

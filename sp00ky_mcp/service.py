@@ -19,7 +19,7 @@ import orjson
 
 from . import jsonrpc, sse, transport
 from .config import ServerConfig
-from .context import CallContext, InputRequired, Principal
+from .context import CallContext, InputRequired, Peer, Principal
 from .errors import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
@@ -28,11 +28,19 @@ from .errors import (
     HttpError,
     JsonRpcError,
 )
-from .http import Header, HttpRequest, HttpResponse, Response, StreamingResponse, plain_response
+from .http import (
+    STREAMED,
+    Header,
+    HttpRequest,
+    HttpResponse,
+    Response,
+    StreamingResponse,
+    plain_response,
+)
 from .listen import Listener, Listeners
 from .mrtr import RequestStateSigner, input_required_result
 from .protocol import Engine
-from .runtime import SessionRuntime, StreamPeer
+from .runtime import InlinePeer, SessionRuntime, StreamPeer
 from .sessions import Session, SessionEvent, SessionRegistry, new_session_id
 from .streams import EventStream, StreamItem, split_event_id
 from .versions import (
@@ -103,17 +111,6 @@ class McpService:
         if engine.catalogue.has_resources:
             offered.add("resourceSubscriptions")
         self.listeners = Listeners(frozenset(offered), limits.sse_replay_events)
-        self.tasks: anyio.abc.TaskGroup | None = None
-
-    async def run(
-        self, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Owns the tasks that answer requests, so handshake-era handlers outlive a dropped
-        connection (2025-11-25 transports: a disconnect is not a cancellation)."""
-        async with anyio.create_task_group() as tasks:
-            self.tasks = tasks
-            task_status.started()
-            await anyio.sleep_forever()
 
     def begin_shutdown(self) -> None:
         """Long-lived streams end now; requests in flight finish within the grace period."""
@@ -190,10 +187,8 @@ class McpService:
                 rpc_code=INVALID_REQUEST,
             )
         session = self._new_session(message.params, principal)
-        stream = session.runtime.new_stream()
-        body = await self._answer(
-            message, self._session_context(session, principal, stream, message)
-        )
+        peer = StreamPeer(session.runtime.new_stream(), session.runtime)
+        body = await self._answer(message, self._session_context(session, principal, peer, message))
         return json_response(200, body, [(b"mcp-session-id", session.id.encode())])
 
     def _new_session(self, params: dict[str, Any], principal: Principal) -> Session:
@@ -244,11 +239,10 @@ class McpService:
         if isinstance(message, jsonrpc.Invalid):
             return json_response(400, jsonrpc.encode_error(message.id, message.error))
         session.advance(SessionEvent.REQUEST)
-        stream = session.runtime.new_stream()
-        ctx = self._session_context(session, principal, stream, message)
-        self._spawn(self._run_request, message, ctx, stream, session.runtime, None)
         prime = has_priming_events(session.protocol_version)
-        return await self._reply(stream, prime, stream_wanted=_prefers_stream(request))
+        peer = self._inline_peer(request, session.runtime, prime)
+        ctx = self._session_context(session, principal, peer, message)
+        return await self._answer_inline(request, message, ctx, peer, session.runtime)
 
     @staticmethod
     def _absorb(message: jsonrpc.Message, session: Session) -> None:
@@ -273,8 +267,10 @@ class McpService:
             if isinstance(message, jsonrpc.Invalid):
                 replies.append(jsonrpc.encode_error(message.id, message.error))
                 continue
-            stream = session.runtime.new_stream()
-            ctx = self._session_context(session, principal, stream, message)
+            # A batch is answered as one JSON array, so its requests' notifications have no
+            # stream to go on; they are kept in a session stream nobody follows.
+            peer = StreamPeer(session.runtime.new_stream(), session.runtime)
+            ctx = self._session_context(session, principal, peer, message)
             replies.append(await self._answer(message, ctx))
         return json_response(200, b"[" + b",".join(replies) + b"]")
 
@@ -282,14 +278,14 @@ class McpService:
         self,
         session: Session,
         principal: Principal,
-        stream: EventStream,
+        peer: Peer,
         message: jsonrpc.Request,
     ) -> CallContext:
         return CallContext(
             era=Era.HANDSHAKE,
             protocol_version=session.protocol_version,
             principal=principal,
-            peer=StreamPeer(stream, session.runtime),
+            peer=peer,
             client_capabilities=session.client_capabilities,
             client_info=session.client_info,
             log_level=session.log_level,
@@ -300,36 +296,56 @@ class McpService:
 
     # --- answering -------------------------------------------------------------------------
 
-    def _spawn(self, func: Callable[..., Any], *args: Any) -> None:
-        assert self.tasks is not None, "the service is not running"
-        self.tasks.start_soon(func, *args)
+    def _inline_peer(
+        self, request: HttpRequest, runtime: SessionRuntime | None, prime: bool
+    ) -> InlinePeer:
+        assert request.channel is not None, "requests reach the service with a channel"
+        limits = self.config.limits
+        return InlinePeer(
+            request.channel, runtime, prime, limits.sse_retry_ms, limits.sse_replay_events
+        )
 
-    async def _run_request(
+    async def _answer_inline(
         self,
+        request: HttpRequest,
         message: jsonrpc.Request,
         ctx: CallContext,
-        stream: EventStream,
+        peer: InlinePeer,
         runtime: SessionRuntime | None,
-        disconnected: anyio.Event | None,
-    ) -> None:
-        """Handshake era: runs until done or cancelled by notifications/cancelled.  Modern era
-        (`disconnected` given): closing the response stream cancels (2026-07-28 transports)."""
+    ) -> Response:
+        """Runs the handler in this connection's own task.  Handshake era: only
+        notifications/cancelled stops it, a disconnect does not (2025-11-25 transports).
+        Stateless era: the client going away cancels it (2026-07-28 transports)."""
         answer: tuple[bytes, int | None] | None = None
         with anyio.CancelScope() as scope:
-            if runtime is not None:
+            if runtime is None:
+                request.on_gone(scope.cancel)
+            else:
                 runtime.running[message.id] = scope
             try:
-                async with anyio.create_task_group() as watch:
-                    if disconnected is not None:
-                        watch.start_soon(_cancel_when_set, disconnected, scope)
-                    answer = await self._answer_coded(message, ctx)
-                    watch.cancel_scope.cancel()
+                answer = await self._answer_coded(message, ctx)
             finally:
                 if runtime is not None:
                     runtime.running.pop(message.id, None)
-        if answer is not None:
-            stream.publish(answer[0], final=True, error_code=answer[1])
-        stream.close()
+        if answer is None:
+            await peer.abandon()
+            return STREAMED
+        return await self._deliver(request, peer, answer, modern=runtime is None)
+
+    async def _deliver(
+        self,
+        request: HttpRequest,
+        peer: InlinePeer,
+        answer: tuple[bytes, int | None],
+        modern: bool,
+    ) -> Response:
+        """A request that produced only its response gets JSON, unless the client prefers a
+        stream; one that produced anything else first (progress, logs, server requests) is
+        already an SSE stream, which the response ends."""
+        body, code = answer
+        if await peer.conclude(body, as_stream=_prefers_stream(request)):
+            return STREAMED
+        return json_response(modern_status(code) if modern else 200, body)
 
     async def _answer(self, message: jsonrpc.Request, ctx: CallContext) -> bytes:
         return (await self._answer_coded(message, ctx))[0]
@@ -359,18 +375,6 @@ class McpService:
         except TypeError:
             log.exception("unencodable result from %s", message.method)
             return jsonrpc.encode_error(message.id, INTERNAL), INTERNAL_ERROR
-
-    async def _reply(
-        self, stream: EventStream, prime: bool, modern: bool = False, stream_wanted: bool = False
-    ) -> Response:
-        """A request that produced only its response gets JSON, unless the client prefers a
-        stream; one that produced anything else first (progress, logs, server requests) gets
-        an SSE stream."""
-        first = await stream.first()
-        if first is not None and first.final and not stream_wanted:
-            status = modern_status(first.error_code) if modern else 200
-            return json_response(status, first.data)
-        return sse_response(self._sse_body(stream, 0, prime=prime, with_ids=not modern))
 
     async def _sse_body(
         self, stream: EventStream, after: int, prime: bool, with_ids: bool = True
@@ -448,16 +452,15 @@ class McpService:
             return json_response(400, jsonrpc.encode_error(message.id, message.error))
         if not isinstance(message, jsonrpc.Request):
             return HttpResponse(202, [])
-        stream = EventStream("r", self.config.limits.sse_replay_events)
-        ctx = self._modern_context(message, principal, stream)
+        peer = self._inline_peer(request, None, prime=False)
+        ctx = self._modern_context(message, principal, peer)
         problem = self._modern_problem(message, request, ctx)
         if problem is not None:
             status = 404 if problem.code == METHOD_NOT_FOUND else 400
             return json_response(status, jsonrpc.encode_error(message.id, problem))
         if message.method == LISTEN:
             return self._listen(message)
-        self._spawn(self._run_request, message, ctx, stream, None, request.disconnected)
-        return await self._reply(stream, False, modern=True, stream_wanted=_prefers_stream(request))
+        return await self._answer_inline(request, message, ctx, peer, None)
 
     def _modern_problem(
         self, message: jsonrpc.Request, request: HttpRequest, ctx: CallContext
@@ -499,7 +502,7 @@ class McpService:
         return None
 
     def _modern_context(
-        self, message: jsonrpc.Request, principal: Principal, stream: EventStream
+        self, message: jsonrpc.Request, principal: Principal, peer: Peer
     ) -> CallContext:
         meta = transport.meta_of(message)
         level = meta.get(META_LOG_LEVEL)
@@ -507,7 +510,7 @@ class McpService:
             era=Era.MODERN,
             protocol_version=str(meta.get(META_PROTOCOL_VERSION)),
             principal=principal,
-            peer=StreamPeer(stream, None),
+            peer=peer,
             client_capabilities=_dict(meta.get(META_CLIENT_CAPABILITIES)),
             client_info=_dict(meta.get(META_CLIENT_INFO)),
             log_level=level if isinstance(level, str) else None,
@@ -597,8 +600,3 @@ def _progress_token(params: dict[str, Any]) -> str | int | None:
     meta = params.get("_meta")
     token = meta.get("progressToken") if isinstance(meta, dict) else None
     return token if isinstance(token, str | int) and not isinstance(token, bool) else None
-
-
-async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()

@@ -19,8 +19,6 @@ class StreamItem:
     seq: int
     data: bytes
     final: bool = False
-    # The JSON-RPC error code of a final response, for transports that map codes to statuses.
-    error_code: int | None = None
 
 
 class EventStream:
@@ -36,11 +34,11 @@ class EventStream:
     def event_id(self, seq: int) -> str:
         return f"{self.stream_id}_{seq}"
 
-    def publish(self, data: bytes, final: bool = False, error_code: int | None = None) -> None:
+    def publish(self, data: bytes, final: bool = False) -> None:
         if self.closed:
             return
         self.seq += 1
-        self.items.append(StreamItem(self.seq, data, final, error_code))
+        self.items.append(StreamItem(self.seq, data, final))
         self._wakeup()
 
     def interrupt(self) -> None:
@@ -58,12 +56,6 @@ class EventStream:
     def _wakeup(self) -> None:
         self._wake.set()
         self._wake = anyio.Event()
-
-    async def first(self) -> StreamItem | None:
-        """Wait for the first item; None when the stream closed empty."""
-        while not self.items and not self.closed:
-            await self._wake.wait()
-        return self.items[0] if self.items else None
 
     async def follow(self, after: int, keepalive: float) -> AsyncIterator[StreamItem | None]:
         """Items past `after`, then live ones until closed or interrupted; None marks a quiet

@@ -7,6 +7,7 @@ Sections cited are from the transports page of the revision named.
 from __future__ import annotations
 
 import base64
+from functools import lru_cache
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -85,11 +86,12 @@ def check_origin(
     return HttpError(403, "Forbidden: this Origin is not allowed; add it with --allowed-origin.")
 
 
-def media_types(header: str | None) -> set[str]:
+@lru_cache(maxsize=256)
+def media_types(header: str | None) -> frozenset[str]:
     """The media types listed, leaving out those refused with q=0 (RFC 9110 section 12.4.2)."""
     if not header:
-        return set()
-    return {kind for kind, q in _ranges(header) if q > 0}
+        return frozenset()
+    return frozenset(kind for kind, q in _ranges(header) if q > 0)
 
 
 def _ranges(header: str) -> list[tuple[str, float]]:
@@ -104,6 +106,7 @@ def _ranges(header: str) -> list[tuple[str, float]]:
     return ranges
 
 
+@lru_cache(maxsize=256)
 def prefers_sse(header: str | None) -> bool:
     """Content negotiation (RFC 9110 section 12.5.1): a client that lists text/event-stream
     before application/json prefers a stream even for a plain reply."""
@@ -113,6 +116,7 @@ def prefers_sse(header: str | None) -> bool:
     return SSE in ranked and (JSON not in ranked or ranked.index(SSE) < ranked.index(JSON))
 
 
+@lru_cache(maxsize=256)
 def accepts(header: str | None, wanted: str) -> bool:
     types = media_types(header)
     major = wanted.split("/", 1)[0]
