@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 if TYPE_CHECKING:
     from .context import CallContext
 
@@ -136,6 +138,7 @@ class Catalogue:
         # Whether the lists may change while the server runs (capabilities' listChanged).
         self.list_changed = list_changed
         self._tool_lists: dict[frozenset[str] | None, tuple[dict[str, Any], ...]] = {}
+        self._tool_bytes: dict[frozenset[str] | None, orjson.Fragment] = {}
 
     def visible_tools(self, scopes: frozenset[str] | None) -> tuple[dict[str, Any], ...]:
         listing = self._tool_lists.get(scopes)
@@ -145,6 +148,15 @@ class Catalogue:
             listing = tuple(t.descriptor() for t in self.tools.values() if grants(t, scopes))
             self._tool_lists[scopes] = listing
         return listing
+
+    def visible_tools_json(self, scopes: frozenset[str] | None) -> orjson.Fragment:
+        """The same listing, encoded once per scope set: tools/list writes these bytes as
+        they are."""
+        encoded = self._tool_bytes.get(scopes)
+        if encoded is None:
+            encoded = orjson.Fragment(orjson.dumps(self.visible_tools(scopes)))
+            self._tool_bytes[scopes] = encoded
+        return encoded
 
     @property
     def has_resources(self) -> bool:

@@ -209,7 +209,10 @@ def paginate(kind: str, items: Sequence[Any], params: dict[str, Any]) -> Result:
 
 
 async def list_tools(engine: Engine, params: dict[str, Any], ctx: CallContext) -> Result:
-    return paginate("tools", engine.catalogue.visible_tools(ctx.principal.scopes), params)
+    listing = engine.catalogue.visible_tools(ctx.principal.scopes)
+    if "cursor" not in params and len(listing) <= PAGE_SIZE:
+        return {"tools": engine.catalogue.visible_tools_json(ctx.principal.scopes)}
+    return paginate("tools", listing, params)
 
 
 def find_tool(engine: Engine, params: dict[str, Any]) -> Tool:
