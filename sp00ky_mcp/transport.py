@@ -7,9 +7,9 @@ Sections cited are from the transports page of the revision named.
 from __future__ import annotations
 
 import base64
-from functools import lru_cache
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 

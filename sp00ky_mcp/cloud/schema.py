@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from ..store import migration
 
-migration(2, """
+migration(
+    2,
+    """
 CREATE TABLE projects (
     id TEXT PRIMARY KEY,
     tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
@@ -144,4 +146,5 @@ CREATE TABLE idempotency (
     created_at REAL NOT NULL,
     PRIMARY KEY (user_id, tool, key)
 );
-""")
+""",
+)
