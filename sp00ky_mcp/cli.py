@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 import orjson
 
-from . import doctor, editors, scopes, tokens
+from . import editors, scopes, tokens
 from .accounts import DEFAULT_TOKEN_DAYS, AccountError, Accounts, TokenRecord, User, default_email
 from .config import ServerConfig
 from .server import McpServer
@@ -399,6 +399,8 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from . import doctor  # httpx is heavy; the server process never needs it
+
     # Without a token the check still runs, so the server's own diagnosis and the curl
     # command are printed.
     given = args.token or os.environ.get("SP00KY_MCP_TOKEN")
