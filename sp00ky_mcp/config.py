@@ -20,6 +20,7 @@ class Limits:
     max_sessions: int = 10_000
     max_sessions_per_principal: int = 64
     session_idle_ttl: float = 3600.0
+    max_calls_per_token: int = 32
     rate_per_minute: float = 1200.0
     rate_burst: int = 200
     # While a request is being answered, at most this many bytes of a pipelined next request

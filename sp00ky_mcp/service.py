@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import anyio
@@ -107,6 +108,7 @@ class McpService:
         self.hosts = transport.allowed_hosts(config.allowed_hosts, config.host, config.public_url)
         self.origins = frozenset(o.rstrip("/") for o in config.allowed_origins)
         self.signer = RequestStateSigner()
+        self.calls_in_flight: dict[str, int] = {}
         offered = {"toolsListChanged", "promptsListChanged", "resourcesListChanged"}
         if engine.catalogue.has_resources:
             offered.add("resourceSubscriptions")
@@ -317,7 +319,7 @@ class McpService:
         notifications/cancelled stops it, a disconnect does not (2025-11-25 transports).
         Stateless era: the client going away cancels it (2026-07-28 transports)."""
         answer: tuple[bytes, int | None] | None = None
-        with anyio.CancelScope() as scope:
+        with self._call_slot(message, ctx.principal), anyio.CancelScope() as scope:
             if runtime is None:
                 request.on_gone(scope.cancel)
             else:
@@ -331,6 +333,32 @@ class McpService:
             await peer.abandon()
             return STREAMED
         return await self._deliver(request, peer, answer, modern=runtime is None)
+
+    @contextmanager
+    def _call_slot(self, message: jsonrpc.Request, principal: Principal) -> Iterator[None]:
+        """At most `max_calls_per_token` tool calls of one token run at once; the next one is
+        refused with 429 rather than queued behind them."""
+        if message.method != "tools/call":
+            yield
+            return
+        key = principal.token_id or ""
+        running = self.calls_in_flight.get(key, 0)
+        if running >= self.config.limits.max_calls_per_token:
+            raise HttpError(
+                429,
+                "Too many concurrent tool calls for this token; retry after "
+                "the seconds in Retry-After.",
+                (("retry-after", "1"),),
+            )
+        self.calls_in_flight[key] = running + 1
+        try:
+            yield
+        finally:
+            remaining = self.calls_in_flight[key] - 1
+            if remaining:
+                self.calls_in_flight[key] = remaining
+            else:
+                del self.calls_in_flight[key]
 
     async def _deliver(
         self,
