@@ -7,6 +7,7 @@ appear.  mcp:full alone does not reveal."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,10 @@ import orjson
 import pytest
 
 from sp00ky_mcp.accounts import User
+from sp00ky_mcp.context import CallContext, Principal
 from sp00ky_mcp.tools import all_specs
+from sp00ky_mcp.tools.base import Call, MaskingPeer
+from sp00ky_mcp.versions import Era
 
 from .product_support import ProductEnv
 
@@ -299,3 +303,92 @@ async def test_get_logs_cannot_be_used_to_guess_a_secret_by_filtering_on_it(
     assert structured(masked)["items"] == []
     _, revealed = await call(env, env.token(ada, "mcp:read,secrets:reveal"), "get_logs", guess)
     assert len(structured(revealed)["items"]) == 1
+
+
+# --- notifications ------------------------------------------------------------------------
+
+
+async def deploy_with_progress(env: ProductEnv, token: str, ref: str) -> list[str | None]:
+    messages: list[str | None] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        messages.append(message)
+
+    async with env.sdk(token, mode="legacy") as client:
+        await client.call_tool(
+            "deploy", {"project": "api", "ref": ref}, progress_callback=on_progress
+        )
+    return messages
+
+
+async def test_progress_messages_mask_secret_values_without_secrets_reveal(
+    env: ProductEnv,
+) -> None:
+    ada = setup(env)
+    queued = r"Deployment dep_[0-9a-f]{16} of %s@[0-9a-f]{7} is queued\."
+    masked = await deploy_with_progress(env, env.token(ada, "mcp:full"), DB_PASSWORD)
+    assert re.fullmatch(queued % re.escape(REDACTED), masked[0] or "")
+    assert not any(DB_PASSWORD in (message or "") for message in masked)
+    reveal = env.token(ada, "mcp:full,secrets:reveal")
+    revealed = await deploy_with_progress(env, reveal, DB_PASSWORD)
+    assert re.fullmatch(queued % re.escape(DB_PASSWORD), revealed[0] or "")
+
+
+class RecordingPeer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    async def notify(self, method: str, params: dict[str, Any]) -> None:
+        self.sent.append((method, params))
+
+    async def request(self, method: str, params: dict[str, Any]) -> Any:
+        return {"method": method, "params": params}
+
+    def interrupt(self) -> None:
+        self.sent.append(("interrupt", {}))
+
+
+def masking_peer(env: ProductEnv, can_reveal: bool) -> tuple[MaskingPeer, RecordingPeer]:
+    ada = setup(env)
+    principal = Principal("tok", ada.id, frozenset({"mcp:full"}), can_reveal=can_reveal)
+    peer = RecordingPeer()
+    ctx = CallContext(Era.MODERN, "2026-07-28", principal, peer)
+    call = Call(env.cloud, {}, ctx, env.cloud.tenant(ada.id, None))
+    return MaskingPeer(peer, call), peer
+
+
+async def test_the_masking_peer_masks_log_data_but_not_the_progress_token(
+    env: ProductEnv,
+) -> None:
+    masking, peer = masking_peer(env, can_reveal=False)
+    await masking.notify(
+        "notifications/message",
+        {"level": "error", "data": {"lines": [f"password {DB_PASSWORD}"]}, "logger": "db"},
+    )
+    await masking.notify(
+        "notifications/progress",
+        {"progressToken": API_TOKEN, "progress": 1, "message": f"token {API_TOKEN}"},
+    )
+    masking.interrupt()
+    assert peer.sent == [
+        (
+            "notifications/message",
+            {"level": "error", "data": {"lines": [f"password {REDACTED}"]}, "logger": "db"},
+        ),
+        (
+            "notifications/progress",
+            {"progressToken": API_TOKEN, "progress": 1, "message": f"token {REDACTED}"},
+        ),
+        ("interrupt", {}),
+    ]
+    assert await masking.request("roots/list", {"note": DB_PASSWORD}) == {
+        "method": "roots/list",
+        "params": {"note": DB_PASSWORD},
+    }
+
+
+async def test_the_masking_peer_passes_everything_with_secrets_reveal(env: ProductEnv) -> None:
+    masking, peer = masking_peer(env, can_reveal=True)
+    params = {"level": "error", "data": f"password {DB_PASSWORD}"}
+    await masking.notify("notifications/message", params)
+    assert peer.sent == [("notifications/message", params)]

@@ -18,7 +18,7 @@ from .product_support import ProductEnv
 
 pytestmark = pytest.mark.anyio
 NOW = 1_768_478_400.0  # 2026-01-15T12:00:00Z
-NOW_ISO = "2026-01-15T12:00:00Z"
+NOW_ISO = "2026-01-15T12:00:00.000Z"
 DAY = 86_400.0
 SPECS = {spec.name: spec for spec in all_specs()}
 GIB = 1024**3
@@ -175,7 +175,7 @@ async def test_get_usage_of_an_empty_personal_tenant(env: ProductEnv) -> None:
         "tenant_name": "ada's workspace",
         "plan": "hobby",
         "price_usd_per_month": 0,
-        "period": {"start": "2026-01-01T00:00:00Z", "end": "2026-02-01T00:00:00Z"},
+        "period": {"start": "2026-01-01T00:00:00.000Z", "end": "2026-02-01T00:00:00.000Z"},
         "usage": zero_usage(PLANS[0]["limits"]),
         "over_limit": [],
         "plans": PLANS,
@@ -229,7 +229,10 @@ async def test_get_usage_of_a_team_counts_members_and_pending_invitations(
 async def test_get_usage_period_wraps_at_the_end_of_the_year(env: ProductEnv) -> None:
     env.cloud.clock = lambda: 1_798_675_200.0  # 2026-12-31T00:00:00Z
     usage = await ok(env, env.token(env.user()), "get_usage", {})
-    assert usage["period"] == {"start": "2026-12-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"}
+    assert usage["period"] == {
+        "start": "2026-12-01T00:00:00.000Z",
+        "end": "2027-01-01T00:00:00.000Z",
+    }
 
 
 async def test_get_usage_of_another_users_tenant_is_not_found(env: ProductEnv) -> None:
@@ -261,7 +264,7 @@ async def test_checkout_returns_a_single_use_url_and_records_it(env: ProductEnv)
         "session_id": session["session_id"],
         "url": f"https://billing.sp00ky.cloud/checkout/{session['session_id']}",
         "tenant_id": tenant,
-        "expires_at": "2026-01-16T12:00:00Z",
+        "expires_at": "2026-01-16T12:00:00.000Z",
         "single_use": True,
         "plan": "pro",
         "price_usd_per_month": 20,
@@ -401,7 +404,7 @@ async def test_portal_returns_a_single_use_url_and_records_it(env: ProductEnv) -
         "session_id": session["session_id"],
         "url": f"https://billing.sp00ky.cloud/portal/{session['session_id']}",
         "tenant_id": tenant,
-        "expires_at": "2026-01-16T12:00:00Z",
+        "expires_at": "2026-01-16T12:00:00.000Z",
         "single_use": True,
     }
     assert events(env, tenant) == [

@@ -19,7 +19,7 @@ from .product_support import ProductEnv
 
 pytestmark = pytest.mark.anyio
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-NOW_ISO = "2026-01-01T00:00:00Z"
+NOW_ISO = "2026-01-01T00:00:00.000Z"
 SPECS = {spec.name: spec for spec in all_specs()}
 ACME_MISSING = (
     "No tenant '{}' is reachable by this token; list_teams shows the tenants you belong to."

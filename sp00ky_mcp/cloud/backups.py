@@ -15,8 +15,7 @@ import re
 import sqlite3
 from typing import Any
 
-from .base import Cloud, Conflict, Invalid, NotFound
-from .env import iso
+from .base import Cloud, Conflict, Invalid, iso, iso_or_none
 
 BASE_BYTES = 16 * 1024
 SERVICE_BYTES = 256
@@ -41,7 +40,7 @@ def backup_view(project: sqlite3.Row, row: sqlite3.Row) -> dict[str, Any]:
         "trigger": row["trigger"],
         "size_bytes": row["size_bytes"],
         "created_at": iso(row["created_at"]),
-        "completed_at": iso(row["completed_at"]),
+        "completed_at": iso_or_none(row["completed_at"]),
     }
 
 
@@ -55,52 +54,43 @@ def list_backups(cloud: Cloud, project: sqlite3.Row) -> list[dict[str, Any]]:
 
 
 def backup(cloud: Cloud, project: sqlite3.Row, backup_id: str) -> sqlite3.Row:
-    row = cloud.store.one(
-        "SELECT * FROM backups WHERE id = ? AND project_id = ?", (backup_id, project["id"])
-    )
-    if row is None:
-        raise missing_backup(project, backup_id)
-    return row
-
-
-def missing_backup(project: sqlite3.Row, backup_id: str) -> NotFound:
-    return NotFound(
-        f"No backup '{backup_id}' of project '{project['name']}'; list_backups shows its backups."
+    return cloud.child(
+        "backups",
+        project,
+        "id",
+        backup_id,
+        f"No backup '{backup_id}' of project '{project['name']}'; list_backups shows its backups.",
     )
 
 
-def project_size(db: sqlite3.Connection, project_id: str) -> int:
+def project_size(cloud: Cloud, project_id: str) -> int:
     """The bytes a snapshot of the project's data takes."""
-    env = db.execute(
-        "SELECT COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + "
-        "LENGTH(CAST(value AS BLOB))), 0) FROM env_vars WHERE project_id = ?",
-        (project_id,),
-    ).fetchone()[0]
-    logs = db.execute(
-        "SELECT COALESCE(SUM(LENGTH(CAST(message AS BLOB))), 0) FROM log_lines "
-        "WHERE project_id = ?",
-        (project_id,),
-    ).fetchone()[0]
-    counts = [
-        db.execute(f"SELECT COUNT(*) FROM {table} WHERE project_id = ?", (project_id,)).fetchone()[
-            0
-        ]
-        for table in ("services", "deployments", "domains")
-    ]
-    return int(
+    env = _bytes(
+        cloud, "LENGTH(CAST(key AS BLOB)) + LENGTH(CAST(value AS BLOB))", "env_vars", project_id
+    )
+    logs = _bytes(cloud, "LENGTH(CAST(message AS BLOB))", "log_lines", project_id)
+    return (
         BASE_BYTES
         + env
         + logs
-        + counts[0] * SERVICE_BYTES
-        + counts[1] * DEPLOYMENT_BYTES
-        + counts[2] * DOMAIN_BYTES
+        + cloud.count("services", project_id) * SERVICE_BYTES
+        + cloud.count("deployments", project_id) * DEPLOYMENT_BYTES
+        + cloud.count("domains", project_id) * DOMAIN_BYTES
     )
+
+
+def _bytes(cloud: Cloud, size: str, table: str, project_id: str) -> int:
+    """The sum of `size` over the project's rows of `table`."""
+    row = cloud.store.one(
+        f"SELECT COALESCE(SUM({size}), 0) FROM {table} WHERE project_id = ?", (project_id,)
+    )
+    return 0 if row is None else int(row[0])
 
 
 def create_backup(cloud: Cloud, project: sqlite3.Row, backup_id: str) -> dict[str, Any]:
     now = cloud.clock()
     with cloud.store.transaction() as db:
-        size = project_size(db, project["id"])
+        size = project_size(cloud, project["id"])
         cloud.log(db, project["id"], None, "info", f"Backup {backup_id} started.")
         db.execute(
             "INSERT INTO backups (id, project_id, status, trigger, size_bytes, "
@@ -114,11 +104,7 @@ def create_backup(cloud: Cloud, project: sqlite3.Row, backup_id: str) -> dict[st
 def delete_backup(cloud: Cloud, project: sqlite3.Row, backup_id: str) -> dict[str, Any]:
     with cloud.store.transaction() as db:
         _advance_restores(cloud, db, project["id"])
-        row = db.execute(
-            "SELECT id FROM backups WHERE id = ? AND project_id = ?", (backup_id, project["id"])
-        ).fetchone()
-        if row is None:
-            raise missing_backup(project, backup_id)
+        backup(cloud, project, backup_id)
         busy = db.execute(
             "SELECT id FROM restores WHERE backup_id = ? AND status != 'completed'", (backup_id,)
         ).fetchone()
@@ -186,18 +172,19 @@ def _advance_restores(cloud: Cloud, db: sqlite3.Connection, project_id: str) -> 
 
 
 def restore_status(cloud: Cloud, project: sqlite3.Row, restore_id: str) -> dict[str, Any]:
+    missing = (
+        f"No restore '{restore_id}' of project '{project['name']}'; "
+        "restore_backup returns the restore_id to pass."
+    )
     with cloud.store.transaction() as db:
-        row = db.execute(
-            "SELECT * FROM restores WHERE id = ? AND project_id = ?", (restore_id, project["id"])
-        ).fetchone()
-        if row is None:
-            raise NotFound(
-                f"No restore '{restore_id}' of project '{project['name']}'; "
-                "restore_backup returns the restore_id to pass."
-            )
-        _advance(cloud, db, row)
-        row = db.execute("SELECT * FROM restores WHERE id = ?", (restore_id,)).fetchone()
-    return restore_view(project, row)
+        _advance(cloud, db, cloud.child("restores", project, "id", restore_id, missing))
+    return restore_view(project, _restore(cloud, restore_id))
+
+
+def _restore(cloud: Cloud, restore_id: str) -> sqlite3.Row:
+    row = cloud.store.one("SELECT * FROM restores WHERE id = ?", (restore_id,))
+    assert row is not None
+    return row
 
 
 def check_restorable(cloud: Cloud, project: sqlite3.Row, backup_id: str) -> sqlite3.Row:
@@ -232,13 +219,7 @@ def start_restore(
     with cloud.store.transaction() as db:
         _advance_restores(cloud, db, project["id"])
         _no_restore_running(db, project)
-        if (
-            db.execute(
-                "SELECT 1 FROM backups WHERE id = ? AND project_id = ?", (backup_id, project["id"])
-            ).fetchone()
-            is None
-        ):
-            raise missing_backup(project, backup_id)
+        backup(cloud, project, backup_id)
         db.execute(
             "INSERT INTO restores (id, backup_id, project_id, status, created_at, "
             "updated_at) VALUES (?, ?, ?, 'pending', ?, ?)",
@@ -252,8 +233,7 @@ def start_restore(
             f"Restore {restore_id} of backup {backup_id} requested; the project's data "
             "will be replaced.",
         )
-        row = db.execute("SELECT * FROM restores WHERE id = ?", (restore_id,)).fetchone()
-    return restore_view(project, row)
+    return restore_view(project, _restore(cloud, restore_id))
 
 
 # --- configuration ------------------------------------------------------------------------
@@ -343,6 +323,11 @@ def config_view(project: sqlite3.Row, row: sqlite3.Row | None) -> dict[str, Any]
     }
 
 
+def _config(cloud: Cloud, project: sqlite3.Row) -> dict[str, Any]:
+    row = cloud.store.one("SELECT * FROM backup_configs WHERE project_id = ?", (project["id"],))
+    return config_view(project, row)
+
+
 def configure(
     cloud: Cloud, project: sqlite3.Row, schedule: str | None, retention_days: int | None
 ) -> dict[str, Any]:
@@ -351,10 +336,7 @@ def configure(
     normalized = normalize_schedule(schedule) if schedule is not None else None
     now = cloud.clock()
     with cloud.store.transaction() as db:
-        row = db.execute(
-            "SELECT * FROM backup_configs WHERE project_id = ?", (project["id"],)
-        ).fetchone()
-        old = config_view(project, row)
+        old = _config(cloud, project)
         new_schedule = normalized if normalized is not None else old["schedule"]
         new_retention = retention_days if retention_days is not None else old["retention_days"]
         db.execute(
@@ -372,10 +354,7 @@ def configure(
             f"Backup schedule set to '{new_schedule}', keeping backups "
             f"{new_retention} day{'s' if new_retention != 1 else ''}.",
         )
-        row = db.execute(
-            "SELECT * FROM backup_configs WHERE project_id = ?", (project["id"],)
-        ).fetchone()
-    return config_view(project, row)
+    return _config(cloud, project)
 
 
 def reset_config(cloud: Cloud, project: sqlite3.Row) -> dict[str, Any]:

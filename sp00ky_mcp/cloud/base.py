@@ -1,4 +1,5 @@
-"""The control plane's shared rules: tenancy, roles, project lookup, log lines, secrets.
+"""The control plane's shared rules: tenancy, roles, lookups, log lines, secrets, timestamps
+and pages.
 
 Tenancy is enforced here, scopes in `tools`.  A token acts as its user; it reaches a tenant only
 where that user is a member, and an object of a tenant it cannot reach is "not found", never
@@ -12,6 +13,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from ..accounts import Accounts
@@ -21,6 +23,10 @@ from ..store import Store
 Clock = Callable[[], float]
 ROLE_RANK = {"member": 0, "admin": 1, "owner": 2}
 REGIONS = ("us-east", "us-west", "eu-central", "eu-west", "ap-southeast")
+CURSOR_RULE = "Invalid cursor: pass back a next_cursor value exactly as received."
+# Values shorter than this (e.g. "1", "true") would mask ordinary words everywhere; they are
+# still redacted where they appear as a field, just not searched for inside other text.
+MIN_MASKED_LENGTH = 6
 
 
 class NotFound(ToolError):
@@ -47,6 +53,14 @@ class Tenant:
     plan: str
     role: str
 
+    def require_role(self, role: str, action: str) -> None:
+        """Refuses `action` unless the user's role here ranks at least `role`."""
+        if ROLE_RANK[self.role] < ROLE_RANK[role]:
+            raise Refused(
+                f"Only a team {role} or above may {action}; your role in "
+                f"'{self.name}' is {self.role}."
+            )
+
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(8)}"
@@ -70,15 +84,11 @@ class Cloud:
             (tenant_id, user_id),
         )
         if row is None:
-            raise NotFound(f"No tenant '{tenant_id}' is reachable by this token; list_teams "
-                           "shows the tenants you belong to.")
+            raise NotFound(
+                f"No tenant '{tenant_id}' is reachable by this token; list_teams "
+                "shows the tenants you belong to."
+            )
         return Tenant(row["id"], row["name"], row["kind"], row["plan"], row["role"])
-
-    @staticmethod
-    def require_role(tenant: Tenant, role: str, action: str) -> None:
-        if ROLE_RANK[tenant.role] < ROLE_RANK[role]:
-            raise Refused(f"Only a team {role} or above may {action}; your role in "
-                          f"'{tenant.name}' is {tenant.role}.")
 
     # --- projects --------------------------------------------------------------------------
 
@@ -89,19 +99,40 @@ class Cloud:
             (tenant.id, ref, ref),
         )
         if row is None:
-            raise NotFound(f"No project '{ref}' in tenant '{tenant.name}'; list_projects "
-                           "shows the projects there.")
+            raise missing_project(tenant, ref)
         return row
+
+    def child(
+        self, table: str, project: sqlite3.Row, column: str, value: str, missing: str
+    ) -> sqlite3.Row:
+        """The row of `table` under `project` whose `column` is `value`; NotFound with the
+        `missing` message when there is none."""
+        row = self.store.one(
+            f"SELECT * FROM {table} WHERE project_id = ? AND {column} = ?", (project["id"], value)
+        )
+        if row is None:
+            raise NotFound(missing)
+        return row
+
+    def count(self, table: str, project_id: str) -> int:
+        """How many rows of `table` belong to the project."""
+        row = self.store.one(f"SELECT COUNT(*) FROM {table} WHERE project_id = ?", (project_id,))
+        return 0 if row is None else int(row[0])
 
     def service_names(self, project_id: str) -> list[str]:
         rows = self.store.all(
-            "SELECT name FROM services WHERE project_id = ? ORDER BY name", (project_id,))
+            "SELECT name FROM services WHERE project_id = ? ORDER BY name", (project_id,)
+        )
         return [r["name"] for r in rows]
 
     # --- logs and secrets ------------------------------------------------------------------
 
     def log(
-        self, db: sqlite3.Connection, project_id: str, service: str | None, level: str,
+        self,
+        db: sqlite3.Connection,
+        project_id: str,
+        service: str | None,
+        level: str,
         message: str,
     ) -> None:
         """Writes a log line inside the caller's transaction, so it lands with the change."""
@@ -124,9 +155,21 @@ class Cloud:
         return sorted(values, key=len, reverse=True)
 
 
-# Values shorter than this (e.g. "1", "true") would mask ordinary words everywhere; they are
-# still redacted where they appear as a field, just not searched for inside other text.
-MIN_MASKED_LENGTH = 6
+def missing_project(tenant: Tenant, ref: str) -> NotFound:
+    return NotFound(
+        f"No project '{ref}' in tenant '{tenant.name}'; list_projects shows the projects there."
+    )
+
+
+def iso(moment: float) -> str:
+    """A stored time (seconds since the epoch) as the ISO 8601 UTC text every tool shows:
+    milliseconds and 'Z', e.g. 2026-01-15T12:00:00.000Z."""
+    text = datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def iso_or_none(moment: float | None) -> str | None:
+    return None if moment is None else iso(moment)
 
 
 def page_bounds(cursor: str | None, limit: int) -> tuple[int, int]:
@@ -134,7 +177,7 @@ def page_bounds(cursor: str | None, limit: int) -> tuple[int, int]:
     offset = 0
     if cursor is not None:
         if not (cursor.startswith("o") and cursor[1:].isdigit()):
-            raise Invalid("Invalid cursor: pass back a next_cursor value exactly as received.")
+            raise Invalid(CURSOR_RULE)
         offset = int(cursor[1:])
     return offset, limit
 
@@ -143,5 +186,8 @@ def page(items: list[Any], offset: int, limit: int) -> dict[str, Any]:
     """The one list shape: items, a next cursor, and whether there were more."""
     shown = items[offset : offset + limit]
     more = offset + limit < len(items)
-    return {"items": shown, "next_cursor": f"o{offset + limit}" if more else None,
-            "truncated": more}
+    return {
+        "items": shown,
+        "next_cursor": f"o{offset + limit}" if more else None,
+        "truncated": more,
+    }

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..store import migration
-from .base import Cloud, Conflict, Invalid, NotFound, Tenant, new_id
+from .base import Cloud, Conflict, Invalid, NotFound, Tenant, iso, new_id
 
 migration(
     30,
@@ -56,6 +56,17 @@ METRICS: tuple[tuple[str, str], ...] = (
     ("env_vars", "env vars"),
     ("team_members", "team members and pending invitations"),
 )
+# The usage counted over the tenant's projects: an aggregate, over which rows, and whether
+# only the rows created this month count.
+_PER_PROJECT: dict[str, tuple[str, str, bool]] = {
+    "services": ("COUNT(*)", "services", False),
+    "replicas": ("SUM(x.replicas)", "services", False),
+    "deployments_this_month": ("COUNT(*)", "deployments", True),
+    "backups": ("COUNT(*)", "backups", False),
+    "backup_storage_bytes": ("SUM(x.size_bytes)", "backups", False),
+    "domains": ("COUNT(*)", "domains", False),
+    "env_vars": ("COUNT(*)", "env_vars", False),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +129,6 @@ PLANS: dict[str, Plan] = {
 PLAN_NAMES = tuple(PLANS)
 
 
-def iso(when: float) -> str:
-    """A timestamp as ISO 8601 UTC, to the second."""
-    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def plan_limit(plan: str, metric: str) -> int:
     return PLANS[plan].limits[metric]
 
@@ -169,54 +175,26 @@ def _count(cloud: Cloud, sql: str, params: tuple[Any, ...]) -> int:
 def measure(cloud: Cloud, tenant_id: str) -> dict[str, int]:
     """The tenant's usage, counted from its resources now."""
     start, _ = month_bounds(cloud.clock())
-    in_tenant = "p.tenant_id = ?"
-    one = (tenant_id,)
-    return {
-        "projects": _count(cloud, "SELECT COUNT(*) FROM projects p WHERE " + in_tenant, one),
-        "services": _count(
-            cloud,
-            "SELECT COUNT(*) FROM services s JOIN projects p "
-            "ON p.id = s.project_id WHERE " + in_tenant,
-            one,
-        ),
-        "replicas": _count(
-            cloud,
-            "SELECT SUM(s.replicas) FROM services s JOIN projects p "
-            "ON p.id = s.project_id WHERE " + in_tenant,
-            one,
-        ),
-        "deployments_this_month": _count(
-            cloud,
-            "SELECT COUNT(*) FROM deployments d JOIN projects p ON p.id = d.project_id "
-            "WHERE " + in_tenant + " AND d.created_at >= ?",
-            (tenant_id, start),
-        ),
-        "backups": _count(
-            cloud,
-            "SELECT COUNT(*) FROM backups b JOIN projects p "
-            "ON p.id = b.project_id WHERE " + in_tenant,
-            one,
-        ),
-        "backup_storage_bytes": _count(
-            cloud,
-            "SELECT SUM(b.size_bytes) FROM backups b JOIN projects p "
-            "ON p.id = b.project_id WHERE " + in_tenant,
-            one,
-        ),
-        "domains": _count(
-            cloud,
-            "SELECT COUNT(*) FROM domains d JOIN projects p "
-            "ON p.id = d.project_id WHERE " + in_tenant,
-            one,
-        ),
-        "env_vars": _count(
-            cloud,
-            "SELECT COUNT(*) FROM env_vars e JOIN projects p "
-            "ON p.id = e.project_id WHERE " + in_tenant,
-            one,
-        ),
-        "team_members": seats_used(cloud, tenant_id),
+    used = {
+        "projects": _count(cloud, "SELECT COUNT(*) FROM projects WHERE tenant_id = ?", (tenant_id,))
     }
+    for metric, (aggregate, table, monthly) in _PER_PROJECT.items():
+        used[metric] = _per_project(cloud, tenant_id, aggregate, table, start if monthly else None)
+    used["team_members"] = seats_used(cloud, tenant_id)
+    return used
+
+
+def _per_project(
+    cloud: Cloud, tenant_id: str, aggregate: str, table: str, since: float | None
+) -> int:
+    """`aggregate` over the rows of `table` in the tenant's projects (created from `since`)."""
+    sql = (
+        f"SELECT {aggregate} FROM {table} x JOIN projects p ON p.id = x.project_id "
+        "WHERE p.tenant_id = ?"
+    )
+    if since is None:
+        return _count(cloud, sql, (tenant_id,))
+    return _count(cloud, sql + " AND x.created_at >= ?", (tenant_id, since))
 
 
 def usage(cloud: Cloud, tenant: Tenant) -> dict[str, Any]:
@@ -254,11 +232,15 @@ def _current_plan(cloud: Cloud, tenant_id: str) -> str:
     return str(row["plan"])
 
 
+def _set_plan(db: sqlite3.Connection, tenant_id: str, plan: str) -> None:
+    db.execute("UPDATE tenants SET plan = ? WHERE id = ?", (plan, tenant_id))
+
+
 # --- changes -----------------------------------------------------------------------------
 
 
 def _require_billing_role(tenant: Tenant) -> None:
-    Cloud.require_role(tenant, "admin", "change billing")
+    tenant.require_role("admin", "change billing")
 
 
 def _record(
@@ -334,7 +316,7 @@ def change_plan(cloud: Cloud, tenant: Tenant, user_id: str, plan_name: str) -> d
         changed = previous != plan.name
         if changed:
             check_fits(cloud, tenant, plan)
-            db.execute("UPDATE tenants SET plan = ? WHERE id = ?", (plan.name, tenant.id))
+            _set_plan(db, tenant.id, plan.name)
             _record(db, cloud, tenant.id, user_id, "plan_change", previous, plan.name)
     return {
         "tenant_id": tenant.id,
@@ -351,39 +333,43 @@ def redeem_session(cloud: Cloud, session_id: str) -> dict[str, Any]:
     checkout moves the tenant to the session's plan (validated against usage again)."""
     now = cloud.clock()
     with cloud.store.transaction() as db:
-        row = db.execute("SELECT * FROM billing_sessions WHERE id = ?", (session_id,)).fetchone()
-        if row is None:
-            raise NotFound(f"No billing session '{session_id}'.")
-        if row["used_at"] is not None:
-            raise Conflict("This billing session was already used; create a new one.")
-        if now >= row["created_at"] + SESSION_TTL:
-            raise Conflict("This billing session has expired; create a new one.")
+        row = _redeemable(cloud, session_id, now)
         db.execute("UPDATE billing_sessions SET used_at = ? WHERE id = ?", (now, session_id))
         previous = _current_plan(cloud, row["tenant_id"])
         if row["kind"] == "checkout" and row["plan"] != previous:
-            tenant = db.execute(
-                "SELECT id, name, kind, plan FROM tenants WHERE id = ?", (row["tenant_id"],)
-            ).fetchone()
-            check_fits(
-                cloud,
-                Tenant(tenant["id"], tenant["name"], tenant["kind"], tenant["plan"], "owner"),
-                PLANS[row["plan"]],
-            )
-            db.execute("UPDATE tenants SET plan = ? WHERE id = ?", (row["plan"], row["tenant_id"]))
-        _record(
-            db,
-            cloud,
-            row["tenant_id"],
-            None,
-            "session_redeemed",
-            previous,
-            row["plan"] or previous,
-            session_id,
-        )
+            _complete_checkout(cloud, db, row)
+        plan = row["plan"] or previous
+        _record(db, cloud, row["tenant_id"], None, "session_redeemed", previous, plan, session_id)
     return {
         "session_id": session_id,
         "kind": row["kind"],
         "tenant_id": row["tenant_id"],
-        "plan": row["plan"] or previous,
+        "plan": plan,
         "used_at": iso(now),
     }
+
+
+def _redeemable(cloud: Cloud, session_id: str, now: float) -> sqlite3.Row:
+    """The session, if it exists, is unused and has not expired."""
+    row = cloud.store.one("SELECT * FROM billing_sessions WHERE id = ?", (session_id,))
+    if row is None:
+        raise NotFound(f"No billing session '{session_id}'.")
+    if row["used_at"] is not None:
+        raise Conflict("This billing session was already used; create a new one.")
+    if now >= row["created_at"] + SESSION_TTL:
+        raise Conflict("This billing session has expired; create a new one.")
+    return row
+
+
+def _complete_checkout(cloud: Cloud, db: sqlite3.Connection, session: sqlite3.Row) -> None:
+    """Moves the session's tenant to its plan, if the tenant's usage fits."""
+    tenant = cloud.store.one(
+        "SELECT id, name, kind, plan FROM tenants WHERE id = ?", (session["tenant_id"],)
+    )
+    assert tenant is not None
+    check_fits(
+        cloud,
+        Tenant(tenant["id"], tenant["name"], tenant["kind"], tenant["plan"], "owner"),
+        PLANS[session["plan"]],
+    )
+    _set_plan(db, session["tenant_id"], session["plan"])

@@ -27,8 +27,8 @@ from enum import StrEnum
 from typing import Any
 
 from ..store import migration
-from .base import Cloud, Conflict, Invalid, NotFound, Tenant, new_id
-from .projects import iso, iso_or_none, record_build, services
+from .base import Cloud, Conflict, Invalid, NotFound, Tenant, iso, iso_or_none, new_id
+from .projects import latest_build, live_deployment, record_build, services
 
 # The deployment that was live when this one went live: what a rollback returns to.
 migration(
@@ -137,21 +137,13 @@ def _row(cloud: Cloud, deployment_id: str) -> sqlite3.Row:
 
 
 def find(cloud: Cloud, project: sqlite3.Row, deployment_id: str) -> sqlite3.Row:
-    row = cloud.store.one(
-        "SELECT * FROM deployments WHERE id = ? AND project_id = ?",
-        (deployment_id, project["id"]),
-    )
-    if row is None:
-        raise NotFound(
-            f"No deployment '{deployment_id}' in project '{project['name']}'; list_deployments "
-            "shows its deployments."
-        )
-    return row
-
-
-def live(cloud: Cloud, project_id: str) -> sqlite3.Row | None:
-    return cloud.store.one(
-        "SELECT * FROM deployments WHERE project_id = ? AND status = 'live'", (project_id,)
+    return cloud.child(
+        "deployments",
+        project,
+        "id",
+        deployment_id,
+        f"No deployment '{deployment_id}' in project '{project['name']}'; list_deployments "
+        "shows its deployments.",
     )
 
 
@@ -166,8 +158,7 @@ def latest(cloud: Cloud, project_id: str) -> sqlite3.Row | None:
 def reap(cloud: Cloud, project_id: str) -> None:
     """Finishes what a cut-off pipeline left behind: its deployment (still queued or building)
     is marked failed, and its repo link run ends as its deployment did."""
-    now = cloud.clock()
-    cutoff = now - STALE_SECONDS
+    cutoff = cloud.clock() - STALE_SECONDS
     stale = cloud.store.all(
         "SELECT id FROM deployments WHERE project_id = ? AND status IN ('queued', 'building') "
         "AND updated_at < ?",
@@ -180,18 +171,22 @@ def reap(cloud: Cloud, project_id: str) -> None:
     )
     if not stale and not runs:
         return
-    failed = {row["id"] for row in stale}
     with cloud.store.transaction() as db:
-        for deployment_id in failed:
+        for deployment_id in {row["id"] for row in stale}:
             transition(
                 cloud, db, deployment_id, Status.FAILED, " (abandoned: its pipeline stopped)"
             )
         for run in runs:
             ok = run["status"] not in (None, Status.QUEUED, Status.BUILDING, Status.FAILED)
-            db.execute(
-                "UPDATE link_runs SET status = ?, finished_at = ? WHERE id = ?",
-                ("succeeded" if ok else "failed", now, run["id"]),
-            )
+            finish_run(cloud, db, run["id"], "succeeded" if ok else "failed")
+
+
+def finish_run(cloud: Cloud, db: sqlite3.Connection, run_id: str, outcome: str) -> None:
+    """Ends a repo link run (inside the caller's transaction) as `outcome`."""
+    db.execute(
+        "UPDATE link_runs SET status = ?, finished_at = ? WHERE id = ?",
+        (outcome, cloud.clock(), run_id),
+    )
 
 
 def list_deployments(cloud: Cloud, project: sqlite3.Row) -> list[dict[str, Any]]:
@@ -206,11 +201,11 @@ def list_deployments(cloud: Cloud, project: sqlite3.Row) -> list[dict[str, Any]]
 def status(cloud: Cloud, project: sqlite3.Row, deployment_id: str | None) -> dict[str, Any]:
     """A given deployment, else the live one, else the latest; with the services' state."""
     reap(cloud, project["id"])
+    current = live_deployment(cloud, project["id"])
     if deployment_id is not None:
         row: sqlite3.Row | None = find(cloud, project, deployment_id)
     else:
-        row = live(cloud, project["id"]) or latest(cloud, project["id"])
-    current = live(cloud, project["id"])
+        row = current or latest(cloud, project["id"])
     return {
         "project": project["name"],
         "project_id": project["id"],
@@ -228,8 +223,7 @@ def transition(
 ) -> None:
     """Moves a deployment to `to` (inside the caller's transaction) if the table allows it,
     and writes a log line for each service of its project."""
-    row = db.execute("SELECT * FROM deployments WHERE id = ?", (deployment_id,)).fetchone()
-    assert row is not None
+    row = _row(cloud, deployment_id)
     current = Status(row["status"])
     if to not in TRANSITIONS[current]:
         raise Conflict(f"Deployment '{deployment_id}' is {current} and cannot become {to}.")
@@ -246,28 +240,27 @@ def arrive(
     cloud: Cloud, db: sqlite3.Connection, row: sqlite3.Row, to: Status, note: str = ""
 ) -> None:
     level, verb = ARRIVAL[to]
-    sha = db.execute("SELECT commit_sha FROM builds WHERE id = ?", (row["build_id"],)).fetchone()
+    sha = cloud.store.one("SELECT commit_sha FROM builds WHERE id = ?", (row["build_id"],))
     what = row["ref"] if sha is None else f"{row['ref']}@{sha['commit_sha'][:7]}"
     message = f"Deployment {row['id']} ({what}) {verb}{note}."
-    names = db.execute(
-        "SELECT name FROM services WHERE project_id = ? ORDER BY name", (row["project_id"],)
-    ).fetchall()
-    for name in names:
-        cloud.log(db, row["project_id"], name["name"], level, message)
+    for name in cloud.service_names(row["project_id"]):
+        cloud.log(db, row["project_id"], name, level, message)
 
 
 def _go_live(cloud: Cloud, db: sqlite3.Connection, project_id: str, deployment_id: str) -> None:
     """Promotes a ready deployment: the one live before it is superseded and remembered as
     this one's previous, and every service runs."""
-    before = db.execute(
-        "SELECT id FROM deployments WHERE project_id = ? AND status = 'live'", (project_id,)
-    ).fetchone()
+    before = live_deployment(cloud, project_id)
     if before is not None:
         transition(cloud, db, before["id"], Status.SUPERSEDED)
         db.execute(
             "UPDATE deployments SET previous_id = ? WHERE id = ?", (before["id"], deployment_id)
         )
     transition(cloud, db, deployment_id, Status.LIVE)
+    _run_services(db, project_id)
+
+
+def _run_services(db: sqlite3.Connection, project_id: str) -> None:
     db.execute("UPDATE services SET status = 'running' WHERE project_id = ?", (project_id,))
 
 
@@ -282,8 +275,7 @@ def queue(
         "updated_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
         (deployment_id, project_id, build["id"], build["ref"], source, now, now),
     )
-    row = db.execute("SELECT * FROM deployments WHERE id = ?", (deployment_id,)).fetchone()
-    arrive(cloud, db, row, Status.QUEUED)
+    arrive(cloud, db, _row(cloud, deployment_id), Status.QUEUED)
     return deployment_id
 
 
@@ -324,18 +316,12 @@ def build_to_deploy(
     cloud: Cloud, db: sqlite3.Connection, project: sqlite3.Row, ref: str | None
 ) -> sqlite3.Row:
     """The latest build, or a new build of `ref` (inside the caller's transaction)."""
-    if ref is None:
-        row = db.execute(
-            "SELECT * FROM builds WHERE project_id = ? ORDER BY created_at DESC, rowid DESC "
-            "LIMIT 1",
-            (project["id"],),
-        ).fetchone()
-        if row is None:
-            raise Conflict(f"Project '{project['name']}' has no build yet; pass ref to build one.")
-        return row  # type: ignore[no-any-return]
-    build_id = record_build(cloud, db, project["id"], ref)
-    row = db.execute("SELECT * FROM builds WHERE id = ?", (build_id,)).fetchone()
-    return row  # type: ignore[no-any-return]
+    if ref is not None:
+        return record_build(cloud, db, project["id"], ref)
+    row = latest_build(cloud, project["id"])
+    if row is None:
+        raise Conflict(f"Project '{project['name']}' has no build yet; pass ref to build one.")
+    return row
 
 
 async def deploy(
@@ -387,11 +373,27 @@ def finalize(cloud: Cloud, project: sqlite3.Row, deployment_id: str) -> dict[str
 
 
 def rollback(cloud: Cloud, project: sqlite3.Row) -> dict[str, Any]:
-    current = live(cloud, project["id"])
+    current = live_deployment(cloud, project["id"])
     if current is None:
         raise Conflict(
             f"Project '{project['name']}' has no live deployment to roll back; deploy first."
         )
+    target = _rollback_target(cloud, current)
+    with cloud.store.transaction() as db:
+        transition(cloud, db, current["id"], Status.ROLLED_BACK)
+        transition(cloud, db, target["id"], Status.LIVE, f" again, replacing {current['id']}")
+        _run_services(db, project["id"])
+    row = _row(cloud, target["id"])
+    return {
+        "deployment_id": target["id"],
+        "rolled_back_deployment_id": current["id"],
+        "deployment": deployment_view(cloud, row),
+        "services": services(cloud, project["id"]),
+    }
+
+
+def _rollback_target(cloud: Cloud, current: sqlite3.Row) -> sqlite3.Row:
+    """The superseded deployment that was live before `current`."""
     target = None
     if current["previous_id"] is not None:
         target = cloud.store.one(
@@ -403,17 +405,7 @@ def rollback(cloud: Cloud, project: sqlite3.Row) -> dict[str, Any]:
             f"Deployment '{current['id']}' has no earlier live deployment to return to; "
             "deploy the ref you want instead."
         )
-    with cloud.store.transaction() as db:
-        transition(cloud, db, current["id"], Status.ROLLED_BACK)
-        transition(cloud, db, target["id"], Status.LIVE, f" again, replacing {current['id']}")
-        db.execute("UPDATE services SET status = 'running' WHERE project_id = ?", (project["id"],))
-    row = _row(cloud, target["id"])
-    return {
-        "deployment_id": target["id"],
-        "rolled_back_deployment_id": current["id"],
-        "deployment": deployment_view(cloud, row),
-        "services": services(cloud, project["id"]),
-    }
+    return target
 
 
 def service_row(cloud: Cloud, project: sqlite3.Row, name: str) -> sqlite3.Row:
@@ -434,7 +426,7 @@ def restart(cloud: Cloud, project: sqlite3.Row, service: str | None) -> dict[str
         if service is None
         else [service_row(cloud, project, service)["name"]]
     )
-    current = live(cloud, project["id"])
+    current = live_deployment(cloud, project["id"])
     if current is None:
         raise Conflict(
             f"Project '{project['name']}' has no live deployment, so nothing is running to "
@@ -443,23 +435,7 @@ def restart(cloud: Cloud, project: sqlite3.Row, service: str | None) -> dict[str
     now = cloud.clock()
     with cloud.store.transaction() as db:
         for name in names:
-            replicas = db.execute(
-                "SELECT replicas FROM services WHERE project_id = ? AND name = ?",
-                (project["id"], name),
-            ).fetchone()["replicas"]
-            db.execute(
-                "UPDATE services SET status = 'running', restarted_at = ? "
-                "WHERE project_id = ? AND name = ?",
-                (now, project["id"], name),
-            )
-            cloud.log(
-                db,
-                project["id"],
-                name,
-                "info",
-                f"Restarting {replicas} replica(s) of {name} on deployment {current['id']}.",
-            )
-            cloud.log(db, project["id"], name, "info", f"Service {name} restarted.")
+            _restart_service(cloud, db, project, name, current["id"], now)
     return {
         "project": project["name"],
         "deployment_id": current["id"],
@@ -467,6 +443,23 @@ def restart(cloud: Cloud, project: sqlite3.Row, service: str | None) -> dict[str
         "restarted_at": iso(now),
         "services": services(cloud, project["id"]),
     }
+
+
+def _restart_service(
+    cloud: Cloud,
+    db: sqlite3.Connection,
+    project: sqlite3.Row,
+    name: str,
+    deployment_id: str,
+    now: float,
+) -> None:
+    row = service_row(cloud, project, name)
+    db.execute(
+        "UPDATE services SET status = 'running', restarted_at = ? WHERE id = ?", (now, row["id"])
+    )
+    message = f"Restarting {row['replicas']} replica(s) of {name} on deployment {deployment_id}."
+    cloud.log(db, project["id"], name, "info", message)
+    cloud.log(db, project["id"], name, "info", f"Service {name} restarted.")
 
 
 def bounds(plan: str) -> tuple[int, int]:
@@ -505,16 +498,25 @@ def scale(
     }
 
 
-def tear_down_description(cloud: Cloud, project: sqlite3.Row) -> str | None:
-    """What tearing down would stop, or None when nothing is running."""
-    running = [
-        r["name"]
-        for r in cloud.store.all(
-            "SELECT name FROM services WHERE project_id = ? AND status != 'stopped' ORDER BY name",
-            (project["id"],),
-        )
-    ]
-    current = live(cloud, project["id"])
+def _running(cloud: Cloud, project_id: str) -> list[str]:
+    """The names of the project's services that are not stopped."""
+    rows = cloud.store.all(
+        "SELECT name FROM services WHERE project_id = ? AND status != 'stopped' ORDER BY name",
+        (project_id,),
+    )
+    return [r["name"] for r in rows]
+
+
+def _require_tear_down(tenant: Tenant) -> None:
+    tenant.require_role("admin", "tear down a project")
+
+
+def tear_down_description(cloud: Cloud, tenant: Tenant, project: sqlite3.Row) -> str | None:
+    """What tearing down would stop (None when nothing is running), for a caller who may tear
+    the project down."""
+    _require_tear_down(tenant)
+    running = _running(cloud, project["id"])
+    current = live_deployment(cloud, project["id"])
     if current is None and not running:
         return None
     parts = []
@@ -526,15 +528,9 @@ def tear_down_description(cloud: Cloud, project: sqlite3.Row) -> str | None:
 
 
 def tear_down(cloud: Cloud, tenant: Tenant, project: sqlite3.Row) -> dict[str, Any]:
-    cloud.require_role(tenant, "admin", "tear down a project")
-    current = live(cloud, project["id"])
-    stopped = [
-        r["name"]
-        for r in cloud.store.all(
-            "SELECT name FROM services WHERE project_id = ? AND status != 'stopped' ORDER BY name",
-            (project["id"],),
-        )
-    ]
+    _require_tear_down(tenant)
+    current = live_deployment(cloud, project["id"])
+    stopped = _running(cloud, project["id"])
     if current is not None or stopped:
         with cloud.store.transaction() as db:
             if current is not None:

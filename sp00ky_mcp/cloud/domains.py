@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from encodings import idna
 from typing import Any
 
-from .base import Cloud, Conflict, Invalid, NotFound, Tenant, new_id
-from .env import iso
+from .base import Cloud, Conflict, Invalid, Tenant, iso, iso_or_none, new_id
 
 PLATFORM_ZONE = "sp00ky.app"
 RESERVED_ZONES = ("sp00ky.app", "sp00ky.cloud")
@@ -83,6 +82,14 @@ def parse_hostname(text: str) -> Hostname:
     if not name:
         raise Invalid("The hostname is empty; pass a domain name such as www.example.com.")
     shown = _shown(name)
+    pairs = [_label(label, shown) for label in _labels(name, shown)]
+    ascii_name = ".".join(a for a, _ in pairs)
+    _check_encoded(ascii_name, shown)
+    return Hostname(ascii_name, ".".join(u for _, u in pairs))
+
+
+def _labels(name: str, shown: str) -> list[str]:
+    """The labels of a name that is not an IP address and has two or more labels."""
     if _is_ip(name):
         raise Invalid(
             f"'{shown}' is an IP address; a custom domain needs a hostname such as www.example.com."
@@ -98,15 +105,19 @@ def parse_hostname(text: str) -> Hostname:
         raise Invalid(
             f"'{shown}' is a single label; pass a full domain name such as {shown}.example.com."
         )
-    pairs = [_label(label, shown) for label in labels]
-    ascii_name = ".".join(a for a, _ in pairs)
+    return labels
+
+
+def _check_encoded(ascii_name: str, shown: str) -> None:
+    """The encoded name fits in DNS with its challenge record, ends in a possible top-level
+    domain, and is not the platform's own."""
     if len(ascii_name) > MAX_HOSTNAME:
         raise Invalid(
             f"'{shown}' is {len(ascii_name)} characters once encoded; at most "
             f"{MAX_HOSTNAME} fit, so that its {CHALLENGE_LABEL} record stays within "
             f"DNS's {MAX_DNS_NAME}."
         )
-    if pairs[-1][0].isdigit():
+    if ascii_name.rsplit(".", 1)[-1].isdigit():
         raise Invalid(
             f"'{shown}' ends in a numeric label, which no top-level domain is; pass "
             "a domain name such as www.example.com."
@@ -115,7 +126,6 @@ def parse_hostname(text: str) -> Hostname:
         raise Invalid(
             f"'{shown}' is under a domain of the Sp00ky platform itself; add a domain you control."
         )
-    return Hostname(ascii_name, ".".join(u for _, u in pairs))
 
 
 def _is_ip(name: str) -> bool:
@@ -209,7 +219,7 @@ def domain_view(row: sqlite3.Row, project: sqlite3.Row) -> dict[str, Any]:
         "project": project["name"],
         "status": row["status"],
         "created_at": iso(row["created_at"]),
-        "verified_at": iso(row["verified_at"]),
+        "verified_at": iso_or_none(row["verified_at"]),
         "dns_records": dns_records(host, project, row["verification_token"]),
     }
 
@@ -291,26 +301,18 @@ def _taken(host: Hostname, project: sqlite3.Row, tenant: Tenant, holder: sqlite3
 
 
 def domain(cloud: Cloud, project: sqlite3.Row, host: Hostname) -> sqlite3.Row:
-    row = cloud.store.one(
-        "SELECT * FROM domains WHERE project_id = ? AND hostname = ?", (project["id"], host.ascii)
+    return cloud.child(
+        "domains",
+        project,
+        "hostname",
+        host.ascii,
+        f"No domain '{host.ascii}' on project '{project['name']}'; list_domains shows its domains.",
     )
-    if row is None:
-        raise NotFound(
-            f"No domain '{host.ascii}' on project '{project['name']}'; list_domains "
-            "shows its domains."
-        )
-    return row
 
 
 def remove_domain(cloud: Cloud, project: sqlite3.Row, host: Hostname) -> dict[str, Any]:
     with cloud.store.transaction() as db:
-        gone = db.execute(
-            "DELETE FROM domains WHERE project_id = ? AND hostname = ?", (project["id"], host.ascii)
-        ).rowcount
-        if not gone:
-            raise NotFound(
-                f"No domain '{host.ascii}' on project '{project['name']}'; "
-                "list_domains shows its domains."
-            )
+        row = domain(cloud, project, host)
+        db.execute("DELETE FROM domains WHERE id = ?", (row["id"],))
         cloud.log(db, project["id"], None, "info", f"Domain {host.ascii} removed.")
     return {"hostname": host.ascii, "project": project["name"], "removed": True}

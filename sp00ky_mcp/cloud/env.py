@@ -11,26 +11,21 @@ import re
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from ..redaction import Secret
-from .base import Cloud, Conflict, Invalid, NotFound
+from .base import Cloud, Conflict, Invalid, iso
 
 KEY_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_KEY_LENGTH = 256
 MAX_VALUE_BYTES = 32 * 1024
 MAX_VARS_PER_PROJECT = 500
 KEY_RULE = "letters, digits and underscores, not starting with a digit"
-
-
-def iso(moment: float | None) -> str | None:
-    """A store timestamp as the ISO 8601 UTC text the tools show (milliseconds, 'Z'), the
-    same format as the other areas' results."""
-    if moment is None:
-        return None
-    text = datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
-    return text.replace("+00:00", "Z")
+_UPSERT = (
+    "INSERT INTO env_vars (project_id, key, value, updated_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (project_id, key) DO UPDATE SET value = excluded.value, "
+    "updated_at = excluded.updated_at"
+)
 
 
 # --- validation ---------------------------------------------------------------------------
@@ -67,8 +62,12 @@ def value_problem(key: str, value: str) -> str | None:
     return None
 
 
+def variable_problem(key: str, value: str) -> str | None:
+    return key_problem(key) or value_problem(key, value)
+
+
 def check_variable(key: str, value: str) -> None:
-    problem = key_problem(key) or value_problem(key, value)
+    problem = variable_problem(key, value)
     if problem is not None:
         raise Invalid(_sentence(problem) + ".")
 
@@ -102,33 +101,47 @@ def parse_dotenv(text: str) -> dict[str, str]:
     result: dict[str, str] = {}
     index = 0
     while index < len(lines):
-        number = index + 1
-        line = lines[index].strip()
-        index += 1
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export") and line[6:7] in (" ", "\t"):
-            line = line[6:].lstrip()
-        key, equals, rest = line.partition("=")
-        key = key.strip()
-        if not equals:
-            raise DotenvError(number, f"'{_shown(line)}' has no '='; write KEY=VALUE")
-        if not key:
-            raise DotenvError(number, "the key before '=' is missing; write KEY=VALUE")
-        problem = key_problem(key)
-        if problem is not None:
-            raise DotenvError(number, problem)
-        rest = rest.lstrip()
-        if rest[:1] in ('"', "'"):
-            value, index = _quoted(rest, lines, index, number)
-        else:
-            value = _unquoted(rest)
-        problem = value_problem(key, value)
-        if problem is not None:
-            raise DotenvError(number, problem)
-        result.pop(key, None)
-        result[key] = value
+        entry, index = _entry(lines, index)
+        if entry is not None:
+            key, value = entry
+            result.pop(key, None)
+            result[key] = value
     return result
+
+
+def _entry(lines: list[str], index: int) -> tuple[tuple[str, str] | None, int]:
+    """The key and value that start on line `index` (None for a blank or comment line), and
+    the index of the line after them."""
+    number = index + 1
+    line = lines[index].strip()
+    index += 1
+    if not line or line.startswith("#"):
+        return None, index
+    if line.startswith("export") and line[6:7] in (" ", "\t"):
+        line = line[6:].lstrip()
+    key, rest = _key(line, number)
+    if rest[:1] in ('"', "'"):
+        value, index = _quoted(rest, lines, index, number)
+    else:
+        value = _unquoted(rest)
+    problem = value_problem(key, value)
+    if problem is not None:
+        raise DotenvError(number, problem)
+    return (key, value), index
+
+
+def _key(line: str, number: int) -> tuple[str, str]:
+    """The valid key before the '=' of a line, and the text after it."""
+    key, equals, rest = line.partition("=")
+    key = key.strip()
+    if not equals:
+        raise DotenvError(number, f"'{_shown(line)}' has no '='; write KEY=VALUE")
+    if not key:
+        raise DotenvError(number, "the key before '=' is missing; write KEY=VALUE")
+    problem = key_problem(key)
+    if problem is not None:
+        raise DotenvError(number, problem)
+    return key, rest.lstrip()
 
 
 def _unquoted(rest: str) -> str:
@@ -204,13 +217,8 @@ def set_variable(cloud: Cloud, project: sqlite3.Row, key: str, value: str) -> di
             "SELECT 1 FROM env_vars WHERE project_id = ? AND key = ?", (project["id"], key)
         ).fetchone()
         if existing is None:
-            _check_capacity(db, project, 1)
-        db.execute(
-            "INSERT INTO env_vars (project_id, key, value, updated_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (project_id, key) DO UPDATE SET value = excluded.value, "
-            "updated_at = excluded.updated_at",
-            (project["id"], key, value, now),
-        )
+            _check_capacity(cloud, project, 1)
+        db.execute(_UPSERT, (project["id"], key, value, now))
         verb = "created" if existing is None else "updated"
         cloud.log(db, project["id"], None, "info", f"Environment variable {key} {verb}.")
     return {
@@ -224,27 +232,20 @@ def set_variable(cloud: Cloud, project: sqlite3.Row, key: str, value: str) -> di
 
 def delete_variable(cloud: Cloud, project: sqlite3.Row, key: str) -> dict[str, Any]:
     with cloud.store.transaction() as db:
-        gone = db.execute(
-            "DELETE FROM env_vars WHERE project_id = ? AND key = ?", (project["id"], key)
-        ).rowcount
-        if not gone:
-            raise missing_variable(project, key)
+        require_variable(cloud, project, key)
+        db.execute("DELETE FROM env_vars WHERE project_id = ? AND key = ?", (project["id"], key))
         cloud.log(db, project["id"], None, "info", f"Environment variable {key} deleted.")
     return {"project": project["name"], "key": key, "deleted": True}
 
 
 def require_variable(cloud: Cloud, project: sqlite3.Row, key: str) -> None:
-    row = cloud.store.one(
-        "SELECT 1 FROM env_vars WHERE project_id = ? AND key = ?", (project["id"], key)
-    )
-    if row is None:
-        raise missing_variable(project, key)
-
-
-def missing_variable(project: sqlite3.Row, key: str) -> NotFound:
-    return NotFound(
+    cloud.child(
+        "env_vars",
+        project,
+        "key",
+        key,
         f"No environment variable '{_shown(key)}' on project '{project['name']}'; "
-        "list_env_vars shows its keys."
+        "list_env_vars shows its keys.",
     )
 
 
@@ -258,7 +259,7 @@ class BulkOutcome:
 
 def check_map(values: dict[str, str]) -> None:
     for key, value in values.items():
-        problem = key_problem(key) or value_problem(key, value)
+        problem = variable_problem(key, value)
         if problem is not None:
             raise Invalid(f"In values, {problem}.")
 
@@ -269,41 +270,22 @@ def bulk_load(
     """Merges `values` into the project's variables, or with `replace` makes them exactly
     `values`; in one transaction, so a failure changes nothing."""
     now = cloud.clock()
-    outcome = BulkOutcome()
     with cloud.store.transaction() as db:
-        current = {
-            row["key"]: row["value"]
-            for row in db.execute(
-                "SELECT key, value FROM env_vars WHERE project_id = ?", (project["id"],)
-            )
-        }
-        for key, value in values.items():
-            if key not in current:
-                outcome.created.append(key)
-            elif current[key] != value:
-                outcome.updated.append(key)
-            else:
-                outcome.unchanged.append(key)
-        if replace:
-            outcome.deleted = sorted(set(current) - set(values))
-            db.executemany(
-                "DELETE FROM env_vars WHERE project_id = ? AND key = ?",
-                [(project["id"], key) for key in outcome.deleted],
-            )
-        _check_capacity(db, project, len(outcome.created))
+        outcome = _compare(_current(cloud, project), values, replace)
         db.executemany(
-            "INSERT INTO env_vars (project_id, key, value, updated_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (project_id, key) DO UPDATE SET value = excluded.value, "
-            "updated_at = excluded.updated_at",
+            "DELETE FROM env_vars WHERE project_id = ? AND key = ?",
+            [(project["id"], key) for key in outcome.deleted],
+        )
+        _check_capacity(cloud, project, len(outcome.created))
+        db.executemany(
+            _UPSERT,
             [
                 (project["id"], key, values[key], now)
                 for key in (*outcome.created, *outcome.updated)
             ],
         )
         cloud.log(db, project["id"], None, "info", _bulk_message(outcome, replace))
-        total = db.execute(
-            "SELECT COUNT(*) FROM env_vars WHERE project_id = ?", (project["id"],)
-        ).fetchone()[0]
+        total = cloud.count("env_vars", project["id"])
     return {
         "project": project["name"],
         "replaced": replace,
@@ -311,8 +293,29 @@ def bulk_load(
         "updated": sorted(outcome.updated),
         "unchanged": sorted(outcome.unchanged),
         "deleted": outcome.deleted,
-        "total": int(total),
+        "total": total,
     }
+
+
+def _current(cloud: Cloud, project: sqlite3.Row) -> dict[str, str]:
+    rows = cloud.store.all("SELECT key, value FROM env_vars WHERE project_id = ?", (project["id"],))
+    return {row["key"]: row["value"] for row in rows}
+
+
+def _compare(current: dict[str, str], values: dict[str, str], replace: bool) -> BulkOutcome:
+    """Which of `values` are new, changed or the same, and (with `replace`) which current keys
+    go."""
+    outcome = BulkOutcome()
+    for key, value in values.items():
+        if key not in current:
+            outcome.created.append(key)
+        elif current[key] != value:
+            outcome.updated.append(key)
+        else:
+            outcome.unchanged.append(key)
+    if replace:
+        outcome.deleted = sorted(set(current) - set(values))
+    return outcome
 
 
 def _bulk_message(outcome: BulkOutcome, replace: bool) -> str:
@@ -333,10 +336,8 @@ def _keys(keys: Iterable[str]) -> str:
     return f" ({', '.join(sorted(keys))})"
 
 
-def _check_capacity(db: sqlite3.Connection, project: sqlite3.Row, adding: int) -> None:
-    count = db.execute(
-        "SELECT COUNT(*) FROM env_vars WHERE project_id = ?", (project["id"],)
-    ).fetchone()[0]
+def _check_capacity(cloud: Cloud, project: sqlite3.Row, adding: int) -> None:
+    count = cloud.count("env_vars", project["id"])
     if count + adding > MAX_VARS_PER_PROJECT:
         raise Conflict(
             f"Project '{project['name']}' would have {count + adding} environment "

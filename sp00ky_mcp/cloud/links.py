@@ -19,9 +19,9 @@ import sqlite3
 from enum import StrEnum
 from typing import Any
 
-from .base import Cloud, Conflict, Invalid, Tenant, new_id
-from .deployments import Progress, advance, check_ref, deployment_view, queue, reap
-from .projects import iso, iso_or_none, record_build
+from .base import Cloud, Conflict, Invalid, Tenant, iso, iso_or_none, new_id
+from .deployments import Progress, advance, check_ref, deployment_view, finish_run, queue, reap
+from .projects import record_build
 
 
 class RunStatus(StrEnum):
@@ -138,12 +138,7 @@ def set_up(
     check_ref(branch, "Branch")
     existing = _link(cloud, project["id"])
     if existing is not None:
-        same = (existing["repo_url"], existing["branch"], bool(existing["auto_deploy"])) == (
-            repo_url,
-            branch,
-            auto_deploy,
-        )
-        if not same:
+        if _settings(existing) != (repo_url, branch, auto_deploy):
             raise Conflict(
                 f"Project '{project['name']}' is already linked to {existing['repo_url']}; use "
                 "update_repo_link to change it, or unlink_repo first to link another repository."
@@ -156,14 +151,17 @@ def set_up(
             "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
             (project["id"], repo_url, branch, int(auto_deploy), now, now),
         )
-        cloud.log(
-            db,
-            project["id"],
-            None,
-            "info",
-            f"Linked to {repo_url} ({branch}); auto-deploy {'on' if auto_deploy else 'off'}.",
-        )
+        message = f"Linked to {repo_url} ({branch}); auto-deploy {_on_off(auto_deploy)}."
+        cloud.log(db, project["id"], None, "info", message)
     return status(cloud, project)
+
+
+def _settings(link: sqlite3.Row) -> tuple[str, str, bool]:
+    return link["repo_url"], link["branch"], bool(link["auto_deploy"])
+
+
+def _on_off(flag: bool) -> str:
+    return "on" if flag else "off"
 
 
 def update(
@@ -174,46 +172,44 @@ def update(
     if branch is not None:
         check_ref(branch, "Branch")
     link = _require_link(cloud, project)
-    new_branch = link["branch"] if branch is None else branch
-    new_auto = bool(link["auto_deploy"]) if auto_deploy is None else auto_deploy
-    if (new_branch, new_auto) != (link["branch"], bool(link["auto_deploy"])):
+    _, old_branch, old_auto = _settings(link)
+    new_branch = old_branch if branch is None else branch
+    new_auto = old_auto if auto_deploy is None else auto_deploy
+    if (new_branch, new_auto) != (old_branch, old_auto):
         with cloud.store.transaction() as db:
             db.execute(
                 "UPDATE repo_links SET branch = ?, auto_deploy = ?, updated_at = ? "
                 "WHERE project_id = ?",
                 (new_branch, int(new_auto), cloud.clock(), project["id"]),
             )
-            cloud.log(
-                db,
-                project["id"],
-                None,
-                "info",
-                f"Repo link updated: branch {new_branch}; auto-deploy "
-                f"{'on' if new_auto else 'off'}.",
-            )
+            message = f"Repo link updated: branch {new_branch}; auto-deploy {_on_off(new_auto)}."
+            cloud.log(db, project["id"], None, "info", message)
     return status(cloud, project)
 
 
-def unlink_description(cloud: Cloud, project: sqlite3.Row) -> str:
+def _require_unlinker(tenant: Tenant) -> None:
+    tenant.require_role("admin", "unlink a repository")
+
+
+def unlink_description(cloud: Cloud, tenant: Tenant, project: sqlite3.Row) -> str:
+    """What unlinking changes, for a caller who may unlink."""
+    _require_unlinker(tenant)
     link = _require_link(cloud, project)
     return f"unlink project '{project['name']}' from {link['repo_url']} ({link['branch']})"
 
 
 def unlink(cloud: Cloud, tenant: Tenant, project: sqlite3.Row) -> dict[str, Any]:
-    cloud.require_role(tenant, "admin", "unlink a repository")
+    _require_unlinker(tenant)
     link = _require_link(cloud, project)
     with cloud.store.transaction() as db:
         db.execute("DELETE FROM repo_links WHERE project_id = ?", (project["id"],))
         cloud.log(db, project["id"], None, "warning", f"Unlinked from {link['repo_url']}.")
-    kept = cloud.store.one(
-        "SELECT count(*) AS n FROM link_runs WHERE project_id = ?", (project["id"],)
-    )
     return {
         "project": project["name"],
         "unlinked": True,
         "repo_url": link["repo_url"],
         "branch": link["branch"],
-        "runs_kept": 0 if kept is None else int(kept["n"]),
+        "runs_kept": cloud.count("link_runs", project["id"]),
     }
 
 
@@ -226,28 +222,9 @@ async def trigger(
     branch = link["branch"] if ref is None else check_ref(ref)
     promote = bool(link["auto_deploy"])
     total = 5 if promote else 4
-    run_id = new_id("run")
-    with cloud.store.transaction() as db:
-        build_id = record_build(cloud, db, project["id"], branch)
-        build = db.execute("SELECT * FROM builds WHERE id = ?", (build_id,)).fetchone()
-        deployment_id = queue(cloud, db, project["id"], build, "repo_link")
-        db.execute(
-            "INSERT INTO link_runs (id, project_id, status, branch, commit_sha, deployment_id, "
-            "created_at) VALUES (?, ?, 'running', ?, ?, ?, ?)",
-            (run_id, project["id"], branch, build["commit_sha"], deployment_id, cloud.clock()),
-        )
-        cloud.log(
-            db,
-            project["id"],
-            None,
-            "info",
-            f"Run {run_id} started: {branch}@{build['commit_sha'][:7]} from {link['repo_url']}.",
-        )
+    run_id, deployment_id, fetched = _start_run(cloud, project, link, branch)
     await progress(
-        1,
-        total,
-        f"Run {run_id} fetched {branch}@{build['commit_sha'][:7]}; deployment "
-        f"{deployment_id} is queued.",
+        1, total, f"Run {run_id} fetched {fetched}; deployment {deployment_id} is queued."
     )
     try:
         await advance(cloud, project["id"], deployment_id, promote, progress, 1, total)
@@ -256,6 +233,30 @@ async def trigger(
         raise
     _finish(cloud, project, run_id, RunStatus.SUCCEEDED)
     await progress(total, total, f"Run {run_id} succeeded.")
+    return _triggered(cloud, run_id, deployment_id)
+
+
+def _start_run(
+    cloud: Cloud, project: sqlite3.Row, link: sqlite3.Row, branch: str
+) -> tuple[str, str, str]:
+    """Records a run with its build and queued deployment; returns the run's id, the
+    deployment's id, and what was fetched (branch@short-sha)."""
+    run_id = new_id("run")
+    with cloud.store.transaction() as db:
+        build = record_build(cloud, db, project["id"], branch)
+        deployment_id = queue(cloud, db, project["id"], build, "repo_link")
+        db.execute(
+            "INSERT INTO link_runs (id, project_id, status, branch, commit_sha, deployment_id, "
+            "created_at) VALUES (?, ?, 'running', ?, ?, ?, ?)",
+            (run_id, project["id"], branch, build["commit_sha"], deployment_id, cloud.clock()),
+        )
+        fetched = f"{branch}@{build['commit_sha'][:7]}"
+        message = f"Run {run_id} started: {fetched} from {link['repo_url']}."
+        cloud.log(db, project["id"], None, "info", message)
+    return run_id, deployment_id, fetched
+
+
+def _triggered(cloud: Cloud, run_id: str, deployment_id: str) -> dict[str, Any]:
     run = cloud.store.one("SELECT * FROM link_runs WHERE id = ?", (run_id,))
     deployment = cloud.store.one("SELECT * FROM deployments WHERE id = ?", (deployment_id,))
     assert run is not None and deployment is not None
@@ -269,9 +270,6 @@ async def trigger(
 
 def _finish(cloud: Cloud, project: sqlite3.Row, run_id: str, outcome: RunStatus) -> None:
     with cloud.store.transaction() as db:
-        db.execute(
-            "UPDATE link_runs SET status = ?, finished_at = ? WHERE id = ?",
-            (outcome.value, cloud.clock(), run_id),
-        )
+        finish_run(cloud, db, run_id, outcome.value)
         level = "info" if outcome is RunStatus.SUCCEEDED else "error"
         cloud.log(db, project["id"], None, level, f"Run {run_id} {outcome}.")

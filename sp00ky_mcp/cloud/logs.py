@@ -10,24 +10,24 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from .base import Cloud, Invalid
+from .base import CURSOR_RULE, Cloud, Invalid, iso
 from .deployments import service_row
-from .projects import iso
 
 DEFAULT_LINES = 100
 MAX_LINES = 1000
 _BATCH = 500
 _RELATIVE = re.compile(r"(\d{1,9})([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# SQL conditions and their parameters.
+Where = tuple[list[str], list[Any]]
 SINCE_RULE = (
     "since must be an ISO-8601 timestamp such as 2025-01-31T12:00:00Z or a relative time "
     "such as 30s, 15m, 2h or 1d."
 )
-CURSOR_RULE = "Invalid cursor: pass back a next_cursor value exactly as received."
 
 
 def parse_since(since: str, now: float) -> float:
@@ -78,6 +78,23 @@ def read(
     before = _before(cursor)
     if service is not None:
         service_row(cloud, project, service)
+    where = _filters(cloud, project, service, since)
+    needle = None if contains is None else contains.casefold()
+    picked: list[tuple[sqlite3.Row, str]] = []
+    more = False
+    for row in _newest_first(cloud, where, before):
+        message = mask(row["message"])
+        if needle is not None and needle not in message.casefold():
+            continue
+        if len(picked) == lines:
+            more = True
+            break
+        picked.append((row, message))
+    return _page(picked, more)
+
+
+def _filters(cloud: Cloud, project: sqlite3.Row, service: str | None, since: str | None) -> Where:
+    """The SQL conditions (and their parameters) of the project, service and since filters."""
     clauses = ["project_id = ?"]
     params: list[Any] = [project["id"]]
     if service is not None:
@@ -86,31 +103,28 @@ def read(
     if since is not None:
         clauses.append("at >= ?")
         params.append(parse_since(since, cloud.clock()))
-    needle = None if contains is None else contains.casefold()
-    picked: list[dict[str, Any]] = []
-    oldest_id: int | None = None
-    more = False
-    while not more:
+    return clauses, params
+
+
+def _newest_first(cloud: Cloud, where: Where, before: int | None) -> Iterator[sqlite3.Row]:
+    """The lines matching `where` older than line `before` (all when None), newest first,
+    read in batches as far as the caller goes."""
+    clauses, params = where
+    while True:
         bound = [*clauses, "id < ?"] if before is not None else clauses
         rows = cloud.store.all(
             f"SELECT * FROM log_lines WHERE {' AND '.join(bound)} ORDER BY id DESC LIMIT ?",
             [*params, *([before] if before is not None else []), _BATCH],
         )
-        for row in rows:
-            message = mask(row["message"])
-            if needle is not None and needle not in message.casefold():
-                continue
-            if len(picked) == lines:
-                more = True
-                break
-            picked.append(line_view(row, message))
-            oldest_id = int(row["id"])
+        yield from rows
         if len(rows) < _BATCH:
-            break
+            return
         before = int(rows[-1]["id"])
-    picked.reverse()
-    return {
-        "items": picked,
-        "next_cursor": f"b{oldest_id}" if more and oldest_id is not None else None,
-        "truncated": more,
-    }
+
+
+def _page(picked: list[tuple[sqlite3.Row, str]], more: bool) -> dict[str, Any]:
+    """The picked lines (newest first) as a page, oldest first; its cursor reads on from the
+    oldest of them."""
+    cursor = f"b{picked[-1][0]['id']}" if more and picked else None
+    items = [line_view(row, message) for row, message in reversed(picked)]
+    return {"items": items, "next_cursor": cursor, "truncated": more}

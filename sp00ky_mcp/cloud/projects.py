@@ -10,10 +10,19 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
-from datetime import UTC, datetime
 from typing import Any
 
-from .base import REGIONS, Cloud, Conflict, Invalid, NotFound, Tenant, new_id
+from .base import (
+    REGIONS,
+    Cloud,
+    Conflict,
+    Invalid,
+    Tenant,
+    iso,
+    iso_or_none,
+    missing_project,
+    new_id,
+)
 
 NAME_RULE = "1-63 lowercase letters, digits and hyphens, starting with a letter"
 _NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
@@ -22,16 +31,6 @@ DEFAULT_SERVICES = ("web",)
 INITIAL_REF = "main"
 # What destroying a project removes, counted in its result.
 COUNTED = ("services", "builds", "deployments", "env_vars", "backups", "domains", "link_runs")
-
-
-def iso(at: float) -> str:
-    """A stored time (seconds since the epoch) as ISO-8601 UTC with milliseconds."""
-    moment = datetime.fromtimestamp(at, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def iso_or_none(at: float | None) -> str | None:
-    return None if at is None else iso(at)
 
 
 def valid_name(value: str) -> bool:
@@ -49,8 +48,8 @@ def commit_sha(seed: str) -> str:
     return hashlib.sha1(seed.encode(), usedforsecurity=False).hexdigest()
 
 
-def record_build(cloud: Cloud, db: sqlite3.Connection, project_id: str, ref: str) -> str:
-    """Records a build of `ref` inside the caller's transaction; returns its id.  A ref that
+def record_build(cloud: Cloud, db: sqlite3.Connection, project_id: str, ref: str) -> sqlite3.Row:
+    """Records a build of `ref` inside the caller's transaction and returns it.  A ref that
     is a full commit id builds that commit."""
     build_id = new_id("bld")
     sha = ref.lower() if re.fullmatch(r"[0-9a-fA-F]{40}", ref) else commit_sha(build_id)
@@ -58,7 +57,8 @@ def record_build(cloud: Cloud, db: sqlite3.Connection, project_id: str, ref: str
         "INSERT INTO builds (id, project_id, ref, commit_sha, created_at) VALUES (?, ?, ?, ?, ?)",
         (build_id, project_id, ref, sha, cloud.clock()),
     )
-    return build_id
+    row: sqlite3.Row = db.execute("SELECT * FROM builds WHERE id = ?", (build_id,)).fetchone()
+    return row
 
 
 # --- views -------------------------------------------------------------------------------
@@ -96,10 +96,14 @@ def latest_build(cloud: Cloud, project_id: str) -> sqlite3.Row | None:
     )
 
 
-def live_deployment_id(cloud: Cloud, project_id: str) -> str | None:
-    row = cloud.store.one(
-        "SELECT id FROM deployments WHERE project_id = ? AND status = 'live'", (project_id,)
+def live_deployment(cloud: Cloud, project_id: str) -> sqlite3.Row | None:
+    return cloud.store.one(
+        "SELECT * FROM deployments WHERE project_id = ? AND status = 'live'", (project_id,)
     )
+
+
+def live_deployment_id(cloud: Cloud, project_id: str) -> str | None:
+    row = live_deployment(cloud, project_id)
     return None if row is None else str(row["id"])
 
 
@@ -116,9 +120,6 @@ def summary(cloud: Cloud, row: sqlite3.Row) -> dict[str, Any]:
 
 def detail(cloud: Cloud, row: sqlite3.Row) -> dict[str, Any]:
     build = latest_build(cloud, row["id"])
-    link = cloud.store.one(
-        "SELECT repo_url, branch, auto_deploy FROM repo_links WHERE project_id = ?", (row["id"],)
-    )
     return {
         "id": row["id"],
         "name": row["name"],
@@ -128,13 +129,20 @@ def detail(cloud: Cloud, row: sqlite3.Row) -> dict[str, Any]:
         "services": services(cloud, row["id"]),
         "live_deployment_id": live_deployment_id(cloud, row["id"]),
         "latest_build": None if build is None else build_view(build),
-        "repo_link": None
-        if link is None
-        else {
-            "repo_url": link["repo_url"],
-            "branch": link["branch"],
-            "auto_deploy": bool(link["auto_deploy"]),
-        },
+        "repo_link": repo_link(cloud, row["id"]),
+    }
+
+
+def repo_link(cloud: Cloud, project_id: str) -> dict[str, Any] | None:
+    link = cloud.store.one(
+        "SELECT repo_url, branch, auto_deploy FROM repo_links WHERE project_id = ?", (project_id,)
+    )
+    if link is None:
+        return None
+    return {
+        "repo_url": link["repo_url"],
+        "branch": link["branch"],
+        "auto_deploy": bool(link["auto_deploy"]),
     }
 
 
@@ -150,10 +158,36 @@ def create_project(
     cloud: Cloud, tenant: Tenant, name: str, region: str | None, service_names: list[str] | None
 ) -> dict[str, Any]:
     check_name("Project", name)
-    region = DEFAULT_REGION if region is None else region
+    region = check_region(DEFAULT_REGION if region is None else region)
+    wanted = check_services(list(DEFAULT_SERVICES) if service_names is None else service_names)
+    _check_name_free(cloud, tenant, name)
+    project_id = new_id("prj")
+    with cloud.store.transaction() as db:
+        db.execute(
+            "INSERT INTO projects (id, tenant_id, name, region, created_at) VALUES (?, ?, ?, ?, ?)",
+            (project_id, tenant.id, name, region, cloud.clock()),
+        )
+        db.executemany(
+            "INSERT INTO services (id, project_id, name) VALUES (?, ?, ?)",
+            [(new_id("svc"), project_id, service) for service in wanted],
+        )
+        record_build(cloud, db, project_id, INITIAL_REF)
+        services_named = ", ".join(sorted(wanted))
+        message = f"Project '{name}' created in {region} with services {services_named}."
+        cloud.log(db, project_id, None, "info", message)
+    row = cloud.store.one("SELECT * FROM projects WHERE id = ?", (project_id,))
+    assert row is not None
+    return detail(cloud, row)
+
+
+def check_region(region: str) -> str:
     if region not in REGIONS:
         raise Invalid(f"Region '{region}' does not exist; choose one of {', '.join(REGIONS)}.")
-    wanted = list(DEFAULT_SERVICES) if service_names is None else service_names
+    return region
+
+
+def check_services(wanted: list[str]) -> list[str]:
+    """At least one service, each validly named and listed once."""
     if not wanted:
         raise Invalid("A project needs at least one service; pass services such as ['web'].")
     for service in wanted:
@@ -161,6 +195,10 @@ def create_project(
     repeated = sorted({s for s in wanted if wanted.count(s) > 1})
     if repeated:
         raise Invalid(f"Service '{repeated[0]}' is listed twice; list each service once.")
+    return wanted
+
+
+def _check_name_free(cloud: Cloud, tenant: Tenant, name: str) -> None:
     taken = cloud.store.one(
         "SELECT 1 FROM projects WHERE tenant_id = ? AND name = ?", (tenant.id, name)
     )
@@ -169,44 +207,20 @@ def create_project(
             f"A project named '{name}' already exists in tenant '{tenant.name}'; "
             "choose another name or use that project."
         )
-    project_id = new_id("prj")
-    now = cloud.clock()
-    with cloud.store.transaction() as db:
-        db.execute(
-            "INSERT INTO projects (id, tenant_id, name, region, created_at) VALUES (?, ?, ?, ?, ?)",
-            (project_id, tenant.id, name, region, now),
-        )
-        for service in wanted:
-            db.execute(
-                "INSERT INTO services (id, project_id, name) VALUES (?, ?, ?)",
-                (new_id("svc"), project_id, service),
-            )
-        record_build(cloud, db, project_id, INITIAL_REF)
-        cloud.log(
-            db,
-            project_id,
-            None,
-            "info",
-            f"Project '{name}' created in {region} with services {', '.join(sorted(wanted))}.",
-        )
-    row = cloud.store.one("SELECT * FROM projects WHERE id = ?", (project_id,))
-    assert row is not None
-    return detail(cloud, row)
 
 
 def contents(cloud: Cloud, project_id: str) -> dict[str, int]:
     """What destroying a project removes, counted per kind."""
-    counts: dict[str, int] = {}
-    for table in COUNTED:
-        row = cloud.store.one(
-            f"SELECT count(*) AS n FROM {table} WHERE project_id = ?", (project_id,)
-        )
-        counts[table] = 0 if row is None else int(row["n"])
-    return counts
+    return {table: cloud.count(table, project_id) for table in COUNTED}
 
 
-def destroy_description(cloud: Cloud, row: sqlite3.Row) -> str:
-    """Names exactly what destroying the project removes."""
+def _require_destroyer(tenant: Tenant) -> None:
+    tenant.require_role("admin", "destroy a project")
+
+
+def destroy_description(cloud: Cloud, tenant: Tenant, row: sqlite3.Row) -> str:
+    """Names exactly what destroying the project removes, for a caller who may destroy it."""
+    _require_destroyer(tenant)
     counts = contents(cloud, row["id"])
     parts = [_counted(n, _NOUNS[kind]) for kind, n in counts.items() if n]
     if cloud.store.one("SELECT 1 FROM vaults WHERE project_id = ?", (row["id"],)):
@@ -235,15 +249,12 @@ def _counted(n: int, noun: str) -> str:
 
 
 def destroy_project(cloud: Cloud, tenant: Tenant, row: sqlite3.Row) -> dict[str, Any]:
-    cloud.require_role(tenant, "admin", "destroy a project")
+    _require_destroyer(tenant)
     removed = contents(cloud, row["id"])
     with cloud.store.transaction() as db:
         gone = db.execute(
             "DELETE FROM projects WHERE id = ? AND tenant_id = ?", (row["id"], tenant.id)
         ).rowcount
     if gone == 0:
-        raise NotFound(
-            f"No project '{row['name']}' in tenant '{tenant.name}'; list_projects shows the "
-            "projects there."
-        )
+        raise missing_project(tenant, row["name"])
     return {"destroyed": True, "project_id": row["id"], "name": row["name"], "removed": removed}

@@ -20,10 +20,10 @@ import re
 import sqlite3
 from typing import Any
 
-from .base import Cloud, Conflict, Invalid, NotFound, Refused, Tenant, new_id
-from .billing import iso, plan_limit, seats_used
+from .base import ROLE_RANK, Cloud, Conflict, Invalid, NotFound, Refused, Tenant, iso, new_id
+from .billing import plan_limit, seats_used
 
-ROLES = ("member", "admin", "owner")
+ROLES = tuple(ROLE_RANK)
 NAME_MAX = 64
 EMAIL_MAX = 254
 # Deliberately plain: one @, a dotted domain, no spaces or control characters.
@@ -71,31 +71,31 @@ def members(cloud: Cloud, tenant: Tenant) -> list[dict[str, Any]]:
         "ORDER BY created_at, email, id",
         (tenant.id,),
     )
-    items = [
-        {
-            "user_id": r["id"],
-            "email": r["email"],
-            "name": r["name"],
-            "role": r["role"],
-            "status": "active",
-            "invitation_id": None,
-            "since": iso(r["created_at"]),
-        }
-        for r in people
-    ]
-    items += [
-        {
-            "user_id": None,
-            "email": r["email"],
-            "name": None,
-            "role": r["role"],
-            "status": "pending",
-            "invitation_id": r["id"],
-            "since": iso(r["created_at"]),
-        }
-        for r in pending
-    ]
-    return items
+    return [*map(_active, people), *map(_pending, pending)]
+
+
+def _active(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "user_id": row["id"],
+        "email": row["email"],
+        "name": row["name"],
+        "role": row["role"],
+        "status": "active",
+        "invitation_id": None,
+        "since": iso(row["created_at"]),
+    }
+
+
+def _pending(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "user_id": None,
+        "email": row["email"],
+        "name": None,
+        "role": row["role"],
+        "status": "pending",
+        "invitation_id": row["id"],
+        "since": iso(row["created_at"]),
+    }
 
 
 # --- rules -------------------------------------------------------------------------------
@@ -125,13 +125,11 @@ def valid_email(email: str) -> str:
     return cleaned
 
 
-def _role_of(db: sqlite3.Connection | Cloud, tenant_id: str, user_id: str) -> str | None:
-    sql = "SELECT role FROM memberships WHERE tenant_id = ? AND user_id = ?"
-    if isinstance(db, Cloud):
-        row = db.store.one(sql, (tenant_id, user_id))
-    else:
-        row = db.execute(sql, (tenant_id, user_id)).fetchone()
-    return None if row is None else str(row["role"])
+def _is_member(cloud: Cloud, tenant_id: str, user_id: str) -> bool:
+    row = cloud.store.one(
+        "SELECT 1 FROM memberships WHERE tenant_id = ? AND user_id = ?", (tenant_id, user_id)
+    )
+    return row is not None
 
 
 # --- writes ------------------------------------------------------------------------------
@@ -172,35 +170,13 @@ def invite(cloud: Cloud, tenant: Tenant, user_id: str, email: str, role: str) ->
     """A pending invitation of `email` to the team with `role`."""
     require_team(tenant)
     email = valid_email(email)
-    Cloud.require_role(tenant, "admin", "invite team members")
+    tenant.require_role("admin", "invite team members")
     if role == "owner":
-        Cloud.require_role(tenant, "owner", "invite an owner")
-    seats = plan_limit(tenant.plan, "team_members")
-    invitee = cloud.accounts.user_by_email(email)
+        tenant.require_role("owner", "invite an owner")
     now = cloud.clock()
     invitation_id = new_id("inv")
     with cloud.store.transaction() as db:
-        if invitee is not None and _role_of(db, tenant.id, invitee.id) is not None:
-            raise Conflict(
-                f"{email} is already a member of '{tenant.name}'; "
-                "list_team_members shows the members."
-            )
-        if (
-            db.execute(
-                "SELECT 1 FROM invitations WHERE tenant_id = ? AND email = ?", (tenant.id, email)
-            ).fetchone()
-            is not None
-        ):
-            raise Conflict(
-                f"{email} already has a pending invitation to '{tenant.name}'; "
-                "remove_team_invitation cancels it if you want to invite again."
-            )
-        if seats_used(cloud, tenant.id) >= seats:
-            raise Refused(
-                f"The {tenant.plan} plan of '{tenant.name}' has {seats} seats and "
-                "members plus pending invitations already fill them; upgrade with "
-                "change_plan or create_checkout_session first."
-            )
+        _check_invitable(cloud, tenant, email)
         db.execute(
             "INSERT INTO invitations VALUES (?, ?, ?, ?, ?, ?)",
             (invitation_id, tenant.id, email, role, user_id, now),
@@ -213,6 +189,30 @@ def invite(cloud: Cloud, tenant: Tenant, user_id: str, email: str, role: str) ->
         "status": "pending",
         "invited_at": iso(now),
     }
+
+
+def _check_invitable(cloud: Cloud, tenant: Tenant, email: str) -> None:
+    """Refuses an invitation of a member, of an email already invited, or past the seats."""
+    invitee = cloud.accounts.user_by_email(email)
+    if invitee is not None and _is_member(cloud, tenant.id, invitee.id):
+        raise Conflict(
+            f"{email} is already a member of '{tenant.name}'; list_team_members shows the members."
+        )
+    invited = cloud.store.one(
+        "SELECT 1 FROM invitations WHERE tenant_id = ? AND email = ?", (tenant.id, email)
+    )
+    if invited is not None:
+        raise Conflict(
+            f"{email} already has a pending invitation to '{tenant.name}'; "
+            "remove_team_invitation cancels it if you want to invite again."
+        )
+    seats = plan_limit(tenant.plan, "team_members")
+    if seats_used(cloud, tenant.id) >= seats:
+        raise Refused(
+            f"The {tenant.plan} plan of '{tenant.name}' has {seats} seats and "
+            "members plus pending invitations already fill them; upgrade with "
+            "change_plan or create_checkout_session first."
+        )
 
 
 def find_member(cloud: Cloud, tenant: Tenant, ref: str) -> sqlite3.Row:
@@ -232,10 +232,10 @@ def find_member(cloud: Cloud, tenant: Tenant, ref: str) -> sqlite3.Row:
 def check_removal(cloud: Cloud, tenant: Tenant, ref: str) -> sqlite3.Row:
     """The member `ref` if the caller may remove them now; raises the reason otherwise."""
     require_team(tenant)
-    Cloud.require_role(tenant, "admin", "remove team members")
+    tenant.require_role("admin", "remove team members")
     member = find_member(cloud, tenant, ref)
     if member["role"] == "owner":
-        Cloud.require_role(tenant, "owner", "remove an owner")
+        tenant.require_role("owner", "remove an owner")
         _keep_an_owner(cloud, tenant, member)
     return member
 
@@ -272,7 +272,7 @@ def remove_member(cloud: Cloud, user_id: str, tenant_id: str, ref: str) -> dict[
 
 def find_invitation(cloud: Cloud, tenant: Tenant, invitation_id: str) -> sqlite3.Row:
     require_team(tenant)
-    Cloud.require_role(tenant, "admin", "cancel invitations")
+    tenant.require_role("admin", "cancel invitations")
     row = cloud.store.one(
         "SELECT * FROM invitations WHERE tenant_id = ? AND id = ?", (tenant.id, invitation_id)
     )
@@ -309,7 +309,7 @@ def accept_invitation(cloud: Cloud, user_id: str, invitation_id: str) -> dict[st
         raise NotFound(f"No pending invitation '{invitation_id}' for this user.")
     now = cloud.clock()
     with cloud.store.transaction() as db:
-        if _role_of(db, row["tenant_id"], user_id) is None:
+        if not _is_member(cloud, row["tenant_id"], user_id):
             db.execute(
                 "INSERT INTO memberships VALUES (?, ?, ?, ?)",
                 (row["tenant_id"], user_id, row["role"], now),

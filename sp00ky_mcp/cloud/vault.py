@@ -9,8 +9,7 @@ import sqlite3
 from typing import Any
 
 from ..redaction import Secret
-from .base import Cloud, Conflict
-from .env import iso
+from .base import Cloud, Conflict, iso
 
 KEY_BYTES = 32
 

@@ -5,23 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..cloud import backups
-from ..cloud.base import new_id, page, page_bounds
-from ..cloud.env import iso
-from .base import CURSOR, PROJECT, Call, Spec, limit, list_of, nullable, obj
+from ..cloud.base import iso, new_id
+from .base import ADMIN, CURSOR, PROJECT, TIME, Call, Spec, limit, list_of, nullable, obj, text
 
-BACKUP_ID = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": 64,
-    "description": "A backup's id, from list_backups or create_backup.",
-}
-RESTORE_ID = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": 64,
-    "description": "The restore_id that restore_backup returned.",
-}
-TIME = {"type": "string", "description": "ISO 8601, UTC."}
+BACKUP_ID = text(64, "A backup's id, from list_backups or create_backup.")
+RESTORE_ID = text(64, "The restore_id that restore_backup returned.")
 BACKUP = obj(
     {
         "backup_id": {"type": "string"},
@@ -59,7 +47,6 @@ CONFIG = obj(
         "updated_at": nullable(TIME),
     }
 )
-ADMIN = "Needs the owner or admin role in a team tenant."
 TIMING = (
     f"A restore is pending for {backups.PENDING_SECONDS:g} seconds, then restoring, and "
     f"completed {backups.COMPLETED_AFTER:g} seconds after it was requested."
@@ -67,13 +54,42 @@ TIMING = (
 
 
 async def list_backups(call: Call) -> dict[str, Any]:
-    project = call.project()
-    offset, count = page_bounds(call.args.get("cursor"), int(call.args.get("limit", 50)))
-    return page(backups.list_backups(call.cloud, project), offset, count)
+    return call.page(backups.list_backups(call.cloud, call.project()), 50)
+
+
+LIST_BACKUPS = Spec(
+    name="list_backups",
+    scope="backups:read",
+    title="List backups",
+    description="Use this to see a project's backups, newest first, with their status, "
+    "size and time; a backup_id from here is what restore_backup and "
+    "delete_backup take.",
+    arguments={"project": PROJECT, "cursor": CURSOR, "limit": limit(50, 200)},
+    required=("project",),
+    output=list_of(BACKUP),
+    handler=list_backups,
+    read_only=True,
+    idempotent=True,
+)
 
 
 async def get_restore_status(call: Call) -> dict[str, Any]:
     return backups.restore_status(call.cloud, call.project(), call.args["restore_id"])
+
+
+GET_RESTORE_STATUS = Spec(
+    name="get_restore_status",
+    scope="backups:read",
+    title="Get restore status",
+    description="Use this after restore_backup to follow a restore through pending, "
+    f"restoring and completed. {TIMING}",
+    arguments={"project": PROJECT, "restore_id": RESTORE_ID},
+    required=("project", "restore_id"),
+    output=RESTORE,
+    handler=get_restore_status,
+    read_only=True,
+    idempotent=True,
+)
 
 
 async def create_backup(call: Call) -> dict[str, Any]:
@@ -88,9 +104,23 @@ async def create_backup(call: Call) -> dict[str, Any]:
     return result
 
 
+CREATE_BACKUP = Spec(
+    name="create_backup",
+    scope="backups:write",
+    title="Create a backup",
+    description="Use this to take a backup of a project now (for example before a risky "
+    "change). Reports progress and returns the backup with its backup_id; "
+    "any member of the tenant may create one.",
+    arguments={"project": PROJECT},
+    required=("project",),
+    output=BACKUP,
+    handler=create_backup,
+)
+
+
 async def restore_backup(call: Call) -> dict[str, Any]:
     project = call.project()
-    call.cloud.require_role(call.tenant, "admin", "restore backups")
+    call.tenant.require_role("admin", "restore backups")
     backup_id = call.args["backup_id"]
     await call.ctx.progress(0, 2, f"Checking backup {backup_id}")
     row = backups.check_restorable(call.cloud, project, backup_id)
@@ -107,9 +137,25 @@ async def restore_backup(call: Call) -> dict[str, Any]:
     return result
 
 
+RESTORE_BACKUP = Spec(
+    name="restore_backup",
+    scope="backups:write",
+    title="Restore a backup",
+    description="Use this to replace a project's current data with a backup from "
+    "list_backups (asks the user to confirm when the client supports it). "
+    "Returns a restore_id to follow with get_restore_status; only one "
+    f"restore per project runs at a time. {TIMING} {ADMIN}",
+    arguments={"project": PROJECT, "backup_id": BACKUP_ID},
+    required=("project", "backup_id"),
+    output=RESTORE,
+    handler=restore_backup,
+    destructive=True,
+)
+
+
 async def delete_backup(call: Call) -> dict[str, Any]:
     project = call.project()
-    call.cloud.require_role(call.tenant, "admin", "delete backups")
+    call.tenant.require_role("admin", "delete backups")
     backup_id = call.args["backup_id"]
     row = backups.backup(call.cloud, project, backup_id)
     await call.confirm(
@@ -119,9 +165,31 @@ async def delete_backup(call: Call) -> dict[str, Any]:
     return backups.delete_backup(call.cloud, project, backup_id)
 
 
+DELETE_BACKUP = Spec(
+    name="delete_backup",
+    scope="backups:write",
+    title="Delete a backup",
+    description="Use this to delete a backup for good (asks the user to confirm when "
+    "the client supports it); a backup that is being restored cannot be "
+    f"deleted until the restore completes. {ADMIN}",
+    arguments={"project": PROJECT, "backup_id": BACKUP_ID},
+    required=("project", "backup_id"),
+    output=obj(
+        {
+            "backup_id": {"type": "string"},
+            "project": {"type": "string"},
+            "deleted": {"type": "boolean"},
+        }
+    ),
+    handler=delete_backup,
+    destructive=True,
+    idempotent=True,
+)
+
+
 async def configure_backups(call: Call) -> dict[str, Any]:
     project = call.project()
-    call.cloud.require_role(call.tenant, "admin", "change backup settings")
+    call.tenant.require_role("admin", "change backup settings")
     retention = call.args.get("retention_days")
     return backups.configure(
         call.cloud,
@@ -131,9 +199,35 @@ async def configure_backups(call: Call) -> dict[str, Any]:
     )
 
 
+CONFIGURE_BACKUPS = Spec(
+    name="configure_backups",
+    scope="backups:write",
+    title="Configure backups",
+    description="Use this to change when a project is backed up and how long backups "
+    "are kept: schedule is hourly, daily, weekly or a 5-field cron "
+    "expression in UTC; retention_days is 1 to 365. Pass either or both; "
+    "the other keeps its value (defaults: daily, 7 days). Returns the "
+    f"configuration in force. {ADMIN}",
+    arguments={
+        "project": PROJECT,
+        "schedule": text(100, "hourly, daily, weekly, or a cron expression such as '30 2 * * *'."),
+        "retention_days": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 365,
+            "description": "Days to keep each backup (1 to 365).",
+        },
+    },
+    required=("project",),
+    output=CONFIG,
+    handler=configure_backups,
+    idempotent=True,
+)
+
+
 async def reset_backup_config(call: Call) -> dict[str, Any]:
     project = call.project()
-    call.cloud.require_role(call.tenant, "admin", "change backup settings")
+    call.tenant.require_role("admin", "change backup settings")
     await call.confirm(
         f"reset the backup configuration of project '{project['name']}' to "
         f"{backups.DEFAULT_SCHEDULE} backups kept "
@@ -142,125 +236,30 @@ async def reset_backup_config(call: Call) -> dict[str, Any]:
     return backups.reset_config(call.cloud, project)
 
 
+RESET_BACKUP_CONFIG = Spec(
+    name="reset_backup_config",
+    scope="backups:write",
+    title="Reset the backup configuration",
+    description="Use this to return a project's backup schedule and retention to the "
+    f"defaults (daily, kept {backups.DEFAULT_RETENTION_DAYS} days), "
+    "discarding its custom settings (asks the user to confirm when the "
+    f"client supports it). {ADMIN}",
+    arguments={"project": PROJECT},
+    required=("project",),
+    output=CONFIG,
+    handler=reset_backup_config,
+    destructive=True,
+    idempotent=True,
+)
+
+
 def specs() -> tuple[Spec, ...]:
-    project_only = {"project": PROJECT}
     return (
-        Spec(
-            name="list_backups",
-            scope="backups:read",
-            title="List backups",
-            description="Use this to see a project's backups, newest first, with their status, "
-            "size and time; a backup_id from here is what restore_backup and "
-            "delete_backup take.",
-            arguments={"project": PROJECT, "cursor": CURSOR, "limit": limit(50, 200)},
-            required=("project",),
-            output=list_of(BACKUP),
-            handler=list_backups,
-            read_only=True,
-            idempotent=True,
-        ),
-        Spec(
-            name="get_restore_status",
-            scope="backups:read",
-            title="Get restore status",
-            description="Use this after restore_backup to follow a restore through pending, "
-            f"restoring and completed. {TIMING}",
-            arguments={"project": PROJECT, "restore_id": RESTORE_ID},
-            required=("project", "restore_id"),
-            output=RESTORE,
-            handler=get_restore_status,
-            read_only=True,
-            idempotent=True,
-        ),
-        Spec(
-            name="create_backup",
-            scope="backups:write",
-            title="Create a backup",
-            description="Use this to take a backup of a project now (for example before a risky "
-            "change). Reports progress and returns the backup with its backup_id; "
-            "any member of the tenant may create one.",
-            arguments=project_only,
-            required=("project",),
-            output=BACKUP,
-            handler=create_backup,
-        ),
-        Spec(
-            name="restore_backup",
-            scope="backups:write",
-            title="Restore a backup",
-            description="Use this to replace a project's current data with a backup from "
-            "list_backups (asks the user to confirm when the client supports it). "
-            "Returns a restore_id to follow with get_restore_status; only one "
-            f"restore per project runs at a time. {TIMING} {ADMIN}",
-            arguments={"project": PROJECT, "backup_id": BACKUP_ID},
-            required=("project", "backup_id"),
-            output=RESTORE,
-            handler=restore_backup,
-            destructive=True,
-        ),
-        Spec(
-            name="delete_backup",
-            scope="backups:write",
-            title="Delete a backup",
-            description="Use this to delete a backup for good (asks the user to confirm when "
-            "the client supports it); a backup that is being restored cannot be "
-            f"deleted until the restore completes. {ADMIN}",
-            arguments={"project": PROJECT, "backup_id": BACKUP_ID},
-            required=("project", "backup_id"),
-            output=obj(
-                {
-                    "backup_id": {"type": "string"},
-                    "project": {"type": "string"},
-                    "deleted": {"type": "boolean"},
-                }
-            ),
-            handler=delete_backup,
-            destructive=True,
-            idempotent=True,
-        ),
-        Spec(
-            name="configure_backups",
-            scope="backups:write",
-            title="Configure backups",
-            description="Use this to change when a project is backed up and how long backups "
-            "are kept: schedule is hourly, daily, weekly or a 5-field cron "
-            "expression in UTC; retention_days is 1 to 365. Pass either or both; "
-            "the other keeps its value (defaults: daily, 7 days). Returns the "
-            f"configuration in force. {ADMIN}",
-            arguments={
-                "project": PROJECT,
-                "schedule": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": 100,
-                    "description": "hourly, daily, weekly, or a cron expression such "
-                    "as '30 2 * * *'.",
-                },
-                "retention_days": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": 365,
-                    "description": "Days to keep each backup (1 to 365).",
-                },
-            },
-            required=("project",),
-            output=CONFIG,
-            handler=configure_backups,
-            idempotent=True,
-        ),
-        Spec(
-            name="reset_backup_config",
-            scope="backups:write",
-            title="Reset the backup configuration",
-            description="Use this to return a project's backup schedule and retention to the "
-            f"defaults (daily, kept {backups.DEFAULT_RETENTION_DAYS} days), "
-            "discarding its custom settings (asks the user to confirm when the "
-            f"client supports it). {ADMIN}",
-            arguments=project_only,
-            required=("project",),
-            output=CONFIG,
-            handler=reset_backup_config,
-            destructive=True,
-            idempotent=True,
-        ),
+        LIST_BACKUPS,
+        GET_RESTORE_STATUS,
+        CREATE_BACKUP,
+        RESTORE_BACKUP,
+        DELETE_BACKUP,
+        CONFIGURE_BACKUPS,
+        RESET_BACKUP_CONFIG,
     )

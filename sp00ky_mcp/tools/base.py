@@ -1,6 +1,7 @@
 """How a product tool is declared: one `Spec` per tool, turned into a catalogue `Tool` by
 `product_tool`, which adds what every product tool shares: tenant resolution, idempotency,
-confirmation of destructive actions, and masking of the tenant's secret values in output.
+confirmation of destructive actions, pages, and masking of the tenant's secret values in
+everything the tool sends (its result or error, and its progress and log notifications).
 """
 
 from __future__ import annotations
@@ -14,35 +15,52 @@ import orjson
 
 from ..accounts import arguments_digest
 from ..catalogue import Tool
-from ..cloud.base import Cloud, Tenant
-from ..context import CallContext
+from ..cloud.base import Cloud, Tenant, page, page_bounds
+from ..context import CallContext, Peer
 from ..errors import ToolError
 from ..redaction import MARKER, Secret
 
 Handler = Callable[["Call"], Awaitable[dict[str, Any]]]
 
-PROJECT = {"type": "string", "minLength": 1, "maxLength": 128,
-           "description": "The project's name or id."}
-TENANT_ID = {"type": "string", "minLength": 1, "maxLength": 64,
-             "description": "Act in this team tenant instead of your personal one."}
-IDEMPOTENCY_KEY = {"type": "string", "minLength": 1, "maxLength": 128,
-                   "description": "Retrying with the same key returns the first result and "
-                                  "changes nothing more."}
-SERVICE = {"type": "string", "minLength": 1, "maxLength": 63,
-           "description": "A service of the project, e.g. web, ssr, api or worker."}
-CURSOR = {"type": "string", "minLength": 1, "maxLength": 64,
-          "description": "next_cursor from a previous page."}
+
+def text(max_length: int, description: str, min_length: int = 1) -> dict[str, Any]:
+    """A string argument of bounded length."""
+    return {
+        "type": "string",
+        "minLength": min_length,
+        "maxLength": max_length,
+        "description": description,
+    }
+
+
+PROJECT = text(128, "The project's name or id.")
+TENANT_ID = text(64, "Act in this team tenant instead of your personal one.")
+IDEMPOTENCY_KEY = text(
+    128, "Retrying with the same key returns the first result and changes nothing more."
+)
+SERVICE = text(63, "A service of the project, e.g. web, ssr, api or worker.")
+CURSOR = text(64, "next_cursor from a previous page.")
+STR = {"type": "string"}
+TIME = {"type": "string", "description": "ISO 8601, UTC."}
+MEMBERS = "Any member of the tenant may use it."
+ADMIN = "Needs the owner or admin role in a team tenant."
 CONFIRM_SCHEMA = {
     "type": "object",
-    "properties": {"confirm": {"type": "boolean", "title": "Confirm",
-                               "description": "Yes, go ahead."}},
+    "properties": {
+        "confirm": {"type": "boolean", "title": "Confirm", "description": "Yes, go ahead."}
+    },
     "required": ["confirm"],
 }
 
 
 def limit(default: int, maximum: int) -> dict[str, Any]:
-    return {"type": "integer", "minimum": 1, "maximum": maximum, "default": default,
-            "description": f"How many items to return (default {default}, at most {maximum})."}
+    return {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": maximum,
+        "default": default,
+        "description": f"How many items to return (default {default}, at most {maximum}).",
+    }
 
 
 def nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -52,16 +70,23 @@ def nullable(schema: dict[str, Any]) -> dict[str, Any]:
 
 def obj(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
     """An object schema with every listed property required and nothing else allowed."""
-    return {"type": "object", "properties": properties,
-            "required": list(properties) if required is None else required,
-            "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties) if required is None else required,
+        "additionalProperties": False,
+    }
 
 
 def list_of(item: dict[str, Any]) -> dict[str, Any]:
     """The one shape every list result shares."""
-    return obj({"items": {"type": "array", "items": item},
-                "next_cursor": {"type": ["string", "null"]},
-                "truncated": {"type": "boolean"}})
+    return obj(
+        {
+            "items": {"type": "array", "items": item},
+            "next_cursor": {"type": ["string", "null"]},
+            "truncated": {"type": "boolean"},
+        }
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,13 +116,21 @@ class Spec:
             properties["tenant_id"] = TENANT_ID
         if self.mutates:
             properties["idempotency_key"] = IDEMPOTENCY_KEY
-        return {"type": "object", "properties": properties, "required": list(self.required),
-                "additionalProperties": False}
+        return {
+            "type": "object",
+            "properties": properties,
+            "required": list(self.required),
+            "additionalProperties": False,
+        }
 
     def annotations(self) -> dict[str, Any]:
-        return {"title": self.title, "readOnlyHint": self.read_only,
-                "destructiveHint": self.destructive, "idempotentHint": self.idempotent,
-                "openWorldHint": self.open_world}
+        return {
+            "title": self.title,
+            "readOnlyHint": self.read_only,
+            "destructiveHint": self.destructive,
+            "idempotentHint": self.idempotent,
+            "openWorldHint": self.open_world,
+        }
 
 
 @dataclass(slots=True)
@@ -108,6 +141,7 @@ class Call:
     args: dict[str, Any]
     ctx: CallContext
     tenant: Tenant
+    _secrets: list[str] | None = field(default=None, init=False, repr=False)
 
     @property
     def user_id(self) -> str:
@@ -117,18 +151,81 @@ class Call:
     def project(self) -> sqlite3.Row:
         return self.cloud.project(self.tenant, self.args["project"])
 
+    def page(self, items: list[Any], default_limit: int) -> dict[str, Any]:
+        """The page of `items` that the call's cursor and limit ask for."""
+        # int(): the schema's "integer" also admits 5.0, which cannot slice a list.
+        size = int(self.args.get("limit", default_limit))
+        offset, size = page_bounds(self.args.get("cursor"), size)
+        return page(items, offset, size)
+
     async def confirm(self, action: str) -> None:
         """Destructive tools ask the human first when the client can ask (elicitation);
         without that capability the client's own approval prompt, driven by
         destructiveHint, is the gate."""
         if not self.ctx.supports("elicitation"):
             return
-        answer = await self.ctx.elicit(f"Confirm: {action}. This cannot be undone.",
-                                       CONFIRM_SCHEMA)
+        answer = await self.ctx.elicit(f"Confirm: {action}. This cannot be undone.", CONFIRM_SCHEMA)
         content = answer.get("content") if isinstance(answer, dict) else None
         accepted = isinstance(answer, dict) and answer.get("action") == "accept"
         if not (accepted and isinstance(content, dict) and content.get("confirm") is True):
             raise ToolError(f"Not confirmed, so nothing was changed: {action}.")
+
+    # --- masking ---------------------------------------------------------------------------
+
+    def secrets(self) -> list[str]:
+        """The tenant's secret values this token may not see (none with secrets:reveal),
+        longest first; values shorter than MIN_MASKED_LENGTH are left out, so ordinary words
+        stay readable.  Read once, until `forget_secrets`."""
+        if self._secrets is None:
+            reveal = self.ctx.principal.can_reveal
+            self._secrets = [] if reveal else self.cloud.secret_values(self.tenant.id)
+        return self._secrets
+
+    def forget_secrets(self) -> None:
+        """The handler may have stored new secret values: the next mask reads them again."""
+        self._secrets = None
+
+    def mask(self, text: str) -> str:
+        """`text` with every secret value in it replaced by the redaction marker."""
+        for value in self.secrets():
+            if value in text:
+                text = text.replace(value, MARKER)
+        return text
+
+    def mask_all(self, value: Any) -> Any:
+        """Secret values inside other output (log lines, build output, messages) are masked
+        the way fields are; `Secret` fields themselves are left to the encoder."""
+        if not self.secrets():
+            return value
+        if isinstance(value, str):
+            return self.mask(value)
+        if isinstance(value, dict):
+            return {k: self.mask_all(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.mask_all(v) for v in value]
+        return value
+
+
+class MaskingPeer:
+    """The peer a product handler talks through: its notifications (progress messages, log
+    data) reach the client with the tenant's secret values masked.  The progress token is
+    the client's own and passes as is, as do requests to the client."""
+
+    def __init__(self, peer: Peer, call: Call) -> None:
+        self.peer = peer
+        self.call = call
+
+    async def notify(self, method: str, params: dict[str, Any]) -> None:
+        masked = {
+            k: v if k == "progressToken" else self.call.mask_all(v) for k, v in params.items()
+        }
+        await self.peer.notify(method, masked)
+
+    async def request(self, method: str, params: dict[str, Any]) -> Any:
+        return await self.peer.request(method, params)
+
+    def interrupt(self) -> None:
+        self.peer.interrupt()
 
 
 def product_tool(cloud: Cloud, spec: Spec) -> Tool:
@@ -139,36 +236,72 @@ def product_tool(cloud: Cloud, spec: Spec) -> Tool:
         ctx.tenant_id = tenant.id
         call = Call(cloud, args, ctx, tenant)
         try:
-            result = await _run(call, spec)
+            result = await _run_masked(call, spec)
         except ToolError as exc:
-            raise ToolError(_mask_text(exc.message, _secrets(call))) from None
-        return _mask(result, _secrets(call))
+            raise ToolError(call.mask(exc.message)) from None
+        return call.mask_all(result)
 
-    return Tool(name=spec.name, title=spec.title, description=spec.description,
-                input_schema=spec.input_schema(), output_schema=spec.output,
-                annotations=spec.annotations(), handler=handler, scope=spec.scope)
+    return Tool(
+        name=spec.name,
+        title=spec.title,
+        description=spec.description,
+        input_schema=spec.input_schema(),
+        output_schema=spec.output,
+        annotations=spec.annotations(),
+        handler=handler,
+        scope=spec.scope,
+    )
+
+
+async def _run_masked(call: Call, spec: Spec) -> dict[str, Any]:
+    """Runs the handler talking through a `MaskingPeer`; afterwards the secret values are
+    read again for the result, since the handler may have stored new ones."""
+    ctx = call.ctx
+    peer = ctx.peer
+    ctx.peer = MaskingPeer(peer, call)
+    try:
+        return await _run(call, spec)
+    finally:
+        ctx.peer = peer
+        call.forget_secrets()
 
 
 async def _run(call: Call, spec: Spec) -> dict[str, Any]:
+    """Runs the handler, or with an idempotency key replays the result of the first call
+    that used the key."""
     key = call.args.get("idempotency_key")
     if key is None or not spec.mutates:
         return await spec.handler(call)
     digest = arguments_digest({k: v for k, v in call.args.items() if k != "idempotency_key"})
-    row = call.cloud.store.one(
-        "SELECT arguments_digest, result FROM idempotency WHERE user_id = ? AND tool = ? "
-        "AND key = ?", (call.user_id, spec.name, key))
-    if row is not None:
-        if row["arguments_digest"] != digest:
-            raise ToolError("This idempotency_key was already used with other arguments; use "
-                            "a new key for a different request.")
-        thawed: dict[str, Any] = _thaw(orjson.loads(row["result"]))
-        return thawed
+    replayed = _replay(call, spec, key, digest)
+    if replayed is not None:
+        return replayed
     result = await spec.handler(call)
     with call.cloud.store.transaction() as db:
-        db.execute("INSERT OR IGNORE INTO idempotency VALUES (?, ?, ?, ?, ?, ?)",
-                   (call.user_id, spec.name, key, digest,
-                    orjson.dumps(result, default=_freeze), call.cloud.clock()))
+        frozen = orjson.dumps(result, default=_freeze)
+        db.execute(
+            "INSERT OR IGNORE INTO idempotency VALUES (?, ?, ?, ?, ?, ?)",
+            (call.user_id, spec.name, key, digest, frozen, call.cloud.clock()),
+        )
     return result
+
+
+def _replay(call: Call, spec: Spec, key: str, digest: str) -> dict[str, Any] | None:
+    """The stored result of the key's first call, if there was one with these arguments."""
+    row = call.cloud.store.one(
+        "SELECT arguments_digest, result FROM idempotency WHERE user_id = ? AND tool = ? "
+        "AND key = ?",
+        (call.user_id, spec.name, key),
+    )
+    if row is None:
+        return None
+    if row["arguments_digest"] != digest:
+        raise ToolError(
+            "This idempotency_key was already used with other arguments; use "
+            "a new key for a different request."
+        )
+    thawed: dict[str, Any] = _thaw(orjson.loads(row["result"]))
+    return thawed
 
 
 def _freeze(value: Any) -> Any:
@@ -184,31 +317,4 @@ def _thaw(value: Any) -> Any:
         return {k: _thaw(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_thaw(v) for v in value]
-    return value
-
-
-def _secrets(call: Call) -> list[str]:
-    if call.ctx.principal.can_reveal:
-        return []
-    return call.cloud.secret_values(call.tenant.id)
-
-
-def _mask_text(text: str, values: list[str]) -> str:
-    for value in values:
-        if value in text:
-            text = text.replace(value, MARKER)
-    return text
-
-
-def _mask(value: Any, values: list[str]) -> Any:
-    """Secret values inside other output (log lines, build output, messages) are masked the
-    way fields are; `Secret` fields themselves are left to the encoder."""
-    if not values:
-        return value
-    if isinstance(value, str):
-        return _mask_text(value, values)
-    if isinstance(value, dict):
-        return {k: _mask(v, values) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_mask(v, values) for v in value]
     return value

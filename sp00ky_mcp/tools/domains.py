@@ -5,17 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..cloud import domains
-from ..cloud.base import page, page_bounds
-from .base import CURSOR, PROJECT, Call, Spec, limit, list_of, nullable, obj
+from .base import ADMIN, CURSOR, PROJECT, TIME, Call, Spec, limit, list_of, nullable, obj, text
 
-HOSTNAME = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": 300,
-    "description": "A domain name such as www.example.com or example.com; "
-    "internationalised names are accepted and stored in punycode.",
-}
-TIME = {"type": "string", "description": "ISO 8601, UTC."}
+HOSTNAME = text(
+    300,
+    "A domain name such as www.example.com or example.com; internationalised names are "
+    "accepted and stored in punycode.",
+)
 RECORD = obj(
     {
         "type": {"type": "string", "enum": ["CNAME", "ALIAS", "TXT"]},
@@ -47,8 +43,30 @@ VERIFICATION = (
 
 async def list_domains(call: Call) -> dict[str, Any]:
     project = call.project() if "project" in call.args else None
-    offset, count = page_bounds(call.args.get("cursor"), int(call.args.get("limit", 50)))
-    return page(domains.list_domains(call.cloud, call.tenant, project), offset, count)
+    return call.page(domains.list_domains(call.cloud, call.tenant, project), 50)
+
+
+LIST_DOMAINS = Spec(
+    name="list_domains",
+    scope="domains:read",
+    title="List custom domains",
+    description="Use this to see the custom domains of a project (or, without project, "
+    "of every project in the tenant), their verification status, and the "
+    f"DNS records each needs. {VERIFICATION}",
+    arguments={
+        "project": {
+            **PROJECT,
+            "description": "The project's name or id; omit to list the whole tenant's.",
+        },
+        "cursor": CURSOR,
+        "limit": limit(50, 200),
+    },
+    required=(),
+    output=list_of(DOMAIN),
+    handler=list_domains,
+    read_only=True,
+    idempotent=True,
+)
 
 
 async def add_domain(call: Call) -> dict[str, Any]:
@@ -57,9 +75,27 @@ async def add_domain(call: Call) -> dict[str, Any]:
     return domains.add_domain(call.cloud, call.tenant, project, host)
 
 
+ADD_DOMAIN = Spec(
+    name="add_domain",
+    scope="domains:write",
+    title="Add a custom domain",
+    description="Use this to serve a project on your own domain. Returns the DNS "
+    "records to create: a CNAME to <project>.<region>.sp00ky.app for a "
+    "subdomain, or an ALIAS (ANAME, CNAME flattening) for an apex domain, "
+    "plus a TXT record _sp00ky-challenge.<hostname> that proves control. "
+    "A hostname can be attached to only one project on the whole platform. "
+    f"{VERIFICATION} Any member of the tenant may add one.",
+    arguments={"project": PROJECT, "hostname": HOSTNAME},
+    required=("project", "hostname"),
+    output=DOMAIN,
+    handler=add_domain,
+    idempotent=True,
+)
+
+
 async def remove_domain(call: Call) -> dict[str, Any]:
     project = call.project()
-    call.cloud.require_role(call.tenant, "admin", "remove domains")
+    call.tenant.require_role("admin", "remove domains")
     host = domains.parse_hostname(call.args["hostname"])
     domains.domain(call.cloud, project, host)
     await call.confirm(
@@ -69,63 +105,31 @@ async def remove_domain(call: Call) -> dict[str, Any]:
     return domains.remove_domain(call.cloud, project, host)
 
 
+REMOVE_DOMAIN = Spec(
+    name="remove_domain",
+    scope="domains:write",
+    title="Remove a custom domain",
+    description="Use this to detach a custom domain from a project, so that its "
+    "traffic no longer reaches Sp00ky (asks the user to confirm when the "
+    f"client supports it). {ADMIN}",
+    arguments={"project": PROJECT, "hostname": HOSTNAME},
+    required=("project", "hostname"),
+    output=obj(
+        {
+            "hostname": {"type": "string"},
+            "project": {"type": "string"},
+            "removed": {"type": "boolean"},
+        }
+    ),
+    handler=remove_domain,
+    destructive=True,
+    idempotent=True,
+)
+
+
 def specs() -> tuple[Spec, ...]:
     return (
-        Spec(
-            name="list_domains",
-            scope="domains:read",
-            title="List custom domains",
-            description="Use this to see the custom domains of a project (or, without project, "
-            "of every project in the tenant), their verification status, and the "
-            f"DNS records each needs. {VERIFICATION}",
-            arguments={
-                "project": {
-                    **PROJECT,
-                    "description": "The project's name or id; omit to list the whole tenant's.",
-                },
-                "cursor": CURSOR,
-                "limit": limit(50, 200),
-            },
-            required=(),
-            output=list_of(DOMAIN),
-            handler=list_domains,
-            read_only=True,
-            idempotent=True,
-        ),
-        Spec(
-            name="add_domain",
-            scope="domains:write",
-            title="Add a custom domain",
-            description="Use this to serve a project on your own domain. Returns the DNS "
-            "records to create: a CNAME to <project>.<region>.sp00ky.app for a "
-            "subdomain, or an ALIAS (ANAME, CNAME flattening) for an apex domain, "
-            "plus a TXT record _sp00ky-challenge.<hostname> that proves control. "
-            "A hostname can be attached to only one project on the whole platform. "
-            f"{VERIFICATION} Any member of the tenant may add one.",
-            arguments={"project": PROJECT, "hostname": HOSTNAME},
-            required=("project", "hostname"),
-            output=DOMAIN,
-            handler=add_domain,
-            idempotent=True,
-        ),
-        Spec(
-            name="remove_domain",
-            scope="domains:write",
-            title="Remove a custom domain",
-            description="Use this to detach a custom domain from a project, so that its "
-            "traffic no longer reaches Sp00ky (asks the user to confirm when the "
-            "client supports it). Needs the owner or admin role in a team tenant.",
-            arguments={"project": PROJECT, "hostname": HOSTNAME},
-            required=("project", "hostname"),
-            output=obj(
-                {
-                    "hostname": {"type": "string"},
-                    "project": {"type": "string"},
-                    "removed": {"type": "boolean"},
-                }
-            ),
-            handler=remove_domain,
-            destructive=True,
-            idempotent=True,
-        ),
+        LIST_DOMAINS,
+        ADD_DOMAIN,
+        REMOVE_DOMAIN,
     )

@@ -5,16 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..cloud import links
-from ..cloud.base import page, page_bounds
-from .base import CURSOR, PROJECT, Call, Spec, limit, list_of, nullable, obj
-from .deployments import DEPLOYMENT, REF, reporter
+from .base import CURSOR, MEMBERS, PROJECT, Call, Spec, limit, list_of, nullable, obj, text
+from .deployments import DEPLOYMENT, REF
 
-BRANCH = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": 255,
-    "description": "The git branch to build, e.g. main (git ref-name rules).",
-}
+BRANCH = text(255, "The git branch to build, e.g. main (git ref-name rules).")
 AUTO_DEPLOY = {
     "type": "boolean",
     "description": "Make each successful build live automatically; when false, builds stop "
@@ -67,16 +61,50 @@ UNLINKED = obj(
         "runs_kept": {"type": "integer"},
     }
 )
-MEMBERS = "Any member of the tenant may use it."
 
 
 async def get_repo_link(call: Call) -> dict[str, Any]:
     return links.status(call.cloud, call.project())
 
 
+GET_REPO_LINK = Spec(
+    name="get_repo_link",
+    scope="links:read",
+    title="Get repo link status",
+    description=(
+        "Show whether a project is linked to a git repository: the repo URL, branch, "
+        "auto-deploy flag and the last run. Use it before set_up_repo_link or "
+        "trigger_build. " + MEMBERS
+    ),
+    arguments={"project": PROJECT},
+    required=("project",),
+    output=STATUS,
+    handler=get_repo_link,
+    read_only=True,
+    idempotent=True,
+)
+
+
 async def list_repo_link_runs(call: Call) -> dict[str, Any]:
-    offset, size = page_bounds(call.args.get("cursor"), int(call.args.get("limit", 20)))
-    return page(links.runs(call.cloud, call.project()), offset, size)
+    return call.page(links.runs(call.cloud, call.project()), 20)
+
+
+LIST_REPO_LINK_RUNS = Spec(
+    name="list_repo_link_runs",
+    scope="links:read",
+    title="List repo link runs",
+    description=(
+        "List a project's repo link runs (builds of the linked branch), newest first, "
+        "with status, commit and the deployment each produced. Runs stay listed after "
+        "unlink_repo. " + MEMBERS
+    ),
+    arguments={"project": PROJECT, "cursor": CURSOR, "limit": limit(20, 100)},
+    required=("project",),
+    output=list_of(RUN),
+    handler=list_repo_link_runs,
+    read_only=True,
+    idempotent=True,
+)
 
 
 async def set_up_repo_link(call: Call) -> dict[str, Any]:
@@ -90,131 +118,109 @@ async def set_up_repo_link(call: Call) -> dict[str, Any]:
     )
 
 
+SET_UP_REPO_LINK = Spec(
+    name="set_up_repo_link",
+    scope="links:write",
+    title="Link a git repository",
+    description=(
+        "Link a project to a git repository branch so builds come from it: repo_url is "
+        "https://github.com/owner/repo, https://gitlab.com/group/repo or "
+        "git@host:owner/repo.git; branch defaults to main; auto_deploy (default true) "
+        "makes each build live. Setting up the same link again changes nothing; to "
+        "change it use update_repo_link. " + MEMBERS
+    ),
+    arguments={
+        "project": PROJECT,
+        "repo_url": text(
+            512,
+            "https://github.com/owner/repo, https://gitlab.com/group/repo or "
+            "git@host:owner/repo.git.",
+        ),
+        "branch": {**BRANCH, "default": "main"},
+        "auto_deploy": {**AUTO_DEPLOY, "default": True},
+    },
+    required=("project", "repo_url"),
+    output=STATUS,
+    handler=set_up_repo_link,
+    idempotent=True,
+)
+
+
 async def update_repo_link(call: Call) -> dict[str, Any]:
     args = call.args
     return links.update(call.cloud, call.project(), args.get("branch"), args.get("auto_deploy"))
 
 
+UPDATE_REPO_LINK = Spec(
+    name="update_repo_link",
+    scope="links:write",
+    title="Update a repo link",
+    description=(
+        "Change a linked project's branch and/or auto_deploy flag (pass at least one). " + MEMBERS
+    ),
+    arguments={"project": PROJECT, "branch": BRANCH, "auto_deploy": AUTO_DEPLOY},
+    required=("project",),
+    output=STATUS,
+    handler=update_repo_link,
+    idempotent=True,
+)
+
+
 async def trigger_build(call: Call) -> dict[str, Any]:
-    return await links.trigger(call.cloud, call.project(), call.args.get("ref"), reporter(call))
+    return await links.trigger(call.cloud, call.project(), call.args.get("ref"), call.ctx.progress)
+
+
+TRIGGER_BUILD = Spec(
+    name="trigger_build",
+    scope="links:write",
+    title="Trigger a build",
+    description=(
+        "Build a linked project's branch now (or ref) and deploy it through the same "
+        "pipeline as deploy, reporting progress: live when the link auto-deploys, else "
+        "ready for finalize_deployment. Returns the run id (list_repo_link_runs) and "
+        "the deployment id (get_deployment_status). " + MEMBERS
+    ),
+    arguments={
+        "project": PROJECT,
+        "ref": {**REF, "description": "Build this git ref instead of the linked branch."},
+    },
+    required=("project",),
+    output=TRIGGERED,
+    handler=trigger_build,
+)
 
 
 async def unlink_repo(call: Call) -> dict[str, Any]:
     project = call.project()
-    call.cloud.require_role(call.tenant, "admin", "unlink a repository")
-    await call.confirm(links.unlink_description(call.cloud, project))
+    await call.confirm(links.unlink_description(call.cloud, call.tenant, project))
     return links.unlink(call.cloud, call.tenant, project)
+
+
+UNLINK_REPO = Spec(
+    name="unlink_repo",
+    scope="links:write",
+    title="Unlink the repository",
+    description=(
+        "Remove a project's repo link so no more builds come from it. Past runs and the "
+        "deployments they produced stay (list_repo_link_runs still shows them). Asks "
+        "the user to confirm when the client supports it. Needs an admin or owner in a "
+        "team."
+    ),
+    arguments={"project": PROJECT},
+    required=("project",),
+    output=UNLINKED,
+    handler=unlink_repo,
+    destructive=True,
+    idempotent=True,
+)
 
 
 def specs() -> tuple[Spec, ...]:
     return (
-        Spec(
-            name="get_repo_link",
-            scope="links:read",
-            title="Get repo link status",
-            description=(
-                "Show whether a project is linked to a git repository: the repo URL, branch, "
-                "auto-deploy flag and the last run. Use it before set_up_repo_link or "
-                "trigger_build. " + MEMBERS
-            ),
-            arguments={"project": PROJECT},
-            required=("project",),
-            output=STATUS,
-            handler=get_repo_link,
-            read_only=True,
-            idempotent=True,
-        ),
-        Spec(
-            name="list_repo_link_runs",
-            scope="links:read",
-            title="List repo link runs",
-            description=(
-                "List a project's repo link runs (builds of the linked branch), newest first, "
-                "with status, commit and the deployment each produced. Runs stay listed after "
-                "unlink_repo. " + MEMBERS
-            ),
-            arguments={"project": PROJECT, "cursor": CURSOR, "limit": limit(20, 100)},
-            required=("project",),
-            output=list_of(RUN),
-            handler=list_repo_link_runs,
-            read_only=True,
-            idempotent=True,
-        ),
-        Spec(
-            name="set_up_repo_link",
-            scope="links:write",
-            title="Link a git repository",
-            description=(
-                "Link a project to a git repository branch so builds come from it: repo_url is "
-                "https://github.com/owner/repo, https://gitlab.com/group/repo or "
-                "git@host:owner/repo.git; branch defaults to main; auto_deploy (default true) "
-                "makes each build live. Setting up the same link again changes nothing; to "
-                "change it use update_repo_link. " + MEMBERS
-            ),
-            arguments={
-                "project": PROJECT,
-                "repo_url": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": 512,
-                    "description": "https://github.com/owner/repo, "
-                    "https://gitlab.com/group/repo or git@host:owner/repo.git.",
-                },
-                "branch": {**BRANCH, "default": "main"},
-                "auto_deploy": {**AUTO_DEPLOY, "default": True},
-            },
-            required=("project", "repo_url"),
-            output=STATUS,
-            handler=set_up_repo_link,
-            idempotent=True,
-        ),
-        Spec(
-            name="update_repo_link",
-            scope="links:write",
-            title="Update a repo link",
-            description=(
-                "Change a linked project's branch and/or auto_deploy flag (pass at least one). "
-                + MEMBERS
-            ),
-            arguments={"project": PROJECT, "branch": BRANCH, "auto_deploy": AUTO_DEPLOY},
-            required=("project",),
-            output=STATUS,
-            handler=update_repo_link,
-            idempotent=True,
-        ),
-        Spec(
-            name="trigger_build",
-            scope="links:write",
-            title="Trigger a build",
-            description=(
-                "Build a linked project's branch now (or ref) and deploy it through the same "
-                "pipeline as deploy, reporting progress: live when the link auto-deploys, else "
-                "ready for finalize_deployment. Returns the run id (list_repo_link_runs) and "
-                "the deployment id (get_deployment_status). " + MEMBERS
-            ),
-            arguments={
-                "project": PROJECT,
-                "ref": {**REF, "description": "Build this git ref instead of the linked branch."},
-            },
-            required=("project",),
-            output=TRIGGERED,
-            handler=trigger_build,
-        ),
-        Spec(
-            name="unlink_repo",
-            scope="links:write",
-            title="Unlink the repository",
-            description=(
-                "Remove a project's repo link so no more builds come from it. Past runs and the "
-                "deployments they produced stay (list_repo_link_runs still shows them). Asks "
-                "the user to confirm when the client supports it. Needs an admin or owner in a "
-                "team."
-            ),
-            arguments={"project": PROJECT},
-            required=("project",),
-            output=UNLINKED,
-            handler=unlink_repo,
-            destructive=True,
-            idempotent=True,
-        ),
+        GET_REPO_LINK,
+        LIST_REPO_LINK_RUNS,
+        SET_UP_REPO_LINK,
+        UPDATE_REPO_LINK,
+        TRIGGER_BUILD,
+        UNLINK_REPO,
     )

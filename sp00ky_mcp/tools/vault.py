@@ -5,99 +5,112 @@ from __future__ import annotations
 from typing import Any
 
 from ..cloud import vault
-from .base import PROJECT, Call, Spec, nullable, obj
+from .base import ADMIN, PROJECT, TIME, Call, Spec, nullable, obj
 
 STATUS = {
     "project": {"type": "string"},
     "initialized": {"type": "boolean"},
     "ci_access": {"type": "boolean", "description": "Whether CI builds may read the vault."},
-    "initialized_at": nullable({"type": "string", "description": "ISO 8601, UTC."}),
+    "initialized_at": nullable(TIME),
 }
 CHANGED = {"type": "boolean", "description": "False when CI access already was in that state."}
-ADMIN = "Needs the owner or admin role in a team tenant."
 
 
 async def get_vault_status(call: Call) -> dict[str, Any]:
     return vault.status(call.cloud, call.project())
 
 
+GET_VAULT_STATUS = Spec(
+    name="get_vault_status",
+    scope="vault:read",
+    title="Get vault status",
+    description="Use this to check whether a project's vault is initialized, when, and "
+    "whether CI builds may read it. It never shows key material.",
+    arguments={"project": PROJECT},
+    required=("project",),
+    output=obj(STATUS),
+    handler=get_vault_status,
+    read_only=True,
+    idempotent=True,
+)
+
+
 async def init_vault(call: Call) -> dict[str, Any]:
     project = call.project()
-    call.cloud.require_role(call.tenant, "admin", "initialize a vault")
+    call.tenant.require_role("admin", "initialize a vault")
     return vault.initialize(call.cloud, project)
 
 
-async def enable_vault_ci_access(call: Call) -> dict[str, Any]:
+INIT_VAULT = Spec(
+    name="init_vault",
+    scope="vault:write",
+    title="Initialize the vault",
+    description="Use this once per project to create its vault. The result carries the "
+    "new key material (32 random bytes, base64), shown only this once and "
+    "as ***REDACTED unless the token has secrets:reveal; a vault that "
+    f"already exists cannot be initialized again. {ADMIN}",
+    arguments={"project": PROJECT},
+    required=("project",),
+    output=obj(
+        {
+            **STATUS,
+            "key_material": {
+                "type": "string",
+                "description": "Base64 key material, or ***REDACTED unless the token has "
+                "secrets:reveal.",
+            },
+        }
+    ),
+    handler=init_vault,
+)
+
+
+def _set_ci_access(call: Call, enabled: bool) -> dict[str, Any]:
     project = call.project()
-    call.cloud.require_role(call.tenant, "admin", "change vault CI access")
-    return vault.set_ci_access(call.cloud, project, True)
+    call.tenant.require_role("admin", "change vault CI access")
+    return vault.set_ci_access(call.cloud, project, enabled)
+
+
+async def enable_vault_ci_access(call: Call) -> dict[str, Any]:
+    return _set_ci_access(call, True)
+
+
+ENABLE_VAULT_CI_ACCESS = Spec(
+    name="enable_vault_ci_access",
+    scope="vault:write",
+    title="Enable vault CI access",
+    description="Use this to let the project's CI builds read its vault (the vault must "
+    f"be initialized). Enabling it again changes nothing. {ADMIN}",
+    arguments={"project": PROJECT},
+    required=("project",),
+    output=obj({**STATUS, "changed": CHANGED}),
+    handler=enable_vault_ci_access,
+    idempotent=True,
+)
 
 
 async def disable_vault_ci_access(call: Call) -> dict[str, Any]:
-    project = call.project()
-    call.cloud.require_role(call.tenant, "admin", "change vault CI access")
-    return vault.set_ci_access(call.cloud, project, False)
+    return _set_ci_access(call, False)
+
+
+DISABLE_VAULT_CI_ACCESS = Spec(
+    name="disable_vault_ci_access",
+    scope="vault:write",
+    title="Disable vault CI access",
+    description="Use this to stop the project's CI builds from reading its vault. "
+    f"Disabling it again changes nothing. {ADMIN}",
+    arguments={"project": PROJECT},
+    required=("project",),
+    output=obj({**STATUS, "changed": CHANGED}),
+    handler=disable_vault_ci_access,
+    idempotent=True,
+)
 
 
 def specs() -> tuple[Spec, ...]:
     return (
-        Spec(
-            name="get_vault_status",
-            scope="vault:read",
-            title="Get vault status",
-            description="Use this to check whether a project's vault is initialized, when, and "
-            "whether CI builds may read it. It never shows key material.",
-            arguments={"project": PROJECT},
-            required=("project",),
-            output=obj(STATUS),
-            handler=get_vault_status,
-            read_only=True,
-            idempotent=True,
-        ),
-        Spec(
-            name="init_vault",
-            scope="vault:write",
-            title="Initialize the vault",
-            description="Use this once per project to create its vault. The result carries the "
-            "new key material (32 random bytes, base64), shown only this once and "
-            "as ***REDACTED unless the token has secrets:reveal; a vault that "
-            f"already exists cannot be initialized again. {ADMIN}",
-            arguments={"project": PROJECT},
-            required=("project",),
-            output=obj(
-                {
-                    **STATUS,
-                    "key_material": {
-                        "type": "string",
-                        "description": "Base64 key material, or ***REDACTED unless the token has "
-                        "secrets:reveal.",
-                    },
-                }
-            ),
-            handler=init_vault,
-        ),
-        Spec(
-            name="enable_vault_ci_access",
-            scope="vault:write",
-            title="Enable vault CI access",
-            description="Use this to let the project's CI builds read its vault (the vault must "
-            f"be initialized). Enabling it again changes nothing. {ADMIN}",
-            arguments={"project": PROJECT},
-            required=("project",),
-            output=obj({**STATUS, "changed": CHANGED}),
-            handler=enable_vault_ci_access,
-            idempotent=True,
-        ),
-        Spec(
-            name="disable_vault_ci_access",
-            scope="vault:write",
-            title="Disable vault CI access",
-            description="Use this to stop the project's CI builds from reading its vault. "
-            f"Disabling it again changes nothing. {ADMIN}",
-            arguments={"project": PROJECT},
-            required=("project",),
-            output=obj({**STATUS, "changed": CHANGED}),
-            handler=disable_vault_ci_access,
-            idempotent=True,
-        ),
+        GET_VAULT_STATUS,
+        INIT_VAULT,
+        ENABLE_VAULT_CI_ACCESS,
+        DISABLE_VAULT_CI_ACCESS,
     )
