@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import logging
 import secrets
 import sqlite3
 import time
@@ -15,7 +16,9 @@ import orjson
 
 from . import scopes as scope_catalogue
 from . import tokens
-from .store import Store
+from .store import Store, StoreUnavailable
+
+log = logging.getLogger("sp00ky_mcp.accounts")
 
 DEFAULT_TOKEN_DAYS = 90
 Clock = Callable[[], float]
@@ -191,8 +194,13 @@ class Accounts:
         return matches[0]
 
     def touch(self, token_id: str, when: float) -> None:
-        with self.store.transaction() as db:
-            db.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (when, token_id))
+        """Best effort: last use is a hint kept to the minute, not worth refusing a request
+        over, so a store that cannot take the write (full, locked) skips it."""
+        try:
+            with self.store.transaction() as db:
+                db.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (when, token_id))
+        except StoreUnavailable as exc:
+            log.warning("last use of token %s not recorded: %s", token_id, exc.message)
 
     # --- audit -----------------------------------------------------------------------------
 
@@ -228,5 +236,33 @@ class AuditEntry:
 
 def arguments_digest(arguments: dict[str, Any]) -> str:
     """A digest, never the arguments: they may hold secret values."""
-    material = orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS, default=str)
+    try:
+        material = orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS, default=str)
+    except orjson.JSONEncodeError:
+        # Nested deeper than orjson encodes (254 levels).  No tool's schema admits that, so the
+        # call is refused; its audit record still needs a digest, and must not fail.
+        material = _deep_material(arguments)
     return hashlib.sha256(material).hexdigest()
+
+
+def _deep_material(value: Any) -> bytes:
+    """A canonical encoding of any JSON-like value, by an explicit stack: no depth limit."""
+    out: list[bytes] = []
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bytes):  # a closing mark pushed below; JSON values hold no bytes
+            out.append(item)
+        elif isinstance(item, dict):
+            out.append(b"{")
+            stack.append(b"},")
+            for key in sorted(item, key=str, reverse=True):
+                stack += [item[key], orjson.dumps(str(key)) + b":"]
+        elif isinstance(item, list):
+            out.append(b"[")
+            stack += [b"],", *reversed(item)]
+        elif isinstance(item, int) and not isinstance(item, bool):
+            out.append(b"%d," % item)  # orjson refuses integers beyond 64 bits
+        else:
+            out.append(orjson.dumps(item, default=str) + b",")
+    return b"".join(out)

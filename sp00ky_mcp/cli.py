@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import orjson
 
 from . import editors, scopes, tokens
@@ -451,16 +452,21 @@ def build_server(config: ServerConfig, user: str | None) -> tuple[McpServer, Not
 async def run_server(server: McpServer, notes: Notes) -> None:
     async with anyio.create_task_group() as tasks:
         await tasks.start(server.serve)
+        # Signals are handled before the server says it listens: whoever waits for that line
+        # may send SIGTERM at once, and must get a graceful stop, not the default death.
+        await tasks.start(_stop_on_signal, server)
         say(f"sp00ky-mcp listening on {server.url}")
         for line in notes(server):
             say(line)
-        tasks.start_soon(_stop_on_signal, server)
         await server.wait_stopped()
         tasks.cancel_scope.cancel()
 
 
-async def _stop_on_signal(server: McpServer) -> None:
+async def _stop_on_signal(
+    server: McpServer, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
         async for _ in signals:
             say("sp00ky-mcp shutting down")
             server.shutdown()

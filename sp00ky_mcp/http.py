@@ -238,15 +238,17 @@ class Connection(asyncio.Protocol):
         self._parse()
 
     def eof_received(self) -> bool:
-        """A half-close: the client sends no more.  While a response is owed it still counts
-        as the client going away; the transport stays open so a response can be written.
-        After a lingering close, the client's close is what we were waiting for."""
+        """The client closed its side.  Between requests that ends the connection; while a
+        response is owed the client is taken to have gone away, and the connection is closed
+        at once so its socket and slot are not held while the handler finishes (what the
+        handler still sends is kept for Last-Event-ID replay, where the era provides it)."""
         if self.lingering:
             return False
         if self.current is not None:
             self.current.mark_gone()
             self._cancel_stream()
-        if not (self.refusing or self.lingering or self.ended):
+            return False
+        if not (self.refusing or self.ended):
             self.h11.receive_data(b"")
             self._parse()
         return True

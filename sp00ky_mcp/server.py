@@ -64,11 +64,18 @@ class McpServer:
         try:
             async with anyio.create_task_group() as tasks:
                 self.port = await tasks.start(self.http.serve, self.config.host, self.config.port)
+                tasks.start_soon(self._sweep_sessions)
                 task_status.started()
                 await self.http.stopped()
                 tasks.cancel_scope.cancel()
         finally:
             self._stopped.set()
+
+    async def _sweep_sessions(self) -> None:
+        interval = min(60.0, self.config.limits.session_idle_ttl / 4)
+        while True:
+            await anyio.sleep(interval)
+            self.service.sweep()
 
     def shutdown(self) -> None:
         self.service.begin_shutdown()

@@ -103,7 +103,10 @@ class McpService:
         self.engine = engine
         self.authenticate = authenticate
         self.sessions = SessionRegistry(
-            limits.max_sessions, limits.max_sessions_per_principal, limits.session_idle_ttl
+            limits.max_sessions,
+            limits.max_sessions_per_principal,
+            limits.session_idle_ttl,
+            on_end=lambda session: session.runtime.close(),
         )
         self.hosts = transport.allowed_hosts(config.allowed_hosts, config.host, config.public_url)
         self.origins = frozenset(o.rstrip("/") for o in config.allowed_origins)
@@ -123,8 +126,11 @@ class McpService:
                 session.runtime.standalone.close()
 
     def end_principal_sessions(self, owner: str) -> None:
-        for session in self.sessions.remove_owner(owner):
-            session.runtime.close()
+        self.sessions.remove_owner(owner)
+
+    def sweep(self) -> None:
+        """Ends sessions idle past their TTL, releasing whatever they still hold."""
+        self.sessions.expired(time.monotonic())
 
     async def __call__(self, request: HttpRequest) -> Response:
         try:
@@ -203,8 +209,7 @@ class McpService:
             last_seen=time.monotonic(),
             runtime=SessionRuntime(self.config.limits.sse_replay_events),
         )
-        for evicted in self.sessions.add(session):
-            evicted.runtime.close()
+        self.sessions.add(session)
         return session
 
     def _session(self, request: HttpRequest, principal: Principal) -> Session:
@@ -461,7 +466,6 @@ class McpService:
         _raise(_stateless_refusal(request))
         session = self._session(request, principal)
         self.sessions.remove(session.id)
-        session.runtime.close()
         return HttpResponse(200, [])
 
     # --- the stateless era -----------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -68,10 +69,19 @@ class SessionRegistry:
     """In-memory session store with global and per-owner caps; the least recently used session
     is evicted first, and an evicted id answers 404 so the client re-initializes."""
 
-    def __init__(self, max_sessions: int, max_per_owner: int, idle_ttl: float) -> None:
+    def __init__(
+        self,
+        max_sessions: int,
+        max_per_owner: int,
+        idle_ttl: float,
+        on_end: Callable[[Session], None] = lambda session: None,
+    ) -> None:
         self.max_sessions = max_sessions
         self.max_per_owner = max_per_owner
         self.idle_ttl = idle_ttl
+        # Told of every session that ends, however it ends (deleted, evicted, expired), so
+        # that whatever the session still holds is released.
+        self.on_end = on_end
         self._sessions: OrderedDict[str, Session] = OrderedDict()
 
     def __len__(self) -> int:
@@ -101,10 +111,9 @@ class SessionRegistry:
         return self._sessions.get(session_id)
 
     def remove(self, session_id: str) -> Session | None:
-        session = self._sessions.pop(session_id, None)
-        if session is not None:
-            session.advance(SessionEvent.CLOSE)
-        return session
+        if session_id not in self._sessions:
+            return None
+        return self._pop(session_id)
 
     def remove_owner(self, owner: str) -> list[Session]:
         ids = [s.id for s in self._sessions.values() if s.owner == owner]
@@ -126,4 +135,5 @@ class SessionRegistry:
     def _pop(self, session_id: str) -> Session:
         session = self._sessions.pop(session_id)
         session.advance(SessionEvent.CLOSE)
+        self.on_end(session)
         return session

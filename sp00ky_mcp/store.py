@@ -4,6 +4,11 @@ server database can implement the same interface later.
 
 Writes go through `transaction()`, which is BEGIN IMMEDIATE ... COMMIT: a failed call rolls
 back and changes nothing; an acknowledged write is on disk (synchronous=FULL in WAL mode).
+
+A store that cannot take writes is refused when it is opened, with a sentence for whoever runs
+the server (read-only, locked by another process).  One that stops taking them while serving
+(disk full, locked, I/O error) fails the write with `StoreUnavailable`, a JSON-RPC error whose
+message says what happened without naming the server's paths.
 """
 
 from __future__ import annotations
@@ -12,15 +17,63 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+
+from .errors import INTERNAL_ERROR, JsonRpcError
 
 DB_NAME = "sp00ky.db"
 
 
 class StoreError(Exception):
     """The data directory cannot be used; the message says what to fix."""
+
+
+class StoreUnavailable(StoreError, JsonRpcError):
+    """A write the store could not take while serving; nothing was changed.  It answers the
+    request that needed the write, so its message is for the client."""
+
+    def __init__(self, message: str) -> None:
+        JsonRpcError.__init__(self, INTERNAL_ERROR, message)
+
+
+# SQLite's result codes for a store that cannot take a write, whatever the SQL: what the
+# operator is told at start, and what a client is told when a call's write fails.
+_FAULTS = {
+    "SQLITE_FULL": (
+        "cannot grow: the disk is full; free some space or pass another --data-dir",
+        "The server's data store is full, so nothing was changed; try again once its "
+        "operator has freed disk space.",
+    ),
+    "SQLITE_READONLY": (
+        "is read-only; make it and its directory writable, or pass another --data-dir",
+        "The server's data store is read-only, so nothing was changed; its operator must "
+        "make it writable.",
+    ),
+    "SQLITE_BUSY": (
+        "is locked by another process; stop that process or pass another --data-dir",
+        "The server's data store is locked by another process, so nothing was changed; "
+        "try again shortly.",
+    ),
+    "SQLITE_IOERR": (
+        "cannot be written (an I/O error); check the disk or pass another --data-dir",
+        "The server's data store could not be written (an I/O error), so nothing was "
+        "changed; its operator should check the disk.",
+    ),
+}
+_FAULTS["SQLITE_LOCKED"] = _FAULTS["SQLITE_BUSY"]
+_FAULTS["SQLITE_CANTOPEN"] = _FAULTS["SQLITE_IOERR"]
+
+
+def _fault(exc: sqlite3.Error) -> tuple[str, str] | None:
+    """The two sentences for a fault of the store itself; None for an error of the SQL
+    (extended codes, e.g. SQLITE_READONLY_DBMOVED, count as their primary code)."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    for primary, sentences in _FAULTS.items():
+        if name == primary or name.startswith(primary + "_"):
+            return sentences
+    return None
 
 
 Migration = tuple[int, str]
@@ -105,10 +158,17 @@ class Store:
         self._lock = threading.RLock()
         self._db = _connect(self.path)
         self.migrate()
+        if self.path != ":memory:":
+            self._check_writable()
 
     @classmethod
     def open(cls, data_dir: str | Path | None) -> Store:
         directory = Path(data_dir).expanduser() if data_dir else default_data_dir()
+        if directory.exists() and not directory.is_dir():
+            raise StoreError(
+                f"The data directory {directory} is a file, not a directory; "
+                "pass another --data-dir."
+            )
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -159,20 +219,55 @@ class Store:
                 )
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
+                self._roll_back()
+                raise StoreError(self._start_problem(exc, "Cannot migrate")) from None
+
+    def _check_writable(self) -> None:
+        """A store that opens but cannot take writes (a read-only file, another process
+        holding the write lock) is refused now rather than by every write call later.  The
+        probe takes the write lock and changes nothing."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("DELETE FROM schema_migrations WHERE 0")
+            except sqlite3.Error as exc:
+                raise StoreError(self._start_problem(exc, "Cannot write to")) from None
+            finally:
+                self._roll_back()
+
+    def _start_problem(self, exc: sqlite3.Error, doing: str) -> str:
+        fault = _fault(exc)
+        if fault is not None:
+            return f"The store at {self.path} {fault[0]}."
+        return f"{doing} the store at {self.path}: {exc}."
+
+    def _roll_back(self) -> None:
+        """SQLite has already rolled back after some errors (a full disk, for one); a second
+        ROLLBACK would fail and hide the error that matters."""
+        if self._db.in_transaction:
+            with suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
-                raise StoreError(f"Cannot migrate the store at {self.path}: {exc}") from None
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """All-or-nothing: the block's writes commit together or not at all."""
+        """All-or-nothing: the block's writes commit together or not at all.  A write the
+        store cannot take raises `StoreUnavailable`."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                _raise_unavailable(exc)
+                raise
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._roll_back()
+                _raise_unavailable(exc)
                 raise
-            self._db.execute("COMMIT")
+            except BaseException:
+                self._roll_back()
+                raise
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
         with self._lock:
@@ -205,6 +300,13 @@ def _connect(path: str) -> sqlite3.Connection:
             f"Cannot open the store at {path}: {exc}; check that the data "
             "directory is writable, has free space and is not locked."
         ) from None
+
+
+def _raise_unavailable(exc: sqlite3.Error) -> None:
+    """A fault of the store becomes `StoreUnavailable`; an error of the SQL stays as it is."""
+    fault = _fault(exc)
+    if fault is not None:
+        raise StoreUnavailable(fault[1]) from None
 
 
 def _statements(sql: str) -> list[str]:
