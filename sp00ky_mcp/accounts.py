@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import hashlib
 import logging
 import secrets
 import sqlite3
@@ -12,10 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from . import scopes as scope_catalogue
 from . import tokens
+from .digest import canonical_digest
 from .store import Store, StoreUnavailable
 
 log = logging.getLogger("sp00ky_mcp.accounts")
@@ -236,33 +234,4 @@ class AuditEntry:
 
 def arguments_digest(arguments: dict[str, Any]) -> str:
     """A digest, never the arguments: they may hold secret values."""
-    try:
-        material = orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS, default=str)
-    except orjson.JSONEncodeError:
-        # Nested deeper than orjson encodes (254 levels).  No tool's schema admits that, so the
-        # call is refused; its audit record still needs a digest, and must not fail.
-        material = _deep_material(arguments)
-    return hashlib.sha256(material).hexdigest()
-
-
-def _deep_material(value: Any) -> bytes:
-    """A canonical encoding of any JSON-like value, by an explicit stack: no depth limit."""
-    out: list[bytes] = []
-    stack: list[Any] = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, bytes):  # a closing mark pushed below; JSON values hold no bytes
-            out.append(item)
-        elif isinstance(item, dict):
-            out.append(b"{")
-            stack.append(b"},")
-            for key in sorted(item, key=str, reverse=True):
-                stack += [item[key], orjson.dumps(str(key)) + b":"]
-        elif isinstance(item, list):
-            out.append(b"[")
-            stack += [b"],", *reversed(item)]
-        elif isinstance(item, int) and not isinstance(item, bool):
-            out.append(b"%d," % item)  # orjson refuses integers beyond 64 bits
-        else:
-            out.append(orjson.dumps(item, default=str) + b",")
-    return b"".join(out)
+    return canonical_digest(arguments)

@@ -142,6 +142,9 @@ def head_size(event: h11.Request) -> int:
 
 def make_request(event: h11.Request) -> HttpRequest:
     target = event.target.decode("latin-1")
+    if target[:1] != "/" and "://" in target:
+        # RFC 9112 section 3.2.2: a server MUST accept the absolute form of a target.
+        target = "/" + target.split("://", 1)[1].partition("/")[2]
     path, _, query = target.partition("?")
     return HttpRequest(
         method=event.method.decode("ascii"),

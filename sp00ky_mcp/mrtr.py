@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from .context import CallContext, InputRequired
+from .digest import canonical_digest
 from .errors import JsonRpcError, invalid_params
 
 STATE_TTL_SECONDS = 600.0
@@ -28,8 +29,7 @@ _SALIENT = ("name", "arguments", "uri")
 
 def params_digest(method: str, params: dict[str, Any]) -> str:
     salient = {k: params[k] for k in _SALIENT if k in params}
-    material = orjson.dumps([method, salient], option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(material).hexdigest()[:32]
+    return canonical_digest([method, salient])[:32]
 
 
 class RequestStateSigner:

@@ -101,9 +101,7 @@ class Engine:
     async def fulfil(exc: InputRequired, ctx: CallContext) -> None:
         """Handshake era: ask the client directly, then let the handler run again."""
         for key, request in exc.requests.items():
-            ctx.input_responses[key] = await ctx.peer.request(
-                request["method"], request.get("params", {})
-            )
+            ctx.input_responses[key] = await ctx.ask(request["method"], request.get("params", {}))
         ctx.request_state = exc.state
 
     def finish(self, result: Result, ctx: CallContext, cacheable: bool) -> Result:

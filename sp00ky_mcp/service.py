@@ -502,6 +502,7 @@ class McpService:
         checks: tuple[Callable[[], object], ...] = (
             lambda: transport.modern_version(message, request.header("mcp-protocol-version")),
             lambda: transport.check_routing_headers(message, request.headers),
+            lambda: transport.check_log_level(message),
             lambda: self._param_header_problem(message, request),
             lambda: self._method_problem(message.method),
             lambda: self.signer.restore(message.method, message.params, ctx),

@@ -81,6 +81,6 @@ class EventStream:
 
 def split_event_id(event_id: str) -> tuple[str, int] | None:
     stream_id, sep, seq = event_id.rpartition("_")
-    if not sep or not seq.isdigit():
+    if not sep or not (seq.isascii() and seq.isdigit()):
         return None
     return stream_id, int(seq)

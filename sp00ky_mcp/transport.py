@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import jsonrpc
+from .context import LOG_LEVELS
 from .errors import (
     HEADER_MISMATCH,
     INVALID_PARAMS,
@@ -26,6 +27,7 @@ from .versions import (
     ASSUMED_WITHOUT_HEADER,
     HANDSHAKE_VERSIONS,
     META_CLIENT_CAPABILITIES,
+    META_LOG_LEVEL,
     META_PROTOCOL_VERSION,
     MODERN_VERSIONS,
     SUPPORTED_VERSIONS,
@@ -339,3 +341,14 @@ def check_param_headers(
 
 def _mismatch(reason: str) -> JsonRpcError:
     return JsonRpcError(HEADER_MISMATCH, f"Header mismatch: {reason}.")
+
+
+def check_log_level(message: jsonrpc.Message) -> JsonRpcError | None:
+    """2026-07-28 logging: an unrecognised `_meta` logLevel is invalid params."""
+    level = meta_of(message).get(META_LOG_LEVEL)
+    if level is None or level in LOG_LEVELS:
+        return None
+    return JsonRpcError(
+        INVALID_PARAMS,
+        f"Invalid params: '{META_LOG_LEVEL}' must be one of {', '.join(LOG_LEVELS)}.",
+    )

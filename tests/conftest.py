@@ -47,6 +47,14 @@ async def product(tmp_path: Path) -> AsyncIterator[ProductEnv]:
     store.close()
 
 
+@pytest.fixture
+def env(product: ProductEnv) -> ProductEnv:
+    """The product profile with the cloud's clock stopped at product_support.NOW
+    (2026-01-01T00:00:00Z); a module whose tests need another clock defines its own `env`."""
+    product.freeze()
+    return product
+
+
 @pytest.fixture(scope="module")
 def served_conformance_url() -> Iterator[str]:
     """`spky mcp serve --profile conformance` as a separate process, as users run it; the

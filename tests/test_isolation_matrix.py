@@ -33,9 +33,6 @@ OBJECT_ARGS = (
     "invitation_id",
     "member",
 )
-# Tables whose changes are the point of a call, not a leak: the audit log records every
-# tools/call (B's included), and a token's last_used_at moves whenever it is used.
-AUDITED = {"audit_log"}
 
 
 @dataclass
@@ -104,27 +101,6 @@ async def seed(env: ProductEnv) -> World:
     )
 
 
-def snapshot(env: ProductEnv) -> dict[str, list[tuple[Any, ...]]]:
-    tables = [
-        r["name"]
-        for r in env.store.all("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-    ]
-    shot = {}
-    for table in tables:
-        if table in AUDITED:
-            continue
-        rows = env.store.all(f"SELECT * FROM {table}")  # names from sqlite_master
-        if table == "tokens":
-            rows = [
-                tuple(v for k, v in zip(r.keys(), r, strict=True) if k != "last_used_at")
-                for r in rows
-            ]
-        if table == "sqlite_sequence":
-            rows = [r for r in rows if r["name"] not in AUDITED]
-        shot[table] = sorted(tuple(r) for r in rows)
-    return shot
-
-
 FILLERS: dict[str, Any] = {
     "service": "web",
     "key": "DATABASE_URL",
@@ -186,7 +162,7 @@ async def test_another_users_token_finds_nothing_of_the_first_users_tenants(
     product: ProductEnv,
 ) -> None:
     world = await seed(product)
-    before = snapshot(product)
+    before = product.snapshot()
     calls = attempts(world)
     called = {name for name, _ in calls}
     expected = {s.name for s in SPECS} - {"list_teams", "create_team"}
@@ -200,14 +176,14 @@ async def test_another_users_token_finds_nothing_of_the_first_users_tenants(
         # Nothing of Ada's beyond what the caller passed in comes back.
         for leak in (world.ada_email, "ada's workspace", "Acme", SECRET):
             assert leak not in text or leak in str(arguments), (name, arguments, text)
-    assert snapshot(product) == before
+    assert product.snapshot() == before
 
 
 async def test_another_users_lists_show_none_of_the_first_users_objects(
     product: ProductEnv,
 ) -> None:
     world = await seed(product)
-    before = snapshot(product)
+    before = product.snapshot()
     teams = await product.structured(world.mallory, "list_teams", {})
     assert [t["name"] for t in teams["items"]] == ["mallory's workspace", "Mine"]
     projects = await product.structured(world.mallory, "list_projects", {})
@@ -221,4 +197,4 @@ async def test_another_users_lists_show_none_of_the_first_users_objects(
     assert [m["email"] for m in members["items"]] == ["mallory@example.com"]
     usage = await product.structured(world.mallory, "get_usage", {})
     assert usage["usage"]["env_vars"]["used"] == 0
-    assert snapshot(product) == before
+    assert product.snapshot() == before

@@ -8,18 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import jsonschema
 import orjson
 import pytest
 from mcp import Client
 
-from sp00ky_mcp.tools import all_specs
-
-from .product_support import ProductEnv
+from .product_support import ProductEnv, check_output
 
 pytestmark = pytest.mark.anyio
 MODES = pytest.mark.parametrize("mode", ["legacy", "auto"])
-SPECS = {spec.name: spec for spec in all_specs()}
 
 
 async def use(client: Client, tool: str, args: dict[str, Any]) -> Any:
@@ -27,7 +23,7 @@ async def use(client: Client, tool: str, args: dict[str, Any]) -> Any:
     result = await client.call_tool(tool, args)
     assert result.is_error is False, result.content
     assert result.structured_content is not None
-    jsonschema.validate(result.structured_content, SPECS[tool].output)
+    check_output(tool, result.structured_content)
     return result.structured_content
 
 

@@ -21,11 +21,9 @@ from sp00ky_mcp.tools import all_specs
 from sp00ky_mcp.tools.base import Call, MaskingPeer
 from sp00ky_mcp.versions import Era
 
-from .product_support import ProductEnv
+from .product_support import NOW, REDACTED, ProductEnv, Progress
 
 pytestmark = pytest.mark.anyio
-NOW = 1_767_225_600.0
-REDACTED = "***REDACTED"
 TOOLS = {spec.name for spec in all_specs()}
 DB_PASSWORD = "pg-pass-Secret-0001"
 API_TOKEN = "tok_Secret_0002/with+base64="
@@ -75,12 +73,6 @@ CASES = {
     "enable_vault_ci_access": Case("enable_vault_ci_access", {"project": "api"}, (), none),
     "disable_vault_ci_access": Case("disable_vault_ci_access", {"project": "api"}, (), none),
 }
-
-
-@pytest.fixture
-def env(product: ProductEnv) -> ProductEnv:
-    product.cloud.clock = lambda: NOW
-    return product
 
 
 def setup(env: ProductEnv) -> User:
@@ -309,16 +301,10 @@ async def test_get_logs_cannot_be_used_to_guess_a_secret_by_filtering_on_it(
 
 
 async def deploy_with_progress(env: ProductEnv, token: str, ref: str) -> list[str | None]:
-    messages: list[str | None] = []
-
-    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        messages.append(message)
-
+    seen = Progress()
     async with env.sdk(token, mode="legacy") as client:
-        await client.call_tool(
-            "deploy", {"project": "api", "ref": ref}, progress_callback=on_progress
-        )
-    return messages
+        await client.call_tool("deploy", {"project": "api", "ref": ref}, progress_callback=seen)
+    return [message for _, _, message in seen]
 
 
 async def test_progress_messages_mask_secret_values_without_secrets_reveal(

@@ -5,24 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import jsonschema
-import mcp_types as types
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mcp.client import ClientRequestContext
 
-from sp00ky_mcp.accounts import User
 from sp00ky_mcp.cloud import backups as backup_rules
 from sp00ky_mcp.cloud.base import Invalid
-from sp00ky_mcp.tools import all_specs
 
-from .product_support import ProductEnv
+from .product_support import NOW, NOW_ISO, ProductEnv, Progress, decline
 
 pytestmark = pytest.mark.anyio
-NOW = 1_767_225_600.0
-NOW_ISO = "2026-01-01T00:00:00.000Z"
-SPECS = {spec.name: spec for spec in all_specs()}
 DEFAULTS = {
     "project": "api",
     "schedule": "daily",
@@ -49,6 +41,7 @@ def clock(product: ProductEnv) -> Clock:
 
 @pytest.fixture
 def env(product: ProductEnv, clock: Clock) -> ProductEnv:
+    """The product profile on `clock` (this module's, which tests move), not a stopped one."""
     return product
 
 
@@ -59,65 +52,8 @@ def at(seconds: float) -> str:
     return f"2026-01-01T00:{minutes:02d}:{secs:02d}.{round(fraction * 1000):03d}Z"
 
 
-async def ok(env: ProductEnv, token: str, tool: str, arguments: dict[str, Any]) -> Any:
-    """A successful call whose structured result matches the tool's outputSchema."""
-    result = await env.structured(token, tool, arguments)
-    jsonschema.Draft202012Validator(SPECS[tool].output).validate(result)
-    return result
-
-
-def make_project(
-    env: ProductEnv, user: User, name: str = "api", tenant_id: str | None = None
-) -> str:
-    """A project straight in the store (the projects area's tools are tested elsewhere)."""
-    tenant_id = tenant_id or env.accounts.personal_tenant(user.id)
-    project_id = f"prj_{name}_{tenant_id[-6:]}"
-    with env.store.transaction() as db:
-        db.execute(
-            "INSERT INTO projects (id, tenant_id, name, region, created_at) "
-            "VALUES (?, ?, ?, 'us-east', ?)",
-            (project_id, tenant_id, name, NOW),
-        )
-        db.execute(
-            "INSERT INTO services (id, project_id, name) VALUES (?, ?, 'web')",
-            (f"svc_{project_id}", project_id),
-        )
-    return project_id
-
-
-def make_team(env: ProductEnv, roles: dict[User, str], name: str = "Acme") -> str:
-    tenant_id = f"ten_team_{name.lower()}"
-    with env.store.transaction() as db:
-        db.execute(
-            "INSERT INTO tenants (id, name, kind, created_at) VALUES (?, ?, 'team', ?)",
-            (tenant_id, name, NOW),
-        )
-        for user, role in roles.items():
-            db.execute(
-                "INSERT INTO memberships VALUES (?, ?, ?, ?)", (tenant_id, user.id, role, NOW)
-            )
-    return tenant_id
-
-
-def log_messages(env: ProductEnv, project_id: str) -> list[str]:
-    rows = env.store.all(
-        "SELECT message FROM log_lines WHERE project_id = ? ORDER BY id", (project_id,)
-    )
-    return [r["message"] for r in rows]
-
-
-def count(env: ProductEnv, table: str) -> int:
-    return int(env.store.one(f"SELECT COUNT(*) AS n FROM {table}")["n"])
-
-
-async def decline(
-    ctx: ClientRequestContext, params: types.ElicitRequestParams
-) -> types.ElicitResult:
-    return types.ElicitResult(action="decline")
-
-
 async def backup_of(env: ProductEnv, token: str, project: str = "api", **more: str) -> str:
-    created = await ok(env, token, "create_backup", {"project": project, **more})
+    created = await env.ok(token, "create_backup", {"project": project, **more})
     backup_id: str = created["backup_id"]
     return backup_id
 
@@ -129,7 +65,7 @@ async def test_create_backup_completes_at_once_with_the_size_of_the_projects_dat
     env: ProductEnv,
 ) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     with env.store.transaction() as db:
         db.execute("INSERT INTO env_vars VALUES (?, 'KEY', 'value', ?)", (project_id, NOW))
         db.execute(
@@ -137,7 +73,7 @@ async def test_create_backup_completes_at_once_with_the_size_of_the_projects_dat
             "VALUES (?, 'web', ?, 'info', 'héllo')",
             (project_id, NOW),
         )
-    created = await ok(env, env.token(ada, "backups:write"), "create_backup", {"project": "api"})
+    created = await env.ok(env.token(ada, "backups:write"), "create_backup", {"project": "api"})
     backup_id = created["backup_id"]
     assert backup_id.startswith("bkp_")
     # 16 KiB of metadata + 'KEY' and 'value' (8 bytes) + 'héllo' (6 bytes) + 256 per service.
@@ -150,7 +86,7 @@ async def test_create_backup_completes_at_once_with_the_size_of_the_projects_dat
         "created_at": NOW_ISO,
         "completed_at": NOW_ISO,
     }
-    assert log_messages(env, project_id)[1:] == [
+    assert env.log_messages(project_id)[1:] == [
         f"Backup {backup_id} started.",
         f"Backup {backup_id} completed (16654 bytes).",
     ]
@@ -158,16 +94,10 @@ async def test_create_backup_completes_at_once_with_the_size_of_the_projects_dat
 
 async def test_create_backup_reports_progress_at_each_stage(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
-    seen: list[tuple[float, float | None, str | None]] = []
-
-    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        seen.append((progress, total, message))
-
+    env.make_project(ada)
+    seen = Progress()
     async with env.sdk(env.token(ada)) as client:
-        result = await client.call_tool(
-            "create_backup", {"project": "api"}, progress_callback=on_progress
-        )
+        result = await client.call_tool("create_backup", {"project": "api"}, progress_callback=seen)
     assert result.structured_content is not None
     backup_id = result.structured_content["backup_id"]
     assert seen == [
@@ -196,9 +126,9 @@ async def test_create_backup_of_an_unknown_project_is_not_found(env: ProductEnv)
 
 async def test_a_team_member_may_create_a_backup(env: ProductEnv) -> None:
     ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
-    team = make_team(env, {ada: "owner", bob: "member"})
-    make_project(env, ada, "shop", team)
-    created = await ok(env, env.token(bob), "create_backup", {"project": "shop", "tenant_id": team})
+    team = env.make_team({ada: "owner", bob: "member"})
+    env.make_project(ada, "shop", team)
+    created = await env.ok(env.token(bob), "create_backup", {"project": "shop", "tenant_id": team})
     assert created["status"] == "completed"
 
 
@@ -207,29 +137,29 @@ async def test_a_team_member_may_create_a_backup(env: ProductEnv) -> None:
 
 async def test_list_backups_lists_newest_first_and_pages(env: ProductEnv, clock: Clock) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     token = env.token(ada)
     first = await backup_of(env, token)
     clock.now += 60
     second = await backup_of(env, token)
     reader = env.token(ada, "backups:read")
-    listing = await ok(env, reader, "list_backups", {"project": "api"})
+    listing = await env.ok(reader, "list_backups", {"project": "api"})
     assert [b["backup_id"] for b in listing["items"]] == [second, first]
     assert listing["items"][0]["created_at"] == at(60)
-    page = await ok(env, reader, "list_backups", {"project": "api", "limit": 1})
+    page = await env.ok(reader, "list_backups", {"project": "api", "limit": 1})
     assert ([b["backup_id"] for b in page["items"]], page["next_cursor"], page["truncated"]) == (
         [second],
         "o1",
         True,
     )
-    rest = await ok(env, reader, "list_backups", {"project": "api", "cursor": "o1"})
+    rest = await env.ok(reader, "list_backups", {"project": "api", "cursor": "o1"})
     assert [b["backup_id"] for b in rest["items"]] == [first]
 
 
 async def test_list_backups_of_a_project_without_backups_is_empty(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
-    assert await ok(env, env.token(ada), "list_backups", {"project": "api"}) == {
+    env.make_project(ada)
+    assert await env.ok(env.token(ada), "list_backups", {"project": "api"}) == {
         "items": [],
         "next_cursor": None,
         "truncated": False,
@@ -251,11 +181,11 @@ async def test_a_restore_advances_from_pending_to_restoring_to_completed_with_th
     clock: Clock,
 ) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     token = env.token(ada)
     backup_id = await backup_of(env, token)
     clock.now += 100
-    restore = await ok(env, token, "restore_backup", {"project": "api", "backup_id": backup_id})
+    restore = await env.ok(token, "restore_backup", {"project": "api", "backup_id": backup_id})
     restore_id = restore["restore_id"]
     assert restore_id.startswith("rst_")
     expected = {
@@ -271,21 +201,21 @@ async def test_a_restore_advances_from_pending_to_restoring_to_completed_with_th
     args = {"project": "api", "restore_id": restore_id}
     reader = env.token(ada, "backups:read")
     clock.now += 4.999
-    assert await ok(env, reader, "get_restore_status", args) == expected
+    assert await env.ok(reader, "get_restore_status", args) == expected
     clock.now = NOW + 105
-    assert await ok(env, reader, "get_restore_status", args) == {
+    assert await env.ok(reader, "get_restore_status", args) == {
         **expected,
         "status": "restoring",
         "updated_at": at(105),
     }
     clock.now = NOW + 135
     completed = {**expected, "status": "completed", "updated_at": at(135)}
-    assert await ok(env, reader, "get_restore_status", args) == completed
+    assert await env.ok(reader, "get_restore_status", args) == completed
     clock.now = NOW + 10  # a clock that goes back never undoes progress
-    assert await ok(env, reader, "get_restore_status", args) == completed
+    assert await env.ok(reader, "get_restore_status", args) == completed
     row = env.store.one("SELECT status, updated_at FROM restores WHERE id = ?", (restore_id,))
     assert (row["status"], row["updated_at"]) == ("completed", NOW + 135)
-    assert log_messages(env, project_id)[-3:] == [
+    assert env.log_messages(project_id)[-3:] == [
         f"Restore {restore_id} of backup {backup_id} requested; the project's data will be "
         "replaced.",
         f"Restore {restore_id} is restoring backup {backup_id}.",
@@ -298,16 +228,16 @@ async def test_a_restore_read_late_passes_every_state_and_persists_the_last(
     clock: Clock,
 ) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     token = env.token(ada)
     backup_id = await backup_of(env, token)
-    restore = await ok(env, token, "restore_backup", {"project": "api", "backup_id": backup_id})
+    restore = await env.ok(token, "restore_backup", {"project": "api", "backup_id": backup_id})
     clock.now += 3600
-    status = await ok(
-        env, token, "get_restore_status", {"project": "api", "restore_id": restore["restore_id"]}
+    status = await env.ok(
+        token, "get_restore_status", {"project": "api", "restore_id": restore["restore_id"]}
     )
     assert (status["status"], status["updated_at"]) == ("completed", at(35))
-    assert log_messages(env, project_id)[-2:] == [
+    assert env.log_messages(project_id)[-2:] == [
         f"Restore {restore['restore_id']} is restoring backup {backup_id}.",
         f"Restore {restore['restore_id']} completed; the project was restored from backup "
         f"{backup_id}.",
@@ -316,19 +246,15 @@ async def test_a_restore_read_late_passes_every_state_and_persists_the_last(
 
 async def test_restore_backup_reports_progress(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     token = env.token(ada)
     backup_id = await backup_of(env, token)
-    seen: list[tuple[float, float | None, str | None]] = []
-
-    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        seen.append((progress, total, message))
-
+    seen = Progress()
     async with env.sdk(token) as client:
         result = await client.call_tool(
             "restore_backup",
             {"project": "api", "backup_id": backup_id},
-            progress_callback=on_progress,
+            progress_callback=seen,
         )
     assert result.structured_content is not None
     restore_id = result.structured_content["restore_id"]
@@ -341,29 +267,29 @@ async def test_restore_backup_reports_progress(env: ProductEnv) -> None:
 
 async def test_only_one_restore_per_project_runs_at_a_time(env: ProductEnv, clock: Clock) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     token = env.token(ada)
     backup_id = await backup_of(env, token)
     args = {"project": "api", "backup_id": backup_id}
-    first = await ok(env, token, "restore_backup", args)
+    first = await env.ok(token, "restore_backup", args)
     clock.now += 20
     assert await env.error_text(token, "restore_backup", args) == (
         f"Restore {first['restore_id']} of project 'api' is still in progress; wait until "
         "get_restore_status reports completed."
     )
-    assert count(env, "restores") == 1
+    assert env.count("restores") == 1
     clock.now += 15
-    second = await ok(env, token, "restore_backup", args)
+    second = await env.ok(token, "restore_backup", args)
     assert second["restore_id"] != first["restore_id"]
-    status = await ok(
-        env, token, "get_restore_status", {"project": "api", "restore_id": first["restore_id"]}
+    status = await env.ok(
+        token, "get_restore_status", {"project": "api", "restore_id": first["restore_id"]}
     )
     assert status["status"] == "completed"
 
 
 async def test_restore_backup_of_an_unknown_backup_is_not_found(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     assert await env.error_text(
         env.token(ada), "restore_backup", {"project": "api", "backup_id": "bkp_nope"}
     ) == ("No backup 'bkp_nope' of project 'api'; list_backups shows its backups.")
@@ -371,8 +297,8 @@ async def test_restore_backup_of_an_unknown_backup_is_not_found(env: ProductEnv)
 
 async def test_restore_backup_of_another_projects_backup_is_not_found(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada, "api")
-    make_project(env, ada, "web")
+    env.make_project(ada, "api")
+    env.make_project(ada, "web")
     token = env.token(ada)
     backup_id = await backup_of(env, token, "web")
     assert await env.error_text(
@@ -384,7 +310,7 @@ async def test_restore_backup_declined_through_elicitation_starts_nothing(
     env: ProductEnv,
 ) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     token = env.token(ada)
     backup_id = await backup_of(env, token)
     async with env.sdk(token, mode="legacy", elicitation_callback=decline) as client:
@@ -396,20 +322,20 @@ async def test_restore_backup_declined_through_elicitation_starts_nothing(
         f"Not confirmed, so nothing was changed: restore project 'api' from backup {backup_id} "
         f"(taken {NOW_ISO}), replacing its current data."
     )
-    assert count(env, "restores") == 0
+    assert env.count("restores") == 0
 
 
 async def test_restore_backup_in_a_team_needs_an_admin(env: ProductEnv) -> None:
     ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
-    team = make_team(env, {ada: "owner", bob: "member"})
-    make_project(env, ada, "shop", team)
+    team = env.make_team({ada: "owner", bob: "member"})
+    env.make_project(ada, "shop", team)
     backup_id = await backup_of(env, env.token(ada), "shop", tenant_id=team)
     assert await env.error_text(
         env.token(bob),
         "restore_backup",
         {"project": "shop", "backup_id": backup_id, "tenant_id": team},
     ) == ("Only a team admin or above may restore backups; your role in 'Acme' is member.")
-    assert count(env, "restores") == 0
+    assert env.count("restores") == 0
 
 
 async def test_restore_backup_rejects_bad_arguments(env: ProductEnv) -> None:
@@ -421,7 +347,7 @@ async def test_restore_backup_rejects_bad_arguments(env: ProductEnv) -> None:
 
 async def test_get_restore_status_of_an_unknown_restore_is_not_found(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     assert await env.error_text(
         env.token(ada), "get_restore_status", {"project": "api", "restore_id": "rst_nope"}
     ) == ("No restore 'rst_nope' of project 'api'; restore_backup returns the restore_id to pass.")
@@ -439,18 +365,18 @@ async def test_get_restore_status_rejects_bad_arguments(env: ProductEnv) -> None
 
 async def test_delete_backup_deletes_it_and_logs_it(env: ProductEnv) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     token = env.token(ada)
     backup_id = await backup_of(env, token)
-    result = await ok(env, token, "delete_backup", {"project": "api", "backup_id": backup_id})
+    result = await env.ok(token, "delete_backup", {"project": "api", "backup_id": backup_id})
     assert result == {"backup_id": backup_id, "project": "api", "deleted": True}
-    assert count(env, "backups") == 0
-    assert log_messages(env, project_id)[-1] == f"Backup {backup_id} deleted."
+    assert env.count("backups") == 0
+    assert env.log_messages(project_id)[-1] == f"Backup {backup_id} deleted."
 
 
 async def test_delete_backup_of_an_unknown_backup_is_not_found(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     assert await env.error_text(
         env.token(ada), "delete_backup", {"project": "api", "backup_id": "bkp_nope"}
     ) == ("No backup 'bkp_nope' of project 'api'; list_backups shows its backups.")
@@ -461,24 +387,24 @@ async def test_delete_backup_waits_for_a_restore_of_it_to_complete(
     clock: Clock,
 ) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     token = env.token(ada)
     backup_id = await backup_of(env, token)
     args = {"project": "api", "backup_id": backup_id}
-    restore = await ok(env, token, "restore_backup", args)
+    restore = await env.ok(token, "restore_backup", args)
     assert await env.error_text(token, "delete_backup", args) == (
         f"Backup '{backup_id}' is being restored by {restore['restore_id']}; delete it after "
         "get_restore_status reports completed."
     )
-    assert count(env, "backups") == 1
+    assert env.count("backups") == 1
     clock.now += 35
-    await ok(env, token, "delete_backup", args)
-    assert count(env, "backups") == 0
+    await env.ok(token, "delete_backup", args)
+    assert env.count("backups") == 0
 
 
 async def test_delete_backup_declined_through_elicitation_keeps_it(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     token = env.token(ada)
     backup_id = await backup_of(env, token)
     async with env.sdk(token, mode="legacy", elicitation_callback=decline) as client:
@@ -488,20 +414,20 @@ async def test_delete_backup_declined_through_elicitation_keeps_it(env: ProductE
         f"Not confirmed, so nothing was changed: delete backup {backup_id} of project 'api' "
         f"(taken {NOW_ISO}, 16640 bytes)."
     )
-    assert count(env, "backups") == 1
+    assert env.count("backups") == 1
 
 
 async def test_delete_backup_in_a_team_needs_an_admin(env: ProductEnv) -> None:
     ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
-    team = make_team(env, {ada: "owner", bob: "member"})
-    make_project(env, ada, "shop", team)
+    team = env.make_team({ada: "owner", bob: "member"})
+    env.make_project(ada, "shop", team)
     backup_id = await backup_of(env, env.token(ada), "shop", tenant_id=team)
     assert await env.error_text(
         env.token(bob),
         "delete_backup",
         {"project": "shop", "backup_id": backup_id, "tenant_id": team},
     ) == ("Only a team admin or above may delete backups; your role in 'Acme' is member.")
-    assert count(env, "backups") == 1
+    assert env.count("backups") == 1
 
 
 async def test_delete_backup_rejects_bad_arguments(env: ProductEnv) -> None:
@@ -532,9 +458,8 @@ def test_schedules_are_named_or_five_field_cron_expressions(given: str, kept: st
 
 async def test_configure_backups_sets_schedule_and_retention(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
-    result = await ok(
-        env,
+    env.make_project(ada)
+    result = await env.ok(
         env.token(ada),
         "configure_backups",
         {"project": "api", "schedule": " 30  2 * * * ", "retention_days": 30},
@@ -633,7 +558,7 @@ async def test_configure_backups_refuses_an_invalid_schedule_and_changes_nothing
     env: ProductEnv,
 ) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     assert await env.error_text(
         env.token(ada),
         "configure_backups",
@@ -642,16 +567,16 @@ async def test_configure_backups_refuses_an_invalid_schedule_and_changes_nothing
         "Field 2 (hour) of the cron schedule '0 24 * * *' is not valid: use *, a value from 0 "
         "to 23, a range a-b, a step /n, or a comma-separated list of these."
     )
-    assert count(env, "backup_configs") == 0
+    assert env.count("backup_configs") == 0
 
 
 async def test_configure_backups_changes_only_what_it_is_given(
     env: ProductEnv, clock: Clock
 ) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     token = env.token(ada)
-    assert await ok(env, token, "configure_backups", {"project": "api", "retention_days": 30}) == {
+    assert await env.ok(token, "configure_backups", {"project": "api", "retention_days": 30}) == {
         "project": "api",
         "schedule": "daily",
         "retention_days": 30,
@@ -659,14 +584,14 @@ async def test_configure_backups_changes_only_what_it_is_given(
         "updated_at": NOW_ISO,
     }
     clock.now += 1
-    assert await ok(env, token, "configure_backups", {"project": "api", "schedule": "hourly"}) == {
+    assert await env.ok(token, "configure_backups", {"project": "api", "schedule": "hourly"}) == {
         "project": "api",
         "schedule": "hourly",
         "retention_days": 30,
         "is_default": False,
         "updated_at": at(1),
     }
-    assert log_messages(env, project_id) == [
+    assert env.log_messages(project_id) == [
         "Backup schedule set to 'daily', keeping backups 30 days.",
         "Backup schedule set to 'hourly', keeping backups 30 days.",
     ]
@@ -674,7 +599,7 @@ async def test_configure_backups_changes_only_what_it_is_given(
 
 async def test_configure_backups_needs_schedule_or_retention(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     assert await env.error_text(env.token(ada), "configure_backups", {"project": "api"}) == (
         "Pass schedule, retention_days or both to change the backup configuration."
     )
@@ -684,7 +609,7 @@ async def test_configure_backups_rejects_retention_outside_1_to_365_days(
     env: ProductEnv,
 ) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     token = env.token(ada)
     assert await env.error_text(
         token, "configure_backups", {"project": "api", "retention_days": 0}
@@ -702,35 +627,34 @@ async def test_configure_backups_rejects_retention_outside_1_to_365_days(
         "Invalid arguments for 'configure_backups': Argument 'retention_days' must be of type "
         "integer."
     )
-    one = await ok(env, token, "configure_backups", {"project": "api", "retention_days": 1})
+    one = await env.ok(token, "configure_backups", {"project": "api", "retention_days": 1})
     assert one["retention_days"] == 1
 
 
 async def test_reset_backup_config_returns_to_daily_kept_seven_days(env: ProductEnv) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     token = env.token(ada)
-    await ok(
-        env,
+    await env.ok(
         token,
         "configure_backups",
         {"project": "api", "schedule": "hourly", "retention_days": 90},
     )
-    assert await ok(env, token, "reset_backup_config", {"project": "api"}) == DEFAULTS
-    assert count(env, "backup_configs") == 0
-    assert log_messages(env, project_id)[-1] == (
+    assert await env.ok(token, "reset_backup_config", {"project": "api"}) == DEFAULTS
+    assert env.count("backup_configs") == 0
+    assert env.log_messages(project_id)[-1] == (
         "Backup configuration reset to 'daily', keeping backups 7 days."
     )
-    assert await ok(env, token, "reset_backup_config", {"project": "api"}) == DEFAULTS
+    assert await env.ok(token, "reset_backup_config", {"project": "api"}) == DEFAULTS
 
 
 async def test_reset_backup_config_declined_through_elicitation_keeps_the_settings(
     env: ProductEnv,
 ) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     token = env.token(ada)
-    await ok(env, token, "configure_backups", {"project": "api", "schedule": "hourly"})
+    await env.ok(token, "configure_backups", {"project": "api", "schedule": "hourly"})
     async with env.sdk(token, mode="legacy", elicitation_callback=decline) as client:
         result = await client.call_tool("reset_backup_config", {"project": "api"})
     assert result.is_error is True
@@ -738,7 +662,7 @@ async def test_reset_backup_config_declined_through_elicitation_keeps_the_settin
         "Not confirmed, so nothing was changed: reset the backup configuration of project "
         "'api' to daily backups kept 7 days."
     )
-    assert count(env, "backup_configs") == 1
+    assert env.count("backup_configs") == 1
 
 
 @pytest.mark.parametrize(
@@ -752,8 +676,8 @@ async def test_backup_settings_in_a_team_need_an_admin(
     env: ProductEnv, tool: str, arguments: dict[str, Any]
 ) -> None:
     ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
-    team = make_team(env, {ada: "owner", bob: "member"})
-    make_project(env, ada, "shop", team)
+    team = env.make_team({ada: "owner", bob: "member"})
+    env.make_project(ada, "shop", team)
     assert await env.error_text(
         env.token(bob), tool, {"project": "shop", "tenant_id": team, **arguments}
     ) == ("Only a team admin or above may change backup settings; your role in 'Acme' is member.")
@@ -771,10 +695,10 @@ async def test_reset_backup_config_rejects_bad_arguments(env: ProductEnv) -> Non
 
 async def test_another_users_token_cannot_see_or_touch_the_backups(env: ProductEnv) -> None:
     ada, eve = env.user("ada@example.com"), env.user("eve@example.com")
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     ada_token = env.token(ada)
     backup_id = await backup_of(env, ada_token)
-    restore = await ok(env, ada_token, "restore_backup", {"project": "api", "backup_id": backup_id})
+    restore = await env.ok(ada_token, "restore_backup", {"project": "api", "backup_id": backup_id})
     eve_token = env.token(eve, "mcp:full,secrets:reveal")
     missing = (
         f"No project '{project_id}' in tenant 'eve's workspace'; list_projects shows the "
@@ -793,7 +717,7 @@ async def test_another_users_token_cannot_see_or_touch_the_backups(env: ProductE
         assert await env.error_text(eve_token, tool, {"project": project_id, **arguments}) == (
             missing
         )
-    assert (count(env, "backups"), count(env, "restores"), count(env, "backup_configs")) == (
+    assert (env.count("backups"), env.count("restores"), env.count("backup_configs")) == (
         1,
         1,
         0,

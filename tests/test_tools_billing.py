@@ -6,13 +6,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import jsonschema
 import pytest
 
 from sp00ky_mcp.accounts import User
-from sp00ky_mcp.cloud import billing, teams
+from sp00ky_mcp.cloud import billing
 from sp00ky_mcp.cloud.base import Conflict
-from sp00ky_mcp.tools import all_specs
 
 from .product_support import ProductEnv
 
@@ -20,7 +18,6 @@ pytestmark = pytest.mark.anyio
 NOW = 1_768_478_400.0  # 2026-01-15T12:00:00Z
 NOW_ISO = "2026-01-15T12:00:00.000Z"
 DAY = 86_400.0
-SPECS = {spec.name: spec for spec in all_specs()}
 GIB = 1024**3
 PLANS: list[dict[str, Any]] = [
     {
@@ -73,19 +70,9 @@ PLANS: list[dict[str, Any]] = [
 
 @pytest.fixture
 def env(product: ProductEnv) -> ProductEnv:
-    product.cloud.clock = lambda: NOW
+    """The product profile with the clock stopped mid-month, at this module's NOW."""
+    product.freeze(NOW)
     return product
-
-
-async def ok(env: ProductEnv, token: str, tool: str, arguments: dict[str, Any]) -> Any:
-    """A successful call whose structured result matches the tool's outputSchema."""
-    result = await env.structured(token, tool, arguments)
-    jsonschema.Draft202012Validator(SPECS[tool].output).validate(result)
-    return result
-
-
-def personal(env: ProductEnv, user: User) -> str:
-    return env.accounts.personal_tenant(user.id)
 
 
 def seed_project(
@@ -149,11 +136,8 @@ def events(env: ProductEnv, tenant_id: str) -> list[tuple[Any, ...]]:
 
 async def team_with(env: ProductEnv, owner: User, member: User, role: str) -> str:
     token = env.token(owner)
-    team = (await ok(env, token, "create_team", {"name": "Acme"}))["tenant_id"]
-    invited = await ok(
-        env, token, "invite_team_member", {"tenant_id": team, "email": member.email, "role": role}
-    )
-    teams.accept_invitation(env.cloud, member.id, invited["invitation_id"])
+    team = (await env.ok(token, "create_team", {"name": "Acme"}))["tenant_id"]
+    await env.join(token, team, member, role)
     return str(team)
 
 
@@ -169,9 +153,9 @@ def zero_usage(limits: dict[str, int]) -> dict[str, dict[str, int]]:
 
 async def test_get_usage_of_an_empty_personal_tenant(env: ProductEnv) -> None:
     ada = env.user("ada@example.com")
-    usage = await ok(env, env.token(ada, "billing:read"), "get_usage", {})
+    usage = await env.ok(env.token(ada, "billing:read"), "get_usage", {})
     assert usage == {
-        "tenant_id": personal(env, ada),
+        "tenant_id": env.personal(ada),
         "tenant_name": "ada's workspace",
         "plan": "hobby",
         "price_usd_per_month": 0,
@@ -184,7 +168,7 @@ async def test_get_usage_of_an_empty_personal_tenant(env: ProductEnv) -> None:
 
 async def test_get_usage_counts_the_tenants_real_resources(env: ProductEnv) -> None:
     ada = env.user("ada@example.com")
-    tenant = personal(env, ada)
+    tenant = env.personal(ada)
     seed_project(
         env,
         tenant,
@@ -196,9 +180,9 @@ async def test_get_usage_counts_the_tenants_real_resources(env: ProductEnv) -> N
         env_vars=3,
     )
     seed_project(env, tenant, "web", services={"web": 3, "ssr": 1}, env_vars=2)
-    other = personal(env, env.user("bob@example.com"))
+    other = env.personal(env.user("bob@example.com"))
     seed_project(env, other, "elsewhere", services={"web": 5}, deployments=(NOW,), domains=1)
-    usage = await ok(env, env.token(ada), "get_usage", {})
+    usage = await env.ok(env.token(ada), "get_usage", {})
     assert {m: v["used"] for m, v in usage["usage"].items()} == {
         "projects": 2,
         "services": 4,
@@ -218,8 +202,8 @@ async def test_get_usage_of_a_team_counts_members_and_pending_invitations(
 ) -> None:
     ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
     team = await team_with(env, ada, bob, "member")
-    await ok(env, env.token(ada), "invite_team_member", {"tenant_id": team, "email": "c@d.io"})
-    usage = await ok(env, env.token(bob, "billing:read"), "get_usage", {"tenant_id": team})
+    await env.ok(env.token(ada), "invite_team_member", {"tenant_id": team, "email": "c@d.io"})
+    usage = await env.ok(env.token(bob, "billing:read"), "get_usage", {"tenant_id": team})
     assert (usage["tenant_name"], usage["usage"]["team_members"]) == (
         "Acme",
         {"used": 3, "limit": 3},
@@ -227,8 +211,8 @@ async def test_get_usage_of_a_team_counts_members_and_pending_invitations(
 
 
 async def test_get_usage_period_wraps_at_the_end_of_the_year(env: ProductEnv) -> None:
-    env.cloud.clock = lambda: 1_798_675_200.0  # 2026-12-31T00:00:00Z
-    usage = await ok(env, env.token(env.user()), "get_usage", {})
+    env.freeze(1_798_675_200.0)  # 2026-12-31T00:00:00Z
+    usage = await env.ok(env.token(env.user()), "get_usage", {})
     assert usage["period"] == {
         "start": "2026-12-01T00:00:00.000Z",
         "end": "2027-01-01T00:00:00.000Z",
@@ -238,7 +222,7 @@ async def test_get_usage_period_wraps_at_the_end_of_the_year(env: ProductEnv) ->
 async def test_get_usage_of_another_users_tenant_is_not_found(env: ProductEnv) -> None:
     ada = env.user("ada@example.com")
     mallory = env.token(env.user("mallory@example.com"), "mcp:full,secrets:reveal")
-    tenant = personal(env, ada)
+    tenant = env.personal(ada)
     assert await env.error_text(mallory, "get_usage", {"tenant_id": tenant}) == (
         f"No tenant '{tenant}' is reachable by this token; list_teams shows the tenants you "
         "belong to."
@@ -255,9 +239,9 @@ async def test_get_usage_rejects_unknown_arguments(env: ProductEnv) -> None:
 
 async def test_checkout_returns_a_single_use_url_and_records_it(env: ProductEnv) -> None:
     ada = env.user("ada@example.com")
-    tenant = personal(env, ada)
-    session = await ok(
-        env, env.token(ada, "billing:write"), "create_checkout_session", {"plan": "pro"}
+    tenant = env.personal(ada)
+    session = await env.ok(
+        env.token(ada, "billing:write"), "create_checkout_session", {"plan": "pro"}
     )
     assert re.fullmatch(r"chk_[0-9a-f]{32}", session["session_id"])
     assert session == {
@@ -285,15 +269,15 @@ async def test_checkout_returns_a_single_use_url_and_records_it(env: ProductEnv)
 
 async def test_every_checkout_session_has_its_own_id(env: ProductEnv) -> None:
     token = env.token(env.user())
-    first = await ok(env, token, "create_checkout_session", {"plan": "pro"})
-    second = await ok(env, token, "create_checkout_session", {"plan": "team"})
+    first = await env.ok(token, "create_checkout_session", {"plan": "pro"})
+    second = await env.ok(token, "create_checkout_session", {"plan": "team"})
     assert first["session_id"] != second["session_id"]
 
 
 async def test_a_checkout_session_is_redeemed_once_and_moves_the_plan(env: ProductEnv) -> None:
     ada = env.user("ada@example.com")
-    tenant = personal(env, ada)
-    session = await ok(env, env.token(ada), "create_checkout_session", {"plan": "team"})
+    tenant = env.personal(ada)
+    session = await env.ok(env.token(ada), "create_checkout_session", {"plan": "team"})
     assert billing.redeem_session(env.cloud, session["session_id"]) == {
         "session_id": session["session_id"],
         "kind": "checkout",
@@ -316,11 +300,11 @@ async def test_a_checkout_session_is_redeemed_once_and_moves_the_plan(env: Produ
 
 async def test_an_expired_checkout_session_cannot_be_redeemed(env: ProductEnv) -> None:
     ada = env.user("ada@example.com")
-    session = await ok(env, env.token(ada), "create_checkout_session", {"plan": "pro"})
-    env.cloud.clock = lambda: NOW + DAY
+    session = await env.ok(env.token(ada), "create_checkout_session", {"plan": "pro"})
+    env.freeze(NOW + DAY)
     with pytest.raises(Conflict, match="expired"):
         billing.redeem_session(env.cloud, session["session_id"])
-    assert plan_of(env, personal(env, ada)) == "hobby"
+    assert plan_of(env, env.personal(ada)) == "hobby"
 
 
 async def test_checkout_refuses_the_free_plan(env: ProductEnv) -> None:
@@ -333,7 +317,7 @@ async def test_checkout_refuses_the_free_plan(env: ProductEnv) -> None:
 
 async def test_checkout_refuses_the_current_plan(env: ProductEnv) -> None:
     token = env.token(env.user())
-    await ok(env, token, "change_plan", {"plan": "pro"})
+    await env.ok(token, "change_plan", {"plan": "pro"})
     assert await env.error_text(token, "create_checkout_session", {"plan": "pro"}) == (
         "'ada's workspace' is already on the pro plan; create_billing_portal_session manages "
         "its payment details."
@@ -342,9 +326,9 @@ async def test_checkout_refuses_the_current_plan(env: ProductEnv) -> None:
 
 async def test_checkout_refuses_a_plan_below_current_usage(env: ProductEnv) -> None:
     ada = env.user("ada@example.com")
-    tenant = personal(env, ada)
+    tenant = env.personal(ada)
     token = env.token(ada)
-    await ok(env, token, "change_plan", {"plan": "team"})
+    await env.ok(token, "change_plan", {"plan": "team"})
     seed_project(env, tenant, "big", services={"web": 41})
     assert await env.error_text(token, "create_checkout_session", {"plan": "pro"}) == (
         "'ada's workspace' uses more than the pro plan allows (total replicas 41 > 40); "
@@ -369,21 +353,15 @@ async def test_a_team_member_may_not_check_out_but_an_admin_may(env: ProductEnv)
     assert await env.error_text(
         env.token(bob), "create_checkout_session", {"tenant_id": team, "plan": "team"}
     ) == ("Only a team admin or above may change billing; your role in 'Acme' is member.")
-    invited = await ok(
-        env,
-        env.token(ada),
-        "invite_team_member",
-        {"tenant_id": team, "email": cy.email, "role": "admin"},
-    )
-    teams.accept_invitation(env.cloud, cy.id, invited["invitation_id"])
-    session = await ok(
-        env, env.token(cy), "create_checkout_session", {"tenant_id": team, "plan": "team"}
+    await env.join(env.token(ada), team, cy, "admin")
+    session = await env.ok(
+        env.token(cy), "create_checkout_session", {"tenant_id": team, "plan": "team"}
     )
     assert session["tenant_id"] == team
 
 
 async def test_checkout_for_another_users_tenant_is_not_found(env: ProductEnv) -> None:
-    tenant = personal(env, env.user("ada@example.com"))
+    tenant = env.personal(env.user("ada@example.com"))
     mallory = env.token(env.user("mallory@example.com"), "mcp:full,secrets:reveal")
     text = await env.error_text(
         mallory, "create_checkout_session", {"tenant_id": tenant, "plan": "pro"}
@@ -397,8 +375,8 @@ async def test_checkout_for_another_users_tenant_is_not_found(env: ProductEnv) -
 
 async def test_portal_returns_a_single_use_url_and_records_it(env: ProductEnv) -> None:
     ada = env.user("ada@example.com")
-    tenant = personal(env, ada)
-    session = await ok(env, env.token(ada, "billing:write"), "create_billing_portal_session", {})
+    tenant = env.personal(ada)
+    session = await env.ok(env.token(ada, "billing:write"), "create_billing_portal_session", {})
     assert re.fullmatch(r"prt_[0-9a-f]{32}", session["session_id"])
     assert session == {
         "session_id": session["session_id"],
@@ -440,8 +418,8 @@ async def test_the_owner_changes_the_personal_plan_and_a_record_is_written(
     env: ProductEnv,
 ) -> None:
     ada = env.user("ada@example.com")
-    tenant = personal(env, ada)
-    changed = await ok(env, env.token(ada, "billing:write"), "change_plan", {"plan": "pro"})
+    tenant = env.personal(ada)
+    changed = await env.ok(env.token(ada, "billing:write"), "change_plan", {"plan": "pro"})
     assert changed == {
         "tenant_id": tenant,
         "previous_plan": "hobby",
@@ -456,8 +434,8 @@ async def test_the_owner_changes_the_personal_plan_and_a_record_is_written(
 
 async def test_changing_to_the_current_plan_changes_nothing(env: ProductEnv) -> None:
     ada = env.user("ada@example.com")
-    tenant = personal(env, ada)
-    unchanged = await ok(env, env.token(ada), "change_plan", {"plan": "hobby"})
+    tenant = env.personal(ada)
+    unchanged = await env.ok(env.token(ada), "change_plan", {"plan": "hobby"})
     assert unchanged == {
         "tenant_id": tenant,
         "previous_plan": "hobby",
@@ -473,9 +451,9 @@ async def test_a_downgrade_below_current_usage_is_refused_naming_each_excess(
     env: ProductEnv,
 ) -> None:
     ada = env.user("ada@example.com")
-    tenant = personal(env, ada)
+    tenant = env.personal(ada)
     token = env.token(ada)
-    await ok(env, token, "change_plan", {"plan": "pro"})
+    await env.ok(token, "change_plan", {"plan": "pro"})
     for name in ("a", "b", "c", "d"):
         seed_project(env, tenant, name, domains=1)
     assert await env.error_text(token, "change_plan", {"plan": "hobby"}) == (
@@ -488,11 +466,11 @@ async def test_a_downgrade_below_current_usage_is_refused_naming_each_excess(
 
 async def test_a_downgrade_that_fits_goes_ahead(env: ProductEnv) -> None:
     ada = env.user("ada@example.com")
-    tenant = personal(env, ada)
+    tenant = env.personal(ada)
     token = env.token(ada)
-    await ok(env, token, "change_plan", {"plan": "team"})
+    await env.ok(token, "change_plan", {"plan": "team"})
     seed_project(env, tenant, "api", services={"api": 2}, backups=(GIB,), domains=2)
-    changed = await ok(env, token, "change_plan", {"plan": "hobby"})
+    changed = await env.ok(token, "change_plan", {"plan": "hobby"})
     assert (changed["previous_plan"], changed["plan"], changed["changed"]) == (
         "team",
         "hobby",
@@ -504,10 +482,10 @@ async def test_a_team_downgrade_counts_pending_invitations_as_seats(env: Product
     ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
     token = env.token(ada)
     team = await team_with(env, ada, bob, "admin")
-    await ok(env, token, "change_plan", {"tenant_id": team, "plan": "pro"})
+    await env.ok(token, "change_plan", {"tenant_id": team, "plan": "pro"})
     for name in ("c", "d"):
-        await ok(
-            env, token, "invite_team_member", {"tenant_id": team, "email": f"{name}@example.com"}
+        await env.ok(
+            token, "invite_team_member", {"tenant_id": team, "email": f"{name}@example.com"}
         )
     assert await env.error_text(
         env.token(bob), "change_plan", {"tenant_id": team, "plan": "hobby"}
@@ -525,14 +503,8 @@ async def test_a_team_member_may_not_change_the_plan_but_an_admin_may(env: Produ
     ) == ("Only a team admin or above may change billing; your role in 'Acme' is member.")
     assert plan_of(env, team) == "hobby"
     cy = env.user("cy@example.com")
-    invited = await ok(
-        env,
-        env.token(ada),
-        "invite_team_member",
-        {"tenant_id": team, "email": cy.email, "role": "admin"},
-    )
-    teams.accept_invitation(env.cloud, cy.id, invited["invitation_id"])
-    await ok(env, env.token(cy), "change_plan", {"tenant_id": team, "plan": "team"})
+    await env.join(env.token(ada), team, cy, "admin")
+    await env.ok(env.token(cy), "change_plan", {"tenant_id": team, "plan": "team"})
     assert plan_of(env, team) == "team"
 
 
@@ -550,7 +522,7 @@ async def test_change_plan_rejects_bad_arguments(env: ProductEnv) -> None:
 async def test_change_plan_of_another_users_tenant_is_not_found_and_changes_nothing(
     env: ProductEnv,
 ) -> None:
-    tenant = personal(env, env.user("ada@example.com"))
+    tenant = env.personal(env.user("ada@example.com"))
     mallory = env.token(env.user("mallory@example.com"), "mcp:full,secrets:reveal")
     text = await env.error_text(mallory, "change_plan", {"tenant_id": tenant, "plan": "team"})
     assert text.startswith(f"No tenant '{tenant}' is reachable by this token")
@@ -564,6 +536,6 @@ async def test_change_plan_replays_its_first_result_for_a_repeated_idempotency_k
     ada = env.user("ada@example.com")
     token = env.token(ada)
     args = {"plan": "pro", "idempotency_key": "upgrade-1"}
-    first = await ok(env, token, "change_plan", args)
-    assert await ok(env, token, "change_plan", args) == first
-    assert len(events(env, personal(env, ada))) == 1
+    first = await env.ok(token, "change_plan", args)
+    assert await env.ok(token, "change_plan", args) == first
+    assert len(events(env, env.personal(ada))) == 1

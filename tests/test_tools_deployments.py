@@ -4,48 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import jsonschema
-import mcp_types as types
 import pytest
-from mcp.client import ClientRequestContext
 
-from sp00ky_mcp.accounts import User
 from sp00ky_mcp.cloud import deployments
 from sp00ky_mcp.cloud.base import Conflict
 from sp00ky_mcp.cloud.deployments import TRANSITIONS, Status
-from sp00ky_mcp.tools import all_specs
 
-from .product_support import ProductEnv
+from .product_support import NOW, NOW_ISO, ProductEnv, Progress, assert_declared, decline
 
 pytestmark = pytest.mark.anyio
 
-T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-AT0 = "2026-01-01T00:00:00.000Z"
-SPECS = {spec.name: spec for spec in all_specs()}
 RUNNING = "running"
-
-
-async def ok(product: ProductEnv, token: str, tool: str, args: dict[str, Any]) -> Any:
-    """A successful call's structured result, checked against the tool's outputSchema."""
-    result = await product.structured(token, tool, args)
-    jsonschema.validate(result, SPECS[tool].output)
-    return result
-
-
-def frozen(product: ProductEnv, at: float = T0) -> None:
-    product.cloud.clock = lambda: at
-
-
-def team(product: ProductEnv, name: str, plan: str, members: list[tuple[User, str]]) -> str:
-    tenant_id = f"ten_{name.lower()}"
-    with product.store.transaction() as db:
-        db.execute(
-            "INSERT INTO tenants (id, name, kind, plan, created_at) VALUES (?, ?, 'team', ?, 0)",
-            (tenant_id, name, plan),
-        )
-        for user, role in members:
-            db.execute("INSERT INTO memberships VALUES (?, ?, ?, 0)", (tenant_id, user.id, role))
-    return tenant_id
 
 
 def statuses(product: ProductEnv) -> dict[str, str]:
@@ -58,24 +27,8 @@ def service_states(product: ProductEnv) -> list[tuple[str, str, int]]:
     return [(r["name"], r["status"], r["replicas"]) for r in rows]
 
 
-async def setup(
-    product: ProductEnv, services: list[str] | None = None, scopes: str = "mcp:full"
-) -> tuple[str, dict[str, Any]]:
-    token = product.token(product.user(), scopes)
-    project = await ok(
-        product, token, "create_project", {"name": "api", "services": services or ["web"]}
-    )
-    return token, project
-
-
 def svc(name: str, status: str = RUNNING, replicas: int = 1, restarted: Any = None) -> Any:
     return {"name": name, "status": status, "replicas": replicas, "restarted_at": restarted}
-
-
-async def decline(
-    ctx: ClientRequestContext, params: types.ElicitRequestParams
-) -> types.ElicitResult:
-    return types.ElicitResult(action="decline")
 
 
 # --- the state machine -------------------------------------------------------------------
@@ -90,8 +43,8 @@ def test_the_state_machine_is_a_table_covering_every_status() -> None:
 
 
 async def test_a_move_the_table_does_not_list_is_refused(product: ProductEnv) -> None:
-    token, _ = await setup(product)
-    deployed = await ok(product, token, "deploy", {"project": "api"})
+    token, _ = await product.token_and_project()
+    deployed = await product.ok(token, "deploy", {"project": "api"})
     with pytest.raises(Conflict) as raised, product.store.transaction() as db:
         deployments.transition(product.cloud, db, deployed["deployment_id"], Status.BUILDING)
     assert raised.value.message == (
@@ -111,26 +64,17 @@ def test_deployment_tools_declare_their_scope_and_annotations() -> None:
         "scale_service": ("deployments:write", False, False, True),
         "tear_down_project": ("deployments:write", False, True, True),
     }
-    for name, (scope, read_only, destructive, idempotent) in expected.items():
-        spec = SPECS[name]
-        assert (spec.scope, spec.read_only, spec.destructive, spec.idempotent) == (
-            scope,
-            read_only,
-            destructive,
-            idempotent,
-        ), name
-        assert spec.open_world is False
-        jsonschema.Draft202012Validator.check_schema(spec.output)
+    assert_declared(expected)
 
 
 # --- deploy ------------------------------------------------------------------------------
 
 
 async def test_deploy_ships_the_latest_build_to_live(product: ProductEnv) -> None:
-    frozen(product)
-    token, project = await setup(product, ["web", "ssr"])
+    product.freeze()
+    token, project = await product.token_and_project(["web", "ssr"])
     build = project["latest_build"]
-    deployed = await ok(product, token, "deploy", {"project": "api"})
+    deployed = await product.ok(token, "deploy", {"project": "api"})
     deployment_id = deployed["deployment_id"]
     assert deployed == {
         "deployment_id": deployment_id,
@@ -145,24 +89,20 @@ async def test_deploy_ships_the_latest_build_to_live(product: ProductEnv) -> Non
             "commit_sha": build["commit_sha"],
             "source": "manual",
             "previous_id": None,
-            "created_at": AT0,
-            "updated_at": AT0,
-            "live_at": AT0,
+            "created_at": NOW_ISO,
+            "updated_at": NOW_ISO,
+            "live_at": NOW_ISO,
         },
         "services": [svc("ssr"), svc("web")],
     }
 
 
 async def test_deploy_reports_progress_at_each_stage(product: ProductEnv) -> None:
-    token, project = await setup(product)
+    token, project = await product.token_and_project()
     sha = project["latest_build"]["commit_sha"][:7]
-    seen: list[tuple[float, float | None, str | None]] = []
-
-    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        seen.append((progress, total, message))
-
+    seen = Progress()
     async with product.sdk(token, mode="legacy") as client:
-        result = await client.call_tool("deploy", {"project": "api"}, progress_callback=on_progress)
+        result = await client.call_tool("deploy", {"project": "api"}, progress_callback=seen)
     assert result.structured_content is not None
     dep = result.structured_content["deployment_id"]
     assert seen == [
@@ -174,11 +114,11 @@ async def test_deploy_reports_progress_at_each_stage(product: ProductEnv) -> Non
 
 
 async def test_deploy_writes_a_log_line_per_transition_per_service(product: ProductEnv) -> None:
-    token, project = await setup(product, ["web", "ssr"])
-    deployed = await ok(product, token, "deploy", {"project": "api"})
+    token, project = await product.token_and_project(["web", "ssr"])
+    deployed = await product.ok(token, "deploy", {"project": "api"})
     dep, sha = deployed["deployment_id"], project["latest_build"]["commit_sha"][:7]
     for service in ("web", "ssr"):
-        logs = await ok(product, token, "get_logs", {"project": "api", "service": service})
+        logs = await product.ok(token, "get_logs", {"project": "api", "service": service})
         assert [(line["level"], line["message"]) for line in logs["items"]] == [
             ("info", f"Deployment {dep} (main@{sha}) {verb}.")
             for verb in ("queued", "building", "ready", "live")
@@ -186,20 +126,20 @@ async def test_deploy_writes_a_log_line_per_transition_per_service(product: Prod
 
 
 async def test_deploy_of_a_ref_records_a_new_build(product: ProductEnv) -> None:
-    token, project = await setup(product)
-    deployed = await ok(product, token, "deploy", {"project": "api", "ref": "release/1.2"})
+    token, project = await product.token_and_project()
+    deployed = await product.ok(token, "deploy", {"project": "api", "ref": "release/1.2"})
     assert deployed["deployment"]["ref"] == "release/1.2"
     assert deployed["deployment"]["build_id"] != project["latest_build"]["id"]
-    latest = (await ok(product, token, "get_project", {"project": "api"}))["latest_build"]
+    latest = (await product.ok(token, "get_project", {"project": "api"}))["latest_build"]
     assert (latest["id"], latest["ref"]) == (deployed["deployment"]["build_id"], "release/1.2")
     commit = "0123456789abcdef0123456789abcdef01234567"
-    pinned = await ok(product, token, "deploy", {"project": "api", "ref": commit})
+    pinned = await product.ok(token, "deploy", {"project": "api", "ref": commit})
     assert pinned["deployment"]["commit_sha"] == commit
 
 
 @pytest.mark.parametrize("ref", ["has space", "a..b", "-rf", "x.lock", "feat/", "a@{1}", "~1"])
 async def test_deploy_refuses_a_ref_that_git_would_refuse(product: ProductEnv, ref: str) -> None:
-    token, _ = await setup(product)
+    token, _ = await product.token_and_project()
     assert await product.error_text(token, "deploy", {"project": "api", "ref": ref}) == (
         f"Ref '{ref}' is not a valid git ref name: use a git branch, tag or commit such as main "
         "or release/1.2 (no spaces, '..', '~', '^', ':', '?', '*', '[', '\\\\' or '@{', not "
@@ -209,9 +149,9 @@ async def test_deploy_refuses_a_ref_that_git_would_refuse(product: ProductEnv, r
 
 
 async def test_a_new_deploy_supersedes_the_live_one(product: ProductEnv) -> None:
-    token, _ = await setup(product)
-    first = await ok(product, token, "deploy", {"project": "api"})
-    second = await ok(product, token, "deploy", {"project": "api"})
+    token, _ = await product.token_and_project()
+    first = await product.ok(token, "deploy", {"project": "api"})
+    second = await product.ok(token, "deploy", {"project": "api"})
     assert second["superseded_deployment_id"] == first["deployment_id"]
     assert second["deployment"]["previous_id"] == first["deployment_id"]
     assert statuses(product) == {
@@ -221,15 +161,15 @@ async def test_a_new_deploy_supersedes_the_live_one(product: ProductEnv) -> None
 
 
 async def test_deploy_without_promote_stops_at_ready(product: ProductEnv) -> None:
-    token, _ = await setup(product)
-    live = await ok(product, token, "deploy", {"project": "api"})
-    ready = await ok(product, token, "deploy", {"project": "api", "promote": False})
+    token, _ = await product.token_and_project()
+    live = await product.ok(token, "deploy", {"project": "api"})
+    ready = await product.ok(token, "deploy", {"project": "api", "promote": False})
     assert (ready["status"], ready["superseded_deployment_id"]) == ("ready", None)
     assert statuses(product) == {live["deployment_id"]: "live", ready["deployment_id"]: "ready"}
 
 
 async def test_deploy_refuses_bad_arguments(product: ProductEnv) -> None:
-    token, _ = await setup(product)
+    token, _ = await product.token_and_project()
     prefix = "Invalid arguments for 'deploy': "
     assert await product.error_text(token, "deploy", {}) == (
         prefix + "Missing required argument 'project'."
@@ -244,7 +184,7 @@ async def test_deploy_refuses_bad_arguments(product: ProductEnv) -> None:
 
 
 async def test_an_interrupted_deploy_ends_failed(product: ProductEnv) -> None:
-    token, project = await setup(product)
+    token, project = await product.token_and_project()
     row = product.cloud.project(product.cloud.tenant(product.user().id, None), "api")
 
     async def hang_up(progress: float, total: float, message: str) -> None:
@@ -255,7 +195,7 @@ async def test_an_interrupted_deploy_ends_failed(product: ProductEnv) -> None:
         await deployments.deploy(product.cloud, row, None, True, hang_up)
     [(dep, status)] = statuses(product).items()
     assert status == "failed"
-    logs = await ok(product, token, "get_logs", {"project": "api", "lines": 1})
+    logs = await product.ok(token, "get_logs", {"project": "api", "lines": 1})
     sha = project["latest_build"]["commit_sha"][:7]
     assert logs["items"][0]["message"] == f"Deployment {dep} (main@{sha}) failed (interrupted)."
     assert logs["items"][0]["level"] == "error"
@@ -264,19 +204,19 @@ async def test_an_interrupted_deploy_ends_failed(product: ProductEnv) -> None:
 async def test_a_deployment_whose_pipeline_was_cut_off_is_failed_when_next_read(
     product: ProductEnv,
 ) -> None:
-    frozen(product)
-    token, _ = await setup(product)
+    product.freeze()
+    token, _ = await product.token_and_project()
     row = product.cloud.project(product.cloud.tenant(product.user().id, None), "api")
     with product.store.transaction() as db:
         build = deployments.build_to_deploy(product.cloud, db, row, None)
         dep = deployments.queue(product.cloud, db, row["id"], build, "manual")
-    frozen(product, T0 + deployments.STALE_SECONDS)
-    status = await ok(product, token, "get_deployment_status", {"project": "api"})
+    product.freeze(NOW + deployments.STALE_SECONDS)
+    status = await product.ok(token, "get_deployment_status", {"project": "api"})
     assert status["deployment"]["status"] == "queued"
-    frozen(product, T0 + deployments.STALE_SECONDS + 1)
-    status = await ok(product, token, "get_deployment_status", {"project": "api"})
+    product.freeze(NOW + deployments.STALE_SECONDS + 1)
+    status = await product.ok(token, "get_deployment_status", {"project": "api"})
     assert (status["deployment"]["id"], status["deployment"]["status"]) == (dep, "failed")
-    logs = await ok(product, token, "get_logs", {"project": "api", "lines": 1})
+    logs = await product.ok(token, "get_logs", {"project": "api", "lines": 1})
     assert logs["items"][0]["message"].endswith(") failed (abandoned: its pipeline stopped).")
     assert statuses(product) == {dep: "failed"}
 
@@ -284,10 +224,10 @@ async def test_a_deployment_whose_pipeline_was_cut_off_is_failed_when_next_read(
 async def test_deploy_replays_its_first_result_for_a_repeated_idempotency_key(
     product: ProductEnv,
 ) -> None:
-    token, _ = await setup(product)
+    token, _ = await product.token_and_project()
     args = {"project": "api", "idempotency_key": "deploy-1"}
-    first = await ok(product, token, "deploy", args)
-    assert await ok(product, token, "deploy", args) == first
+    first = await product.ok(token, "deploy", args)
+    assert await product.ok(token, "deploy", args) == first
     assert len(statuses(product)) == 1
 
 
@@ -295,25 +235,25 @@ async def test_deploy_replays_its_first_result_for_a_repeated_idempotency_key(
 
 
 async def test_finalize_promotes_a_ready_deployment(product: ProductEnv) -> None:
-    token, _ = await setup(product)
-    live = await ok(product, token, "deploy", {"project": "api"})
-    ready = await ok(product, token, "deploy", {"project": "api", "promote": False})
+    token, _ = await product.token_and_project()
+    live = await product.ok(token, "deploy", {"project": "api"})
+    ready = await product.ok(token, "deploy", {"project": "api", "promote": False})
     args = {"project": "api", "deployment_id": ready["deployment_id"]}
-    done = await ok(product, token, "finalize_deployment", args)
+    done = await product.ok(token, "finalize_deployment", args)
     assert (done["status"], done["superseded_deployment_id"]) == ("live", live["deployment_id"])
     assert statuses(product) == {
         live["deployment_id"]: "superseded",
         ready["deployment_id"]: "live",
     }
-    again = await ok(product, token, "finalize_deployment", args)
+    again = await product.ok(token, "finalize_deployment", args)
     assert (again["status"], again["superseded_deployment_id"]) == ("live", None)
     assert again["deployment"] == done["deployment"]
 
 
 async def test_finalize_refuses_a_deployment_that_is_not_ready(product: ProductEnv) -> None:
-    token, _ = await setup(product)
-    old = await ok(product, token, "deploy", {"project": "api"})
-    await ok(product, token, "deploy", {"project": "api"})
+    token, _ = await product.token_and_project()
+    old = await product.ok(token, "deploy", {"project": "api"})
+    await product.ok(token, "deploy", {"project": "api"})
     args = {"project": "api", "deployment_id": old["deployment_id"]}
     assert await product.error_text(token, "finalize_deployment", args) == (
         f"Deployment '{old['deployment_id']}' is superseded, and only a ready deployment can be "
@@ -334,19 +274,19 @@ async def test_finalize_refuses_a_deployment_that_is_not_ready(product: ProductE
 
 
 async def test_rollback_returns_to_the_previous_live_deployment(product: ProductEnv) -> None:
-    token, _ = await setup(product, ["web", "ssr"])
-    one = (await ok(product, token, "deploy", {"project": "api"}))["deployment_id"]
-    two = (await ok(product, token, "deploy", {"project": "api"}))["deployment_id"]
-    three = (await ok(product, token, "deploy", {"project": "api"}))["deployment_id"]
-    back = await ok(product, token, "rollback_deployment", {"project": "api"})
+    token, _ = await product.token_and_project(["web", "ssr"])
+    one = (await product.ok(token, "deploy", {"project": "api"}))["deployment_id"]
+    two = (await product.ok(token, "deploy", {"project": "api"}))["deployment_id"]
+    three = (await product.ok(token, "deploy", {"project": "api"}))["deployment_id"]
+    back = await product.ok(token, "rollback_deployment", {"project": "api"})
     assert (back["deployment_id"], back["rolled_back_deployment_id"]) == (two, three)
     assert back["deployment"]["status"] == "live"
     assert back["services"] == [svc("ssr"), svc("web")]
     assert statuses(product) == {one: "superseded", two: "live", three: "rolled_back"}
-    further = await ok(product, token, "rollback_deployment", {"project": "api"})
+    further = await product.ok(token, "rollback_deployment", {"project": "api"})
     assert (further["deployment_id"], further["rolled_back_deployment_id"]) == (one, two)
     assert statuses(product) == {one: "live", two: "rolled_back", three: "rolled_back"}
-    logs = await ok(product, token, "get_logs", {"project": "api", "service": "web", "lines": 2})
+    logs = await product.ok(token, "get_logs", {"project": "api", "service": "web", "lines": 2})
     assert [line["message"].split(") ", 1)[1] for line in logs["items"]] == [
         "rolled back.",
         f"live again, replacing {two}.",
@@ -358,7 +298,7 @@ async def test_rollback_returns_to_the_previous_live_deployment(product: Product
 
 
 async def test_rollback_needs_a_live_deployment(product: ProductEnv) -> None:
-    token, _ = await setup(product)
+    token, _ = await product.token_and_project()
     assert await product.error_text(token, "rollback_deployment", {"project": "api"}) == (
         "Project 'api' has no live deployment to roll back; deploy first."
     )
@@ -368,11 +308,11 @@ async def test_rollback_needs_a_live_deployment(product: ProductEnv) -> None:
 
 
 async def test_restart_service_restarts_one_service(product: ProductEnv) -> None:
-    frozen(product)
-    token, _ = await setup(product, ["web", "ssr"])
-    dep = (await ok(product, token, "deploy", {"project": "api"}))["deployment_id"]
-    frozen(product, T0 + 60)
-    done = await ok(product, token, "restart_service", {"project": "api", "service": "web"})
+    product.freeze()
+    token, _ = await product.token_and_project(["web", "ssr"])
+    dep = (await product.ok(token, "deploy", {"project": "api"}))["deployment_id"]
+    product.freeze(NOW + 60)
+    done = await product.ok(token, "restart_service", {"project": "api", "service": "web"})
     later = "2026-01-01T00:01:00.000Z"
     assert done == {
         "project": "api",
@@ -381,7 +321,7 @@ async def test_restart_service_restarts_one_service(product: ProductEnv) -> None
         "restarted_at": later,
         "services": [svc("ssr"), svc("web", restarted=later)],
     }
-    logs = await ok(product, token, "get_logs", {"project": "api", "service": "web", "lines": 2})
+    logs = await product.ok(token, "get_logs", {"project": "api", "service": "web", "lines": 2})
     assert [line["message"] for line in logs["items"]] == [
         f"Restarting 1 replica(s) of web on deployment {dep}.",
         "Service web restarted.",
@@ -391,18 +331,18 @@ async def test_restart_service_restarts_one_service(product: ProductEnv) -> None
 async def test_restart_service_without_a_service_restarts_every_service(
     product: ProductEnv,
 ) -> None:
-    token, _ = await setup(product, ["web", "ssr", "worker"])
-    await ok(product, token, "deploy", {"project": "api"})
-    done = await ok(product, token, "restart_service", {"project": "api"})
+    token, _ = await product.token_and_project(["web", "ssr", "worker"])
+    await product.ok(token, "deploy", {"project": "api"})
+    done = await product.ok(token, "restart_service", {"project": "api"})
     assert done["restarted"] == ["ssr", "web", "worker"]
-    logs = await ok(product, token, "get_logs", {"project": "api", "contains": "restarted"})
+    logs = await product.ok(token, "get_logs", {"project": "api", "contains": "restarted"})
     assert [line["service"] for line in logs["items"]] == ["ssr", "web", "worker"]
 
 
 async def test_restart_service_reports_an_unknown_service_or_nothing_running(
     product: ProductEnv,
 ) -> None:
-    token, _ = await setup(product, ["web", "ssr"])
+    token, _ = await product.token_and_project(["web", "ssr"])
     assert await product.error_text(token, "restart_service", {"project": "api"}) == (
         "Project 'api' has no live deployment, so nothing is running to restart; deploy first."
     )
@@ -421,9 +361,9 @@ async def test_restart_service_reports_an_unknown_service_or_nothing_running(
 
 
 async def test_scale_service_sets_replicas_within_the_plan(product: ProductEnv) -> None:
-    token, _ = await setup(product, ["web", "ssr"])
+    token, _ = await product.token_and_project(["web", "ssr"])
     args = {"project": "api", "service": "web", "replicas": 3}
-    assert await ok(product, token, "scale_service", args) == {
+    assert await product.ok(token, "scale_service", args) == {
         "project": "api",
         "service": "web",
         "replicas": 3,
@@ -433,9 +373,9 @@ async def test_scale_service_sets_replicas_within_the_plan(product: ProductEnv) 
         "max_replicas": 3,
     }
     assert service_states(product) == [("ssr", "stopped", 1), ("web", "stopped", 3)]
-    again = await ok(product, token, "scale_service", args)
+    again = await product.ok(token, "scale_service", args)
     assert (again["replicas"], again["previous_replicas"]) == (3, 3)
-    logs = await ok(product, token, "get_logs", {"project": "api", "contains": "scaled"})
+    logs = await product.ok(token, "get_logs", {"project": "api", "contains": "scaled"})
     assert [line["message"] for line in logs["items"]] == ["Scaled web from 1 to 3 replica(s)."]
 
 
@@ -445,7 +385,7 @@ async def test_scale_service_sets_replicas_within_the_plan(product: ProductEnv) 
 async def test_scale_service_refuses_counts_outside_the_plan_bounds(
     product: ProductEnv, plan: str, low: int, high: int
 ) -> None:
-    token, _ = await setup(product)
+    token, _ = await product.token_and_project()
     with product.store.transaction() as db:
         db.execute("UPDATE tenants SET plan = ?", (plan,))
     for replicas in (low - 1, high + 1):
@@ -455,14 +395,14 @@ async def test_scale_service_refuses_counts_outside_the_plan_bounds(
             "that range or change the plan."
         )
     assert service_states(product) == [("web", "stopped", 1)]
-    top = await ok(
-        product, token, "scale_service", {"project": "api", "service": "web", "replicas": high}
+    top = await product.ok(
+        token, "scale_service", {"project": "api", "service": "web", "replicas": high}
     )
     assert (top["replicas"], top["plan"]) == (high, plan)
 
 
 async def test_scale_service_refuses_bad_arguments(product: ProductEnv) -> None:
-    token, _ = await setup(product)
+    token, _ = await product.token_and_project()
     prefix = "Invalid arguments for 'scale_service': "
     assert (
         await product.error_text(
@@ -487,34 +427,34 @@ async def test_scale_service_refuses_bad_arguments(product: ProductEnv) -> None:
 async def test_tear_down_stops_every_service_and_the_live_deployment(
     product: ProductEnv,
 ) -> None:
-    token, project = await setup(product, ["web", "ssr"])
+    token, project = await product.token_and_project(["web", "ssr"])
     sha = project["latest_build"]["commit_sha"][:7]
-    dep = (await ok(product, token, "deploy", {"project": "api"}))["deployment_id"]
-    assert await ok(product, token, "tear_down_project", {"project": "api"}) == {
+    dep = (await product.ok(token, "deploy", {"project": "api"}))["deployment_id"]
+    assert await product.ok(token, "tear_down_project", {"project": "api"}) == {
         "project": "api",
         "torn_down_deployment_id": dep,
         "stopped_services": ["ssr", "web"],
         "services": [svc("ssr", "stopped"), svc("web", "stopped")],
     }
     assert statuses(product) == {dep: "torn_down"}
-    assert await ok(product, token, "tear_down_project", {"project": "api"}) == {
+    assert await product.ok(token, "tear_down_project", {"project": "api"}) == {
         "project": "api",
         "torn_down_deployment_id": None,
         "stopped_services": [],
         "services": [svc("ssr", "stopped"), svc("web", "stopped")],
     }
-    logs = await ok(product, token, "get_logs", {"project": "api", "service": "web", "lines": 2})
+    logs = await product.ok(token, "get_logs", {"project": "api", "service": "web", "lines": 2})
     assert [(line["level"], line["message"]) for line in logs["items"]] == [
         ("warning", f"Deployment {dep} (main@{sha}) torn down; services stopped."),
         ("warning", "Service web stopped."),
     ]
-    back = await ok(product, token, "deploy", {"project": "api"})
+    back = await product.ok(token, "deploy", {"project": "api"})
     assert (back["status"], back["superseded_deployment_id"]) == ("live", None)
 
 
 async def test_tear_down_does_nothing_when_the_user_declines(product: ProductEnv) -> None:
-    token, _ = await setup(product, ["web", "ssr"])
-    dep = (await ok(product, token, "deploy", {"project": "api"}))["deployment_id"]
+    token, _ = await product.token_and_project(["web", "ssr"])
+    dep = (await product.ok(token, "deploy", {"project": "api"}))["deployment_id"]
     async with product.sdk(token, mode="legacy", elicitation_callback=decline) as client:
         result = await client.call_tool("tear_down_project", {"project": "api"})
     assert result.is_error is True
@@ -528,20 +468,20 @@ async def test_tear_down_does_nothing_when_the_user_declines(product: ProductEnv
 
 async def test_tearing_down_a_team_project_needs_an_admin(product: ProductEnv) -> None:
     ada, bob = product.user(), product.user("bob@example.com")
-    tenant_id = team(product, "Acme", "team", [(ada, "owner"), (bob, "member")])
+    tenant_id = product.make_team({ada: "owner", bob: "member"}, plan="team")
     bob_token = product.token(bob)
     args = {"project": "api", "tenant_id": tenant_id}
-    await ok(product, bob_token, "create_project", {"name": "api", "tenant_id": tenant_id})
-    dep = (await ok(product, bob_token, "deploy", args))["deployment_id"]
+    await product.ok(bob_token, "create_project", {"name": "api", "tenant_id": tenant_id})
+    dep = (await product.ok(bob_token, "deploy", args))["deployment_id"]
     assert await product.error_text(bob_token, "tear_down_project", args) == (
         "Only a team admin or above may tear down a project; your role in 'Acme' is member."
     )
     assert statuses(product) == {dep: "live"}
-    scaled = await ok(
-        product, bob_token, "scale_service", {**args, "service": "web", "replicas": 50}
+    scaled = await product.ok(
+        bob_token, "scale_service", {**args, "service": "web", "replicas": 50}
     )
     assert scaled["max_replicas"] == 100
-    done = await ok(product, product.token(ada), "tear_down_project", args)
+    done = await product.ok(product.token(ada), "tear_down_project", args)
     assert done["torn_down_deployment_id"] == dep
 
 
@@ -549,8 +489,8 @@ async def test_tearing_down_a_team_project_needs_an_admin(product: ProductEnv) -
 
 
 async def test_deployment_status_before_any_deploy(product: ProductEnv) -> None:
-    token, project = await setup(product)
-    assert await ok(product, token, "get_deployment_status", {"project": "api"}) == {
+    token, project = await product.token_and_project()
+    assert await product.ok(token, "get_deployment_status", {"project": "api"}) == {
         "project": "api",
         "project_id": project["id"],
         "live_deployment_id": None,
@@ -562,10 +502,10 @@ async def test_deployment_status_before_any_deploy(product: ProductEnv) -> None:
 async def test_deployment_status_shows_the_live_one_or_else_the_latest(
     product: ProductEnv,
 ) -> None:
-    token, project = await setup(product)
-    live = await ok(product, token, "deploy", {"project": "api"})
-    ready = await ok(product, token, "deploy", {"project": "api", "promote": False})
-    status = await ok(product, token, "get_deployment_status", {"project": "api"})
+    token, project = await product.token_and_project()
+    live = await product.ok(token, "deploy", {"project": "api"})
+    ready = await product.ok(token, "deploy", {"project": "api", "promote": False})
+    status = await product.ok(token, "get_deployment_status", {"project": "api"})
     assert status == {
         "project": "api",
         "project_id": project["id"],
@@ -573,15 +513,14 @@ async def test_deployment_status_shows_the_live_one_or_else_the_latest(
         "deployment": live["deployment"],
         "services": [svc("web")],
     }
-    picked = await ok(
-        product,
+    picked = await product.ok(
         token,
         "get_deployment_status",
         {"project": "api", "deployment_id": ready["deployment_id"]},
     )
     assert picked["deployment"] == ready["deployment"]
-    await ok(product, token, "tear_down_project", {"project": "api"})
-    latest = await ok(product, token, "get_deployment_status", {"project": "api"})
+    await product.ok(token, "tear_down_project", {"project": "api"})
+    latest = await product.ok(token, "get_deployment_status", {"project": "api"})
     assert (latest["live_deployment_id"], latest["deployment"]["id"]) == (
         None,
         ready["deployment_id"],
@@ -595,16 +534,16 @@ async def test_deployment_status_shows_the_live_one_or_else_the_latest(
 
 
 async def test_list_deployments_pages_newest_first(product: ProductEnv) -> None:
-    token, _ = await setup(product)
+    token, _ = await product.token_and_project()
     ids = [
-        (await ok(product, token, "deploy", {"project": "api"}))["deployment_id"] for _ in range(3)
+        (await product.ok(token, "deploy", {"project": "api"}))["deployment_id"] for _ in range(3)
     ]
-    first = await ok(product, token, "list_deployments", {"project": "api", "limit": 2})
+    first = await product.ok(token, "list_deployments", {"project": "api", "limit": 2})
     assert [d["id"] for d in first["items"]] == [ids[2], ids[1]]
     assert [d["status"] for d in first["items"]] == ["live", "superseded"]
     assert (first["next_cursor"], first["truncated"]) == ("o2", True)
-    rest = await ok(
-        product, token, "list_deployments", {"project": "api", "limit": 2, "cursor": "o2"}
+    rest = await product.ok(
+        token, "list_deployments", {"project": "api", "limit": 2, "cursor": "o2"}
     )
     assert ([d["id"] for d in rest["items"]], rest["next_cursor"], rest["truncated"]) == (
         [ids[0]],
@@ -623,8 +562,8 @@ async def test_list_deployments_pages_newest_first(product: ProductEnv) -> None:
 async def test_another_users_token_cannot_see_or_change_deployments(
     product: ProductEnv,
 ) -> None:
-    token, project = await setup(product)
-    dep = (await ok(product, token, "deploy", {"project": "api"}))["deployment_id"]
+    token, project = await product.token_and_project()
+    dep = (await product.ok(token, "deploy", {"project": "api"}))["deployment_id"]
     before = (statuses(product), service_states(product))
     bob = product.token(product.user("bob@example.com"), "mcp:full,secrets:reveal")
     not_found = (

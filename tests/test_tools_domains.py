@@ -5,69 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import jsonschema
-import mcp_types as types
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mcp.client import ClientRequestContext
 
-from sp00ky_mcp.accounts import User
 from sp00ky_mcp.cloud import domains as domain_rules
 from sp00ky_mcp.cloud.base import Invalid
-from sp00ky_mcp.tools import all_specs
 
-from .product_support import ProductEnv
+from .product_support import NOW, NOW_ISO, ProductEnv, decline
 
 pytestmark = pytest.mark.anyio
-NOW = 1_767_225_600.0
-NOW_ISO = "2026-01-01T00:00:00.000Z"
-SPECS = {spec.name: spec for spec in all_specs()}
-
-
-@pytest.fixture
-def env(product: ProductEnv) -> ProductEnv:
-    product.cloud.clock = lambda: NOW
-    return product
-
-
-async def ok(env: ProductEnv, token: str, tool: str, arguments: dict[str, Any]) -> Any:
-    """A successful call whose structured result matches the tool's outputSchema."""
-    result = await env.structured(token, tool, arguments)
-    jsonschema.Draft202012Validator(SPECS[tool].output).validate(result)
-    return result
-
-
-def make_project(
-    env: ProductEnv,
-    user: User,
-    name: str = "api",
-    tenant_id: str | None = None,
-    region: str = "us-east",
-) -> str:
-    """A project straight in the store (the projects area's tools are tested elsewhere)."""
-    tenant_id = tenant_id or env.accounts.personal_tenant(user.id)
-    project_id = f"prj_{name}_{tenant_id[-6:]}"
-    with env.store.transaction() as db:
-        db.execute(
-            "INSERT INTO projects (id, tenant_id, name, region, created_at) VALUES (?, ?, ?, ?, ?)",
-            (project_id, tenant_id, name, region, NOW),
-        )
-    return project_id
-
-
-def make_team(env: ProductEnv, roles: dict[User, str], name: str = "Acme") -> str:
-    tenant_id = f"ten_team_{name.lower()}"
-    with env.store.transaction() as db:
-        db.execute(
-            "INSERT INTO tenants (id, name, kind, created_at) VALUES (?, ?, 'team', ?)",
-            (tenant_id, name, NOW),
-        )
-        for user, role in roles.items():
-            db.execute(
-                "INSERT INTO memberships VALUES (?, ?, ?, ?)", (tenant_id, user.id, role, NOW)
-            )
-    return tenant_id
 
 
 def token_of(env: ProductEnv, hostname: str) -> str:
@@ -78,19 +25,6 @@ def token_of(env: ProductEnv, hostname: str) -> str:
 
 def hostnames(env: ProductEnv) -> list[str]:
     return [r["hostname"] for r in env.store.all("SELECT hostname FROM domains ORDER BY 1")]
-
-
-def log_messages(env: ProductEnv, project_id: str) -> list[str]:
-    rows = env.store.all(
-        "SELECT message FROM log_lines WHERE project_id = ? ORDER BY id", (project_id,)
-    )
-    return [r["message"] for r in rows]
-
-
-async def decline(
-    ctx: ClientRequestContext, params: types.ElicitRequestParams
-) -> types.ElicitResult:
-    return types.ElicitResult(action="decline")
 
 
 def expected_domain(
@@ -292,16 +226,15 @@ async def test_add_domain_for_a_subdomain_returns_a_cname_and_a_txt_challenge(
     env: ProductEnv,
 ) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
-    result = await ok(
-        env,
+    project_id = env.make_project(ada)
+    result = await env.ok(
         env.token(ada, "domains:write"),
         "add_domain",
         {"project": "api", "hostname": "WWW.Example.com."},
     )
     assert result == expected_domain(env, "www.example.com", cname("www.example.com"))
     assert len(token_of(env, "www.example.com")) == 32
-    assert log_messages(env, project_id) == [
+    assert env.log_messages(project_id) == [
         "Domain www.example.com added; pending verification of its _sp00ky-challenge TXT record."
     ]
 
@@ -311,8 +244,8 @@ async def test_add_domain_for_an_apex_returns_an_alias_record(
     env: ProductEnv, hostname: str
 ) -> None:
     ada = env.user()
-    make_project(env, ada, "shop", region="eu-west")
-    result = await ok(env, env.token(ada), "add_domain", {"project": "shop", "hostname": hostname})
+    env.make_project(ada, "shop", region="eu-west")
+    result = await env.ok(env.token(ada), "add_domain", {"project": "shop", "hostname": hostname})
     assert result == expected_domain(
         env, hostname, alias(hostname, "shop.eu-west.sp00ky.app"), project="shop"
     )
@@ -320,9 +253,9 @@ async def test_add_domain_for_an_apex_returns_an_alias_record(
 
 async def test_add_domain_stores_an_internationalised_name_in_punycode(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
-    result = await ok(
-        env, env.token(ada), "add_domain", {"project": "api", "hostname": "shop.Bücher.example"}
+    env.make_project(ada)
+    result = await env.ok(
+        env.token(ada), "add_domain", {"project": "api", "hostname": "shop.Bücher.example"}
     )
     assert result == expected_domain(
         env,
@@ -334,18 +267,18 @@ async def test_add_domain_stores_an_internationalised_name_in_punycode(env: Prod
 
 async def test_each_domain_gets_its_own_random_challenge_token(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     token = env.token(ada)
-    await ok(env, token, "add_domain", {"project": "api", "hostname": "a.example.com"})
-    await ok(env, token, "add_domain", {"project": "api", "hostname": "b.example.com"})
+    await env.ok(token, "add_domain", {"project": "api", "hostname": "a.example.com"})
+    await env.ok(token, "add_domain", {"project": "api", "hostname": "b.example.com"})
     assert token_of(env, "a.example.com") != token_of(env, "b.example.com")
 
 
 async def test_add_domain_twice_on_the_same_project_is_a_conflict(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     token = env.token(ada)
-    await ok(env, token, "add_domain", {"project": "api", "hostname": "www.example.com"})
+    await env.ok(token, "add_domain", {"project": "api", "hostname": "www.example.com"})
     assert await env.error_text(
         token, "add_domain", {"project": "api", "hostname": "WWW.EXAMPLE.COM."}
     ) == (
@@ -359,10 +292,10 @@ async def test_add_domain_held_by_another_project_of_the_tenant_names_that_proje
     env: ProductEnv,
 ) -> None:
     ada = env.user()
-    make_project(env, ada, "api")
-    make_project(env, ada, "web")
+    env.make_project(ada, "api")
+    env.make_project(ada, "web")
     token = env.token(ada)
-    await ok(env, token, "add_domain", {"project": "web", "hostname": "www.example.com"})
+    await env.ok(token, "add_domain", {"project": "web", "hostname": "www.example.com"})
     assert await env.error_text(
         token, "add_domain", {"project": "api", "hostname": "www.example.com"}
     ) == (
@@ -375,10 +308,9 @@ async def test_a_hostname_held_by_another_tenant_is_a_conflict_that_does_not_nam
     env: ProductEnv,
 ) -> None:
     ada, eve = env.user("ada@example.com"), env.user("eve@example.com")
-    make_project(env, ada, "secret-project")
-    make_project(env, eve, "api")
-    await ok(
-        env,
+    env.make_project(ada, "secret-project")
+    env.make_project(eve, "api")
+    await env.ok(
         env.token(ada),
         "add_domain",
         {"project": "secret-project", "hostname": "www.example.com"},
@@ -398,17 +330,17 @@ async def test_a_hostname_held_by_another_tenant_is_a_conflict_that_does_not_nam
 
 async def test_a_removed_hostname_can_be_added_by_another_tenant(env: ProductEnv) -> None:
     ada, eve = env.user("ada@example.com"), env.user("eve@example.com")
-    make_project(env, ada)
-    make_project(env, eve)
+    env.make_project(ada)
+    env.make_project(eve)
     ada_token, eve_token = env.token(ada), env.token(eve)
-    await ok(env, ada_token, "add_domain", {"project": "api", "hostname": "www.example.com"})
-    await ok(env, ada_token, "remove_domain", {"project": "api", "hostname": "www.example.com"})
-    await ok(env, eve_token, "add_domain", {"project": "api", "hostname": "www.example.com"})
+    await env.ok(ada_token, "add_domain", {"project": "api", "hostname": "www.example.com"})
+    await env.ok(ada_token, "remove_domain", {"project": "api", "hostname": "www.example.com"})
+    await env.ok(eve_token, "add_domain", {"project": "api", "hostname": "www.example.com"})
 
 
 async def test_add_domain_refuses_an_invalid_hostname_with_its_reason(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     assert await env.error_text(
         env.token(ada), "add_domain", {"project": "api", "hostname": "10.0.0.1"}
     ) == ("'10.0.0.1' is an IP address; a custom domain needs a hostname such as www.example.com.")
@@ -417,7 +349,7 @@ async def test_add_domain_refuses_an_invalid_hostname_with_its_reason(env: Produ
 
 async def test_add_domain_rejects_bad_arguments(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     token = env.token(ada)
     assert await env.error_text(token, "add_domain", {"project": "api"}) == (
         "Invalid arguments for 'add_domain': Missing required argument 'hostname'."
@@ -432,10 +364,9 @@ async def test_add_domain_rejects_bad_arguments(env: ProductEnv) -> None:
 
 async def test_a_team_member_may_add_a_domain(env: ProductEnv) -> None:
     ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
-    team = make_team(env, {ada: "owner", bob: "member"})
-    make_project(env, ada, "shop", team)
-    await ok(
-        env,
+    team = env.make_team({ada: "owner", bob: "member"})
+    env.make_project(ada, "shop", team)
+    await env.ok(
         env.token(bob),
         "add_domain",
         {"project": "shop", "hostname": "shop.example.com", "tenant_id": team},
@@ -450,11 +381,11 @@ async def test_list_domains_shows_a_projects_domains_pending_verification(
     env: ProductEnv,
 ) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     token = env.token(ada)
-    await ok(env, token, "add_domain", {"project": "api", "hostname": "www.example.com"})
-    await ok(env, token, "add_domain", {"project": "api", "hostname": "example.com"})
-    listing = await ok(env, env.token(ada, "domains:read"), "list_domains", {"project": "api"})
+    await env.ok(token, "add_domain", {"project": "api", "hostname": "www.example.com"})
+    await env.ok(token, "add_domain", {"project": "api", "hostname": "example.com"})
+    listing = await env.ok(env.token(ada, "domains:read"), "list_domains", {"project": "api"})
     assert listing == {
         "items": [
             expected_domain(env, "example.com", alias("example.com")),
@@ -467,18 +398,18 @@ async def test_list_domains_shows_a_projects_domains_pending_verification(
 
 async def test_list_domains_without_a_project_lists_the_whole_tenant(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada, "api")
-    make_project(env, ada, "web")
+    env.make_project(ada, "api")
+    env.make_project(ada, "web")
     token = env.token(ada)
-    await ok(env, token, "add_domain", {"project": "web", "hostname": "b.example.com"})
-    await ok(env, token, "add_domain", {"project": "api", "hostname": "a.example.com"})
-    listing = await ok(env, token, "list_domains", {})
+    await env.ok(token, "add_domain", {"project": "web", "hostname": "b.example.com"})
+    await env.ok(token, "add_domain", {"project": "api", "hostname": "a.example.com"})
+    listing = await env.ok(token, "list_domains", {})
     assert [(d["hostname"], d["project"]) for d in listing["items"]] == [
         ("a.example.com", "api"),
         ("b.example.com", "web"),
     ]
     assert listing["items"][1]["dns_records"][0] == cname("b.example.com", "web.us-east.sp00ky.app")
-    page = await ok(env, token, "list_domains", {"limit": 1})
+    page = await env.ok(token, "list_domains", {"limit": 1})
     assert ([d["hostname"] for d in page["items"]], page["next_cursor"]) == (
         ["a.example.com"],
         "o1",
@@ -487,12 +418,12 @@ async def test_list_domains_without_a_project_lists_the_whole_tenant(env: Produc
 
 async def test_list_domains_shows_a_verified_domain_with_its_time(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     token = env.token(ada)
-    await ok(env, token, "add_domain", {"project": "api", "hostname": "www.example.com"})
+    await env.ok(token, "add_domain", {"project": "api", "hostname": "www.example.com"})
     with env.store.transaction() as db:  # what the hosted platform's DNS check would do
         db.execute("UPDATE domains SET status = 'verified', verified_at = ?", (NOW + 60,))
-    listing = await ok(env, token, "list_domains", {"project": "api"})
+    listing = await env.ok(token, "list_domains", {"project": "api"})
     assert (listing["items"][0]["status"], listing["items"][0]["verified_at"]) == (
         "verified",
         "2026-01-01T00:01:00.000Z",
@@ -514,20 +445,20 @@ async def test_list_domains_rejects_bad_arguments_and_unknown_projects(env: Prod
 
 async def test_remove_domain_detaches_it_and_logs_it(env: ProductEnv) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     token = env.token(ada)
-    await ok(env, token, "add_domain", {"project": "api", "hostname": "www.example.com"})
-    result = await ok(
-        env, token, "remove_domain", {"project": "api", "hostname": "WWW.example.com."}
+    await env.ok(token, "add_domain", {"project": "api", "hostname": "www.example.com"})
+    result = await env.ok(
+        token, "remove_domain", {"project": "api", "hostname": "WWW.example.com."}
     )
     assert result == {"hostname": "www.example.com", "project": "api", "removed": True}
     assert hostnames(env) == []
-    assert log_messages(env, project_id)[-1] == "Domain www.example.com removed."
+    assert env.log_messages(project_id)[-1] == "Domain www.example.com removed."
 
 
 async def test_remove_domain_of_an_unknown_hostname_is_not_found(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     assert await env.error_text(
         env.token(ada), "remove_domain", {"project": "api", "hostname": "www.example.com"}
     ) == ("No domain 'www.example.com' on project 'api'; list_domains shows its domains.")
@@ -535,9 +466,9 @@ async def test_remove_domain_of_an_unknown_hostname_is_not_found(env: ProductEnv
 
 async def test_remove_domain_declined_through_elicitation_keeps_it(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     token = env.token(ada)
-    await ok(env, token, "add_domain", {"project": "api", "hostname": "www.example.com"})
+    await env.ok(token, "add_domain", {"project": "api", "hostname": "www.example.com"})
     async with env.sdk(token, mode="legacy", elicitation_callback=decline) as client:
         result = await client.call_tool(
             "remove_domain", {"project": "api", "hostname": "www.example.com"}
@@ -552,10 +483,10 @@ async def test_remove_domain_declined_through_elicitation_keeps_it(env: ProductE
 
 async def test_remove_domain_in_a_team_needs_an_admin(env: ProductEnv) -> None:
     ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
-    team = make_team(env, {ada: "owner", bob: "member"})
-    make_project(env, ada, "shop", team)
+    team = env.make_team({ada: "owner", bob: "member"})
+    env.make_project(ada, "shop", team)
     args = {"project": "shop", "hostname": "shop.example.com", "tenant_id": team}
-    await ok(env, env.token(ada), "add_domain", args)
+    await env.ok(env.token(ada), "add_domain", args)
     assert await env.error_text(env.token(bob), "remove_domain", args) == (
         "Only a team admin or above may remove domains; your role in 'Acme' is member."
     )
@@ -574,8 +505,8 @@ async def test_remove_domain_rejects_bad_arguments(env: ProductEnv) -> None:
 
 async def test_another_users_token_cannot_see_or_change_the_domains(env: ProductEnv) -> None:
     ada, eve = env.user("ada@example.com"), env.user("eve@example.com")
-    project_id = make_project(env, ada)
-    await ok(env, env.token(ada), "add_domain", {"project": "api", "hostname": "www.example.com"})
+    project_id = env.make_project(ada)
+    await env.ok(env.token(ada), "add_domain", {"project": "api", "hostname": "www.example.com"})
     eve_token = env.token(eve, "mcp:full,secrets:reveal")
     missing = (
         f"No project '{project_id}' in tenant 'eve's workspace'; list_projects shows the "
@@ -594,7 +525,7 @@ async def test_another_users_token_cannot_see_or_change_the_domains(env: Product
         )
         == missing
     )
-    assert await ok(env, eve_token, "list_domains", {}) == {
+    assert await env.ok(eve_token, "list_domains", {}) == {
         "items": [],
         "next_cursor": None,
         "truncated": False,

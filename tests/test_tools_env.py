@@ -5,84 +5,22 @@ from __future__ import annotations
 
 from typing import Any
 
-import jsonschema
-import mcp_types as types
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mcp.client import ClientRequestContext
 
-from sp00ky_mcp.accounts import User
 from sp00ky_mcp.cloud import env as env_rules
 from sp00ky_mcp.cloud.base import Invalid
-from sp00ky_mcp.tools import all_specs
 
-from .product_support import ProductEnv
+from .product_support import NOW, NOW_ISO, REDACTED, ProductEnv, accept, decline
 
 pytestmark = pytest.mark.anyio
-NOW = 1_767_225_600.0
-NOW_ISO = "2026-01-01T00:00:00.000Z"
-SPECS = {spec.name: spec for spec in all_specs()}
-REDACTED = "***REDACTED"
 ADA_NO_API = "No project 'api' in tenant 'ada's workspace'; list_projects shows the projects there."
-
-
-@pytest.fixture
-def env(product: ProductEnv) -> ProductEnv:
-    product.cloud.clock = lambda: NOW
-    return product
-
-
-async def ok(env: ProductEnv, token: str, tool: str, arguments: dict[str, Any]) -> Any:
-    """A successful call whose structured result matches the tool's outputSchema."""
-    result = await env.structured(token, tool, arguments)
-    jsonschema.Draft202012Validator(SPECS[tool].output).validate(result)
-    return result
-
-
-def make_project(
-    env: ProductEnv, user: User, name: str = "api", tenant_id: str | None = None
-) -> str:
-    """A project straight in the store (the projects area's tools are tested elsewhere)."""
-    tenant_id = tenant_id or env.accounts.personal_tenant(user.id)
-    project_id = f"prj_{name}_{tenant_id[-6:]}"
-    with env.store.transaction() as db:
-        db.execute(
-            "INSERT INTO projects (id, tenant_id, name, region, created_at) "
-            "VALUES (?, ?, ?, 'us-east', ?)",
-            (project_id, tenant_id, name, NOW),
-        )
-        db.execute(
-            "INSERT INTO services (id, project_id, name) VALUES (?, ?, 'web')",
-            (f"svc_{project_id}", project_id),
-        )
-    return project_id
-
-
-def make_team(env: ProductEnv, roles: dict[User, str], name: str = "Acme") -> str:
-    tenant_id = f"ten_team_{name.lower()}"
-    with env.store.transaction() as db:
-        db.execute(
-            "INSERT INTO tenants (id, name, kind, created_at) VALUES (?, ?, 'team', ?)",
-            (tenant_id, name, NOW),
-        )
-        for user, role in roles.items():
-            db.execute(
-                "INSERT INTO memberships VALUES (?, ?, ?, ?)", (tenant_id, user.id, role, NOW)
-            )
-    return tenant_id
 
 
 def stored(env: ProductEnv, project_id: str) -> dict[str, str]:
     rows = env.store.all("SELECT key, value FROM env_vars WHERE project_id = ?", (project_id,))
     return {r["key"]: r["value"] for r in rows}
-
-
-def log_messages(env: ProductEnv, project_id: str) -> list[str]:
-    rows = env.store.all(
-        "SELECT message FROM log_lines WHERE project_id = ? ORDER BY id", (project_id,)
-    )
-    return [r["message"] for r in rows]
 
 
 def seed(env: ProductEnv, project_id: str, values: dict[str, str]) -> None:
@@ -93,18 +31,6 @@ def seed(env: ProductEnv, project_id: str, values: dict[str, str]) -> None:
         )
 
 
-async def decline(
-    ctx: ClientRequestContext, params: types.ElicitRequestParams
-) -> types.ElicitResult:
-    return types.ElicitResult(action="decline")
-
-
-async def accept(
-    ctx: ClientRequestContext, params: types.ElicitRequestParams
-) -> types.ElicitResult:
-    return types.ElicitResult(action="accept", content={"confirm": True})
-
-
 # --- set_env_var --------------------------------------------------------------------------
 
 
@@ -112,9 +38,8 @@ async def test_set_env_var_creates_a_variable_and_returns_it_with_the_value_reda
     env: ProductEnv,
 ) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
-    result = await ok(
-        env,
+    project_id = env.make_project(ada)
+    result = await env.ok(
         env.token(ada, "env:write"),
         "set_env_var",
         {"project": "api", "key": "DATABASE_URL", "value": "postgres://db/1"},
@@ -133,9 +58,8 @@ async def test_set_env_var_shows_the_value_to_a_token_with_secrets_reveal(
     env: ProductEnv,
 ) -> None:
     ada = env.user()
-    make_project(env, ada)
-    result = await ok(
-        env,
+    env.make_project(ada)
+    result = await env.ok(
         env.token(ada, "env:write,secrets:reveal"),
         "set_env_var",
         {"project": "api", "key": "TOKEN", "value": "tok-123456"},
@@ -145,9 +69,9 @@ async def test_set_env_var_shows_the_value_to_a_token_with_secrets_reveal(
 
 async def test_set_env_var_accepts_the_project_id_as_well_as_its_name(env: ProductEnv) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
-    result = await ok(
-        env, env.token(ada), "set_env_var", {"project": project_id, "key": "A", "value": "1"}
+    project_id = env.make_project(ada)
+    result = await env.ok(
+        env.token(ada), "set_env_var", {"project": project_id, "key": "A", "value": "1"}
     )
     assert result["project"] == "api"
 
@@ -156,10 +80,10 @@ async def test_set_env_var_replaces_one_value_and_keeps_the_other_variables(
     env: ProductEnv,
 ) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     seed(env, project_id, {"A": "old-value", "B": "kept-value"})
-    result = await ok(
-        env, env.token(ada), "set_env_var", {"project": "api", "key": "A", "value": "new-value"}
+    result = await env.ok(
+        env.token(ada), "set_env_var", {"project": "api", "key": "A", "value": "new-value"}
     )
     assert result["created"] is False
     assert stored(env, project_id) == {"A": "new-value", "B": "kept-value"}
@@ -167,18 +91,18 @@ async def test_set_env_var_replaces_one_value_and_keeps_the_other_variables(
 
 async def test_set_env_var_accepts_an_empty_value(env: ProductEnv) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
-    await ok(env, env.token(ada), "set_env_var", {"project": "api", "key": "EMPTY", "value": ""})
+    project_id = env.make_project(ada)
+    await env.ok(env.token(ada), "set_env_var", {"project": "api", "key": "EMPTY", "value": ""})
     assert stored(env, project_id) == {"EMPTY": ""}
 
 
 async def test_set_env_var_logs_the_key_but_never_the_value(env: ProductEnv) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     token = env.token(ada)
-    await ok(env, token, "set_env_var", {"project": "api", "key": "S3_KEY", "value": "v-1-secret"})
-    await ok(env, token, "set_env_var", {"project": "api", "key": "S3_KEY", "value": "v-2-secret"})
-    assert log_messages(env, project_id) == [
+    await env.ok(token, "set_env_var", {"project": "api", "key": "S3_KEY", "value": "v-1-secret"})
+    await env.ok(token, "set_env_var", {"project": "api", "key": "S3_KEY", "value": "v-2-secret"})
+    assert env.log_messages(project_id) == [
         "Environment variable S3_KEY created.",
         "Environment variable S3_KEY updated.",
     ]
@@ -186,7 +110,7 @@ async def test_set_env_var_logs_the_key_but_never_the_value(env: ProductEnv) -> 
 
 async def test_set_env_var_rejects_a_key_that_is_not_posix_like(env: ProductEnv) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     token = env.token(ada)
     for key in ("1ABC", "MY-KEY", "A B", "CAFÉ", "A.B"):
         text = await env.error_text(
@@ -203,15 +127,15 @@ async def test_set_env_var_accepts_a_key_of_256_characters_with_underscores(
     env: ProductEnv,
 ) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     key = "_" + "a1" * 127 + "Z"
-    await ok(env, env.token(ada), "set_env_var", {"project": "api", "key": key, "value": "x"})
+    await env.ok(env.token(ada), "set_env_var", {"project": "api", "key": key, "value": "x"})
     assert list(stored(env, project_id)) == [key]
 
 
 async def test_set_env_var_rejects_a_value_with_a_nul_character(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     text = await env.error_text(
         env.token(ada), "set_env_var", {"project": "api", "key": "K", "value": "a\x00b"}
     )
@@ -222,19 +146,19 @@ async def test_set_env_var_rejects_a_value_with_a_nul_character(env: ProductEnv)
 
 async def test_set_env_var_rejects_a_value_over_32_kib_of_utf8(env: ProductEnv) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     token = env.token(ada)
     text = await env.error_text(
         token, "set_env_var", {"project": "api", "key": "K", "value": "é" * 16_385}
     )
     assert text == "The value of 'K' is 32770 bytes, but at most 32768 bytes (32 KiB) are allowed."
-    await ok(env, token, "set_env_var", {"project": "api", "key": "K", "value": "x" * 32_768})
+    await env.ok(token, "set_env_var", {"project": "api", "key": "K", "value": "x" * 32_768})
     assert len(stored(env, project_id)["K"]) == 32_768
 
 
 async def test_set_env_var_rejects_bad_arguments(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     token = env.token(ada)
     assert await env.error_text(token, "set_env_var", {"project": "api", "key": "K"}) == (
         "Invalid arguments for 'set_env_var': Missing required argument 'value'."
@@ -264,7 +188,7 @@ async def test_set_env_var_refuses_a_501st_variable_but_still_updates_existing_o
     env: ProductEnv,
 ) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     seed(env, project_id, {f"K{i}": "v" for i in range(500)})
     token = env.token(ada)
     assert await env.error_text(
@@ -273,7 +197,7 @@ async def test_set_env_var_refuses_a_501st_variable_but_still_updates_existing_o
         "Project 'api' would have 501 environment variables, but at most 500 are allowed; "
         "delete some first."
     )
-    await ok(env, token, "set_env_var", {"project": "api", "key": "K7", "value": "changed"})
+    await env.ok(token, "set_env_var", {"project": "api", "key": "K7", "value": "changed"})
     assert len(stored(env, project_id)) == 500
 
 
@@ -281,21 +205,20 @@ async def test_set_env_var_with_an_idempotency_key_changes_nothing_on_retry(
     env: ProductEnv,
 ) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     token = env.token(ada, "env:write,secrets:reveal")
     args = {"project": "api", "key": "K", "value": "first-value", "idempotency_key": "k-1"}
-    first = await ok(env, token, "set_env_var", args)
-    await ok(env, token, "set_env_var", {"project": "api", "key": "K", "value": "other-value"})
-    assert await ok(env, token, "set_env_var", args) == first
+    first = await env.ok(token, "set_env_var", args)
+    await env.ok(token, "set_env_var", {"project": "api", "key": "K", "value": "other-value"})
+    assert await env.ok(token, "set_env_var", args) == first
     assert stored(env, project_id) == {"K": "other-value"}
 
 
 async def test_a_team_member_may_set_variables_in_a_team_project(env: ProductEnv) -> None:
     ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
-    team = make_team(env, {ada: "owner", bob: "member"})
-    project_id = make_project(env, ada, "shop", team)
-    await ok(
-        env,
+    team = env.make_team({ada: "owner", bob: "member"})
+    project_id = env.make_project(ada, "shop", team)
+    await env.ok(
         env.token(bob),
         "set_env_var",
         {"project": "shop", "key": "K", "value": "x", "tenant_id": team},
@@ -310,9 +233,9 @@ async def test_list_env_vars_lists_every_variable_by_key_with_values_redacted(
     env: ProductEnv,
 ) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     seed(env, project_id, {"ZETA": "zeta-value", "ALPHA": "alpha-value"})
-    listing = await ok(env, env.token(ada, "mcp:read"), "list_env_vars", {"project": "api"})
+    listing = await env.ok(env.token(ada, "mcp:read"), "list_env_vars", {"project": "api"})
     assert listing == {
         "items": [
             {"key": "ALPHA", "value": REDACTED, "updated_at": NOW_ISO},
@@ -325,24 +248,24 @@ async def test_list_env_vars_lists_every_variable_by_key_with_values_redacted(
 
 async def test_list_env_vars_shows_values_to_a_token_with_secrets_reveal(env: ProductEnv) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     seed(env, project_id, {"ALPHA": "alpha-value"})
-    listing = await ok(
-        env, env.token(ada, "env:read,secrets:reveal"), "list_env_vars", {"project": "api"}
+    listing = await env.ok(
+        env.token(ada, "env:read,secrets:reveal"), "list_env_vars", {"project": "api"}
     )
     assert listing["items"] == [{"key": "ALPHA", "value": "alpha-value", "updated_at": NOW_ISO}]
 
 
 async def test_list_env_vars_pages_with_a_cursor(env: ProductEnv) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     seed(env, project_id, {"A": "1", "B": "2", "C": "3"})
     token = env.token(ada)
-    first = await ok(env, token, "list_env_vars", {"project": "api", "limit": 2})
+    first = await env.ok(token, "list_env_vars", {"project": "api", "limit": 2})
     assert [i["key"] for i in first["items"]] == ["A", "B"]
     assert (first["next_cursor"], first["truncated"]) == ("o2", True)
-    second = await ok(
-        env, token, "list_env_vars", {"project": "api", "limit": 2, "cursor": first["next_cursor"]}
+    second = await env.ok(
+        token, "list_env_vars", {"project": "api", "limit": 2, "cursor": first["next_cursor"]}
     )
     assert [i["key"] for i in second["items"]] == ["C"]
     assert (second["next_cursor"], second["truncated"]) == (None, False)
@@ -350,14 +273,14 @@ async def test_list_env_vars_pages_with_a_cursor(env: ProductEnv) -> None:
 
 async def test_list_env_vars_of_a_project_without_variables_is_empty(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
-    listing = await ok(env, env.token(ada), "list_env_vars", {"project": "api"})
+    env.make_project(ada)
+    listing = await env.ok(env.token(ada), "list_env_vars", {"project": "api"})
     assert listing == {"items": [], "next_cursor": None, "truncated": False}
 
 
 async def test_list_env_vars_rejects_bad_arguments_and_forged_cursors(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     token = env.token(ada)
     assert await env.error_text(token, "list_env_vars", {}) == (
         "Invalid arguments for 'list_env_vars': Missing required argument 'project'."
@@ -377,7 +300,7 @@ async def test_list_env_vars_of_an_unknown_project_is_not_found(env: ProductEnv)
 
 async def test_list_env_vars_needs_the_env_read_scope(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     assert await env.error_text(
         env.token(ada, "vault:read"), "list_env_vars", {"project": "api"}
     ) == (
@@ -391,19 +314,19 @@ async def test_list_env_vars_needs_the_env_read_scope(env: ProductEnv) -> None:
 
 async def test_delete_env_var_removes_one_variable_and_logs_its_key(env: ProductEnv) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     seed(env, project_id, {"A": "a-value-1", "B": "b-value-1"})
-    result = await ok(
-        env, env.token(ada, "env:write"), "delete_env_var", {"project": "api", "key": "A"}
+    result = await env.ok(
+        env.token(ada, "env:write"), "delete_env_var", {"project": "api", "key": "A"}
     )
     assert result == {"project": "api", "key": "A", "deleted": True}
     assert stored(env, project_id) == {"B": "b-value-1"}
-    assert log_messages(env, project_id) == ["Environment variable A deleted."]
+    assert env.log_messages(project_id) == ["Environment variable A deleted."]
 
 
 async def test_delete_env_var_of_an_unknown_key_is_not_found(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     assert await env.error_text(
         env.token(ada), "delete_env_var", {"project": "api", "key": "NOPE"}
     ) == ("No environment variable 'NOPE' on project 'api'; list_env_vars shows its keys.")
@@ -423,7 +346,7 @@ async def test_delete_env_var_declined_through_elicitation_changes_nothing(
     env: ProductEnv,
 ) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     seed(env, project_id, {"A": "a-value-1"})
     async with env.sdk(env.token(ada), mode="legacy", elicitation_callback=decline) as client:
         result = await client.call_tool("delete_env_var", {"project": "api", "key": "A"})
@@ -436,7 +359,7 @@ async def test_delete_env_var_declined_through_elicitation_changes_nothing(
 
 async def test_delete_env_var_confirmed_through_elicitation_deletes(env: ProductEnv) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     seed(env, project_id, {"A": "a-value-1"})
     async with env.sdk(env.token(ada), mode="legacy", elicitation_callback=accept) as client:
         result = await client.call_tool("delete_env_var", {"project": "api", "key": "A"})
@@ -558,10 +481,10 @@ async def test_bulk_load_env_vars_from_dotenv_merges_and_reports_each_key(
     env: ProductEnv,
 ) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     seed(env, project_id, {"PORT": "9090", "EMPTY": "was-set", "OTHER": "kept-value"})
-    result = await ok(
-        env, env.token(ada, "env:write"), "bulk_load_env_vars", {"project": "api", "dotenv": DOTENV}
+    result = await env.ok(
+        env.token(ada, "env:write"), "bulk_load_env_vars", {"project": "api", "dotenv": DOTENV}
     )
     assert result == {
         "project": "api",
@@ -574,7 +497,7 @@ async def test_bulk_load_env_vars_from_dotenv_merges_and_reports_each_key(
     }
     assert stored(env, project_id)["GREETING"] == 'Hello\n"World" \\o/'
     assert stored(env, project_id)["OTHER"] == "kept-value"
-    assert log_messages(env, project_id) == [
+    assert env.log_messages(project_id) == [
         "Environment variables bulk-loaded: 5 created (DATABASE_URL, GREETING, LITERAL, PEM, "
         "URL), 1 updated (EMPTY)."
     ]
@@ -584,10 +507,9 @@ async def test_bulk_load_env_vars_from_a_map_with_replace_deletes_every_other_va
     env: ProductEnv,
 ) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     seed(env, project_id, {"A": "a-value-1", "B": "b-value-1", "C": "c-value-1"})
-    result = await ok(
-        env,
+    result = await env.ok(
         env.token(ada),
         "bulk_load_env_vars",
         {"project": "api", "values": {"A": "a-value-2", "D": "d-value-1"}, "replace": True},
@@ -602,7 +524,7 @@ async def test_bulk_load_env_vars_from_a_map_with_replace_deletes_every_other_va
         "total": 2,
     }
     assert stored(env, project_id) == {"A": "a-value-2", "D": "d-value-1"}
-    assert log_messages(env, project_id) == [
+    assert env.log_messages(project_id) == [
         "Environment variables replaced: 1 created (D), 1 updated (A), 2 deleted (B, C)."
     ]
 
@@ -611,10 +533,10 @@ async def test_bulk_load_env_vars_with_an_empty_map_and_replace_clears_the_proje
     env: ProductEnv,
 ) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     seed(env, project_id, {"A": "a-value-1"})
-    result = await ok(
-        env, env.token(ada), "bulk_load_env_vars", {"project": "api", "values": {}, "replace": True}
+    result = await env.ok(
+        env.token(ada), "bulk_load_env_vars", {"project": "api", "values": {}, "replace": True}
     )
     assert (result["deleted"], result["total"]) == (["A"], 0)
     assert stored(env, project_id) == {}
@@ -624,7 +546,7 @@ async def test_bulk_load_env_vars_with_a_bad_dotenv_line_changes_nothing(
     env: ProductEnv,
 ) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     seed(env, project_id, {"A": "a-value-1"})
     text = await env.error_text(
         env.token(ada),
@@ -633,14 +555,14 @@ async def test_bulk_load_env_vars_with_a_bad_dotenv_line_changes_nothing(
     )
     assert text == "Line 3 of the dotenv text: 'not a line' has no '='; write KEY=VALUE."
     assert stored(env, project_id) == {"A": "a-value-1"}
-    assert log_messages(env, project_id) == []
+    assert env.log_messages(project_id) == []
 
 
 async def test_bulk_load_env_vars_with_a_bad_key_in_the_map_changes_nothing(
     env: ProductEnv,
 ) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     text = await env.error_text(
         env.token(ada),
         "bulk_load_env_vars",
@@ -655,7 +577,7 @@ async def test_bulk_load_env_vars_with_a_bad_key_in_the_map_changes_nothing(
 
 async def test_bulk_load_env_vars_over_the_limit_is_all_or_nothing(env: ProductEnv) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     seed(env, project_id, {f"K{i}": "v" for i in range(499)})
     values = {"K0": "changed", "NEW_1": "x", "NEW_2": "y"}
     assert await env.error_text(
@@ -670,7 +592,7 @@ async def test_bulk_load_env_vars_over_the_limit_is_all_or_nothing(env: ProductE
 
 async def test_bulk_load_env_vars_takes_dotenv_or_values_but_not_both(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     token = env.token(ada)
     assert await env.error_text(
         token, "bulk_load_env_vars", {"project": "api", "dotenv": "A=1", "values": {"A": "1"}}
@@ -682,7 +604,7 @@ async def test_bulk_load_env_vars_takes_dotenv_or_values_but_not_both(env: Produ
 
 async def test_bulk_load_env_vars_rejects_bad_arguments(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     token = env.token(ada)
     assert await env.error_text(
         token, "bulk_load_env_vars", {"project": "api", "values": {"A": 1}}
@@ -697,7 +619,7 @@ async def test_bulk_load_env_vars_rejects_bad_arguments(env: ProductEnv) -> None
 
 async def test_another_users_token_cannot_read_or_change_the_variables(env: ProductEnv) -> None:
     ada, eve = env.user("ada@example.com"), env.user("eve@example.com")
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     seed(env, project_id, {"A": "a-value-1"})
     eve_token = env.token(eve, "mcp:full,secrets:reveal")
     missing = (

@@ -5,22 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import jsonschema
-import mcp_types as types
 import pytest
-from mcp.client import ClientRequestContext
 
-from sp00ky_mcp.accounts import User
 from sp00ky_mcp.cloud import deployments
-from sp00ky_mcp.tools import all_specs
 
-from .product_support import ProductEnv
+from .product_support import NOW, NOW_ISO, ProductEnv, Progress, assert_declared, decline
 
 pytestmark = pytest.mark.anyio
 
-T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-AT0 = "2026-01-01T00:00:00.000Z"
-SPECS = {spec.name: spec for spec in all_specs()}
 REPO = "https://github.com/acme/api"
 URL_PROBLEM = (
     "is not supported: use https://github.com/owner/repo, https://gitlab.com/group/repo or "
@@ -28,53 +20,20 @@ URL_PROBLEM = (
 )
 
 
-async def ok(product: ProductEnv, token: str, tool: str, args: dict[str, Any]) -> Any:
-    """A successful call's structured result, checked against the tool's outputSchema."""
-    result = await product.structured(token, tool, args)
-    jsonschema.validate(result, SPECS[tool].output)
-    return result
-
-
 async def setup(
     product: ProductEnv, link: dict[str, Any] | None = None
 ) -> tuple[str, dict[str, Any]]:
     """Ada's project 'api' (services web, ssr), linked to REPO when `link` is given."""
-    product.cloud.clock = lambda: T0
-    token = product.token(product.user())
-    project = await ok(
-        product, token, "create_project", {"name": "api", "services": ["web", "ssr"]}
-    )
+    product.freeze()
+    token, project = await product.token_and_project(["web", "ssr"])
     if link is not None:
-        await ok(product, token, "set_up_repo_link", {"project": "api", "repo_url": REPO, **link})
+        await product.ok(token, "set_up_repo_link", {"project": "api", "repo_url": REPO, **link})
     return token, project
 
 
 def link_row(product: ProductEnv) -> tuple[Any, ...] | None:
     row = product.store.one("SELECT repo_url, branch, auto_deploy FROM repo_links")
     return None if row is None else tuple(row)
-
-
-def count(product: ProductEnv, table: str) -> int:
-    row = product.store.one(f"SELECT count(*) AS n FROM {table}")
-    assert row is not None
-    return int(row["n"])
-
-
-def team(product: ProductEnv, members: list[tuple[User, str]]) -> str:
-    with product.store.transaction() as db:
-        db.execute(
-            "INSERT INTO tenants (id, name, kind, plan, created_at) VALUES "
-            "('ten_acme', 'Acme', 'team', 'team', 0)"
-        )
-        for user, role in members:
-            db.execute("INSERT INTO memberships VALUES ('ten_acme', ?, ?, 0)", (user.id, role))
-    return "ten_acme"
-
-
-async def decline(
-    ctx: ClientRequestContext, params: types.ElicitRequestParams
-) -> types.ElicitResult:
-    return types.ElicitResult(action="decline")
 
 
 def test_link_tools_declare_their_scope_and_annotations() -> None:
@@ -86,16 +45,7 @@ def test_link_tools_declare_their_scope_and_annotations() -> None:
         "trigger_build": ("links:write", False, False, False),
         "unlink_repo": ("links:write", False, True, True),
     }
-    for name, (scope, read_only, destructive, idempotent) in expected.items():
-        spec = SPECS[name]
-        assert (spec.scope, spec.read_only, spec.destructive, spec.idempotent) == (
-            scope,
-            read_only,
-            destructive,
-            idempotent,
-        ), name
-        assert spec.open_world is False
-        jsonschema.Draft202012Validator.check_schema(spec.output)
+    assert_declared(expected)
 
 
 # --- set up and status -------------------------------------------------------------------
@@ -103,7 +53,7 @@ def test_link_tools_declare_their_scope_and_annotations() -> None:
 
 async def test_get_repo_link_of_an_unlinked_project(product: ProductEnv) -> None:
     token, project = await setup(product)
-    assert await ok(product, token, "get_repo_link", {"project": "api"}) == {
+    assert await product.ok(token, "get_repo_link", {"project": "api"}) == {
         "project": "api",
         "project_id": project["id"],
         "linked": False,
@@ -124,23 +74,23 @@ async def test_set_up_repo_link_links_the_project(product: ProductEnv) -> None:
             "provider": "github",
             "branch": "release/2",
             "auto_deploy": False,
-            "created_at": AT0,
-            "updated_at": AT0,
+            "created_at": NOW_ISO,
+            "updated_at": NOW_ISO,
         },
         "last_run": None,
     }
-    assert await ok(product, token, "set_up_repo_link", args) == expected
-    assert await ok(product, token, "get_repo_link", {"project": "api"}) == expected
-    assert await ok(product, token, "set_up_repo_link", args) == expected
-    shown = await ok(product, token, "get_project", {"project": "api"})
+    assert await product.ok(token, "set_up_repo_link", args) == expected
+    assert await product.ok(token, "get_repo_link", {"project": "api"}) == expected
+    assert await product.ok(token, "set_up_repo_link", args) == expected
+    shown = await product.ok(token, "get_project", {"project": "api"})
     assert shown["repo_link"] == {"repo_url": REPO, "branch": "release/2", "auto_deploy": False}
-    logs = await ok(product, token, "get_logs", {"project": "api", "lines": 1})
+    logs = await product.ok(token, "get_logs", {"project": "api", "lines": 1})
     assert logs["items"][0]["message"] == f"Linked to {REPO} (release/2); auto-deploy off."
 
 
 async def test_set_up_repo_link_defaults_to_main_with_auto_deploy(product: ProductEnv) -> None:
     token, _ = await setup(product)
-    done = await ok(product, token, "set_up_repo_link", {"project": "api", "repo_url": REPO})
+    done = await product.ok(token, "set_up_repo_link", {"project": "api", "repo_url": REPO})
     assert (done["link"]["branch"], done["link"]["auto_deploy"]) == ("main", True)
 
 
@@ -158,7 +108,7 @@ async def test_set_up_repo_link_accepts_the_supported_url_forms(
     product: ProductEnv, url: str, provider: str
 ) -> None:
     token, _ = await setup(product)
-    done = await ok(product, token, "set_up_repo_link", {"project": "api", "repo_url": url})
+    done = await product.ok(token, "set_up_repo_link", {"project": "api", "repo_url": url})
     assert (done["link"]["repo_url"], done["link"]["provider"]) == (url, provider)
 
 
@@ -225,13 +175,13 @@ async def test_set_up_repo_link_refuses_bad_arguments(product: ProductEnv) -> No
 
 async def test_update_repo_link_changes_branch_and_auto_deploy(product: ProductEnv) -> None:
     token, _ = await setup(product, {})
-    product.cloud.clock = lambda: T0 + 1
-    done = await ok(product, token, "update_repo_link", {"project": "api", "branch": "develop"})
+    product.freeze(NOW + 1)
+    done = await product.ok(token, "update_repo_link", {"project": "api", "branch": "develop"})
     assert (done["link"]["branch"], done["link"]["auto_deploy"]) == ("develop", True)
     assert done["link"]["updated_at"] == "2026-01-01T00:00:01.000Z"
-    done = await ok(product, token, "update_repo_link", {"project": "api", "auto_deploy": False})
+    done = await product.ok(token, "update_repo_link", {"project": "api", "auto_deploy": False})
     assert link_row(product) == (REPO, "develop", 0)
-    logs = await ok(product, token, "get_logs", {"project": "api", "lines": 1})
+    logs = await product.ok(token, "get_logs", {"project": "api", "lines": 1})
     assert logs["items"][0]["message"] == "Repo link updated: branch develop; auto-deploy off."
 
 
@@ -260,9 +210,9 @@ async def test_trigger_build_creates_a_run_a_build_and_a_live_deployment(
     product: ProductEnv,
 ) -> None:
     token, project = await setup(product, {})
-    done = await ok(product, token, "trigger_build", {"project": "api"})
+    done = await product.ok(token, "trigger_build", {"project": "api"})
     run_id, deployment_id = done["run_id"], done["deployment_id"]
-    build = (await ok(product, token, "get_project", {"project": "api"}))["latest_build"]
+    build = (await product.ok(token, "get_project", {"project": "api"}))["latest_build"]
     assert build["id"] != project["latest_build"]["id"]
     assert done == {
         "run_id": run_id,
@@ -273,8 +223,8 @@ async def test_trigger_build_creates_a_run_a_build_and_a_live_deployment(
             "branch": "main",
             "commit_sha": build["commit_sha"],
             "deployment_id": deployment_id,
-            "created_at": AT0,
-            "finished_at": AT0,
+            "created_at": NOW_ISO,
+            "finished_at": NOW_ISO,
         },
         "deployment": {
             "id": deployment_id,
@@ -285,28 +235,22 @@ async def test_trigger_build_creates_a_run_a_build_and_a_live_deployment(
             "commit_sha": build["commit_sha"],
             "source": "repo_link",
             "previous_id": None,
-            "created_at": AT0,
-            "updated_at": AT0,
-            "live_at": AT0,
+            "created_at": NOW_ISO,
+            "updated_at": NOW_ISO,
+            "live_at": NOW_ISO,
         },
     }
-    status = await ok(product, token, "get_deployment_status", {"project": "api"})
+    status = await product.ok(token, "get_deployment_status", {"project": "api"})
     assert status["deployment"] == done["deployment"]
-    linked = await ok(product, token, "get_repo_link", {"project": "api"})
+    linked = await product.ok(token, "get_repo_link", {"project": "api"})
     assert linked["last_run"] == done["run"]
 
 
 async def test_trigger_build_reports_progress_at_each_stage(product: ProductEnv) -> None:
     token, _ = await setup(product, {})
-    seen: list[tuple[float, float | None, str | None]] = []
-
-    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        seen.append((progress, total, message))
-
+    seen = Progress()
     async with product.sdk(token, mode="auto") as client:
-        result = await client.call_tool(
-            "trigger_build", {"project": "api"}, progress_callback=on_progress
-        )
+        result = await client.call_tool("trigger_build", {"project": "api"}, progress_callback=seen)
     assert result.structured_content is not None
     run, dep = result.structured_content["run_id"], result.structured_content["deployment_id"]
     sha = result.structured_content["run"]["commit_sha"][:7]
@@ -321,14 +265,13 @@ async def test_trigger_build_reports_progress_at_each_stage(product: ProductEnv)
 
 async def test_without_auto_deploy_a_build_stops_at_ready(product: ProductEnv) -> None:
     token, _ = await setup(product, {"auto_deploy": False})
-    live = await ok(product, token, "deploy", {"project": "api"})
-    done = await ok(product, token, "trigger_build", {"project": "api", "ref": "hotfix/1"})
+    live = await product.ok(token, "deploy", {"project": "api"})
+    done = await product.ok(token, "trigger_build", {"project": "api", "ref": "hotfix/1"})
     assert (done["deployment"]["status"], done["run"]["status"]) == ("ready", "succeeded")
     assert done["run"]["branch"] == "hotfix/1"
-    status = await ok(product, token, "get_deployment_status", {"project": "api"})
+    status = await product.ok(token, "get_deployment_status", {"project": "api"})
     assert status["live_deployment_id"] == live["deployment_id"]
-    final = await ok(
-        product,
+    final = await product.ok(
         token,
         "finalize_deployment",
         {"project": "api", "deployment_id": done["deployment_id"]},
@@ -341,10 +284,10 @@ async def test_trigger_build_needs_a_link_and_a_valid_ref(product: ProductEnv) -
     assert await product.error_text(token, "trigger_build", {"project": "api"}) == (
         "Project 'api' has no repo link; set_up_repo_link links one first."
     )
-    await ok(product, token, "set_up_repo_link", {"project": "api", "repo_url": REPO})
+    await product.ok(token, "set_up_repo_link", {"project": "api", "repo_url": REPO})
     message = await product.error_text(token, "trigger_build", {"project": "api", "ref": "a..b"})
     assert message.startswith("Ref 'a..b' is not a valid git ref name")
-    assert count(product, "link_runs") + count(product, "deployments") == 0
+    assert product.count("link_runs") + product.count("deployments") == 0
 
 
 async def test_a_run_whose_pipeline_was_cut_off_ends_as_its_deployment_did(
@@ -360,31 +303,29 @@ async def test_a_run_whose_pipeline_was_cut_off_ends_as_its_deployment_did(
             db.execute(
                 "INSERT INTO link_runs (id, project_id, status, branch, commit_sha, "
                 "deployment_id, created_at) VALUES (?, ?, 'running', 'main', ?, ?, ?)",
-                (f"run_{stage}", row["id"], build["commit_sha"], dep, T0),
+                (f"run_{stage}", row["id"], build["commit_sha"], dep, NOW),
             )
             if stage is not None:
                 deployments.transition(cloud, db, dep, deployments.Status.BUILDING)
                 deployments.transition(cloud, db, dep, stage)
-    cloud.clock = lambda: T0 + deployments.STALE_SECONDS + 1
-    runs = await ok(product, token, "list_repo_link_runs", {"project": "api"})
+    product.freeze(NOW + deployments.STALE_SECONDS + 1)
+    runs = await product.ok(token, "list_repo_link_runs", {"project": "api"})
     assert [(r["id"], r["status"]) for r in runs["items"]] == [
         ("run_ready", "succeeded"),
         ("run_None", "failed"),
     ]
     assert runs["items"][0]["finished_at"] == "2026-01-01T00:05:01.000Z"
-    listed = await ok(product, token, "list_deployments", {"project": "api"})
+    listed = await product.ok(token, "list_deployments", {"project": "api"})
     assert [d["status"] for d in listed["items"]] == ["ready", "failed"]
 
 
 async def test_list_repo_link_runs_pages_newest_first(product: ProductEnv) -> None:
     token, _ = await setup(product, {})
-    runs = [
-        (await ok(product, token, "trigger_build", {"project": "api"}))["run"] for _ in range(3)
-    ]
-    first = await ok(product, token, "list_repo_link_runs", {"project": "api", "limit": 2})
+    runs = [(await product.ok(token, "trigger_build", {"project": "api"}))["run"] for _ in range(3)]
+    first = await product.ok(token, "list_repo_link_runs", {"project": "api", "limit": 2})
     assert first == {"items": [runs[2], runs[1]], "next_cursor": "o2", "truncated": True}
-    rest = await ok(
-        product, token, "list_repo_link_runs", {"project": "api", "limit": 2, "cursor": "o2"}
+    rest = await product.ok(
+        token, "list_repo_link_runs", {"project": "api", "limit": 2, "cursor": "o2"}
     )
     assert rest == {"items": [runs[0]], "next_cursor": None, "truncated": False}
     assert (
@@ -397,7 +338,7 @@ async def test_list_repo_link_runs_is_empty_for_a_project_never_linked(
     product: ProductEnv,
 ) -> None:
     token, _ = await setup(product)
-    assert await ok(product, token, "list_repo_link_runs", {"project": "api"}) == {
+    assert await product.ok(token, "list_repo_link_runs", {"project": "api"}) == {
         "items": [],
         "next_cursor": None,
         "truncated": False,
@@ -409,8 +350,8 @@ async def test_list_repo_link_runs_is_empty_for_a_project_never_linked(
 
 async def test_unlink_repo_removes_the_link_and_keeps_the_runs(product: ProductEnv) -> None:
     token, _ = await setup(product, {})
-    run = (await ok(product, token, "trigger_build", {"project": "api"}))["run"]
-    assert await ok(product, token, "unlink_repo", {"project": "api"}) == {
+    run = (await product.ok(token, "trigger_build", {"project": "api"}))["run"]
+    assert await product.ok(token, "unlink_repo", {"project": "api"}) == {
         "project": "api",
         "unlinked": True,
         "repo_url": REPO,
@@ -418,9 +359,9 @@ async def test_unlink_repo_removes_the_link_and_keeps_the_runs(product: ProductE
         "runs_kept": 1,
     }
     assert link_row(product) is None
-    runs = await ok(product, token, "list_repo_link_runs", {"project": "api"})
+    runs = await product.ok(token, "list_repo_link_runs", {"project": "api"})
     assert runs["items"] == [run]
-    status = await ok(product, token, "get_repo_link", {"project": "api"})
+    status = await product.ok(token, "get_repo_link", {"project": "api"})
     assert (status["linked"], status["last_run"]) == (False, run)
     assert await product.error_text(token, "unlink_repo", {"project": "api"}) == (
         "Project 'api' has no repo link; set_up_repo_link links one first."
@@ -440,22 +381,22 @@ async def test_unlink_repo_does_nothing_when_the_user_declines(product: ProductE
 
 async def test_unlinking_a_team_project_needs_an_admin(product: ProductEnv) -> None:
     ada, bob = product.user(), product.user("bob@example.com")
-    tenant_id = team(product, [(ada, "owner"), (bob, "member")])
+    tenant_id = product.make_team({ada: "owner", bob: "member"}, plan="team")
     bob_token = product.token(bob)
     args = {"project": "api", "tenant_id": tenant_id}
-    await ok(product, bob_token, "create_project", {"name": "api", "tenant_id": tenant_id})
-    await ok(product, bob_token, "set_up_repo_link", {**args, "repo_url": REPO})
-    assert (await ok(product, bob_token, "trigger_build", args))["run"]["status"] == "succeeded"
+    await product.ok(bob_token, "create_project", {"name": "api", "tenant_id": tenant_id})
+    await product.ok(bob_token, "set_up_repo_link", {**args, "repo_url": REPO})
+    assert (await product.ok(bob_token, "trigger_build", args))["run"]["status"] == "succeeded"
     assert await product.error_text(bob_token, "unlink_repo", args) == (
         "Only a team admin or above may unlink a repository; your role in 'Acme' is member."
     )
     assert link_row(product) == (REPO, "main", 1)
-    assert (await ok(product, product.token(ada), "unlink_repo", args))["unlinked"] is True
+    assert (await product.ok(product.token(ada), "unlink_repo", args))["unlinked"] is True
 
 
 async def test_another_users_token_cannot_see_or_change_the_link(product: ProductEnv) -> None:
     token, project = await setup(product, {})
-    await ok(product, token, "trigger_build", {"project": "api"})
+    await product.ok(token, "trigger_build", {"project": "api"})
     bob = product.token(product.user("bob@example.com"), "mcp:full,secrets:reveal")
     pid = project["id"]
     calls: list[tuple[str, dict[str, Any]]] = [
@@ -472,4 +413,4 @@ async def test_another_users_token_cannot_see_or_change_the_link(product: Produc
             "there."
         ), tool
     assert link_row(product) == (REPO, "main", 1)
-    assert (count(product, "link_runs"), count(product, "deployments")) == (1, 1)
+    assert (product.count("link_runs"), product.count("deployments")) == (1, 1)

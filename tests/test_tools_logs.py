@@ -4,44 +4,33 @@ from __future__ import annotations
 
 from typing import Any
 
-import jsonschema
 import pytest
 
-from sp00ky_mcp.tools import all_specs
-
-from .product_support import ProductEnv
+from .product_support import NOW, ProductEnv, assert_declared
 
 pytestmark = pytest.mark.anyio
-
-T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-SPEC = {spec.name: spec for spec in all_specs()}["get_logs"]
 
 
 async def logs(product: ProductEnv, token: str, **args: Any) -> Any:
     """get_logs' structured result, checked against its outputSchema."""
-    result = await product.structured(token, "get_logs", {"project": "api", **args})
-    jsonschema.validate(result, SPEC.output)
-    return result
+    return await product.ok(token, "get_logs", {"project": "api", **args})
 
 
 async def setup(product: ProductEnv, scopes: str = "mcp:full") -> tuple[str, str]:
-    """A project 'api' (services web, ssr) whose only log line is its creation, at T0."""
-    product.cloud.clock = lambda: T0
-    token = product.token(product.user(), scopes)
-    created = await product.structured(
-        token, "create_project", {"name": "api", "services": ["web", "ssr"]}
-    )
+    """A project 'api' (services web, ssr) whose only log line is its creation, at NOW."""
+    product.freeze()
+    token, created = await product.token_and_project(["web", "ssr"], scopes)
     return token, str(created["id"])
 
 
 def seed(product: ProductEnv, project_id: str, count: int, service: str | None = "web") -> None:
-    """`count` lines, one a second after T0: "line 1" ... "line N"."""
+    """`count` lines, one a second after NOW: "line 1" ... "line N"."""
     with product.store.transaction() as db:
         for n in range(1, count + 1):
             db.execute(
                 "INSERT INTO log_lines (project_id, service, at, level, message) "
                 "VALUES (?, ?, ?, 'info', ?)",
-                (project_id, service, T0 + n, f"line {n}"),
+                (project_id, service, NOW + n, f"line {n}"),
             )
 
 
@@ -50,14 +39,7 @@ def messages(result: dict[str, Any]) -> list[str]:
 
 
 def test_get_logs_declares_its_scope_and_annotations() -> None:
-    assert (SPEC.scope, SPEC.read_only, SPEC.destructive, SPEC.idempotent) == (
-        "logs:read",
-        True,
-        False,
-        True,
-    )
-    assert SPEC.open_world is False
-    jsonschema.Draft202012Validator.check_schema(SPEC.output)
+    assert_declared({"get_logs": ("logs:read", True, False, True)})
 
 
 async def test_get_logs_returns_the_last_100_lines_newest_last(product: ProductEnv) -> None:
@@ -142,7 +124,7 @@ async def test_get_logs_filters_by_service(product: ProductEnv) -> None:
 async def test_get_logs_filters_by_since(product: ProductEnv, since: str, first: int) -> None:
     token, project_id = await setup(product)
     seed(product, project_id, 10)
-    product.cloud.clock = lambda: T0 + 11
+    product.freeze(NOW + 11)
     result = await logs(product, token, since=since, service="web")
     assert messages(result) == [f"line {n}" for n in range(first, 11)]
 
@@ -152,7 +134,7 @@ async def test_get_logs_accepts_hours_days_and_weeks_and_refuses_other_times(
 ) -> None:
     token, project_id = await setup(product)
     seed(product, project_id, 2)
-    product.cloud.clock = lambda: T0 + 2 * 86400
+    product.freeze(NOW + 2 * 86400)
     assert messages(await logs(product, token, since="47h")) == []
     assert len((await logs(product, token, since="2d"))["items"]) == 3
     assert len((await logs(product, token, since="1w"))["items"]) == 3
@@ -180,7 +162,7 @@ async def test_secret_values_are_masked_in_log_lines_and_cannot_be_searched(
     token, project_id = await setup(product)
     with product.store.transaction() as db:
         db.execute("INSERT INTO env_vars VALUES (?, 'API_KEY', 'sk-live-4242', 0)", (project_id,))
-    product.cloud.clock = lambda: T0 + 1
+    product.freeze(NOW + 1)
     with product.store.transaction() as db:
         product.cloud.log(db, project_id, "web", "warning", "retrying with key sk-live-4242")
     masked = await logs(product, token, service="web")

@@ -2,59 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import jsonschema
 import mcp_types as types
 import pytest
 from mcp.client import ClientRequestContext
 
-from sp00ky_mcp.accounts import User
-from sp00ky_mcp.tools import all_specs
-
-from .product_support import ProductEnv
+from .product_support import NOW_ISO, SPECS, ProductEnv, assert_declared, decline
 
 pytestmark = pytest.mark.anyio
-
-T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-AT0 = "2026-01-01T00:00:00.000Z"
-SPECS = {spec.name: spec for spec in all_specs()}
-
-
-async def ok(product: ProductEnv, token: str, tool: str, args: dict[str, Any]) -> Any:
-    """A successful call's structured result, checked against the tool's outputSchema."""
-    result = await product.structured(token, tool, args)
-    jsonschema.validate(result, SPECS[tool].output)
-    return result
-
-
-def frozen(product: ProductEnv, at: float = T0) -> None:
-    product.cloud.clock = lambda: at
-
-
-def team(product: ProductEnv, name: str, members: dict[str, tuple[User, str]]) -> str:
-    tenant_id = f"ten_{name.lower()}"
-    with product.store.transaction() as db:
-        db.execute(
-            "INSERT INTO tenants (id, name, kind, plan, created_at) VALUES (?, ?, 'team', "
-            "'team', 0)",
-            (tenant_id, name),
-        )
-        for user, role in members.values():
-            db.execute("INSERT INTO memberships VALUES (?, ?, ?, 0)", (tenant_id, user.id, role))
-    return tenant_id
-
-
-def count(product: ProductEnv, table: str) -> int:
-    row = product.store.one(f"SELECT count(*) AS n FROM {table}")
-    assert row is not None
-    return int(row["n"])
-
-
-async def decline(
-    ctx: ClientRequestContext, params: types.ElicitRequestParams
-) -> types.ElicitResult:
-    return types.ElicitResult(action="decline")
 
 
 def test_project_tools_declare_their_scope_and_annotations() -> None:
@@ -64,27 +18,18 @@ def test_project_tools_declare_their_scope_and_annotations() -> None:
         "create_project": ("projects:write", False, False, False),
         "destroy_project": ("projects:write", False, True, True),
     }
-    for name, (scope, read_only, destructive, idempotent) in expected.items():
-        spec = SPECS[name]
-        assert (spec.scope, spec.read_only, spec.destructive, spec.idempotent) == (
-            scope,
-            read_only,
-            destructive,
-            idempotent,
-        )
-        assert spec.open_world is False
-        jsonschema.Draft202012Validator.check_schema(spec.output)
-        assert spec.input_schema()["additionalProperties"] is False
+    assert_declared(expected)
+    for name in expected:
+        assert SPECS[name].input_schema()["additionalProperties"] is False
 
 
 async def test_create_project_records_its_services_region_and_an_initial_build(
     product: ProductEnv,
 ) -> None:
-    frozen(product)
+    product.freeze()
     token = product.token(product.user())
     tenant_id = product.accounts.personal_tenant(product.user().id)
-    created = await ok(
-        product,
+    created = await product.ok(
         token,
         "create_project",
         {"name": "api", "region": "eu-central", "services": ["web", "worker"]},
@@ -95,7 +40,7 @@ async def test_create_project_records_its_services_region_and_an_initial_build(
         "name": "api",
         "tenant_id": tenant_id,
         "region": "eu-central",
-        "created_at": AT0,
+        "created_at": NOW_ISO,
         "services": [
             {"name": "web", "status": "stopped", "replicas": 1, "restarted_at": None},
             {"name": "worker", "status": "stopped", "replicas": 1, "restarted_at": None},
@@ -105,32 +50,32 @@ async def test_create_project_records_its_services_region_and_an_initial_build(
             "id": build["id"],
             "ref": "main",
             "commit_sha": build["commit_sha"],
-            "created_at": AT0,
+            "created_at": NOW_ISO,
         },
         "repo_link": None,
     }
     assert created["id"].startswith("prj_")
     assert len(build["commit_sha"]) == 40
-    assert await ok(product, token, "get_project", {"project": "api"}) == created
+    assert await product.ok(token, "get_project", {"project": "api"}) == created
 
 
 async def test_create_project_defaults_to_us_east_and_one_web_service(
     product: ProductEnv,
 ) -> None:
     token = product.token(product.user())
-    created = await ok(product, token, "create_project", {"name": "web"})
+    created = await product.ok(token, "create_project", {"name": "web"})
     assert created["region"] == "us-east"
     assert [s["name"] for s in created["services"]] == ["web"]
 
 
 async def test_create_project_writes_a_log_line(product: ProductEnv) -> None:
-    frozen(product)
+    product.freeze()
     token = product.token(product.user())
-    await ok(product, token, "create_project", {"name": "api", "services": ["web", "api"]})
-    logs = await ok(product, token, "get_logs", {"project": "api"})
+    await product.ok(token, "create_project", {"name": "api", "services": ["web", "api"]})
+    logs = await product.ok(token, "get_logs", {"project": "api"})
     assert logs["items"] == [
         {
-            "at": AT0,
+            "at": NOW_ISO,
             "service": None,
             "level": "info",
             "message": "Project 'api' created in us-east with services api, web.",
@@ -147,7 +92,7 @@ async def test_create_project_refuses_a_name_that_breaks_the_rules(
         f"Project name '{name}' is invalid: use 1-63 lowercase letters, digits and hyphens, "
         "starting with a letter."
     )
-    assert count(product, "projects") == 0
+    assert product.count("projects") == 0
 
 
 async def test_create_project_refuses_a_name_longer_than_63_characters(
@@ -157,26 +102,26 @@ async def test_create_project_refuses_a_name_longer_than_63_characters(
     assert await product.error_text(token, "create_project", {"name": "a" * 64}) == (
         "Invalid arguments for 'create_project': Argument 'name' must be at most 63 characters."
     )
-    assert (await ok(product, token, "create_project", {"name": "a" * 63}))["name"] == "a" * 63
+    assert (await product.ok(token, "create_project", {"name": "a" * 63}))["name"] == "a" * 63
 
 
 async def test_create_project_refuses_a_name_already_used_in_the_tenant(
     product: ProductEnv,
 ) -> None:
     token = product.token(product.user())
-    await ok(product, token, "create_project", {"name": "api"})
+    await product.ok(token, "create_project", {"name": "api"})
     assert await product.error_text(token, "create_project", {"name": "api"}) == (
         "A project named 'api' already exists in tenant 'ada's workspace'; choose another name "
         "or use that project."
     )
-    assert count(product, "projects") == 1
+    assert product.count("projects") == 1
 
 
 async def test_the_same_name_may_be_used_in_another_tenant(product: ProductEnv) -> None:
     ada, bob = product.user(), product.user("bob@example.com")
-    await ok(product, product.token(ada), "create_project", {"name": "api"})
-    await ok(product, product.token(bob), "create_project", {"name": "api"})
-    assert count(product, "projects") == 2
+    await product.ok(product.token(ada), "create_project", {"name": "api"})
+    await product.ok(product.token(bob), "create_project", {"name": "api"})
+    assert product.count("projects") == 2
 
 
 async def test_create_project_refuses_bad_or_repeated_services(product: ProductEnv) -> None:
@@ -193,7 +138,7 @@ async def test_create_project_refuses_bad_or_repeated_services(product: ProductE
     assert await product.error_text(token, "create_project", {"name": "api", "services": []}) == (
         "Invalid arguments for 'create_project': Argument 'services' must have at least 1 items."
     )
-    assert count(product, "projects") == 0
+    assert product.count("projects") == 0
 
 
 async def test_create_project_refuses_bad_arguments(product: ProductEnv) -> None:
@@ -212,7 +157,7 @@ async def test_create_project_refuses_bad_arguments(product: ProductEnv) -> None
     assert await product.error_text(token, "create_project", {"name": "a", "colour": "red"}) == (
         prefix + "Unknown argument 'colour'; remove it."
     )
-    assert count(product, "projects") == 0
+    assert product.count("projects") == 0
 
 
 async def test_create_project_replays_its_first_result_for_a_repeated_idempotency_key(
@@ -220,25 +165,25 @@ async def test_create_project_replays_its_first_result_for_a_repeated_idempotenc
 ) -> None:
     token = product.token(product.user())
     args = {"name": "api", "idempotency_key": "k1"}
-    first = await ok(product, token, "create_project", args)
-    assert await ok(product, token, "create_project", args) == first
-    assert count(product, "projects") == 1
+    first = await product.ok(token, "create_project", args)
+    assert await product.ok(token, "create_project", args) == first
+    assert product.count("projects") == 1
 
 
 async def test_list_projects_shows_the_tenants_projects_sorted_by_name(
     product: ProductEnv,
 ) -> None:
-    frozen(product)
+    product.freeze()
     token = product.token(product.user())
-    web = await ok(product, token, "create_project", {"name": "web", "services": ["web", "ssr"]})
-    api = await ok(product, token, "create_project", {"name": "api", "region": "us-west"})
-    assert await ok(product, token, "list_projects", {}) == {
+    web = await product.ok(token, "create_project", {"name": "web", "services": ["web", "ssr"]})
+    api = await product.ok(token, "create_project", {"name": "api", "region": "us-west"})
+    assert await product.ok(token, "list_projects", {}) == {
         "items": [
             {
                 "id": api["id"],
                 "name": "api",
                 "region": "us-west",
-                "created_at": AT0,
+                "created_at": NOW_ISO,
                 "services": ["web"],
                 "live_deployment_id": None,
             },
@@ -246,7 +191,7 @@ async def test_list_projects_shows_the_tenants_projects_sorted_by_name(
                 "id": web["id"],
                 "name": "web",
                 "region": "us-east",
-                "created_at": AT0,
+                "created_at": NOW_ISO,
                 "services": ["ssr", "web"],
                 "live_deployment_id": None,
             },
@@ -258,20 +203,20 @@ async def test_list_projects_shows_the_tenants_projects_sorted_by_name(
 
 async def test_list_projects_shows_the_live_deployment(product: ProductEnv) -> None:
     token = product.token(product.user())
-    await ok(product, token, "create_project", {"name": "api"})
-    deployed = await ok(product, token, "deploy", {"project": "api"})
-    listed = await ok(product, token, "list_projects", {})
+    await product.ok(token, "create_project", {"name": "api"})
+    deployed = await product.ok(token, "deploy", {"project": "api"})
+    listed = await product.ok(token, "list_projects", {})
     assert listed["items"][0]["live_deployment_id"] == deployed["deployment_id"]
 
 
 async def test_list_projects_pages_with_a_cursor(product: ProductEnv) -> None:
     token = product.token(product.user())
     for name in ("a", "b", "c"):
-        await ok(product, token, "create_project", {"name": name})
-    first = await ok(product, token, "list_projects", {"limit": 2})
+        await product.ok(token, "create_project", {"name": name})
+    first = await product.ok(token, "list_projects", {"limit": 2})
     assert [p["name"] for p in first["items"]] == ["a", "b"]
     assert (first["next_cursor"], first["truncated"]) == ("o2", True)
-    second = await ok(product, token, "list_projects", {"limit": 2, "cursor": "o2"})
+    second = await product.ok(token, "list_projects", {"limit": 2, "cursor": "o2"})
     assert [p["name"] for p in second["items"]] == ["c"]
     assert (second["next_cursor"], second["truncated"]) == (None, False)
 
@@ -288,9 +233,9 @@ async def test_list_projects_refuses_a_cursor_it_did_not_issue(product: ProductE
 
 async def test_get_project_accepts_a_name_or_an_id(product: ProductEnv) -> None:
     token = product.token(product.user())
-    created = await ok(product, token, "create_project", {"name": "api"})
-    by_id = await ok(product, token, "get_project", {"project": created["id"]})
-    assert by_id == await ok(product, token, "get_project", {"project": "api"})
+    created = await product.ok(token, "create_project", {"name": "api"})
+    by_id = await product.ok(token, "get_project", {"project": created["id"]})
+    assert by_id == await product.ok(token, "get_project", {"project": "api"})
 
 
 async def test_get_project_reports_an_unknown_project(product: ProductEnv) -> None:
@@ -305,14 +250,12 @@ async def test_get_project_reports_an_unknown_project(product: ProductEnv) -> No
 
 async def test_projects_live_in_the_team_named_by_tenant_id(product: ProductEnv) -> None:
     ada, bob = product.user(), product.user("bob@example.com")
-    tenant_id = team(product, "Acme", {"ada": (ada, "owner"), "bob": (bob, "member")})
+    tenant_id = product.make_team({ada: "owner", bob: "member"}, plan="team")
     bob_token = product.token(bob)
-    created = await ok(
-        product, bob_token, "create_project", {"name": "api", "tenant_id": tenant_id}
-    )
+    created = await product.ok(bob_token, "create_project", {"name": "api", "tenant_id": tenant_id})
     assert created["tenant_id"] == tenant_id
-    assert (await ok(product, bob_token, "list_projects", {}))["items"] == []
-    listed = await ok(product, product.token(ada), "list_projects", {"tenant_id": tenant_id})
+    assert (await product.ok(bob_token, "list_projects", {}))["items"] == []
+    listed = await product.ok(product.token(ada), "list_projects", {"tenant_id": tenant_id})
     assert [p["name"] for p in listed["items"]] == ["api"]
 
 
@@ -320,15 +263,14 @@ async def test_destroy_project_removes_the_project_and_everything_under_it(
     product: ProductEnv,
 ) -> None:
     token = product.token(product.user())
-    created = await ok(product, token, "create_project", {"name": "api", "services": ["a", "b"]})
-    await ok(product, token, "deploy", {"project": "api"})
-    await ok(
-        product,
+    created = await product.ok(token, "create_project", {"name": "api", "services": ["a", "b"]})
+    await product.ok(token, "deploy", {"project": "api"})
+    await product.ok(
         token,
         "set_up_repo_link",
         {"project": "api", "repo_url": "https://github.com/acme/api"},
     )
-    await ok(product, token, "trigger_build", {"project": "api"})
+    await product.ok(token, "trigger_build", {"project": "api"})
     with product.store.transaction() as db:
         db.execute(
             "INSERT INTO env_vars VALUES (?, 'DATABASE_URL', 'postgres://x', 0)", (created["id"],)
@@ -340,8 +282,8 @@ async def test_destroy_project_removes_the_project_and_everything_under_it(
         "2 services, 2 builds, 2 deployments, 1 env var, 1 repo link run, its repo link to "
         "https://github.com/acme/api and its logs."
     )
-    assert count(product, "deployments") == 2
-    assert await ok(product, token, "destroy_project", {"project": "api"}) == {
+    assert product.count("deployments") == 2
+    assert await product.ok(token, "destroy_project", {"project": "api"}) == {
         "destroyed": True,
         "project_id": created["id"],
         "name": "api",
@@ -356,8 +298,8 @@ async def test_destroy_project_removes_the_project_and_everything_under_it(
         },
     }
     for table in ("projects", "services", "builds", "deployments", "log_lines", "env_vars"):
-        assert count(product, table) == 0, table
-    assert count(product, "repo_links") + count(product, "link_runs") == 0
+        assert product.count(table) == 0, table
+    assert product.count("repo_links") + product.count("link_runs") == 0
     assert await product.error_text(token, "destroy_project", {"project": "api"}) == (
         "No project 'api' in tenant 'ada's workspace'; list_projects shows the projects there."
     )
@@ -365,7 +307,7 @@ async def test_destroy_project_removes_the_project_and_everything_under_it(
 
 async def test_destroy_project_does_nothing_when_the_user_declines(product: ProductEnv) -> None:
     token = product.token(product.user())
-    created = await ok(product, token, "create_project", {"name": "api"})
+    created = await product.ok(token, "create_project", {"name": "api"})
     async with product.sdk(token, mode="legacy", elicitation_callback=decline) as client:
         result = await client.call_tool("destroy_project", {"project": "api"})
     assert result.is_error is True
@@ -373,7 +315,7 @@ async def test_destroy_project_does_nothing_when_the_user_declines(product: Prod
         f"Not confirmed, so nothing was changed: destroy project 'api' ({created['id']}) with "
         "1 service, 1 build and its logs."
     )
-    assert count(product, "projects") == 1
+    assert product.count("projects") == 1
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
@@ -381,7 +323,7 @@ async def test_destroy_project_asks_the_user_naming_what_will_be_destroyed(
     product: ProductEnv, mode: str
 ) -> None:
     token = product.token(product.user())
-    created = await ok(product, token, "create_project", {"name": "api"})
+    created = await product.ok(token, "create_project", {"name": "api"})
     asked: list[str] = []
 
     async def accept(
@@ -397,29 +339,29 @@ async def test_destroy_project_asks_the_user_naming_what_will_be_destroyed(
         f"Confirm: destroy project 'api' ({created['id']}) with 1 service, 1 build and its "
         "logs. This cannot be undone."
     ]
-    assert count(product, "projects") == 0
+    assert product.count("projects") == 0
 
 
 async def test_destroying_a_team_project_needs_an_admin(product: ProductEnv) -> None:
     ada, bob = product.user(), product.user("bob@example.com")
-    tenant_id = team(product, "Acme", {"ada": (ada, "admin"), "bob": (bob, "member")})
+    tenant_id = product.make_team({ada: "admin", bob: "member"}, plan="team")
     args = {"project": "api", "tenant_id": tenant_id}
-    await ok(product, product.token(bob), "create_project", {"name": "api", "tenant_id": tenant_id})
+    await product.ok(product.token(bob), "create_project", {"name": "api", "tenant_id": tenant_id})
     assert await product.error_text(product.token(bob), "destroy_project", args) == (
         "Only a team admin or above may destroy a project; your role in 'Acme' is member."
     )
-    assert count(product, "projects") == 1
-    assert (await ok(product, product.token(ada), "destroy_project", args))["destroyed"] is True
+    assert product.count("projects") == 1
+    assert (await product.ok(product.token(ada), "destroy_project", args))["destroyed"] is True
 
 
 async def test_another_users_token_cannot_see_or_change_the_project(
     product: ProductEnv,
 ) -> None:
     ada = product.user()
-    created = await ok(product, product.token(ada), "create_project", {"name": "api"})
+    created = await product.ok(product.token(ada), "create_project", {"name": "api"})
     bob = product.token(product.user("bob@example.com"), "mcp:full,secrets:reveal")
     ada_tenant = product.accounts.personal_tenant(ada.id)
-    assert (await ok(product, bob, "list_projects", {}))["items"] == []
+    assert (await product.ok(bob, "list_projects", {}))["items"] == []
     for tool in ("get_project", "destroy_project"):
         assert await product.error_text(bob, tool, {"project": created["id"]}) == (
             f"No project '{created['id']}' in tenant 'bob's workspace'; list_projects shows "
@@ -435,12 +377,12 @@ async def test_another_users_token_cannot_see_or_change_the_project(
         f"No tenant '{ada_tenant}' is reachable by this token; list_teams shows the tenants "
         "you belong to."
     )
-    assert count(product, "projects") == 1
+    assert product.count("projects") == 1
 
 
 async def test_project_tools_need_their_scope(product: ProductEnv) -> None:
     token = product.token(product.user(), "projects:read")
-    assert (await ok(product, token, "list_projects", {}))["items"] == []
+    assert (await product.ok(token, "list_projects", {}))["items"] == []
     message = await product.error_text(token, "create_project", {"name": "api"})
     assert "projects:write" in message
-    assert count(product, "projects") == 0
+    assert product.count("projects") == 0

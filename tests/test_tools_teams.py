@@ -3,61 +3,23 @@ remove_team_member and remove_team_invitation, driven through the product server
 
 from __future__ import annotations
 
-from typing import Any
-
-import jsonschema
-import mcp_types as types
 import pytest
-from mcp.client import ClientRequestContext
 
-from sp00ky_mcp.accounts import User
 from sp00ky_mcp.cloud import teams
 from sp00ky_mcp.cloud.base import NotFound
-from sp00ky_mcp.tools import all_specs
 
-from .product_support import ProductEnv
+from .product_support import NOW_ISO, ProductEnv, accept, decline
 
 pytestmark = pytest.mark.anyio
-NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-NOW_ISO = "2026-01-01T00:00:00.000Z"
-SPECS = {spec.name: spec for spec in all_specs()}
 ACME_MISSING = (
     "No tenant '{}' is reachable by this token; list_teams shows the tenants you belong to."
 )
 
 
-@pytest.fixture
-def env(product: ProductEnv) -> ProductEnv:
-    product.cloud.clock = lambda: NOW
-    return product
-
-
-async def ok(env: ProductEnv, token: str, tool: str, arguments: dict[str, Any]) -> Any:
-    """A successful call whose structured result matches the tool's outputSchema."""
-    result = await env.structured(token, tool, arguments)
-    jsonschema.Draft202012Validator(SPECS[tool].output).validate(result)
-    return result
-
-
-def personal(env: ProductEnv, user: User) -> str:
-    return env.accounts.personal_tenant(user.id)
-
-
 async def team_of(env: ProductEnv, token: str, name: str = "Acme") -> str:
-    created = await ok(env, token, "create_team", {"name": name})
+    created = await env.ok(token, "create_team", {"name": name})
     tenant_id: str = created["tenant_id"]
     return tenant_id
-
-
-async def join(env: ProductEnv, owner_token: str, team: str, user: User, role: str) -> None:
-    """The owner invites `user` with `role` and the user accepts (dashboard/CLI side)."""
-    invited = await ok(
-        env,
-        owner_token,
-        "invite_team_member",
-        {"tenant_id": team, "email": user.email, "role": role},
-    )
-    teams.accept_invitation(env.cloud, user.id, invited["invitation_id"])
 
 
 def memberships(env: ProductEnv, team: str) -> dict[str, str]:
@@ -74,28 +36,16 @@ def invitations(env: ProductEnv, team: str) -> dict[str, str]:
     return {r["email"]: r["role"] for r in rows}
 
 
-async def decline(
-    ctx: ClientRequestContext, params: types.ElicitRequestParams
-) -> types.ElicitResult:
-    return types.ElicitResult(action="decline")
-
-
-async def accept(
-    ctx: ClientRequestContext, params: types.ElicitRequestParams
-) -> types.ElicitResult:
-    return types.ElicitResult(action="accept", content={"confirm": True})
-
-
 # --- list_teams ---------------------------------------------------------------------------
 
 
 async def test_list_teams_shows_the_personal_tenant_with_kind_and_role(env: ProductEnv) -> None:
     ada = env.user("ada@example.com")
-    listing = await ok(env, env.token(ada, "tenants:read"), "list_teams", {})
+    listing = await env.ok(env.token(ada, "tenants:read"), "list_teams", {})
     assert listing == {
         "items": [
             {
-                "tenant_id": personal(env, ada),
+                "tenant_id": env.personal(ada),
                 "name": "ada's workspace",
                 "kind": "personal",
                 "plan": "hobby",
@@ -114,11 +64,11 @@ async def test_list_teams_shows_teams_after_the_personal_tenant_with_the_users_r
     ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
     ada_token, bob_token = env.token(ada), env.token(bob)
     acme = await team_of(env, ada_token, "Acme")
-    await join(env, ada_token, acme, bob, "admin")
-    listing = await ok(env, bob_token, "list_teams", {})
+    await env.join(ada_token, acme, bob, "admin")
+    listing = await env.ok(bob_token, "list_teams", {})
     assert listing["items"] == [
         {
-            "tenant_id": personal(env, bob),
+            "tenant_id": env.personal(bob),
             "name": "bob's workspace",
             "kind": "personal",
             "plan": "hobby",
@@ -140,10 +90,10 @@ async def test_list_teams_pages_with_a_cursor(env: ProductEnv) -> None:
     ada = env.user("ada@example.com")
     token = env.token(ada)
     acme = await team_of(env, token, "Acme")
-    first = await ok(env, token, "list_teams", {"limit": 1})
+    first = await env.ok(token, "list_teams", {"limit": 1})
     assert [t["kind"] for t in first["items"]] == ["personal"]
     assert first["truncated"] is True
-    second = await ok(env, token, "list_teams", {"limit": 1, "cursor": first["next_cursor"]})
+    second = await env.ok(token, "list_teams", {"limit": 1, "cursor": first["next_cursor"]})
     assert [t["tenant_id"] for t in second["items"]] == [acme]
     assert (second["next_cursor"], second["truncated"]) == (None, False)
 
@@ -167,8 +117,8 @@ async def test_list_teams_rejects_a_forged_cursor(env: ProductEnv) -> None:
 
 async def test_create_team_makes_the_caller_its_owner(env: ProductEnv) -> None:
     ada = env.user("ada@example.com")
-    created = await ok(
-        env, env.token(ada, "tenants:write"), "create_team", {"name": "  Acme Corp  "}
+    created = await env.ok(
+        env.token(ada, "tenants:write"), "create_team", {"name": "  Acme Corp  "}
     )
     assert created == {
         "tenant_id": created["tenant_id"],
@@ -229,16 +179,13 @@ async def test_list_team_members_shows_members_then_pending_invitations(
     ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
     token = env.token(ada)
     acme = await team_of(env, token)
-    await join(env, token, acme, bob, "member")
-    invited = await ok(
-        env,
+    await env.join(token, acme, bob, "member")
+    invited = await env.ok(
         token,
         "invite_team_member",
         {"tenant_id": acme, "email": "cy@example.com", "role": "admin"},
     )
-    listing = await ok(
-        env, env.token(bob, "tenants:read"), "list_team_members", {"tenant_id": acme}
-    )
+    listing = await env.ok(env.token(bob, "tenants:read"), "list_team_members", {"tenant_id": acme})
     assert listing == {
         "items": [
             {
@@ -277,7 +224,7 @@ async def test_list_team_members_shows_members_then_pending_invitations(
 async def test_list_team_members_refuses_the_personal_tenant(env: ProductEnv) -> None:
     ada = env.user("ada@example.com")
     text = await env.error_text(
-        env.token(ada), "list_team_members", {"tenant_id": personal(env, ada)}
+        env.token(ada), "list_team_members", {"tenant_id": env.personal(ada)}
     )
     assert text == (
         "'ada's workspace' is your personal tenant, not a team, so it has no "
@@ -307,8 +254,8 @@ async def test_invite_creates_a_pending_invitation_with_the_default_role(
 ) -> None:
     token = env.token(env.user("ada@example.com"), "tenants:write")
     acme = await team_of(env, token)
-    invited = await ok(
-        env, token, "invite_team_member", {"tenant_id": acme, "email": " new@example.com "}
+    invited = await env.ok(
+        token, "invite_team_member", {"tenant_id": acme, "email": " new@example.com "}
     )
     assert invited == {
         "invitation_id": invited["invitation_id"],
@@ -325,8 +272,7 @@ async def test_an_existing_user_stays_pending_until_they_accept(env: ProductEnv)
     ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
     token = env.token(ada)
     acme = await team_of(env, token)
-    invited = await ok(
-        env,
+    invited = await env.ok(
         token,
         "invite_team_member",
         {"tenant_id": acme, "email": "BOB@example.com", "role": "admin"},
@@ -340,7 +286,7 @@ async def test_an_existing_user_stays_pending_until_they_accept(env: ProductEnv)
     assert joined == {"tenant_id": acme, "user_id": bob.id, "role": "admin", "joined_at": NOW_ISO}
     assert memberships(env, acme) == {"ada@example.com": "owner", "bob@example.com": "admin"}
     assert invitations(env, acme) == {}
-    assert [t["role"] for t in (await ok(env, bob_token, "list_teams", {}))["items"]] == [
+    assert [t["role"] for t in (await env.ok(bob_token, "list_teams", {}))["items"]] == [
         "owner",
         "admin",
     ]
@@ -353,7 +299,7 @@ async def test_an_invitation_is_accepted_only_by_its_invitee_and_only_once(
     mallory = env.user("mallory@example.com")
     token = env.token(ada)
     acme = await team_of(env, token)
-    invited = await ok(env, token, "invite_team_member", {"tenant_id": acme, "email": bob.email})
+    invited = await env.ok(token, "invite_team_member", {"tenant_id": acme, "email": bob.email})
     with pytest.raises(NotFound, match="No pending invitation"):
         teams.accept_invitation(env.cloud, mallory.id, invited["invitation_id"])
     teams.accept_invitation(env.cloud, bob.id, invited["invitation_id"])
@@ -366,7 +312,7 @@ async def test_inviting_the_same_email_twice_is_a_conflict(env: ProductEnv) -> N
     token = env.token(env.user())
     acme = await team_of(env, token)
     args = {"tenant_id": acme, "email": "new@example.com"}
-    await ok(env, token, "invite_team_member", args)
+    await env.ok(token, "invite_team_member", args)
     assert await env.error_text(
         token, "invite_team_member", {**args, "email": "NEW@example.com", "role": "admin"}
     ) == (
@@ -424,7 +370,7 @@ async def test_a_member_may_not_invite(env: ProductEnv) -> None:
     ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
     token = env.token(ada)
     acme = await team_of(env, token)
-    await join(env, token, acme, bob, "member")
+    await env.join(token, acme, bob, "member")
     assert await env.error_text(
         env.token(bob), "invite_team_member", {"tenant_id": acme, "email": "cy@example.com"}
     ) == ("Only a team admin or above may invite team members; your role in 'Acme' is member.")
@@ -435,10 +381,9 @@ async def test_an_admin_may_invite_members_and_admins_but_not_owners(env: Produc
     ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
     token = env.token(ada)
     acme = await team_of(env, token)
-    await join(env, token, acme, bob, "admin")
+    await env.join(token, acme, bob, "admin")
     bob_token = env.token(bob)
-    await ok(
-        env,
+    await env.ok(
         bob_token,
         "invite_team_member",
         {"tenant_id": acme, "email": "cy@example.com", "role": "admin"},
@@ -454,8 +399,7 @@ async def test_an_admin_may_invite_members_and_admins_but_not_owners(env: Produc
 async def test_an_owner_may_invite_an_owner(env: ProductEnv) -> None:
     token = env.token(env.user())
     acme = await team_of(env, token)
-    await ok(
-        env,
+    await env.ok(
         token,
         "invite_team_member",
         {"tenant_id": acme, "email": "co@example.com", "role": "owner"},
@@ -467,8 +411,8 @@ async def test_invitations_stop_when_the_plans_seats_are_full(env: ProductEnv) -
     token = env.token(env.user())
     acme = await team_of(env, token)
     for name in ("b", "c"):
-        await ok(
-            env, token, "invite_team_member", {"tenant_id": acme, "email": f"{name}@example.com"}
+        await env.ok(
+            token, "invite_team_member", {"tenant_id": acme, "email": f"{name}@example.com"}
         )
     assert await env.error_text(
         token, "invite_team_member", {"tenant_id": acme, "email": "d@example.com"}
@@ -476,8 +420,8 @@ async def test_invitations_stop_when_the_plans_seats_are_full(env: ProductEnv) -
         "The hobby plan of 'Acme' has 3 seats and members plus pending invitations already "
         "fill them; upgrade with change_plan or create_checkout_session first."
     )
-    await ok(env, token, "change_plan", {"tenant_id": acme, "plan": "pro"})
-    await ok(env, token, "invite_team_member", {"tenant_id": acme, "email": "d@example.com"})
+    await env.ok(token, "change_plan", {"tenant_id": acme, "plan": "pro"})
+    await env.ok(token, "invite_team_member", {"tenant_id": acme, "email": "d@example.com"})
 
 
 async def test_invite_refuses_the_personal_tenant(env: ProductEnv) -> None:
@@ -485,7 +429,7 @@ async def test_invite_refuses_the_personal_tenant(env: ProductEnv) -> None:
     text = await env.error_text(
         env.token(ada),
         "invite_team_member",
-        {"tenant_id": personal(env, ada), "email": "b@example.com"},
+        {"tenant_id": env.personal(ada), "email": "b@example.com"},
     )
     assert text.startswith("'ada's workspace' is your personal tenant, not a team")
     assert env.store.all("SELECT * FROM invitations") == []
@@ -506,8 +450,8 @@ async def test_invite_replays_its_first_result_for_a_repeated_idempotency_key(
     token = env.token(env.user())
     acme = await team_of(env, token)
     args = {"tenant_id": acme, "email": "b@example.com", "idempotency_key": "k1"}
-    first = await ok(env, token, "invite_team_member", args)
-    assert await ok(env, token, "invite_team_member", args) == first
+    first = await env.ok(token, "invite_team_member", args)
+    assert await env.ok(token, "invite_team_member", args) == first
     assert invitations(env, acme) == {"b@example.com": "member"}
 
 
@@ -518,10 +462,10 @@ async def test_an_admin_removes_a_member_by_email(env: ProductEnv) -> None:
     ada, bob, cy = (env.user(f"{n}@example.com") for n in ("ada", "bob", "cy"))
     token = env.token(ada)
     acme = await team_of(env, token)
-    await join(env, token, acme, bob, "admin")
-    await join(env, token, acme, cy, "member")
-    removed = await ok(
-        env, env.token(bob), "remove_team_member", {"tenant_id": acme, "member": "cy@example.com"}
+    await env.join(token, acme, bob, "admin")
+    await env.join(token, acme, cy, "member")
+    removed = await env.ok(
+        env.token(bob), "remove_team_member", {"tenant_id": acme, "member": "cy@example.com"}
     )
     assert removed == {
         "tenant_id": acme,
@@ -540,8 +484,8 @@ async def test_a_member_is_removed_by_user_id_too(env: ProductEnv) -> None:
     ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
     token = env.token(ada)
     acme = await team_of(env, token)
-    await join(env, token, acme, bob, "member")
-    await ok(env, token, "remove_team_member", {"tenant_id": acme, "member": bob.id})
+    await env.join(token, acme, bob, "member")
+    await env.ok(token, "remove_team_member", {"tenant_id": acme, "member": bob.id})
     assert memberships(env, acme) == {"ada@example.com": "owner"}
 
 
@@ -549,8 +493,8 @@ async def test_a_member_may_not_remove_anyone(env: ProductEnv) -> None:
     ada, bob, cy = (env.user(f"{n}@example.com") for n in ("ada", "bob", "cy"))
     token = env.token(ada)
     acme = await team_of(env, token)
-    await join(env, token, acme, bob, "member")
-    await join(env, token, acme, cy, "member")
+    await env.join(token, acme, bob, "member")
+    await env.join(token, acme, cy, "member")
     assert await env.error_text(
         env.token(bob), "remove_team_member", {"tenant_id": acme, "member": cy.email}
     ) == ("Only a team admin or above may remove team members; your role in 'Acme' is member.")
@@ -561,7 +505,7 @@ async def test_an_admin_may_not_remove_an_owner(env: ProductEnv) -> None:
     ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
     token = env.token(ada)
     acme = await team_of(env, token)
-    await join(env, token, acme, bob, "admin")
+    await env.join(token, acme, bob, "admin")
     assert await env.error_text(
         env.token(bob), "remove_team_member", {"tenant_id": acme, "member": ada.email}
     ) == ("Only a team owner or above may remove an owner; your role in 'Acme' is admin.")
@@ -585,8 +529,8 @@ async def test_an_owner_may_remove_another_owner(env: ProductEnv) -> None:
     ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
     token = env.token(ada)
     acme = await team_of(env, token)
-    await join(env, token, acme, bob, "owner")
-    await ok(env, env.token(bob), "remove_team_member", {"tenant_id": acme, "member": ada.email})
+    await env.join(token, acme, bob, "owner")
+    await env.ok(env.token(bob), "remove_team_member", {"tenant_id": acme, "member": ada.email})
     assert memberships(env, acme) == {"bob@example.com": "owner"}
     bob_token = env.token(bob)
     assert (
@@ -608,7 +552,7 @@ async def test_removing_someone_who_is_not_a_member_is_not_found(env: ProductEnv
 async def test_remove_team_member_refuses_the_personal_tenant(env: ProductEnv) -> None:
     ada = env.user("ada@example.com")
     text = await env.error_text(
-        env.token(ada), "remove_team_member", {"tenant_id": personal(env, ada), "member": ada.email}
+        env.token(ada), "remove_team_member", {"tenant_id": env.personal(ada), "member": ada.email}
     )
     assert text.startswith("'ada's workspace' is your personal tenant, not a team")
     assert len(env.store.all("SELECT * FROM memberships")) == 1
@@ -630,7 +574,7 @@ async def test_remove_team_member_does_nothing_when_confirmation_is_declined(
     ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
     token = env.token(ada)
     acme = await team_of(env, token)
-    await join(env, token, acme, bob, "member")
+    await env.join(token, acme, bob, "member")
     async with env.sdk(token, mode="legacy", elicitation_callback=decline) as client:
         result = await client.call_tool(
             "remove_team_member", {"tenant_id": acme, "member": bob.email}
@@ -646,7 +590,7 @@ async def test_remove_team_member_goes_ahead_when_confirmed(env: ProductEnv) -> 
     ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
     token = env.token(ada)
     acme = await team_of(env, token)
-    await join(env, token, acme, bob, "member")
+    await env.join(token, acme, bob, "member")
     async with env.sdk(token, mode="legacy", elicitation_callback=accept) as client:
         result = await client.call_tool(
             "remove_team_member", {"tenant_id": acme, "member": bob.email}
@@ -673,14 +617,12 @@ async def test_remove_from_another_users_team_is_not_found(env: ProductEnv) -> N
 async def test_remove_team_invitation_cancels_a_pending_invitation(env: ProductEnv) -> None:
     token = env.token(env.user())
     acme = await team_of(env, token)
-    invited = await ok(
-        env,
+    invited = await env.ok(
         token,
         "invite_team_member",
         {"tenant_id": acme, "email": "new@example.com", "role": "admin"},
     )
-    removed = await ok(
-        env,
+    removed = await env.ok(
         token,
         "remove_team_invitation",
         {"tenant_id": acme, "invitation_id": invited["invitation_id"]},
@@ -699,9 +641,8 @@ async def test_a_cancelled_invitation_can_no_longer_be_accepted(env: ProductEnv)
     ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
     token = env.token(ada)
     acme = await team_of(env, token)
-    invited = await ok(env, token, "invite_team_member", {"tenant_id": acme, "email": bob.email})
-    await ok(
-        env,
+    invited = await env.ok(token, "invite_team_member", {"tenant_id": acme, "email": bob.email})
+    await env.ok(
         token,
         "remove_team_invitation",
         {"tenant_id": acme, "invitation_id": invited["invitation_id"]},
@@ -725,8 +666,8 @@ async def test_a_member_may_not_cancel_invitations(env: ProductEnv) -> None:
     ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
     token = env.token(ada)
     acme = await team_of(env, token)
-    await join(env, token, acme, bob, "member")
-    invited = await ok(env, token, "invite_team_member", {"tenant_id": acme, "email": "c@d.io"})
+    await env.join(token, acme, bob, "member")
+    invited = await env.ok(token, "invite_team_member", {"tenant_id": acme, "email": "c@d.io"})
     assert await env.error_text(
         env.token(bob),
         "remove_team_invitation",
@@ -740,7 +681,7 @@ async def test_remove_team_invitation_refuses_the_personal_tenant(env: ProductEn
     text = await env.error_text(
         env.token(ada),
         "remove_team_invitation",
-        {"tenant_id": personal(env, ada), "invitation_id": "inv_x"},
+        {"tenant_id": env.personal(ada), "invitation_id": "inv_x"},
     )
     assert text.startswith("'ada's workspace' is your personal tenant, not a team")
 
@@ -762,8 +703,8 @@ async def test_remove_team_invitation_does_nothing_when_confirmation_is_declined
 ) -> None:
     token = env.token(env.user())
     acme = await team_of(env, token)
-    invited = await ok(
-        env, token, "invite_team_member", {"tenant_id": acme, "email": "new@example.com"}
+    invited = await env.ok(
+        token, "invite_team_member", {"tenant_id": acme, "email": "new@example.com"}
     )
     async with env.sdk(token, mode="legacy", elicitation_callback=decline) as client:
         result = await client.call_tool(
@@ -782,7 +723,7 @@ async def test_another_users_invitation_is_not_found_even_from_their_own_team(
 ) -> None:
     token = env.token(env.user("ada@example.com"))
     acme = await team_of(env, token)
-    invited = await ok(env, token, "invite_team_member", {"tenant_id": acme, "email": "x@y.io"})
+    invited = await env.ok(token, "invite_team_member", {"tenant_id": acme, "email": "x@y.io"})
     mallory = env.token(env.user("mallory@example.com"), "mcp:full,secrets:reveal")
     own = await team_of(env, mallory, "Mine")
     assert await env.error_text(

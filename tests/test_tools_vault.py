@@ -6,62 +6,12 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-import jsonschema
 import pytest
 
-from sp00ky_mcp.accounts import User
-from sp00ky_mcp.tools import all_specs
-
-from .product_support import ProductEnv
+from .product_support import NOW, NOW_ISO, REDACTED, ProductEnv
 
 pytestmark = pytest.mark.anyio
-NOW = 1_767_225_600.0
-NOW_ISO = "2026-01-01T00:00:00.000Z"
-SPECS = {spec.name: spec for spec in all_specs()}
-REDACTED = "***REDACTED"
 UNINITIALIZED = {"project": "api", "initialized": False, "ci_access": False, "initialized_at": None}
-
-
-@pytest.fixture
-def env(product: ProductEnv) -> ProductEnv:
-    product.cloud.clock = lambda: NOW
-    return product
-
-
-async def ok(env: ProductEnv, token: str, tool: str, arguments: dict[str, Any]) -> Any:
-    """A successful call whose structured result matches the tool's outputSchema."""
-    result = await env.structured(token, tool, arguments)
-    jsonschema.Draft202012Validator(SPECS[tool].output).validate(result)
-    return result
-
-
-def make_project(
-    env: ProductEnv, user: User, name: str = "api", tenant_id: str | None = None
-) -> str:
-    """A project straight in the store (the projects area's tools are tested elsewhere)."""
-    tenant_id = tenant_id or env.accounts.personal_tenant(user.id)
-    project_id = f"prj_{name}_{tenant_id[-6:]}"
-    with env.store.transaction() as db:
-        db.execute(
-            "INSERT INTO projects (id, tenant_id, name, region, created_at) "
-            "VALUES (?, ?, ?, 'us-east', ?)",
-            (project_id, tenant_id, name, NOW),
-        )
-    return project_id
-
-
-def make_team(env: ProductEnv, roles: dict[User, str], name: str = "Acme") -> str:
-    tenant_id = f"ten_team_{name.lower()}"
-    with env.store.transaction() as db:
-        db.execute(
-            "INSERT INTO tenants (id, name, kind, created_at) VALUES (?, ?, 'team', ?)",
-            (tenant_id, name, NOW),
-        )
-        for user, role in roles.items():
-            db.execute(
-                "INSERT INTO memberships VALUES (?, ?, ?, ?)", (tenant_id, user.id, role, NOW)
-            )
-    return tenant_id
 
 
 def vault_row(env: ProductEnv, project_id: str) -> dict[str, Any] | None:
@@ -69,29 +19,22 @@ def vault_row(env: ProductEnv, project_id: str) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
-def log_messages(env: ProductEnv, project_id: str) -> list[str]:
-    rows = env.store.all(
-        "SELECT message FROM log_lines WHERE project_id = ? ORDER BY id", (project_id,)
-    )
-    return [r["message"] for r in rows]
-
-
 # --- get_vault_status ---------------------------------------------------------------------
 
 
 async def test_get_vault_status_of_a_new_project_says_not_initialized(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
-    status = await ok(env, env.token(ada, "vault:read"), "get_vault_status", {"project": "api"})
+    env.make_project(ada)
+    status = await env.ok(env.token(ada, "vault:read"), "get_vault_status", {"project": "api"})
     assert status == UNINITIALIZED
 
 
 async def test_get_vault_status_after_init_never_shows_key_material(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     token = env.token(ada, "mcp:full,secrets:reveal")
-    await ok(env, token, "init_vault", {"project": "api"})
-    status = await ok(env, token, "get_vault_status", {"project": "api"})
+    await env.ok(token, "init_vault", {"project": "api"})
+    status = await env.ok(token, "get_vault_status", {"project": "api"})
     assert status == {
         "project": "api",
         "initialized": True,
@@ -121,9 +64,9 @@ async def test_get_vault_status_of_an_unknown_project_is_not_found(env: ProductE
 
 async def test_init_vault_returns_32_random_bytes_of_key_material_once(env: ProductEnv) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
-    result = await ok(
-        env, env.token(ada, "vault:write,secrets:reveal"), "init_vault", {"project": "api"}
+    project_id = env.make_project(ada)
+    result = await env.ok(
+        env.token(ada, "vault:write,secrets:reveal"), "init_vault", {"project": "api"}
     )
     material = result.pop("key_material")
     assert result == {
@@ -139,34 +82,34 @@ async def test_init_vault_returns_32_random_bytes_of_key_material_once(env: Prod
         "ci_access": 0,
         "initialized_at": NOW,
     }
-    assert log_messages(env, project_id) == ["Vault initialized; CI access is disabled."]
+    assert env.log_messages(project_id) == ["Vault initialized; CI access is disabled."]
 
 
 async def test_init_vault_redacts_the_key_material_without_secrets_reveal(
     env: ProductEnv,
 ) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
-    result = await ok(env, env.token(ada, "mcp:full"), "init_vault", {"project": "api"})
+    project_id = env.make_project(ada)
+    result = await env.ok(env.token(ada, "mcp:full"), "init_vault", {"project": "api"})
     assert result["key_material"] == REDACTED
     assert vault_row(env, project_id) is not None
 
 
 async def test_init_vault_makes_different_material_for_each_project(env: ProductEnv) -> None:
     ada = env.user()
-    make_project(env, ada, "api")
-    make_project(env, ada, "web")
+    env.make_project(ada, "api")
+    env.make_project(ada, "web")
     token = env.token(ada, "vault:write,secrets:reveal")
-    first = await ok(env, token, "init_vault", {"project": "api"})
-    second = await ok(env, token, "init_vault", {"project": "web"})
+    first = await env.ok(token, "init_vault", {"project": "api"})
+    second = await env.ok(token, "init_vault", {"project": "web"})
     assert first["key_material"] != second["key_material"]
 
 
 async def test_init_vault_twice_is_a_conflict_that_keeps_the_material(env: ProductEnv) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     token = env.token(ada)
-    await ok(env, token, "init_vault", {"project": "api"})
+    await env.ok(token, "init_vault", {"project": "api"})
     before = vault_row(env, project_id)
     assert await env.error_text(token, "init_vault", {"project": "api"}) == (
         "The vault of project 'api' is already initialized and its key material was shown only "
@@ -179,23 +122,23 @@ async def test_init_vault_retried_with_its_idempotency_key_returns_the_same_mate
     env: ProductEnv,
 ) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     token = env.token(ada, "vault:write,secrets:reveal")
     args = {"project": "api", "idempotency_key": "init-1"}
-    first = await ok(env, token, "init_vault", args)
-    assert await ok(env, token, "init_vault", args) == first
+    first = await env.ok(token, "init_vault", args)
+    assert await env.ok(token, "init_vault", args) == first
 
 
 async def test_init_vault_in_a_team_needs_an_admin(env: ProductEnv) -> None:
     ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
-    team = make_team(env, {ada: "owner", bob: "member"})
-    project_id = make_project(env, ada, "shop", team)
+    team = env.make_team({ada: "owner", bob: "member"})
+    project_id = env.make_project(ada, "shop", team)
     args = {"project": "shop", "tenant_id": team}
     assert await env.error_text(env.token(bob), "init_vault", args) == (
         "Only a team admin or above may initialize a vault; your role in 'Acme' is member."
     )
     assert vault_row(env, project_id) is None
-    await ok(env, env.token(ada), "init_vault", args)
+    await env.ok(env.token(ada), "init_vault", args)
 
 
 async def test_init_vault_rejects_bad_arguments(env: ProductEnv) -> None:
@@ -212,28 +155,28 @@ async def test_enable_and_disable_vault_ci_access_flip_the_switch_idempotently(
     env: ProductEnv,
 ) -> None:
     ada = env.user()
-    project_id = make_project(env, ada)
+    project_id = env.make_project(ada)
     token = env.token(ada, "vault:write")
-    await ok(env, token, "init_vault", {"project": "api"})
+    await env.ok(token, "init_vault", {"project": "api"})
     enabled = {"project": "api", "initialized": True, "ci_access": True, "initialized_at": NOW_ISO}
     disabled = {**enabled, "ci_access": False}
-    assert await ok(env, token, "enable_vault_ci_access", {"project": "api"}) == {
+    assert await env.ok(token, "enable_vault_ci_access", {"project": "api"}) == {
         **enabled,
         "changed": True,
     }
-    assert await ok(env, token, "enable_vault_ci_access", {"project": "api"}) == {
+    assert await env.ok(token, "enable_vault_ci_access", {"project": "api"}) == {
         **enabled,
         "changed": False,
     }
-    assert await ok(env, token, "disable_vault_ci_access", {"project": "api"}) == {
+    assert await env.ok(token, "disable_vault_ci_access", {"project": "api"}) == {
         **disabled,
         "changed": True,
     }
-    assert await ok(env, token, "disable_vault_ci_access", {"project": "api"}) == {
+    assert await env.ok(token, "disable_vault_ci_access", {"project": "api"}) == {
         **disabled,
         "changed": False,
     }
-    assert log_messages(env, project_id) == [
+    assert env.log_messages(project_id) == [
         "Vault initialized; CI access is disabled.",
         "Vault CI access enabled.",
         "Vault CI access disabled.",
@@ -243,7 +186,7 @@ async def test_enable_and_disable_vault_ci_access_flip_the_switch_idempotently(
 @pytest.mark.parametrize("tool", ["enable_vault_ci_access", "disable_vault_ci_access"])
 async def test_ci_access_needs_an_initialized_vault(env: ProductEnv, tool: str) -> None:
     ada = env.user()
-    make_project(env, ada)
+    env.make_project(ada)
     assert await env.error_text(env.token(ada), tool, {"project": "api"}) == (
         "The vault of project 'api' is not initialized; run init_vault first."
     )
@@ -252,10 +195,10 @@ async def test_ci_access_needs_an_initialized_vault(env: ProductEnv, tool: str) 
 @pytest.mark.parametrize("tool", ["enable_vault_ci_access", "disable_vault_ci_access"])
 async def test_ci_access_in_a_team_needs_an_admin(env: ProductEnv, tool: str) -> None:
     ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
-    team = make_team(env, {ada: "owner", bob: "member"})
-    make_project(env, ada, "shop", team)
+    team = env.make_team({ada: "owner", bob: "member"})
+    env.make_project(ada, "shop", team)
     args = {"project": "shop", "tenant_id": team}
-    await ok(env, env.token(ada), "init_vault", args)
+    await env.ok(env.token(ada), "init_vault", args)
     assert await env.error_text(env.token(bob), tool, args) == (
         "Only a team admin or above may change vault CI access; your role in 'Acme' is member."
     )
@@ -274,8 +217,8 @@ async def test_ci_access_rejects_bad_arguments(env: ProductEnv, tool: str) -> No
 
 async def test_another_users_token_cannot_see_or_change_the_vault(env: ProductEnv) -> None:
     ada, eve = env.user("ada@example.com"), env.user("eve@example.com")
-    project_id = make_project(env, ada)
-    await ok(env, env.token(ada), "init_vault", {"project": "api"})
+    project_id = env.make_project(ada)
+    await env.ok(env.token(ada), "init_vault", {"project": "api"})
     before = vault_row(env, project_id)
     eve_token = env.token(eve, "mcp:full,secrets:reveal")
     missing = (

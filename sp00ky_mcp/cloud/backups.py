@@ -15,7 +15,7 @@ import re
 import sqlite3
 from typing import Any
 
-from .base import Cloud, Conflict, Invalid, iso, iso_or_none
+from .base import Cloud, Conflict, Invalid, ascii_digits, iso, iso_or_none
 
 BASE_BYTES = 16 * 1024
 SERVICE_BYTES = 256
@@ -291,7 +291,7 @@ def _cron_value(atom: str, low: int, high: int, names: tuple[str, ...]) -> int |
 
 def _cron_part(part: str, low: int, high: int, names: tuple[str, ...]) -> bool:
     base, slash, step = part.partition("/")
-    if slash and not (step.isdigit() and 1 <= int(step) <= high):
+    if slash and not (ascii_digits(step) and 1 <= int(step) <= high):
         return False
     if base == "*":
         return True

@@ -172,11 +172,17 @@ def iso_or_none(moment: float | None) -> str | None:
     return None if moment is None else iso(moment)
 
 
+def ascii_digits(text: str) -> bool:
+    """One or more of 0-9.  str.isdigit() is not enough before int(): it also admits digits
+    such as '²', which int() refuses, and Arabic-Indic ones, which no cursor of ours holds."""
+    return text.isascii() and text.isdigit()
+
+
 def page_bounds(cursor: str | None, limit: int) -> tuple[int, int]:
     """Offset pagination behind an opaque cursor shared by every list tool."""
     offset = 0
     if cursor is not None:
-        if not (cursor.startswith("o") and cursor[1:].isdigit()):
+        if not (cursor.startswith("o") and ascii_digits(cursor[1:])):
             raise Invalid(CURSOR_RULE)
         offset = int(cursor[1:])
     return offset, limit

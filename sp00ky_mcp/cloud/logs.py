@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from .base import CURSOR_RULE, Cloud, Invalid, iso
+from .base import CURSOR_RULE, Cloud, Invalid, ascii_digits, iso
 from .deployments import service_row
 
 DEFAULT_LINES = 100
@@ -47,7 +47,7 @@ def parse_since(since: str, now: float) -> float:
 def _before(cursor: str | None) -> int | None:
     if cursor is None:
         return None
-    if not (cursor.startswith("b") and cursor[1:].isdigit() and len(cursor) <= 20):
+    if not (cursor.startswith("b") and ascii_digits(cursor[1:]) and len(cursor) <= 20):
         raise Invalid(CURSOR_RULE)
     return int(cursor[1:])
 
