@@ -127,6 +127,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_for_port(port: int, seconds: float = 20.0) -> None:
+    """Some servers announce themselves before they bind; wait until connections succeed."""
+    import socket
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -157,10 +170,16 @@ class Running:
             raise RuntimeError(f"{target.name} did not start: {line!r}")
         self.url = match.group(1)
         self.pid = self.process.pid
+        wait_for_port(self.port)
 
     def stop(self) -> None:
         self.process.terminate()
-        self.process.wait(timeout=30)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            # uvicorn waits for open sessions before it exits; the measurement is over.
+            self.process.kill()
+            self.process.wait(timeout=10)
         if self.process.stdout:
             self.process.stdout.close()
 

@@ -95,7 +95,10 @@ def run() -> list[tuple[str, float]]:
             "scope filter (tools/list for mcp:read)",
             per_op(lambda: catalogue.visible_tools(granted)),
         ),
-        ("tools/list bytes", per_op(lambda: orjson.dumps(catalogue.visible_tools(granted)))),
+        (
+            "tools/list bytes (pre-encoded listing)",
+            per_op(lambda: orjson.dumps({"tools": catalogue.visible_tools_json(granted)})),
+        ),
         ("redact + encode 50 env vars", per_op(lambda: orjson.dumps(env, default=mask))),
         ("JSON-RPC parse → dispatch → encode", per_op(dispatch)),
     ]
