@@ -33,6 +33,11 @@ class Tool:
     output_schema: dict[str, Any] | None = None
     annotations: dict[str, Any] | None = None
 
+    @property
+    def requires(self) -> bool:
+        """Whether empty arguments can fail the input schema (it names required ones)."""
+        return bool(self.input_schema.get("required")) or "type" not in self.input_schema
+
     def descriptor(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"name": self.name}
         if self.title is not None:

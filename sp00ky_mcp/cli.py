@@ -8,6 +8,7 @@ standard input is a terminal.
 from __future__ import annotations
 
 import argparse
+import gc
 import getpass
 import logging
 import os
@@ -455,6 +456,10 @@ async def run_server(server: McpServer, notes: Notes) -> None:
         # Signals are handled before the server says it listens: whoever waits for that line
         # may send SIGTERM at once, and must get a graceful stop, not the default death.
         await tasks.start(_stop_on_signal, server)
+        # Everything built at start-up (modules, catalogue, schemas) lives as long as the
+        # process: freezing it keeps the collector from rescanning it during requests.
+        gc.collect()
+        gc.freeze()
         say(f"sp00ky-mcp listening on {server.url}")
         for line in notes(server):
             say(line)

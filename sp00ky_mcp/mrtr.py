@@ -55,6 +55,11 @@ class RequestStateSigner:
     def restore(self, method: str, params: dict[str, Any], ctx: CallContext) -> JsonRpcError | None:
         """Load a retry's answers: those of this round from inputResponses, earlier ones from
         the signed requestState.  Answers to keys we did not ask are ignored (mrtr.mdx)."""
+        if "inputResponses" not in params and "requestState" not in params:
+            if ctx.input_responses:
+                ctx.input_responses = {}
+            ctx.request_state = None
+            return None
         responses = params.get("inputResponses", {})
         if not isinstance(responses, dict):
             return invalid_params(

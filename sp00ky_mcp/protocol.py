@@ -246,7 +246,7 @@ async def run_tool(
     if not grants(tool, ctx.principal.scopes):
         assert tool.scope is not None
         return error_result(engine.scope_hint(tool.scope))
-    problem = validate(arguments, tool.input_schema)
+    problem = validate(arguments, tool.input_schema) if arguments or tool.requires else None
     if problem is not None:
         return error_result(f"Invalid arguments for '{tool.name}': {problem}")
     try:

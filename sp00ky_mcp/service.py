@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -324,28 +323,30 @@ class McpService:
         notifications/cancelled stops it, a disconnect does not (2025-11-25 transports).
         Stateless era: the client going away cancels it (2026-07-28 transports)."""
         answer: tuple[bytes, int | None] | None = None
-        with self._call_slot(message, ctx.principal), anyio.CancelScope() as scope:
-            if runtime is None:
-                request.on_gone(scope.cancel)
-            else:
-                runtime.running[message.id] = scope
-            try:
-                answer = await self._answer_coded(message, ctx)
-            finally:
-                if runtime is not None:
-                    runtime.running.pop(message.id, None)
+        claim = self._claim_call(message, ctx.principal)
+        try:
+            with anyio.CancelScope() as scope:
+                if runtime is None:
+                    request.on_gone(scope.cancel)
+                else:
+                    runtime.running[message.id] = scope
+                try:
+                    answer = await self._answer_coded(message, ctx)
+                finally:
+                    if runtime is not None:
+                        runtime.running.pop(message.id, None)
+        finally:
+            self._release_call(claim)
         if answer is None:
             await peer.abandon()
             return STREAMED
         return await self._deliver(request, peer, answer, modern=runtime is None)
 
-    @contextmanager
-    def _call_slot(self, message: jsonrpc.Request, principal: Principal) -> Iterator[None]:
+    def _claim_call(self, message: jsonrpc.Request, principal: Principal) -> str | None:
         """At most `max_calls_per_token` tool calls of one token run at once; the next one is
-        refused with 429 rather than queued behind them."""
+        refused with 429 rather than queued behind them.  Returns the key to release."""
         if message.method != "tools/call":
-            yield
-            return
+            return None
         key = principal.token_id or ""
         running = self.calls_in_flight.get(key, 0)
         if running >= self.config.limits.max_calls_per_token:
@@ -356,14 +357,16 @@ class McpService:
                 (("retry-after", "1"),),
             )
         self.calls_in_flight[key] = running + 1
-        try:
-            yield
-        finally:
-            remaining = self.calls_in_flight[key] - 1
-            if remaining:
-                self.calls_in_flight[key] = remaining
-            else:
-                del self.calls_in_flight[key]
+        return key
+
+    def _release_call(self, key: str | None) -> None:
+        if key is None:
+            return
+        remaining = self.calls_in_flight[key] - 1
+        if remaining:
+            self.calls_in_flight[key] = remaining
+        else:
+            del self.calls_in_flight[key]
 
     async def _deliver(
         self,
@@ -499,19 +502,16 @@ class McpService:
     ) -> JsonRpcError | None:
         """The 2026-07-28 validation order: version header and required _meta, routing
         headers, method, then a retry's requestState and inputResponses."""
-        checks: tuple[Callable[[], object], ...] = (
-            lambda: transport.modern_version(message, request.header("mcp-protocol-version")),
-            lambda: transport.check_routing_headers(message, request.headers),
-            lambda: transport.check_log_level(message),
-            lambda: self._param_header_problem(message, request),
-            lambda: self._method_problem(message.method),
-            lambda: self.signer.restore(message.method, message.params, ctx),
+        version = transport.modern_version(message, request.header("mcp-protocol-version"))
+        if isinstance(version, JsonRpcError):
+            return version
+        return (
+            transport.check_routing_headers(message, request.headers)
+            or transport.check_log_level(message)
+            or self._param_header_problem(message, request)
+            or self._method_problem(message.method)
+            or self.signer.restore(message.method, message.params, ctx)
         )
-        for check in checks:
-            problem = check()
-            if isinstance(problem, JsonRpcError):
-                return problem
-        return None
 
     def _param_header_problem(
         self, message: jsonrpc.Request, request: HttpRequest

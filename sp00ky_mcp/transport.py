@@ -56,6 +56,7 @@ def allowed_hosts(
     return frozenset(hosts)
 
 
+@lru_cache(maxsize=256)
 def host_name(value: str) -> str:
     """The host part of a Host header or an origin's authority, without the port."""
     if value.startswith("["):
