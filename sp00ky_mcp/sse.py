@@ -19,8 +19,3 @@ def priming(event_id: str, retry_ms: int | None = None) -> bytes:
     (2025-11-25 transports, "Sending Messages to the Server", item 6)."""
     retry = b"retry: " + str(retry_ms).encode("ascii") + b"\n" if retry_ms is not None else b""
     return b"id: " + event_id.encode("ascii") + b"\n" + retry + b"data: \n\n"
-
-
-def retry_hint(retry_ms: int) -> bytes:
-    """Sent before the server closes a stream it wants the client to resume later."""
-    return b"retry: " + str(retry_ms).encode("ascii") + b"\n\n"

@@ -57,7 +57,3 @@ def test_a_priming_event_with_zero_retry_still_writes_retry() -> None:
 
 def test_a_priming_event_has_no_event_type_line() -> None:
     assert b"event:" not in sse.priming("p", 5)
-
-
-def test_a_retry_hint_is_a_retry_field_alone() -> None:
-    assert sse.retry_hint(2500) == b"retry: 2500\n\n"
