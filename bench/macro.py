@@ -173,6 +173,7 @@ class Running:
         wait_for_port(self.port)
 
     def stop(self) -> None:
+        shutil.rmtree(PRODUCT_DIR, ignore_errors=True)
         self.process.terminate()
         try:
             self.process.wait(timeout=10)
@@ -261,6 +262,73 @@ def ours(port: int) -> list[str]:
     ]
 
 
+PRODUCT_DIR = Path(tempfile.gettempdir()) / "sp00ky-bench-product"
+
+
+def product(port: int) -> list[str]:
+    return [
+        PY,
+        "-m",
+        "sp00ky_mcp",
+        "mcp",
+        "serve",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--data-dir",
+        str(PRODUCT_DIR),
+        # The load comes from one token; its rate limit is not what is measured.
+        "--rate-per-minute",
+        "1e9",
+        "--rate-burst",
+        "1000000000",
+    ]
+
+
+def mint(scopes: str) -> str:
+    out = subprocess.run(
+        [
+            PY,
+            "-m",
+            "sp00ky_mcp",
+            "mcp",
+            "token",
+            "--data-dir",
+            str(PRODUCT_DIR),
+            "--scopes",
+            scopes,
+            "--yes",
+            "--json",
+            "--name",
+            f"bench-{scopes}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    token: str = orjson.loads(out)["token"]
+    return token
+
+
+def product_load(url: str) -> Load:
+    """list_env_vars on a project with 50 variables, under an mcp:read token: the product
+    path (auth, scope check, tenant lookup, redaction) against the fixture call."""
+    writer = handshake(url, mint("mcp:full"))
+    calls = [call_body("create_project", arguments={"name": "api"})] + [
+        call_body(
+            "set_env_var",
+            arguments={"project": "api", "key": f"KEY_{i}", "value": f"value-{i}-secret"},
+        )
+        for i in range(50)
+    ]
+    for body in calls:
+        httpx.post(url, json=body, headers=writer, timeout=10).raise_for_status()
+    reader = handshake(url, mint("mcp:read"))
+    return Load(call_body("list_env_vars", arguments={"project": "api", "limit": 50}), reader)
+
+
 TARGETS = {
     "sp00ky-mcp (handshake, JSON)": Target("sp00ky", ours, handshake_load),
     "sp00ky-mcp (2026-07-28)": Target("sp00ky-modern", ours, modern_load),
@@ -278,6 +346,9 @@ TARGETS = {
         "sdk-modern",
         lambda p: [PY, "-m", "bench.servers.sdk_reference", str(p), "json"],
         modern_load,
+    ),
+    "sp00ky-mcp product path (list_env_vars, 50 vars)": Target(
+        "sp00ky-product", product, product_load
     ),
     "bare h11 ceiling": Target(
         "bare", lambda p: [PY, "-m", "bench.servers.bare_h11", str(p)], ceiling_load

@@ -203,7 +203,7 @@ class Accounts:
     # --- audit -----------------------------------------------------------------------------
 
     def audit(self, entry: AuditEntry) -> None:
-        with self.store.transaction() as db:
+        with self.store.transaction(synced=False) as db:
             db.execute(
                 "INSERT INTO audit_log (at, token_id, user_id, tenant_id, tool, "
                 "arguments_digest, outcome, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

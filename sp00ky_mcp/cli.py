@@ -28,12 +28,13 @@ import orjson
 
 from . import editors, scopes, tokens
 from .accounts import DEFAULT_TOKEN_DAYS, AccountError, Accounts, TokenRecord, User, default_email
-from .config import ServerConfig
+from .config import Limits, ServerConfig
 from .server import McpServer
 from .store import Store, StoreError
 from .transport import LOOPBACK_HOSTS
 
 DEFAULT_PORT = 8765
+DEFAULTS = Limits()
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}/v1/mcp"
 
 
@@ -87,6 +88,20 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
+    )
+    parser.add_argument(
+        "--rate-per-minute",
+        type=float,
+        default=DEFAULTS.rate_per_minute,
+        metavar="N",
+        help=f"requests a token may make per minute (default {DEFAULTS.rate_per_minute:g})",
+    )
+    parser.add_argument(
+        "--rate-burst",
+        type=int,
+        default=DEFAULTS.rate_burst,
+        metavar="N",
+        help=f"requests a token may make at once (default {DEFAULTS.rate_burst})",
     )
     parser.add_argument(
         "--user",
@@ -423,6 +438,7 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         profile=args.profile,
         log_level=args.log_level,
         data_dir=args.data_dir or os.environ.get("SP00KY_MCP_DATA_DIR"),
+        limits=Limits(rate_per_minute=args.rate_per_minute, rate_burst=args.rate_burst),
     )
 
 

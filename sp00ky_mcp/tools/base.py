@@ -6,9 +6,11 @@ everything the tool sends (its result or error, and its progress and log notific
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -186,23 +188,29 @@ class Call:
         self._secrets = None
 
     def mask(self, text: str) -> str:
-        """`text` with every secret value in it replaced by the redaction marker."""
-        for value in self.secrets():
-            if value in text:
-                text = text.replace(value, MARKER)
-        return text
+        """`text` with every secret value in it replaced by the redaction marker: one scan of
+        the text, whatever the number of secrets."""
+        values = self.secrets()
+        if not values:
+            return text
+        return secret_pattern(tuple(values)).sub(MARKER, text)
 
     def mask_all(self, value: Any) -> Any:
         """Secret values inside other output (log lines, build output, messages) are masked
-        the way fields are; `Secret` fields themselves are left to the encoder."""
-        if not self.secrets():
+        the way fields are; `Secret` fields themselves are left to the encoder.  One encoded
+        scan tells whether any secret occurs at all; only then is the value walked."""
+        values = self.secrets()
+        if not values or not _mentions(value, tuple(values)):
             return value
+        return self._mask_walk(value)
+
+    def _mask_walk(self, value: Any) -> Any:
         if isinstance(value, str):
             return self.mask(value)
         if isinstance(value, dict):
-            return {k: self.mask_all(v) for k, v in value.items()}
+            return {k: self._mask_walk(v) for k, v in value.items()}
         if isinstance(value, list):
-            return [self.mask_all(v) for v in value]
+            return [self._mask_walk(v) for v in value]
         return value
 
 
@@ -226,6 +234,36 @@ class MaskingPeer:
 
     def interrupt(self) -> None:
         self.peer.interrupt()
+
+
+@lru_cache(maxsize=64)
+def secret_pattern(values: tuple[str, ...]) -> re.Pattern[str]:
+    """One alternation of the values, longest first so a value that contains another is
+    masked whole."""
+    return re.compile("|".join(re.escape(v) for v in sorted(values, key=len, reverse=True)))
+
+
+@lru_cache(maxsize=64)
+def encoded_pattern(values: tuple[str, ...]) -> re.Pattern[str]:
+    """The values as they appear inside encoded JSON text (quotes, backslashes and control
+    characters escaped)."""
+    escaped = (orjson.dumps(v).decode()[1:-1] for v in sorted(values, key=len, reverse=True))
+    return re.compile("|".join(re.escape(e) for e in escaped))
+
+
+def _opaque(value: Any) -> Any:
+    """`Secret` fields are the encoder's business, not the scan's."""
+    if isinstance(value, Secret):
+        return None
+    raise TypeError(type(value).__name__)
+
+
+def _mentions(value: Any, values: tuple[str, ...]) -> bool:
+    try:
+        encoded = orjson.dumps(value, default=_opaque).decode()
+    except TypeError:
+        return True
+    return encoded_pattern(values).search(encoded) is not None
 
 
 def product_tool(cloud: Cloud, spec: Spec) -> Tool:
