@@ -28,6 +28,7 @@ def report(
     sdk_sse = macros["official SDK (default SSE)"]
     sdk_modern = macros["official SDK (2026-07-28)"]
     bare = macros["bare h11 ceiling"]
+    product = macros["sp00ky-mcp product path (list_env_vars, 50 vars)"]
     lines = [
         "# Benchmark results",
         "",
@@ -35,11 +36,12 @@ def report(
         f"{platform.machine()}; servers pinned to core 0, wrk (1 thread, 16 connections) to "
         "core 1; tools/call of `test_simple_text`; medians of alternating rounds.",
         "",
-        "| server | req/s | p99 ms | CPU µs/request |",
-        "|---|---:|---:|---:|",
+        "| server | req/s | p99 ms | CPU µs/request | error responses |",
+        "|---|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {name} | {s.rps:,.0f} | {s.p99_ms:.2f} | {s.cpu_us:.0f} |" for name, s in macros.items()
+        f"| {name} | {s.rps:,.0f} | {s.p99_ms:.2f} | {s.cpu_us:.0f} | {s.errors} |"
+        for name, s in macros.items()
     ]
     lines += [
         "",
@@ -50,6 +52,8 @@ def report(
         f"| handshake vs SDK default SSE | {ratio(ours.rps, sdk_sse.rps)} | ≥ 6x |",
         f"| p99 vs SDK JSON | {ratio(ours.p99_ms, sdk_json.p99_ms)} | ≤ 0.33x |",
         f"| 2026-07-28 vs SDK 2026-07-28 | {ratio(modern.rps, sdk_modern.rps)} | ≥ 3x |",
+        f"| product path vs fixture call, CPU per call | "
+        f"+{product.cpu_us / ours.cpu_us - 1:.0%} | ≤ +25% |",
         f"| memory at rest | {memory[0]:.1f} MiB (SDK {sdk_memory[0]:.1f}) | ≤ 30 MiB |",
         f"| per idle session | {memory[1]:.1f} KiB (SDK {sdk_memory[1]:.1f}) | ≤ 4 KiB |",
         "",
