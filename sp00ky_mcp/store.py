@@ -3,7 +3,8 @@ migrations).  The layers above use its small interface (transactions and a few l
 server database can implement the same interface later.
 
 Writes go through `transaction()`, which is BEGIN IMMEDIATE ... COMMIT: a failed call rolls
-back and changes nothing; an acknowledged write is on disk (synchronous=FULL in WAL mode).
+back and changes nothing; an acknowledged write is on disk (synchronous=FULL in WAL mode),
+except the audit log's, which are flushed by the next synced commit (see `transaction`).
 
 A store that cannot take writes is refused when it is opened, with a sentence for whoever runs
 the server (read-only, locked by another process).  One that stops taking them while serving
