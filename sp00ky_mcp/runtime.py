@@ -90,31 +90,22 @@ class SessionRuntime:
             waiter.event.set()
 
 
-class StreamPeer:
-    """Delivers a handler's notifications and requests on its reply stream (transports:
-    messages related to a request go on that request's SSE stream)."""
-
-    def __init__(self, stream: EventStream, runtime: SessionRuntime | None) -> None:
-        self.stream = stream
-        self.runtime = runtime
+class DetachedPeer:
+    """For requests whose reply is a single JSON body (initialize, the calls of a batch):
+    there is no stream to carry notifications, so they are dropped, and a request to the
+    client could never be answered, so it is refused at once rather than waited on."""
 
     async def notify(self, method: str, params: dict[str, Any]) -> None:
-        self.stream.publish(jsonrpc.encode_notification(method, params))
+        return None
 
     def interrupt(self) -> None:
-        self.stream.interrupt()
+        return None
 
     async def request(self, method: str, params: dict[str, Any]) -> Any:
-        if self.runtime is None:
-            raise ToolError(f"This connection cannot carry a '{method}' request to the client.")
-        request_id = self.runtime.next_request_id()
-        waiter = self.runtime.pending[request_id] = Waiter()
-        try:
-            self.stream.publish(jsonrpc.encode_request(request_id, method, params))
-            await waiter.event.wait()
-        finally:
-            self.runtime.pending.pop(request_id, None)
-        return answer_of(method, waiter.response)
+        raise ToolError(
+            f"A batched request cannot carry a '{method}' request to the client; "
+            "send this call on its own."
+        )
 
 
 def answer_of(method: str, response: jsonrpc.Response | None) -> Any:
@@ -207,14 +198,7 @@ class InlinePeer:
     async def _open(self) -> EventStream:
         stream = self.runtime.new_stream() if self.runtime else EventStream("r", self.capacity)
         self.stream = stream
-        self.channel.start(200, list(SSE_HEADERS))
+        self.channel.start(200, list(sse.HEADERS))
         if self.prime:
             await self.channel.send(sse.priming(stream.event_id(0), self.retry_ms))
         return stream
-
-
-SSE_HEADERS: list[tuple[bytes, bytes]] = [
-    (b"content-type", b"text/event-stream"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]

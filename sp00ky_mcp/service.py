@@ -40,7 +40,7 @@ from .http import (
 from .listen import Listener, Listeners
 from .mrtr import RequestStateSigner, input_required_result
 from .protocol import Engine
-from .runtime import InlinePeer, SessionRuntime, StreamPeer
+from .runtime import DetachedPeer, InlinePeer, SessionRuntime
 from .sessions import Session, SessionEvent, SessionRegistry, new_session_id
 from .streams import EventStream, StreamItem, split_event_id
 from .versions import (
@@ -58,11 +58,6 @@ log = logging.getLogger("sp00ky_mcp.service")
 
 Authenticator = Callable[[HttpRequest], Principal]
 JSON_HEADERS: list[Header] = [(b"content-type", b"application/json")]
-SSE_HEADERS: list[Header] = [
-    (b"content-type", b"text/event-stream"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
 INTERNAL = JsonRpcError(
     INTERNAL_ERROR, "Internal error: the server could not complete the request."
 )
@@ -74,7 +69,7 @@ def json_response(status: int, body: bytes, extra: list[Header] | None = None) -
 
 
 def sse_response(body: AsyncIterator[bytes]) -> StreamingResponse:
-    return StreamingResponse(200, list(SSE_HEADERS), body)
+    return StreamingResponse(200, list(sse.HEADERS), body)
 
 
 def rejection(error: HttpError) -> HttpResponse:
@@ -194,8 +189,8 @@ class McpService:
                 rpc_code=INVALID_REQUEST,
             )
         session = self._new_session(message.params, principal)
-        peer = StreamPeer(session.runtime.new_stream(), session.runtime)
-        body = await self._answer(message, self._session_context(session, principal, peer, message))
+        ctx = self._session_context(session, principal, DetachedPeer(), message)
+        body = await self._answer(message, ctx)
         return json_response(200, body, [(b"mcp-session-id", session.id.encode())])
 
     def _new_session(self, params: dict[str, Any], principal: Principal) -> Session:
@@ -273,10 +268,8 @@ class McpService:
             if isinstance(message, jsonrpc.Invalid):
                 replies.append(jsonrpc.encode_error(message.id, message.error))
                 continue
-            # A batch is answered as one JSON array, so its requests' notifications have no
-            # stream to go on; they are kept in a session stream nobody follows.
-            peer = StreamPeer(session.runtime.new_stream(), session.runtime)
-            ctx = self._session_context(session, principal, peer, message)
+            # A batch is answered as one JSON array: its calls have no stream to go on.
+            ctx = self._session_context(session, principal, DetachedPeer(), message)
             replies.append(await self._answer(message, ctx))
         return json_response(200, b"[" + b",".join(replies) + b"]")
 

@@ -6,6 +6,12 @@ Event data is a single JSON text; orjson never emits a newline, so one `data:` l
 from __future__ import annotations
 
 CONTENT_TYPE = "text/event-stream"
+# X-Accel-Buffering: proxies must pass events on as they come (2026-07-28 transports: SHOULD).
+HEADERS: list[tuple[bytes, bytes]] = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
 KEEPALIVE = b": keep-alive\n\n"
 
 
