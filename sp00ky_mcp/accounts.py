@@ -7,7 +7,7 @@ import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,9 +79,6 @@ class Accounts:
     def __init__(self, store: Store, clock: Clock = time.time) -> None:
         self.store = store
         self.clock = clock
-        # Bumped on every token change made through this object, so caches in this process
-        # notice changes that SQLite's data_version (other connections only) does not report.
-        self.generation = 0
 
     # --- users and their personal tenant ---------------------------------------------------
 
@@ -188,36 +185,24 @@ class Accounts:
             db.execute(
                 "UPDATE tokens SET revoked_at = ? WHERE id = ?", (self.clock(), matches[0].id)
             )
-        self.generation += 1
         return matches[0]
 
     def touch(self, token_id: str, when: float) -> None:
         """Best effort: last use is a hint kept to the minute, not worth refusing a request
         over, so a store that cannot take the write (full, locked) skips it."""
         try:
-            with self.store.transaction() as db:
-                db.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (when, token_id))
+            self.store.record("UPDATE tokens SET last_used_at = ? WHERE id = ?", [(when, token_id)])
         except StoreUnavailable as exc:
             log.warning("last use of token %s not recorded: %s", token_id, exc.message)
 
     # --- audit -----------------------------------------------------------------------------
 
-    def audit(self, entry: AuditEntry) -> None:
-        with self.store.transaction(synced=False) as db:
-            db.execute(
-                "INSERT INTO audit_log (at, token_id, user_id, tenant_id, tool, "
-                "arguments_digest, outcome, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry.at,
-                    entry.token_id,
-                    entry.user_id,
-                    entry.tenant_id,
-                    entry.tool,
-                    entry.arguments_digest,
-                    entry.outcome,
-                    entry.duration_ms,
-                ),
-            )
+    def audit(self, entries: Sequence[AuditEntry]) -> None:
+        self.store.record(
+            "INSERT INTO audit_log (at, token_id, user_id, tenant_id, tool, arguments_digest, "
+            "outcome, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [entry.row() for entry in entries],
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +215,18 @@ class AuditEntry:
     arguments_digest: str
     outcome: str
     duration_ms: float
+
+    def row(self) -> tuple[Any, ...]:
+        return (
+            self.at,
+            self.token_id,
+            self.user_id,
+            self.tenant_id,
+            self.tool,
+            self.arguments_digest,
+            self.outcome,
+            self.duration_ms,
+        )
 
 
 def arguments_digest(arguments: dict[str, Any]) -> str:

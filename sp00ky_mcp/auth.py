@@ -1,8 +1,8 @@
 """Bearer-token authentication for /v1/mcp, with the product page's three 401 causes.
 
 The hot path costs no query in the steady state: verified tokens are cached by digest, and the
-cache is dropped whenever SQLite reports that another connection committed (PRAGMA
-data_version) or this process changed a token, so a revocation made by `spky mcp revoke` in
+cache is dropped whenever the store's version changes (another connection committed, or this
+process did), so a revocation made by `spky mcp revoke` in
 another process is seen on the very next request.
 """
 
@@ -19,6 +19,7 @@ from .accounts import Accounts, Clock, TokenRecord
 from .context import Principal
 from .errors import HttpError
 from .http import HttpRequest
+from .store import ReadCache
 
 REALM = 'Bearer realm="sp00ky-mcp"'
 MINT = "mint a new one with `spky mcp token` and re-add it"
@@ -78,8 +79,9 @@ class TokenAuthenticator:
         self.rate = rate_per_minute / 60.0
         self.burst = float(burst)
         self.clock = clock
-        self._cache: dict[str, tuple[TokenRecord, Principal]] = {}
-        self._version = -1
+        self._cache: ReadCache[str, tuple[TokenRecord, Principal]] = ReadCache(
+            accounts.store, 100_000
+        )
         self._buckets: dict[str, Bucket] = {}
         self._touched: dict[str, float] = {}
 
@@ -113,23 +115,22 @@ class TokenAuthenticator:
                 "this is a Sp00ky API key (spk_live_…); MCP needs its own "
                 "mcp_live_ token: mint one with `spky mcp token`."
             )
-        if scheme.lower() != "bearer" or not tokens.well_formed(credential):
+        if scheme.lower() != "bearer":
             raise malformed()
         return credential
 
     def _lookup(self, credential: str) -> tuple[TokenRecord, Principal]:
-        version = self.accounts.store.data_version() + self.accounts.generation
-        if version != self._version:
-            self._cache.clear()
-            self._version = version
         key = tokens.digest(credential)
-        cached = self._cache.get(key)
+        cached, version = self._cache.get(key)
         if cached is None:
+            # Only well-formed tokens are ever cached, so a hit needs no format check.
+            if not tokens.well_formed(credential):
+                raise malformed()
             record = self.accounts.find(credential)
             if record is None:
                 raise TokenRefused(f"the token is not recognised (mistyped, or deleted); {MINT}.")
             cached = (record, principal_of(record))
-            self._cache[key] = cached
+            self._cache.put(key, cached, version)
         return cached
 
     def _throttle(self, token_id: str, now: float) -> None:
@@ -144,9 +145,7 @@ class TokenAuthenticator:
             )
 
     def _touch(self, token_id: str, now: float) -> None:
-        """last_used is kept to the minute, so the hot path writes at most once a minute.
-        The write is on this connection, so it leaves data_version alone; re-reading the
-        version here would hide a revocation that another process committed meanwhile."""
+        """last_used is kept to the minute, so the hot path writes at most once a minute."""
         if now - self._touched.get(token_id, 0.0) >= TOUCH_INTERVAL:
             self._touched[token_id] = now
             self.accounts.touch(token_id, now)

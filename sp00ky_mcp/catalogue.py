@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .schema import Check, compile_schema
+
 if TYPE_CHECKING:
     from .context import CallContext
 
@@ -32,6 +34,10 @@ class Tool:
     title: str | None = None
     output_schema: dict[str, Any] | None = None
     annotations: dict[str, Any] | None = None
+    check_arguments: Check = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "check_arguments", compile_schema(self.input_schema))
 
     @property
     def requires(self) -> bool:

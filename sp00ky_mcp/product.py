@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,15 +17,24 @@ from .config import ServerConfig
 from .context import CallContext
 from .protocol import ToolResult
 from .server import McpServer
-from .store import Store
+from .store import Store, StoreUnavailable
 from .tools import product_tools
+
+log = logging.getLogger("sp00ky_mcp.audit")
+MAX_PENDING_RECORDS = 512
 
 
 class AuditTrail:
-    """Records every tools/call: who, where, which tool, a digest of the arguments, outcome."""
+    """Records every tools/call: who, where, which tool, a digest of the arguments, outcome.
+
+    The calls answered in one turn of the event loop share one commit, at the start of the
+    next turn: a commit per call would cost more than the call itself.  So a crash of the
+    process loses at most the records of the turn it happened in (and a loss of power, those
+    since the last transaction; see `Store.record`)."""
 
     def __init__(self, accounts: Accounts) -> None:
         self.accounts = accounts
+        self._pending: list[AuditEntry] = []
 
     def __call__(
         self,
@@ -37,7 +48,7 @@ class AuditTrail:
         if principal.token_id is None or principal.user_id is None:
             return
         verdict = "exception" if outcome is None else ("error" if outcome.is_error else "ok")
-        self.accounts.audit(
+        self._pending.append(
             AuditEntry(
                 at=time.time(),
                 token_id=principal.token_id,
@@ -49,6 +60,21 @@ class AuditTrail:
                 duration_ms=(time.perf_counter() - started) * 1000,
             )
         )
+        if len(self._pending) == 1:
+            asyncio.get_running_loop().call_soon(self.flush)
+        elif len(self._pending) >= MAX_PENDING_RECORDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Writes the pending records.  The calls they record have been answered, so a store
+        that cannot take them is reported to the operator, not to a client."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        try:
+            self.accounts.audit(pending)
+        except StoreUnavailable as exc:
+            log.error("%d audit records were not written: %s", len(pending), exc.message)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,6 @@ from .errors import (
     invalid_params,
 )
 from .redaction import encoder_default
-from .schema import validate
 from .uritemplate import match_template
 from .versions import META_SERVER_INFO, SUPPORTED_VERSIONS, Era, negotiate
 
@@ -47,6 +46,8 @@ class ToolResult:
     content: list[dict[str, Any]]
     structured: dict[str, Any] | None = None
     is_error: bool = False
+    # `content` and `structured` encoded already, for a result served many times.
+    encoded: tuple[orjson.Fragment, orjson.Fragment] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +247,7 @@ async def run_tool(
     if not grants(tool, ctx.principal.scopes):
         assert tool.scope is not None
         return error_result(engine.scope_hint(tool.scope))
-    problem = validate(arguments, tool.input_schema) if arguments or tool.requires else None
+    problem = tool.check_arguments(arguments, "") if arguments or tool.requires else None
     if problem is not None:
         return error_result(f"Invalid arguments for '{tool.name}': {problem}")
     try:
@@ -267,9 +268,25 @@ def as_tool_result(value: Any) -> ToolResult:
     raise TypeError(f"tool handler returned {type(value).__name__}")
 
 
+def encoded_result(structured: dict[str, Any], default: Callable[[Any], Any]) -> ToolResult:
+    """What `tool_result_wire` makes of `structured`, encoded once, for a result that is
+    served many times."""
+    encoded = orjson.dumps(structured, default=default)
+    content = [text(encoded.decode())]
+    fragments = (orjson.Fragment(orjson.dumps(content)), orjson.Fragment(encoded))
+    return ToolResult(content, structured, encoded=fragments)
+
+
 def tool_result_wire(outcome: ToolResult, default: Callable[[Any], Any]) -> Result:
     """The structured result with a text mirror (server/tools, "Structured Content": a tool
     that returns structured content SHOULD also return it serialised in a TextContent block)."""
+    if outcome.encoded is not None:
+        content_bytes, structured_bytes = outcome.encoded
+        return {
+            "content": content_bytes,
+            "isError": outcome.is_error,
+            "structuredContent": structured_bytes,
+        }
     content = outcome.content
     if outcome.structured is not None and not content:
         content = [text(orjson.dumps(outcome.structured, default=default).decode())]

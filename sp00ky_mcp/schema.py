@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
 Schema = dict[str, Any]
+# A compiled schema: the first problem of a value at a path, as a sentence, or None.
+Check = Callable[[Any, str], str | None]
 
 _TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
     "object": lambda v: isinstance(v, dict),
@@ -28,11 +29,6 @@ _TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
 }
 
 
-@lru_cache(maxsize=256)
-def _pattern(source: str) -> re.Pattern[str]:
-    return re.compile(source)
-
-
 def _where(path: str) -> str:
     return f"Argument '{path}'" if path else "The arguments"
 
@@ -46,99 +42,162 @@ def _same(a: Any, b: Any) -> bool:
 
 def validate(value: Any, schema: Schema, path: str = "") -> str | None:
     """The first way `value` breaks `schema`, as a sentence; None when it conforms."""
-    for check in _CHECKS:
-        problem = check(value, schema, path)
-        if problem is not None:
-            return problem
+    return compile_schema(schema)(value, path)
+
+
+def compile_schema(schema: Schema) -> Check:
+    """`schema` turned into one function, so that a tool's arguments are checked without
+    looking its keywords up again on every call."""
+    checks = [
+        check
+        for build in (_type, _enum, _string, _number, _array, _object)
+        if (check := build(schema)) is not None
+    ]
+    if not checks:
+        return _conforms
+    if len(checks) == 1:
+        return checks[0]
+
+    def check_all(value: Any, path: str) -> str | None:
+        for check in checks:
+            problem = check(value, path)
+            if problem is not None:
+                return problem
+        return None
+
+    return check_all
+
+
+def _conforms(value: Any, path: str) -> str | None:
     return None
 
 
-def _check_type(value: Any, schema: Schema, path: str) -> str | None:
+def _type(schema: Schema) -> Check | None:
     expected = schema.get("type")
     if expected is None:
         return None
     names = expected if isinstance(expected, list) else [expected]
-    if any(_TYPE_CHECKS[name](value) for name in names if name in _TYPE_CHECKS):
+    tests = tuple(_TYPE_CHECKS[name] for name in names if name in _TYPE_CHECKS)
+    wrong = f"must be of type {' or '.join(names)}."
+
+    def check(value: Any, path: str) -> str | None:
+        for test in tests:
+            if test(value):
+                return None
+        return f"{_where(path)} {wrong}"
+
+    return check
+
+
+def _enum(schema: Schema) -> Check | None:
+    if "const" not in schema and schema.get("enum") is None:
         return None
-    return f"{_where(path)} must be of type {' or '.join(names)}."
+
+    def check(value: Any, path: str) -> str | None:
+        if "const" in schema and not _same(value, schema["const"]):
+            return f"{_where(path)} must be {schema['const']!r}."
+        choices = schema.get("enum")
+        if choices is None or any(_same(value, choice) for choice in choices):
+            return None
+        listed = ", ".join(repr(c) for c in choices)
+        return f"{_where(path)} must be one of {listed}."
+
+    return check
 
 
-def _check_enum(value: Any, schema: Schema, path: str) -> str | None:
-    if "const" in schema and not _same(value, schema["const"]):
-        return f"{_where(path)} must be {schema['const']!r}."
-    choices = schema.get("enum")
-    if choices is None or any(_same(value, choice) for choice in choices):
-        return None
-    listed = ", ".join(repr(c) for c in choices)
-    return f"{_where(path)} must be one of {listed}."
-
-
-def _check_string(value: Any, schema: Schema, path: str) -> str | None:
-    if not isinstance(value, str):
-        return None
-    if len(value) < schema.get("minLength", 0):
-        return f"{_where(path)} must be at least {schema['minLength']} characters."
-    if "maxLength" in schema and len(value) > schema["maxLength"]:
-        return f"{_where(path)} must be at most {schema['maxLength']} characters."
+def _string(schema: Schema) -> Check | None:
+    shortest = schema.get("minLength", 0)
+    longest = schema.get("maxLength")
     pattern = schema.get("pattern")
-    if pattern is not None and not _pattern(pattern).search(value):
-        return f"{_where(path)} does not match the required format."
-    return None
-
-
-def _check_number(value: Any, schema: Schema, path: str) -> str | None:
-    if not _TYPE_CHECKS["number"](value):
+    if not shortest and longest is None and pattern is None:
         return None
-    if "minimum" in schema and value < schema["minimum"]:
-        return f"{_where(path)} must be at least {schema['minimum']}."
-    if "maximum" in schema and value > schema["maximum"]:
-        return f"{_where(path)} must be at most {schema['maximum']}."
-    return None
+    regex = None if pattern is None else re.compile(pattern)
 
-
-def _check_array(value: Any, schema: Schema, path: str) -> str | None:
-    if not isinstance(value, list):
+    def check(value: Any, path: str) -> str | None:
+        if not isinstance(value, str):
+            return None
+        if len(value) < shortest:
+            return f"{_where(path)} must be at least {shortest} characters."
+        if longest is not None and len(value) > longest:
+            return f"{_where(path)} must be at most {longest} characters."
+        if regex is not None and not regex.search(value):
+            return f"{_where(path)} does not match the required format."
         return None
-    if len(value) < schema.get("minItems", 0):
-        return f"{_where(path)} must have at least {schema['minItems']} items."
-    if "maxItems" in schema and len(value) > schema["maxItems"]:
-        return f"{_where(path)} must have at most {schema['maxItems']} items."
+
+    return check
+
+
+def _number(schema: Schema) -> Check | None:
+    if "minimum" not in schema and "maximum" not in schema:
+        return None
+    is_number = _TYPE_CHECKS["number"]
+
+    def check(value: Any, path: str) -> str | None:
+        if not is_number(value):
+            return None
+        if "minimum" in schema and value < schema["minimum"]:
+            return f"{_where(path)} must be at least {schema['minimum']}."
+        if "maximum" in schema and value > schema["maximum"]:
+            return f"{_where(path)} must be at most {schema['maximum']}."
+        return None
+
+    return check
+
+
+def _array(schema: Schema) -> Check | None:
+    fewest = schema.get("minItems", 0)
+    most = schema.get("maxItems")
     items = schema.get("items")
-    if not isinstance(items, dict):
+    item_check = compile_schema(items) if isinstance(items, dict) else None
+    if not fewest and most is None and item_check is None:
         return None
-    for index, item in enumerate(value):
-        problem = validate(item, items, f"{path}[{index}]")
-        if problem is not None:
-            return problem
-    return None
 
-
-def _check_object(value: Any, schema: Schema, path: str) -> str | None:
-    if not isinstance(value, dict):
+    def check(value: Any, path: str) -> str | None:
+        if not isinstance(value, list):
+            return None
+        if len(value) < fewest:
+            return f"{_where(path)} must have at least {fewest} items."
+        if most is not None and len(value) > most:
+            return f"{_where(path)} must have at most {most} items."
+        if item_check is None:
+            return None
+        for index, item in enumerate(value):
+            problem = item_check(item, f"{path}[{index}]")
+            if problem is not None:
+                return problem
         return None
-    for name in schema.get("required", ()):
-        if name not in value:
-            return f"Missing required argument '{_join(path, name)}'."
-    return _check_properties(value, schema, path)
+
+    return check
 
 
-def _check_properties(value: dict[str, Any], schema: Schema, path: str) -> str | None:
-    properties: dict[str, Schema] = schema.get("properties", {})
+def _object(schema: Schema) -> Check | None:
+    required = tuple(schema.get("required", ()))
+    properties = {name: compile_schema(sub) for name, sub in schema.get("properties", {}).items()}
     extra = schema.get("additionalProperties", True)
-    for name, item in value.items():
-        sub = properties.get(name)
-        if sub is None and extra is False:
-            return f"Unknown argument '{_join(path, name)}'; remove it."
-        if sub is None:
-            sub = extra if isinstance(extra, dict) else {}
-        problem = validate(item, sub, _join(path, name))
-        if problem is not None:
-            return problem
-    return None
+    closed = extra is False
+    other = compile_schema(extra) if isinstance(extra, dict) else _conforms
+    if not (required or properties or closed or other is not _conforms):
+        return None
+
+    def check(value: Any, path: str) -> str | None:
+        if not isinstance(value, dict):
+            return None
+        for name in required:
+            if name not in value:
+                return f"Missing required argument '{_join(path, name)}'."
+        for name, item in value.items():
+            sub = properties.get(name)
+            if sub is None:
+                if closed:
+                    return f"Unknown argument '{_join(path, name)}'; remove it."
+                sub = other
+            problem = sub(item, _join(path, name))
+            if problem is not None:
+                return problem
+        return None
+
+    return check
 
 
 def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
-
-
-_CHECKS = (_check_type, _check_enum, _check_string, _check_number, _check_array, _check_object)

@@ -4,7 +4,7 @@ server database can implement the same interface later.
 
 Writes go through `transaction()`, which is BEGIN IMMEDIATE ... COMMIT: a failed call rolls
 back and changes nothing; an acknowledged write is on disk (synchronous=FULL in WAL mode),
-except the audit log's, which are flushed by the next synced commit (see `transaction`).
+except bookkeeping such as the audit log's, which the next transaction flushes (see `record`).
 
 A store that cannot take writes is refused when it is opened, with a sentence for whoever runs
 the server (read-only, locked by another process).  One that stops taking them while serving
@@ -20,11 +20,14 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from .errors import INTERNAL_ERROR, JsonRpcError
 
 DB_NAME = "sp00ky.db"
+K = TypeVar("K")
+V = TypeVar("V")
+Version = tuple[int, int]
 
 
 class StoreError(Exception):
@@ -158,6 +161,7 @@ class Store:
         self.path = str(path)
         self._lock = threading.RLock()
         self._db = _connect(self.path)
+        self.writes = 0
         self.migrate()
         if self.path != ":memory:":
             self._check_writable()
@@ -250,15 +254,11 @@ class Store:
                 self._db.execute("ROLLBACK")
 
     @contextmanager
-    def transaction(self, synced: bool = True) -> Iterator[sqlite3.Connection]:
-        """All-or-nothing: the block's writes commit together or not at all.  A write the
-        store cannot take raises `StoreUnavailable`.
-
-        `synced=False` commits without its own fsync (synchronous=NORMAL for this one commit):
-        the write survives a crash of the process at once, and a loss of power from the next
-        synced commit on, which flushes the write-ahead log it sits in.  For records such as
-        the audit log, written on every call, this keeps an fsync off the request path."""
-        with self._lock, self._synchronous(synced):
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All-or-nothing: the block's writes commit together or not at all, and are on disk
+        when the block ends (synchronous=FULL for this commit).  A write the store cannot take
+        raises `StoreUnavailable`."""
+        with self._lock, self._synced():
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
@@ -274,17 +274,42 @@ class Store:
             except BaseException:
                 self._roll_back()
                 raise
+            finally:
+                self.writes += 1
 
     @contextmanager
-    def _synchronous(self, synced: bool) -> Iterator[None]:
-        if synced or self.path == ":memory:":
+    def _synced(self) -> Iterator[None]:
+        if self.path == ":memory:":
             yield
             return
-        self._db.execute("PRAGMA synchronous = NORMAL")
+        self._db.execute("PRAGMA synchronous = FULL")
         try:
             yield
         finally:
-            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+
+    def record(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement run for each of `rows`, for bookkeeping that is written on every
+        call and that nothing cached is read from (the audit log, a token's last use).  It
+        commits without its own fsync, so it survives a crash of the process at once and a
+        loss of power from the next `transaction` on, whose commit flushes the write-ahead log
+        it sits in; and it leaves `version` alone."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(sql, rows)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._roll_back()
+                _raise_unavailable(exc)
+                raise
+
+    def version(self) -> Version:
+        """Changes whenever what the store holds may have changed: another connection
+        committed (SQLite's PRAGMA data_version), or this one did through `transaction`.
+        Caches of rows are kept for as long as it stays the same."""
+        with self._lock:
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0]), self.writes
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
         with self._lock:
@@ -295,11 +320,38 @@ class Store:
         with self._lock:
             return list(self._db.execute(sql, params).fetchall())
 
-    def data_version(self) -> int:
-        """Changes whenever another connection (another process) commits: a cheap way to know
-        when cached rows may be stale (SQLite, PRAGMA data_version)."""
-        with self._lock:
-            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+class ReadCache(Generic[K, V]):
+    """Values read from the store, kept while its version stays the same and all dropped when
+    it changes, so nothing stale is ever served; at most `capacity` at a time (a full cache
+    starts again empty)."""
+
+    def __init__(self, store: Store, capacity: int) -> None:
+        self.store = store
+        self.capacity = capacity
+        self._entries: dict[K, V] = {}
+        self._version: Version = (-1, -1)
+
+    def get(self, key: K) -> tuple[V | None, Version]:
+        """The value kept for `key`, if any, and the store's version now, which a value read
+        from the store after this call is to be `put` with."""
+        version = self.store.version()
+        if version != self._version:
+            self._entries.clear()
+            self._version = version
+        return self._entries.get(key), version
+
+    def put(self, key: K, value: V, read_at: Version) -> None:
+        """Keeps `value`, read from the store at version `read_at`, unless the store has
+        changed since."""
+        if read_at != self._version or self.store.version() != read_at:
+            return
+        if len(self._entries) >= self.capacity:
+            self._entries.clear()
+        self._entries[key] = value
+
+    def clear(self) -> None:
+        self._entries.clear()
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -310,7 +362,8 @@ def _connect(path: str) -> sqlite3.Connection:
         db.execute("PRAGMA busy_timeout = 5000")
         if path != ":memory:":
             db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = FULL")
+            # NORMAL for `append`'s records; `transaction` raises it to FULL for its commit.
+            db.execute("PRAGMA synchronous = NORMAL")
         return db
     except sqlite3.Error as exc:
         raise StoreError(

@@ -41,7 +41,8 @@ def well_formed(token: str) -> bool:
     if len(token) != TOKEN_LENGTH or not token.startswith(PREFIX):
         return False
     body = token[len(PREFIX) :]
-    if any(ch not in ALPHABET for ch in body):
+    # ASCII letters and digits are exactly the base62 alphabet.
+    if not (body.isascii() and body.isalnum()):
         return False
     random_part, check = body[:RANDOM_LENGTH], body[RANDOM_LENGTH:]
     return hmac.compare_digest(checksum(random_part), check)

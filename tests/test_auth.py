@@ -325,7 +325,6 @@ async def test_a_revocation_made_by_another_process_is_seen_on_the_next_request(
         other.revoke(other.ensure_user(user.email), "ci")
     finally:
         elsewhere.close()
-    assert product.accounts.generation == 0
     assert_refused(await tools_list(product, secret, session_id), REVOKED)
     assert session_id not in product.server.service.sessions.ids()
 
@@ -386,7 +385,7 @@ async def test_a_session_cannot_be_deleted_with_another_token(product: ProductEn
     assert session_id in product.server.service.sessions.ids()
 
 
-async def test_a_known_token_is_looked_up_once_while_nothing_changes(
+async def test_a_known_token_is_looked_up_once_until_the_store_changes(
     product: ProductEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secret = product.token(product.user())
@@ -402,8 +401,9 @@ async def test_a_known_token_is_looked_up_once_while_nothing_changes(
         assert (await product.rpc(secret, "tools/list")).status_code == 200
     assert len(lookups) == 1
     product.token(product.user("bob@example.com"))
-    assert (await product.rpc(secret, "tools/list")).status_code == 200
-    assert len(lookups) == 1
+    for _ in range(2):
+        assert (await product.rpc(secret, "tools/list")).status_code == 200
+    assert len(lookups) == 2
 
 
 # --- last used -------------------------------------------------------------------------------

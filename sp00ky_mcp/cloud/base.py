@@ -18,7 +18,7 @@ from typing import Any
 
 from ..accounts import Accounts
 from ..errors import ToolError
-from ..store import Store
+from ..store import ReadCache, Store
 
 Clock = Callable[[], float]
 ROLE_RANK = {"member": 0, "admin": 1, "owner": 2}
@@ -71,11 +71,21 @@ class Cloud:
         self.store = store
         self.accounts = accounts
         self.clock = clock
+        self._tenants: ReadCache[tuple[str, str | None], Tenant] = ReadCache(store, 10_000)
+        self._secrets: ReadCache[str, tuple[str, ...]] = ReadCache(store, 10_000)
 
     # --- tenancy ---------------------------------------------------------------------------
 
     def tenant(self, user_id: str, tenant_id: str | None) -> Tenant:
         """The caller's personal tenant by default, else `tenant_id` if the user is a member."""
+        key = (user_id, tenant_id)
+        tenant, version = self._tenants.get(key)
+        if tenant is None:
+            tenant = self._read_tenant(user_id, tenant_id)
+            self._tenants.put(key, tenant, version)
+        return tenant
+
+    def _read_tenant(self, user_id: str, tenant_id: str | None) -> Tenant:
         if tenant_id is None:
             tenant_id = self.accounts.personal_tenant(user_id)
         row = self.store.one(
@@ -142,9 +152,16 @@ class Cloud:
             (project_id, service, self.clock(), level, message),
         )
 
-    def secret_values(self, tenant_id: str) -> list[str]:
+    def secret_values(self, tenant_id: str) -> tuple[str, ...]:
         """Every secret value of the tenant (env values, vault material), longest first, so
         that output can be masked even where the value appears inside other text."""
+        values, version = self._secrets.get(tenant_id)
+        if values is None:
+            values = self._read_secret_values(tenant_id)
+            self._secrets.put(tenant_id, values, version)
+        return values
+
+    def _read_secret_values(self, tenant_id: str) -> tuple[str, ...]:
         rows = self.store.all(
             "SELECT e.value AS v FROM env_vars e JOIN projects p ON p.id = e.project_id "
             "WHERE p.tenant_id = ? UNION SELECT v.key_material FROM vaults v "
@@ -152,7 +169,7 @@ class Cloud:
             (tenant_id, tenant_id),
         )
         values = {r["v"] for r in rows if len(r["v"]) >= MIN_MASKED_LENGTH}
-        return sorted(values, key=len, reverse=True)
+        return tuple(sorted(values, key=len, reverse=True))
 
 
 def missing_project(tenant: Tenant, ref: str) -> NotFound:

@@ -20,9 +20,16 @@ from ..catalogue import Tool
 from ..cloud.base import Cloud, Tenant, page, page_bounds
 from ..context import CallContext, Peer
 from ..errors import ToolError
-from ..redaction import MARKER, Secret
+from ..protocol import ToolResult, encoded_result
+from ..redaction import MARKER, Secret, encoder_default
+from ..store import ReadCache
 
 Handler = Callable[["Call"], Awaitable[dict[str, Any]]]
+# Who asked (the user, and whether they may see secrets) and the arguments, tenant_id among
+# them; the user's role in the tenant comes from the store, so it is covered by its version.
+ResultKey = tuple[str, bool, bytes]
+RESULTS_KEPT = 256
+SORTED = orjson.OPT_SORT_KEYS
 
 
 def text(max_length: int, description: str, min_length: int = 1) -> dict[str, Any]:
@@ -106,6 +113,9 @@ class Spec:
     idempotent: bool = False
     open_world: bool = False
     tenant_scoped: bool = True
+    # The result depends on the arguments, the caller and what the store holds, and on
+    # nothing else (no clock, no randomness): it is served again until the store changes.
+    pure: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -143,7 +153,7 @@ class Call:
     args: dict[str, Any]
     ctx: CallContext
     tenant: Tenant
-    _secrets: list[str] | None = field(default=None, init=False, repr=False)
+    _secrets: tuple[str, ...] | None = field(default=None, init=False, repr=False)
 
     @property
     def user_id(self) -> str:
@@ -174,13 +184,13 @@ class Call:
 
     # --- masking ---------------------------------------------------------------------------
 
-    def secrets(self) -> list[str]:
+    def secrets(self) -> tuple[str, ...]:
         """The tenant's secret values this token may not see (none with secrets:reveal),
         longest first; values shorter than MIN_MASKED_LENGTH are left out, so ordinary words
         stay readable.  Read once, until `forget_secrets`."""
         if self._secrets is None:
             reveal = self.ctx.principal.can_reveal
-            self._secrets = [] if reveal else self.cloud.secret_values(self.tenant.id)
+            self._secrets = () if reveal else self.cloud.secret_values(self.tenant.id)
         return self._secrets
 
     def forget_secrets(self) -> None:
@@ -193,14 +203,14 @@ class Call:
         values = self.secrets()
         if not values:
             return text
-        return secret_pattern(tuple(values)).sub(MARKER, text)
+        return secret_pattern(values).sub(MARKER, text)
 
     def mask_all(self, value: Any) -> Any:
         """Secret values inside other output (log lines, build output, messages) are masked
         the way fields are; `Secret` fields themselves are left to the encoder.  One encoded
         scan tells whether any secret occurs at all; only then is the value walked."""
         values = self.secrets()
-        if not values or not _mentions(value, tuple(values)):
+        if not values or not _mentions(value, values):
             return value
         return self._mask_walk(value)
 
@@ -267,17 +277,22 @@ def _mentions(value: Any, values: tuple[str, ...]) -> bool:
 
 
 def product_tool(cloud: Cloud, spec: Spec) -> Tool:
+    results: ReadCache[ResultKey, tuple[str, ToolResult]] = ReadCache(cloud.store, RESULTS_KEPT)
+
     async def handler(args: dict[str, Any], ctx: CallContext) -> Any:
         principal = ctx.principal
         assert principal.user_id is not None, "product tools need an authenticated principal"
-        tenant = cloud.tenant(principal.user_id, args.get("tenant_id"))
-        ctx.tenant_id = tenant.id
-        call = Call(cloud, args, ctx, tenant)
-        try:
-            result = await _run_masked(call, spec)
-        except ToolError as exc:
-            raise ToolError(call.mask(exc.message)) from None
-        return call.mask_all(result)
+        if not spec.pure:
+            return await _masked_result(_call(cloud, args, ctx), spec)
+        key = (principal.user_id, principal.can_reveal, orjson.dumps(args, option=SORTED))
+        kept, version = results.get(key)
+        if kept is None:
+            call = _call(cloud, args, ctx)
+            result = await _masked_result(call, spec)
+            kept = (call.tenant.id, encoded_result(result, encoder_default(principal.can_reveal)))
+            results.put(key, kept, version)
+        ctx.tenant_id = kept[0]
+        return kept[1]
 
     return Tool(
         name=spec.name,
@@ -289,6 +304,22 @@ def product_tool(cloud: Cloud, spec: Spec) -> Tool:
         handler=handler,
         scope=spec.scope,
     )
+
+
+def _call(cloud: Cloud, args: dict[str, Any], ctx: CallContext) -> Call:
+    assert ctx.principal.user_id is not None
+    tenant = cloud.tenant(ctx.principal.user_id, args.get("tenant_id"))
+    ctx.tenant_id = tenant.id
+    return Call(cloud, args, ctx, tenant)
+
+
+async def _masked_result(call: Call, spec: Spec) -> dict[str, Any]:
+    try:
+        result = await _run_masked(call, spec)
+    except ToolError as exc:
+        raise ToolError(call.mask(exc.message)) from None
+    masked: dict[str, Any] = call.mask_all(result)
+    return masked
 
 
 async def _run_masked(call: Call, spec: Spec) -> dict[str, Any]:

@@ -65,6 +65,7 @@ LIST_DOMAINS = Spec(
     output=list_of(DOMAIN),
     handler=list_domains,
     read_only=True,
+    pure=True,
     idempotent=True,
 )
 

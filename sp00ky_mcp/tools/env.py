@@ -41,6 +41,7 @@ LIST_ENV_VARS = Spec(
     output=list_of(VARIABLE),
     handler=list_env_vars,
     read_only=True,
+    pure=True,
     idempotent=True,
 )
 

@@ -87,6 +87,7 @@ LIST_PROJECTS = Spec(
     output=list_of(SUMMARY),
     handler=list_projects,
     read_only=True,
+    pure=True,
     idempotent=True,
 )
 
@@ -109,6 +110,7 @@ GET_PROJECT = Spec(
     output=DETAIL,
     handler=get_project,
     read_only=True,
+    pure=True,
     idempotent=True,
 )
 

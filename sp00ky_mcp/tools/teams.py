@@ -57,6 +57,7 @@ LIST_TEAMS = Spec(
     output=list_of(TEAM),
     handler=list_teams,
     read_only=True,
+    pure=True,
     idempotent=True,
     tenant_scoped=False,
 )
@@ -80,6 +81,7 @@ LIST_TEAM_MEMBERS = Spec(
     output=list_of(MEMBER),
     handler=list_team_members,
     read_only=True,
+    pure=True,
     idempotent=True,
 )
 

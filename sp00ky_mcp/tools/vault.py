@@ -31,6 +31,7 @@ GET_VAULT_STATUS = Spec(
     output=obj(STATUS),
     handler=get_vault_status,
     read_only=True,
+    pure=True,
     idempotent=True,
 )
 

@@ -1,0 +1,230 @@
+"""Reads served from memory: token lookups, tenants, secret values and the results of pure
+tools are kept while the store's version stays the same, and never outlive a change, whether
+this process made it or another one did.  The audit trail commits once per turn of the loop."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from sp00ky_mcp.accounts import AuditEntry
+from sp00ky_mcp.cloud import env as env_rules
+from sp00ky_mcp.context import ANONYMOUS, CallContext, Principal
+from sp00ky_mcp.product import AuditTrail
+from sp00ky_mcp.protocol import ToolResult
+from sp00ky_mcp.store import ReadCache, Store
+from sp00ky_mcp.versions import Era
+
+from .product_support import REDACTED, ProductEnv
+
+pytestmark = pytest.mark.anyio
+
+
+def listing(result: dict[str, Any]) -> dict[str, str]:
+    return {item["key"]: item["value"] for item in result["items"]}
+
+
+def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    reads: list[str] = []
+    original = env_rules.list_variables
+
+    def counted(cloud: Any, project_id: str) -> Any:
+        reads.append(project_id)
+        return original(cloud, project_id)
+
+    monkeypatch.setattr(env_rules, "list_variables", counted)
+    return reads
+
+
+# --- ReadCache ---------------------------------------------------------------------------------
+
+
+def test_a_kept_value_is_served_until_this_process_writes(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    cache: ReadCache[str, int] = ReadCache(store, 10)
+    _, version = cache.get("k")
+    cache.put("k", 1, version)
+    assert cache.get("k")[0] == 1
+    with store.transaction() as db:
+        db.execute("DELETE FROM audit_log")
+    assert cache.get("k")[0] is None
+    store.close()
+
+
+def test_a_kept_value_is_dropped_when_another_connection_commits(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    cache: ReadCache[str, int] = ReadCache(store, 10)
+    _, version = cache.get("k")
+    cache.put("k", 1, version)
+    with closing(sqlite3.connect(store.path, isolation_level=None)) as other:
+        other.execute("DELETE FROM audit_log")
+    assert cache.get("k")[0] is None
+    store.close()
+
+
+def test_a_value_read_before_a_change_is_not_kept(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    cache: ReadCache[str, int] = ReadCache(store, 10)
+    _, version = cache.get("k")
+    with store.transaction() as db:
+        db.execute("DELETE FROM audit_log")
+    cache.put("k", 1, version)
+    assert cache.get("k")[0] is None
+    store.close()
+
+
+def test_a_full_cache_starts_again_empty(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    cache: ReadCache[int, int] = ReadCache(store, 2)
+    for key in range(3):
+        _, version = cache.get(key)
+        cache.put(key, key, version)
+    assert [cache.get(key)[0] for key in range(3)] == [None, None, 2]
+    store.close()
+
+
+async def test_bookkeeping_writes_leave_the_version_alone(product: ProductEnv) -> None:
+    record, _ = product.accounts.mint(product.user(), "ci", ("mcp:read",), None)
+    before = product.store.version()
+    product.accounts.touch(record.id, 1.0)
+    product.accounts.audit([AuditEntry(1.0, record.id, record.user_id, None, "t", "d", "ok", 1)])
+    assert product.store.version() == before
+
+
+# --- pure tools ---------------------------------------------------------------------------------
+
+
+async def test_a_listing_is_read_once_while_nothing_changes(
+    product: ProductEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = product.token(product.user())
+    product.make_project(product.user())
+    await product.structured(token, "set_env_var", {"project": "api", "key": "A", "value": "1"})
+    reads = count_reads(monkeypatch)
+    for _ in range(3):
+        await product.structured(token, "list_env_vars", {"project": "api"})
+    assert len(reads) == 1
+
+
+async def test_a_listing_shows_a_change_made_through_a_tool_at_once(
+    product: ProductEnv,
+) -> None:
+    token = product.token(product.user(), "mcp:full,secrets:reveal")
+    product.make_project(product.user())
+    await product.structured(token, "set_env_var", {"project": "api", "key": "A", "value": "1"})
+    first = await product.structured(token, "list_env_vars", {"project": "api"})
+    await product.structured(token, "set_env_var", {"project": "api", "key": "A", "value": "2"})
+    second = await product.structured(token, "list_env_vars", {"project": "api"})
+    assert (listing(first), listing(second)) == ({"A": "1"}, {"A": "2"})
+
+
+async def test_a_listing_shows_a_change_committed_by_another_process_on_the_next_call(
+    product: ProductEnv,
+) -> None:
+    token = product.token(product.user(), "mcp:full,secrets:reveal")
+    product.make_project(product.user())
+    await product.structured(token, "set_env_var", {"project": "api", "key": "A", "value": "1"})
+    await product.structured(token, "list_env_vars", {"project": "api"})
+    with closing(sqlite3.connect(product.store.path, isolation_level=None)) as other:
+        other.execute("UPDATE env_vars SET value = 'changed elsewhere' WHERE key = 'A'")
+    after = await product.structured(token, "list_env_vars", {"project": "api"})
+    assert listing(after) == {"A": "changed elsewhere"}
+
+
+async def test_a_revealed_listing_is_never_served_to_a_token_without_secrets_reveal(
+    product: ProductEnv,
+) -> None:
+    ada = product.user()
+    revealing = product.token(ada, "mcp:full,secrets:reveal", name="reveal")
+    reading = product.token(ada, "mcp:read", name="read")
+    product.make_project(ada)
+    await product.structured(revealing, "set_env_var", {"project": "api", "key": "A", "value": "1"})
+    shown = await product.structured(revealing, "list_env_vars", {"project": "api"})
+    hidden = await product.structured(reading, "list_env_vars", {"project": "api"})
+    assert (listing(shown), listing(hidden)) == ({"A": "1"}, {"A": REDACTED})
+
+
+async def test_a_listing_is_never_served_to_another_user(product: ProductEnv) -> None:
+    ada, bob = product.user(), product.user("bob@example.com")
+    team = product.make_team({ada: "owner"})
+    product.make_project(ada, tenant_id=team)
+    arguments = {"project": "api", "tenant_id": team}
+    listed = await product.call(product.token(ada, name="ada"), "list_env_vars", arguments)
+    refused = await product.call(product.token(bob, name="bob"), "list_env_vars", arguments)
+    assert listed["isError"] is False
+    assert refused["isError"] is True
+    assert refused["content"][0]["text"].startswith(f"No tenant '{team}' is reachable")
+
+
+async def test_a_member_removed_from_a_team_is_refused_on_the_next_call(
+    product: ProductEnv,
+) -> None:
+    ada, bob = product.user(), product.user("bob@example.com")
+    team = product.make_team({ada: "owner", bob: "member"})
+    product.make_project(ada, tenant_id=team)
+    bobs = product.token(bob, name="bob")
+    arguments = {"project": "api", "tenant_id": team}
+    assert (await product.call(bobs, "list_env_vars", arguments))["isError"] is False
+    await product.structured(
+        product.token(ada, name="ada"),
+        "remove_team_member",
+        {"tenant_id": team, "member": "bob@example.com"},
+    )
+    assert (await product.call(bobs, "list_env_vars", arguments))["isError"] is True
+
+
+# --- the audit trail ---------------------------------------------------------------------------
+
+
+def audit_context(product: ProductEnv) -> CallContext:
+    record, _ = product.accounts.mint(product.user(), "ci", ("mcp:read",), None)
+    principal = Principal(record.id, record.user_id, frozenset({"projects:read"}))
+    return CallContext(Era.MODERN, "2026-07-28", principal, None)  # type: ignore[arg-type]
+
+
+async def test_calls_answered_in_one_turn_share_one_audit_commit(
+    product: ProductEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trail = AuditTrail(product.accounts)
+    ctx = audit_context(product)
+    commits: list[int] = []
+    record = product.store.record
+    monkeypatch.setattr(
+        product.store, "record", lambda sql, rows: (commits.append(len(rows)), record(sql, rows))
+    )
+    tool = product.server.engine.catalogue.tools["list_projects"]
+    for _ in range(3):
+        trail(ctx, tool, {}, ToolResult([]), 0.0)
+    assert commits == []
+    await anyio.lowlevel.checkpoint()
+    assert commits == [3]
+    assert product.count("audit_log") == 3
+
+
+async def test_audit_records_the_store_refuses_are_reported_and_the_answer_stands(
+    product: ProductEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = product.token(product.user())
+    await product.structured(token, "list_projects", {})
+    pages = product.store.one("PRAGMA page_count")[0]
+    product.store.one(f"PRAGMA max_page_count = {pages}")
+    with caplog.at_level(logging.ERROR, logger="sp00ky_mcp.audit"):
+        for _ in range(200):
+            assert (await product.call(token, "list_projects", {}))["isError"] is False
+    product.store.one("PRAGMA max_page_count = 1073741823")
+    assert any("audit records were not written" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_anonymous_principal_is_never_audited(product: ProductEnv) -> None:
+    trail = AuditTrail(product.accounts)
+    ctx = CallContext(Era.MODERN, "2026-07-28", ANONYMOUS, None)  # type: ignore[arg-type]
+    tool = product.server.engine.catalogue.tools["list_projects"]
+    trail(ctx, tool, {}, ToolResult([]), 0.0)
+    trail.flush()
+    assert product.count("audit_log") == 0
