@@ -94,6 +94,18 @@ def handshake_load(url: str) -> Load:
     return Load(call_body(), handshake(url))
 
 
+def sse_reply_load(url: str) -> Load:
+    """The same call, from a client that prefers an event stream: one SSE event."""
+    load = handshake_load(url)
+    load.headers["accept"] = "text/event-stream, application/json"
+    return load
+
+
+def progress_load(url: str) -> Load:
+    """A call that reports progress three times before its result: four SSE events."""
+    return Load(call_body("test_tool_with_progress", meta={"progressToken": "p"}), handshake(url))
+
+
 def modern_load(url: str) -> Load:
     headers = {
         "accept": ACCEPT,
@@ -331,6 +343,8 @@ def product_load(url: str) -> Load:
 TARGETS = {
     "sp00ky-mcp (handshake, JSON)": Target("sp00ky", ours, handshake_load),
     "sp00ky-mcp (2026-07-28)": Target("sp00ky-modern", ours, modern_load),
+    "sp00ky-mcp (handshake, SSE reply)": Target("sp00ky-sse", ours, sse_reply_load),
+    "sp00ky-mcp (handshake, progress over SSE)": Target("sp00ky-progress", ours, progress_load),
     "official SDK (JSON replies)": Target(
         "sdk-json",
         lambda p: [PY, "-m", "bench.servers.sdk_reference", str(p), "json"],
@@ -355,16 +369,25 @@ TARGETS = {
 }
 
 
+# Latency without queueing: at 16 connections p99 mostly measures the queue in front of a
+# saturated core, so each server's p99 is also taken with one connection (one request at once).
+LATENCY_TARGETS = ("sp00ky-mcp (handshake, JSON)", "official SDK (JSON replies)")
+ONE_CONNECTION = ", 1 connection"
+
+
 def run(rounds: int = 3, seconds: float = 5.0, connections: int = 16) -> dict[str, Sample]:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk (Debian) and run again.")
-    samples: dict[str, list[Sample]] = {name: [] for name in TARGETS}
+    plan = [(name, connections) for name in TARGETS]
+    plan += [(name, 1) for name in LATENCY_TARGETS]
+    samples: dict[str, list[Sample]] = {}
     for round_number in range(rounds):
-        for name, target in TARGETS.items():
-            sample = measure(target, seconds, connections)
-            samples[name].append(sample)
+        for name, width in plan:
+            label = name if width == connections else name + ONE_CONNECTION
+            sample = measure(TARGETS[name], seconds, width)
+            samples.setdefault(label, []).append(sample)
             print(
-                f"round {round_number + 1}: {name}: {sample.rps:,.0f} req/s, "
+                f"round {round_number + 1}: {label}: {sample.rps:,.0f} req/s, "
                 f"p99 {sample.p99_ms:.2f} ms, {sample.cpu_us:.0f} µs CPU/request, "
                 f"{sample.errors} error responses",
                 flush=True,

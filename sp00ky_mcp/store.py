@@ -14,6 +14,7 @@ message says what happened without naming the server's paths.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import threading
@@ -162,6 +163,7 @@ class Store:
         self._lock = threading.RLock()
         self._db = _connect(self.path)
         self.writes = 0
+        self._seen: int | None = None
         self.migrate()
         if self.path != ":memory:":
             self._check_writable()
@@ -307,9 +309,29 @@ class Store:
     def version(self) -> Version:
         """Changes whenever what the store holds may have changed: another connection
         committed (SQLite's PRAGMA data_version), or this one did through `transaction`.
-        Caches of rows are kept for as long as it stays the same."""
+        Caches of rows are kept for as long as it stays the same.
+
+        On the event loop, another connection's commit is read once per turn of the loop:
+        requests answered in one turn are concurrent with such a commit whichever way they
+        see it, and a value read after it but kept under the earlier version is dropped at
+        the next turn, so nothing older than its version is ever served."""
         with self._lock:
-            return int(self._db.execute("PRAGMA data_version").fetchone()[0]), self.writes
+            seen = self._seen
+            if seen is None:
+                seen = int(self._db.execute("PRAGMA data_version").fetchone()[0])
+                self._keep_until_next_turn(seen)
+            return seen, self.writes
+
+    def _keep_until_next_turn(self, seen: int) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._seen = seen
+        loop.call_soon(self._forget_seen)
+
+    def _forget_seen(self) -> None:
+        self._seen = None
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
         with self._lock:

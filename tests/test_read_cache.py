@@ -68,6 +68,19 @@ def test_a_kept_value_is_dropped_when_another_connection_commits(tmp_path: Path)
     store.close()
 
 
+async def test_another_connections_commit_is_seen_from_the_next_turn_of_the_loop(
+    tmp_path: Path,
+) -> None:
+    store = Store.open(tmp_path)
+    before = store.version()
+    with closing(sqlite3.connect(store.path, isolation_level=None)) as other:
+        other.execute("DELETE FROM audit_log")
+    assert store.version() == before
+    await anyio.lowlevel.checkpoint()
+    assert store.version() != before
+    store.close()
+
+
 def test_a_value_read_before_a_change_is_not_kept(tmp_path: Path) -> None:
     store = Store.open(tmp_path)
     cache: ReadCache[str, int] = ReadCache(store, 10)
