@@ -4,9 +4,11 @@ awaits answers to."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import anyio
 
@@ -16,6 +18,50 @@ from .http import ResponseChannel
 from .streams import EventStream
 
 MAX_RETAINED_STREAMS = 32
+T = TypeVar("T")
+
+
+class CallInterrupt:
+    """Stops a call running in the current task, as an anyio cancel scope would, at a
+    fraction of its cost on the hot path: it cancels the task and recognises its own
+    cancellation when the call ends, letting any other (a server shutting down) through."""
+
+    __slots__ = ("finished", "requested", "task")
+
+    def __init__(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None, "calls run in a task"
+        self.task = task
+        self.requested = False
+        self.finished = False
+
+    def cancel(self) -> None:
+        if not (self.requested or self.finished):
+            self.requested = True
+            self.task.cancel()
+
+    async def run(self, call: Awaitable[T]) -> T | None:
+        """The call's result; None when it was interrupted."""
+        try:
+            result = await call
+        except asyncio.CancelledError:
+            self.finished = True
+            if not self.requested or self.task.uncancel() > 0:
+                raise
+            return None
+        self.finished = True
+        if self.requested:
+            await self._absorb()
+        return result
+
+    async def _absorb(self) -> None:
+        """Asked to stop while it ran without awaiting: the task's pending cancellation is
+        taken here, so that it does not land on the connection's next await."""
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            if self.task.uncancel() > 0:
+                raise
 
 
 class Waiter:
@@ -32,7 +78,7 @@ class SessionRuntime:
         self.streams: OrderedDict[str, EventStream] = OrderedDict()
         self.standalone: EventStream | None = None
         self.standalone_listeners = 0
-        self.running: dict[jsonrpc.RequestId, anyio.CancelScope] = {}
+        self.running: dict[jsonrpc.RequestId, CallInterrupt] = {}
         self.pending: dict[jsonrpc.RequestId, Waiter] = {}
         self._next_id = 0
 
@@ -77,13 +123,13 @@ class SessionRuntime:
         one that is not a valid id at all, is ignored."""
         if isinstance(request_id, bool) or not isinstance(request_id, str | int):
             return
-        scope = self.running.get(request_id)
-        if scope is not None:
-            scope.cancel()
+        call = self.running.get(request_id)
+        if call is not None:
+            call.cancel()
 
     def close(self) -> None:
-        for scope in self.running.values():
-            scope.cancel()
+        for call in self.running.values():
+            call.cancel()
         for stream in self.streams.values():
             stream.close()
         for waiter in self.pending.values():

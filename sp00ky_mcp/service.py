@@ -13,8 +13,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import anyio
-import anyio.abc
 import orjson
 
 from . import jsonrpc, sse, transport
@@ -40,7 +38,7 @@ from .http import (
 from .listen import Listener, Listeners
 from .mrtr import RequestStateSigner, input_required_result
 from .protocol import Engine
-from .runtime import DetachedPeer, InlinePeer, SessionRuntime
+from .runtime import CallInterrupt, DetachedPeer, InlinePeer, SessionRuntime
 from .sessions import Session, SessionEvent, SessionRegistry, new_session_id
 from .streams import EventStream, StreamItem, split_event_id
 from .versions import (
@@ -315,20 +313,17 @@ class McpService:
         """Runs the handler in this connection's own task.  Handshake era: only
         notifications/cancelled stops it, a disconnect does not (2025-11-25 transports).
         Stateless era: the client going away cancels it (2026-07-28 transports)."""
-        answer: tuple[bytes, int | None] | None = None
         claim = self._claim_call(message, ctx.principal)
+        interrupt = CallInterrupt()
         try:
-            with anyio.CancelScope() as scope:
-                if runtime is None:
-                    request.on_gone(scope.cancel)
-                else:
-                    runtime.running[message.id] = scope
-                try:
-                    answer = await self._answer_coded(message, ctx)
-                finally:
-                    if runtime is not None:
-                        runtime.running.pop(message.id, None)
+            if runtime is None:
+                request.on_gone(interrupt.cancel)
+            else:
+                runtime.running[message.id] = interrupt
+            answer = await interrupt.run(self._answer_coded(message, ctx))
         finally:
+            if runtime is not None:
+                runtime.running.pop(message.id, None)
             self._release_call(claim)
         if answer is None:
             await peer.abandon()
