@@ -126,7 +126,7 @@ def fold_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     """Lower-cased names; repeated fields joined with ", " (RFC 9110 section 5.3)."""
     headers: dict[str, str] = {}
     for name, value in raw:
-        key = name.decode("latin-1")
+        key = name.lower().decode("latin-1")
         text = value.decode("latin-1")
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
     return headers
@@ -148,9 +148,9 @@ def make_request(event: h11.Request) -> HttpRequest:
     path, _, query = target.partition("?")
     return HttpRequest(
         method=event.method.decode("ascii"),
-        path=unquote(path),
+        path=unquote(path) if "%" in path else path,
         query=query,
-        headers=fold_headers(list(event.headers)),
+        headers=fold_headers(event.headers.raw_items()),
     )
 
 
@@ -181,6 +181,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, server: HttpServer) -> None:
         self.server = server
         self.limits = server.limits
+        self.loop = asyncio.get_running_loop()
         self.h11 = h11.Connection(
             h11.SERVER, max_incomplete_event_size=server.limits.max_header_bytes
         )
@@ -189,6 +190,8 @@ class Connection(asyncio.Protocol):
         self.building: HttpRequest | None = None
         self.parts: list[bytes] = []
         self.size = 0
+        # Bytes read since this request began: a bound on its head's size.
+        self.received = 0
         self.phase = Phase.IDLE
         self.current: HttpRequest | None = None
         self.streaming = False
@@ -235,10 +238,21 @@ class Connection(asyncio.Protocol):
             return
         if self.refusing:
             return
-        if self.phase is Phase.IDLE:
-            self._enter(Phase.HEADERS)
+        self.received += len(data)
         self.h11.receive_data(data)
         self._parse()
+        self._await_rest()
+
+    def _await_rest(self) -> None:
+        """A request that did not arrive whole in one read gets the deadline of the part it
+        still waits for; one that did never arms those deadlines at all."""
+        if self.refusing or self.ended:
+            return
+        if self.building is not None:
+            if self.phase is not Phase.BODY:
+                self._enter(Phase.BODY)
+        elif self.phase is Phase.IDLE and self.received:
+            self._enter(Phase.HEADERS)
 
     def eof_received(self) -> bool:
         """The client closed its side.  Between requests that ends the connection; while a
@@ -304,7 +318,8 @@ class Connection(asyncio.Protocol):
             self._queue(None)
 
     def _begin(self, event: h11.Request) -> None:
-        if head_size(event) > self.limits.max_header_bytes:
+        limit = self.limits.max_header_bytes
+        if self.received > limit and head_size(event) > limit:
             # h11 bounds only a head still incomplete in its buffer; one that arrives whole in
             # a single read must be measured here (RFC 6585 section 5).
             self._refuse(431, HEADERS_TOO_LARGE)
@@ -315,7 +330,6 @@ class Connection(asyncio.Protocol):
             self._refuse(413, BODY_TOO_LARGE)
             return
         self.building, self.parts, self.size = request, [], 0
-        self._enter(Phase.BODY)
         if self.h11.they_are_waiting_for_100_continue:
             self._write(h11.InformationalResponse(status_code=100, headers=[]))
 
@@ -362,15 +376,14 @@ class Connection(asyncio.Protocol):
         if timeout is None:
             self.deadline = None
             return
-        loop = asyncio.get_running_loop()
-        self.deadline = loop.time() + timeout
+        self.deadline = self.loop.time() + timeout
         if self._timer is None or self._timer.when() > self.deadline:
             self._arm_at(self.deadline)
 
     def _arm_at(self, when: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_at(when, self._on_timer)
+        self._timer = self.loop.call_at(when, self._on_timer)
 
     def _disarm(self) -> None:
         self.deadline = None
@@ -382,7 +395,7 @@ class Connection(asyncio.Protocol):
         self._timer = None
         if self.deadline is None:
             return
-        if asyncio.get_running_loop().time() < self.deadline:
+        if self.loop.time() < self.deadline:
             self._arm_at(self.deadline)
             return
         self.deadline = None
@@ -421,7 +434,7 @@ class Connection(asyncio.Protocol):
         while not self.ready:
             if self.gone or (self.server.lifecycle.closing and self.phase is Phase.IDLE):
                 return None
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self.loop.create_future()
             try:
                 await self._waiter
             finally:
@@ -432,11 +445,14 @@ class Connection(asyncio.Protocol):
         if self.gone or self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
             return False
         self.h11.start_next_cycle()
+        self.received = 0
         self._enter(Phase.IDLE)
         self._set_reading(True)
-        if self.h11.trailing_data[0]:
-            self._enter(Phase.HEADERS)
+        pipelined = self.h11.trailing_data[0]
+        if pipelined:
+            self.received = len(pipelined)
             self._parse()
+            self._await_rest()
         return True
 
     async def _exchange(self, request: HttpRequest) -> None:
