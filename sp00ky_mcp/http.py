@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -182,9 +183,7 @@ class Connection(asyncio.Protocol):
         self.server = server
         self.limits = server.limits
         self.loop = asyncio.get_running_loop()
-        self.h11 = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=server.limits.max_header_bytes
-        )
+        self.h11 = self._new_parser()
         self.transport: asyncio.Transport | None = None
         self.ready: deque[HttpRequest | Rejection | None] = deque()
         self.building: HttpRequest | None = None
@@ -192,6 +191,10 @@ class Connection(asyncio.Protocol):
         self.size = 0
         # Bytes read since this request began: a bound on its head's size.
         self.received = 0
+        # Whether this request's response may be written without h11 (see `_write_direct`),
+        # and whether it was.
+        self.direct = False
+        self.answered_directly = False
         self.phase = Phase.IDLE
         self.current: HttpRequest | None = None
         self.streaming = False
@@ -217,6 +220,9 @@ class Connection(asyncio.Protocol):
             Phase.BODY: self._body_expired,
         }
         self._stream_scope: anyio.CancelScope | None = None
+
+    def _new_parser(self) -> h11.Connection:
+        return h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
 
     # --- protocol callbacks ----------------------------------------------------------------
 
@@ -318,6 +324,7 @@ class Connection(asyncio.Protocol):
             self._queue(None)
 
     def _begin(self, event: h11.Request) -> None:
+        self.direct = False
         limit = self.limits.max_header_bytes
         if self.received > limit and head_size(event) > limit:
             # h11 bounds only a head still incomplete in its buffer; one that arrives whole in
@@ -330,6 +337,8 @@ class Connection(asyncio.Protocol):
             self._refuse(413, BODY_TOO_LARGE)
             return
         self.building, self.parts, self.size = request, [], 0
+        self.direct = event.http_version == b"1.1" and request.method != "HEAD"
+        self.direct = self.direct and not _asks_to_close(request.headers.get("connection"))
         if self.h11.they_are_waiting_for_100_continue:
             self._write(h11.InformationalResponse(status_code=100, headers=[]))
 
@@ -442,9 +451,15 @@ class Connection(asyncio.Protocol):
         return self.ready.popleft()
 
     def _next_cycle(self) -> bool:
-        if self.gone or self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
+        if self.gone:
             return False
-        self.h11.start_next_cycle()
+        if self.answered_directly:
+            self.answered_directly = False
+            self._renew_parser()
+        elif self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
+            self.h11.start_next_cycle()
+        else:
+            return False
         self.received = 0
         self._enter(Phase.IDLE)
         self._set_reading(True)
@@ -489,11 +504,17 @@ class Connection(asyncio.Protocol):
 
     async def _call_handler(self, request: HttpRequest) -> Response:
         try:
-            return await self.server.handler(request)
+            response = await self.server.handler(request)
         except Exception:
             # The application is its own error boundary; this is the last line of defence.
             log.exception("unhandled error in the request handler")
             return plain_response(500, "Internal server error.")
+        if isinstance(response, Streamed) or _valid_fields(response.headers):
+            return response
+        log.error("the request handler answered with a header field that is not valid HTTP")
+        if isinstance(response, StreamingResponse):
+            await _aclose(response.chunks)
+        return plain_response(500, "Internal server error.")
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -528,11 +549,46 @@ class Connection(asyncio.Protocol):
         return headers
 
     def _write_whole(self, response: HttpResponse) -> None:
+        headers = self._whole_headers(response)
+        if self._may_write_directly(headers):
+            self._write_direct(response.status, headers, response.body)
+            return
         self._write(
-            h11.Response(status_code=response.status, headers=self._whole_headers(response)),
+            h11.Response(status_code=response.status, headers=headers),
             h11.Data(data=response.body) if response.body else None,
             h11.EndOfMessage(),
         )
+
+    # h11 spends more on writing a response (validating it, choosing its framing, moving its
+    # state machine) than on parsing the request.  The common case, a whole response with a
+    # Content-Length to a complete HTTP/1.1 request on a connection that stays open, is
+    # written here; the next request then gets a fresh parser (`_renew_parser`).  Anything
+    # else goes through h11: HEAD, a connection that is closing, a request still being read.
+
+    def _may_write_directly(self, headers: list[Header]) -> bool:
+        if not self.direct or self.h11.their_state is not h11.DONE:
+            return False
+        if self.h11.our_state is not h11.SEND_RESPONSE:
+            return False
+        return all(name != b"connection" for name, _ in headers)
+
+    def _write_direct(self, status: int, headers: list[Header], body: bytes) -> None:
+        if self.gone or self.transport is None:
+            return
+        lines = [b"HTTP/1.1 %d \r\n" % status]
+        lines += [b"%s: %s\r\n" % field for field in headers]
+        lines += [b"\r\n", body]
+        self.transport.write(b"".join(lines))
+        self.answered_directly = True
+
+    def _renew_parser(self) -> None:
+        """A fresh h11 connection for the next request, given the bytes the old one holds."""
+        unread, closed = self.h11.trailing_data
+        self.h11 = self._new_parser()
+        if unread:
+            self.h11.receive_data(unread)
+        if closed:
+            self.h11.receive_data(b"")
 
     async def _write_stream(self, response: StreamingResponse) -> None:
         self._write(h11.Response(status_code=response.status, headers=response.headers))
@@ -627,6 +683,23 @@ class Connection(asyncio.Protocol):
         self.lingered += size
         if self.lingered >= LINGER_BYTES and self.transport is not None:
             self.transport.close()
+
+
+# RFC 9110 sections 5.1 and 5.5, as h11 checks them: a name is a token; a value is visible
+# characters with inner spaces and tabs.
+_FIELD_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_FIELD_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?")
+
+
+def _valid_fields(headers: list[Header]) -> bool:
+    return all(_FIELD_NAME.fullmatch(name) and _FIELD_VALUE.fullmatch(v) for name, v in headers)
+
+
+def _asks_to_close(connection: str | None) -> bool:
+    """RFC 9112 section 9.6: the close option in the client's Connection field."""
+    if connection is None:
+        return False
+    return any(option.strip().lower() == "close" for option in connection.split(","))
 
 
 def _resolve(future: asyncio.Future[None] | None) -> None:

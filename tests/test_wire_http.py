@@ -10,6 +10,7 @@ import anyio.abc
 import pytest
 
 from sp00ky_mcp.config import Limits, ServerConfig
+from sp00ky_mcp.http import HttpRequest, HttpResponse, HttpServer
 from sp00ky_mcp.server import McpServer
 from tests.wire import (
     ENDPOINT,
@@ -79,6 +80,63 @@ async def test_pipelined_requests_are_answered_in_the_order_they_were_sent(
     assert replies[0].json() == initialize_reply()
     assert replies[1].json() == PARSE_ERROR
     assert replies[2].body == NOT_FOUND
+
+
+async def test_a_client_that_asks_to_close_gets_connection_close_and_the_connection_ends(
+    conformance_server: McpServer,
+) -> None:
+    async with connect(conformance_server) as wire:
+        await wire.request("POST", "/elsewhere", {**post_headers(), "Connection": "close"}, b"{}")
+        reply = await wire.final()
+        assert await wire.closed()
+    assert reply.status == 404
+    assert reply.head.headers == (PLAIN, length(NOT_FOUND), CLOSE)
+
+
+async def test_an_http_1_0_request_is_answered_and_the_connection_ends(
+    conformance_server: McpServer,
+) -> None:
+    async with connect(conformance_server) as wire:
+        raw = encode_request("POST", "/elsewhere", post_headers(), b"{}", wire.host)
+        await wire.send(raw.replace(b"HTTP/1.1\r\n", b"HTTP/1.0\r\n", 1))
+        reply = await wire.final()
+        assert await wire.closed()
+    assert reply.status == 404
+    assert reply.head.headers == (PLAIN, length(NOT_FOUND), CLOSE)
+
+
+async def test_a_response_header_that_is_not_valid_http_becomes_a_500_and_is_never_written() -> (
+    None
+):
+    async def handler(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(200, [(b"x-echo", b"a\r\nset-cookie: b")], b"{}")
+
+    http = HttpServer(handler, Limits())
+    async with anyio.create_task_group() as tasks:
+        port = await tasks.start(http.serve, "127.0.0.1", 0)
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            await stream.send(encode_request("POST", ENDPOINT, (), b"{}"))
+            received = b""
+            with anyio.fail_after(5):
+                while not received.endswith(b"Internal server error.\n"):
+                    received += await stream.receive()
+        http.shutdown()
+    assert received.startswith(b"HTTP/1.1 500 ")
+    assert b"set-cookie" not in received
+
+
+async def test_a_request_whose_head_arrives_in_pieces_is_answered_on_a_kept_connection(
+    conformance_server: McpServer,
+) -> None:
+    async with connect(conformance_server) as wire:
+        raw = encode_request("POST", ENDPOINT, post_headers(), initialize_body(), wire.host)
+        for start in range(0, len(raw), 7):
+            await wire.send(raw[start : start + 7])
+        first = await wire.final()
+        await wire.request("GET", "/elsewhere")
+        second = await wire.final()
+    assert (first.status, first.json()) == (200, initialize_reply())
+    assert (second.status, second.body) == (404, NOT_FOUND)
 
 
 # --- request framing --------------------------------------------------------------------------
