@@ -195,6 +195,7 @@ class Connection(asyncio.Protocol):
         # and whether it was.
         self.direct = False
         self.answered_directly = False
+        self.chunking = False
         self.phase = Phase.IDLE
         self.current: HttpRequest | None = None
         self.streaming = False
@@ -324,7 +325,7 @@ class Connection(asyncio.Protocol):
             self._queue(None)
 
     def _begin(self, event: h11.Request) -> None:
-        self.direct = False
+        self.direct = self.chunking = False
         limit = self.limits.max_header_bytes
         if self.received > limit and head_size(event) > limit:
             # h11 bounds only a head still incomplete in its buffer; one that arrives whole in
@@ -491,16 +492,15 @@ class Connection(asyncio.Protocol):
 
     def start(self, status: int, headers: list[Header]) -> None:
         self.streaming = True
-        self._write(h11.Response(status_code=status, headers=headers))
+        self._begin_body(status, headers)
 
     async def send(self, chunk: bytes) -> None:
-        if self.h11.our_state is h11.SEND_BODY:
-            self._write(h11.Data(data=chunk))
+        if self._body_chunk(chunk):
             await self._drain()
 
     def finish(self) -> None:
-        if self.h11.our_state is h11.SEND_BODY and not (self.current and self.current.gone):
-            self._write(h11.EndOfMessage())
+        if not (self.current and self.current.gone):
+            self._end_body()
 
     async def _call_handler(self, request: HttpRequest) -> Response:
         try:
@@ -573,13 +573,41 @@ class Connection(asyncio.Protocol):
         return all(name != b"connection" for name, _ in headers)
 
     def _write_direct(self, status: int, headers: list[Header], body: bytes) -> None:
-        if self.gone or self.transport is None:
-            return
-        lines = [b"HTTP/1.1 %d \r\n" % status]
-        lines += [b"%s: %s\r\n" % field for field in headers]
-        lines += [b"\r\n", body]
-        self.transport.write(b"".join(lines))
+        self._write_raw(_head(status, headers) + body)
         self.answered_directly = True
+
+    def _write_raw(self, data: bytes) -> None:
+        if not (self.gone or self.transport is None):
+            self.transport.write(data)
+
+    # A streamed response (an SSE reply) is written the same way when it may be: chunked
+    # (RFC 9112 section 7.1), as h11 would frame it.
+
+    def _begin_body(self, status: int, headers: list[Header]) -> None:
+        if self._may_write_directly(headers):
+            self._write_raw(_head(status, [*headers, (b"transfer-encoding", b"chunked")]))
+            self.chunking = True
+        else:
+            self._write(h11.Response(status_code=status, headers=headers))
+
+    def _body_chunk(self, chunk: bytes) -> bool:
+        """Sends a piece of the body; False when there is no body under way to send it in."""
+        if self.chunking:
+            if chunk:
+                self._write_raw(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            return True
+        if self.h11.our_state is h11.SEND_BODY:
+            self._write(h11.Data(data=chunk))
+            return True
+        return False
+
+    def _end_body(self) -> None:
+        if self.chunking:
+            self.chunking = False
+            self._write_raw(b"0\r\n\r\n")
+            self.answered_directly = True
+        elif self.h11.our_state is h11.SEND_BODY:
+            self._write(h11.EndOfMessage())
 
     def _renew_parser(self) -> None:
         """A fresh h11 connection for the next request, given the bytes the old one holds."""
@@ -591,7 +619,7 @@ class Connection(asyncio.Protocol):
             self.h11.receive_data(b"")
 
     async def _write_stream(self, response: StreamingResponse) -> None:
-        self._write(h11.Response(status_code=response.status, headers=response.headers))
+        self._begin_body(response.status, response.headers)
         try:
             with anyio.CancelScope() as self._stream_scope:
                 if not self.gone:
@@ -600,11 +628,11 @@ class Connection(asyncio.Protocol):
             self._stream_scope = None
             await _aclose(response.chunks)
         if self.current is not None and not self.current.gone:
-            self._write(h11.EndOfMessage())
+            self._end_body()
 
     async def _pump(self, chunks: AsyncIterator[bytes]) -> None:
         async for chunk in chunks:
-            self._write(h11.Data(data=chunk))
+            self._body_chunk(chunk)
             await self._drain()
             if self.gone:
                 return
@@ -689,6 +717,14 @@ class Connection(asyncio.Protocol):
 # characters with inner spaces and tabs.
 _FIELD_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 _FIELD_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?")
+
+
+def _head(status: int, headers: list[Header]) -> bytes:
+    """A response's status line and header section, as h11 writes them (no reason phrase)."""
+    lines = [b"HTTP/1.1 %d \r\n" % status]
+    lines += [b"%s: %s\r\n" % field for field in headers]
+    lines.append(b"\r\n")
+    return b"".join(lines)
 
 
 def _valid_fields(headers: list[Header]) -> bool:
