@@ -22,18 +22,21 @@ from .tools import product_tools
 
 log = logging.getLogger("sp00ky_mcp.audit")
 MAX_PENDING_RECORDS = 512
+AUDIT_DELAY = 0.01
 
 
 class AuditTrail:
     """Records every tools/call: who, where, which tool, a digest of the arguments, outcome.
 
-    The calls answered in one turn of the event loop share one commit, at the start of the
-    next turn: a commit per call would cost more than the call itself.  So a crash of the
-    process loses at most the records of the turn it happened in (and a loss of power, those
-    since the last transaction; see `Store.record`)."""
+    Records are committed together, `delay` seconds after the first of them (or at once when
+    `MAX_PENDING_RECORDS` wait): every commit rewrites the log's last pages in
+    the write-ahead log, which costs more than the call itself when done per call.  So a
+    crash of the process loses at most the records of the last `delay` seconds (and a
+    loss of power, those since the last transaction; see `Store.record`)."""
 
-    def __init__(self, accounts: Accounts) -> None:
+    def __init__(self, accounts: Accounts, delay: float = AUDIT_DELAY) -> None:
         self.accounts = accounts
+        self.delay = delay
         self._pending: list[AuditEntry] = []
 
     def __call__(
@@ -61,7 +64,7 @@ class AuditTrail:
             )
         )
         if len(self._pending) == 1:
-            asyncio.get_running_loop().call_soon(self.flush)
+            asyncio.get_running_loop().call_later(self.delay, self.flush)
         elif len(self._pending) >= MAX_PENDING_RECORDS:
             self.flush()
 
@@ -93,13 +96,15 @@ def build_product(config: ServerConfig, store: Store | None = None) -> Product:
     cloud = Cloud(store, accounts)
     limits = config.limits
     authenticate = TokenAuthenticator(accounts, limits.rate_per_minute, limits.rate_burst)
+    audit = AuditTrail(accounts)
     server = McpServer(
         config,
         Catalogue(product_tools(cloud)),
         authenticate=authenticate,
         instructions=lambda ctx: scopes.instructions(ctx.principal.scopes),
         scope_hint=scopes.missing_scope_message,
-        observer=AuditTrail(accounts),
+        observer=audit,
+        on_stop=audit.flush,
     )
     return Product(server, store, accounts, cloud)
 

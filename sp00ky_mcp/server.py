@@ -42,8 +42,10 @@ class McpServer:
         instructions: Callable[[CallContext], str | None] | None = None,
         scope_hint: Callable[[str], str] | None = None,
         observer: ToolObserver | None = None,
+        on_stop: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
+        self.on_stop = on_stop
         self.engine = Engine(catalogue or Catalogue(), instructions, scope_hint, observer)
         self.service = McpService(config, self.engine, authenticate)
         self.http = HttpServer(self.service, config.limits)
@@ -69,6 +71,8 @@ class McpServer:
                 await self.http.stopped()
                 tasks.cancel_scope.cancel()
         finally:
+            if self.on_stop is not None:
+                self.on_stop()
             self._stopped.set()
 
     async def _sweep_sessions(self) -> None:

@@ -23,7 +23,7 @@ from mcp.client.streamable_http import streamable_http_client
 from sp00ky_mcp.accounts import Accounts, User
 from sp00ky_mcp.cloud import teams
 from sp00ky_mcp.cloud.base import Cloud
-from sp00ky_mcp.product import build_product
+from sp00ky_mcp.product import AuditTrail, build_product
 from sp00ky_mcp.server import McpServer
 from sp00ky_mcp.store import Store
 from sp00ky_mcp.tools import all_specs
@@ -151,6 +151,13 @@ class ProductEnv:
                     "INSERT INTO memberships VALUES (?, ?, ?, ?)", (tenant_id, user.id, role, NOW)
                 )
         return tenant_id
+
+    def audit_log(self) -> list[Any]:
+        """The audit records, oldest first, once those still pending are committed."""
+        observer = self.server.engine.observer
+        assert isinstance(observer, AuditTrail)
+        observer.flush()
+        return self.store.all("SELECT * FROM audit_log ORDER BY id")
 
     def count(self, table: str) -> int:
         """How many rows `table` has."""

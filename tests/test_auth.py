@@ -509,7 +509,7 @@ async def test_tool_calls_are_audited_without_the_token(product: ProductEnv) -> 
     records = {r.name: r for r in product.accounts.list_tokens(user)}
     assert (await product.call(full, "list_projects", {}))["isError"] is False
     assert (await product.call(narrow, "list_projects", {}))["isError"] is True
-    rows = product.store.all("SELECT * FROM audit_log ORDER BY id")
+    rows = product.audit_log()
     tenant = product.accounts.personal_tenant(user.id)
     assert [
         (
@@ -536,4 +536,4 @@ async def test_requests_that_call_no_tool_write_no_audit_row(product: ProductEnv
     session_id = await initialize(product, secret)
     await tools_list(product, secret, session_id)
     await product.rpc(secret, "tools/list")
-    assert product.store.all("SELECT * FROM audit_log") == []
+    assert product.audit_log() == []

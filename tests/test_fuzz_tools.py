@@ -619,5 +619,5 @@ async def test_arguments_nested_300_deep_are_refused_by_the_schema_and_audited(
         "isError": True,
     }
     assert snapshot(product) == before
-    audit = product.store.all("SELECT tool, outcome FROM audit_log ORDER BY id DESC LIMIT 1")
-    assert [tuple(row) for row in audit] == [("list_projects", "error")]
+    audit = product.audit_log()[-1:]
+    assert [(row["tool"], row["outcome"]) for row in audit] == [("list_projects", "error")]
