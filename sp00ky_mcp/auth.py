@@ -134,7 +134,9 @@ class TokenAuthenticator:
         return cached
 
     def _throttle(self, token_id: str, now: float) -> None:
-        bucket = self._buckets.setdefault(token_id, Bucket(self.burst, now))
+        bucket = self._buckets.get(token_id)
+        if bucket is None:
+            bucket = self._buckets[token_id] = Bucket(self.burst, now)
         wait = bucket.take(now, self.rate, self.burst)
         if wait:
             raise HttpError(
