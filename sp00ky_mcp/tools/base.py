@@ -246,14 +246,14 @@ class MaskingPeer:
         self.peer.interrupt()
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)
 def secret_pattern(values: tuple[str, ...]) -> re.Pattern[str]:
     """One alternation of the values, longest first so a value that contains another is
     masked whole."""
     return re.compile("|".join(re.escape(v) for v in sorted(values, key=len, reverse=True)))
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)
 def encoded_pattern(values: tuple[str, ...]) -> re.Pattern[str]:
     """The values as they appear inside encoded JSON text (quotes, backslashes and control
     characters escaped)."""
