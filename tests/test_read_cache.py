@@ -14,6 +14,7 @@ import anyio
 import httpx
 import pytest
 
+from sp00ky_mcp import product as product_module
 from sp00ky_mcp.accounts import AuditEntry
 from sp00ky_mcp.cloud import env as env_rules
 from sp00ky_mcp.config import ServerConfig
@@ -260,3 +261,15 @@ async def test_records_still_pending_are_committed_when_the_server_stops(tmp_pat
     rows = parts.store.all("SELECT tool, outcome FROM audit_log")
     parts.store.close()
     assert [tuple(row) for row in rows] == [("list_projects", "ok")]
+
+
+async def test_records_are_committed_at_once_when_too_many_wait(
+    product: ProductEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(product_module, "MAX_PENDING_RECORDS", 2)
+    trail = AuditTrail(product.accounts, delay=3600)
+    ctx = audit_context(product)
+    tool = product.server.engine.catalogue.tools["list_projects"]
+    for _ in range(2):
+        trail(ctx, tool, {}, ToolResult([]), 0.0)
+    assert product.count("audit_log") == 2
