@@ -9,7 +9,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import scopes as scope_catalogue
 from . import tokens
@@ -201,12 +201,13 @@ class Accounts:
         self.store.record(
             "INSERT INTO audit_log (at, token_id, user_id, tenant_id, tool, arguments_digest, "
             "outcome, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [entry.row() for entry in entries],
+            entries,
         )
 
 
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
+class AuditEntry(NamedTuple):
+    """One audit record, in the audit_log table's column order."""
+
     at: float
     token_id: str
     user_id: str
@@ -215,18 +216,6 @@ class AuditEntry:
     arguments_digest: str
     outcome: str
     duration_ms: float
-
-    def row(self) -> tuple[Any, ...]:
-        return (
-            self.at,
-            self.token_id,
-            self.user_id,
-            self.tenant_id,
-            self.tool,
-            self.arguments_digest,
-            self.outcome,
-            self.duration_ms,
-        )
 
 
 def arguments_digest(arguments: dict[str, Any]) -> str:
