@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from . import scopes as scope_catalogue
 from . import tokens
 from .digest import canonical_digest
-from .store import Store, StoreUnavailable
+from .store import Store, StoreUnavailable, inserts
 
 log = logging.getLogger("sp00ky_mcp.accounts")
 
@@ -191,18 +191,16 @@ class Accounts:
         """Best effort: last use is a hint kept to the minute, not worth refusing a request
         over, so a store that cannot take the write (full, locked) skips it."""
         try:
-            self.store.record("UPDATE tokens SET last_used_at = ? WHERE id = ?", [(when, token_id)])
+            self.store.record(
+                [("UPDATE tokens SET last_used_at = ? WHERE id = ?", (when, token_id))]
+            )
         except StoreUnavailable as exc:
             log.warning("last use of token %s not recorded: %s", token_id, exc.message)
 
     # --- audit -----------------------------------------------------------------------------
 
     def audit(self, entries: Sequence[AuditEntry]) -> None:
-        self.store.record(
-            "INSERT INTO audit_log (at, token_id, user_id, tenant_id, tool, arguments_digest, "
-            "outcome, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            entries,
-        )
+        self.store.record(inserts("audit_log", AuditEntry._fields, entries))
 
 
 class AuditEntry(NamedTuple):

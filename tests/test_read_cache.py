@@ -21,7 +21,7 @@ from sp00ky_mcp.config import ServerConfig
 from sp00ky_mcp.context import ANONYMOUS, CallContext, Principal
 from sp00ky_mcp.product import AuditTrail, build_product
 from sp00ky_mcp.protocol import ToolResult
-from sp00ky_mcp.store import ReadCache, Store
+from sp00ky_mcp.store import ReadCache, Store, inserts
 from sp00ky_mcp.versions import Era
 
 from .product_support import REDACTED, ProductEnv
@@ -211,9 +211,13 @@ async def test_records_of_calls_answered_within_the_delay_share_one_commit(
     ctx = audit_context(product)
     commits: list[int] = []
     record = product.store.record
-    monkeypatch.setattr(
-        product.store, "record", lambda sql, rows: (commits.append(len(rows)), record(sql, rows))
-    )
+
+    def counted(statements: Any) -> None:
+        batch = list(statements)
+        commits.append(len(batch))
+        record(batch)
+
+    monkeypatch.setattr(product.store, "record", counted)
     tool = product.server.engine.catalogue.tools["list_projects"]
     for _ in range(3):
         trail(ctx, tool, {}, ToolResult([]), 0.0)
@@ -221,7 +225,7 @@ async def test_records_of_calls_answered_within_the_delay_share_one_commit(
     with anyio.fail_after(5):
         while not commits:
             await anyio.lowlevel.checkpoint()
-    assert commits == [3]
+    assert commits == [1]
     assert product.count("audit_log") == 3
 
 
@@ -273,3 +277,13 @@ async def test_records_are_committed_at_once_when_too_many_wait(
     for _ in range(2):
         trail(ctx, tool, {}, ToolResult([]), 0.0)
     assert product.count("audit_log") == 2
+
+
+def test_rows_become_one_insert_per_hundred() -> None:
+    rows = [(i, f"t{i}") for i in range(250)]
+    statements = list(inserts("audit_log", ("at", "tool"), rows))
+    assert [len(params) for _, params in statements] == [200, 200, 100]
+    assert statements[2][0] == "INSERT INTO audit_log (at, tool) VALUES " + ", ".join(
+        ["(?, ?)"] * 50
+    )
+    assert statements[2][1][:4] == [200, "t200", 201, "t201"]
