@@ -33,6 +33,8 @@ def report(
     progress = macros["sp00ky-mcp (handshake, progress over SSE)"]
     alone = macros["sp00ky-mcp (handshake, JSON)" + macro.ONE_CONNECTION]
     sdk_alone = macros["official SDK (JSON replies)" + macro.ONE_CONNECTION]
+    on_uvloop = macros["sp00ky-mcp (handshake, JSON, uvloop)"]
+    bare_uvloop = macros["bare h11 ceiling (uvloop)"]
     lines = [
         "# Benchmark results",
         "",
@@ -55,6 +57,10 @@ def report(
         f"| handshake vs SDK JSON | {ratio(ours.rps, sdk_json.rps)} | ≥ 3x |",
         f"| handshake vs bare h11 | {ours.rps / bare.rps:.0%} | ≥ 75% |",
         f"| handshake vs SDK default SSE | {ratio(ours.rps, sdk_sse.rps)} | ≥ 6x |",
+        f"| handshake vs bare h11, both on uvloop | {on_uvloop.rps / bare_uvloop.rps:.0%} | "
+        "≥ 75% |",
+        f"| uvloop (`--loop uvloop`) vs asyncio, handshake | "
+        f"{on_uvloop.rps / ours.rps - 1:+.0%} | kept if it wins |",
         f"| p99 vs SDK JSON, 1 connection | {ratio(alone.p99_ms, sdk_alone.p99_ms)} | ≤ 0.33x |",
         f"| p99 vs SDK JSON, 16 connections | {ratio(ours.p99_ms, sdk_json.p99_ms)} | ≤ 0.33x |",
         f"| 2026-07-28 vs SDK 2026-07-28 | {ratio(modern.rps, sdk_modern.rps)} | ≥ 3x |",

@@ -366,6 +366,14 @@ TARGETS = {
     "bare h11 ceiling": Target(
         "bare", lambda p: [PY, "-m", "bench.servers.bare_h11", str(p)], ceiling_load
     ),
+    "sp00ky-mcp (handshake, JSON, uvloop)": Target(
+        "sp00ky-uvloop", lambda p: [*ours(p), "--loop", "uvloop"], handshake_load
+    ),
+    "bare h11 ceiling (uvloop)": Target(
+        "bare-uvloop",
+        lambda p: [PY, "-m", "bench.servers.bare_h11", str(p), "uvloop"],
+        ceiling_load,
+    ),
 }
 
 

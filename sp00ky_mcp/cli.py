@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import gc
 import getpass
+import importlib.util
 import logging
 import os
 import re
@@ -88,6 +89,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
+    )
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the event loop; uvloop is faster, and comes with `pip install 'sp00ky-mcp[uvloop]'`",
     )
     parser.add_argument(
         "--rate-per-minute",
@@ -466,6 +473,16 @@ def build_server(config: ServerConfig, user: str | None) -> tuple[McpServer, Not
     return product.server, lambda server: connect_notes(product, user_record, server.url)
 
 
+def _uvloop_wanted(loop: str) -> bool:
+    if loop != "uvloop":
+        return False
+    if importlib.util.find_spec("uvloop") is None:
+        raise CliError(
+            "uvloop is not installed: pip install 'sp00ky-mcp[uvloop]', or drop --loop uvloop."
+        )
+    return True
+
+
 async def run_server(server: McpServer, notes: Notes) -> None:
     async with anyio.create_task_group() as tasks:
         await tasks.start(server.serve)
@@ -499,8 +516,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
+    options = {"use_uvloop": _uvloop_wanted(args.loop)}
     server, notes = build_server(config, args.user)
-    anyio.run(run_server, server, notes)
+    anyio.run(run_server, server, notes, backend_options=options)
     return 0
 
 

@@ -16,7 +16,7 @@ import re
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import unquote
 
 import anyio
@@ -228,11 +228,11 @@ class Connection(asyncio.Protocol):
     # --- protocol callbacks ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.server.transports.add(transport)
+        # A stream transport, though not always a subclass of asyncio.Transport (uvloop's).
+        stream = self.transport = cast(asyncio.Transport, transport)
+        self.server.transports.add(stream)
         if len(self.server.lifecycle.connections) >= self.limits.max_connections:
-            transport.write(BUSY)
+            stream.write(BUSY)
             self._linger()
             return
         self.server.lifecycle.connections.add(self)

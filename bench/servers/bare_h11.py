@@ -1,9 +1,11 @@
-"""The pure-Python ceiling: h11 on an asyncio Protocol, orjson parse, a fixed reply."""
+"""The pure-Python ceiling: h11 on an asyncio Protocol, orjson parse, a fixed reply.
+`python -m bench.servers.bare_h11 PORT [uvloop]`."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from typing import cast
 
 import h11
 import orjson
@@ -23,8 +25,7 @@ HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(R
 
 class Bare(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
         self.conn = h11.Connection(h11.SERVER)
         self.body = bytearray()
 
@@ -59,4 +60,9 @@ async def main(port: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    if sys.argv[2:] == ["uvloop"]:
+        import uvloop
+
+        uvloop.run(main(int(sys.argv[1])))
+    else:
+        asyncio.run(main(int(sys.argv[1])))
