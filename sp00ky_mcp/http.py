@@ -540,6 +540,9 @@ class Connection(asyncio.Protocol):
         self._write(h11.Response(status_code=response.status, headers=headers), h11.EndOfMessage())
 
     def _whole_headers(self, response: HttpResponse) -> list[Header]:
+        if response.status in (204, 304):
+            # RFC 9110 section 8.6: no Content-Length on a 204; a 304 has no content either.
+            return self._closing(list(response.headers))
         length = (b"content-length", str(len(response.body)).encode())
         return self._closing([*response.headers, length])
 
@@ -550,7 +553,7 @@ class Connection(asyncio.Protocol):
 
     def _write_whole(self, response: HttpResponse) -> None:
         headers = self._whole_headers(response)
-        if self._may_write_directly(headers):
+        if self._may_write_directly(response.status, headers):
             self._write_direct(response.status, headers, response.body)
             return
         self._write(
@@ -565,8 +568,9 @@ class Connection(asyncio.Protocol):
     # written here; the next request then gets a fresh parser (`_renew_parser`).  Anything
     # else goes through h11: HEAD, a connection that is closing, a request still being read.
 
-    def _may_write_directly(self, headers: list[Header]) -> bool:
-        if not self.direct or self.h11.their_state is not h11.DONE:
+    def _may_write_directly(self, status: int, headers: list[Header]) -> bool:
+        # 204 and 304 carry no content and no framing (RFC 9110 sections 15.3.5, 15.4.5).
+        if not self.direct or status in (204, 304) or self.h11.their_state is not h11.DONE:
             return False
         if self.h11.our_state is not h11.SEND_RESPONSE:
             return False
@@ -584,7 +588,7 @@ class Connection(asyncio.Protocol):
     # (RFC 9112 section 7.1), as h11 would frame it.
 
     def _begin_body(self, status: int, headers: list[Header]) -> None:
-        if self._may_write_directly(headers):
+        if self._may_write_directly(status, headers):
             self._write_raw(_head(status, [*headers, (b"transfer-encoding", b"chunked")]))
             self.chunking = True
         else:

@@ -394,3 +394,23 @@ async def test_shutdown_closes_an_idle_keep_alive_connection_at_once() -> None:
         assert (await wire.final()).status == 404
         server.shutdown()
         assert await wire.closed()
+
+
+async def test_a_204_response_is_framed_by_h11_and_the_connection_stays_usable() -> None:
+    async def handler(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(204 if request.path == "/empty" else 200, [], b"")
+
+    http = HttpServer(handler, Limits())
+    async with anyio.create_task_group() as tasks:
+        port = await tasks.start(http.serve, "127.0.0.1", 0)
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            await stream.send(encode_request("GET", "/empty") + encode_request("GET", "/next"))
+            received = b""
+            with anyio.fail_after(5):
+                while received.count(b"HTTP/1.1") < 2 or not received.endswith(b"\r\n\r\n"):
+                    received += await stream.receive()
+        http.shutdown()
+    first, second = received.split(b"HTTP/1.1 ")[1:]
+    assert first.startswith(b"204 ")
+    assert b"content-length" not in first.lower()
+    assert second.startswith(b"200 ")
