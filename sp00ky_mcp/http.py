@@ -338,8 +338,11 @@ class Connection(asyncio.Protocol):
             self._refuse(413, BODY_TOO_LARGE)
             return
         self.building, self.parts, self.size = request, [], 0
-        self.direct = event.http_version == b"1.1" and request.method != "HEAD"
-        self.direct = self.direct and not _asks_to_close(request.headers.get("connection"))
+        self.direct = (
+            event.http_version == b"1.1"
+            and request.method != "HEAD"
+            and not _asks_to_close(request.headers.get("connection"))
+        )
         if self.h11.they_are_waiting_for_100_continue:
             self._write(h11.InformationalResponse(status_code=100, headers=[]))
 

@@ -399,7 +399,7 @@ def _connect(path: str) -> sqlite3.Connection:
         db.execute("PRAGMA busy_timeout = 5000")
         if path != ":memory:":
             db.execute("PRAGMA journal_mode = WAL")
-            # NORMAL for `append`'s records; `transaction` raises it to FULL for its commit.
+            # NORMAL for `record`'s bookkeeping; `transaction` raises it to FULL for its commit.
             db.execute("PRAGMA synchronous = NORMAL")
         return db
     except sqlite3.Error as exc:
