@@ -29,15 +29,19 @@ MODERN_META = {
 
 @dataclass
 class Load:
+    """One request, sent over and over on every connection; each connection adds its own
+    headers (its session), as separate clients would."""
+
     body: dict[str, object]
     headers: dict[str, str]
+    per_connection: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
 class Target:
     name: str
     command: Callable[[int], list[str]]
-    prepare: Callable[[str], Load]
+    prepare: Callable[[str, int], Load]
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -90,23 +94,34 @@ def handshake(url: str, token: str | None = None) -> dict[str, str]:
     return session
 
 
-def handshake_load(url: str) -> Load:
-    return Load(call_body(), handshake(url))
+def session_load(
+    url: str, body: dict[str, object], connections: int, token: str | None = None
+) -> Load:
+    """One session per connection: a session's requests may be answered one at a time (the
+    SDK does), so sessions shared between connections would measure a queue, not the server."""
+    opened = [handshake(url, token) for _ in range(connections)]
+    common = {k: v for k, v in opened[0].items() if k != "mcp-session-id"}
+    return Load(body, common, [{"mcp-session-id": h["mcp-session-id"]} for h in opened])
 
 
-def sse_reply_load(url: str) -> Load:
+def handshake_load(url: str, connections: int) -> Load:
+    return session_load(url, call_body(), connections)
+
+
+def sse_reply_load(url: str, connections: int) -> Load:
     """The same call, from a client that prefers an event stream: one SSE event."""
-    load = handshake_load(url)
+    load = handshake_load(url, connections)
     load.headers["accept"] = "text/event-stream, application/json"
     return load
 
 
-def progress_load(url: str) -> Load:
+def progress_load(url: str, connections: int) -> Load:
     """A call that reports progress three times before its result: four SSE events."""
-    return Load(call_body("test_tool_with_progress", meta={"progressToken": "p"}), handshake(url))
+    body = call_body("test_tool_with_progress", meta={"progressToken": "p"})
+    return session_load(url, body, connections)
 
 
-def modern_load(url: str) -> Load:
+def modern_load(url: str, connections: int) -> Load:
     headers = {
         "accept": ACCEPT,
         "content-type": "application/json",
@@ -117,15 +132,34 @@ def modern_load(url: str) -> Load:
     return Load(call_body(meta=MODERN_META), headers)
 
 
-def ceiling_load(url: str) -> Load:
+def ceiling_load(url: str, connections: int) -> Load:
     return Load(call_body(), {"accept": ACCEPT, "content-type": "application/json"})
 
 
 def lua_script(load: Load) -> str:
+    """wrk runs one thread per connection; setup() numbers the threads and init() adds that
+    connection's own headers before wrk formats the request once."""
     body = orjson.dumps(load.body).decode()
     lines = ['wrk.method = "POST"', f"wrk.body = {lua_string(body)}"]
     lines += [f"wrk.headers[{lua_string(k)}] = {lua_string(v)}" for k, v in load.headers.items()]
+    lines.append("local own = {")
+    lines += [f"  {{{lua_table(extra)}}}," for extra in load.per_connection]
+    lines += [
+        "}",
+        "local threads = 0",
+        "function setup(thread)",
+        "  threads = threads + 1",
+        '  thread:set("connection", threads)',
+        "end",
+        "function init(args)",
+        "  for k, v in pairs(own[connection] or {}) do wrk.headers[k] = v end",
+        "end",
+    ]
     return "\n".join(lines) + "\n"
+
+
+def lua_table(fields: dict[str, str]) -> str:
+    return ", ".join(f"[{lua_string(k)}] = {lua_string(v)}" for k, v in fields.items())
 
 
 def lua_string(text: str) -> str:
@@ -207,7 +241,7 @@ def wrk(url: str, script: str, seconds: float, connections: int) -> tuple[float,
             "-c",
             "1",
             "wrk",
-            "-t1",
+            f"-t{connections}",
             f"-c{connections}",
             f"-d{int(seconds)}s",
             "--latency",
@@ -232,7 +266,7 @@ def wrk(url: str, script: str, seconds: float, connections: int) -> tuple[float,
 def measure(target: Target, seconds: float, connections: int) -> Sample:
     running = Running(target)
     try:
-        load = target.prepare(running.url)
+        load = target.prepare(running.url, connections)
         script = lua_script(load)
         wrk(running.url, script, 1.0, connections)
         before = cpu_seconds(running.pid)
@@ -323,7 +357,7 @@ def mint(scopes: str) -> str:
     return token
 
 
-def product_load(url: str) -> Load:
+def product_load(url: str, connections: int) -> Load:
     """list_env_vars on a project with 50 variables, under an mcp:read token: the product
     path (auth, scope check, tenant lookup, redaction) against the fixture call."""
     writer = handshake(url, mint("mcp:full"))
@@ -336,8 +370,8 @@ def product_load(url: str) -> Load:
     ]
     for body in calls:
         httpx.post(url, json=body, headers=writer, timeout=10).raise_for_status()
-    reader = handshake(url, mint("mcp:read"))
-    return Load(call_body("list_env_vars", arguments={"project": "api", "limit": 50}), reader)
+    body = call_body("list_env_vars", arguments={"project": "api", "limit": 50})
+    return session_load(url, body, connections, mint("mcp:read"))
 
 
 TARGETS = {

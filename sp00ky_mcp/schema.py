@@ -7,6 +7,7 @@ problem as a sentence that names the argument, so a model can correct its call.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,9 @@ _TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
     ),
     "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
 }
+
+# Types whose test is one isinstance (no bool-versus-number exceptions).
+_TYPE_CLASSES: dict[str, type] = {"object": dict, "array": list, "string": str}
 
 
 def _where(path: str) -> str:
@@ -57,6 +61,13 @@ def compile_schema(schema: Schema) -> Check:
         return _conforms
     if len(checks) == 1:
         return checks[0]
+    if len(checks) == 2:  # a type and its keywords: the usual property
+        first, second = checks
+
+        def check_both(value: Any, path: str) -> str | None:
+            return first(value, path) or second(value, path)
+
+        return check_both
 
     def check_all(value: Any, path: str) -> str | None:
         for check in checks:
@@ -79,6 +90,13 @@ def _type(schema: Schema) -> Check | None:
     names = expected if isinstance(expected, list) else [expected]
     tests = tuple(_TYPE_CHECKS[name] for name in names if name in _TYPE_CHECKS)
     wrong = f"must be of type {' or '.join(names)}."
+    if len(names) == 1 and names[0] in _TYPE_CLASSES:
+        cls = _TYPE_CLASSES[names[0]]
+
+        def check_class(value: Any, path: str) -> str | None:
+            return None if isinstance(value, cls) else f"{_where(path)} {wrong}"
+
+        return check_class
 
     def check(value: Any, path: str) -> str | None:
         for test in tests:
@@ -130,15 +148,16 @@ def _string(schema: Schema) -> Check | None:
 def _number(schema: Schema) -> Check | None:
     if "minimum" not in schema and "maximum" not in schema:
         return None
-    is_number = _TYPE_CHECKS["number"]
+    lowest = schema.get("minimum", -math.inf)
+    highest = schema.get("maximum", math.inf)
 
     def check(value: Any, path: str) -> str | None:
-        if not is_number(value):
+        if not isinstance(value, int | float) or isinstance(value, bool):
             return None
-        if "minimum" in schema and value < schema["minimum"]:
-            return f"{_where(path)} must be at least {schema['minimum']}."
-        if "maximum" in schema and value > schema["maximum"]:
-            return f"{_where(path)} must be at most {schema['maximum']}."
+        if value < lowest:
+            return f"{_where(path)} must be at least {lowest}."
+        if value > highest:
+            return f"{_where(path)} must be at most {highest}."
         return None
 
     return check
@@ -191,7 +210,7 @@ def _object(schema: Schema) -> Check | None:
                 if closed:
                     return f"Unknown argument '{_join(path, name)}'; remove it."
                 sub = other
-            problem = sub(item, _join(path, name))
+            problem = sub(item, f"{path}.{name}" if path else name)
             if problem is not None:
                 return problem
         return None

@@ -3,6 +3,7 @@ replies (or its default SSE replies), uvicorn with httptools and uvloop, access 
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import uvicorn
@@ -18,6 +19,8 @@ def test_simple_text() -> str:
 
 
 def main(port: int, json_response: bool) -> None:
+    # The SDK logs every session it opens at INFO; logging is not what is measured.
+    logging.getLogger("mcp").setLevel(logging.WARNING)
     app = server.streamable_http_app(streamable_http_path="/v1/mcp", json_response=json_response)
     print(f"listening on http://127.0.0.1:{port}/v1/mcp", flush=True)
     uvicorn.run(
