@@ -150,9 +150,10 @@ def _number(schema: Schema) -> Check | None:
         return None
     lowest = schema.get("minimum", -math.inf)
     highest = schema.get("maximum", math.inf)
+    is_number = _TYPE_CHECKS["number"]
 
     def check(value: Any, path: str) -> str | None:
-        if not isinstance(value, int | float) or isinstance(value, bool):
+        if not is_number(value):
             return None
         if value < lowest:
             return f"{_where(path)} must be at least {lowest}."
