@@ -263,22 +263,26 @@ class Store:
         raises `StoreUnavailable`."""
         with self._lock, self._synced():
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                _raise_unavailable(exc)
-                raise
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._roll_back()
-                _raise_unavailable(exc)
-                raise
-            except BaseException:
-                self._roll_back()
-                raise
+                with self._committed() as db:
+                    yield db
             finally:
                 self.writes += 1
+
+    @contextmanager
+    def _committed(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE, the block, COMMIT; rolled back on any error, so the write lock is
+        never left held.  A fault of the store becomes `StoreUnavailable`."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            yield self._db
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._roll_back()
+            _raise_unavailable(exc)
+            raise
+        except BaseException:
+            self._roll_back()
+            raise
 
     @contextmanager
     def _synced(self) -> Iterator[None]:
@@ -297,16 +301,9 @@ class Store:
         no fsync of its own, so it survives a crash of the process at once and a loss of power
         from the next `transaction` on, whose commit flushes the write-ahead log it sits in;
         and it leaves `version` alone."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                for sql, params in statements:
-                    self._db.execute(sql, params)
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._roll_back()
-                _raise_unavailable(exc)
-                raise
+        with self._lock, self._committed() as db:
+            for sql, params in statements:
+                db.execute(sql, params)
 
     def version(self) -> Version:
         """Changes whenever what the store holds may have changed: another connection
