@@ -26,6 +26,9 @@ class Limits:
     # While a request is being answered, at most this many bytes of a pipelined next request
     # are read ahead; past that the socket is left unread so that TCP pushes back.
     pipeline_buffer_bytes: int = 64 * 1024
+    # Lingering close (RFC 9112 section 9.6): after refusing a request, how long to read and
+    # discard what the client still sends before closing outright.
+    linger_timeout: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +42,6 @@ class ServerConfig:
     profile: str = "product"
     log_level: str = "info"
     data_dir: str | None = None
-    require_auth: bool = True
     limits: Limits = field(default_factory=Limits)
 
     @property
