@@ -89,7 +89,7 @@ def _bytes(cloud: Cloud, size: str, table: str, project_id: str) -> int:
 
 def create_backup(cloud: Cloud, project: sqlite3.Row, backup_id: str) -> dict[str, Any]:
     now = cloud.clock()
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         size = project_size(cloud, project["id"])
         cloud.log(db, project["id"], None, "info", f"Backup {backup_id} started.")
         db.execute(
@@ -102,7 +102,7 @@ def create_backup(cloud: Cloud, project: sqlite3.Row, backup_id: str) -> dict[st
 
 
 def delete_backup(cloud: Cloud, project: sqlite3.Row, backup_id: str) -> dict[str, Any]:
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         _advance_restores(cloud, db, project["id"])
         backup(cloud, project, backup_id)
         busy = db.execute(
@@ -176,7 +176,7 @@ def restore_status(cloud: Cloud, project: sqlite3.Row, restore_id: str) -> dict[
         f"No restore '{restore_id}' of project '{project['name']}'; "
         "restore_backup returns the restore_id to pass."
     )
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         _advance(cloud, db, cloud.child("restores", project, "id", restore_id, missing))
     return restore_view(project, _restore(cloud, restore_id))
 
@@ -195,7 +195,7 @@ def check_restorable(cloud: Cloud, project: sqlite3.Row, backup_id: str) -> sqli
             f"Backup '{backup_id}' is {row['status']}, not completed; restore a "
             "completed backup from list_backups."
         )
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         _advance_restores(cloud, db, project["id"])
         _no_restore_running(db, project)
     return row
@@ -216,7 +216,7 @@ def start_restore(
     cloud: Cloud, project: sqlite3.Row, backup_id: str, restore_id: str
 ) -> dict[str, Any]:
     now = cloud.clock()
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         _advance_restores(cloud, db, project["id"])
         _no_restore_running(db, project)
         backup(cloud, project, backup_id)
@@ -335,7 +335,7 @@ def configure(
         raise Invalid("Pass schedule, retention_days or both to change the backup configuration.")
     normalized = normalize_schedule(schedule) if schedule is not None else None
     now = cloud.clock()
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         old = _config(cloud, project)
         new_schedule = normalized if normalized is not None else old["schedule"]
         new_retention = retention_days if retention_days is not None else old["retention_days"]
@@ -358,7 +358,7 @@ def configure(
 
 
 def reset_config(cloud: Cloud, project: sqlite3.Row) -> dict[str, Any]:
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         gone = db.execute(
             "DELETE FROM backup_configs WHERE project_id = ?", (project["id"],)
         ).rowcount

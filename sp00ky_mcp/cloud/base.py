@@ -11,7 +11,9 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -66,6 +68,28 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(8)}"
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Whom a tool call acts for, as authorised when it started: the token, its user and the
+    tenant with the user's role then.  A call can wait a long time (on the user at a
+    confirmation prompt, through a deployment's stages), and the token may be revoked or the
+    user removed or demoted meanwhile; every write of the call checks, inside its own
+    transaction, that this still holds."""
+
+    token_id: str | None
+    user_id: str
+    tenant: Tenant
+
+
+# The caller of the tool call running in this context, if any (set by `Cloud.acting`).
+_ACTING: ContextVar[Caller | None] = ContextVar("sp00ky_acting", default=None)
+Clash = Callable[[], ToolError]
+CONCURRENT_CLASH = (
+    "Another change made at the same time conflicts with this one, so nothing was changed; "
+    "check the current state and try again."
+)
+
+
 class Cloud:
     def __init__(self, store: Store, accounts: Accounts, clock: Clock = time.time) -> None:
         self.store = store
@@ -73,6 +97,53 @@ class Cloud:
         self.clock = clock
         self._tenants: ReadCache[tuple[str, str | None], Tenant] = ReadCache(store, 10_000)
         self._secrets: ReadCache[str, tuple[str, ...]] = ReadCache(store, 10_000)
+
+    # --- transactions ----------------------------------------------------------------------
+
+    @contextmanager
+    def acting(self, caller: Caller) -> Iterator[None]:
+        """The writes made inside the block are made for `caller`."""
+        reset = _ACTING.set(caller)
+        try:
+            yield
+        finally:
+            _ACTING.reset(reset)
+
+    @contextmanager
+    def transaction(self, clash: Clash | None = None) -> Iterator[sqlite3.Connection]:
+        """A store transaction that first checks, under its write lock, that the caller may
+        still act (see `Caller`), so a check and the change it allows cannot be told apart by
+        anything another connection commits.  A UNIQUE or PRIMARY KEY constraint that fails
+        in the block raises `clash()` (the error of the check that another process's write
+        slipped past) and nothing is changed."""
+        with self.store.transaction() as db, _constraints(clash):
+            caller = _ACTING.get()
+            if caller is not None:
+                self._check_still_allowed(db, caller)
+            yield db
+
+    def _check_still_allowed(self, db: sqlite3.Connection, caller: Caller) -> None:
+        if caller.token_id is not None:
+            token = db.execute(
+                "SELECT revoked_at, expires_at FROM tokens WHERE id = ?", (caller.token_id,)
+            ).fetchone()
+            _check_token(token, self.accounts.clock())
+        tenant = caller.tenant
+        row = db.execute(
+            "SELECT role FROM memberships WHERE tenant_id = ? AND user_id = ?",
+            (tenant.id, caller.user_id),
+        ).fetchone()
+        if row is None:
+            raise Refused(
+                f"You no longer belong to '{tenant.name}', so nothing was changed; list_teams "
+                "shows the tenants you belong to."
+            )
+        if ROLE_RANK[row["role"]] < ROLE_RANK[tenant.role]:
+            raise Refused(
+                f"Your role in '{tenant.name}' changed from {tenant.role} to {row['role']} "
+                "while this call ran, so nothing was changed; call the tool again to act with "
+                "your current role."
+            )
 
     # --- tenancy ---------------------------------------------------------------------------
 
@@ -170,6 +241,34 @@ class Cloud:
         )
         values = {r["v"] for r in rows if len(r["v"]) >= MIN_MASKED_LENGTH}
         return tuple(sorted(values, key=len, reverse=True))
+
+
+def _check_token(token: sqlite3.Row | None, now: float) -> None:
+    """The call's token is neither revoked (nor deleted) nor expired now."""
+    mint = "mint a new one with `spky mcp token` and re-add it"
+    if token is None or token["revoked_at"] is not None:
+        raise Refused(f"This token was revoked while the call ran, so nothing was changed; {mint}.")
+    if token["expires_at"] is not None and now >= token["expires_at"]:
+        raise Refused(f"This token expired while the call ran, so nothing was changed; {mint}.")
+
+
+_CLASHES = ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY")
+
+
+@contextmanager
+def _constraints(clash: Clash | None) -> Iterator[None]:
+    """Constraint failures of the block as the tool errors they stand for.  A unique name is
+    checked before it is inserted, but another process can insert it first; a row this one
+    refers to can be deleted by another process first."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        name = getattr(exc, "sqlite_errorname", "")
+        if name in _CLASHES:
+            raise (clash() if clash is not None else Conflict(CONCURRENT_CLASH)) from None
+        if name == "SQLITE_CONSTRAINT_FOREIGNKEY":
+            raise Conflict(CONCURRENT_CLASH) from None
+        raise
 
 
 def missing_project(tenant: Tenant, ref: str) -> NotFound:

@@ -265,7 +265,7 @@ def _session(
     session_id = f"{'chk' if kind == 'checkout' else 'prt'}_{secrets.token_hex(16)}"
     url = f"{BILLING_URL}/{kind}/{session_id}"
     now = cloud.clock()
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         db.execute(
             "INSERT INTO billing_sessions VALUES (?, ?, ?, ?, ?, ?, NULL)",
             (session_id, tenant.id, kind, plan, url, now),
@@ -311,7 +311,7 @@ def change_plan(cloud: Cloud, tenant: Tenant, user_id: str, plan_name: str) -> d
     _require_billing_role(tenant)
     plan = PLANS[plan_name]
     now = cloud.clock()
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         previous = _current_plan(cloud, tenant.id)
         changed = previous != plan.name
         if changed:
@@ -332,7 +332,7 @@ def redeem_session(cloud: Cloud, session_id: str) -> dict[str, Any]:
     """The billing site's side: a session id works once and before it expires.  Completing a
     checkout moves the tenant to the session's plan (validated against usage again)."""
     now = cloud.clock()
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         row = _redeemable(cloud, session_id, now)
         db.execute("UPDATE billing_sessions SET used_at = ? WHERE id = ?", (now, session_id))
         previous = _current_plan(cloud, row["tenant_id"])

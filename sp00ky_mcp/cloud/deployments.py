@@ -171,7 +171,7 @@ def reap(cloud: Cloud, project_id: str) -> None:
     )
     if not stale and not runs:
         return
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         for deployment_id in {row["id"] for row in stale}:
             transition(
                 cloud, db, deployment_id, Status.FAILED, " (abandoned: its pipeline stopped)"
@@ -293,7 +293,7 @@ async def advance(
     stages = [Status.BUILDING, Status.READY] + ([Status.LIVE] if promote else [])
     try:
         for stage in stages:
-            with cloud.store.transaction() as db:
+            with cloud.transaction() as db:
                 if stage is Status.LIVE:
                     _go_live(cloud, db, project_id, deployment_id)
                 else:
@@ -306,6 +306,8 @@ async def advance(
 
 
 def fail(cloud: Cloud, deployment_id: str, note: str) -> None:
+    # Not `cloud.transaction()`: an interrupted deployment is marked failed even when what
+    # interrupted it is the caller losing the right to act.
     with cloud.store.transaction() as db:
         row = db.execute("SELECT status FROM deployments WHERE id = ?", (deployment_id,)).fetchone()
         if row is not None and Status.FAILED in TRANSITIONS[Status(row["status"])]:
@@ -334,7 +336,7 @@ async def deploy(
     if ref is not None:
         check_ref(ref)
     total = 4 if promote else 3
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         build = build_to_deploy(cloud, db, project, ref)
         deployment_id = queue(cloud, db, project["id"], build, "manual")
     short = f"{build['ref']}@{build['commit_sha'][:7]}"
@@ -367,7 +369,7 @@ def finalize(cloud: Cloud, project: sqlite3.Row, deployment_id: str) -> dict[str
             f"Deployment '{deployment_id}' is {row['status']}, and only a ready deployment can "
             "be finalized; deploy its ref again to ship it."
         )
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         _go_live(cloud, db, project["id"], deployment_id)
     return outcome(cloud, project, deployment_id, promoted=True)
 
@@ -379,7 +381,7 @@ def rollback(cloud: Cloud, project: sqlite3.Row) -> dict[str, Any]:
             f"Project '{project['name']}' has no live deployment to roll back; deploy first."
         )
     target = _rollback_target(cloud, current)
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         transition(cloud, db, current["id"], Status.ROLLED_BACK)
         transition(cloud, db, target["id"], Status.LIVE, f" again, replacing {current['id']}")
         _run_services(db, project["id"])
@@ -433,7 +435,7 @@ def restart(cloud: Cloud, project: sqlite3.Row, service: str | None) -> dict[str
             "restart; deploy first."
         )
     now = cloud.clock()
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         for name in names:
             _restart_service(cloud, db, project, name, current["id"], now)
     return {
@@ -478,7 +480,7 @@ def scale(
         )
     previous = int(row["replicas"])
     if previous != replicas:
-        with cloud.store.transaction() as db:
+        with cloud.transaction() as db:
             db.execute("UPDATE services SET replicas = ? WHERE id = ?", (replicas, row["id"]))
             cloud.log(
                 db,
@@ -532,7 +534,7 @@ def tear_down(cloud: Cloud, tenant: Tenant, project: sqlite3.Row) -> dict[str, A
     current = live_deployment(cloud, project["id"])
     stopped = _running(cloud, project["id"])
     if current is not None or stopped:
-        with cloud.store.transaction() as db:
+        with cloud.transaction() as db:
             if current is not None:
                 transition(cloud, db, current["id"], Status.TORN_DOWN)
             db.execute(

@@ -258,7 +258,7 @@ def add_domain(
 ) -> dict[str, Any]:
     now = cloud.clock()
     token = secrets.token_hex(16)
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         holder = db.execute(
             "SELECT p.tenant_id, p.name, p.id FROM domains d JOIN projects p "
             "ON p.id = d.project_id WHERE d.hostname = ?",
@@ -311,7 +311,7 @@ def domain(cloud: Cloud, project: sqlite3.Row, host: Hostname) -> sqlite3.Row:
 
 
 def remove_domain(cloud: Cloud, project: sqlite3.Row, host: Hostname) -> dict[str, Any]:
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         row = domain(cloud, project, host)
         db.execute("DELETE FROM domains WHERE id = ?", (row["id"],))
         cloud.log(db, project["id"], None, "info", f"Domain {host.ascii} removed.")

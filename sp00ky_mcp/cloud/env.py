@@ -212,7 +212,7 @@ def set_variable(cloud: Cloud, project: sqlite3.Row, key: str, value: str) -> di
     """Creates or replaces one variable; the others stay as they are."""
     check_variable(key, value)
     now = cloud.clock()
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         existing = db.execute(
             "SELECT 1 FROM env_vars WHERE project_id = ? AND key = ?", (project["id"], key)
         ).fetchone()
@@ -231,7 +231,7 @@ def set_variable(cloud: Cloud, project: sqlite3.Row, key: str, value: str) -> di
 
 
 def delete_variable(cloud: Cloud, project: sqlite3.Row, key: str) -> dict[str, Any]:
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         require_variable(cloud, project, key)
         db.execute("DELETE FROM env_vars WHERE project_id = ? AND key = ?", (project["id"], key))
         cloud.log(db, project["id"], None, "info", f"Environment variable {key} deleted.")
@@ -270,7 +270,7 @@ def bulk_load(
     """Merges `values` into the project's variables, or with `replace` makes them exactly
     `values`; in one transaction, so a failure changes nothing."""
     now = cloud.clock()
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         outcome = _compare(_current(cloud, project), values, replace)
         db.executemany(
             "DELETE FROM env_vars WHERE project_id = ? AND key = ?",

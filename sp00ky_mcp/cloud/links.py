@@ -145,7 +145,7 @@ def set_up(
             )
         return status(cloud, project)
     now = cloud.clock()
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         db.execute(
             "INSERT INTO repo_links (project_id, repo_url, branch, auto_deploy, created_at, "
             "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -176,7 +176,7 @@ def update(
     new_branch = old_branch if branch is None else branch
     new_auto = old_auto if auto_deploy is None else auto_deploy
     if (new_branch, new_auto) != (old_branch, old_auto):
-        with cloud.store.transaction() as db:
+        with cloud.transaction() as db:
             db.execute(
                 "UPDATE repo_links SET branch = ?, auto_deploy = ?, updated_at = ? "
                 "WHERE project_id = ?",
@@ -201,7 +201,7 @@ def unlink_description(cloud: Cloud, tenant: Tenant, project: sqlite3.Row) -> st
 def unlink(cloud: Cloud, tenant: Tenant, project: sqlite3.Row) -> dict[str, Any]:
     _require_unlinker(tenant)
     link = _require_link(cloud, project)
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         db.execute("DELETE FROM repo_links WHERE project_id = ?", (project["id"],))
         cloud.log(db, project["id"], None, "warning", f"Unlinked from {link['repo_url']}.")
     return {
@@ -242,7 +242,7 @@ def _start_run(
     """Records a run with its build and queued deployment; returns the run's id, the
     deployment's id, and what was fetched (branch@short-sha)."""
     run_id = new_id("run")
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         build = record_build(cloud, db, project["id"], branch)
         deployment_id = queue(cloud, db, project["id"], build, "repo_link")
         db.execute(
@@ -269,7 +269,7 @@ def _triggered(cloud: Cloud, run_id: str, deployment_id: str) -> dict[str, Any]:
 
 
 def _finish(cloud: Cloud, project: sqlite3.Row, run_id: str, outcome: RunStatus) -> None:
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         finish_run(cloud, db, run_id, outcome.value)
         level = "info" if outcome is RunStatus.SUCCEEDED else "error"
         cloud.log(db, project["id"], None, level, f"Run {run_id} {outcome}.")

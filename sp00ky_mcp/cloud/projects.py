@@ -162,7 +162,7 @@ def create_project(
     wanted = check_services(list(DEFAULT_SERVICES) if service_names is None else service_names)
     _check_name_free(cloud, tenant, name)
     project_id = new_id("prj")
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         db.execute(
             "INSERT INTO projects (id, tenant_id, name, region, created_at) VALUES (?, ?, ?, ?, ?)",
             (project_id, tenant.id, name, region, cloud.clock()),
@@ -251,7 +251,7 @@ def _counted(n: int, noun: str) -> str:
 def destroy_project(cloud: Cloud, tenant: Tenant, row: sqlite3.Row) -> dict[str, Any]:
     _require_destroyer(tenant)
     removed = contents(cloud, row["id"])
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         gone = db.execute(
             "DELETE FROM projects WHERE id = ? AND tenant_id = ?", (row["id"], tenant.id)
         ).rowcount

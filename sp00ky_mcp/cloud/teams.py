@@ -140,7 +140,7 @@ def create_team(cloud: Cloud, user_id: str, name: str) -> dict[str, Any]:
     name = valid_name(name)
     now = cloud.clock()
     tenant_id = new_id("ten")
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         clash = db.execute(
             "SELECT 1 FROM tenants t JOIN memberships m ON m.tenant_id = t.id "
             "WHERE m.user_id = ? AND t.kind = 'team' AND t.name = ? COLLATE NOCASE",
@@ -175,7 +175,7 @@ def invite(cloud: Cloud, tenant: Tenant, user_id: str, email: str, role: str) ->
         tenant.require_role("owner", "invite an owner")
     now = cloud.clock()
     invitation_id = new_id("inv")
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         _check_invitable(cloud, tenant, email)
         db.execute(
             "INSERT INTO invitations VALUES (?, ?, ?, ?, ?, ?)",
@@ -255,7 +255,7 @@ def _keep_an_owner(cloud: Cloud, tenant: Tenant, member: sqlite3.Row) -> None:
 def remove_member(cloud: Cloud, user_id: str, tenant_id: str, ref: str) -> dict[str, Any]:
     """Removes the member, re-checking every rule inside the write: roles and owners may have
     changed while the caller was asked to confirm."""
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         tenant = cloud.tenant(user_id, tenant_id)
         member = check_removal(cloud, tenant, ref)
         db.execute(
@@ -287,7 +287,7 @@ def find_invitation(cloud: Cloud, tenant: Tenant, invitation_id: str) -> sqlite3
 def remove_invitation(
     cloud: Cloud, user_id: str, tenant_id: str, invitation_id: str
 ) -> dict[str, Any]:
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         tenant = cloud.tenant(user_id, tenant_id)
         row = find_invitation(cloud, tenant, invitation_id)
         db.execute("DELETE FROM invitations WHERE id = ?", (row["id"],))
@@ -308,7 +308,7 @@ def accept_invitation(cloud: Cloud, user_id: str, invitation_id: str) -> dict[st
     if user is None or row is None or row["email"].casefold() != user.email.casefold():
         raise NotFound(f"No pending invitation '{invitation_id}' for this user.")
     now = cloud.clock()
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         if not _is_member(cloud, row["tenant_id"], user_id):
             db.execute(
                 "INSERT INTO memberships VALUES (?, ?, ?, ?)",

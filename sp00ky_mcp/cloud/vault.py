@@ -39,7 +39,7 @@ def new_key_material() -> str:
 def initialize(cloud: Cloud, project: sqlite3.Row) -> dict[str, Any]:
     material = new_key_material()
     now = cloud.clock()
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         taken = db.execute(
             "INSERT OR IGNORE INTO vaults (project_id, key_material, ci_access, "
             "initialized_at) VALUES (?, ?, 0, ?)",
@@ -58,7 +58,7 @@ def initialize(cloud: Cloud, project: sqlite3.Row) -> dict[str, Any]:
 
 def set_ci_access(cloud: Cloud, project: sqlite3.Row, enabled: bool) -> dict[str, Any]:
     """Idempotent: `changed` says whether this call flipped the switch."""
-    with cloud.store.transaction() as db:
+    with cloud.transaction() as db:
         row = db.execute(
             "SELECT ci_access FROM vaults WHERE project_id = ?", (project["id"],)
         ).fetchone()

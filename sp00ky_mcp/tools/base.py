@@ -17,7 +17,7 @@ import orjson
 
 from ..accounts import arguments_digest
 from ..catalogue import Tool
-from ..cloud.base import Cloud, Tenant, page, page_bounds
+from ..cloud.base import Caller, Cloud, Tenant, page, page_bounds
 from ..context import CallContext, Peer
 from ..errors import ToolError
 from ..protocol import ToolResult, encoded_result
@@ -336,8 +336,14 @@ async def _run_masked(call: Call, spec: Spec) -> dict[str, Any]:
 
 
 async def _run(call: Call, spec: Spec) -> dict[str, Any]:
-    """Runs the handler, or with an idempotency key replays the result of the first call
-    that used the key."""
+    """Runs the handler for the call's caller (whose authority each of its writes checks
+    again), or with an idempotency key replays the result of the first call that used it."""
+    caller = Caller(call.ctx.principal.token_id, call.user_id, call.tenant)
+    with call.cloud.acting(caller):
+        return await _run_once(call, spec)
+
+
+async def _run_once(call: Call, spec: Spec) -> dict[str, Any]:
     key = call.args.get("idempotency_key")
     if key is None or not spec.mutates:
         return await spec.handler(call)

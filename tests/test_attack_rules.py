@@ -1,0 +1,264 @@
+"""The product's rules hold against an attacker: authority is checked again after a
+confirmation prompt, key material is shown once even to retries, every input the schemas admit
+gets a clear answer, unique names stay unique whatever the Unicode spelling, and two processes
+on one store agree on what already exists."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import mcp_types as types
+import pytest
+from mcp.client import ClientRequestContext
+
+from sp00ky_mcp.accounts import User
+
+from .product_support import SPECS, ProductEnv
+
+pytestmark = pytest.mark.anyio
+
+REMOVED = (
+    "You no longer belong to 'Acme', so nothing was changed; list_teams shows the tenants you "
+    "belong to."
+)
+REVOKED = (
+    "This token was revoked while the call ran, so nothing was changed; mint a new one with "
+    "`spky mcp token` and re-add it."
+)
+EXPIRED = (
+    "This token expired while the call ran, so nothing was changed; mint a new one with "
+    "`spky mcp token` and re-add it."
+)
+DEMOTED = (
+    "Your role in 'Acme' changed from admin to member while this call ran, so nothing was "
+    "changed; call the tool again to act with your current role."
+)
+
+
+# --- a team with something to destroy under every destructive tool ------------------------
+
+
+class Team:
+    """Acme on the team plan: Ada owns it, Bob is an admin, Cy a member; its project 'api' is
+    deployed and has a backup, a domain, an env var and a repo link; cy2@example.com is
+    invited."""
+
+    def __init__(self, env: ProductEnv) -> None:
+        self.env = env
+        self.ada = env.user("ada@example.com")
+        self.bob = env.user("bob@example.com")
+        self.cy = env.user("cy@example.com")
+        self.id = env.make_team(
+            {self.ada: "owner", self.bob: "admin", self.cy: "member"}, plan="team"
+        )
+        self.owner = env.token(self.ada)
+        self.bob_token = env.token(self.bob, name="bob-laptop")
+        self.backup_id = ""
+        self.invitation_id = ""
+
+    async def furnish(self) -> None:
+        project = {"project": "api", "tenant_id": self.id}
+        await self.env.ok(self.owner, "create_project", {"name": "api", "tenant_id": self.id})
+        await self.env.ok(self.owner, "deploy", project)
+        backup = await self.env.ok(self.owner, "create_backup", project)
+        self.backup_id = backup["backup_id"]
+        await self.env.ok(self.owner, "add_domain", {**project, "hostname": "www.example.com"})
+        await self.env.ok(self.owner, "set_env_var", {**project, "key": "API_KEY", "value": "v"})
+        link = {**project, "repo_url": "https://github.com/acme/api"}
+        await self.env.ok(self.owner, "set_up_repo_link", link)
+        invited = await self.env.ok(
+            self.owner, "invite_team_member", {"tenant_id": self.id, "email": "cy2@example.com"}
+        )
+        self.invitation_id = invited["invitation_id"]
+
+    def arguments(self, tool: str) -> dict[str, Any]:
+        """Arguments under which `tool` destroys something of the team's, with a prompt."""
+        project = {"project": "api", "tenant_id": self.id}
+        return {
+            "destroy_project": project,
+            "tear_down_project": project,
+            "restore_backup": {**project, "backup_id": self.backup_id},
+            "delete_backup": {**project, "backup_id": self.backup_id},
+            "reset_backup_config": project,
+            "remove_domain": {**project, "hostname": "www.example.com"},
+            "delete_env_var": {**project, "key": "API_KEY"},
+            "unlink_repo": project,
+            "remove_team_member": {"tenant_id": self.id, "member": self.cy.email},
+            "remove_team_invitation": {"tenant_id": self.id, "invitation_id": self.invitation_id},
+        }[tool]
+
+    def set_role(self, user: User, role: str | None) -> None:
+        """The owner's dashboard changes a member's role, or removes them (None)."""
+        with self.env.store.transaction() as db:
+            if role is None:
+                db.execute(
+                    "DELETE FROM memberships WHERE tenant_id = ? AND user_id = ?",
+                    (self.id, user.id),
+                )
+            else:
+                db.execute(
+                    "UPDATE memberships SET role = ? WHERE tenant_id = ? AND user_id = ?",
+                    (role, self.id, user.id),
+                )
+
+
+CONFIRMING = (
+    "destroy_project",
+    "tear_down_project",
+    "restore_backup",
+    "delete_backup",
+    "reset_backup_config",
+    "remove_domain",
+    "delete_env_var",
+    "unlink_repo",
+    "remove_team_member",
+    "remove_team_invitation",
+)
+Elicit = Callable[[ClientRequestContext, types.ElicitRequestParams], Awaitable[types.ElicitResult]]
+
+
+def confirming_after(env: ProductEnv, change: Callable[[], None], seen: list[Any]) -> Elicit:
+    """An elicitation callback that makes `change` while the prompt is open, then confirms;
+    `seen` gets the store as it is once the change is made."""
+
+    async def answer(
+        ctx: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult:
+        change()
+        seen.append(env.snapshot())
+        return types.ElicitResult(action="accept", content={"confirm": True})
+
+    return answer
+
+
+async def confirm_after(
+    env: ProductEnv, team: Team, tool: str, change: Callable[[], None]
+) -> tuple[types.CallToolResult, list[Any]]:
+    seen: list[Any] = []
+    answer = confirming_after(env, change, seen)
+    async with env.sdk(team.bob_token, mode="legacy", elicitation_callback=answer) as client:
+        result = await client.call_tool(tool, team.arguments(tool))
+    return result, seen
+
+
+def test_every_destructive_tool_is_covered_here() -> None:
+    assert {name for name, spec in SPECS.items() if spec.destructive} == set(CONFIRMING)
+
+
+@pytest.mark.parametrize("tool", CONFIRMING)
+async def test_an_admin_removed_while_the_prompt_is_open_destroys_nothing(
+    env: ProductEnv, tool: str
+) -> None:
+    team = Team(env)
+    await team.furnish()
+    result, seen = await confirm_after(env, team, tool, lambda: team.set_role(team.bob, None))
+    assert (result.is_error, result.content[0].model_dump()["text"]) == (True, REMOVED)
+    assert env.snapshot() == seen[0]
+
+
+async def first_round(env: ProductEnv, token: str, tool: str, arguments: dict[str, Any]) -> Any:
+    """A stateless tools/call that stops at its confirmation prompt: the round's result."""
+    response = await env.rpc(
+        token, "tools/call", {"name": tool, "arguments": arguments}, {"elicitation": {}}
+    )
+    result = response.json()["result"]
+    assert result["resultType"] == "input_required", result
+    return result
+
+
+async def confirmed_round(
+    env: ProductEnv, token: str, tool: str, arguments: dict[str, Any], first: Any
+) -> Any:
+    """The retry of `first` that answers its prompt with confirm."""
+    answers = {
+        key: {"action": "accept", "content": {"confirm": True}} for key in first["inputRequests"]
+    }
+    params = {
+        "name": tool,
+        "arguments": arguments,
+        "inputResponses": answers,
+        "requestState": first["requestState"],
+    }
+    return await env.rpc(token, "tools/call", params, {"elicitation": {}})
+
+
+@pytest.mark.parametrize("tool", CONFIRMING)
+async def test_a_token_revoked_between_the_rounds_of_a_prompt_destroys_nothing(
+    env: ProductEnv, tool: str
+) -> None:
+    team = Team(env)
+    await team.furnish()
+    arguments = team.arguments(tool)
+    first = await first_round(env, team.bob_token, tool, arguments)
+    env.accounts.revoke(team.bob, "bob-laptop")
+    seen = env.snapshot()
+    retried = await confirmed_round(env, team.bob_token, tool, arguments, first)
+    assert (retried.status_code, retried.text) == (
+        401,
+        "401 Unauthorized: the token was revoked; mint a new one with `spky mcp token` and "
+        "re-add it.\n",
+    )
+    assert env.snapshot() == seen
+
+
+async def test_an_admin_removed_between_the_rounds_of_a_prompt_destroys_nothing(
+    env: ProductEnv,
+) -> None:
+    team = Team(env)
+    await team.furnish()
+    arguments = team.arguments("destroy_project")
+    first = await first_round(env, team.bob_token, "destroy_project", arguments)
+    team.set_role(team.bob, None)
+    seen = env.snapshot()
+    retried = await confirmed_round(env, team.bob_token, "destroy_project", arguments, first)
+    result = retried.json()["result"]
+    assert (result["isError"], result["content"]) == (
+        True,
+        [
+            {
+                "type": "text",
+                "text": f"No tenant '{team.id}' is reachable by this token; list_teams shows "
+                "the tenants you belong to.",
+            }
+        ],
+    )
+    assert env.snapshot() == seen
+
+
+async def test_an_admin_demoted_while_the_prompt_is_open_destroys_nothing(
+    env: ProductEnv,
+) -> None:
+    team = Team(env)
+    await team.furnish()
+    result, seen = await confirm_after(
+        env, team, "destroy_project", lambda: team.set_role(team.bob, "member")
+    )
+    assert (result.is_error, result.content[0].model_dump()["text"]) == (True, DEMOTED)
+    assert env.snapshot() == seen[0]
+
+
+async def test_a_token_that_expires_while_the_prompt_is_open_destroys_nothing(
+    env: ProductEnv,
+) -> None:
+    team = Team(env)
+    await team.furnish()
+    record, bob_token = env.accounts.mint(team.bob, "short", ("mcp:full",), 1)
+    team.bob_token = bob_token
+    assert record.expires_at is not None
+    expiry = record.expires_at
+
+    def time_passes() -> None:
+        env.accounts.clock = lambda: expiry
+
+    result, seen = await confirm_after(env, team, "delete_env_var", time_passes)
+    assert (result.is_error, result.content[0].model_dump()["text"]) == (True, EXPIRED)
+    assert env.snapshot() == seen[0]
+
+
+async def test_an_admin_still_in_the_team_goes_ahead_after_confirming(env: ProductEnv) -> None:
+    team = Team(env)
+    await team.furnish()
+    result, _ = await confirm_after(env, team, "delete_env_var", lambda: None)
+    assert result.is_error is False
+    assert env.count("env_vars") == 0
