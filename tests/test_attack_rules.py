@@ -6,13 +6,17 @@ on one store agree on what already exists."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import mcp_types as types
+import orjson
 import pytest
 from mcp.client import ClientRequestContext
 
-from sp00ky_mcp.accounts import User
+from sp00ky_mcp.accounts import Accounts, User
+from sp00ky_mcp.store import Store
+from sp00ky_mcp.tools.base import SHOWN_ONCE
 
 from .product_support import SPECS, ProductEnv
 
@@ -262,3 +266,90 @@ async def test_an_admin_still_in_the_team_goes_ahead_after_confirming(env: Produ
     result, _ = await confirm_after(env, team, "delete_env_var", lambda: None)
     assert result.is_error is False
     assert env.count("env_vars") == 0
+
+
+# --- secrets are shown once, and never kept for a retry ------------------------------------
+
+
+def idempotency_records(env: ProductEnv) -> list[str]:
+    rows = env.store.all("SELECT CAST(result AS TEXT) AS r FROM idempotency ORDER BY tool")
+    return [r["r"] for r in rows]
+
+
+async def test_a_retry_of_init_vault_does_not_show_the_key_material_again(
+    env: ProductEnv,
+) -> None:
+    token = env.token(env.user(), "mcp:full,secrets:reveal")
+    await env.ok(token, "create_project", {"name": "api"})
+    arguments = {"project": "api", "idempotency_key": "vault-1"}
+    first = await env.ok(token, "init_vault", arguments)
+    retried = await env.ok(token, "init_vault", arguments)
+    material = env.store.one("SELECT key_material FROM vaults")["key_material"]
+    assert first["key_material"] == material
+    assert retried == {**first, "key_material": SHOWN_ONCE}
+    assert SHOWN_ONCE == (
+        "Shown once, in the result of the first call with this idempotency_key; a retry does "
+        "not show it again."
+    )
+    assert [material in record for record in idempotency_records(env)] == [False]
+    assert env.count("vaults") == 1
+
+
+async def test_a_retry_of_set_env_var_keeps_no_value_and_shows_none(env: ProductEnv) -> None:
+    token = env.token(env.user(), "mcp:full,secrets:reveal")
+    await env.ok(token, "create_project", {"name": "api"})
+    arguments = {
+        "project": "api",
+        "key": "DATABASE_URL",
+        "value": "postgres://u:pw@db/x",
+        "idempotency_key": "env-1",
+    }
+    first = await env.ok(token, "set_env_var", arguments)
+    retried = await env.ok(token, "set_env_var", arguments)
+    assert first["value"] == "postgres://u:pw@db/x"
+    assert retried == {**first, "value": SHOWN_ONCE}
+    assert ["postgres://u:pw@db/x" in record for record in idempotency_records(env)] == [False]
+
+
+async def test_a_secret_quoted_in_a_replayed_result_is_not_kept_in_the_record(
+    env: ProductEnv,
+) -> None:
+    """A result's ordinary text can hold a secret value (here a service named like one), and
+    the record keeps it masked even for a token that may see it."""
+    token = env.token(env.user(), "mcp:full,secrets:reveal")
+    await env.ok(token, "create_project", {"name": "api", "services": ["sekrit-svc"]})
+    await env.ok(token, "set_env_var", {"project": "api", "key": "K", "value": "sekrit-svc"})
+    arguments = {"project": "api", "idempotency_key": "tear-down-1"}
+    first = await env.ok(token, "tear_down_project", arguments)
+    assert first["services"][0]["name"] == "sekrit-svc"
+    assert ["sekrit-svc" in record for record in idempotency_records(env)] == [False]
+
+
+async def test_records_of_an_older_version_lose_their_secrets_when_the_store_is_opened(
+    tmp_path: Path,
+) -> None:
+    store = Store.open(tmp_path)
+    accounts = Accounts(store)
+    user = accounts.ensure_user("ada@example.com")
+    old_records = [
+        ("init_vault", {"project": "api", "key_material": {"$secret": "KEY-MATERIAL"}}),
+        ("set_env_var", {"key": "K", "value": {"$secret": "ENV-VALUE"}}),
+        ("deploy", {"notes": [{"$secret": "ELSEWHERE"}]}),
+        ("create_project", {"name": "api"}),
+    ]
+    with store.transaction() as db:
+        for tool, result in old_records:
+            db.execute(
+                "INSERT INTO idempotency VALUES (?, ?, 'k', 'd', ?, 0)",
+                (user.id, tool, orjson.dumps(result)),
+            )
+        db.execute("DELETE FROM schema_migrations WHERE version = 60")
+    store.close()
+    reopened = Store.open(tmp_path)
+    rows = reopened.all("SELECT tool, result FROM idempotency ORDER BY tool")
+    assert {r["tool"]: orjson.loads(r["result"]) for r in rows} == {
+        "create_project": {"name": "api"},
+        "init_vault": {"project": "api", "key_material": {"$shown_once": True}},
+        "set_env_var": {"key": "K", "value": {"$shown_once": True}},
+    }
+    reopened.close()

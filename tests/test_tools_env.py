@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from sp00ky_mcp.cloud import env as env_rules
 from sp00ky_mcp.cloud.base import Invalid
+from sp00ky_mcp.tools.base import SHOWN_ONCE
 
 from .product_support import NOW, NOW_ISO, REDACTED, ProductEnv, accept, decline
 
@@ -210,7 +211,7 @@ async def test_set_env_var_with_an_idempotency_key_changes_nothing_on_retry(
     args = {"project": "api", "key": "K", "value": "first-value", "idempotency_key": "k-1"}
     first = await env.ok(token, "set_env_var", args)
     await env.ok(token, "set_env_var", {"project": "api", "key": "K", "value": "other-value"})
-    assert await env.ok(token, "set_env_var", args) == first
+    assert await env.ok(token, "set_env_var", args) == {**first, "value": SHOWN_ONCE}
     assert stored(env, project_id) == {"K": "other-value"}
 
 

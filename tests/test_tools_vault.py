@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from sp00ky_mcp.tools.base import SHOWN_ONCE
+
 from .product_support import NOW, NOW_ISO, REDACTED, ProductEnv
 
 pytestmark = pytest.mark.anyio
@@ -118,7 +120,7 @@ async def test_init_vault_twice_is_a_conflict_that_keeps_the_material(env: Produ
     assert vault_row(env, project_id) == before
 
 
-async def test_init_vault_retried_with_its_idempotency_key_returns_the_same_material(
+async def test_init_vault_retried_with_its_key_returns_the_same_outcome_without_the_material(
     env: ProductEnv,
 ) -> None:
     ada = env.user()
@@ -126,7 +128,7 @@ async def test_init_vault_retried_with_its_idempotency_key_returns_the_same_mate
     token = env.token(ada, "vault:write,secrets:reveal")
     args = {"project": "api", "idempotency_key": "init-1"}
     first = await env.ok(token, "init_vault", args)
-    assert await env.ok(token, "init_vault", args) == first
+    assert await env.ok(token, "init_vault", args) == {**first, "key_material": SHOWN_ONCE}
 
 
 async def test_init_vault_in_a_team_needs_an_admin(env: ProductEnv) -> None:

@@ -148,3 +148,22 @@ CREATE TABLE idempotency (
 );
 """,
 )
+
+# Idempotency records written before secrets were left out of them kept a result's secret
+# fields in clear ({"$secret": value}; the results are JSON stored as BLOBs, which SQLite's
+# JSON functions read only once cast to TEXT): init_vault's key material and set_env_var's value
+# become the note a retry shows instead; a record with a secret anywhere else is dropped (its
+# key then runs the call again, which these tools refuse or repeat harmlessly).
+migration(
+    60,
+    """
+UPDATE idempotency
+SET result = json_set(CAST(result AS TEXT), '$.key_material', json('{"$shown_once":true}'))
+WHERE tool = 'init_vault'
+AND json_type(CAST(result AS TEXT), '$.key_material."$secret"') IS NOT NULL;
+UPDATE idempotency
+SET result = json_set(CAST(result AS TEXT), '$.value', json('{"$shown_once":true}'))
+WHERE tool = 'set_env_var' AND json_type(CAST(result AS TEXT), '$.value."$secret"') IS NOT NULL;
+DELETE FROM idempotency WHERE instr(CAST(result AS TEXT), '"$secret"') > 0
+""",
+)

@@ -353,7 +353,7 @@ async def _run_once(call: Call, spec: Spec) -> dict[str, Any]:
         return replayed
     result = await spec.handler(call)
     with call.cloud.store.transaction() as db:
-        frozen = orjson.dumps(result, default=_freeze)
+        frozen = _frozen(call, result)
         db.execute(
             "INSERT OR IGNORE INTO idempotency VALUES (?, ?, ?, ?, ?, ?)",
             (call.user_id, spec.name, key, digest, frozen, call.cloud.clock()),
@@ -379,16 +379,46 @@ def _replay(call: Call, spec: Spec, key: str, digest: str) -> dict[str, Any] | N
     return thawed
 
 
+def _frozen(call: Call, result: dict[str, Any]) -> bytes:
+    """The result as its idempotency record keeps it, with no secret in it: a `Secret` field
+    becomes a note that it was shown once (key material is shown once, and a retry is not
+    a second showing), and a secret value inside other text is masked, whoever the caller."""
+    values = call.cloud.secret_values(call.tenant.id)
+    if values and _mentions(result, values):
+        result = _scrubbed(result, secret_pattern(values))
+    return orjson.dumps(result, default=_freeze)
+
+
+def _scrubbed(value: Any, pattern: re.Pattern[str]) -> Any:
+    if isinstance(value, str):
+        return pattern.sub(MARKER, value)
+    if isinstance(value, dict):
+        return {k: _scrubbed(v, pattern) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(v, pattern) for v in value]
+    return value
+
+
+# What a retry shows in place of a secret field of the first call's result.
+SHOWN_ONCE = (
+    "Shown once, in the result of the first call with this idempotency_key; a retry does "
+    "not show it again."
+)
+_SHOWN_ONCE_KEY = "$shown_once"
+
+
 def _freeze(value: Any) -> Any:
     if isinstance(value, Secret):
-        return {"$secret": value.value}
+        return {_SHOWN_ONCE_KEY: True}
     raise TypeError(type(value).__name__)
 
 
 def _thaw(value: Any) -> Any:
+    """A stored result as the retry returns it.  Records written before secrets were left
+    out of them hold {"$secret": value}: that value is not shown again either."""
     if isinstance(value, dict):
-        if set(value) == {"$secret"}:
-            return Secret(value["$secret"])
+        if set(value) in ({_SHOWN_ONCE_KEY}, {"$secret"}):
+            return SHOWN_ONCE
         return {k: _thaw(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_thaw(v) for v in value]

@@ -65,7 +65,11 @@ SET_ENV_VAR = Spec(
         {
             "project": {"type": "string"},
             "key": {"type": "string"},
-            "value": SECRET,
+            "value": {
+                **SECRET,
+                "description": SECRET["description"] + " On a retry with the same "
+                "idempotency_key, a note that it was shown once, in the first call's result.",
+            },
             "updated_at": TIME,
             "created": {
                 "type": "boolean",

@@ -48,7 +48,8 @@ INIT_VAULT = Spec(
     title="Initialize the vault",
     description="Use this once per project to create its vault. The result carries the "
     "new key material (32 random bytes, base64), shown only this once and "
-    "as ***REDACTED unless the token has secrets:reveal; a vault that "
+    "as ***REDACTED unless the token has secrets:reveal; a retry with the same "
+    "idempotency_key returns the same outcome without it, and a vault that "
     f"already exists cannot be initialized again. {ADMIN}",
     arguments={"project": PROJECT},
     required=("project",),
@@ -58,7 +59,8 @@ INIT_VAULT = Spec(
             "key_material": {
                 "type": "string",
                 "description": "Base64 key material, or ***REDACTED unless the token has "
-                "secrets:reveal.",
+                "secrets:reveal; on a retry with the same idempotency_key, a note that it "
+                "was shown once, in the first call's result.",
             },
         }
     ),
