@@ -353,3 +353,85 @@ async def test_records_of_an_older_version_lose_their_secrets_when_the_store_is_
         "set_env_var": {"key": "K", "value": {"$shown_once": True}},
     }
     reopened.close()
+
+
+# --- numbers the schema admits get an answer, never an internal error ------------------------
+
+CURSOR_RULE = "Invalid cursor: pass back a next_cursor value exactly as received."
+
+
+@pytest.mark.parametrize("cursor", ["b" + str(2**63), "b" + "9" * 19, "b" + "9" * 63])
+async def test_a_log_cursor_beyond_any_line_id_is_refused_as_a_cursor(
+    env: ProductEnv, cursor: str
+) -> None:
+    token = env.token(env.user())
+    await env.ok(token, "create_project", {"name": "api"})
+    response = await env.rpc(
+        token, "tools/call", {"name": "get_logs", "arguments": {"project": "api", "cursor": cursor}}
+    )
+    assert response.status_code == 200
+    assert response.json()["result"]["content"] == [{"type": "text", "text": CURSOR_RULE}]
+    assert response.json()["result"]["isError"] is True
+
+
+async def test_the_largest_line_id_is_a_cursor_that_reads_from_the_newest_line(
+    env: ProductEnv,
+) -> None:
+    token = env.token(env.user())
+    await env.ok(token, "create_project", {"name": "api"})
+    arguments = {"project": "api", "cursor": "b" + str(2**63 - 1), "lines": 1}
+    read = await env.ok(token, "get_logs", arguments)
+    assert [line["message"] for line in read["items"]] == [
+        "Project 'api' created in us-east with services web."
+    ]
+
+
+# Past what SQLite's 64-bit integers hold, and floats the schema's "integer" admits.
+EDGE_NUMBERS = (2**63 - 1, 2**63, 2**64, -(2**63) - 1, 10**30, 1e19, 1e300)
+EDGE_CURSORS = ("b" + "9" * 19, "b" + "0" * 40 + "1", "o" + "9" * 63, "o" + str(2**64))
+# What the tools need besides the argument under test, as the team's world has it.
+FILLERS = {
+    "service": "web",
+    "key": "API_KEY",
+    "value": "v",
+    "hostname": "www.example.com",
+    "name": "zz",
+    "plan": "pro",
+    "email": "new@example.com",
+    "member": "cy@example.com",
+    "repo_url": "https://github.com/acme/api",
+    "replicas": 1,
+}
+
+
+def numeric_arguments(schema: dict[str, Any]) -> list[str]:
+    """The properties that hold a number, or a cursor that the server parses into one."""
+    return [
+        name
+        for name, prop in schema["properties"].items()
+        if name == "cursor" or "integer" in prop.get("type", ()) or "number" in prop.get("type", ())
+    ]
+
+
+async def test_no_number_at_64_bit_edges_gets_an_internal_error(env: ProductEnv) -> None:
+    team = Team(env)
+    await team.furnish()
+    internal: list[tuple[str, str, Any]] = []
+    for tool, spec in SPECS.items():
+        schema = spec.input_schema()
+        for argument in numeric_arguments(schema):
+            edges = EDGE_CURSORS if argument == "cursor" else EDGE_NUMBERS
+            for edge in edges:
+                arguments = {
+                    **{k: FILLERS.get(k, "x") for k in spec.required},
+                    "project": "api",
+                    "tenant_id": team.id,
+                    "backup_id": team.backup_id,
+                    argument: edge,
+                }
+                known = {k: v for k, v in arguments.items() if k in schema["properties"]}
+                params = {"name": tool, "arguments": known}
+                reply = (await env.rpc(team.owner, "tools/call", params)).json()
+                if "result" not in reply:
+                    internal.append((tool, argument, edge))
+    assert internal == []

@@ -26,6 +26,8 @@ Clock = Callable[[], float]
 ROLE_RANK = {"member": 0, "admin": 1, "owner": 2}
 REGIONS = ("us-east", "us-west", "eu-central", "eu-west", "ap-southeast")
 CURSOR_RULE = "Invalid cursor: pass back a next_cursor value exactly as received."
+# SQLite's integers are 64-bit: a larger Python int cannot even be bound as a parameter.
+SQLITE_MAX_INTEGER = 2**63 - 1
 # Values shorter than this (e.g. "1", "true") would mask ordinary words everywhere; they are
 # still redacted where they appear as a field, just not searched for inside other text.
 MIN_MASKED_LENGTH = 6

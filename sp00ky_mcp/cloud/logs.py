@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from .base import CURSOR_RULE, Cloud, Invalid, ascii_digits, iso
+from .base import CURSOR_RULE, SQLITE_MAX_INTEGER, Cloud, Invalid, ascii_digits, iso
 from .deployments import service_row
 
 DEFAULT_LINES = 100
@@ -45,11 +45,16 @@ def parse_since(since: str, now: float) -> float:
 
 
 def _before(cursor: str | None) -> int | None:
+    """The line id a cursor reads back from.  Any id we hand out is a SQLite integer, so a
+    larger number (which SQLite could not even compare with) is no cursor of ours."""
     if cursor is None:
         return None
-    if not (cursor.startswith("b") and ascii_digits(cursor[1:]) and len(cursor) <= 20):
+    if not (cursor.startswith("b") and ascii_digits(cursor[1:])):
         raise Invalid(CURSOR_RULE)
-    return int(cursor[1:])
+    before = int(cursor[1:])
+    if before > SQLITE_MAX_INTEGER:
+        raise Invalid(CURSOR_RULE)
+    return before
 
 
 def line_view(row: sqlite3.Row, message: str) -> dict[str, Any]:
