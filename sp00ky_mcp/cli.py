@@ -2,16 +2,22 @@
 
 Every command is scriptable: `--json` output, exit status 0 on success, 1 on a refused
 operation (with a one-sentence message on stderr), 2 on bad usage, and no prompt unless
-standard input is a terminal.
+standard input is a terminal.  When the reader of standard output goes away (`spky mcp tokens
+| head -1`), the command stops quietly with status 141, as a program killed by SIGPIPE does, so
+that `set -o pipefail` scripts see the same status as with any other command.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
 import getpass
+import importlib.metadata
 import importlib.util
+import ipaddress
 import logging
+import math
 import os
 import re
 import shutil
@@ -22,6 +28,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
@@ -31,7 +38,7 @@ from . import editors, scopes, tokens
 from .accounts import DEFAULT_TOKEN_DAYS, AccountError, Accounts, TokenRecord, User, default_email
 from .config import Limits, ServerConfig
 from .server import McpServer
-from .store import Store, StoreError
+from .store import DB_NAME, Store, StoreError, default_data_dir
 from .transport import LOOPBACK_HOSTS
 
 DEFAULT_PORT = 8765
@@ -41,6 +48,56 @@ DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}/v1/mcp"
 
 class CliError(Exception):
     """A refused command: printed as one sentence, exit status 1."""
+
+
+# --- argument types: a bad value is a usage error (status 2), as argparse reports it --------
+
+
+def tcp_port(text: str) -> int:
+    if not text.strip().isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a TCP port; use 0 to 65535.")
+    return int(text)
+
+
+def http_url(text: str) -> str:
+    parts = urlsplit(text.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not an absolute http(s) URL, such as https://mcp.example.com/v1/mcp."
+        )
+    return text.strip()
+
+
+def bind_address(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an address is needed, such as 127.0.0.1 or 0.0.0.0.")
+    return text.strip()
+
+
+def positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number above 0.")
+    return value
+
+
+def positive_count(text: str) -> int:
+    if not text.strip().isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number above 0.")
+    return int(text)
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("sp00ky-mcp")
+    except importlib.metadata.PackageNotFoundError:
+        # Run from a source tree that was never installed.
+        from . import __version__
+
+        return __version__
 
 
 # --- arguments -------------------------------------------------------------------------------
@@ -63,10 +120,23 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port (0: any free)")
+    parser.add_argument(
+        "--host",
+        type=bind_address,
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1); any other than loopback belongs behind a "
+        "TLS proxy",
+    )
+    parser.add_argument(
+        "--port", type=tcp_port, default=DEFAULT_PORT, help="TCP port (0: any free)"
+    )
     parser.add_argument("--data-dir", default=None, help="where the embedded store lives")
-    parser.add_argument("--public-url", default=None, help="the URL clients use, if proxied")
+    parser.add_argument(
+        "--public-url",
+        type=http_url,
+        default=None,
+        help="the https URL clients use, if proxied (e.g. https://mcp.example.com)",
+    )
     parser.add_argument(
         "--allowed-origin",
         action="append",
@@ -98,14 +168,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--rate-per-minute",
-        type=float,
+        type=positive_number,
         default=DEFAULTS.rate_per_minute,
         metavar="N",
         help=f"requests a token may make per minute (default {DEFAULTS.rate_per_minute:g})",
     )
     parser.add_argument(
         "--rate-burst",
-        type=int,
+        type=positive_count,
         default=DEFAULTS.rate_burst,
         metavar="N",
         help=f"requests a token may make at once (default {DEFAULTS.rate_burst})",
@@ -132,19 +202,28 @@ def add_token_arguments(parser: argparse.ArgumentParser) -> None:
         "--install", action="store_true", help="register the server with an editor right after"
     )
     parser.add_argument(
-        "--client", choices=editors.CLIENTS, default=None, help="which editor to register with"
+        "--client",
+        choices=editors.CLIENTS,
+        default=None,
+        help="which editor to register with (implies --install)",
     )
     parser.add_argument(
         "--yes", action="store_true", help="non-interactive (read-only unless --scopes is given)"
     )
-    parser.add_argument("--url", default=None, help=f"the server URL (default {DEFAULT_URL})")
+    parser.add_argument(
+        "--url", type=http_url, default=None, help=f"the server URL (default {DEFAULT_URL})"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spky", description="Sp00ky Cloud command line.")
-    top = parser.add_subparsers(dest="area", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    # A bare `spky` or `spky mcp` prints the help of that level and exits 0.
+    parser.set_defaults(help_of=parser, command=None)
+    top = parser.add_subparsers(dest="area")
     mcp = top.add_parser("mcp", help="the Sp00ky MCP server and its tokens")
-    commands = mcp.add_subparsers(dest="command", required=True)
+    mcp.set_defaults(help_of=mcp)
+    commands = mcp.add_subparsers(dest="command")
     add_serve_arguments(commands.add_parser("serve", help="run the MCP server"))
     add_token_arguments(commands.add_parser("token", help="mint an MCP token"))
     add_store_arguments(commands.add_parser("tokens", help="list MCP tokens"))
@@ -154,12 +233,19 @@ def build_parser() -> argparse.ArgumentParser:
     install = commands.add_parser("install", help="register the server with an editor")
     install.add_argument("--client", choices=editors.CLIENTS, required=True)
     install.add_argument("--token", default=None, help="default: $SP00KY_MCP_TOKEN or a prompt")
-    install.add_argument("--url", default=None, help=f"the server URL (default {DEFAULT_URL})")
     install.add_argument(
-        "--project", action="store_true", help="Cursor: write .cursor/mcp.json in this directory"
+        "--url", type=http_url, default=None, help=f"the server URL (default {DEFAULT_URL})"
+    )
+    install.add_argument(
+        "--project",
+        action="store_true",
+        help="Cursor: write .cursor/mcp.json in this directory, with ${env:SP00KY_MCP_TOKEN} "
+        "in place of the token",
     )
     check = commands.add_parser("doctor", help="check the connection from this terminal")
-    check.add_argument("--url", default=None, help=f"the server URL (default {DEFAULT_URL})")
+    check.add_argument(
+        "--url", type=http_url, default=None, help=f"the server URL (default {DEFAULT_URL})"
+    )
     check.add_argument("--token", default=None, help="default: $SP00KY_MCP_TOKEN")
     return parser
 
@@ -186,7 +272,18 @@ def iso(moment: float | None) -> str | None:
 
 
 def server_url(given: str | None) -> str:
-    return given or os.environ.get("SP00KY_MCP_URL") or DEFAULT_URL
+    if given:
+        return given
+    from_environment = os.environ.get("SP00KY_MCP_URL")
+    if not from_environment:
+        return DEFAULT_URL
+    try:
+        return http_url(from_environment)
+    except argparse.ArgumentTypeError as exc:
+        raise CliError(f"SP00KY_MCP_URL: {exc}") from None
+
+
+MAX_EXPIRY_DAYS = 3650
 
 
 def parse_expiry(text: str) -> float | None:
@@ -197,7 +294,13 @@ def parse_expiry(text: str) -> float | None:
     if not match or int(match.group(1)) == 0:
         raise CliError(f"--expires-in '{text}' is not a duration; use e.g. 30d, 12h, 2w or never.")
     amount, unit = int(match.group(1)), match.group(2)
-    return amount * {"h": 1 / 24, "d": 1, "w": 7}[unit]
+    days = amount * {"h": 1 / 24, "d": 1, "w": 7}[unit]
+    if days > MAX_EXPIRY_DAYS:
+        raise CliError(
+            f"--expires-in '{text}' is more than {MAX_EXPIRY_DAYS} days; use never for a token "
+            "that does not expire."
+        )
+    return days
 
 
 def open_accounts(args: argparse.Namespace) -> tuple[Accounts, User]:
@@ -206,6 +309,18 @@ def open_accounts(args: argparse.Namespace) -> tuple[Accounts, User]:
         return accounts, accounts.ensure_user(args.user or default_email())
     except (StoreError, AccountError) as exc:
         raise CliError(str(exc)) from None
+
+
+def open_existing_accounts(args: argparse.Namespace) -> tuple[Accounts, User]:
+    """Listing and revoking read a store that exists; they never create one (a mistyped
+    --data-dir would otherwise list nothing, and leave an empty store behind)."""
+    directory = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
+    if not (directory / DB_NAME).is_file():
+        raise CliError(
+            f"There is no token store in {directory}; pass the --data-dir that "
+            "`spky mcp token` and `spky mcp serve` use."
+        )
+    return open_accounts(args)
 
 
 def token_row(record: TokenRecord, now: float) -> dict[str, Any]:
@@ -224,12 +339,31 @@ def token_row(record: TokenRecord, now: float) -> dict[str, Any]:
 # --- token -----------------------------------------------------------------------------------
 
 
+def can_ask(args: argparse.Namespace) -> bool:
+    """Whether a question may be put: a terminal, no --yes, and no --json (whose standard
+    output is for the JSON only)."""
+    return interactive() and not args.yes and not args.json
+
+
 def pick_scopes(args: argparse.Namespace) -> tuple[str, ...]:
-    if args.scopes:
-        return scopes.parse(args.scopes)
-    if args.read_only or args.yes or not interactive():
+    if args.scopes is not None:
+        return given_scopes(args.scopes, args.read_only)
+    if args.read_only or not can_ask(args):
         return scopes.DEFAULT
     return prompt_scopes()
+
+
+def given_scopes(text: str, read_only: bool) -> tuple[str, ...]:
+    if not any(part.strip() for part in text.split(",")):
+        raise CliError("--scopes is empty; name at least one scope, e.g. --scopes mcp:read.")
+    chosen = scopes.parse(text)
+    writes = [s for s in chosen if s == scopes.MCP_FULL or s in scopes.WRITE_SCOPES]
+    if read_only and writes:
+        raise CliError(
+            f"--read-only contradicts the write scope{'s' if len(writes) > 1 else ''} "
+            f"{', '.join(writes)} in --scopes; drop one or the other."
+        )
+    return chosen
 
 
 def prompt_scopes() -> tuple[str, ...]:
@@ -256,17 +390,23 @@ def scope_help(scope: str) -> str:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
+    # Everything that can be refused is checked before the token exists, so that a refusal
+    # never leaves a minted token behind.
+    days = parse_expiry(args.expires_in)
+    url = server_url(args.url)
+    given_name = token_name(args.name)
+    refuse_unaskable_client(args)
     try:
         chosen = pick_scopes(args)
     except scopes.UnknownScope as exc:
         raise CliError(str(exc)) from None
     accounts, user = open_accounts(args)
-    name = args.name or f"token-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
+    name = given_name or dated_name(accounts, user)
+    refuse_duplicate(accounts, user, name)
     try:
-        record, secret = accounts.mint(user, name, chosen, parse_expiry(args.expires_in))
+        record, secret = accounts.mint(user, name, chosen, days)
     except AccountError as exc:
         raise CliError(str(exc)) from None
-    url = server_url(args.url)
     if args.json:
         emit_json(
             {
@@ -282,7 +422,68 @@ def cmd_token(args: argparse.Namespace) -> int:
         )
     else:
         show_new_token(record, secret, user)
-    return offer_install(args, url, secret)
+    return install_after_mint(args, url, secret, record)
+
+
+def token_name(given: str | None) -> str | None:
+    if given is None:
+        return None
+    if not given.strip():
+        raise CliError("--name is blank; give the token a label, or leave --name out.")
+    if not given.isprintable():
+        raise CliError("--name holds a line break or a control character; use plain text.")
+    return given.strip()
+
+
+def dated_name(accounts: Accounts, user: User) -> str:
+    """`token-<UTC time>`, with a suffix when a live token already has that name."""
+    taken = live_names(accounts, user)
+    stem = f"token-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
+    suffix = 1
+    name = stem
+    while name in taken:
+        suffix += 1
+        name = f"{stem}-{suffix}"
+    return name
+
+
+def live_names(accounts: Accounts, user: User) -> dict[str, str]:
+    """Name to id of the tokens not revoked: the ones `spky mcp revoke NAME` would match."""
+    return {t.name: t.id for t in accounts.list_tokens(user) if t.revoked_at is None}
+
+
+def refuse_duplicate(accounts: Accounts, user: User, name: str) -> None:
+    existing = live_names(accounts, user).get(name)
+    if existing is not None:
+        raise CliError(
+            f"{user.email} already has a token named '{name}' ({existing}); pick another "
+            f"--name, or revoke that one first (spky mcp revoke {existing})."
+        )
+
+
+def refuse_unaskable_client(args: argparse.Namespace) -> None:
+    """--install with no --client is answered by asking; where nothing can be asked, no
+    editor is picked on the user's behalf."""
+    if args.install and args.client is None and not can_ask(args):
+        raise CliError(
+            "--install needs --client claude|cursor|vscode when nothing can be asked "
+            "(no terminal, --yes or --json); nothing was minted."
+        )
+
+
+def install_after_mint(args: argparse.Namespace, url: str, secret: str, record: TokenRecord) -> int:
+    """The token exists from here on: a failure or a cancel says so instead of claiming that
+    nothing changed."""
+    kept = (
+        f"the token '{record.name}' ({record.id}) was minted all the same; register it with "
+        "`spky mcp install`, or revoke it with `spky mcp revoke`."
+    )
+    try:
+        return offer_install(args, url, secret)
+    except (KeyboardInterrupt, EOFError):
+        raise CliError(f"Stopped before registering an editor; {kept}") from None
+    except CliError as exc:
+        raise CliError(f"{exc} Not registered: {kept}") from None
 
 
 def show_new_token(record: TokenRecord, secret: str, user: User) -> None:
@@ -300,37 +501,35 @@ def show_new_token(record: TokenRecord, secret: str, user: User) -> None:
 
 
 def offer_install(args: argparse.Namespace, url: str, secret: str) -> int:
-    client = args.client
-    wants = args.install
-    if not wants and interactive() and not args.yes and not args.json:
-        wants = input("Register the server with your editor now? [Y/n] ").strip().lower() in (
-            "",
-            "y",
-            "yes",
-        )
+    # --client names the editor to register with, so it asks for the registration too.
+    wants = args.install or args.client is not None
+    if not wants and can_ask(args):
+        answer = input("Register the server with your editor now? [Y/n] ").strip().lower()
+        wants = answer in ("", "y", "yes")
     if not wants:
         if not args.json:
             say("To add it to Claude Code later:")
             say(f"  {editors.claude_command_text(url, secret)}")
         return 0
-    client = client or ("claude" if shutil.which("claude") else None)
-    if client is None:
-        client = ask_client() if interactive() and not args.yes else "cursor"
+    # Without --client a question can be put here (refuse_unaskable_client saw to that); the
+    # claude CLI on the PATH answers it, as the product page promises.
+    client = args.client or ("claude" if shutil.which("claude") else ask_client())
     return install(client, url, secret, project=False, quiet=args.json)
 
 
 def ask_client() -> str:
-    answer = input("Which editor? [claude/cursor/vscode] ").strip().lower()
-    if answer not in editors.CLIENTS:
-        raise CliError(f"'{answer}' is not one of claude, cursor or vscode.")
-    return answer
+    while True:
+        answer = input("Which editor? [claude/cursor/vscode] ").strip().lower()
+        if answer in editors.CLIENTS:
+            return answer
+        say(f"'{answer}' is not one of claude, cursor or vscode.")
 
 
 # --- tokens and revoke -----------------------------------------------------------------------
 
 
 def cmd_tokens(args: argparse.Namespace) -> int:
-    accounts, user = open_accounts(args)
+    accounts, user = open_existing_accounts(args)
     now = accounts.clock()
     rows = [token_row(r, now) for r in accounts.list_tokens(user)]
     if args.json:
@@ -353,7 +552,7 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    accounts, user = open_accounts(args)
+    accounts, user = open_existing_accounts(args)
     try:
         record = accounts.revoke(user, args.token)
     except AccountError as exc:
@@ -369,12 +568,33 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def token_for(given: str | None) -> str:
-    token = given or os.environ.get("SP00KY_MCP_TOKEN")
+    # A pasted token often comes with a trailing newline or spaces.
+    token = (given or os.environ.get("SP00KY_MCP_TOKEN") or "").strip()
     if token:
         return token
     if interactive():
         return getpass.getpass("MCP token (mcp_live_…): ").strip()
     raise CliError("No token: pass --token or set SP00KY_MCP_TOKEN.")
+
+
+def checked_token(given: str | None) -> str:
+    """A token to write into an editor's config: one that cannot work is refused first."""
+    from .doctor import local_diagnosis
+
+    token = token_for(given)
+    problem = local_diagnosis(token)
+    if problem:
+        raise CliError(problem)
+    return token
+
+
+def cursor_reference_reason(path: Path, project: bool) -> str | None:
+    """Why the Cursor config at `path` gets ${env:SP00KY_MCP_TOKEN} instead of the token:
+    a file that may be committed never holds one."""
+    if project:
+        return "a project's config may be committed"
+    tree = editors.git_work_tree(path)
+    return f"{path} is inside the git work tree {tree}" if tree else None
 
 
 def install(client: str, url: str, token: str, project: bool, quiet: bool = False) -> int:
@@ -383,10 +603,7 @@ def install(client: str, url: str, token: str, project: bool, quiet: bool = Fals
         if client == "claude":
             return install_claude(url, token, out)
         if client == "cursor":
-            path = editors.cursor_path(project, Path.home(), Path.cwd())
-            editors.write_private_json(
-                path, editors.merge_cursor(editors.read_json(path), url, token)
-            )
+            path = install_cursor(url, token, project, out)
         else:
             path = editors.vscode_path(Path.cwd())
             editors.write_private_json(path, editors.merge_vscode(editors.read_json(path), url))
@@ -397,18 +614,35 @@ def install(client: str, url: str, token: str, project: bool, quiet: bool = Fals
     return 0
 
 
+def install_cursor(url: str, token: str, project: bool, out: Callable[[str], None]) -> Path:
+    path = editors.cursor_path(project, Path.home(), Path.cwd())
+    reason = cursor_reference_reason(path, project)
+    value = editors.CURSOR_TOKEN_REFERENCE if reason else token
+    editors.write_private_json(path, editors.merge_cursor(editors.read_json(path), url, value))
+    if reason:
+        out(
+            f"Cursor reads the token from {editors.TOKEN_VARIABLE} ({reason}): export "
+            f"{editors.TOKEN_VARIABLE}=mcp_live_… where Cursor starts."
+        )
+    return path
+
+
 def install_claude(url: str, token: str, out: Callable[[str], None]) -> int:
     command = editors.claude_command(url, token)
+    by_hand = editors.claude_command_from_environment(url)
     if shutil.which("claude") is None:
-        out("The claude CLI is not on your PATH; run this once it is (or paste it as is):")
-        out(f"  {editors.claude_command_text(url, token)}")
-        return 0
-    done = subprocess.run(command, check=False, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise CliError(
-            "`claude mcp add` failed; run it yourself: "
-            + editors.claude_command_text(url, "$SP00KY_MCP_TOKEN")
+        out(
+            "The claude CLI is not on your PATH; once it is, run this with "
+            f"{editors.TOKEN_VARIABLE} set to the token:"
         )
+        out(f"  {by_hand}")
+        return 0
+    try:
+        done = subprocess.run(command, check=False, capture_output=True, text=True)
+    except OSError as exc:
+        raise CliError(f"Cannot run claude ({exc.strerror}); run it yourself: {by_hand}") from None
+    if done.returncode != 0:
+        raise CliError(f"`claude mcp add` failed; run it yourself: {by_hand}")
     out(
         f"Registered '{editors.SERVER_NAME}' with Claude Code (user scope). "
         "Verify with `claude mcp list`."
@@ -417,9 +651,20 @@ def install_claude(url: str, token: str, out: Callable[[str], None]) -> int:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    # VS Code prompts for the token itself, so none is needed (nor written) here.
-    token = "" if args.client == "vscode" else token_for(args.token)
-    return install(args.client, server_url(args.url), token, args.project)
+    if args.project and args.client == "claude":
+        raise CliError(
+            "--project is for Cursor (VS Code's config is always the workspace's); Claude Code "
+            "registers at user scope, so drop --project."
+        )
+    url = server_url(args.url)
+    # VS Code prompts for the token itself, and a Cursor config that may be committed refers
+    # to the environment: neither needs (nor writes) the token.
+    cursor = editors.cursor_path(args.project, Path.home(), Path.cwd())
+    needs_token = args.client == "claude" or (
+        args.client == "cursor" and cursor_reference_reason(cursor, args.project) is None
+    )
+    token = checked_token(args.token) if needs_token else ""
+    return install(args.client, url, token, args.project)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -427,7 +672,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     # Without a token the check still runs, so the server's own diagnosis and the curl
     # command are printed.
-    given = args.token or os.environ.get("SP00KY_MCP_TOKEN")
+    given = (args.token or os.environ.get("SP00KY_MCP_TOKEN") or "").strip()
     token = given or (token_for(None) if interactive() else "")
     return doctor.run(server_url(args.url), token, say)
 
@@ -517,9 +762,59 @@ def cmd_serve(args: argparse.Namespace) -> int:
         level=config.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
     options = {"use_uvloop": _uvloop_wanted(args.loop)}
+    warn_plain_http(config)
     server, notes = build_server(config, args.user)
-    anyio.run(run_server, server, notes, backend_options=options)
+    try:
+        anyio.run(run_server, server, notes, backend_options=options)
+    except (OSError, BaseExceptionGroup) as exc:
+        failure = bind_failure(exc)
+        # Only a failure to bind (the port is still unknown) is the user's to fix; anything
+        # later is a fault, and keeps its traceback.
+        if server.port is not None or failure is None:
+            raise
+        raise CliError(listen_refusal(config, failure)) from None
     return 0
+
+
+def loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_plain_http(config: ServerConfig) -> None:
+    """Bearer tokens cross the network in the clear unless a TLS proxy fronts the server."""
+    https = (config.public_url or "").lower().startswith("https://")
+    if not loopback(config.host) and not https:
+        print(
+            f"spky: warning: {config.host} is reachable from other machines and this server "
+            "speaks plain HTTP; put it behind a TLS proxy and pass --public-url https://….",
+            file=sys.stderr,
+        )
+
+
+def bind_failure(exc: BaseException) -> OSError | None:
+    """The OSError a failed bind raised, from inside the task groups that wrap it."""
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return bind_failure(exc.exceptions[0])
+    return None
+
+
+def listen_refusal(config: ServerConfig, failure: OSError) -> str:
+    where = f"{config.port} on {config.host}"
+    if failure.errno == errno.EADDRINUSE:
+        return f"Port {where} is already in use; stop the other server or pass --port."
+    if failure.errno == errno.EACCES:
+        return f"Port {where} needs privileges to bind; pass --port 1024 or above."
+    if failure.errno == errno.EADDRNOTAVAIL:
+        return f"{config.host} is not an address of this machine; pass another --host."
+    reason = failure.strerror or str(failure)
+    return f"Cannot listen on port {where}: {reason}; pass another --host or --port."
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -532,16 +827,36 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+SIGPIPE_STATUS = 128 + signal.SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command is None:
+        args.help_of.print_help()
+        return 0
     try:
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        # Flushed here, so that a reader gone away is caught below, not at interpreter exit.
+        sys.stdout.flush()
+        return status
     except CliError as exc:
         print(f"spky: {exc}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, EOFError):
         print("spky: cancelled; nothing was changed.", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        return reader_gone()
+
+
+def reader_gone() -> int:
+    """Standard output's reader went away: stop quietly.  Output still buffered goes to
+    /dev/null, so that the interpreter's final flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return SIGPIPE_STATUS
 
 
 def serve_main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,8 @@
-"""`spky mcp doctor`: the terminal sanity check the product page ends with."""
+"""`spky mcp doctor`: the terminal sanity check the product page ends with.
+
+Whatever answers at the URL (nothing, a web page, another server), the doctor says what it
+found in one line and exits 1; it never ends in a traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import orjson
 
 from . import tokens
 from .versions import LATEST_HANDSHAKE
@@ -39,6 +44,8 @@ def local_diagnosis(token: str) -> str | None:
         return "This is a Sp00ky API key (spk_live_…); MCP needs an mcp_live_ token."
     if not token.startswith(tokens.PREFIX):
         return "The token does not start with mcp_live_; copy it again or mint a new one."
+    if not (token.isascii() and token.isprintable()):
+        return "The token holds characters no token has (such as …); copy the whole token again."
     if not tokens.well_formed(token):
         return "The token is malformed (wrong length or checksum); it was probably cut short."
     return None
@@ -55,16 +62,62 @@ def run(url: str, token: str, say: Say, transport: httpx.BaseTransport | None = 
     problem = local_diagnosis(token)
     if problem:
         say(f"✗ {problem}")
-    headers = {**HEADERS, "authorization": f"Bearer {token}"} if token else HEADERS
-    with httpx.Client(headers=headers, timeout=15, transport=transport) as client:
+    # A header can only carry visible ASCII; anything else is diagnosed above, and the
+    # request goes without it so that the server's own diagnosis still shows.
+    sendable = token.isascii() and token.isprintable()
+    headers = {**HEADERS, "authorization": f"Bearer {token}"} if token and sendable else HEADERS
+    with httpx.Client(headers=headers, timeout=TIMEOUT, transport=transport) as client:
         try:
             status = _check(client, url, say)
         except httpx.HTTPError as exc:
-            say(f"✗ Cannot reach {url}: {exc.__class__.__name__}. Is the server running?")
+            say(f"✗ {unreachable(url, exc)}")
+            status = 1
+        except NotMcp as exc:
+            say(f"✗ {exc}")
             status = 1
     say("Equivalent request from a terminal (export SP00KY_MCP_TOKEN first):")
     say(curl_command(url))
     return status
+
+
+TIMEOUT = 15.0
+
+
+class NotMcp(Exception):
+    """What answered is not an MCP server; the message says what came back."""
+
+
+def unreachable(url: str, exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return f"{url} did not answer within {TIMEOUT:g} seconds ({exc.__class__.__name__})."
+    if isinstance(exc, httpx.ConnectError):
+        return f"Cannot reach {url}: ConnectError. Is the server running?"
+    return (
+        f"{url} does not answer as an HTTP server does ({exc.__class__.__name__}); "
+        "check the URL and the port."
+    )
+
+
+def message(reply: httpx.Response, method: str) -> dict[str, Any]:
+    """The JSON-RPC message of a reply: a JSON body, or the first `data:` event of an SSE
+    stream (Streamable HTTP lets a server answer a POST either way)."""
+    kind = reply.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = reply.content
+    if kind == "text/event-stream":
+        data = [line[5:].strip() for line in body.splitlines() if line.startswith(b"data:")]
+        body = data[0] if data else b""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict) or not isinstance(value.get("result"), dict):
+        shown = kind or "no content type"
+        raise NotMcp(
+            f"The server answered {method} with HTTP {reply.status_code} ({shown}) but no "
+            "MCP result; check that the URL is the MCP endpoint (it ends in /v1/mcp)."
+        )
+    result: dict[str, Any] = value["result"]
+    return result
 
 
 def unauthorized(body: str) -> str:
@@ -90,10 +143,10 @@ def _check(client: httpx.Client, url: str, say: Say) -> int:
         "mcp-session-id": reply.headers.get("mcp-session-id", ""),
         "mcp-protocol-version": LATEST_HANDSHAKE,
     }
-    say(f"✓ Connected to {url} ({reply.json()['result']['serverInfo']['name']}).")
+    say(f"✓ Connected to {url} ({server_name(message(reply, 'initialize'))}).")
     client.post(url, json=rpc("notifications/initialized", None, {}), headers=session)
-    listed = client.post(url, json=rpc("tools/list", 2, {}), headers=session).json()
-    names = [tool["name"] for tool in listed.get("result", {}).get("tools", [])]
+    listed = message(client.post(url, json=rpc("tools/list", 2, {}), headers=session), "tools/list")
+    names = tool_names(listed)
     if not names:
         say("✗ No tools: this token's scopes are too narrow; mint one with mcp:read or mcp:full.")
     else:
@@ -101,3 +154,15 @@ def _check(client: httpx.Client, url: str, say: Say) -> int:
         say(f"✓ This token sees {len(names)} tool{plural}: {', '.join(names)}")
     client.delete(url, headers=session)
     return 0 if names else 1
+
+
+def server_name(result: dict[str, Any]) -> str:
+    info = result.get("serverInfo")
+    name = info.get("name") if isinstance(info, dict) else None
+    return name if isinstance(name, str) else "a server that gives no name"
+
+
+def tool_names(result: dict[str, Any]) -> list[str]:
+    listed = result.get("tools")
+    tools = listed if isinstance(listed, list) else []
+    return [t["name"] for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)]

@@ -41,6 +41,9 @@ WARNING = (
 ROW_KEYS = {"id", "name", "token", "scopes", "created_at", "expires_at", "last_used_at", "status"}
 Run = tuple[int, str, str]
 PYTHON_M = (sys.executable, "-m", "sp00ky_mcp")
+TOKEN = tokens.mint()
+OLD_TOKEN = tokens.mint()
+ENV_TOKEN = tokens.mint()
 
 
 @pytest.fixture(autouse=True)
@@ -177,7 +180,7 @@ def test_an_unknown_scope_fails_listing_the_valid_ones_and_mints_nothing(
     )
     assert (status, out) == (1, "")
     assert err == f"spky: Unknown scope: logs:write. Valid scopes: {VALID}.\n"
-    assert listed(capsys, data_dir) == []
+    assert not Path(data_dir).exists()
 
 
 @pytest.mark.parametrize(
@@ -224,7 +227,7 @@ def test_expires_in_that_is_not_a_duration_fails(
     assert err == (
         f"spky: --expires-in '{given}' is not a duration; use e.g. 30d, 12h, 2w or never.\n"
     )
-    assert listed(capsys, data_dir) == []
+    assert not Path(data_dir).exists()
 
 
 def test_token_prints_the_secret_once_with_the_password_warning(
@@ -335,6 +338,7 @@ def test_tokens_as_a_table_shows_masked_tokens_only(
 def test_tokens_without_any_says_how_to_mint_one(
     capsys: pytest.CaptureFixture[str], data_dir: str
 ) -> None:
+    spky(capsys, "token", "--data-dir", data_dir, "--user", "bob@example.com", "--yes")
     assert spky(capsys, "tokens", "--data-dir", data_dir, "--user", USER) == (
         0,
         f"No MCP tokens for {USER}; mint one with `spky mcp token`.\n",
@@ -398,12 +402,12 @@ def test_install_cursor_merges_into_the_global_config_keeping_other_servers(
     path.parent.mkdir()
     path.write_text('{"mcpServers": {"other": {"command": "other-mcp"}}, "theme": "dark"}')
     before = path.stat().st_ino
-    result = spky(capsys, "install", "--client", "cursor", "--token", "mcp_live_x", "--url", URL)
+    result = spky(capsys, "install", "--client", "cursor", "--token", TOKEN, "--url", URL)
     assert result == (0, f"Registered 'sp00ky' in {path}.\n", "")
     assert orjson.loads(path.read_bytes()) == {
         "mcpServers": {
             "other": {"command": "other-mcp"},
-            "sp00ky": {"url": URL, "headers": {"Authorization": "Bearer mcp_live_x"}},
+            "sp00ky": {"url": URL, "headers": {"Authorization": f"Bearer {TOKEN}"}},
         },
         "theme": "dark",
     }
@@ -415,33 +419,50 @@ def test_install_cursor_merges_into_the_global_config_keeping_other_servers(
 def test_install_cursor_replaces_its_own_entry_on_a_second_run(
     capsys: pytest.CaptureFixture[str], home: Path
 ) -> None:
-    spky(capsys, "install", "--client", "cursor", "--token", "mcp_live_old", "--url", URL)
-    spky(capsys, "install", "--client", "cursor", "--token", "mcp_live_new", "--url", URL)
+    spky(capsys, "install", "--client", "cursor", "--token", OLD_TOKEN, "--url", URL)
+    spky(capsys, "install", "--client", "cursor", "--token", TOKEN, "--url", URL)
     config = orjson.loads((home / ".cursor" / "mcp.json").read_bytes())
     assert config == {
-        "mcpServers": {"sp00ky": {"url": URL, "headers": {"Authorization": "Bearer mcp_live_new"}}}
+        "mcpServers": {"sp00ky": {"url": URL, "headers": {"Authorization": f"Bearer {TOKEN}"}}}
     }
 
 
-def test_install_cursor_with_project_writes_the_working_directorys_config(
+def test_install_cursor_with_project_writes_an_environment_reference_never_the_token(
     capsys: pytest.CaptureFixture[str], home: Path
 ) -> None:
-    result = spky(capsys, "install", "--client", "cursor", "--project", "--token", "mcp_live_x")
+    result = spky(capsys, "install", "--client", "cursor", "--project", "--token", TOKEN)
     path = Path.cwd() / ".cursor" / "mcp.json"
-    assert result == (0, f"Registered 'sp00ky' in {path}.\n", "")
+    assert result == (
+        0,
+        "Cursor reads the token from SP00KY_MCP_TOKEN (a project's config may be committed): "
+        "export SP00KY_MCP_TOKEN=mcp_live_… where Cursor starts.\n"
+        f"Registered 'sp00ky' in {path}.\n",
+        "",
+    )
     assert orjson.loads(path.read_bytes()) == {
         "mcpServers": {
-            "sp00ky": {"url": DEFAULT_URL, "headers": {"Authorization": "Bearer mcp_live_x"}}
+            "sp00ky": {
+                "url": DEFAULT_URL,
+                "headers": {"Authorization": "Bearer ${env:SP00KY_MCP_TOKEN}"},
+            }
         }
     }
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert TOKEN not in path.read_text()
     assert not (home / ".cursor").exists()
+
+
+def test_install_cursor_with_project_needs_no_token(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    status, _, err = spky(capsys, "install", "--client", "cursor", "--project")
+    assert (status, err) == (0, "")
+    assert (Path.cwd() / ".cursor" / "mcp.json").exists()
 
 
 def test_install_vscode_writes_a_password_prompt_and_never_the_token(
     capsys: pytest.CaptureFixture[str], home: Path
 ) -> None:
-    result = spky(capsys, "install", "--client", "vscode", "--token", "mcp_live_secret")
+    result = spky(capsys, "install", "--client", "vscode", "--token", TOKEN)
     path = Path.cwd() / ".vscode" / "mcp.json"
     assert result == (
         0,
@@ -466,7 +487,7 @@ def test_install_vscode_writes_a_password_prompt_and_never_the_token(
             }
         },
     }
-    assert "mcp_live_secret" not in path.read_text()
+    assert TOKEN not in path.read_text()
 
 
 def test_install_vscode_needs_no_token(capsys: pytest.CaptureFixture[str], home: Path) -> None:
@@ -489,28 +510,47 @@ def test_install_without_a_token_and_no_terminal_fails(
 def test_install_takes_the_token_and_url_from_the_environment(
     capsys: pytest.CaptureFixture[str], home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("SP00KY_MCP_TOKEN", "mcp_live_env")
+    monkeypatch.setenv("SP00KY_MCP_TOKEN", ENV_TOKEN)
     monkeypatch.setenv("SP00KY_MCP_URL", URL)
     assert spky(capsys, "install", "--client", "cursor")[0] == 0
     assert orjson.loads((home / ".cursor" / "mcp.json").read_bytes())["mcpServers"] == {
-        "sp00ky": {"url": URL, "headers": {"Authorization": "Bearer mcp_live_env"}}
+        "sp00ky": {"url": URL, "headers": {"Authorization": f"Bearer {ENV_TOKEN}"}}
     }
 
 
-def test_install_claude_without_claude_on_path_prints_the_exact_command(
+def test_install_claude_without_claude_on_path_prints_a_command_reading_the_environment(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     empty = tmp_path / "empty-bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
-    result = spky(capsys, "install", "--client", "claude", "--token", "mcp_live_x", "--url", URL)
+    result = spky(capsys, "install", "--client", "claude", "--token", TOKEN, "--url", URL)
     assert result == (
         0,
-        "The claude CLI is not on your PATH; run this once it is (or paste it as is):\n"
+        "The claude CLI is not on your PATH; once it is, run this with SP00KY_MCP_TOKEN set "
+        "to the token:\n"
         f"  claude mcp add --transport http --scope user sp00ky {URL} "
-        "--header 'Authorization: Bearer mcp_live_x'\n",
+        '--header "Authorization: Bearer $SP00KY_MCP_TOKEN"\n',
         "",
     )
+
+
+def test_the_printed_claude_command_hands_claude_the_token_from_the_environment(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    _, out, _ = spky(capsys, "install", "--client", "claude", "--token", TOKEN, "--url", URL)
+    printed = out.splitlines()[1].strip()
+    argv = fake_claude(tmp_path / "bin")
+    environment = {
+        "PATH": f"{tmp_path / 'bin'}{os.pathsep}/usr/bin:/bin",
+        "SP00KY_MCP_TOKEN": TOKEN,
+    }
+    done = subprocess.run(["sh", "-c", printed], env=environment, check=False, timeout=20)
+    assert done.returncode == 0
+    assert argv.read_text().splitlines()[-2:] == ["--header", f"Authorization: Bearer {TOKEN}"]
 
 
 def test_install_claude_runs_claude_mcp_add_with_exactly_those_arguments(
@@ -518,7 +558,7 @@ def test_install_claude_runs_claude_mcp_add_with_exactly_those_arguments(
 ) -> None:
     argv = fake_claude(tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    result = spky(capsys, "install", "--client", "claude", "--token", "mcp_live_x", "--url", URL)
+    result = spky(capsys, "install", "--client", "claude", "--token", TOKEN, "--url", URL)
     assert result == (
         0,
         "Registered 'sp00ky' with Claude Code (user scope). Verify with `claude mcp list`.\n",
@@ -534,7 +574,7 @@ def test_install_claude_runs_claude_mcp_add_with_exactly_those_arguments(
         "sp00ky",
         URL,
         "--header",
-        "Authorization: Bearer mcp_live_x",
+        f"Authorization: Bearer {TOKEN}",
     ]
 
 
@@ -543,12 +583,12 @@ def test_install_claude_reports_a_failing_claude_without_the_token(
 ) -> None:
     fake_claude(tmp_path / "bin", status=1)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    result = spky(capsys, "install", "--client", "claude", "--token", "mcp_live_x", "--url", URL)
+    result = spky(capsys, "install", "--client", "claude", "--token", TOKEN, "--url", URL)
     assert result == (
         1,
         "",
         "spky: `claude mcp add` failed; run it yourself: claude mcp add --transport http "
-        f"--scope user sp00ky {URL} --header 'Authorization: Bearer $SP00KY_MCP_TOKEN'\n",
+        f'--scope user sp00ky {URL} --header "Authorization: Bearer $SP00KY_MCP_TOKEN"\n',
     )
 
 

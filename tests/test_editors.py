@@ -11,11 +11,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from sp00ky_mcp import editors
+from sp00ky_mcp import editors, tokens
 from sp00ky_mcp.cli import main
 
 URL = "https://mcp.example.test/v1/mcp"
-TOKEN = "mcp_live_" + "A" * 38
+TOKEN = tokens.mint()
 
 
 # --- Claude Code -----------------------------------------------------------------------------
@@ -225,4 +225,6 @@ def test_a_directory_that_cannot_be_created_is_a_clear_error(tmp_path: Path) -> 
     blocker.write_text("")
     with pytest.raises(editors.EditorError) as caught:
         editors.write_private_json(blocker / "mcp.json", {})
-    assert str(caught.value) == f"Cannot write {blocker / 'mcp.json'}: File exists."
+    assert str(caught.value) == (
+        f"Cannot write {blocker / 'mcp.json'}: {blocker} is a file, not a directory."
+    )
