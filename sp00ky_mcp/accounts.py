@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 from . import scopes as scope_catalogue
 from . import tokens
 from .digest import canonical_digest
+from .names import hidden_problem, normal
 from .store import Store, StoreUnavailable, inserts
 
 log = logging.getLogger("sp00ky_mcp.accounts")
@@ -92,12 +93,25 @@ class Accounts:
 
     def ensure_user(self, email: str, name: str | None = None) -> User:
         """The user with this email, created with a personal tenant on first use."""
-        email = email.strip()
+        email = normal(email).strip()
         if "@" not in email or len(email) > 254:
             raise AccountError(f"'{email}' is not an email address; pass --user you@example.com.")
+        problem = hidden_problem("--user", email)
+        if problem is not None:
+            raise AccountError(problem)
         existing = self.user_by_email(email)
         if existing is not None:
             return existing
+        try:
+            return self._create_user(email, name)
+        except sqlite3.IntegrityError:
+            # Another process created the user between the lookup and the insert.
+            existing = self.user_by_email(email)
+            if existing is None:
+                raise
+            return existing
+
+    def _create_user(self, email: str, name: str | None) -> User:
         user = User(new_id("usr"), email, name or email.split("@", 1)[0])
         now = self.clock()
         tenant_id = new_id("ten")
@@ -129,15 +143,14 @@ class Accounts:
     ) -> tuple[TokenRecord, str]:
         """A new token; the secret is returned once and only its hash is kept."""
         granted = scope_catalogue.parse(requested)
-        if not name.strip():
-            raise AccountError("A token needs a name; pass --name.")
+        name = token_name(name)
         secret = tokens.mint()
         now = self.clock()
         expires = now + expires_in_days * 86400 if expires_in_days is not None else None
         record = TokenRecord(
             tokens.new_token_id(),
             user.id,
-            name.strip(),
+            name,
             tokens.hint(secret),
             granted,
             now,
@@ -172,10 +185,12 @@ class Accounts:
         return [TokenRecord.from_row(r) for r in rows]
 
     def revoke(self, user: User, id_or_name: str) -> TokenRecord:
+        # Names of tokens minted before names were normalised are normalised here too.
+        wanted = normal(id_or_name.strip())
         matches = [
             t
             for t in self.list_tokens(user)
-            if t.revoked_at is None and id_or_name in (t.id, t.name)
+            if t.revoked_at is None and wanted in (t.id, normal(t.name))
         ]
         if not matches:
             raise AccountError(f"No active token '{id_or_name}'; `spky mcp tokens` lists them.")
@@ -214,6 +229,18 @@ class AuditEntry(NamedTuple):
     arguments_digest: str
     outcome: str
     duration_ms: float
+
+
+def token_name(name: str) -> str:
+    """A token's name as stored: NFKC, without surrounding spaces, every character showing,
+    so that the name `revoke` is given is the one `tokens` lists."""
+    cleaned = normal(name).strip()
+    if not cleaned:
+        raise AccountError("A token needs a name; pass --name.")
+    problem = hidden_problem("--name", cleaned)
+    if problem is not None:
+        raise AccountError(problem)
+    return cleaned
 
 
 def arguments_digest(arguments: dict[str, Any]) -> str:

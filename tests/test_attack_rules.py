@@ -5,7 +5,8 @@ on one store agree on what already exists."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,10 @@ import orjson
 import pytest
 from mcp.client import ClientRequestContext
 
-from sp00ky_mcp.accounts import Accounts, User
+from sp00ky_mcp.accounts import AccountError, Accounts, User
+from sp00ky_mcp.cloud import links, projects, teams
+from sp00ky_mcp.cloud.base import Cloud, Tenant
+from sp00ky_mcp.errors import ToolError
 from sp00ky_mcp.store import Store
 from sp00ky_mcp.tools.base import SHOWN_ONCE
 
@@ -435,3 +439,282 @@ async def test_no_number_at_64_bit_edges_gets_an_internal_error(env: ProductEnv)
                 if "result" not in reply:
                     internal.append((tool, argument, edge))
     assert internal == []
+
+
+# --- two processes on one store agree on what already exists -------------------------------
+
+
+class GatedStore(Store):
+    """A connection of its own to the store's file, as another server process has, whose
+    next transaction first waits at `gate`: two of them reach their writes together, each
+    having done whatever it does before its transaction."""
+
+    gate: threading.Barrier | None = None
+
+    def transaction(self) -> Any:
+        gate, self.gate = self.gate, None
+        if gate is not None:
+            gate.wait(timeout=30)
+        return super().transaction()
+
+
+def racing(path: Path, action: Callable[[Cloud], Any]) -> list[Any]:
+    """What `action` gives in each of two processes (two clouds, each on its own
+    connection to the store at `path`) that run it at the same time: a result, or the
+    message of the tool error it raised."""
+    stores = [GatedStore(path), GatedStore(path)]
+    gate = threading.Barrier(2)
+    outcomes: list[Any] = [None, None]
+
+    def run(index: int) -> None:
+        store = stores[index]
+        store.gate = gate
+        cloud = Cloud(store, Accounts(store))
+        try:
+            outcomes[index] = action(cloud)
+        except ToolError as exc:
+            outcomes[index] = exc.message
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    for store in stores:
+        store.close()
+    return outcomes
+
+
+@pytest.fixture
+def shared(tmp_path: Path) -> Iterator[tuple[Path, User, Tenant]]:
+    """A store file with Ada and her personal tenant, and its path."""
+    store = Store.open(tmp_path)
+    cloud = Cloud(store, Accounts(store))
+    ada = cloud.accounts.ensure_user("ada@example.com")
+    yield Path(store.path), ada, cloud.tenant(ada.id, None)
+    store.close()
+
+
+def test_two_processes_creating_one_project_name_create_it_once(
+    shared: tuple[Path, User, Tenant],
+) -> None:
+    path, _, tenant = shared
+    outcomes = racing(path, lambda c: projects.create_project(c, tenant, "api", None, None))
+    taken = (
+        "A project named 'api' already exists in tenant 'ada's workspace'; choose another "
+        "name or use that project."
+    )
+    assert sorted(isinstance(o, str) for o in outcomes) == [False, True]
+    assert taken in outcomes
+    assert count(path, "projects") == 1
+
+
+def test_two_processes_creating_one_team_name_create_it_once(
+    shared: tuple[Path, User, Tenant],
+) -> None:
+    path, ada, _ = shared
+    outcomes = racing(path, lambda c: teams.create_team(c, ada.id, "Acme"))
+    assert sorted(isinstance(o, str) for o in outcomes) == [False, True]
+    assert (
+        "You already belong to a team named 'Acme'; pick another name, or pass that team's "
+        "tenant_id (list_teams shows it)."
+    ) in outcomes
+    assert count(path, "tenants") == 2
+
+
+def test_two_processes_linking_one_project_the_same_way_link_it_once(
+    shared: tuple[Path, User, Tenant],
+) -> None:
+    path, _, tenant = shared
+    store = Store(path)
+    projects.create_project(Cloud(store, Accounts(store)), tenant, "api", None, None)
+    store.close()
+
+    def link(cloud: Cloud) -> Any:
+        project = cloud.project(tenant, "api")
+        return links.set_up(cloud, project, "https://github.com/acme/api", "main", True)
+
+    first, second = racing(path, link)
+    assert first == second
+    assert first["link"]["repo_url"] == "https://github.com/acme/api"
+    assert count(path, "repo_links") == 1
+
+
+def test_two_processes_registering_one_email_make_one_user(tmp_path: Path) -> None:
+    Store.open(tmp_path).close()
+    path = tmp_path / "sp00ky.db"
+    first, second = racing(path, lambda c: c.accounts.ensure_user("bob@example.com"))
+    assert first == second
+    assert count(path, "users") == 1
+
+
+def count(path: Path, table: str) -> int:
+    store = Store(path)
+    try:
+        row = store.one(f"SELECT COUNT(*) AS n FROM {table}")
+        assert row is not None
+        return int(row["n"])
+    finally:
+        store.close()
+
+
+# --- unique names are unique whatever their Unicode spelling -------------------------------
+
+
+def wide(text: str) -> str:
+    """`text` with its ASCII letters in their full-width forms (U+FF21 and on), which NFKC
+    maps back to the plain letters."""
+    return "".join(chr(ord(c) + 0xFEE0) if c.isascii() and c.isalpha() else c for c in text)
+
+
+def hidden(argument: str, code: str) -> str:
+    return (
+        f"Argument '{argument}' contains an invisible or control character ({code}); remove it "
+        "and pass the name as it is meant to be read."
+    )
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "shown"),
+    [
+        ("Acme", wide("ACME"), "ACME"),
+        ("Straße", "STRASSE", "STRASSE"),  # case folding beyond ASCII
+        ("ﬁnance", "Finance", "Finance"),  # a ligature
+        ("Émile", "émile", "émile"),
+        ("Émile", "E\u0301mile", "Émile"),  # a combining accent
+    ],
+)
+async def test_a_team_name_is_taken_in_any_spelling_of_it(
+    env: ProductEnv, first: str, second: str, shown: str
+) -> None:
+    token = env.token(env.user())
+    await env.ok(token, "create_team", {"name": first})
+    assert await env.error_text(token, "create_team", {"name": second}) == (
+        f"You already belong to a team named '{shown}'; pick another name, or pass that "
+        "team's tenant_id (list_teams shows it)."
+    )
+    assert env.count("tenants") == 2
+
+
+async def test_a_team_name_is_stored_in_its_normal_form(env: ProductEnv) -> None:
+    token = env.token(env.user())
+    created = await env.ok(token, "create_team", {"name": wide("ACME") + " ﬁnance"})
+    assert created["name"] == "ACME finance"
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("Ac\u200bme", "U+200B ZERO WIDTH SPACE"),
+        ("Acme\u202e", "U+202E RIGHT-TO-LEFT OVERRIDE"),
+        ("\u2066Acme", "U+2066 LEFT-TO-RIGHT ISOLATE"),
+        ("Ac\u200fme", "U+200F RIGHT-TO-LEFT MARK"),
+        ("Ac\u061cme", "U+061C ARABIC LETTER MARK"),
+        ("Ac\u00adme", "U+00AD SOFT HYPHEN"),
+        ("Ac\u2028me", "U+2028 LINE SEPARATOR"),
+        ("Ac\x85me", "U+0085 a control character"),
+    ],
+)
+async def test_a_team_name_with_a_character_that_does_not_show_is_refused(
+    env: ProductEnv, name: str, code: str
+) -> None:
+    token = env.token(env.user())
+    assert await env.error_text(token, "create_team", {"name": name}) == hidden("name", code)
+    assert env.count("tenants") == 1
+
+
+async def test_team_names_stored_by_an_older_version_are_compared_normalised(
+    env: ProductEnv,
+) -> None:
+    """An older version stored names as given and compared them ASCII-case-insensitively, so
+    a user may already have two teams whose names are now one name: both stay usable, and
+    no third one is made."""
+    ada = env.user()
+    token = env.token(ada)
+    older = [env.make_team({ada: "owner"}, name) for name in (wide("A") + "cme", "ACME")]
+    assert await env.error_text(token, "create_team", {"name": "acme"}) == (
+        "You already belong to a team named 'acme'; pick another name, or pass that team's "
+        "tenant_id (list_teams shows it)."
+    )
+    listed = await env.ok(token, "list_teams", {})
+    assert [t["name"] for t in listed["items"]] == ["ada's workspace", "ACME", wide("A") + "cme"]
+    for tenant_id in older:
+        await env.ok(token, "create_project", {"name": "api", "tenant_id": tenant_id})
+    assert env.count("projects") == 2
+
+
+async def test_an_email_is_invited_once_in_any_spelling_of_it(env: ProductEnv) -> None:
+    ada = env.user()
+    token = env.token(ada)
+    team = env.make_team({ada: "owner"}, plan="team")
+    await env.ok(token, "invite_team_member", {"tenant_id": team, "email": "émile@example.com"})
+    for spelling in ("ÉMILE@example.com", "émile@" + wide("example") + ".com"):
+        text = await env.error_text(
+            token, "invite_team_member", {"tenant_id": team, "email": spelling}
+        )
+        assert text == (
+            f"{spelling.replace(wide('example'), 'example')} already has a pending invitation "
+            "to 'Acme'; remove_team_invitation cancels it if you want to invite again."
+        )
+    assert await env.error_text(
+        token, "invite_team_member", {"tenant_id": team, "email": "ADA@EXAMPLE.COM"}
+    ) == ("ADA@EXAMPLE.COM is already a member of 'Acme'; list_team_members shows the members.")
+    assert env.count("invitations") == 1
+
+
+async def test_an_email_with_a_character_that_does_not_show_is_refused(env: ProductEnv) -> None:
+    ada = env.user()
+    team = env.make_team({ada: "owner"}, plan="team")
+    arguments = {"tenant_id": team, "email": "bob\u200d@example.com"}
+    assert await env.error_text(env.token(ada), "invite_team_member", arguments) == hidden(
+        "email", "U+200D ZERO WIDTH JOINER"
+    )
+    assert env.count("invitations") == 0
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "argument"),
+    [
+        ("create_project", {"name": "api\u200b"}, "name"),
+        ("create_project", {"name": "api", "services": ["web", "w\u200beb"]}, "services"),
+        ("add_domain", {"project": "web", "hostname": "www.exa\u200bmple.com"}, "hostname"),
+    ],
+)
+async def test_other_names_with_a_character_that_does_not_show_are_refused(
+    env: ProductEnv, tool: str, arguments: dict[str, Any], argument: str
+) -> None:
+    ada = env.user()
+    env.make_project(ada, "web")
+    token = env.token(ada)
+    before = env.snapshot()
+    assert await env.error_text(token, tool, arguments) == hidden(
+        argument, "U+200B ZERO WIDTH SPACE"
+    )
+    assert env.snapshot() == before
+
+
+async def test_a_hostname_is_attached_once_in_any_spelling_of_it(env: ProductEnv) -> None:
+    ada = env.user()
+    env.make_project(ada, "web")
+    token = env.token(ada)
+    await env.ok(token, "add_domain", {"project": "web", "hostname": "straße.example.com"})
+    assert await env.error_text(
+        token, "add_domain", {"project": "web", "hostname": "STRASSE." + wide("example") + ".com"}
+    ) == (
+        "'strasse.example.com' is already attached to project 'web'; list_domains shows its "
+        "DNS records."
+    )
+    assert env.count("domains") == 1
+
+
+def test_a_token_name_is_stored_normalised_and_revoked_by_any_spelling(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    accounts = Accounts(store)
+    ada = accounts.ensure_user("ada@example.com")
+    record, _ = accounts.mint(ada, " " + wide("CI") + " ", ("mcp:read",), None)
+    assert record.name == "CI"
+    assert accounts.revoke(ada, wide("CI")).id == record.id
+    with pytest.raises(AccountError) as refused:
+        accounts.mint(ada, "C\u200bI", ("mcp:read",), None)
+    assert str(refused.value) == hidden("--name", "U+200B ZERO WIDTH SPACE")
+    store.close()

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..accounts import Accounts
 from ..errors import ToolError
+from ..names import hidden_problem
 from ..store import ReadCache, Store
 
 Clock = Callable[[], float]
@@ -271,6 +272,13 @@ def _constraints(clash: Clash | None) -> Iterator[None]:
         if name == "SQLITE_CONSTRAINT_FOREIGNKEY":
             raise Conflict(CONCURRENT_CLASH) from None
         raise
+
+
+def check_visible(argument: str, value: str) -> None:
+    """Refuses a name holding a character that does not show (see `names`)."""
+    problem = hidden_problem(argument, value)
+    if problem is not None:
+        raise Invalid(problem)
 
 
 def missing_project(tenant: Tenant, ref: str) -> NotFound:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from encodings import idna
 from typing import Any
 
-from .base import Cloud, Conflict, Invalid, Tenant, iso, iso_or_none, new_id
+from .base import Cloud, Conflict, Invalid, Tenant, check_visible, iso, iso_or_none, new_id
 
 PLATFORM_ZONE = "sp00ky.app"
 RESERVED_ZONES = ("sp00ky.app", "sp00ky.cloud")
@@ -75,7 +75,10 @@ def _shown(text: str) -> str:
 
 
 def parse_hostname(text: str) -> Hostname:
-    """Lower-cased, IDNA-encoded (punycode) and checked; one trailing dot is dropped."""
+    """Lower-cased, IDNA-encoded (punycode) and checked; one trailing dot is dropped.  IDNA
+    would silently drop a zero-width or soft hyphen character (RFC 3454 table B.1); it is
+    refused instead, since the name the user sees is then not the one attached."""
+    check_visible("hostname", text.strip())
     name = text.strip().lower()
     if name.endswith("."):
         name = name[:-1]

@@ -136,24 +136,32 @@ def set_up(
     """Links the project; setting up the same link again changes nothing."""
     check_repo_url(repo_url)
     check_ref(branch, "Branch")
-    existing = _link(cloud, project["id"])
-    if existing is not None:
-        if _settings(existing) != (repo_url, branch, auto_deploy):
-            raise Conflict(
-                f"Project '{project['name']}' is already linked to {existing['repo_url']}; use "
-                "update_repo_link to change it, or unlink_repo first to link another repository."
-            )
-        return status(cloud, project)
-    now = cloud.clock()
+    # Looked up under the write lock: another process may link the project meanwhile.
     with cloud.transaction() as db:
-        db.execute(
-            "INSERT INTO repo_links (project_id, repo_url, branch, auto_deploy, created_at, "
-            "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (project["id"], repo_url, branch, int(auto_deploy), now, now),
-        )
-        message = f"Linked to {repo_url} ({branch}); auto-deploy {_on_off(auto_deploy)}."
-        cloud.log(db, project["id"], None, "info", message)
+        existing = _link(cloud, project["id"])
+        if existing is None:
+            _link_now(cloud, db, project, (repo_url, branch, auto_deploy))
+        elif _settings(existing) != (repo_url, branch, auto_deploy):
+            raise Conflict(
+                f"Project '{project['name']}' is already linked to {existing['repo_url']}; "
+                "use update_repo_link to change it, or unlink_repo first to link another "
+                "repository."
+            )
     return status(cloud, project)
+
+
+def _link_now(
+    cloud: Cloud, db: sqlite3.Connection, project: sqlite3.Row, settings: tuple[str, str, bool]
+) -> None:
+    repo_url, branch, auto_deploy = settings
+    now = cloud.clock()
+    db.execute(
+        "INSERT INTO repo_links (project_id, repo_url, branch, auto_deploy, created_at, "
+        "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (project["id"], repo_url, branch, int(auto_deploy), now, now),
+    )
+    message = f"Linked to {repo_url} ({branch}); auto-deploy {_on_off(auto_deploy)}."
+    cloud.log(db, project["id"], None, "info", message)
 
 
 def _settings(link: sqlite3.Row) -> tuple[str, str, bool]:

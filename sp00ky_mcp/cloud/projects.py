@@ -18,6 +18,7 @@ from .base import (
     Conflict,
     Invalid,
     Tenant,
+    check_visible,
     iso,
     iso_or_none,
     missing_project,
@@ -37,7 +38,8 @@ def valid_name(value: str) -> bool:
     return _NAME.fullmatch(value) is not None
 
 
-def check_name(kind: str, value: str) -> str:
+def check_name(kind: str, value: str, argument: str) -> str:
+    check_visible(argument, value)
     if not valid_name(value):
         raise Invalid(f"{kind} name '{value}' is invalid: use {NAME_RULE}.")
     return value
@@ -157,12 +159,17 @@ def list_projects(cloud: Cloud, tenant: Tenant) -> list[dict[str, Any]]:
 def create_project(
     cloud: Cloud, tenant: Tenant, name: str, region: str | None, service_names: list[str] | None
 ) -> dict[str, Any]:
-    check_name("Project", name)
+    check_name("Project", name, "name")
     region = check_region(DEFAULT_REGION if region is None else region)
     wanted = check_services(list(DEFAULT_SERVICES) if service_names is None else service_names)
-    _check_name_free(cloud, tenant, name)
     project_id = new_id("prj")
-    with cloud.transaction() as db:
+    # The check runs under the write lock, so another process cannot insert the name between
+    # it and the insert; should it ever, the UNIQUE constraint gives the same answer.
+    with cloud.transaction(clash=lambda: _name_taken(tenant, name)) as db:
+        if db.execute(
+            "SELECT 1 FROM projects WHERE tenant_id = ? AND name = ?", (tenant.id, name)
+        ).fetchone():
+            raise _name_taken(tenant, name)
         db.execute(
             "INSERT INTO projects (id, tenant_id, name, region, created_at) VALUES (?, ?, ?, ?, ?)",
             (project_id, tenant.id, name, region, cloud.clock()),
@@ -191,22 +198,18 @@ def check_services(wanted: list[str]) -> list[str]:
     if not wanted:
         raise Invalid("A project needs at least one service; pass services such as ['web'].")
     for service in wanted:
-        check_name("Service", service)
+        check_name("Service", service, "services")
     repeated = sorted({s for s in wanted if wanted.count(s) > 1})
     if repeated:
         raise Invalid(f"Service '{repeated[0]}' is listed twice; list each service once.")
     return wanted
 
 
-def _check_name_free(cloud: Cloud, tenant: Tenant, name: str) -> None:
-    taken = cloud.store.one(
-        "SELECT 1 FROM projects WHERE tenant_id = ? AND name = ?", (tenant.id, name)
+def _name_taken(tenant: Tenant, name: str) -> Conflict:
+    return Conflict(
+        f"A project named '{name}' already exists in tenant '{tenant.name}'; "
+        "choose another name or use that project."
     )
-    if taken is not None:
-        raise Conflict(
-            f"A project named '{name}' already exists in tenant '{tenant.name}'; "
-            "choose another name or use that project."
-        )
 
 
 def contents(cloud: Cloud, project_id: str) -> dict[str, int]:

@@ -20,7 +20,19 @@ import re
 import sqlite3
 from typing import Any
 
-from .base import ROLE_RANK, Cloud, Conflict, Invalid, NotFound, Refused, Tenant, iso, new_id
+from ..names import folded, normal
+from .base import (
+    ROLE_RANK,
+    Cloud,
+    Conflict,
+    Invalid,
+    NotFound,
+    Refused,
+    Tenant,
+    check_visible,
+    iso,
+    new_id,
+)
 from .billing import plan_limit, seats_used
 
 ROLES = tuple(ROLE_RANK)
@@ -110,16 +122,21 @@ def require_team(tenant: Tenant) -> None:
 
 
 def valid_name(name: str) -> str:
-    cleaned = name.strip()
+    """The name as stored: NFKC, without surrounding spaces; refused when blank, too long or
+    holding a character that does not show."""
+    cleaned = normal(name).strip()
     if not 1 <= len(cleaned) <= NAME_MAX or any(ord(c) < 32 or ord(c) == 127 for c in cleaned):
         raise Invalid(
             f"A team name must be 1 to {NAME_MAX} printable characters; pass another name."
         )
+    check_visible("name", cleaned)
     return cleaned
 
 
 def valid_email(email: str) -> str:
-    cleaned = email.strip()
+    """The address as stored: NFKC, without surrounding spaces."""
+    cleaned = normal(email).strip()
+    check_visible("email", cleaned)
     if len(cleaned) > EMAIL_MAX or _EMAIL.fullmatch(cleaned) is None:
         raise Invalid(f"'{cleaned}' is not an email address; pass one like name@example.com.")
     return cleaned
@@ -141,12 +158,14 @@ def create_team(cloud: Cloud, user_id: str, name: str) -> dict[str, Any]:
     now = cloud.clock()
     tenant_id = new_id("ten")
     with cloud.transaction() as db:
-        clash = db.execute(
-            "SELECT 1 FROM tenants t JOIN memberships m ON m.tenant_id = t.id "
-            "WHERE m.user_id = ? AND t.kind = 'team' AND t.name = ? COLLATE NOCASE",
-            (user_id, name),
-        ).fetchone()
-        if clash is not None:
+        # Compared in Python, not by SQL's NOCASE (ASCII only): team names are the same
+        # name in any case and any Unicode spelling, rows of older versions included.
+        teams = db.execute(
+            "SELECT t.name FROM tenants t JOIN memberships m ON m.tenant_id = t.id "
+            "WHERE m.user_id = ? AND t.kind = 'team'",
+            (user_id,),
+        ).fetchall()
+        if folded(name) in {folded(row["name"]) for row in teams}:
             raise Conflict(
                 f"You already belong to a team named '{name}'; pick another name, "
                 "or pass that team's tenant_id (list_teams shows it)."
@@ -193,15 +212,11 @@ def invite(cloud: Cloud, tenant: Tenant, user_id: str, email: str, role: str) ->
 
 def _check_invitable(cloud: Cloud, tenant: Tenant, email: str) -> None:
     """Refuses an invitation of a member, of an email already invited, or past the seats."""
-    invitee = cloud.accounts.user_by_email(email)
-    if invitee is not None and _is_member(cloud, tenant.id, invitee.id):
+    if folded(email) in _emails(cloud, tenant, _MEMBER_EMAILS):
         raise Conflict(
             f"{email} is already a member of '{tenant.name}'; list_team_members shows the members."
         )
-    invited = cloud.store.one(
-        "SELECT 1 FROM invitations WHERE tenant_id = ? AND email = ?", (tenant.id, email)
-    )
-    if invited is not None:
+    if folded(email) in _emails(cloud, tenant, _INVITED_EMAILS):
         raise Conflict(
             f"{email} already has a pending invitation to '{tenant.name}'; "
             "remove_team_invitation cancels it if you want to invite again."
@@ -213,6 +228,18 @@ def _check_invitable(cloud: Cloud, tenant: Tenant, email: str) -> None:
             "members plus pending invitations already fill them; upgrade with "
             "change_plan or create_checkout_session first."
         )
+
+
+_MEMBER_EMAILS = (
+    "SELECT u.email FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.tenant_id = ?"
+)
+_INVITED_EMAILS = "SELECT email FROM invitations WHERE tenant_id = ?"
+
+
+def _emails(cloud: Cloud, tenant: Tenant, sql: str) -> set[str]:
+    """The emails `sql` selects for the tenant, folded: an address is the same in any case
+    and any Unicode spelling (at most the plan's seats of them)."""
+    return {folded(row["email"]) for row in cloud.store.all(sql, (tenant.id,))}
 
 
 def find_member(cloud: Cloud, tenant: Tenant, ref: str) -> sqlite3.Row:
@@ -304,11 +331,12 @@ def accept_invitation(cloud: Cloud, user_id: str, invitation_id: str) -> dict[st
     """The invitee joins the team with the invited role (the dashboard's and CLI's accept; not
     an MCP tool: a token cannot accept on its user's behalf).  Single use."""
     user = cloud.accounts.user(user_id)
-    row = cloud.store.one("SELECT * FROM invitations WHERE id = ?", (invitation_id,))
-    if user is None or row is None or row["email"].casefold() != user.email.casefold():
-        raise NotFound(f"No pending invitation '{invitation_id}' for this user.")
     now = cloud.clock()
+    # Read under the write lock: an invitation cancelled meanwhile admits nobody.
     with cloud.transaction() as db:
+        row = db.execute("SELECT * FROM invitations WHERE id = ?", (invitation_id,)).fetchone()
+        if user is None or row is None or folded(row["email"]) != folded(user.email):
+            raise NotFound(f"No pending invitation '{invitation_id}' for this user.")
         if not _is_member(cloud, row["tenant_id"], user_id):
             db.execute(
                 "INSERT INTO memberships VALUES (?, ?, ?, ?)",
