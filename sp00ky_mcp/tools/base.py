@@ -6,13 +6,13 @@ everything the tool sends (its result or error, and its progress and log notific
 
 from __future__ import annotations
 
-import re
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
+import anyio
 import orjson
 
 from ..accounts import arguments_digest
@@ -21,7 +21,7 @@ from ..cloud.base import Caller, Cloud, Tenant, page, page_bounds
 from ..context import CallContext, Peer
 from ..errors import ToolError
 from ..protocol import ToolResult, encoded_result
-from ..redaction import MARKER, Secret, encoder_default
+from ..redaction import MARKER, Secret, SecretMatcher, encoder_default
 from ..store import ReadCache
 
 Handler = Callable[["Call"], Awaitable[dict[str, Any]]]
@@ -154,6 +154,7 @@ class Call:
     ctx: CallContext
     tenant: Tenant
     _secrets: tuple[str, ...] | None = field(default=None, init=False, repr=False)
+    _masks: Masks | None = field(default=None, init=False, repr=False)
 
     @property
     def user_id(self) -> str:
@@ -196,32 +197,36 @@ class Call:
     def forget_secrets(self) -> None:
         """The handler may have stored new secret values: the next mask reads them again."""
         self._secrets = None
+        self._masks = None
+
+    async def prepare_masks(self) -> None:
+        """Readies what `mask` and `mask_all` need: built off the event loop when the secret
+        values are new, so that no other connection waits for it."""
+        if self._masks is None:
+            self._masks = await masks_for(self.secrets())
 
     def mask(self, text: str) -> str:
         """`text` with every secret value in it replaced by the redaction marker: one scan of
         the text, whatever the number of secrets."""
-        values = self.secrets()
-        if not values:
-            return text
-        return secret_pattern(values).sub(MARKER, text)
+        masks = self._ready_masks()
+        return text if masks is NO_MASKS else masks.plain.sub(text, MARKER)
 
     def mask_all(self, value: Any) -> Any:
         """Secret values inside other output (log lines, build output, messages) are masked
         the way fields are; `Secret` fields themselves are left to the encoder.  One encoded
         scan tells whether any secret occurs at all; only then is the value walked."""
-        values = self.secrets()
-        if not values or not _mentions(value, values):
+        masks = self._ready_masks()
+        if masks is NO_MASKS or not _mentions(value, masks.encoded):
             return value
-        return self._mask_walk(value)
+        return _scrubbed(value, masks.plain)
 
-    def _mask_walk(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.mask(value)
-        if isinstance(value, dict):
-            return {k: self._mask_walk(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self._mask_walk(v) for v in value]
-        return value
+    def _ready_masks(self) -> Masks:
+        """The masks `prepare_masks` built; a caller that skipped it gets them built here,
+        on the loop, which is correct but slow for large values."""
+        if self._masks is None:
+            values = self.secrets()
+            self._masks = _masks_kept.get(values) or (_build_masks(values) if values else NO_MASKS)
+        return self._masks
 
 
 class MaskingPeer:
@@ -234,6 +239,7 @@ class MaskingPeer:
         self.call = call
 
     async def notify(self, method: str, params: dict[str, Any]) -> None:
+        await self.call.prepare_masks()
         masked = {
             k: v if k == "progressToken" else self.call.mask_all(v) for k, v in params.items()
         }
@@ -246,19 +252,40 @@ class MaskingPeer:
         self.peer.interrupt()
 
 
-@lru_cache(maxsize=16)
-def secret_pattern(values: tuple[str, ...]) -> re.Pattern[str]:
-    """One alternation of the values, longest first so a value that contains another is
-    masked whole."""
-    return re.compile("|".join(re.escape(v) for v in sorted(values, key=len, reverse=True)))
+@dataclass(frozen=True, slots=True)
+class Masks:
+    """A tenant's secret values, ready to be found: as they are, and as they appear inside
+    encoded JSON text (quotes, backslashes and control characters escaped)."""
+
+    plain: SecretMatcher
+    encoded: SecretMatcher
 
 
-@lru_cache(maxsize=16)
-def encoded_pattern(values: tuple[str, ...]) -> re.Pattern[str]:
-    """The values as they appear inside encoded JSON text (quotes, backslashes and control
-    characters escaped)."""
-    escaped = (orjson.dumps(v).decode()[1:-1] for v in sorted(values, key=len, reverse=True))
-    return re.compile("|".join(re.escape(e) for e in escaped))
+NO_MASKS = Masks(SecretMatcher(()), SecretMatcher(()))
+# Masks of this many sets of secret values are kept, the least recently used dropped first.
+MASKS_KEPT = 16
+_masks_kept: OrderedDict[tuple[str, ...], Masks] = OrderedDict()
+
+
+async def masks_for(values: tuple[str, ...]) -> Masks:
+    """The masks of `values`, built once per set of values (a tenant's secrets change rarely)
+    and in a worker thread: their size is the tenant's to choose, and building them on the
+    event loop would hold up every other connection meanwhile."""
+    if not values:
+        return NO_MASKS
+    masks = _masks_kept.get(values)
+    if masks is None:
+        masks = await anyio.to_thread.run_sync(_build_masks, values)
+    _masks_kept[values] = masks
+    _masks_kept.move_to_end(values)
+    while len(_masks_kept) > MASKS_KEPT:
+        _masks_kept.popitem(last=False)
+    return masks
+
+
+def _build_masks(values: tuple[str, ...]) -> Masks:
+    encoded = (orjson.dumps(v).decode()[1:-1] for v in values)
+    return Masks(SecretMatcher(values), SecretMatcher(encoded))
 
 
 def _opaque(value: Any) -> Any:
@@ -268,12 +295,12 @@ def _opaque(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
-def _mentions(value: Any, values: tuple[str, ...]) -> bool:
+def _mentions(value: Any, encoded_values: SecretMatcher) -> bool:
     try:
         encoded = orjson.dumps(value, default=_opaque).decode()
     except TypeError:
         return True
-    return encoded_pattern(values).search(encoded) is not None
+    return encoded_values.found(encoded)
 
 
 def product_tool(cloud: Cloud, spec: Spec) -> Tool:
@@ -317,7 +344,9 @@ async def _masked_result(call: Call, spec: Spec) -> dict[str, Any]:
     try:
         result = await _run_masked(call, spec)
     except ToolError as exc:
+        await call.prepare_masks()
         raise ToolError(call.mask(exc.message)) from None
+    await call.prepare_masks()
     masked: dict[str, Any] = call.mask_all(result)
     return masked
 
@@ -328,6 +357,7 @@ async def _run_masked(call: Call, spec: Spec) -> dict[str, Any]:
     ctx = call.ctx
     peer = ctx.peer
     ctx.peer = MaskingPeer(peer, call)
+    await call.prepare_masks()
     try:
         return await _run(call, spec)
     finally:
@@ -352,8 +382,10 @@ async def _run_once(call: Call, spec: Spec) -> dict[str, Any]:
     if replayed is not None:
         return replayed
     result = await spec.handler(call)
+    # Every secret of the tenant, whoever the caller: the record is kept for any retry.
+    masks = await masks_for(call.cloud.secret_values(call.tenant.id))
     with call.cloud.store.transaction() as db:
-        frozen = _frozen(call, result)
+        frozen = _frozen(masks, result)
         db.execute(
             "INSERT OR IGNORE INTO idempotency VALUES (?, ?, ?, ?, ?, ?)",
             (call.user_id, spec.name, key, digest, frozen, call.cloud.clock()),
@@ -379,23 +411,23 @@ def _replay(call: Call, spec: Spec, key: str, digest: str) -> dict[str, Any] | N
     return thawed
 
 
-def _frozen(call: Call, result: dict[str, Any]) -> bytes:
+def _frozen(masks: Masks, result: dict[str, Any]) -> bytes:
     """The result as its idempotency record keeps it, with no secret in it: a `Secret` field
     becomes a note that it was shown once (key material is shown once, and a retry is not
     a second showing), and a secret value inside other text is masked, whoever the caller."""
-    values = call.cloud.secret_values(call.tenant.id)
-    if values and _mentions(result, values):
-        result = _scrubbed(result, secret_pattern(values))
+    if masks is not NO_MASKS and _mentions(result, masks.encoded):
+        result = _scrubbed(result, masks.plain)
     return orjson.dumps(result, default=_freeze)
 
 
-def _scrubbed(value: Any, pattern: re.Pattern[str]) -> Any:
+def _scrubbed(value: Any, values: SecretMatcher) -> Any:
+    """`value` with every secret value inside its strings replaced by the marker."""
     if isinstance(value, str):
-        return pattern.sub(MARKER, value)
+        return values.sub(value, MARKER)
     if isinstance(value, dict):
-        return {k: _scrubbed(v, pattern) for k, v in value.items()}
+        return {k: _scrubbed(v, values) for k, v in value.items()}
     if isinstance(value, list):
-        return [_scrubbed(v, pattern) for v in value]
+        return [_scrubbed(v, values) for v in value]
     return value
 
 
