@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from . import SERVER_NAME, __version__
-from .catalogue import Catalogue, Prompt, Tool, grants
+from .catalogue import Catalogue, Prompt, ResourceReader, Tool, grants
 from .context import LOG_LEVELS, CallContext, InputRequired
 from .errors import (
     INVALID_PARAMS,
@@ -39,6 +39,10 @@ MethodHandler = Callable[["Engine", dict[str, Any], CallContext], Awaitable[Resu
 ToolObserver = Callable[[CallContext, Tool, dict[str, Any], "ToolResult | None", float], None]
 PAGE_SIZE = 100
 MAX_INPUT_ROUNDS = 10
+# What one session may hold: resource URIs are short in practice (RFC 3986 sets no limit; 2048
+# is the common practical one), and a client watches a handful of resources, not thousands.
+MAX_URI_LENGTH = 2048
+MAX_SUBSCRIPTIONS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +50,10 @@ class ToolResult:
     content: list[dict[str, Any]]
     structured: dict[str, Any] | None = None
     is_error: bool = False
-    # `content` and `structured` encoded already, for a result served many times.
+    # `content` and `structured` encoded already, for a result served many times, and the
+    # number of bytes that encoded form holds.
     encoded: tuple[orjson.Fragment, orjson.Fragment] | None = None
+    encoded_size: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,11 +276,11 @@ def as_tool_result(value: Any) -> ToolResult:
 
 def encoded_result(structured: dict[str, Any], default: Callable[[Any], Any]) -> ToolResult:
     """What `tool_result_wire` makes of `structured`, encoded once, for a result that is
-    served many times."""
+    served many times.  Only the encoded form is kept, so what the result holds is its size."""
     encoded = orjson.dumps(structured, default=default)
-    content = [text(encoded.decode())]
-    fragments = (orjson.Fragment(orjson.dumps(content)), orjson.Fragment(encoded))
-    return ToolResult(content, structured, encoded=fragments)
+    content = orjson.dumps([text(encoded.decode())])
+    fragments = (orjson.Fragment(content), orjson.Fragment(encoded))
+    return ToolResult([], None, encoded=fragments, encoded_size=len(content) + len(encoded))
 
 
 def tool_result_wire(outcome: ToolResult, default: Callable[[Any], Any]) -> Result:
@@ -313,27 +319,47 @@ def require_uri(params: dict[str, Any]) -> str:
     uri = params.get("uri")
     if not isinstance(uri, str) or not uri:
         raise invalid_params("'uri' must be a resource URI from resources/list.")
+    if len(uri) > MAX_URI_LENGTH:
+        raise invalid_params(f"'uri' may be at most {MAX_URI_LENGTH} characters long.")
     return uri
 
 
-async def read_resource(engine: Engine, params: dict[str, Any], ctx: CallContext) -> Result:
-    uri = require_uri(params)
+def find_reader(
+    engine: Engine, uri: str, ctx: CallContext
+) -> tuple[ResourceReader, dict[str, str]]:
+    """The reader of a resource the server serves at `uri`, and the template's variables."""
     resource = engine.catalogue.resources.get(uri)
     if resource is not None:
-        return {"contents": await resource.reader(uri, {}, ctx)}
+        return resource.reader, {}
     for template in engine.catalogue.templates:
         variables = match_template(template.uri_template, uri)
         if variables is not None:
-            return {"contents": await template.reader(uri, variables, ctx)}
+            return template.reader, variables
     # 2026-07-28 server/resources: not found is -32602 there; earlier revisions use -32002.
     code = INVALID_PARAMS if ctx.era is Era.MODERN else RESOURCE_NOT_FOUND
     raise JsonRpcError(code, f"Resource not found: '{uri}'.", {"uri": uri})
 
 
-async def subscribe(engine: Engine, params: dict[str, Any], ctx: CallContext) -> Result:
+async def read_resource(engine: Engine, params: dict[str, Any], ctx: CallContext) -> Result:
     uri = require_uri(params)
-    if ctx.session is not None:
-        ctx.session.subscriptions.add(uri)
+    reader, variables = find_reader(engine, uri, ctx)
+    return {"contents": await reader(uri, variables, ctx)}
+
+
+async def subscribe(engine: Engine, params: dict[str, Any], ctx: CallContext) -> Result:
+    """Only a resource the server serves can be subscribed to (server/resources, "Error
+    Handling": -32002 for an unknown resource), and a session holds a bounded number."""
+    uri = require_uri(params)
+    find_reader(engine, uri, ctx)
+    held = ctx.session.subscriptions if ctx.session is not None else None
+    if held is None or uri in held:
+        return {}
+    if len(held) >= MAX_SUBSCRIPTIONS:
+        raise invalid_params(
+            f"This session already holds {MAX_SUBSCRIPTIONS} resource subscriptions; "
+            "unsubscribe from one before subscribing to another."
+        )
+    held.add(uri)
     return {}
 
 

@@ -12,9 +12,12 @@ from typing import Any
 import anyio
 import pytest
 
+from sp00ky_mcp.protocol import MAX_SUBSCRIPTIONS
+from sp00ky_mcp.server import McpServer
 from sp00ky_mcp.tools import base
 
 from .product_support import NOW, REDACTED, ProductEnv
+from .wire import LATEST, connect, open_session, post_headers, rpc, rpc_error
 
 pytestmark = pytest.mark.anyio
 WAIT = 10.0
@@ -74,3 +77,120 @@ async def test_a_token_with_large_secret_values_does_not_hold_up_other_tokens(
     assert "tools" in listed.json()["result"]
     items = outcome["ada"]["structuredContent"]["items"]
     assert [item["value"] for item in items] == [REDACTED] * 5
+
+
+# --- resource subscriptions ---------------------------------------------------------------
+
+
+async def in_session(
+    server: McpServer, session_id: str, bodies: list[bytes], token: str | None = None
+) -> list[Any]:
+    """Each body POSTed in turn on one connection, in the session; the decoded replies."""
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    replies: list[Any] = []
+    async with connect(server) as wire:
+        for body in bodies:
+            await wire.request(
+                "POST", headers={**post_headers(session_id, LATEST), **auth}, body=body
+            )
+            reply = await wire.final()
+            assert reply.status == 200, reply
+            replies.append(reply.json())
+    return replies
+
+
+async def test_the_product_refuses_a_subscription_to_a_resource_it_does_not_serve(
+    env: ProductEnv,
+) -> None:
+    token = env.token(env.user())
+    session_id = await open_session(env.server, token=token)
+    uri = "sp00ky://projects/api/" + "x" * 100
+    [reply] = await in_session(
+        env.server, session_id, [rpc("resources/subscribe", 7, uri=uri)], token
+    )
+    assert reply == rpc_error(7, -32002, f"Resource not found: '{uri}'.", {"uri": uri})
+
+
+async def test_a_session_holds_a_bounded_number_of_subscriptions(
+    conformance_server: McpServer,
+) -> None:
+    session_id = await open_session(conformance_server)
+    uris = [f"test://template/{i}/data" for i in range(MAX_SUBSCRIPTIONS + 1)]
+    bodies = [rpc("resources/subscribe", i, uri=uri) for i, uri in enumerate(uris)]
+    again = rpc("resources/subscribe", "again", uri=uris[0])
+    unsubscribe = rpc("resources/unsubscribe", "off", uri=uris[0])
+    replies = await in_session(
+        conformance_server, session_id, [*bodies, again, unsubscribe, bodies[-1]]
+    )
+    accepted = [{"jsonrpc": "2.0", "id": i, "result": {}} for i in range(MAX_SUBSCRIPTIONS)]
+    assert replies[:MAX_SUBSCRIPTIONS] == accepted
+    assert replies[MAX_SUBSCRIPTIONS:] == [
+        rpc_error(
+            MAX_SUBSCRIPTIONS,
+            -32602,
+            f"This session already holds {MAX_SUBSCRIPTIONS} resource subscriptions; "
+            "unsubscribe from one before subscribing to another.",
+        ),
+        {"jsonrpc": "2.0", "id": "again", "result": {}},
+        {"jsonrpc": "2.0", "id": "off", "result": {}},
+        {"jsonrpc": "2.0", "id": MAX_SUBSCRIPTIONS, "result": {}},
+    ]
+
+
+async def test_a_resource_uri_longer_than_2048_characters_is_refused(
+    conformance_server: McpServer,
+) -> None:
+    session_id = await open_session(conformance_server)
+    uri = "test://template/" + "1" * 2030 + "/data"
+    replies = await in_session(
+        conformance_server,
+        session_id,
+        [rpc(method, 1, uri=uri) for method in ("resources/subscribe", "resources/read")],
+    )
+    refusal = rpc_error(1, -32602, "'uri' may be at most 2048 characters long.")
+    assert replies == [refusal, refusal]
+
+
+# --- the tool-result cache ----------------------------------------------------------------
+
+
+def seed_values(env: ProductEnv, email: str, count: int, size: int) -> str:
+    """`email`'s project 'api' with `count` env values of `size` characters; a token of
+    theirs that may see them."""
+    user = env.user(email)
+    project_id = env.make_project(user)
+    with env.store.transaction() as db:
+        db.executemany(
+            "INSERT INTO env_vars VALUES (?, ?, ?, ?)",
+            [(project_id, f"KEY_{i}", "v" * size, NOW) for i in range(count)],
+        )
+    return env.token(user, "mcp:read,secrets:reveal")
+
+
+async def flood(env: ProductEnv, token: str, user_id: str, count: int) -> list[int]:
+    """`count` calls with large, distinct results; the bytes the cache holds after each one,
+    in all and for this user."""
+    cache = base.results_of(env.store)
+    held: list[int] = []
+    for limit in range(1, count + 1):
+        listed = await env.structured(token, "list_env_vars", {"project": "api", "limit": limit})
+        assert len(listed["items"]) == limit
+        held += [cache.bytes, cache.user_bytes(user_id)]
+    return held
+
+
+async def test_the_results_a_client_leaves_cached_stay_within_the_byte_bounds(
+    env: ProductEnv,
+) -> None:
+    ada_token = seed_values(env, "ada@example.com", 40, 8 * 1024)
+    bob_token = seed_values(env, "bob@example.com", 40, 8 * 1024)
+    cache = base.results_of(env.store)
+    # Bounds of a few results each, so that a flood of 40 results overflows them.
+    cache.total, cache.share = 400_000, 250_000
+    ada, bob = env.user("ada@example.com").id, env.user("bob@example.com").id
+    held = await flood(env, ada_token, ada, 40) + await flood(env, bob_token, bob, 40)
+    # The two together held more than one share, and never more than the total.
+    assert cache.share < max(held[0::2]) <= cache.total
+    assert max(held[1::2]) <= cache.share
+    assert cache.user_bytes(bob) > 0
+    assert cache.bytes == cache.user_bytes(ada) + cache.user_bytes(bob) <= cache.total

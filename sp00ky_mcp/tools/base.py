@@ -7,6 +7,7 @@ everything the tool sends (its result or error, and its progress and log notific
 from __future__ import annotations
 
 import sqlite3
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,13 +23,20 @@ from ..context import CallContext, Peer
 from ..errors import ToolError
 from ..protocol import ToolResult, encoded_result
 from ..redaction import MARKER, Secret, SecretMatcher, encoder_default
-from ..store import ReadCache
+from ..store import Store, Version
 
 Handler = Callable[["Call"], Awaitable[dict[str, Any]]]
-# Who asked (the user, and whether they may see secrets) and the arguments, tenant_id among
-# them; the user's role in the tenant comes from the store, so it is covered by its version.
-ResultKey = tuple[str, bool, bytes]
-RESULTS_KEPT = 256
+# The tool, who asked (the user, and whether they may see secrets) and the arguments,
+# tenant_id among them; the user's role in the tenant comes from the store, so it is covered
+# by its version.
+ResultKey = tuple[str, str, bool, bytes]
+# The tenant a result belongs to, and the result.
+Kept = tuple[str, ToolResult]
+# The result cache's bounds in bytes: in all, and for the results one user's calls left.
+RESULT_BYTES_KEPT = 64 * 1024 * 1024
+RESULT_BYTES_PER_USER = 8 * 1024 * 1024
+# What a kept result costs beyond its bytes (its key, tuples, dict slots), counted with them.
+RESULT_OVERHEAD = 512
 SORTED = orjson.OPT_SORT_KEYS
 
 
@@ -303,15 +311,94 @@ def _mentions(value: Any, encoded_values: SecretMatcher) -> bool:
     return encoded_values.found(encoded)
 
 
+class ResultCache:
+    """The encoded results of pure tools, kept while the store's version stays the same (as
+    `ReadCache` keeps its values) and bounded in bytes: in all, and per user, so that one
+    client's large results can neither fill the server's memory nor push out everyone
+    else's.  The oldest go first; a result larger than a user's share is not kept."""
+
+    def __init__(
+        self, store: Store, total: int = RESULT_BYTES_KEPT, share: int = RESULT_BYTES_PER_USER
+    ) -> None:
+        self.store = store
+        self.total = total
+        self.share = share
+        self.bytes = 0
+        self._entries: OrderedDict[ResultKey, tuple[Kept, int]] = OrderedDict()
+        # Each user's keys, oldest first, and the bytes they hold.
+        self._by_user: dict[str, OrderedDict[ResultKey, None]] = {}
+        self._user_bytes: dict[str, int] = {}
+        self._version: Version = (-1, -1)
+
+    def user_bytes(self, user_id: str) -> int:
+        return self._user_bytes.get(user_id, 0)
+
+    def get(self, key: ResultKey) -> tuple[Kept | None, Version]:
+        """The result kept for `key`, if any, and the store's version now."""
+        version = self.store.version()
+        if version != self._version:
+            self.clear()
+            self._version = version
+        entry = self._entries.get(key)
+        return (entry[0] if entry else None), version
+
+    def put(self, key: ResultKey, kept: Kept, read_at: Version) -> None:
+        """Keeps `kept`, computed at version `read_at`, unless the store has changed since."""
+        if read_at != self._version or self.store.version() != read_at or key in self._entries:
+            return
+        size = len(key[3]) + kept[1].encoded_size + RESULT_OVERHEAD
+        if size > self.share:
+            return
+        self._make_room(key[1], size)
+        self._entries[key] = (kept, size)
+        self._by_user.setdefault(key[1], OrderedDict())[key] = None
+        self._user_bytes[key[1]] = self.user_bytes(key[1]) + size
+        self.bytes += size
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._by_user.clear()
+        self._user_bytes.clear()
+        self.bytes = 0
+
+    def _make_room(self, user_id: str, size: int) -> None:
+        while self.user_bytes(user_id) + size > self.share:
+            self._drop(next(iter(self._by_user[user_id])))
+        while self._entries and self.bytes + size > self.total:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: ResultKey) -> None:
+        _, size = self._entries.pop(key)
+        user_id = key[1]
+        del self._by_user[user_id][key]
+        self._user_bytes[user_id] -= size
+        if not self._by_user[user_id]:
+            del self._by_user[user_id], self._user_bytes[user_id]
+        self.bytes -= size
+
+
+# One result cache per store, shared by all the tools that serve from it.
+_result_caches: weakref.WeakKeyDictionary[Store, ResultCache] = weakref.WeakKeyDictionary()
+
+
+def results_of(store: Store) -> ResultCache:
+    """The result cache of the tools that serve from `store`."""
+    cache = _result_caches.get(store)
+    if cache is None:
+        cache = _result_caches[store] = ResultCache(store)
+    return cache
+
+
 def product_tool(cloud: Cloud, spec: Spec) -> Tool:
-    results: ReadCache[ResultKey, tuple[str, ToolResult]] = ReadCache(cloud.store, RESULTS_KEPT)
+    results = results_of(cloud.store)
 
     async def handler(args: dict[str, Any], ctx: CallContext) -> Any:
         principal = ctx.principal
         assert principal.user_id is not None, "product tools need an authenticated principal"
         if not spec.pure:
             return await _masked_result(_call(cloud, args, ctx), spec)
-        key = (principal.user_id, principal.can_reveal, orjson.dumps(args, option=SORTED))
+        arguments = orjson.dumps(args, option=SORTED)
+        key = (spec.name, principal.user_id, principal.can_reveal, arguments)
         kept, version = results.get(key)
         if kept is None:
             call = _call(cloud, args, ctx)
