@@ -5,6 +5,7 @@ on one store agree on what already exists."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -15,12 +16,15 @@ import orjson
 import pytest
 from mcp.client import ClientRequestContext
 
+from sp00ky_mcp import scopes
 from sp00ky_mcp.accounts import AccountError, Accounts, User
 from sp00ky_mcp.cloud import links, projects, teams
 from sp00ky_mcp.cloud.base import Cloud, Tenant
+from sp00ky_mcp.context import CallContext, Principal
 from sp00ky_mcp.errors import ToolError
 from sp00ky_mcp.store import Store
-from sp00ky_mcp.tools.base import SHOWN_ONCE
+from sp00ky_mcp.tools.base import SHOWN_ONCE, product_tool
+from sp00ky_mcp.versions import Era
 
 from .product_support import SPECS, ProductEnv
 
@@ -718,3 +722,107 @@ def test_a_token_name_is_stored_normalised_and_revoked_by_any_spelling(tmp_path:
         accounts.mint(ada, "C\u200bI", ("mcp:read",), None)
     assert str(refused.value) == hidden("--name", "U+200B ZERO WIDTH SPACE")
     store.close()
+
+
+# --- a token revoked in the middle of a long call ------------------------------------------
+
+
+class RevokingPeer:
+    """A client that sees the first progress notification of a call, and revokes the call's
+    token right then (say, from another terminal)."""
+
+    def __init__(self, revoke: Callable[[], Any]) -> None:
+        self.revoke = revoke
+        self.progress: list[str] = []
+
+    async def notify(self, method: str, params: dict[str, Any]) -> None:
+        if method == "notifications/progress":
+            self.progress.append(params.get("message", ""))
+            if len(self.progress) == 1:
+                self.revoke()
+
+    async def request(self, method: str, params: dict[str, Any]) -> Any:
+        raise AssertionError(f"unexpected {method}")
+
+    def interrupt(self) -> None:
+        return None
+
+
+async def test_a_token_revoked_while_a_deployment_runs_takes_nothing_live(
+    env: ProductEnv,
+) -> None:
+    ada = env.user()
+    await env.ok(env.token(ada), "create_project", {"name": "api"})
+    record, _ = env.accounts.mint(ada, "ci", ("mcp:full",), None)
+    peer = RevokingPeer(lambda: env.accounts.revoke(ada, "ci"))
+    principal = Principal(record.id, ada.id, scopes.expand(record.scopes))
+    ctx = CallContext(Era.MODERN, "2026-07-28", principal, peer, progress_token="p")
+    deploy = product_tool(env.cloud, SPECS["deploy"])
+    with pytest.raises(ToolError) as refused:
+        await deploy.handler({"project": "api"}, ctx)
+    assert refused.value.message == REVOKED
+    assert len(peer.progress) == 1
+    rows = env.store.all("SELECT status FROM deployments")
+    assert [row["status"] for row in rows] == ["failed"]
+
+
+# --- roles ---------------------------------------------------------------------------------
+
+# The tools that need the owner or admin role in a team, as their descriptions say.
+ADMIN_ONLY = (
+    "destroy_project",
+    "tear_down_project",
+    "init_vault",
+    "enable_vault_ci_access",
+    "disable_vault_ci_access",
+    "restore_backup",
+    "delete_backup",
+    "configure_backups",
+    "reset_backup_config",
+    "remove_domain",
+    "unlink_repo",
+    "invite_team_member",
+    "remove_team_member",
+    "remove_team_invitation",
+    "create_checkout_session",
+    "change_plan",
+    "create_billing_portal_session",
+)
+
+
+@pytest.mark.parametrize("tool", ADMIN_ONLY)
+async def test_a_team_member_is_refused_every_admin_action(env: ProductEnv, tool: str) -> None:
+    team = Team(env)
+    await team.furnish()
+    arguments = {
+        **{k: FILLERS.get(k, "x") for k in SPECS[tool].required},
+        "project": "api",
+        "tenant_id": team.id,
+        "backup_id": team.backup_id,
+        "plan": "pro",
+        **(team.arguments(tool) if tool in CONFIRMING else {}),
+    }
+    known = {k: v for k, v in arguments.items() if k in SPECS[tool].input_schema()["properties"]}
+    member = env.token(team.cy)
+    before = env.snapshot()
+    text = await env.error_text(member, tool, known)
+    assert re.fullmatch(
+        r"Only a team admin or above may [A-Za-z ']+; your role in 'Acme' is member\.", text
+    ), text
+    assert env.snapshot() == before
+
+
+async def test_an_admin_may_not_cancel_an_owners_invitation(env: ProductEnv) -> None:
+    team = Team(env)
+    invited = await env.ok(
+        team.owner,
+        "invite_team_member",
+        {"tenant_id": team.id, "email": "boss@example.com", "role": "owner"},
+    )
+    arguments = {"tenant_id": team.id, "invitation_id": invited["invitation_id"]}
+    assert await env.error_text(team.bob_token, "remove_team_invitation", arguments) == (
+        "Only a team owner or above may cancel an owner's invitation; your role in 'Acme' is admin."
+    )
+    assert env.count("invitations") == 1
+    await env.ok(team.owner, "remove_team_invitation", arguments)
+    assert env.count("invitations") == 0

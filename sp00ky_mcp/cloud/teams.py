@@ -5,7 +5,7 @@ number of team tenants.  Roles rank member < admin < owner:
 
 - any member may list a team's members and invitations;
 - an admin or owner may invite (an owner only may invite an owner) and remove members and
-  invitations (an owner only may remove an owner);
+  invitations (an owner only may remove an owner or cancel an owner's invitation);
 - the last owner of a team can never be removed, so no team is ever left without one.
 
 An invitation stays pending until the invitee accepts it in the Sp00ky dashboard or CLI (here:
@@ -308,6 +308,10 @@ def find_invitation(cloud: Cloud, tenant: Tenant, invitation_id: str) -> sqlite3
             f"No pending invitation '{invitation_id}' in '{tenant.name}'; "
             "list_team_members shows the pending invitations."
         )
+    if row["role"] == "owner":
+        # An owner's invitation is an owner to be: only an owner may invite one, and only an
+        # owner may take the invitation back.
+        tenant.require_role("owner", "cancel an owner's invitation")
     return row
 
 

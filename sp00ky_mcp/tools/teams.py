@@ -11,7 +11,8 @@ ROLE = {"type": "string", "enum": list(teams.ROLES)}
 TEAM_ID = {**TENANT_ID, "description": "The team's tenant id, as list_teams shows it."}
 ROLES_NOTE = (
     "Roles: any member may read; an admin or owner may invite and remove members "
-    "and invitations; only an owner may invite or remove an owner; the last owner "
+    "and invitations; only an owner may invite or remove an owner (or cancel an "
+    "owner's invitation); the last owner "
     "can never be removed. Your personal tenant is not a team and has no members "
     "to manage."
 )
