@@ -68,6 +68,44 @@ def http_url(text: str) -> str:
     return text.strip()
 
 
+def public_url(text: str) -> str:
+    """The base URL clients reach the server at; the endpoint path is added to it, so a URL
+    given with that path already is taken without it."""
+    parts = urlsplit(text.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not an absolute http(s) URL, such as https://mcp.example.com."
+        )
+    base = text.strip().rstrip("/")
+    return base.removesuffix(ServerConfig().endpoint) or base
+
+
+def web_origin(text: str) -> str:
+    parts = urlsplit(text.strip())
+    if (
+        parts.scheme.lower() not in ("http", "https")
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+    ):
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not an origin; use scheme://host[:port], such as https://app.example.com."
+        )
+    return text.strip().rstrip("/")
+
+
+def host_name(text: str) -> str:
+    # Host headers are compared without their port, so a name given with a scheme, a port
+    # or a path would never match and every request would be refused.
+    name = text.strip()
+    if not name or "/" in name or name.count(":") == 1:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a host name; give the name alone, such as mcp.example.com "
+            "(no scheme, port or path)."
+        )
+    return name
+
+
 def bind_address(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("an address is needed, such as 127.0.0.1 or 0.0.0.0.")
@@ -133,12 +171,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None, help="where the embedded store lives")
     parser.add_argument(
         "--public-url",
-        type=http_url,
+        type=public_url,
         default=None,
         help="the https URL clients use, if proxied (e.g. https://mcp.example.com)",
     )
     parser.add_argument(
         "--allowed-origin",
+        type=web_origin,
         action="append",
         default=[],
         metavar="ORIGIN",
@@ -146,6 +185,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--allowed-host",
+        type=host_name,
         action="append",
         default=[],
         metavar="HOST",
@@ -715,7 +755,10 @@ def build_server(config: ServerConfig, user: str | None) -> tuple[McpServer, Not
         user_record = product.accounts.ensure_user(user or default_email())
     except (StoreError, AccountError) as exc:
         raise CliError(str(exc)) from None
-    return product.server, lambda server: connect_notes(product, user_record, server.url)
+    # Behind a proxy, clients use the public URL, not the address bound here.
+    return product.server, lambda server: connect_notes(
+        product, user_record, config.url if config.public_url else server.url
+    )
 
 
 def _uvloop_wanted(loop: str) -> bool:

@@ -127,8 +127,41 @@ def test_serve_refuses_a_public_url_that_is_not_an_absolute_http_url(
 ) -> None:
     assert usage_error(capsys, "mcp", "serve", f"--public-url={url}") == (
         f"spky mcp serve: error: argument --public-url: '{url}' is not an absolute http(s) "
-        "URL, such as https://mcp.example.com/v1/mcp."
+        "URL, such as https://mcp.example.com."
     )
+
+
+@pytest.mark.parametrize("origin", ["app.example.com", "https://app.example.com/page"])
+def test_serve_refuses_an_allowed_origin_that_is_not_an_origin(
+    capsys: pytest.CaptureFixture[str], origin: str
+) -> None:
+    assert usage_error(capsys, "mcp", "serve", f"--allowed-origin={origin}") == (
+        f"spky mcp serve: error: argument --allowed-origin: '{origin}' is not an origin; use "
+        "scheme://host[:port], such as https://app.example.com."
+    )
+
+
+@pytest.mark.parametrize("host", ["https://mcp.example.com", "mcp.example.com:443", ""])
+def test_serve_refuses_an_allowed_host_that_no_host_header_could_match(
+    capsys: pytest.CaptureFixture[str], host: str
+) -> None:
+    assert usage_error(capsys, "mcp", "serve", f"--allowed-host={host}") == (
+        f"spky mcp serve: error: argument --allowed-host: '{host}' is not a host name; give "
+        "the name alone, such as mcp.example.com (no scheme, port or path)."
+    )
+
+
+@pytest.mark.parametrize("given", ["https://mcp.example.com", "https://mcp.example.com/v1/mcp"])
+def test_behind_a_proxy_the_first_run_notes_give_the_public_url(tmp_path: Path, given: str) -> None:
+    server = Served([*serve_argv(tmp_path), "--public-url", given])
+    try:
+        server.listening()
+        more = server.line(re.compile(r"^More tokens: spky mcp token --data-dir \S+ --url (\S+)$"))
+        server.signal(signal.SIGTERM)
+        assert server.wait() == 0
+    finally:
+        server.close()
+    assert more.group(1) == "https://mcp.example.com/v1/mcp"
 
 
 @pytest.mark.parametrize(

@@ -51,6 +51,18 @@ def test_a_url_with_shell_characters_stays_one_argument() -> None:
     assert shlex.split(editors.claude_command_text(url, TOKEN))[8] == url
 
 
+def test_the_command_from_the_environment_double_quotes_the_header_and_no_token() -> None:
+    url = "http://127.0.0.1:8765/v1/mcp?a=1&b=2"
+    text = editors.claude_command_from_environment(url)
+    assert text == (
+        "claude mcp add --transport http --scope user sp00ky "
+        "'http://127.0.0.1:8765/v1/mcp?a=1&b=2' "
+        '--header "Authorization: Bearer $SP00KY_MCP_TOKEN"'
+    )
+    # Before the shell's expansion, the words are those of the command with the variable.
+    assert shlex.split(text) == editors.claude_command(url, "$SP00KY_MCP_TOKEN")
+
+
 # --- Cursor ----------------------------------------------------------------------------------
 
 
@@ -182,6 +194,43 @@ def test_install_over_invalid_json_fails_and_leaves_the_file_untouched(
     assert path.read_bytes() == b'{"servers": {,}}  // my notes'
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert [p.name for p in path.parent.iterdir()] == ["mcp.json"]
+
+
+def test_a_config_readable_by_others_is_replaced_by_one_readable_by_the_owner_only(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "mcp.json"
+    path.write_text("{}")
+    path.chmod(0o666)
+    editors.write_private_json(path, {"x": 1})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_symlinked_config_is_written_where_the_link_points_and_the_link_stays(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "dotfiles" / "mcp.json"
+    target.parent.mkdir()
+    target.write_text("{}")
+    link = tmp_path / "mcp.json"
+    link.symlink_to(target)
+    editors.write_private_json(link, {"x": 1})
+    assert link.is_symlink()
+    assert orjson.loads(target.read_bytes()) == {"x": 1}
+
+
+@pytest.mark.parametrize("marker", ["directory", "file"])
+def test_a_path_below_a_git_entry_is_inside_that_work_tree(tmp_path: Path, marker: str) -> None:
+    # A worktree or a submodule has a .git file, a plain clone a .git directory.
+    if marker == "directory":
+        (tmp_path / ".git").mkdir()
+    else:
+        (tmp_path / ".git").write_text("gitdir: /elsewhere\n")
+    assert editors.git_work_tree(tmp_path / ".cursor" / "mcp.json") == tmp_path
+
+
+def test_a_path_with_no_git_entry_above_it_is_in_no_work_tree(tmp_path: Path) -> None:
+    assert editors.git_work_tree(tmp_path / ".cursor" / "mcp.json") is None
 
 
 def test_a_written_config_is_private_indented_json_ending_in_a_newline(tmp_path: Path) -> None:
