@@ -13,6 +13,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import orjson
 
 from . import jsonrpc, sse, transport
@@ -60,6 +62,9 @@ INTERNAL = JsonRpcError(
     INTERNAL_ERROR, "Internal error: the server could not complete the request."
 )
 LISTEN = "subscriptions/listen"
+# A batched request refused by the token's rate limit (or its authentication): JSON-RPC 2.0
+# section 5.1 leaves -32000 to -32099 to the implementation for server errors.
+REFUSED = -32000
 
 
 def json_response(status: int, body: bytes, extra: list[Header] | None = None) -> HttpResponse:
@@ -233,7 +238,7 @@ class McpService:
         if not calls:
             return HttpResponse(202, [])
         if batch.is_batch:
-            return await self._answer_batch(calls, session, principal)
+            return await self._answer_batch(request, calls, session, principal)
         message = calls[0]
         if isinstance(message, jsonrpc.Invalid):
             return json_response(400, jsonrpc.encode_error(message.id, message.error))
@@ -256,20 +261,45 @@ class McpService:
 
     async def _answer_batch(
         self,
+        request: HttpRequest,
         calls: list[jsonrpc.Request | jsonrpc.Invalid],
         session: Session,
         principal: Principal,
     ) -> Response:
-        """2025-03-26 batches are answered with a JSON array, one response per request."""
+        """2025-03-26 batches are answered with a JSON array, one response per request.  Each
+        request counts against the token's rate limit as if sent alone: the HTTP request paid
+        for the first, and each further one is authenticated again, which takes its share; one
+        refused gets the refusal's message in its slot, and the reply its Retry-After.  Between
+        requests the connection lets the others run, so that a long batch holds up no one."""
         replies: list[bytes] = []
+        refused: HttpError | None = None
+        paid = False
         for message in calls:
             if isinstance(message, jsonrpc.Invalid):
                 replies.append(jsonrpc.encode_error(message.id, message.error))
                 continue
+            if paid:
+                await anyio.lowlevel.checkpoint()
+                refusal = self._charge(request)
+                if refusal is not None:
+                    refused = refusal
+                    replies.append(_refused_slot(message, refusal))
+                    continue
+            paid = True
             # A batch is answered as one JSON array: its calls have no stream to go on.
             ctx = self._session_context(session, principal, DetachedPeer(), message)
             replies.append(await self._answer(message, ctx))
-        return json_response(200, b"[" + b",".join(replies) + b"]")
+        headers = [(k.encode(), v.encode()) for k, v in refused.headers] if refused else []
+        return json_response(200, b"[" + b",".join(replies) + b"]", headers)
+
+    def _charge(self, request: HttpRequest) -> HttpError | None:
+        """Authenticates a batched request once more, which takes its share of the token's
+        rate limit; the refusal, if the limit (or the token's state) refuses it."""
+        try:
+            self.authenticate(request)
+        except HttpError as exc:
+            return exc
+        return None
 
     def _session_context(
         self,
@@ -577,6 +607,14 @@ def _wants(session: Session, method: str, uri: Any) -> bool:
     if method == "notifications/resources/updated":
         return uri in session.subscriptions
     return True
+
+
+def _refused_slot(message: jsonrpc.Request, refusal: HttpError) -> bytes:
+    """A batched request refused by the token's rate limit (or its authentication): the
+    refusal's message, and its wait."""
+    retry = dict(refusal.headers).get("retry-after")
+    data = {"retryAfter": int(retry)} if retry else None
+    return jsonrpc.encode_error(message.id, JsonRpcError(REFUSED, refusal.message, data))
 
 
 def _stateless_refusal(request: HttpRequest) -> HttpError | None:

@@ -38,6 +38,9 @@ from .versions import (
 JSON = "application/json"
 SSE = "text/event-stream"
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+# A 2025-03-26 batch is answered call after call in one response: its size is bounded so that
+# one request cannot hold a connection (and the token's rate budget) for thousands of calls.
+MAX_BATCH = 100
 
 
 def allowed_hosts(
@@ -190,6 +193,13 @@ def read_messages(body: bytes) -> Batch | HttpError:
     if isinstance(decoded, list):
         if not decoded:
             return HttpError(400, "Invalid Request: an empty batch.", rpc_code=INVALID_REQUEST)
+        if len(decoded) > MAX_BATCH:
+            return HttpError(
+                400,
+                f"Invalid Request: a batch may hold at most {MAX_BATCH} messages; "
+                "send the rest in another request.",
+                rpc_code=INVALID_REQUEST,
+            )
         return Batch(tuple(jsonrpc.classify(item) for item in decoded), True)
     return Batch((jsonrpc.classify(decoded),), False)
 

@@ -7,17 +7,34 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
+from sp00ky_mcp.catalogue import Catalogue, Tool
+from sp00ky_mcp.config import Limits, ServerConfig
+from sp00ky_mcp.product import build_product
 from sp00ky_mcp.protocol import MAX_SUBSCRIPTIONS
 from sp00ky_mcp.server import McpServer
+from sp00ky_mcp.store import Store
 from sp00ky_mcp.tools import base
 
 from .product_support import NOW, REDACTED, ProductEnv
-from .wire import LATEST, connect, open_session, post_headers, rpc, rpc_error
+from .wire import (
+    LATEST,
+    connect,
+    exchange,
+    notification,
+    open_session,
+    post_headers,
+    rpc,
+    rpc_error,
+    running,
+)
 
 pytestmark = pytest.mark.anyio
 WAIT = 10.0
@@ -194,3 +211,112 @@ async def test_the_results_a_client_leaves_cached_stay_within_the_byte_bounds(
     assert max(held[1::2]) <= cache.share
     assert cache.user_bytes(bob) > 0
     assert cache.bytes == cache.user_bytes(ada) + cache.user_bytes(bob) <= cache.total
+
+
+# --- 2025-03-26 batches -------------------------------------------------------------------
+
+LEGACY = "2025-03-26"
+TOO_MANY = "Too many requests for this token; retry after the number of seconds in Retry-After."
+
+
+def batch(*messages: bytes) -> bytes:
+    return b"[" + b",".join(messages) + b"]"
+
+
+@asynccontextmanager
+async def rate_limited(tmp_path: Path, burst: int) -> AsyncIterator[tuple[McpServer, str]]:
+    """The product with a token that may send `burst` requests, refilled at one a minute."""
+    store = Store.open(tmp_path)
+    limits = Limits(rate_per_minute=1, rate_burst=burst)
+    parts = build_product(ServerConfig(port=0, data_dir=str(tmp_path), limits=limits), store)
+    user = parts.accounts.ensure_user("ada@example.com")
+    _, token = parts.accounts.mint(user, "test", ("mcp:full",), None)
+    async with anyio.create_task_group() as tasks:
+        await tasks.start(parts.server.serve)
+        try:
+            yield parts.server, token
+        finally:
+            parts.server.shutdown()
+    store.close()
+
+
+async def test_each_request_of_a_batch_counts_against_the_token_rate_limit(
+    tmp_path: Path,
+) -> None:
+    async with rate_limited(tmp_path, burst=6) as (server, token):
+        # initialize and notifications/initialized take two of the six.
+        session_id = await open_session(server, LEGACY, token=token)
+        headers = {**post_headers(session_id, LEGACY), "Authorization": f"Bearer {token}"}
+        pings = [rpc("ping", i) for i in range(1, 7)]
+        body = batch(notification("notifications/progress"), *pings)
+        first = await exchange(server, "POST", headers, body)
+        second = await exchange(server, "POST", headers, batch(rpc("ping", 7)))
+    assert first.status == 200
+    assert first.head.get("retry-after") == "60"
+    refused = {"code": -32000, "message": TOO_MANY, "data": {"retryAfter": 60}}
+    assert first.json() == [{"jsonrpc": "2.0", "id": i, "result": {}} for i in range(1, 5)] + [
+        {"jsonrpc": "2.0", "id": i, "error": refused} for i in (5, 6)
+    ]
+    assert (second.status, second.head.get("retry-after")) == (429, "60")
+    assert second.body.decode() == TOO_MANY + "\n"
+
+
+async def test_a_batch_of_more_than_100_messages_is_refused(
+    conformance_server: McpServer,
+) -> None:
+    session_id = await open_session(conformance_server, LEGACY)
+    body = batch(*(rpc("ping", i) for i in range(101)))
+    reply = await exchange(conformance_server, "POST", post_headers(session_id, LEGACY), body)
+    assert reply.status == 400
+    assert reply.json() == rpc_error(
+        None,
+        -32600,
+        "Invalid Request: a batch may hold at most 100 messages; send the rest in another request.",
+    )
+    full = await exchange(
+        conformance_server,
+        "POST",
+        post_headers(session_id, LEGACY),
+        batch(*(rpc("ping", i) for i in range(100))),
+    )
+    assert full.json() == [{"jsonrpc": "2.0", "id": i, "result": {}} for i in range(100)]
+
+
+class Ticks:
+    """A tool that never waits: it counts its calls, and lets a waiting task know of the
+    first one."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first = anyio.Event()
+
+    async def handler(self, args: dict[str, Any], ctx: Any) -> str:
+        self.count += 1
+        self.first.set()
+        return "tick"
+
+    def catalogue(self) -> Catalogue:
+        schema = {"type": "object", "properties": {}}
+        return Catalogue([Tool("tick", "Counts its calls", schema, self.handler)])
+
+
+async def test_a_long_batch_lets_other_tasks_run_between_its_requests() -> None:
+    ticks = Ticks()
+    seen: list[int] = []
+    call = {"name": "tick", "arguments": {}}
+    body = batch(*(rpc("tools/call", i, **call) for i in range(100)))
+
+    async def watch() -> None:
+        await ticks.first.wait()
+        seen.append(ticks.count)
+
+    async with running(catalogue=ticks.catalogue()) as server:
+        session_id = await open_session(server, LEGACY)
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(watch)
+                reply = await exchange(server, "POST", post_headers(session_id, LEGACY), body)
+    assert len(reply.json()) == 100
+    assert ticks.count == 100
+    # The watcher ran as soon as the first call was answered, not after the hundredth.
+    assert seen == [1]
