@@ -23,7 +23,7 @@ from sp00ky_mcp.cloud.base import Cloud, Tenant
 from sp00ky_mcp.context import CallContext, Principal
 from sp00ky_mcp.errors import ToolError
 from sp00ky_mcp.store import Store
-from sp00ky_mcp.tools.base import SHOWN_ONCE, product_tool
+from sp00ky_mcp.tools.base import SHOWN_ONCE, STILL_RUNNING, product_tool
 from sp00ky_mcp.versions import Era
 
 from .product_support import SPECS, ProductEnv
@@ -826,3 +826,56 @@ async def test_an_admin_may_not_cancel_an_owners_invitation(env: ProductEnv) -> 
     assert env.count("invitations") == 1
     await env.ok(team.owner, "remove_team_invitation", arguments)
     assert env.count("invitations") == 0
+
+
+# --- an idempotency key runs its call once, even when retried while it runs ----------------
+
+
+async def test_a_retry_while_the_first_call_waits_at_its_prompt_changes_nothing(
+    env: ProductEnv,
+) -> None:
+    team = Team(env)
+    await team.furnish()
+    arguments = {**team.arguments("restore_backup"), "idempotency_key": "restore-1"}
+    retried: list[Any] = []
+
+    async def retry_then_confirm(
+        ctx: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult:
+        retried.append(await env.call(team.owner, "restore_backup", arguments))
+        return types.ElicitResult(action="accept", content={"confirm": True})
+
+    async with env.sdk(
+        team.owner, mode="legacy", elicitation_callback=retry_then_confirm
+    ) as client:
+        first = await client.call_tool("restore_backup", arguments)
+    assert retried == [
+        {
+            "content": [{"type": "text", "text": STILL_RUNNING}],
+            "isError": True,
+            "resultType": "complete",
+            "_meta": retried[0]["_meta"],
+        }
+    ]
+    assert STILL_RUNNING == (
+        "A call with this idempotency_key is still running, so this one changed nothing; "
+        "retry with the same key once it has finished to get its result."
+    )
+    assert first.is_error is False
+    assert env.count("restores") == 1
+    again = await env.ok(team.owner, "restore_backup", arguments)
+    assert again == first.structured_content
+    assert env.count("restores") == 1
+
+
+async def test_a_key_whose_call_failed_runs_the_call_again(env: ProductEnv) -> None:
+    token = env.token(env.user())
+    arguments = {"project": "api", "key": "K", "value": "v", "idempotency_key": "env-1"}
+    assert await env.error_text(token, "set_env_var", arguments) == (
+        "No project 'api' in tenant 'ada's workspace'; list_projects shows the projects there."
+    )
+    assert env.count("idempotency") == 0
+    await env.ok(token, "create_project", {"name": "api"})
+    created = await env.ok(token, "set_env_var", arguments)
+    assert created["created"] is True
+    assert await env.ok(token, "set_env_var", arguments) == {**created, "value": SHOWN_ONCE}

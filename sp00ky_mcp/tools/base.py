@@ -465,37 +465,82 @@ async def _run_once(call: Call, spec: Spec) -> dict[str, Any]:
     if key is None or not spec.mutates:
         return await spec.handler(call)
     digest = arguments_digest({k: v for k, v in call.args.items() if k != "idempotency_key"})
-    replayed = _replay(call, spec, key, digest)
+    replayed = _replay_or_claim(call, spec, key, digest)
     if replayed is not None:
         return replayed
-    result = await spec.handler(call)
+    try:
+        result = await spec.handler(call)
+    except BaseException:
+        _release(call, spec, key)
+        raise
     # Every secret of the tenant, whoever the caller: the record is kept for any retry.
     masks = await masks_for(call.cloud.secret_values(call.tenant.id))
     with call.cloud.store.transaction() as db:
         frozen = _frozen(masks, result)
         db.execute(
-            "INSERT OR IGNORE INTO idempotency VALUES (?, ?, ?, ?, ?, ?)",
-            (call.user_id, spec.name, key, digest, frozen, call.cloud.clock()),
+            "UPDATE idempotency SET result = ?, created_at = ? WHERE user_id = ? AND tool = ? "
+            "AND key = ?",
+            (frozen, call.cloud.clock(), call.user_id, spec.name, key),
         )
     return result
 
 
-def _replay(call: Call, spec: Spec, key: str, digest: str) -> dict[str, Any] | None:
-    """The stored result of the key's first call, if there was one with these arguments."""
-    row = call.cloud.store.one(
-        "SELECT arguments_digest, result FROM idempotency WHERE user_id = ? AND tool = ? "
-        "AND key = ?",
-        (call.user_id, spec.name, key),
-    )
-    if row is None:
-        return None
+# The result of a key whose first call is still running.  A client that times out and
+# retries while the first call still runs (or waits on the user at a prompt) would otherwise
+# run the call twice; the retry is refused instead.  A claim older than CLAIM_SECONDS is taken
+# to be that of a process that stopped mid-call.
+RUNNING = b""
+CLAIM_SECONDS = 600.0
+STILL_RUNNING = (
+    "A call with this idempotency_key is still running, so this one changed nothing; retry "
+    "with the same key once it has finished to get its result."
+)
+
+
+def _replay_or_claim(call: Call, spec: Spec, key: str, digest: str) -> dict[str, Any] | None:
+    """The stored result of the key's first call, if there was one with these arguments;
+    otherwise None, with the key claimed for this call (in the same transaction, so that
+    two processes cannot both claim it)."""
+    now = call.cloud.clock()
+    with call.cloud.store.transaction() as db:
+        row = db.execute(
+            "SELECT arguments_digest, result, created_at FROM idempotency WHERE user_id = ? "
+            "AND tool = ? AND key = ?",
+            (call.user_id, spec.name, key),
+        ).fetchone()
+        if row is None or _abandoned(row, now):
+            db.execute(
+                "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?, ?)",
+                (call.user_id, spec.name, key, digest, RUNNING, now),
+            )
+            return None
+    return _stored(row, digest)
+
+
+def _abandoned(row: sqlite3.Row, now: float) -> bool:
+    return bool(row["result"] == RUNNING and now - row["created_at"] > CLAIM_SECONDS)
+
+
+def _stored(row: sqlite3.Row, digest: str) -> dict[str, Any]:
     if row["arguments_digest"] != digest:
         raise ToolError(
             "This idempotency_key was already used with other arguments; use "
             "a new key for a different request."
         )
+    if row["result"] == RUNNING:
+        raise ToolError(STILL_RUNNING)
     thawed: dict[str, Any] = _thaw(orjson.loads(row["result"]))
     return thawed
+
+
+def _release(call: Call, spec: Spec, key: str) -> None:
+    """A call that failed (or ended its round to ask the client something) leaves its key
+    free, so that a retry runs it again."""
+    with call.cloud.store.transaction() as db:
+        db.execute(
+            "DELETE FROM idempotency WHERE user_id = ? AND tool = ? AND key = ? AND result = ?",
+            (call.user_id, spec.name, key, RUNNING),
+        )
 
 
 def _frozen(masks: Masks, result: dict[str, Any]) -> bytes:
