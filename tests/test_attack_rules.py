@@ -879,3 +879,33 @@ async def test_a_key_whose_call_failed_runs_the_call_again(env: ProductEnv) -> N
     created = await env.ok(token, "set_env_var", arguments)
     assert created["created"] is True
     assert await env.ok(token, "set_env_var", arguments) == {**created, "value": SHOWN_ONCE}
+
+
+# --- a read-only token finds no side door to a write ----------------------------------------
+
+
+async def test_a_read_only_token_cannot_replay_or_answer_its_way_into_a_write(
+    env: ProductEnv,
+) -> None:
+    ada = env.user()
+    full, read = env.token(ada), env.token(ada, "mcp:read")
+    arguments = {"name": "api", "idempotency_key": "create-1"}
+    await env.ok(full, "create_project", arguments)
+    before = env.snapshot()
+    replay = await env.error_text(read, "create_project", arguments)
+    answered = await env.rpc(
+        read,
+        "tools/call",
+        {
+            "name": "destroy_project",
+            "arguments": {"project": "api"},
+            "inputResponses": {"input-1": {"action": "accept", "content": {"confirm": True}}},
+        },
+        {"elicitation": {}},
+    )
+    assert replay == (
+        "This tool needs the 'projects:write' scope, which this token lacks. Mint a token that "
+        "has it with `spky mcp token --scopes projects:write` and reconnect."
+    )
+    assert answered.json()["result"]["content"] == [{"type": "text", "text": replay}]
+    assert env.snapshot() == before
