@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import shlex
 import socket
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+import uvicorn
+from mcp.server.mcpserver import MCPServer
 
 from sp00ky_mcp import doctor, scopes, tokens
 from sp00ky_mcp.accounts import Accounts, User
@@ -268,6 +271,48 @@ def test_the_doctor_never_prints_the_token(capsys: pytest.CaptureFixture[str]) -
     main(["mcp", "doctor", "--url", f"http://127.0.0.1:{port}/v1/mcp", "--token", secret])
     out, err = capsys.readouterr()
     assert secret not in out + err
+
+
+# --- another MCP server ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def sdk_server() -> Iterator[str]:
+    """The official Python SDK's server, which answers every POST with an SSE stream."""
+    app = MCPServer("sdk-server")
+
+    @app.tool()
+    def echo(text: str) -> str:
+        return text
+
+    config = uvicorn.Config(app.streamable_http_app(), log_config=None, log_level="warning")
+    server = uvicorn.Server(config)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    # Listening before uvicorn starts: a connection waits in the backlog until it accepts.
+    listener.listen()
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/mcp"
+    finally:
+        server.should_exit = True
+        thread.join()
+        listener.close()
+
+
+async def test_a_server_that_answers_in_sse_is_understood(
+    capsys: pytest.CaptureFixture[str], sdk_server: str
+) -> None:
+    status, lines = await run_doctor(capsys, sdk_server, tokens.mint())
+    assert (status, lines) == (
+        0,
+        [
+            f"✓ Connected to {sdk_server} (sdk-server).",
+            "✓ This token sees 1 tool: echo",
+            *ending(sdk_server),
+        ],
+    )
 
 
 # --- the curl command ------------------------------------------------------------------------
