@@ -18,6 +18,9 @@ from .http import ResponseChannel
 from .streams import EventStream
 
 MAX_RETAINED_STREAMS = 32
+# The bytes a session's ended reply streams keep for Last-Event-ID replay, all together: a
+# client that asks for every reply as a stream cannot make the server keep its 32 largest.
+MAX_RETAINED_BYTES = 16 * 1024 * 1024
 T = TypeVar("T")
 
 
@@ -81,6 +84,7 @@ class SessionRuntime:
         self.running: dict[jsonrpc.RequestId, CallInterrupt] = {}
         self.pending: dict[jsonrpc.RequestId, Waiter] = {}
         self._next_id = 0
+        self._sizes: dict[str, int] = {}
 
     def new_stream(self) -> EventStream:
         stream = EventStream(secrets.token_hex(8), self.replay_capacity)
@@ -89,6 +93,19 @@ class SessionRuntime:
             _, oldest = self.streams.popitem(last=False)
             oldest.close()
         return stream
+
+    def bound_replay(self) -> None:
+        """Drops the oldest ended streams until those left keep at most MAX_RETAINED_BYTES;
+        a dropped stream can no longer be resumed (404), as one past the count bound."""
+        ended = [s for s in self.streams.values() if s.closed]
+        # An ended stream's events no longer change: each is measured once.
+        self._sizes = {s.stream_id: self._sizes.get(s.stream_id) or _retained(s) for s in ended}
+        held = sum(self._sizes.values())
+        for stream in ended:
+            if held <= MAX_RETAINED_BYTES:
+                return
+            held -= self._sizes.pop(stream.stream_id)
+            del self.streams[stream.stream_id]
 
     def open_standalone(self) -> EventStream | None:
         """At most one client listens on the standalone GET stream at a time (transports,
@@ -134,6 +151,10 @@ class SessionRuntime:
             stream.close()
         for waiter in self.pending.values():
             waiter.event.set()
+
+
+def _retained(stream: EventStream) -> int:
+    return sum(len(item.data) for item in stream.items)
 
 
 class DetachedPeer:
@@ -231,6 +252,8 @@ class InlinePeer:
     def _end(self) -> None:
         if self.stream is not None:
             self.stream.close()
+        if self.runtime is not None:
+            self.runtime.bound_replay()
         if not self.detached:
             self.channel.finish()
 

@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
+from sp00ky_mcp import runtime
 from sp00ky_mcp.catalogue import Catalogue, Tool
 from sp00ky_mcp.config import Limits, ServerConfig
 from sp00ky_mcp.product import build_product
@@ -30,6 +31,7 @@ from .wire import (
     exchange,
     notification,
     open_session,
+    parse_event,
     post_headers,
     rpc,
     rpc_error,
@@ -320,3 +322,58 @@ async def test_a_long_batch_lets_other_tasks_run_between_its_requests() -> None:
     assert ticks.count == 100
     # The watcher ran as soon as the first call was answered, not after the hundredth.
     assert seen == [1]
+
+
+# --- retained reply streams ---------------------------------------------------------------
+
+
+async def blob(args: dict[str, Any], ctx: Any) -> str:
+    return "x" * int(args["size"])
+
+
+BLOBS = Catalogue(
+    [
+        Tool(
+            "blob",
+            "A text of the size asked for",
+            {"type": "object", "properties": {"size": {"type": "integer"}}},
+            blob,
+        )
+    ]
+)
+
+
+async def streamed_call(server: McpServer, session_id: str, request_id: int, size: int) -> str:
+    """A tools/call whose reply the client asks for as a stream; the stream's first event id."""
+    headers = {**post_headers(session_id, LATEST), "Accept": "text/event-stream, application/json"}
+    body = rpc("tools/call", request_id, name="blob", arguments={"size": size})
+    reply = await exchange(server, "POST", headers, body)
+    assert reply.head.get("content-type") == "text/event-stream"
+    first = parse_event(reply.body.split(b"\n\n")[0])
+    assert first is not None and first.id is not None
+    return first.id
+
+
+async def test_a_session_keeps_a_bounded_number_of_bytes_for_replay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runtime, "MAX_RETAINED_BYTES", 1_000_000)
+    async with running(catalogue=BLOBS) as server:
+        session_id = await open_session(server)
+        ids = [await streamed_call(server, session_id, i, 200_000) for i in range(20)]
+        resume = post_headers(session_id, LATEST)
+        oldest = await exchange(server, "GET", {**resume, "Last-Event-ID": ids[0]})
+        newest = await exchange(server, "GET", {**resume, "Last-Event-ID": ids[-1]})
+        session = server.service.sessions.peek(session_id)
+        assert session is not None
+        kept = session.runtime.streams.values()
+        held = sum(len(item.data) for stream in kept for item in stream.items)
+    assert 0 < held <= 1_000_000
+    assert oldest.status == 404
+    assert oldest.json() == rpc_error(
+        None, -32600, "Not found: Last-Event-ID names no stream this session can resume."
+    )
+    assert newest.status == 200
+    replayed = parse_event(newest.body.split(b"\n\n")[0])
+    assert replayed is not None
+    assert replayed.json()["result"]["content"] == [{"type": "text", "text": "x" * 200_000}]
