@@ -43,6 +43,9 @@ MAX_INPUT_ROUNDS = 10
 # is the common practical one), and a client watches a handful of resources, not thousands.
 MAX_URI_LENGTH = 2048
 MAX_SUBSCRIPTIONS = 100
+# A session keeps the client's capabilities and clientInfo for its lifetime: a few hundred
+# bytes in practice, bounded so that a token's sessions cannot hold megabytes each.
+MAX_CLIENT_DESCRIPTION_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +142,17 @@ class Engine:
 
 
 # --- lifecycle ---------------------------------------------------------------------------
+
+
+def client_description_problem(params: dict[str, Any]) -> JsonRpcError | None:
+    """Why initialize's capabilities and clientInfo are too large to keep, if they are."""
+    described = [params.get("capabilities"), params.get("clientInfo")]
+    if len(orjson.dumps(described)) <= MAX_CLIENT_DESCRIPTION_BYTES:
+        return None
+    return invalid_params(
+        "'capabilities' and 'clientInfo' may take at most "
+        f"{MAX_CLIENT_DESCRIPTION_BYTES // 1024} KiB of JSON together."
+    )
 
 
 async def initialize(engine: Engine, params: dict[str, Any], ctx: CallContext) -> Result:

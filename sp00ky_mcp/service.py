@@ -39,7 +39,7 @@ from .http import (
 )
 from .listen import Listener, Listeners
 from .mrtr import RequestStateSigner, input_required_result
-from .protocol import Engine
+from .protocol import Engine, client_description_problem
 from .runtime import CallInterrupt, DetachedPeer, InlinePeer, SessionRuntime
 from .sessions import Session, SessionEvent, SessionRegistry, new_session_id
 from .streams import EventStream, StreamItem, split_event_id
@@ -191,6 +191,9 @@ class McpService:
                 "Invalid Request: initialize must not be part of a batch.",
                 rpc_code=INVALID_REQUEST,
             )
+        too_large = client_description_problem(message.params)
+        if too_large is not None:
+            return json_response(200, jsonrpc.encode_error(message.id, too_large))
         session = self._new_session(message.params, principal)
         ctx = self._session_context(session, principal, DetachedPeer(), message)
         body = await self._answer(message, ctx)

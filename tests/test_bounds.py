@@ -19,7 +19,7 @@ from sp00ky_mcp import runtime
 from sp00ky_mcp.catalogue import Catalogue, Tool
 from sp00ky_mcp.config import Limits, ServerConfig
 from sp00ky_mcp.product import build_product
-from sp00ky_mcp.protocol import MAX_SUBSCRIPTIONS
+from sp00ky_mcp.protocol import MAX_CLIENT_DESCRIPTION_BYTES, MAX_SUBSCRIPTIONS
 from sp00ky_mcp.server import McpServer
 from sp00ky_mcp.store import Store
 from sp00ky_mcp.tools import base
@@ -29,6 +29,7 @@ from .wire import (
     LATEST,
     connect,
     exchange,
+    initialize_body,
     notification,
     open_session,
     parse_event,
@@ -377,3 +378,24 @@ async def test_a_session_keeps_a_bounded_number_of_bytes_for_replay(
     replayed = parse_event(newest.body.split(b"\n\n")[0])
     assert replayed is not None
     assert replayed.json()["result"]["content"] == [{"type": "text", "text": "x" * 200_000}]
+
+
+# --- what a session keeps of its client -----------------------------------------------------
+
+
+async def test_initialize_with_capabilities_of_more_than_16_kib_opens_no_session(
+    conformance_server: McpServer,
+) -> None:
+    sessions = conformance_server.service.sessions
+    before = len(sessions)
+    bulky = {"experimental": {"notes": "n" * MAX_CLIENT_DESCRIPTION_BYTES}}
+    reply = await exchange(
+        conformance_server, "POST", post_headers(), initialize_body(capabilities=bulky)
+    )
+    assert reply.status == 200
+    assert reply.head.get("mcp-session-id") is None
+    assert reply.json() == rpc_error(
+        0, -32602, "'capabilities' and 'clientInfo' may take at most 16 KiB of JSON together."
+    )
+    assert len(sessions) == before
+    assert await open_session(conformance_server)
