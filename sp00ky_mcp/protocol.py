@@ -105,7 +105,7 @@ class Engine:
                 await self.fulfil(exc, ctx)
                 continue
             return self.finish(result, ctx, spec.cacheable and not ctx.input_responses)
-        raise ToolError("The request needed more rounds of client input than the server allows.")
+        return self.finish(too_many_rounds(name), ctx, cacheable=False)
 
     @staticmethod
     async def fulfil(exc: InputRequired, ctx: CallContext) -> None:
@@ -139,6 +139,18 @@ class Engine:
 
     def encode_default(self, ctx: CallContext) -> Callable[[Any], Any]:
         return encoder_default(ctx.principal.can_reveal)
+
+
+def too_many_rounds(method: str) -> Result:
+    """A request that still wants client input after MAX_INPUT_ROUNDS rounds: a tool reports
+    it in its result (server/tools, "Error Handling"), any other method with -32602."""
+    message = (
+        f"This request still needed client input after {MAX_INPUT_ROUNDS} rounds, the most "
+        "one request may take; send it again and answer so that it can finish sooner."
+    )
+    if method == "tools/call":
+        return tool_result_wire(error_result(message), encoder_default(False))
+    raise invalid_params(message)
 
 
 # --- lifecycle ---------------------------------------------------------------------------

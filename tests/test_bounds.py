@@ -13,13 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
+import mcp_types as types
 import pytest
+from mcp import Client
+from mcp.client import ClientRequestContext
+from mcp.client.streamable_http import streamable_http_client
 
 from sp00ky_mcp import runtime
 from sp00ky_mcp.catalogue import Catalogue, Tool
 from sp00ky_mcp.config import Limits, ServerConfig
+from sp00ky_mcp.context import InputRequired
+from sp00ky_mcp.fixtures import NAME_SCHEMA, elicit_request
 from sp00ky_mcp.product import build_product
-from sp00ky_mcp.protocol import MAX_CLIENT_DESCRIPTION_BYTES, MAX_SUBSCRIPTIONS
+from sp00ky_mcp.protocol import MAX_CLIENT_DESCRIPTION_BYTES, MAX_INPUT_ROUNDS, MAX_SUBSCRIPTIONS
 from sp00ky_mcp.server import McpServer
 from sp00ky_mcp.store import Store
 from sp00ky_mcp.tools import base
@@ -399,3 +406,41 @@ async def test_initialize_with_capabilities_of_more_than_16_kib_opens_no_session
     )
     assert len(sessions) == before
     assert await open_session(conformance_server)
+
+
+# --- rounds of client input ---------------------------------------------------------------
+
+
+async def insatiable(args: dict[str, Any], ctx: Any) -> InputRequired:
+    """Whatever the answers, asks one more question."""
+    asked = len(ctx.input_responses)
+    return InputRequired({f"q{asked}": elicit_request(f"Question {asked}?", NAME_SCHEMA)})
+
+
+class Answers:
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def __call__(
+        self, ctx: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult:
+        self.count += 1
+        return types.ElicitResult(action="accept", content={"name": "Ada"})
+
+
+async def test_a_tool_that_keeps_asking_is_ended_after_ten_rounds_of_client_input() -> None:
+    schema = {"type": "object", "properties": {}}
+    catalogue = Catalogue([Tool("insatiable", "Always asks again", schema, insatiable)])
+    answers = Answers()
+    async with running(catalogue=catalogue) as server, httpx2.AsyncClient() as http:
+        transport = streamable_http_client(server.url, http_client=http)
+        client = Client(transport, mode="legacy", cache=None, elicitation_callback=answers)  # type: ignore[arg-type]
+        async with client:
+            with anyio.fail_after(WAIT):
+                result = await client.call_tool("insatiable", {})
+    assert answers.count == MAX_INPUT_ROUNDS
+    assert result.is_error is True
+    assert [c.model_dump()["text"] for c in result.content] == [
+        "This request still needed client input after 10 rounds, the most one request may "
+        "take; send it again and answer so that it can finish sooner."
+    ]
