@@ -14,6 +14,7 @@ from typing import Any
 
 from . import jsonrpc
 from .errors import JsonRpcError, invalid_params
+from .protocol import MAX_SUBSCRIPTIONS, MAX_URI_LENGTH
 from .streams import EventStream
 
 META_SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
@@ -42,6 +43,12 @@ def agreed_filter(
     uris = wanted.get("resourceSubscriptions", [])
     if not isinstance(uris, list) or not all(isinstance(u, str) for u in uris):
         raise invalid_params("'resourceSubscriptions' must be a list of resource URIs.")
+    # The bounds of a handshake-era session's subscriptions hold for a listen stream too.
+    if len(uris) > MAX_SUBSCRIPTIONS or any(len(u) > MAX_URI_LENGTH for u in uris):
+        raise invalid_params(
+            f"'resourceSubscriptions' may name at most {MAX_SUBSCRIPTIONS} URIs of at most "
+            f"{MAX_URI_LENGTH} characters each."
+        )
     honoured = frozenset(uris) if "resourceSubscriptions" in offered else frozenset()
     return flags, honoured
 

@@ -65,6 +65,7 @@ LISTEN = "subscriptions/listen"
 # A batched request refused by the token's rate limit (or its authentication): JSON-RPC 2.0
 # section 5.1 leaves -32000 to -32099 to the implementation for server errors.
 REFUSED = -32000
+MAX_LISTENS_PER_TOKEN = 16
 
 
 def json_response(status: int, body: bytes, extra: list[Header] | None = None) -> HttpResponse:
@@ -109,6 +110,7 @@ class McpService:
         self.origins = frozenset(o.rstrip("/") for o in config.allowed_origins)
         self.signer = RequestStateSigner()
         self.calls_in_flight: dict[str, int] = {}
+        self.listening: dict[str, int] = {}
         offered = {"toolsListChanged", "promptsListChanged", "resourcesListChanged"}
         if engine.catalogue.has_resources:
             offered.add("resourceSubscriptions")
@@ -515,7 +517,7 @@ class McpService:
             status = 404 if problem.code == METHOD_NOT_FOUND else 400
             return json_response(status, jsonrpc.encode_error(message.id, problem))
         if message.method == LISTEN:
-            return self._listen(message)
+            return self._listen(message, principal)
         return await self._answer_inline(request, message, ctx, peer, None)
 
     def _modern_problem(
@@ -585,18 +587,35 @@ class McpService:
             if session is not None and _wants(session, method, uri):
                 session.runtime.publish_unrelated(jsonrpc.encode_notification(method, params))
 
-    def _listen(self, message: jsonrpc.Request) -> Response:
+    def _listen(self, message: jsonrpc.Request, principal: Principal) -> Response:
+        """At most MAX_LISTENS_PER_TOKEN listen streams of one token are open at once: each
+        holds a connection, and the next is refused (as a concurrent call is) with 429."""
+        key = principal.token_id or ""
+        if self.listening.get(key, 0) >= MAX_LISTENS_PER_TOKEN:
+            raise HttpError(
+                429,
+                f"This token already has {MAX_LISTENS_PER_TOKEN} open subscriptions/listen "
+                "streams; close one before opening another.",
+                (("retry-after", "1"),),
+            )
         listener = self.listeners.open(message)
         if isinstance(listener, JsonRpcError):
             return json_response(200, jsonrpc.encode_error(message.id, listener))
-        return sse_response(self._listen_body(listener))
+        self.listening[key] = self.listening.get(key, 0) + 1
+        return sse_response(self._listen_body(listener, key))
 
-    async def _listen_body(self, listener: Listener) -> AsyncIterator[bytes]:
+    async def _listen_body(self, listener: Listener, key: str) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._sse_body(listener.stream, 0, prime=False, with_ids=False):
                 yield chunk
         finally:
             self.listeners.close(listener)
+            self._release_listen(key)
+
+    def _release_listen(self, key: str) -> None:
+        remaining = self.listening.pop(key) - 1
+        if remaining:
+            self.listening[key] = remaining
 
 
 LIST_CHANGED_FLAGS = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +28,20 @@ from sp00ky_mcp.fixtures import NAME_SCHEMA, elicit_request
 from sp00ky_mcp.product import build_product
 from sp00ky_mcp.protocol import MAX_CLIENT_DESCRIPTION_BYTES, MAX_INPUT_ROUNDS, MAX_SUBSCRIPTIONS
 from sp00ky_mcp.server import McpServer
+from sp00ky_mcp.service import MAX_LISTENS_PER_TOKEN
 from sp00ky_mcp.store import Store
 from sp00ky_mcp.tools import base
 
 from .product_support import NOW, REDACTED, ProductEnv
 from .wire import (
     LATEST,
+    Wire,
+    bearer_auth,
     connect,
     exchange,
     initialize_body,
+    modern_headers,
+    modern_meta,
     notification,
     open_session,
     parse_event,
@@ -444,3 +449,60 @@ async def test_a_tool_that_keeps_asking_is_ended_after_ten_rounds_of_client_inpu
         "This request still needed client input after 10 rounds, the most one request may "
         "take; send it again and answer so that it can finish sooner."
     ]
+
+
+# --- subscriptions/listen streams -----------------------------------------------------------
+
+
+def listen(request_id: int, **notifications: Any) -> bytes:
+    return rpc("subscriptions/listen", request_id, notifications=notifications, _meta=modern_meta())
+
+
+def listen_headers(token: str) -> dict[str, str]:
+    return {**modern_headers("subscriptions/listen"), "Authorization": f"Bearer {token}"}
+
+
+async def open_listen(server: McpServer, stack: AsyncExitStack, token: str, i: int) -> Wire:
+    """A listen stream of `token`, acknowledged and held open until `stack` closes."""
+    wire = await stack.enter_async_context(connect(server))
+    await wire.request("POST", headers=listen_headers(token), body=listen(i, toolsListChanged=True))
+    head = await wire.head()
+    assert head.status == 200, head
+    return wire
+
+
+async def test_a_token_holds_a_bounded_number_of_listen_streams_and_others_still_listen() -> None:
+    async with running(authenticate=bearer_auth) as server, AsyncExitStack() as stack:
+        for i in range(MAX_LISTENS_PER_TOKEN):
+            await open_listen(server, stack, "ada", i)
+        refused = await exchange(
+            server, "POST", listen_headers("ada"), listen(99, toolsListChanged=True)
+        )
+        await open_listen(server, stack, "bob", 0)
+    assert (refused.status, refused.head.get("retry-after")) == (429, "1")
+    assert refused.body.decode() == (
+        f"This token already has {MAX_LISTENS_PER_TOKEN} open subscriptions/listen streams; "
+        "close one before opening another.\n"
+    )
+
+
+async def test_a_listen_stream_names_a_bounded_number_of_resources(
+    conformance_server: McpServer,
+) -> None:
+    too_many = [f"test://template/{i}/data" for i in range(MAX_SUBSCRIPTIONS + 1)]
+    too_long = ["test://template/" + "1" * 2040 + "/data"]
+    replies = [
+        await exchange(
+            conformance_server,
+            "POST",
+            modern_headers("subscriptions/listen"),
+            listen(1, resourceSubscriptions=uris),
+        )
+        for uris in (too_many, too_long)
+    ]
+    refusal = rpc_error(
+        1,
+        -32602,
+        "'resourceSubscriptions' may name at most 100 URIs of at most 2048 characters each.",
+    )
+    assert [(r.status, r.json()) for r in replies] == [(200, refusal), (200, refusal)]
