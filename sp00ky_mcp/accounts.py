@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from . import scopes as scope_catalogue
 from . import tokens
 from .digest import canonical_digest
-from .names import hidden_problem, normal
+from .names import folded, hidden_problem, normal
 from .store import Store, StoreUnavailable, inserts
 
 log = logging.getLogger("sp00ky_mcp.accounts")
@@ -91,15 +91,26 @@ class Accounts:
         row = self.store.one("SELECT id, email, name FROM users WHERE id = ?", (user_id,))
         return User(row["id"], row["email"], row["name"]) if row else None
 
+    def _user_spelled_otherwise(self, email: str) -> User | None:
+        """A user an older version stored with another Unicode spelling of `email` (it did
+        not normalise them).  Only a non-ASCII address can be one, so only those are read."""
+        rows = self.store.all(
+            "SELECT id, email, name FROM users WHERE email GLOB ? ORDER BY created_at, id",
+            ("*[^ -~]*",),
+        )
+        same = [r for r in rows if folded(r["email"]) == folded(email)]
+        return User(same[0]["id"], same[0]["email"], same[0]["name"]) if same else None
+
     def ensure_user(self, email: str, name: str | None = None) -> User:
-        """The user with this email, created with a personal tenant on first use."""
-        email = normal(email).strip()
+        """The user with this email, created with a personal tenant on first use; a new user's
+        email is stored in its NFKC form."""
+        email = normal(email.strip())
         if "@" not in email or len(email) > 254:
             raise AccountError(f"'{email}' is not an email address; pass --user you@example.com.")
         problem = hidden_problem("--user", email)
         if problem is not None:
             raise AccountError(problem)
-        existing = self.user_by_email(email)
+        existing = self.user_by_email(email) or self._user_spelled_otherwise(email)
         if existing is not None:
             return existing
         try:

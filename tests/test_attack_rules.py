@@ -909,3 +909,20 @@ async def test_a_read_only_token_cannot_replay_or_answer_its_way_into_a_write(
     )
     assert answered.json()["result"]["content"] == [{"type": "text", "text": replay}]
     assert env.snapshot() == before
+
+
+def test_a_user_stored_by_an_older_version_is_found_by_any_spelling_of_the_email(
+    tmp_path: Path,
+) -> None:
+    store = Store.open(tmp_path)
+    accounts = Accounts(store)
+    with store.transaction() as db:
+        db.execute("INSERT INTO users VALUES ('usr_old', ?, 'old', 0)", (wide("ada") + "@x.io",))
+    for spelling in (wide("ada") + "@x.io", " ada@x.io ", "ADA@x.io", wide("ADA") + "@x.io"):
+        assert accounts.ensure_user(spelling).id == "usr_old"
+    assert accounts.ensure_user(wide("bob") + "@x.io").email == "bob@x.io"
+    assert [r["email"] for r in store.all("SELECT email FROM users ORDER BY email")] == [
+        "bob@x.io",
+        wide("ada") + "@x.io",
+    ]
+    store.close()
