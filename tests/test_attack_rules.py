@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
+import httpx
 import mcp_types as types
 import orjson
 import pytest
@@ -926,3 +928,65 @@ def test_a_user_stored_by_an_older_version_is_found_by_any_spelling_of_the_email
         wide("ada") + "@x.io",
     ]
     store.close()
+
+
+async def test_a_token_revoked_while_a_session_prompt_is_open_cannot_answer_it(
+    env: ProductEnv,
+) -> None:
+    """Handshake era: the answer to the prompt comes in a request of its own, which the
+    revoked token cannot make; the session ends and the call with it, changing nothing."""
+    team = Team(env)
+    await team.furnish()
+    headers = {
+        "authorization": f"Bearer {team.bob_token}",
+        "accept": "application/json, text/event-stream",
+        "content-type": "application/json",
+    }
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {"elicitation": {}},
+            "clientInfo": {"name": "attacker", "version": "1"},
+        },
+    }
+    opened = await env.http.post(env.server.url, json=initialize, headers=headers)
+    session = {
+        **headers,
+        "mcp-session-id": opened.headers["mcp-session-id"],
+        "mcp-protocol-version": "2025-11-25",
+    }
+    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    await env.http.post(env.server.url, json=initialized, headers=session)
+    call = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "destroy_project", "arguments": team.arguments("destroy_project")},
+    }
+    messages: list[Any] = []
+    answers: list[httpx.Response] = []
+    with anyio.fail_after(10):
+        async with env.http.stream("POST", env.server.url, json=call, headers=session) as stream:
+            async for line in stream.aiter_lines():
+                if not (line.startswith("data:") and line[5:].strip()):
+                    continue
+                message = orjson.loads(line[5:])
+                messages.append(message)
+                if message.get("method") == "elicitation/create":
+                    env.accounts.revoke(team.bob, "bob-laptop")
+                    seen = env.snapshot()
+                    answer = {"action": "accept", "content": {"confirm": True}}
+                    reply = {"jsonrpc": "2.0", "id": message["id"], "result": answer}
+                    answers.append(await env.http.post(env.server.url, json=reply, headers=session))
+    assert [m.get("method") for m in messages] == ["elicitation/create"]
+    assert [(a.status_code, a.text) for a in answers] == [
+        (
+            401,
+            "401 Unauthorized: the token was revoked; mint a new one with `spky mcp token` and "
+            "re-add it.\n",
+        )
+    ]
+    assert env.snapshot() == seen
