@@ -115,10 +115,10 @@ class Cloud:
     @contextmanager
     def transaction(self, clash: Clash | None = None) -> Iterator[sqlite3.Connection]:
         """A store transaction that first checks, under its write lock, that the caller may
-        still act (see `Caller`), so a check and the change it allows cannot be told apart by
-        anything another connection commits.  A UNIQUE or PRIMARY KEY constraint that fails
-        in the block raises `clash()` (the error of the check that another process's write
-        slipped past) and nothing is changed."""
+        still act (see `Caller`), so that nothing another connection commits can come between
+        that check and the change.  A UNIQUE or PRIMARY KEY constraint that fails in the block
+        raises `clash()`, the error of the check that another process's write slipped past
+        (see `_constraints`), and nothing is changed."""
         with self.store.transaction() as db, _constraints(clash):
             caller = _ACTING.get()
             if caller is not None:
@@ -131,22 +131,7 @@ class Cloud:
                 "SELECT revoked_at, expires_at FROM tokens WHERE id = ?", (caller.token_id,)
             ).fetchone()
             _check_token(token, self.accounts.clock())
-        tenant = caller.tenant
-        row = db.execute(
-            "SELECT role FROM memberships WHERE tenant_id = ? AND user_id = ?",
-            (tenant.id, caller.user_id),
-        ).fetchone()
-        if row is None:
-            raise Refused(
-                f"You no longer belong to '{tenant.name}', so nothing was changed; list_teams "
-                "shows the tenants you belong to."
-            )
-        if ROLE_RANK[row["role"]] < ROLE_RANK[tenant.role]:
-            raise Refused(
-                f"Your role in '{tenant.name}' changed from {tenant.role} to {row['role']} "
-                "while this call ran, so nothing was changed; call the tool again to act with "
-                "your current role."
-            )
+        _check_role(db, caller)
 
     # --- tenancy ---------------------------------------------------------------------------
 
@@ -244,6 +229,27 @@ class Cloud:
         )
         values = {r["v"] for r in rows if len(r["v"]) >= MIN_MASKED_LENGTH}
         return tuple(sorted(values, key=len, reverse=True))
+
+
+def _check_role(db: sqlite3.Connection, caller: Caller) -> None:
+    """The caller still belongs to the tenant, with a role no lower than at the start (what
+    was allowed then is allowed now)."""
+    tenant = caller.tenant
+    row = db.execute(
+        "SELECT role FROM memberships WHERE tenant_id = ? AND user_id = ?",
+        (tenant.id, caller.user_id),
+    ).fetchone()
+    if row is None:
+        raise Refused(
+            f"You no longer belong to '{tenant.name}', so nothing was changed; list_teams "
+            "shows the tenants you belong to."
+        )
+    if ROLE_RANK[row["role"]] < ROLE_RANK[tenant.role]:
+        raise Refused(
+            f"Your role in '{tenant.name}' changed from {tenant.role} to {row['role']} "
+            "while this call ran, so nothing was changed; call the tool again to act with "
+            "your current role."
+        )
 
 
 def _check_token(token: sqlite3.Row | None, now: float) -> None:
