@@ -990,3 +990,23 @@ async def test_a_token_revoked_while_a_session_prompt_is_open_cannot_answer_it(
         )
     ]
     assert env.snapshot() == seen
+
+
+@pytest.mark.parametrize(("tool", "argument"), [("deploy", "ref"), ("set_up_repo_link", "branch")])
+async def test_a_git_ref_with_a_bidi_override_is_refused(
+    env: ProductEnv, tool: str, argument: str
+) -> None:
+    ada = env.user()
+    env.make_project(ada)
+    token = env.token(ada)
+    arguments = {
+        "project": "api",
+        "repo_url": "https://github.com/acme/api",
+        argument: "main\u202eniam",
+    }
+    known = {k: v for k, v in arguments.items() if k in SPECS[tool].input_schema()["properties"]}
+    before = env.snapshot()
+    assert await env.error_text(token, tool, known) == hidden(
+        argument, "U+202E RIGHT-TO-LEFT OVERRIDE"
+    )
+    assert env.snapshot() == before

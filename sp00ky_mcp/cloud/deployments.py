@@ -27,7 +27,17 @@ from enum import StrEnum
 from typing import Any
 
 from ..store import migration
-from .base import Cloud, Conflict, Invalid, NotFound, Tenant, iso, iso_or_none, new_id
+from .base import (
+    Cloud,
+    Conflict,
+    Invalid,
+    NotFound,
+    Tenant,
+    check_visible,
+    iso,
+    iso_or_none,
+    new_id,
+)
 from .projects import latest_build, live_deployment, record_build, services
 
 # The deployment that was live when this one went live: what a rollback returns to.
@@ -103,8 +113,11 @@ def valid_ref(ref: str) -> bool:
 
 
 def check_ref(ref: str, what: str = "Ref") -> str:
+    """A ref git accepts, without the characters git accepts but that do not show (a bidi
+    override in a branch name makes the build log read otherwise than it is)."""
     if not valid_ref(ref):
         raise Invalid(f"{what} '{ref}' is not a valid git ref name: {REF_RULE}.")
+    check_visible(what.lower(), ref)
     return ref
 
 
