@@ -937,29 +937,7 @@ async def test_a_token_revoked_while_a_session_prompt_is_open_cannot_answer_it(
     revoked token cannot make; the session ends and the call with it, changing nothing."""
     team = Team(env)
     await team.furnish()
-    headers = {
-        "authorization": f"Bearer {team.bob_token}",
-        "accept": "application/json, text/event-stream",
-        "content-type": "application/json",
-    }
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 0,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {"elicitation": {}},
-            "clientInfo": {"name": "attacker", "version": "1"},
-        },
-    }
-    opened = await env.http.post(env.server.url, json=initialize, headers=headers)
-    session = {
-        **headers,
-        "mcp-session-id": opened.headers["mcp-session-id"],
-        "mcp-protocol-version": "2025-11-25",
-    }
-    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-    await env.http.post(env.server.url, json=initialized, headers=session)
+    session = await open_session(env, team.bob_token, "2025-11-25")
     call = {
         "jsonrpc": "2.0",
         "id": 1,
@@ -1008,5 +986,64 @@ async def test_a_git_ref_with_a_bidi_override_is_refused(
     before = env.snapshot()
     assert await env.error_text(token, tool, known) == hidden(
         argument, "U+202E RIGHT-TO-LEFT OVERRIDE"
+    )
+    assert env.snapshot() == before
+
+
+async def open_session(env: ProductEnv, token: str, version: str) -> dict[str, str]:
+    """A handshake-era session of `token`, with elicitation declared: its request headers."""
+    headers = {
+        "authorization": f"Bearer {token}",
+        "accept": "application/json, text/event-stream",
+        "content-type": "application/json",
+    }
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": version,
+            "capabilities": {"elicitation": {}},
+            "clientInfo": {"name": "attacker", "version": "1"},
+        },
+    }
+    opened = await env.http.post(env.server.url, json=initialize, headers=headers)
+    session = {
+        **headers,
+        "mcp-session-id": opened.headers["mcp-session-id"],
+        "mcp-protocol-version": version,
+    }
+    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    await env.http.post(env.server.url, json=initialized, headers=session)
+    return session
+
+
+async def test_a_batch_is_no_side_door_to_writes_or_past_a_prompt(env: ProductEnv) -> None:
+    ada = env.user()
+    await env.ok(env.token(ada), "create_project", {"name": "api"})
+
+    def call(request_id: int, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        params = {"name": tool, "arguments": arguments}
+        return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+
+    writes = [
+        call(1, "set_env_var", {"project": "api", "key": "K", "value": "v"}),
+        call(2, "destroy_project", {"project": "api"}),
+    ]
+    read_token, full_token = env.token(ada, "mcp:read"), env.token(ada)
+    before = env.snapshot()
+    read = await open_session(env, read_token, "2025-03-26")
+    refused = (await env.http.post(env.server.url, json=writes, headers=read)).json()
+    full = await open_session(env, full_token, "2025-03-26")
+    unasked = (await env.http.post(env.server.url, json=writes[1:], headers=full)).json()
+    assert [r["result"]["content"][0]["text"] for r in refused] == [
+        "This tool needs the 'env:write' scope, which this token lacks. Mint a token that has "
+        "it with `spky mcp token --scopes env:write` and reconnect.",
+        "This tool needs the 'projects:write' scope, which this token lacks. Mint a token that "
+        "has it with `spky mcp token --scopes projects:write` and reconnect.",
+    ]
+    assert [r["result"]["isError"] for r in [*refused, *unasked]] == [True, True, True]
+    assert unasked[0]["result"]["content"][0]["text"].startswith(
+        "A batched request cannot carry a 'elicitation/create' request to the client"
     )
     assert env.snapshot() == before
