@@ -53,7 +53,9 @@ def text(max_length: int, description: str, min_length: int = 1) -> dict[str, An
 PROJECT = text(128, "The project's name or id.")
 TENANT_ID = text(64, "Act in this team tenant instead of your personal one.")
 IDEMPOTENCY_KEY = text(
-    128, "Retrying with the same key returns the first result and changes nothing more."
+    128,
+    "Retrying with the same key returns the first result (without any secret it showed) and "
+    "changes nothing more; a retry while the first call still runs is refused.",
 )
 SERVICE = text(63, "A service of the project, e.g. web, ssr, api or worker.")
 CURSOR = text(64, "next_cursor from a previous page.")
