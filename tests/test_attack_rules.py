@@ -20,6 +20,7 @@ from mcp.client import ClientRequestContext
 
 from sp00ky_mcp import scopes
 from sp00ky_mcp.accounts import AccountError, Accounts, User
+from sp00ky_mcp.cloud import env as env_rules
 from sp00ky_mcp.cloud import links, projects, teams
 from sp00ky_mcp.cloud.base import Cloud, Tenant
 from sp00ky_mcp.context import CallContext, Principal
@@ -1047,3 +1048,24 @@ async def test_a_batch_is_no_side_door_to_writes_or_past_a_prompt(env: ProductEn
         "A batched request cannot carry a 'elicitation/create' request to the client"
     )
     assert env.snapshot() == before
+
+
+def test_a_write_under_a_project_another_process_deleted_is_a_clear_conflict(
+    shared: tuple[Path, User, Tenant],
+) -> None:
+    path, _, tenant = shared
+    mine, theirs = Store(path), Store(path)
+    cloud = Cloud(mine, Accounts(mine))
+    projects.create_project(cloud, tenant, "api", None, None)
+    project = cloud.project(tenant, "api")
+    with theirs.transaction() as db:
+        db.execute("DELETE FROM projects WHERE id = ?", (project["id"],))
+    with pytest.raises(ToolError) as refused:
+        env_rules.set_variable(cloud, project, "K", "value")
+    assert refused.value.message == (
+        "Another change made at the same time conflicts with this one, so nothing was "
+        "changed; check the current state and try again."
+    )
+    assert count(path, "env_vars") == 0
+    mine.close()
+    theirs.close()
