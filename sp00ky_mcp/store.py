@@ -10,22 +10,41 @@ A store that cannot take writes is refused when it is opened, with a sentence fo
 the server (read-only, locked by another process).  One that stops taking them while serving
 (disk full, locked, I/O error) fails the write with `StoreUnavailable`, a JSON-RPC error whose
 message says what happened without naming the server's paths.
+
+Secret values are sealed (see `secretbox`) under a key file that the store loads before its
+migrations run, since one of them seals what an earlier version stored in clear.  The data
+directory is private to its owner (0700) and the database files to theirs (0600).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
+import stat
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from .errors import INTERNAL_ERROR, JsonRpcError
+from .secretbox import (
+    Key,
+    KeyFileError,
+    SecretBox,
+    add_seal_function,
+    ephemeral_box,
+    key_file_for,
+    key_ids_in_use,
+    load_box,
+    replace_keys,
+    reseal_all,
+)
 
 DB_NAME = "sp00ky.db"
+log = logging.getLogger("sp00ky_mcp.store")
 K = TypeVar("K")
 V = TypeVar("V")
 Version = tuple[int, int]
@@ -82,16 +101,20 @@ def _fault(exc: sqlite3.Error) -> tuple[str, str] | None:
     return None
 
 
-Migration = tuple[int, str]
+# A step in code: it gets the transaction's connection and the store's secret box, and says
+# how many rows it rewrote that held plaintext (which the store then scrubs from its files).
+Step = Callable[[sqlite3.Connection, SecretBox], int]
+Migration = tuple[int, str | Step]
 _MIGRATIONS: list[Migration] = []
 
 
-def migration(version: int, sql: str) -> None:
-    """Register a schema step.  Versions are applied in order, each in its own transaction."""
+def migration(version: int, step: str | Step) -> None:
+    """Register a schema step (SQL, or code for what SQL cannot do).  Versions are applied in
+    order, each in its own transaction."""
     if any(v == version for v, _ in _MIGRATIONS):
         raise ValueError(f"migration {version} registered twice")
-    _MIGRATIONS.append((version, sql))
-    _MIGRATIONS.sort()
+    _MIGRATIONS.append((version, step))
+    _MIGRATIONS.sort(key=lambda entry: entry[0])
 
 
 migration(
@@ -159,18 +182,28 @@ def default_data_dir() -> Path:
 class Store:
     """One connection, serialised by a lock; SQLite does the durable part."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, key_file: str | Path | None = None) -> None:
+        """`key_file`: where the secret key lives (default: $SP00KY_MCP_SECRET_KEY_FILE, else
+        secret.key beside the database)."""
         self.path = str(path)
         self._lock = threading.RLock()
+        self._on_disk = self.path != ":memory:"
+        if self._on_disk:
+            _private_files(self.path)
         self._db = _connect(self.path)
         self.writes = 0
         self._seen: int | None = None
+        self._scrub = False
+        self.secrets = self._load_secrets(key_file)
+        add_seal_function(self._db, lambda: self.secrets)
         self.migrate()
-        if self.path != ":memory:":
+        if self._on_disk:
             self._check_writable()
+            self._scrub_plaintext()
+            _private_files(self.path)
 
     @classmethod
-    def open(cls, data_dir: str | Path | None) -> Store:
+    def open(cls, data_dir: str | Path | None, key_file: str | Path | None = None) -> Store:
         directory = Path(data_dir).expanduser() if data_dir else default_data_dir()
         if directory.exists() and not directory.is_dir():
             raise StoreError(
@@ -178,13 +211,62 @@ class Store:
                 "pass another --data-dir."
             )
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(
                 f"Cannot create the data directory {directory}: {exc.strerror}; "
                 "pass a writable --data-dir."
             ) from None
-        return cls(directory / DB_NAME)
+        _make_private(directory, 0o700, "data directory")
+        return cls(directory / DB_NAME, key_file)
+
+    def _load_secrets(self, key_file: str | Path | None) -> SecretBox:
+        """The key file's keys, before any migration (one seals plaintext); a key file that
+        cannot serve the values already sealed in the store refuses the start."""
+        if not self._on_disk:
+            return ephemeral_box()
+        try:
+            with self._lock:
+                used = key_ids_in_use(self._db)
+            return load_box(key_file_for(self.path, key_file), used)
+        except (KeyFileError, sqlite3.Error) as exc:
+            self._db.close()
+            message = (
+                str(exc)
+                if isinstance(exc, KeyFileError)
+                else self._start_problem(exc, "Cannot read")
+            )
+            raise StoreError(message) from None
+
+    def _scrub_plaintext(self) -> None:
+        """Once plaintext an earlier version stored has been sealed, its old bytes may remain
+        in free pages and the write-ahead log: VACUUM rewrites the file, and the checkpoints
+        empty the log."""
+        if not self._scrub:
+            return
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._scrub = False
+
+    def rotate_secret_key(self) -> int:
+        """Seals every secret value under a new key and retires the old ones; how many values
+        it sealed again.  The new key reaches the disk before any value is sealed with it, and
+        the old ones leave it only once no value needs them."""
+        box = self.secrets
+        if box.path is None:
+            raise StoreError("A store in memory has no key file to rotate.")
+        new = Key.new()
+        _write_keys(box.path, [new, *box.keys])
+        self.secrets = SecretBox([new, *box.keys], box.path)
+        with self.transaction() as db:
+            count = reseal_all(db, self.secrets)
+        _write_keys(box.path, [new])
+        self.secrets = SecretBox([new], box.path)
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return count
 
     @classmethod
     def in_memory(cls) -> Store:
@@ -216,12 +298,15 @@ class Store:
             if version not in done:
                 self._apply(version, sql)
 
-    def _apply(self, version: int, sql: str) -> None:
+    def _apply(self, version: int, step: str | Step) -> None:
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                for statement in _statements(sql):
-                    self._db.execute(statement)
+                if isinstance(step, str):
+                    for statement in _statements(step):
+                        self._db.execute(statement)
+                elif step(self._db, self.secrets):
+                    self._scrub = True
                 self._db.execute(
                     "INSERT INTO schema_migrations VALUES (?, julianday('now'))", (version,)
                 )
@@ -393,6 +478,9 @@ def _connect(path: str) -> sqlite3.Connection:
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA foreign_keys = ON")
+        # Deleted and overwritten content is zeroed, so a secret's old bytes (plaintext an
+        # earlier version stored, a ciphertext under a retired key) do not linger in the file.
+        db.execute("PRAGMA secure_delete = ON")
         db.execute("PRAGMA busy_timeout = 5000")
         if path != ":memory:":
             db.execute("PRAGMA journal_mode = WAL")
@@ -403,6 +491,47 @@ def _connect(path: str) -> sqlite3.Connection:
         raise StoreError(
             f"Cannot open the store at {path}: {exc}; check that the data "
             "directory is writable, has free space and is not locked."
+        ) from None
+
+
+def _private_files(path: str) -> None:
+    """The database is made 0600 before SQLite opens it: SQLite gives its -wal and -shm files
+    the database's mode.  Existing files with wider modes are tightened."""
+    # It may exist already, or not be makeable: then _connect says what to fix.
+    with suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for name in (path, path + "-wal", path + "-shm"):
+        _make_private(Path(name), 0o600, "database file")
+
+
+def _make_private(path: Path, mode: int, what: str) -> None:
+    """Tightens `path` to `mode` if it is wider and ours; warns if it is someone else's."""
+    try:
+        info = path.stat()
+    except OSError:
+        return
+    if not stat.S_IMODE(info.st_mode) & 0o077:
+        return
+    if info.st_uid != os.getuid():
+        log.warning(
+            "The %s %s can be read by other users (mode %04o) and belongs to another user; "
+            "have its owner run chmod %o on it.",
+            what,
+            path,
+            stat.S_IMODE(info.st_mode),
+            mode,
+        )
+        return
+    os.chmod(path, mode)
+
+
+def _write_keys(path: Path, keys: Sequence[Key]) -> None:
+    try:
+        replace_keys(path, keys)
+    except OSError as exc:
+        raise StoreError(
+            f"Cannot write the secret key file {path}: {exc.strerror}; make its directory "
+            "writable, then rotate again."
         ) from None
 
 

@@ -21,8 +21,10 @@ import anyio
 import httpx
 import pytest
 
+from sp00ky_mcp.cloud import env as env_rules
 from sp00ky_mcp.config import Limits
 from sp00ky_mcp.fixtures import USER_RESPONSE_SCHEMA
+from sp00ky_mcp.secretbox import KEY_FILE_NAME, SecretBox, read_keys
 from sp00ky_mcp.server import McpServer
 from sp00ky_mcp.store import DB_NAME
 from tests.faults_support import (
@@ -420,11 +422,13 @@ def stored_variables(data_dir: Path) -> tuple[str, dict[str, str], list[str]]:
     from the database file."""
     with closing(sqlite3.connect(f"file:{data_dir / DB_NAME}?mode=ro", uri=True)) as db:
         verdict = db.execute("PRAGMA integrity_check").fetchone()[0]
-        rows = db.execute("SELECT key, value FROM env_vars").fetchall()
+        rows = db.execute("SELECT project_id, key, value FROM env_vars").fetchall()
         lines = db.execute(
             "SELECT message FROM log_lines WHERE message LIKE 'Environment variable %'"
         ).fetchall()
-    return verdict, dict(rows), [line for (line,) in lines]
+    box = SecretBox(read_keys(data_dir / KEY_FILE_NAME))
+    values = {key: box.open(env_rules.VALUE, (project, key), value) for project, key, value in rows}
+    return verdict, values, [line for (line,) in lines]
 
 
 def create_project(url: str, token: str) -> None:
@@ -569,7 +573,8 @@ async def ready_project(product: ProductEnv) -> str:
 
 
 def variables(product: ProductEnv) -> dict[str, str]:
-    return {r["key"]: r["value"] for r in product.store.all("SELECT key, value FROM env_vars")}
+    rows = product.store.all("SELECT project_id, key, value FROM env_vars")
+    return {r["key"]: env_rules.opened(product.store, r[0], r[1], r[2]) for r in rows}
 
 
 async def test_a_full_store_answers_a_write_with_a_clear_error_and_changes_nothing(

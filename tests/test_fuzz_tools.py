@@ -28,6 +28,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from sp00ky_mcp.secretbox import SecretBox
 from sp00ky_mcp.tools import all_specs
 
 from .product_support import ProductEnv
@@ -66,6 +67,7 @@ class World:
     token: str
     good: dict[str, list[Any]]
     baseline: sqlite3.Connection
+    secrets: SecretBox
 
 
 async def build_world(env: ProductEnv) -> World:
@@ -107,7 +109,7 @@ async def build_world(env: ProductEnv) -> World:
     baseline = sqlite3.connect(":memory:")
     with sqlite3.connect(env.store.path) as source:
         source.backup(baseline)
-    return World(token, good, baseline)
+    return World(token, good, baseline, env.store.secrets)
 
 
 GOOD: dict[str, list[Any]] = {
@@ -167,6 +169,8 @@ def restore(env: ProductEnv, world: World) -> None:
     change up as any commit by another process)."""
     with sqlite3.connect(env.store.path) as target:
         world.baseline.backup(target)
+    # The world's secret values are sealed under its own key, which comes along.
+    env.store.secrets = world.secrets
 
 
 # The world is built through the tools once per run and copied into each test's fresh store:

@@ -147,8 +147,10 @@ async def test_a_listing_shows_a_change_committed_by_another_process_on_the_next
     product.make_project(product.user())
     await product.structured(token, "set_env_var", {"project": "api", "key": "A", "value": "1"})
     await product.structured(token, "list_env_vars", {"project": "api"})
-    with closing(sqlite3.connect(product.store.path, isolation_level=None)) as other:
-        other.execute("UPDATE env_vars SET value = 'changed elsewhere' WHERE key = 'A'")
+    other = Store(product.store.path)
+    with other.transaction() as db:
+        db.execute("UPDATE env_vars SET value = 'changed elsewhere' WHERE key = 'A'")
+    other.close()
     after = await product.structured(token, "list_env_vars", {"project": "api"})
     assert listing(after) == {"A": "changed elsewhere"}
 

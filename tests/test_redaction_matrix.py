@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from sp00ky_mcp.accounts import User
+from sp00ky_mcp.cloud import vault
 from sp00ky_mcp.context import CallContext, Principal
 from sp00ky_mcp.tools import all_specs
 from sp00ky_mcp.tools.base import SHOWN_ONCE, Call, MaskingPeer
@@ -121,7 +122,7 @@ def structured(result: dict[str, Any]) -> dict[str, Any]:
 def material(env: ProductEnv, project_id: str) -> str:
     row = env.store.one("SELECT key_material FROM vaults WHERE project_id = ?", (project_id,))
     assert row is not None
-    return str(row["key_material"])
+    return vault.stored_material(env.store, project_id, row["key_material"])
 
 
 # --- env and vault tools ------------------------------------------------------------------

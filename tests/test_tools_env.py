@@ -20,8 +20,7 @@ ADA_NO_API = "No project 'api' in tenant 'ada's workspace'; list_projects shows 
 
 
 def stored(env: ProductEnv, project_id: str) -> dict[str, str]:
-    rows = env.store.all("SELECT key, value FROM env_vars WHERE project_id = ?", (project_id,))
-    return {r["key"]: r["value"] for r in rows}
+    return env_rules.current_values(env.store, project_id)
 
 
 def seed(env: ProductEnv, project_id: str, values: dict[str, str]) -> None:

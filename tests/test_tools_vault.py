@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from sp00ky_mcp.cloud import vault
 from sp00ky_mcp.tools.base import SHOWN_ONCE
 
 from .product_support import NOW, NOW_ISO, REDACTED, ProductEnv
@@ -18,7 +19,9 @@ UNINITIALIZED = {"project": "api", "initialized": False, "ci_access": False, "in
 
 def vault_row(env: ProductEnv, project_id: str) -> dict[str, Any] | None:
     row = env.store.one("SELECT * FROM vaults WHERE project_id = ?", (project_id,))
-    return dict(row) if row is not None else None
+    if row is None:
+        return None
+    return {**dict(row), "key_material": vault.stored_material(env.store, project_id, row[1])}
 
 
 # --- get_vault_status ---------------------------------------------------------------------

@@ -15,6 +15,7 @@ import re
 import sqlite3
 from typing import Any
 
+from .. import secretbox
 from .base import Cloud, Conflict, Invalid, ascii_digits, iso, iso_or_none
 
 BASE_BYTES = 16 * 1024
@@ -66,7 +67,11 @@ def backup(cloud: Cloud, project: sqlite3.Row, backup_id: str) -> sqlite3.Row:
 def project_size(cloud: Cloud, project_id: str) -> int:
     """The bytes a snapshot of the project's data takes."""
     env = _bytes(
-        cloud, "LENGTH(CAST(key AS BLOB)) + LENGTH(CAST(value AS BLOB))", "env_vars", project_id
+        cloud,
+        # A value is stored sealed: its plaintext is OVERHEAD bytes shorter.
+        f"LENGTH(CAST(key AS BLOB)) + LENGTH(value) - {secretbox.OVERHEAD}",
+        "env_vars",
+        project_id,
     )
     logs = _bytes(cloud, "LENGTH(CAST(message AS BLOB))", "log_lines", project_id)
     return (

@@ -21,6 +21,7 @@ from typing import Any
 from ..accounts import Accounts
 from ..errors import ToolError
 from ..names import hidden_problem
+from ..secretbox import SEALED, Column
 from ..store import ReadCache, Store
 
 Clock = Callable[[], float]
@@ -213,7 +214,8 @@ class Cloud:
 
     def secret_values(self, tenant_id: str) -> tuple[str, ...]:
         """Every secret value of the tenant (env values, vault material), longest first, so
-        that output can be masked even where the value appears inside other text."""
+        that output can be masked even where the value appears inside other text.  They are
+        decrypted once per fill of the cache, not per call."""
         values, version = self._secrets.get(tenant_id)
         if values is None:
             values = self._read_secret_values(tenant_id)
@@ -221,14 +223,22 @@ class Cloud:
         return values
 
     def _read_secret_values(self, tenant_id: str) -> tuple[str, ...]:
-        rows = self.store.all(
-            "SELECT e.value AS v FROM env_vars e JOIN projects p ON p.id = e.project_id "
-            "WHERE p.tenant_id = ? UNION SELECT v.key_material FROM vaults v "
-            "JOIN projects p ON p.id = v.project_id WHERE p.tenant_id = ?",
-            (tenant_id, tenant_id),
-        )
-        values = {r["v"] for r in rows if len(r["v"]) >= MIN_MASKED_LENGTH}
+        values = {v for column in SEALED for v in self._sealed_values(column, tenant_id)}
+        values = {v for v in values if len(v) >= MIN_MASKED_LENGTH}
         return tuple(sorted(values, key=len, reverse=True))
+
+    def _sealed_values(self, column: Column, tenant_id: str) -> list[str]:
+        """The plaintexts of a sealed column under the tenant's projects."""
+        identity = ", ".join(f"x.{part}" for part in column.identity)
+        rows = self.store.all(
+            f"SELECT {identity}, x.{column.column} AS sealed FROM {column.table} x "
+            "JOIN projects p ON p.id = x.project_id WHERE p.tenant_id = ?",
+            (tenant_id,),
+        )
+        return [
+            self.store.secrets.open(column, [row[part] for part in column.identity], row["sealed"])
+            for row in rows
+        ]
 
 
 def _check_role(db: sqlite3.Connection, caller: Caller) -> None:

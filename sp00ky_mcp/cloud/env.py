@@ -1,7 +1,8 @@
 """Environment variables of a project: validation, dotenv parsing, and the writes.
 
-Values are secrets: they leave this module wrapped in `Secret`, so the encoder decides how a
-caller sees them, and log lines name keys but never values.  Every write is one transaction
+Values are secrets: they are sealed in the store (see `secretbox`; the AAD names the project
+and key), they leave this module wrapped in `Secret`, so the encoder decides how a caller sees
+them, and log lines name keys but never values.  Every write is one transaction
 together with its log line; a bulk load is all or nothing.
 """
 
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..redaction import Secret
+from ..secretbox import seal_plaintext, sealed_column
+from ..store import Store, migration
 from .base import Cloud, Conflict, Invalid, iso
 
 KEY_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -21,6 +24,9 @@ MAX_KEY_LENGTH = 256
 MAX_VALUE_BYTES = 32 * 1024
 MAX_VARS_PER_PROJECT = 500
 KEY_RULE = "letters, digits and underscores, not starting with a digit"
+VALUE = sealed_column("env_vars", "value", ("project_id", "key"))
+# Seals the values an earlier version stored in clear (and adds the column's triggers).
+migration(70, lambda db, box: seal_plaintext(db, box, VALUE))
 _UPSERT = (
     "INSERT INTO env_vars (project_id, key, value, updated_at) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (project_id, key) DO UPDATE SET value = excluded.value, "
@@ -193,8 +199,13 @@ def _check_tail(tail: str, number: int) -> None:
 # --- reads --------------------------------------------------------------------------------
 
 
-def variable(row: sqlite3.Row) -> dict[str, Any]:
-    return {"key": row["key"], "value": Secret(row["value"]), "updated_at": iso(row["updated_at"])}
+def opened(store: Store, project_id: str, key: str, sealed: object) -> str:
+    """The plaintext of a stored value."""
+    return store.secrets.open(VALUE, (project_id, key), sealed)
+
+
+def sealed(store: Store, project_id: str, key: str, value: str) -> bytes:
+    return store.secrets.seal(VALUE, (project_id, key), value)
 
 
 def list_variables(cloud: Cloud, project_id: str) -> list[dict[str, Any]]:
@@ -202,7 +213,20 @@ def list_variables(cloud: Cloud, project_id: str) -> list[dict[str, Any]]:
         "SELECT key, value, updated_at FROM env_vars WHERE project_id = ? ORDER BY key",
         (project_id,),
     )
-    return [variable(row) for row in rows]
+    return [
+        {
+            "key": row["key"],
+            "value": Secret(opened(cloud.store, project_id, row["key"], row["value"])),
+            "updated_at": iso(row["updated_at"]),
+        }
+        for row in rows
+    ]
+
+
+def current_values(store: Store, project_id: str) -> dict[str, str]:
+    """The project's variables, key to plaintext value."""
+    rows = store.all("SELECT key, value FROM env_vars WHERE project_id = ?", (project_id,))
+    return {row["key"]: opened(store, project_id, row["key"], row["value"]) for row in rows}
 
 
 # --- writes -------------------------------------------------------------------------------
@@ -218,7 +242,9 @@ def set_variable(cloud: Cloud, project: sqlite3.Row, key: str, value: str) -> di
         ).fetchone()
         if existing is None:
             _check_capacity(cloud, project, 1)
-        db.execute(_UPSERT, (project["id"], key, value, now))
+        db.execute(
+            _UPSERT, (project["id"], key, sealed(cloud.store, project["id"], key, value), now)
+        )
         verb = "created" if existing is None else "updated"
         cloud.log(db, project["id"], None, "info", f"Environment variable {key} {verb}.")
     return {
@@ -271,7 +297,7 @@ def bulk_load(
     `values`; in one transaction, so a failure changes nothing."""
     now = cloud.clock()
     with cloud.transaction() as db:
-        outcome = _compare(_current(cloud, project), values, replace)
+        outcome = _compare(current_values(cloud.store, project["id"]), values, replace)
         db.executemany(
             "DELETE FROM env_vars WHERE project_id = ? AND key = ?",
             [(project["id"], key) for key in outcome.deleted],
@@ -280,7 +306,7 @@ def bulk_load(
         db.executemany(
             _UPSERT,
             [
-                (project["id"], key, values[key], now)
+                (project["id"], key, sealed(cloud.store, project["id"], key, values[key]), now)
                 for key in (*outcome.created, *outcome.updated)
             ],
         )
@@ -295,11 +321,6 @@ def bulk_load(
         "deleted": outcome.deleted,
         "total": total,
     }
-
-
-def _current(cloud: Cloud, project: sqlite3.Row) -> dict[str, str]:
-    rows = cloud.store.all("SELECT key, value FROM env_vars WHERE project_id = ?", (project["id"],))
-    return {row["key"]: row["value"] for row in rows}
 
 
 def _compare(current: dict[str, str], values: dict[str, str], replace: bool) -> BulkOutcome:

@@ -1,5 +1,5 @@
 """The vault of a project: initialised once with random key material (a secret, shown only in
-the result of initialisation), and a switch that lets CI read it."""
+the result of initialisation, and sealed in the store), and a switch that lets CI read it."""
 
 from __future__ import annotations
 
@@ -9,9 +9,19 @@ import sqlite3
 from typing import Any
 
 from ..redaction import Secret
+from ..secretbox import seal_plaintext, sealed_column
+from ..store import Store, migration
 from .base import Cloud, Conflict, iso
 
 KEY_BYTES = 32
+MATERIAL = sealed_column("vaults", "key_material", ("project_id",))
+# Seals the material an earlier version stored in clear (and adds the column's triggers).
+migration(71, lambda db, box: seal_plaintext(db, box, MATERIAL))
+
+
+def stored_material(store: Store, project_id: str, sealed: object) -> str:
+    """The plaintext of a vault's stored key material."""
+    return store.secrets.open(MATERIAL, (project_id,), sealed)
 
 
 def _status(project: sqlite3.Row, row: sqlite3.Row | None) -> dict[str, Any]:
@@ -43,7 +53,7 @@ def initialize(cloud: Cloud, project: sqlite3.Row) -> dict[str, Any]:
         taken = db.execute(
             "INSERT OR IGNORE INTO vaults (project_id, key_material, ci_access, "
             "initialized_at) VALUES (?, ?, 0, ?)",
-            (project["id"], material, now),
+            (project["id"], cloud.store.secrets.seal(MATERIAL, (project["id"],), material), now),
         ).rowcount
         if not taken:
             raise Conflict(

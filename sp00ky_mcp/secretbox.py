@@ -1,0 +1,380 @@
+"""Secret values at rest: AES-256-GCM with a random 96-bit nonce per value (NIST SP 800-38D),
+under keys kept in a file of their own, never in the database.
+
+A sealed value is one BLOB: a format byte, the 8-byte id of the key that sealed it, the nonce,
+and the ciphertext with its 16-byte tag.  The associated data names where the value lives
+(table, column and the row's identity), so a value copied to another row or column does not
+open.  A copy of the database alone therefore reveals no secret value; the database and the key
+file together reveal them all.
+
+The key file holds one key per line, `<id hex> <key base64>`: the first seals, every one
+opens.  Rotation writes the new key in front of the old ones, re-seals every value in one
+transaction, and only then rewrites the file without the old keys, so no value is ever sealed
+with a key that is not on disk.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+import re
+import secrets
+import sqlite3
+import stat
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .errors import ToolError
+
+log = logging.getLogger("sp00ky_mcp.secrets")
+KEY_FILE_NAME = "secret.key"
+KEY_FILE_ENV = "SP00KY_MCP_SECRET_KEY_FILE"
+FORMAT = b"\x01"
+KEY_ID_BYTES = 8
+NONCE_BYTES = 12
+TAG_BYTES = 16
+KEY_BYTES = 32
+# The bytes a sealed value takes beyond its plaintext.
+OVERHEAD = len(FORMAT) + KEY_ID_BYTES + NONCE_BYTES + TAG_BYTES
+_HEADER = (
+    "# sp00ky-mcp secret keys: the first line's key encrypts, every key here decrypts.\n"
+    "# Keep this file private (mode 0600) and back it up apart from the database.\n"
+)
+_LINE = re.compile(r"([0-9a-f]{16}) ([A-Za-z0-9+/]{43}=)")
+UNREADABLE = (
+    "A stored secret value could not be decrypted, so nothing was shown or changed; the "
+    "server's operator has been told and must check its secret key file and database."
+)
+
+
+class KeyFileError(Exception):
+    """The key file cannot be used; the message says what to fix."""
+
+
+class SecretUnreadable(ToolError):
+    """A sealed value that does not open: tampered with, moved, or sealed under a key this
+    server does not hold.  The client sees a generic sentence; the details go to the log."""
+
+    def __init__(self) -> None:
+        super().__init__(UNREADABLE)
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A column that holds secret values, and the columns that identify its rows."""
+
+    table: str
+    column: str
+    identity: tuple[str, ...]
+
+    def aad(self, identity: Sequence[str]) -> bytes:
+        return orjson.dumps([self.table, self.column, *identity])
+
+
+# Every column of the store that holds secrets: what rotation re-seals and what a start checks.
+SEALED: list[Column] = []
+
+
+def sealed_column(table: str, column: str, identity: tuple[str, ...]) -> Column:
+    found = Column(table, column, identity)
+    if found not in SEALED:
+        SEALED.append(found)
+    return found
+
+
+# --- keys ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    id: bytes
+    secret: bytes
+
+    @classmethod
+    def new(cls) -> Key:
+        return cls(secrets.token_bytes(KEY_ID_BYTES), AESGCM.generate_key(bit_length=256))
+
+    def line(self) -> str:
+        return f"{self.id.hex()} {base64.b64encode(self.secret).decode('ascii')}\n"
+
+
+def key_file_for(db_path: str, given: str | Path | None = None) -> Path:
+    """The key file: `given`, else $SP00KY_MCP_SECRET_KEY_FILE, else secret.key beside the
+    database."""
+    chosen = given or os.environ.get(KEY_FILE_ENV)
+    if chosen:
+        return Path(chosen).expanduser()
+    return Path(db_path).parent / KEY_FILE_NAME
+
+
+def parse_keys(path: Path, text: str) -> list[Key]:
+    keys: list[Key] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _LINE.fullmatch(line)
+        if match is None:
+            raise KeyFileError(
+                f"Line {number} of the secret key file {path} is not '<16 hex digits> "
+                "<base64 of 32 bytes>'; restore the file from its backup."
+            )
+        keys.append(Key(bytes.fromhex(match[1]), base64.b64decode(match[2])))
+    if not keys:
+        raise KeyFileError(
+            f"The secret key file {path} holds no key; restore it from its backup, or delete "
+            "it if the store holds no secrets yet."
+        )
+    return keys
+
+
+def read_keys(path: Path) -> list[Key]:
+    """The keys in `path`, refused unless only its owner can read it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        raise KeyFileError(
+            f"Cannot read the secret key file {path}: {exc.strerror}; make it a regular "
+            "file readable by this user."
+        ) from None
+    with os.fdopen(fd, "rb") as file:
+        _check_private(path, os.fstat(fd))
+        data = file.read()
+    try:
+        return parse_keys(path, data.decode("ascii"))
+    except (UnicodeDecodeError, binascii.Error):
+        raise KeyFileError(
+            f"The secret key file {path} is not a key file; restore it from its backup."
+        ) from None
+
+
+def _check_private(path: Path, info: os.stat_result) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise KeyFileError(f"The secret key file {path} is not a regular file; pass a file.")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        raise KeyFileError(
+            f"The secret key file {path} can be read by other users (mode {mode:04o}); "
+            f"run `chmod 600 {path}`."
+        )
+
+
+def create_keys(path: Path, keys: Sequence[Key]) -> None:
+    """Writes a new key file; fails if one exists (O_EXCL), so no key is ever overwritten."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as file:
+        file.write(_HEADER + "".join(key.line() for key in keys))
+        file.flush()
+        os.fsync(file.fileno())
+    _sync_directory(path.parent)
+
+
+def replace_keys(path: Path, keys: Sequence[Key]) -> None:
+    """Replaces the key file atomically: a crash leaves the old file or the new one whole."""
+    spare = path.with_name(path.name + ".new")
+    spare.unlink(missing_ok=True)
+    create_keys(spare, keys)
+    os.replace(spare, path)
+    _sync_directory(path.parent)
+
+
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- the box -------------------------------------------------------------------------------
+
+
+class SecretBox:
+    """Seals and opens the store's secret values under the keys of one key file."""
+
+    def __init__(self, keys: Sequence[Key], path: Path | None = None) -> None:
+        self.path = path
+        self.keys = list(keys)
+        self._ciphers = {key.id: AESGCM(key.secret) for key in self.keys}
+
+    @property
+    def current(self) -> Key:
+        return self.keys[0]
+
+    def seal(self, column: Column, identity: Sequence[str], plaintext: str) -> bytes:
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        key = self.current
+        sealed = self._ciphers[key.id].encrypt(
+            nonce, plaintext.encode("utf-8", "surrogatepass"), column.aad(identity)
+        )
+        return FORMAT + key.id + nonce + sealed
+
+    def open(self, column: Column, identity: Sequence[str], sealed: object) -> str:
+        """The plaintext of a sealed value; `SecretUnreadable` (logged) if it does not open."""
+        try:
+            return self._open(column.aad(identity), sealed)
+        except (InvalidTag, KeyError, ValueError) as exc:
+            log.error(
+                "the secret in %s.%s of row %s does not decrypt (%s): it was changed, moved "
+                "or sealed under a key the key file does not hold",
+                column.table,
+                column.column,
+                list(identity),
+                type(exc).__name__,
+            )
+            raise SecretUnreadable() from None
+
+    def _open(self, aad: bytes, sealed: object) -> str:
+        if not isinstance(sealed, bytes) or len(sealed) < OVERHEAD or sealed[:1] != FORMAT:
+            raise ValueError("not a sealed value")
+        key_id = sealed[1 : 1 + KEY_ID_BYTES]
+        nonce = sealed[1 + KEY_ID_BYTES : 1 + KEY_ID_BYTES + NONCE_BYTES]
+        cipher = self._ciphers[key_id]
+        body = sealed[1 + KEY_ID_BYTES + NONCE_BYTES :]
+        return cipher.decrypt(nonce, body, aad).decode("utf-8", "surrogatepass")
+
+    def key_ids(self) -> set[bytes]:
+        return set(self._ciphers)
+
+
+def load_box(path: Path, used: Iterable[bytes]) -> SecretBox:
+    """The keys of `path`, made there on a first start.  A missing file is made only while the
+    store holds no sealed value (`used` names the keys its values were sealed with): a new key
+    over existing values would lose them."""
+    used = set(used)
+    if not path.exists() and not path.is_symlink():
+        if used:
+            raise KeyFileError(
+                f"The secret key file {path} is missing, but the store holds secrets "
+                "encrypted with it; restore it from its backup, or pass the --secret-key-file "
+                "the store was written with."
+            )
+        try:
+            create_keys(path, [Key.new()])
+        except FileExistsError:
+            log.info("another process made %s first; using its key", path)
+        except OSError as exc:
+            raise KeyFileError(
+                f"Cannot create the secret key file {path}: {exc.strerror}; make its "
+                "directory writable or pass --secret-key-file."
+            ) from None
+    box = SecretBox(read_keys(path), path)
+    missing = sorted(key.hex() for key in used - box.key_ids())
+    if missing:
+        raise KeyFileError(
+            f"The secret key file {path} lacks the key {missing[0]} that encrypts secrets in "
+            "the store; pass the --secret-key-file the store was written with."
+        )
+    return box
+
+
+def ephemeral_box() -> SecretBox:
+    """For a store in memory: its values live no longer than the process, nor does the key."""
+    return SecretBox([Key.new()])
+
+
+# --- the store's side ----------------------------------------------------------------------
+
+
+def key_ids_in_use(db: sqlite3.Connection) -> set[bytes]:
+    """The ids of the keys that seal values in the store (from the sealed columns it records,
+    whichever modules this process imported)."""
+    ids: set[bytes] = set()
+    for column in recorded_columns(db):
+        rows = db.execute(
+            f"SELECT DISTINCT substr({column.column}, 2, {KEY_ID_BYTES}) FROM {column.table} "
+            f"WHERE typeof({column.column}) = 'blob'"
+        ).fetchall()
+        ids.update(bytes(row[0]) for row in rows)
+    return ids
+
+
+def recorded_columns(db: sqlite3.Connection) -> list[Column]:
+    exists = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sealed_columns'"
+    ).fetchone()
+    if exists is None:
+        return []
+    rows = db.execute("SELECT tbl, col, identity FROM sealed_columns ORDER BY tbl, col")
+    return [Column(t, c, tuple(orjson.loads(i))) for t, c, i in rows.fetchall()]
+
+
+SEAL_FUNCTION = "sp00ky_seal"
+
+
+def add_seal_function(db: sqlite3.Connection, box: Callable[[], SecretBox]) -> None:
+    """The SQL function the sealed columns' triggers call (see `triggers`), sealing under
+    whichever box the store holds then."""
+
+    def seal(table: str, column: str, plaintext: str, *identity: object) -> bytes:
+        return box().seal(Column(table, column, ()), [str(part) for part in identity], plaintext)
+
+    db.create_function(SEAL_FUNCTION, -1, seal)
+
+
+def triggers(column: Column) -> list[str]:
+    """Triggers that seal any text written to `column`, before the write commits: a write path
+    that forgets to seal (or SQL typed by hand into this server's connection) stores no
+    plaintext.  A connection without the seal function, such as an older server's, fails
+    such a write instead of storing it in clear."""
+    table, name = column.table, column.column
+    match = " AND ".join(f"{part} = NEW.{part}" for part in column.identity)
+    parts = ", ".join(f"NEW.{part}" for part in column.identity)
+    body = (
+        f"WHEN typeof(NEW.{name}) = 'text' BEGIN UPDATE {table} SET {name} = "
+        f"{SEAL_FUNCTION}('{table}', '{name}', NEW.{name}, {parts}) WHERE {match}; END"
+    )
+    return [
+        f"CREATE TRIGGER IF NOT EXISTS seal_{table}_{name}_insert AFTER INSERT ON {table} {body}",
+        f"CREATE TRIGGER IF NOT EXISTS seal_{table}_{name}_update AFTER UPDATE OF {name} "
+        f"ON {table} {body}",
+    ]
+
+
+def seal_plaintext(db: sqlite3.Connection, box: SecretBox, column: Column) -> int:
+    """Records `column` as sealed, adds its triggers and seals the plaintext a store written by
+    an earlier version holds there; how many values it sealed."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS sealed_columns (tbl TEXT NOT NULL, col TEXT NOT NULL, "
+        "identity TEXT NOT NULL, PRIMARY KEY (tbl, col))"
+    )
+    db.execute(
+        "INSERT OR IGNORE INTO sealed_columns VALUES (?, ?, ?)",
+        (column.table, column.column, orjson.dumps(list(column.identity)).decode()),
+    )
+    for sql in triggers(column):
+        db.execute(sql)
+    return _reseal(db, box, column, "text")
+
+
+def reseal_all(db: sqlite3.Connection, box: SecretBox) -> int:
+    """Seals every sealed value again under the box's current key; how many there were."""
+    return sum(_reseal(db, box, column, "blob") for column in recorded_columns(db))
+
+
+def _reseal(db: sqlite3.Connection, box: SecretBox, column: Column, kind: str) -> int:
+    ids = column.identity
+    rows = db.execute(
+        f"SELECT {', '.join(ids)}, {column.column} AS sealed FROM {column.table} "
+        f"WHERE typeof({column.column}) = ?",
+        (kind,),
+    ).fetchall()
+    where = " AND ".join(f"{part} = ?" for part in ids)
+    db.executemany(
+        f"UPDATE {column.table} SET {column.column} = ? WHERE {where}",
+        [_resealed(box, column, row, kind) for row in rows],
+    )
+    return len(rows)
+
+
+def _resealed(box: SecretBox, column: Column, row: sqlite3.Row, kind: str) -> list[object]:
+    identity = [str(row[part]) for part in column.identity]
+    value = row["sealed"] if kind == "text" else box.open(column, identity, row["sealed"])
+    return [box.seal(column, identity, value), *identity]
