@@ -148,6 +148,7 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
         help="the embedded store's directory (default: $SP00KY_MCP_DATA_DIR "
         "or the platform's user data directory)",
     )
+    add_secret_key_argument(parser)
     parser.add_argument(
         "--user",
         default=None,
@@ -155,6 +156,16 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
         help="the acting user on the embedded store (default: you@localhost)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def add_secret_key_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--secret-key-file",
+        default=None,
+        metavar="PATH",
+        help="the key that encrypts stored secrets, mode 0600 (default: "
+        "$SP00KY_MCP_SECRET_KEY_FILE, else secret.key in the data directory)",
+    )
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -169,6 +180,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--port", type=tcp_port, default=DEFAULT_PORT, help="TCP port (0: any free)"
     )
     parser.add_argument("--data-dir", default=None, help="where the embedded store lives")
+    add_secret_key_argument(parser)
     parser.add_argument(
         "--public-url",
         type=public_url,
@@ -287,6 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--url", type=http_url, default=None, help=f"the server URL (default {DEFAULT_URL})"
     )
     check.add_argument("--token", default=None, help="default: $SP00KY_MCP_TOKEN")
+    rotate = commands.add_parser(
+        "rotate-key", help="encrypt every stored secret under a new key and retire the old one"
+    )
+    rotate.add_argument("--data-dir", default=None, help="the embedded store's directory")
+    add_secret_key_argument(rotate)
     return parser
 
 
@@ -345,7 +362,7 @@ def parse_expiry(text: str) -> float | None:
 
 def open_accounts(args: argparse.Namespace) -> tuple[Accounts, User]:
     try:
-        accounts = Accounts(Store.open(args.data_dir))
+        accounts = Accounts(Store.open(args.data_dir, args.secret_key_file))
         return accounts, accounts.ensure_user(args.user or default_email())
     except (StoreError, AccountError) as exc:
         raise CliError(str(exc)) from None
@@ -354,13 +371,35 @@ def open_accounts(args: argparse.Namespace) -> tuple[Accounts, User]:
 def open_existing_accounts(args: argparse.Namespace) -> tuple[Accounts, User]:
     """Listing and revoking read a store that exists; they never create one (a mistyped
     --data-dir would otherwise list nothing, and leave an empty store behind)."""
+    require_store(args)
+    return open_accounts(args)
+
+
+def require_store(args: argparse.Namespace) -> None:
     directory = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
     if not (directory / DB_NAME).is_file():
         raise CliError(
             f"There is no token store in {directory}; pass the --data-dir that "
             "`spky mcp token` and `spky mcp serve` use."
         )
-    return open_accounts(args)
+
+
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    """Re-encrypts every stored secret under a new key (see `Store.rotate_secret_key`)."""
+    require_store(args)
+    from . import cloud  # noqa: F401  (every area's sealed columns and migrations)
+
+    try:
+        store = Store.open(args.data_dir, args.secret_key_file)
+        count = store.rotate_secret_key()
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+    say(
+        f"Rotated the secret key in {store.secrets.path}: {count} stored secret values are "
+        "now encrypted under the new key, and the old key is gone. Back up the key file now."
+    )
+    store.close()
+    return 0
 
 
 def token_row(record: TokenRecord, now: float) -> dict[str, Any]:
@@ -737,7 +776,9 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
 Notes = Callable[[McpServer], list[str]]
 
 
-def build_server(config: ServerConfig, user: str | None) -> tuple[McpServer, Notes]:
+def build_server(
+    config: ServerConfig, user: str | None, key_file: str | None = None
+) -> tuple[McpServer, Notes]:
     """The server, and what to tell the person who started it once it listens."""
     if config.profile == "conformance":
         if config.host not in LOOPBACK_HOSTS and not config.host.startswith("127."):
@@ -751,7 +792,7 @@ def build_server(config: ServerConfig, user: str | None) -> tuple[McpServer, Not
     from .product import build_product, connect_notes
 
     try:
-        product = build_product(config)
+        product = build_product(config, secret_key_file=key_file)
         user_record = product.accounts.ensure_user(user or default_email())
     except (StoreError, AccountError) as exc:
         raise CliError(str(exc)) from None
@@ -806,7 +847,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     options = {"use_uvloop": _uvloop_wanted(args.loop)}
     warn_plain_http(config)
-    server, notes = build_server(config, args.user)
+    server, notes = build_server(config, args.user, args.secret_key_file)
     try:
         anyio.run(run_server, server, notes, backend_options=options)
     except (OSError, BaseExceptionGroup) as exc:
@@ -867,6 +908,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "revoke": cmd_revoke,
     "install": cmd_install,
     "doctor": cmd_doctor,
+    "rotate-key": cmd_rotate_key,
 }
 
 

@@ -91,8 +91,10 @@ class Product:
     cloud: Cloud
 
 
-def build_product(config: ServerConfig, store: Store | None = None) -> Product:
-    store = store or Store.open(config.data_dir)
+def build_product(
+    config: ServerConfig, store: Store | None = None, secret_key_file: str | None = None
+) -> Product:
+    store = store or Store.open(config.data_dir, secret_key_file)
     accounts = Accounts(store)
     cloud = Cloud(store, accounts)
     limits = config.limits

@@ -54,6 +54,12 @@ UNREADABLE = (
 )
 
 
+UNSEALABLE = (
+    "A secret value could not be encrypted, so nothing was changed; the server's operator "
+    "has been told and must check its secret key file."
+)
+
+
 class KeyFileError(Exception):
     """The key file cannot be used; the message says what to fix."""
 
@@ -64,6 +70,13 @@ class SecretUnreadable(ToolError):
 
     def __init__(self) -> None:
         super().__init__(UNREADABLE)
+
+
+class SecretUnsealable(ToolError):
+    """The key file went missing or bad while serving: a write with a secret is refused."""
+
+    def __init__(self) -> None:
+        super().__init__(UNSEALABLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,30 +210,41 @@ def _sync_directory(directory: Path) -> None:
 
 
 class SecretBox:
-    """Seals and opens the store's secret values under the keys of one key file."""
+    """Seals and opens the store's secret values under the keys of one key file.  It follows
+    the file: a rotation by another process is seen at this process's next write."""
 
     def __init__(self, keys: Sequence[Key], path: Path | None = None) -> None:
         self.path = path
-        self.keys = list(keys)
-        self._ciphers = {key.id: AESGCM(key.secret) for key in self.keys}
+        self._stamp = _stamp(path)
+        # One attribute, replaced whole: a reader on another thread sees old keys or new.
+        self._state = _state(keys)
+
+    @property
+    def keys(self) -> list[Key]:
+        return self._state[0]
 
     @property
     def current(self) -> Key:
-        return self.keys[0]
+        return self._state[0][0]
 
     def seal(self, column: Column, identity: Sequence[str], plaintext: str) -> bytes:
+        try:
+            self._follow_file()
+        except KeyFileError as exc:
+            log.error("cannot encrypt a secret value: %s", exc)
+            raise SecretUnsealable() from None
+        keys, ciphers = self._state
         nonce = secrets.token_bytes(NONCE_BYTES)
-        key = self.current
-        sealed = self._ciphers[key.id].encrypt(
+        sealed = ciphers[keys[0].id].encrypt(
             nonce, plaintext.encode("utf-8", "surrogatepass"), column.aad(identity)
         )
-        return FORMAT + key.id + nonce + sealed
+        return FORMAT + keys[0].id + nonce + sealed
 
     def open(self, column: Column, identity: Sequence[str], sealed: object) -> str:
         """The plaintext of a sealed value; `SecretUnreadable` (logged) if it does not open."""
         try:
             return self._open(column.aad(identity), sealed)
-        except (InvalidTag, KeyError, ValueError) as exc:
+        except (InvalidTag, KeyError, ValueError, KeyFileError) as exc:
             log.error(
                 "the secret in %s.%s of row %s does not decrypt (%s): it was changed, moved "
                 "or sealed under a key the key file does not hold",
@@ -236,12 +260,41 @@ class SecretBox:
             raise ValueError("not a sealed value")
         key_id = sealed[1 : 1 + KEY_ID_BYTES]
         nonce = sealed[1 + KEY_ID_BYTES : 1 + KEY_ID_BYTES + NONCE_BYTES]
-        cipher = self._ciphers[key_id]
+        cipher = self._state[1].get(key_id)
+        if cipher is None:
+            self._follow_file()
+            cipher = self._state[1][key_id]
         body = sealed[1 + KEY_ID_BYTES + NONCE_BYTES :]
         return cipher.decrypt(nonce, body, aad).decode("utf-8", "surrogatepass")
 
+    def _follow_file(self) -> None:
+        """Reads the key file again if it changed since it was read (a stat per write, which
+        costs little beside the write's fsync), so that no value is sealed under a key that
+        a rotation has retired."""
+        if self.path is None:
+            return
+        stamp = _stamp(self.path)
+        if stamp != self._stamp:
+            self._state = _state(read_keys(self.path))
+            self._stamp = stamp
+
     def key_ids(self) -> set[bytes]:
-        return set(self._ciphers)
+        return set(self._state[1])
+
+
+def _state(keys: Sequence[Key]) -> tuple[list[Key], dict[bytes, AESGCM]]:
+    return list(keys), {key.id: AESGCM(key.secret) for key in keys}
+
+
+def _stamp(path: Path | None) -> tuple[int, int, int] | None:
+    """What changes when the file is replaced or rewritten."""
+    if path is None:
+        return None
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_size
 
 
 def load_box(path: Path, used: Iterable[bytes]) -> SecretBox:

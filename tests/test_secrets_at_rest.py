@@ -1,0 +1,429 @@
+"""Secret values at rest: env var values and vault key material are encrypted in the store
+under a key file of their own; the key file, the data directory and the database files are
+private; rotation keeps every value; a store an earlier version wrote in clear is encrypted at
+its first start with this one."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import stat
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from sp00ky_mcp.accounts import Accounts
+from sp00ky_mcp.cli import main
+from sp00ky_mcp.cloud import env as env_rules
+from sp00ky_mcp.cloud import vault
+from sp00ky_mcp.cloud.base import Cloud
+from sp00ky_mcp.secretbox import (
+    KEY_FILE_NAME,
+    UNREADABLE,
+    Key,
+    SecretBox,
+    SecretUnreadable,
+    create_keys,
+    read_keys,
+    replace_keys,
+)
+from sp00ky_mcp.store import _MIGRATIONS, DB_NAME, Store, StoreError
+
+from .product_support import REDACTED, ProductEnv
+
+pytestmark = pytest.mark.anyio
+REVEAL = "mcp:full,secrets:reveal"
+PLAINTEXTS = {
+    "DATABASE_URL": "postgres://ada:hunter2-correct-horse@db.internal:5432/prod",
+    "STRIPE_KEY": "sk_live_51Hq2Zx9plaintextMustNeverReachTheDisk",
+    "LONG": "long-secret-" + "x" * 9000,
+    "UNICODE": "pässwörd-ünïcödé-✓-秘密",
+}
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def raw_values(store: Store) -> list[object]:
+    rows = store.all("SELECT value FROM env_vars UNION ALL SELECT key_material FROM vaults")
+    return [row[0] for row in rows]
+
+
+def file_bytes(directory: Path) -> bytes:
+    """Every byte of the database and of its write-ahead log and shared-memory files."""
+    parts = [directory / DB_NAME, directory / f"{DB_NAME}-wal", directory / f"{DB_NAME}-shm"]
+    return b"".join(part.read_bytes() for part in parts if part.exists())
+
+
+async def set_all(env: ProductEnv, token: str, values: dict[str, str]) -> None:
+    for key, value in values.items():
+        arguments = {"project": "api", "key": key, "value": value}
+        await env.ok(token, "set_env_var", arguments)
+
+
+async def listing(env: ProductEnv, token: str) -> dict[str, str]:
+    listed = await env.ok(token, "list_env_vars", {"project": "api"})
+    return {item["key"]: item["value"] for item in listed["items"]}
+
+
+# --- round trip and tampering ----------------------------------------------------------------
+
+
+async def test_a_secret_value_is_stored_encrypted_and_listed_as_it_was_given(
+    env: ProductEnv,
+) -> None:
+    token = env.token(env.user(), REVEAL)
+    env.make_project(env.user())
+    await set_all(env, token, PLAINTEXTS)
+    assert await listing(env, token) == PLAINTEXTS
+    masked = env.token(env.user(), "mcp:full", name="masked")
+    assert set((await listing(env, masked)).values()) == {REDACTED}
+    stored = raw_values(env.store)
+    assert all(isinstance(value, bytes) for value in stored)
+    assert not any(p.encode() in value for p in PLAINTEXTS.values() for value in stored)  # type: ignore[operator]
+
+
+async def test_one_value_stored_twice_is_encrypted_differently_each_time(
+    env: ProductEnv,
+) -> None:
+    token = env.token(env.user(), REVEAL)
+    env.make_project(env.user())
+    await set_all(env, token, {"A": "same-secret-value", "B": "same-secret-value"})
+    first, second = raw_values(env.store)
+    assert first != second
+
+
+async def test_a_tampered_value_is_a_generic_tool_error_and_is_logged(
+    env: ProductEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = env.token(env.user(), REVEAL)
+    project_id = env.make_project(env.user())
+    await set_all(env, token, {"API_KEY": "sk-live-tampered-value"})
+    with env.store.transaction() as db:
+        sealed = bytearray(db.execute("SELECT value FROM env_vars").fetchone()[0])
+        sealed[-1] ^= 0x01
+        db.execute("UPDATE env_vars SET value = ?", (bytes(sealed),))
+    with caplog.at_level(logging.ERROR, logger="sp00ky_mcp.secrets"):
+        result = await env.call(token, "list_env_vars", {"project": "api"})
+    assert (result["isError"], result["content"]) == (True, [{"type": "text", "text": UNREADABLE}])
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the secret in env_vars.value of row ['{project_id}', 'API_KEY'] does not decrypt "
+        "(InvalidTag): it was changed, moved or sealed under a key the key file does not hold"
+    ]
+
+
+async def test_a_value_copied_to_another_row_does_not_decrypt(env: ProductEnv) -> None:
+    token = env.token(env.user(), REVEAL)
+    project_id = env.make_project(env.user())
+    await set_all(env, token, {"A": "value-of-a-123", "B": "value-of-b-456"})
+    with env.store.transaction() as db:
+        db.execute(
+            "UPDATE env_vars SET value = (SELECT value FROM env_vars WHERE key = 'A') "
+            "WHERE key = 'B'"
+        )
+    assert await env.error_text(token, "list_env_vars", {"project": "api"}) == UNREADABLE
+    row = env.store.one("SELECT value FROM env_vars WHERE key = 'B'")
+    with pytest.raises(SecretUnreadable):
+        env_rules.opened(env.store, project_id, "B", row["value"])
+    assert env_rules.opened(env.store, project_id, "A", row["value"]) == "value-of-a-123"
+
+
+async def test_a_tampered_value_never_changes_a_row_on_a_write_that_needs_it(
+    env: ProductEnv,
+) -> None:
+    token = env.token(env.user(), REVEAL)
+    env.make_project(env.user())
+    await set_all(env, token, {"A": "value-of-a-123"})
+    with env.store.transaction() as db:
+        db.execute("UPDATE env_vars SET value = X'00'")
+    before = env.snapshot()
+    arguments = {"project": "api", "values": {"A": "new-value-1", "C": "new-value-2"}}
+    assert await env.error_text(token, "bulk_load_env_vars", arguments) == UNREADABLE
+    assert env.snapshot() == before
+
+
+async def test_masking_decrypts_once_per_change_of_the_store_not_per_call(
+    env: ProductEnv,
+) -> None:
+    token = env.token(env.user(), "mcp:full")
+    env.make_project(env.user())
+    await set_all(env, token, {"A": "value-of-a-123"})
+    tenant_id = env.personal(env.user())
+    first = env.cloud.secret_values(tenant_id)
+    assert first == ("value-of-a-123",)
+    assert env.cloud.secret_values(tenant_id) is first
+    await set_all(env, token, {"B": "value-of-b-456"})
+    assert set(env.cloud.secret_values(tenant_id)) == {"value-of-a-123", "value-of-b-456"}
+
+
+# --- a copy of the database reveals no secret -------------------------------------------------
+
+
+async def test_the_database_files_hold_no_secret_value(env: ProductEnv, tmp_path: Path) -> None:
+    token = env.token(env.user(), REVEAL)
+    env.make_project(env.user())
+    await set_all(env, token, PLAINTEXTS)
+    await env.ok(token, "set_env_var", {"project": "api", "key": "STRIPE_KEY", "value": "rotated"})
+    dotenv = "BULK_ONE=bulk-secret-one-98765\nBULK_TWO='bulk-secret-two-43210'\n"
+    await env.ok(token, "bulk_load_env_vars", {"project": "api", "dotenv": dotenv})
+    await env.ok(token, "delete_env_var", {"project": "api", "key": "BULK_ONE"})
+    material = (await env.ok(token, "init_vault", {"project": "api"}))["key_material"]
+    secrets = [*PLAINTEXTS.values(), "bulk-secret-one-98765", "bulk-secret-two-43210", material]
+    env.server.shutdown()
+    contents = file_bytes(tmp_path)
+    assert len(contents) > 0
+    assert [s for s in secrets if s.encode() in contents or s.encode("utf-16-le") in contents] == []
+
+
+# --- the key file and the data directory ------------------------------------------------------
+
+
+def test_a_new_store_makes_its_key_file_and_files_private(tmp_path: Path) -> None:
+    directory = tmp_path / "data"
+    store = Store.open(directory)
+    with store.transaction() as db:
+        db.execute("DELETE FROM schema_migrations WHERE 0")
+    assert mode(directory) == 0o700
+    assert mode(directory / KEY_FILE_NAME) == 0o600
+    assert mode(directory / DB_NAME) == 0o600
+    assert mode(directory / f"{DB_NAME}-wal") == 0o600
+    assert mode(directory / f"{DB_NAME}-shm") == 0o600
+    assert len(read_keys(directory / KEY_FILE_NAME)) == 1
+    store.close()
+
+
+def test_an_existing_data_directory_and_database_with_wider_modes_are_tightened(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "data"
+    Store.open(directory).close()
+    directory.chmod(0o755)
+    (directory / DB_NAME).chmod(0o644)
+    Store.open(directory).close()
+    assert (mode(directory), mode(directory / DB_NAME)) == (0o700, 0o600)
+
+
+def test_a_key_file_other_users_can_read_is_refused_at_start(tmp_path: Path) -> None:
+    Store.open(tmp_path).close()
+    key_file = tmp_path / KEY_FILE_NAME
+    key_file.chmod(0o644)
+    with pytest.raises(StoreError) as refused:
+        Store.open(tmp_path)
+    assert str(refused.value) == (
+        f"The secret key file {key_file} can be read by other users (mode 0644); "
+        f"run `chmod 600 {key_file}`."
+    )
+
+
+def test_a_malformed_key_file_is_refused_at_start(tmp_path: Path) -> None:
+    Store.open(tmp_path).close()
+    key_file = tmp_path / KEY_FILE_NAME
+    key_file.write_text("# keys\nnot a key\n")
+    with pytest.raises(StoreError) as refused:
+        Store.open(tmp_path)
+    assert str(refused.value) == (
+        f"Line 2 of the secret key file {key_file} is not '<16 hex digits> <base64 of 32 "
+        "bytes>'; restore the file from its backup."
+    )
+
+
+async def test_a_missing_key_file_is_refused_while_the_store_holds_secrets(
+    env: ProductEnv, tmp_path: Path
+) -> None:
+    token = env.token(env.user(), REVEAL)
+    env.make_project(env.user())
+    await set_all(env, token, {"A": "value-of-a-123"})
+    key_file = tmp_path / KEY_FILE_NAME
+    key_file.unlink()
+    with pytest.raises(StoreError) as refused:
+        Store.open(tmp_path)
+    assert str(refused.value) == (
+        f"The secret key file {key_file} is missing, but the store holds secrets encrypted "
+        "with it; restore it from its backup, or pass the --secret-key-file the store was "
+        "written with."
+    )
+    assert not key_file.exists()
+
+
+async def test_another_key_file_than_the_stores_is_refused_at_start(
+    env: ProductEnv, tmp_path: Path
+) -> None:
+    token = env.token(env.user(), REVEAL)
+    env.make_project(env.user())
+    await set_all(env, token, {"A": "value-of-a-123"})
+    key_id = env.store.secrets.current.id.hex()
+    other = tmp_path / "other.key"
+    create_keys(other, [Key.new()])
+    with pytest.raises(StoreError) as refused:
+        Store.open(tmp_path, other)
+    assert str(refused.value) == (
+        f"The secret key file {other} lacks the key {key_id} that encrypts secrets in the "
+        "store; pass the --secret-key-file the store was written with."
+    )
+
+
+def test_a_key_file_given_elsewhere_keeps_the_key_out_of_the_data_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory, keys = tmp_path / "data", tmp_path / "keys"
+    keys.mkdir(mode=0o700)
+    Store.open(directory, keys / "given.key").close()
+    monkeypatch.setenv("SP00KY_MCP_SECRET_KEY_FILE", str(keys / "from-env.key"))
+    Store.open(tmp_path / "elsewhere").close()
+    assert sorted(p.name for p in keys.iterdir()) == ["from-env.key", "given.key"]
+    assert not (directory / KEY_FILE_NAME).exists()
+    assert not (tmp_path / "elsewhere" / KEY_FILE_NAME).exists()
+
+
+# --- rotation ---------------------------------------------------------------------------------
+
+
+async def test_rotate_key_keeps_every_value_and_the_old_key_no_longer_decrypts(
+    env: ProductEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = env.token(env.user(), REVEAL)
+    project_id = env.make_project(env.user())
+    await set_all(env, token, PLAINTEXTS)
+    material = (await env.ok(token, "init_vault", {"project": "api"}))["key_material"]
+    old = SecretBox(read_keys(tmp_path / KEY_FILE_NAME))
+    assert main(["mcp", "rotate-key", "--data-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == (
+        f"Rotated the secret key in {tmp_path / KEY_FILE_NAME}: 5 stored secret values are now "
+        "encrypted under the new key, and the old key is gone. Back up the key file now.\n"
+    )
+    new = read_keys(tmp_path / KEY_FILE_NAME)
+    assert [key.id for key in new] != [key.id for key in old.keys]
+    assert len(new) == 1
+    assert mode(tmp_path / KEY_FILE_NAME) == 0o600
+    assert await listing(env, token) == PLAINTEXTS
+    row = env.store.one("SELECT key_material FROM vaults")
+    assert vault.stored_material(env.store, project_id, row[0]) == material
+    with pytest.raises(SecretUnreadable):
+        old.open(vault.MATERIAL, (project_id,), row[0])
+
+
+async def test_a_server_running_during_a_rotation_seals_new_values_under_the_new_key(
+    env: ProductEnv, tmp_path: Path
+) -> None:
+    token = env.token(env.user(), REVEAL)
+    project_id = env.make_project(env.user())
+    await set_all(env, token, {"A": "value-of-a-123"})
+    assert main(["mcp", "rotate-key", "--data-dir", str(tmp_path)]) == 0
+    await set_all(env, token, {"B": "value-of-b-456"})
+    # A process that reads only the key file now on disk opens both.
+    reopened = Store.open(tmp_path)
+    assert env_rules.current_values(reopened, project_id) == {
+        "A": "value-of-a-123",
+        "B": "value-of-b-456",
+    }
+    reopened.close()
+
+
+def test_a_rotation_stopped_after_writing_the_new_key_loses_nothing(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    _seed_project(store)
+    env_rules.set_variable(_cloud(store), _project(store), "A", "value-of-a-123")
+    old = store.secrets.keys
+    store.close()
+    # What a rotation leaves on disk if it stops after its first step: the new key in front.
+    replace_keys(tmp_path / KEY_FILE_NAME, [Key.new(), *old])
+    reopened = Store.open(tmp_path)
+    assert env_rules.current_values(reopened, "prj_api") == {"A": "value-of-a-123"}
+    assert reopened.rotate_secret_key() == 1
+    assert env_rules.current_values(reopened, "prj_api") == {"A": "value-of-a-123"}
+    assert len(read_keys(tmp_path / KEY_FILE_NAME)) == 1
+    reopened.close()
+
+
+def test_rotate_key_without_a_store_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["mcp", "rotate-key", "--data-dir", str(tmp_path / "none")]) == 1
+    assert capsys.readouterr().err == (
+        f"spky: There is no token store in {tmp_path / 'none'}; pass the --data-dir that "
+        "`spky mcp token` and `spky mcp serve` use.\n"
+    )
+    assert not (tmp_path / "none").exists()
+
+
+# --- a store written in clear by an earlier version -------------------------------------------
+
+
+def _earlier_store(directory: Path) -> None:
+    """The store an earlier version left: every schema step before secrets were sealed, and
+    env values and vault material in clear (one of them deleted, its bytes left behind)."""
+    directory.mkdir(mode=0o700)
+    with closing(sqlite3.connect(directory / DB_NAME, isolation_level=None)) as db:
+        db.execute("PRAGMA journal_mode = WAL")
+        # As SQLite builds without SQLITE_SECURE_DELETE leave them: deleted bytes stay.
+        db.execute("PRAGMA secure_delete = OFF")
+        db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL)")
+        for version, step in _MIGRATIONS:
+            if isinstance(step, str) and version < 70:
+                db.executescript(step)
+                db.execute("INSERT INTO schema_migrations VALUES (?, 0)", (version,))
+        db.execute("INSERT INTO tenants VALUES ('tnt_1', 'ada', 'personal', 'hobby', 0)")
+        db.execute("INSERT INTO projects VALUES ('prj_api', 'tnt_1', 'api', 'us-east', 0)")
+        for key, value in PLAINTEXTS.items():
+            db.execute("INSERT INTO env_vars VALUES ('prj_api', ?, ?, 0)", (key, value))
+        gone = "deleted-secret-777-" + "y" * 6000  # long enough for pages of its own
+        db.execute("INSERT INTO env_vars VALUES ('prj_api', 'GONE', ?, 0)", (gone,))
+        db.execute("DELETE FROM env_vars WHERE key = 'GONE'")
+        db.execute("INSERT INTO vaults VALUES ('prj_api', 'VGhlIGVhcmxpZXIgbWF0ZXJpYWw=', 0, 0)")
+
+
+def test_a_store_written_in_clear_is_encrypted_at_its_first_start(tmp_path: Path) -> None:
+    directory = tmp_path / "data"
+    _earlier_store(directory)
+    store = Store.open(directory)
+    assert env_rules.current_values(store, "prj_api") == PLAINTEXTS
+    row = store.one("SELECT key_material FROM vaults")
+    assert vault.stored_material(store, "prj_api", row[0]) == "VGhlIGVhcmxpZXIgbWF0ZXJpYWw="
+    assert all(isinstance(value, bytes) for value in raw_values(store))
+    assert {70, 71} <= store.applied()
+    store.close()
+    secrets = [*PLAINTEXTS.values(), "deleted-secret-777", "VGhlIGVhcmxpZXIgbWF0ZXJpYWw="]
+    assert [s for s in secrets if s.encode() in file_bytes(directory)] == []
+
+
+def test_a_store_encrypted_once_is_not_encrypted_again(tmp_path: Path) -> None:
+    directory = tmp_path / "data"
+    _earlier_store(directory)
+    Store.open(directory).close()
+    store = Store.open(directory)
+    before = raw_values(store)
+    store.close()
+    again = Store.open(directory)
+    assert raw_values(again) == before
+    assert env_rules.current_values(again, "prj_api") == PLAINTEXTS
+    again.close()
+
+
+# --- helpers for tests below the tools --------------------------------------------------------
+
+
+def _seed_project(store: Store) -> None:
+    with store.transaction() as db:
+        db.execute("INSERT INTO tenants VALUES ('tnt_1', 'ada', 'personal', 'hobby', 0)")
+        db.execute("INSERT INTO projects VALUES ('prj_api', 'tnt_1', 'api', 'us-east', 0)")
+
+
+def _cloud(store: Store) -> Cloud:
+    return Cloud(store, Accounts(store))
+
+
+def _project(store: Store) -> sqlite3.Row:
+    row = store.one("SELECT * FROM projects WHERE id = 'prj_api'")
+    assert row is not None
+    return row
+
+
+def test_the_key_file_is_never_overwritten_by_a_new_start(tmp_path: Path) -> None:
+    Store.open(tmp_path).close()
+    before = (tmp_path / KEY_FILE_NAME).read_bytes()
+    Store.open(tmp_path).close()
+    assert (tmp_path / KEY_FILE_NAME).read_bytes() == before
+    assert os.stat(tmp_path / KEY_FILE_NAME).st_nlink == 1
