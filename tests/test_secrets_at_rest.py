@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from sp00ky_mcp.accounts import Accounts
-from sp00ky_mcp.cli import main
+from sp00ky_mcp.cli import CliError, build_server, main
 from sp00ky_mcp.cloud import env as env_rules
 from sp00ky_mcp.cloud import vault
 from sp00ky_mcp.cloud.base import Cloud
+from sp00ky_mcp.config import ServerConfig
 from sp00ky_mcp.secretbox import (
     KEY_FILE_NAME,
     UNREADABLE,
@@ -81,9 +82,9 @@ async def test_a_secret_value_is_stored_encrypted_and_listed_as_it_was_given(
     assert await listing(env, token) == PLAINTEXTS
     masked = env.token(env.user(), "mcp:full", name="masked")
     assert set((await listing(env, masked)).values()) == {REDACTED}
-    stored = raw_values(env.store)
-    assert all(isinstance(value, bytes) for value in stored)
-    assert not any(p.encode() in value for p in PLAINTEXTS.values() for value in stored)  # type: ignore[operator]
+    stored = [value for value in raw_values(env.store) if isinstance(value, bytes)]
+    assert len(stored) == len(PLAINTEXTS)
+    assert [p for p in PLAINTEXTS.values() for value in stored if p.encode() in value] == []
 
 
 async def test_one_value_stored_twice_is_encrypted_differently_each_time(
@@ -126,6 +127,7 @@ async def test_a_value_copied_to_another_row_does_not_decrypt(env: ProductEnv) -
         )
     assert await env.error_text(token, "list_env_vars", {"project": "api"}) == UNREADABLE
     row = env.store.one("SELECT value FROM env_vars WHERE key = 'B'")
+    assert row is not None
     with pytest.raises(SecretUnreadable):
         env_rules.opened(env.store, project_id, "B", row["value"])
     assert env_rules.opened(env.store, project_id, "A", row["value"]) == "value-of-a-123"
@@ -300,6 +302,7 @@ async def test_rotate_key_keeps_every_value_and_the_old_key_no_longer_decrypts(
     assert mode(tmp_path / KEY_FILE_NAME) == 0o600
     assert await listing(env, token) == PLAINTEXTS
     row = env.store.one("SELECT key_material FROM vaults")
+    assert row is not None
     assert vault.stored_material(env.store, project_id, row[0]) == material
     with pytest.raises(SecretUnreadable):
         old.open(vault.MATERIAL, (project_id,), row[0])
@@ -381,6 +384,7 @@ def test_a_store_written_in_clear_is_encrypted_at_its_first_start(tmp_path: Path
     store = Store.open(directory)
     assert env_rules.current_values(store, "prj_api") == PLAINTEXTS
     row = store.one("SELECT key_material FROM vaults")
+    assert row is not None
     assert vault.stored_material(store, "prj_api", row[0]) == "VGhlIGVhcmxpZXIgbWF0ZXJpYWw="
     assert all(isinstance(value, bytes) for value in raw_values(store))
     assert {70, 71} <= store.applied()
@@ -427,3 +431,39 @@ def test_the_key_file_is_never_overwritten_by_a_new_start(tmp_path: Path) -> Non
     Store.open(tmp_path).close()
     assert (tmp_path / KEY_FILE_NAME).read_bytes() == before
     assert os.stat(tmp_path / KEY_FILE_NAME).st_nlink == 1
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def test_the_cli_keeps_the_key_where_secret_key_file_says(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, key_file = tmp_path / "data", tmp_path / "prod.key"
+    minted = ["mcp", "token", "--data-dir", str(data), "--secret-key-file", str(key_file)]
+    assert main([*minted, "--yes", "--json"]) == 0
+    assert mode(key_file) == 0o600
+    assert not (data / KEY_FILE_NAME).exists()
+    key_file.chmod(0o640)
+    capsys.readouterr()
+    listed = ["mcp", "tokens", "--data-dir", str(data), "--secret-key-file", str(key_file)]
+    assert main(listed) == 1
+    assert capsys.readouterr().err == (
+        f"spky: The secret key file {key_file} can be read by other users (mode 0640); "
+        f"run `chmod 600 {key_file}`.\n"
+    )
+
+
+def test_serve_refuses_a_key_file_other_users_can_read_before_it_listens(
+    tmp_path: Path,
+) -> None:
+    key_file = tmp_path / "prod.key"
+    create_keys(key_file, [Key.new()])
+    key_file.chmod(0o604)
+    config = ServerConfig(port=0, data_dir=str(tmp_path / "data"))
+    with pytest.raises(CliError) as refused:
+        build_server(config, None, str(key_file))
+    assert str(refused.value) == (
+        f"The secret key file {key_file} can be read by other users (mode 0604); "
+        f"run `chmod 600 {key_file}`."
+    )
