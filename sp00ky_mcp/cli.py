@@ -37,7 +37,7 @@ import orjson
 from . import editors, scopes, tokens
 from .accounts import DEFAULT_TOKEN_DAYS, AccountError, Accounts, TokenRecord, User, default_email
 from .config import Limits, ServerConfig
-from .server import McpServer
+from .server import McpServer, anonymous
 from .store import DB_NAME, Store, StoreError, default_data_dir
 from .transport import LOOPBACK_HOSTS
 
@@ -788,7 +788,7 @@ def build_server(
             )
         from .fixtures import conformance_catalogue
 
-        return McpServer(config, conformance_catalogue()), lambda _: []
+        return McpServer(config, conformance_catalogue(), authenticate=anonymous()), lambda _: []
     from .product import build_product, connect_notes
 
     try:

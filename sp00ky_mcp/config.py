@@ -29,6 +29,9 @@ class Limits:
     # Lingering close (RFC 9112 section 9.6): after refusing a request, how long to read and
     # discard what the client still sends before closing outright.
     linger_timeout: float = 2.0
+    # A client that reads nothing of a response (or an SSE stream) for this long while the
+    # server has bytes waiting for it is cut off.
+    send_timeout: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)

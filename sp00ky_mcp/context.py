@@ -50,7 +50,9 @@ class Principal:
     can_reveal: bool = False
 
 
-ANONYMOUS = Principal(token_id=None, user_id=None, scopes=None, can_reveal=True)
+# No authentication: every tool is visible, and secret values stay masked (a program that wants
+# them revealed to anonymous callers says so: `server.anonymous(reveal_secrets=True)`).
+ANONYMOUS = Principal(token_id=None, user_id=None, scopes=None, can_reveal=False)
 
 
 @dataclass(slots=True)

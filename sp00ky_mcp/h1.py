@@ -189,12 +189,18 @@ class H1Core:
     # --- input -----------------------------------------------------------------------------
 
     def receive(self, data: bytes) -> list[Item]:
-        """What these bytes complete.  An empty `data` is the client's end of input."""
+        """What these bytes complete."""
+        if self.refusing or self.ended or not data:
+            return []
+        self.received += len(data)
+        self.h11.receive_data(data)
+        return self._parse()
+
+    def receive_eof(self) -> list[Item]:
+        """The client has closed its side: what that completes or cuts short."""
         if self.refusing or self.ended:
             return []
-        if data:
-            self.received += len(data)
-        self.h11.receive_data(data)
+        self.h11.receive_data(b"")
         return self._parse()
 
     def refuse(self, status: int, reason: str) -> Rejection:

@@ -136,11 +136,11 @@ class Connection(asyncio.Protocol):
         if self.lingering:
             self._discard(len(data))
             return
-        self._guarded(self._receive, data)
-
-    def _receive(self, data: bytes) -> None:
-        self._take(self.core.receive(data))
-        self._await_rest()
+        try:
+            self._take(self.core.receive(data))
+            self._await_rest()
+        except Exception:
+            self._parsing_failed()
 
     def _take(self, items: list[Item]) -> None:
         for item in items:
@@ -173,8 +173,13 @@ class Connection(asyncio.Protocol):
         if self.current is not None:
             self.current.mark_gone()
             self._cancel_stream()
+            # What is still unsent has no reader; a close would wait to flush it for ever.
+            self._abandon()
             return False
-        self._guarded(self._take, self.core.receive(b""))
+        try:
+            self._take(self.core.receive_eof())
+        except Exception:
+            self._parsing_failed()
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -197,15 +202,11 @@ class Connection(asyncio.Protocol):
         self.writing_paused = False
         _resolve(self._drained)
 
-    def _guarded(self, step: Callable[[Any], None], arg: Any) -> None:
+    def _parsing_failed(self) -> None:
         """A protocol callback that fails unexpectedly refuses the request with 500 rather than
-        leaving the failure to the event loop's handler."""
-        try:
-            step(arg)
-        except Exception:
-            self._log_failure()
-            self._disarm()
-            self._queue(self.core.refuse(500, "Internal server error."))
+        leaving the failure to the event loop's handler, which would only drop the socket."""
+        self._log_failure()
+        self._queue(self.core.refuse(500, "Internal server error."))
 
     def _queue(self, item: HttpRequest | Rejection | None) -> None:
         if isinstance(item, HttpRequest):
@@ -275,7 +276,7 @@ class Connection(asyncio.Protocol):
             self._log_failure()
             self._answer_internal_error()
         finally:
-            self._finish()
+            self._close()
 
     def _log_failure(self) -> None:
         log.exception(
@@ -283,12 +284,13 @@ class Connection(asyncio.Protocol):
         )
 
     def _answer_internal_error(self) -> None:
-        if self.gone or not self.core.may_respond or self.streaming:
-            return
+        """500 where no byte of a response has gone out yet; else the client learns of the
+        failure from the connection closing mid-response."""
         try:
-            self._send(self.core.whole(INTERNAL))
-        except Unsendable:
-            return
+            if not (self.gone or self.streaming) and self.core.may_respond:
+                self._send(self.core.whole(INTERNAL))
+        except Exception:
+            self._abandon()
 
     async def _serve_requests(self) -> None:
         while True:
@@ -430,10 +432,15 @@ class Connection(asyncio.Protocol):
             self.transport.write(data)
 
     async def _drain(self) -> None:
+        """Waits while the client reads what was written; one that reads nothing for
+        `send_timeout` is cut off, so that it holds no slot, task or buffer for ever."""
         if self.writing_paused and not self.gone:
-            self._drained = asyncio.get_running_loop().create_future()
+            self._drained = self.loop.create_future()
             try:
-                await self._drained
+                with anyio.move_on_after(self.limits.send_timeout) as waiting:
+                    await self._drained
+                if waiting.cancelled_caught:
+                    self._abandon()
             finally:
                 self._drained = None
 
@@ -449,6 +456,18 @@ class Connection(asyncio.Protocol):
         self.reading_paused = not on
 
     # --- closing ---------------------------------------------------------------------------
+
+    def _close(self) -> None:
+        try:
+            self._finish()
+        except Exception:
+            log.exception("closing connection request %s failed; aborting it", self.request_id)
+            self._abandon()
+
+    def _abandon(self) -> None:
+        self._disarm()
+        if self.transport is not None:
+            self.transport.abort()
 
     def _finish(self) -> None:
         self._disarm()

@@ -7,13 +7,16 @@
         ...
         server.shutdown()        # stop accepting, finish in-flight requests, end SSE streams
 
-The CLI is one user of this API, the test-suite another.
+`authenticate` is required: a server that lets everyone in is a choice made by name
+(`authenticate=anonymous()`), never a default.  The CLI is one user of this API, the
+test-suite another.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 import anyio
 import anyio.abc
@@ -28,9 +31,18 @@ from .service import Authenticator, McpService
 log = logging.getLogger("sp00ky_mcp")
 
 
-def allow_anonymous(request: HttpRequest) -> Principal:
-    """No authentication: only for the loopback conformance profile and tests."""
-    return ANONYMOUS
+def anonymous(*, reveal_secrets: bool = False) -> Authenticator:
+    """No authentication, as an explicit choice (the loopback conformance profile, tests):
+    every caller sees every tool.  Secret values stay masked unless `reveal_secrets`."""
+    principal = replace(ANONYMOUS, can_reveal=True) if reveal_secrets else ANONYMOUS
+
+    def authenticate(request: HttpRequest) -> Principal:
+        return principal
+
+    return authenticate
+
+
+allow_anonymous = anonymous()
 
 
 class McpServer:
@@ -38,7 +50,8 @@ class McpServer:
         self,
         config: ServerConfig,
         catalogue: Catalogue | None = None,
-        authenticate: Authenticator = allow_anonymous,
+        *,
+        authenticate: Authenticator,
         instructions: Callable[[CallContext], str | None] | None = None,
         scope_hint: Callable[[str], str] | None = None,
         observer: ToolObserver | None = None,
@@ -79,7 +92,12 @@ class McpServer:
         interval = min(60.0, self.config.limits.session_idle_ttl / 4)
         while True:
             await anyio.sleep(interval)
-            self.service.sweep()
+            try:
+                self.service.sweep()
+            except Exception:
+                # A session's release that fails must not stop the server; the next sweep
+                # tries again.
+                log.exception("sweeping idle sessions failed")
 
     def shutdown(self) -> None:
         self.service.begin_shutdown()

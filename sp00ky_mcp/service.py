@@ -412,7 +412,8 @@ class McpService:
     async def _answer_coded(
         self, message: jsonrpc.Request, ctx: CallContext
     ) -> tuple[bytes, int | None]:
-        """The boundary: a request always ends in exactly one JSON-RPC response."""
+        """The boundary: a request always ends in exactly one JSON-RPC response, also when
+        its result cannot be encoded."""
         try:
             result = await self.engine.call(message.method, message.params, ctx)
         except JsonRpcError as exc:
@@ -423,17 +424,17 @@ class McpService:
         except Exception:
             log.exception("unhandled error in %s", message.method)
             return jsonrpc.encode_error(message.id, INTERNAL), INTERNAL_ERROR
-        return self._encode_result(message, result, ctx)
+        try:
+            return self._encode_result(message, result, ctx), None
+        except Exception:
+            log.exception("unencodable result from %s", message.method)
+            return jsonrpc.encode_error(message.id, INTERNAL), INTERNAL_ERROR
 
     def _encode_result(
         self, message: jsonrpc.Request, result: dict[str, Any], ctx: CallContext
-    ) -> tuple[bytes, int | None]:
-        try:
-            body = {"jsonrpc": "2.0", "id": message.id, "result": result}
-            return orjson.dumps(body, default=self.engine.encode_default(ctx)), None
-        except TypeError:
-            log.exception("unencodable result from %s", message.method)
-            return jsonrpc.encode_error(message.id, INTERNAL), INTERNAL_ERROR
+    ) -> bytes:
+        body = {"jsonrpc": "2.0", "id": message.id, "result": result}
+        return orjson.dumps(body, default=self.engine.encode_default(ctx))
 
     async def _sse_body(
         self, stream: EventStream, after: int, prime: bool, with_ids: bool = True

@@ -14,7 +14,7 @@ import pytest
 
 from sp00ky_mcp.config import Limits, ServerConfig
 from sp00ky_mcp.fixtures import conformance_catalogue
-from sp00ky_mcp.server import McpServer
+from sp00ky_mcp.server import McpServer, anonymous
 
 from .product_support import ProductEnv, build_product, product_store
 
@@ -26,7 +26,8 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def conformance_server() -> AsyncIterator[McpServer]:
-    server = McpServer(ServerConfig(port=0, profile="conformance"), conformance_catalogue())
+    config = ServerConfig(port=0, profile="conformance")
+    server = McpServer(config, conformance_catalogue(), authenticate=anonymous())
     async with anyio.create_task_group() as tasks:
         await tasks.start(server.serve)
         yield server

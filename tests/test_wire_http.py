@@ -11,7 +11,7 @@ import pytest
 
 from sp00ky_mcp.config import Limits, ServerConfig
 from sp00ky_mcp.http import HttpRequest, HttpResponse, HttpServer
-from sp00ky_mcp.server import McpServer
+from sp00ky_mcp.server import McpServer, allow_anonymous
 from tests.wire import (
     ENDPOINT,
     LATEST,
@@ -356,7 +356,7 @@ async def test_a_method_other_than_get_post_or_delete_gets_405_with_allow(
 
 async def test_shutdown_lets_a_request_in_flight_finish_and_then_the_server_returns() -> None:
     gate = Gate()
-    server = McpServer(ServerConfig(port=0), gate.catalogue())
+    server = McpServer(ServerConfig(port=0), gate.catalogue(), authenticate=allow_anonymous)
     stopped = anyio.Event()
 
     async def serve(*, task_status: anyio.abc.TaskStatus[None]) -> None:
