@@ -13,6 +13,9 @@ class Limits:
     body_timeout: float = 30.0
     idle_timeout: float = 75.0
     max_connections: int = 1024
+    # One peer address may hold this many connections (0: no bound).  Behind a proxy every
+    # connection comes from the proxy's address: raise it, or set 0 and bound at the proxy.
+    max_connections_per_peer: int = 256
     shutdown_grace: float = 10.0
     sse_replay_events: int = 256
     sse_keepalive: float = 15.0

@@ -51,6 +51,9 @@ class HttpRequest:
     headers: dict[str, str]
     body: bytes = b""
     gone: bool = False
+    # Set by the application once it knows who is asking: the connection may then idle for
+    # the longer `idle_timeout` between requests.
+    authenticated: bool = False
     channel: ResponseChannel | None = field(default=None, repr=False)
     _on_gone: list[Callable[[], None]] | None = field(default=None, repr=False)
 

@@ -63,6 +63,26 @@ class Lifecycle:
     def __init__(self) -> None:
         self.closing = False
         self.connections: set[Connection] = set()
+        self.per_peer: dict[str, int] = {}
+
+    def admit(self, peer: str, limits: Limits) -> bool:
+        """Room for one more connection, overall and from this peer address."""
+        if len(self.connections) >= limits.max_connections:
+            return False
+        bound = limits.max_connections_per_peer
+        return not bound or self.per_peer.get(peer, 0) < bound
+
+    def join(self, connection: Connection) -> None:
+        self.connections.add(connection)
+        self.per_peer[connection.peer] = self.per_peer.get(connection.peer, 0) + 1
+
+    def leave(self, connection: Connection) -> None:
+        if connection not in self.connections:
+            return
+        self.connections.discard(connection)
+        remaining = self.per_peer.pop(connection.peer) - 1
+        if remaining:
+            self.per_peer[connection.peer] = remaining
 
     def begin_shutdown(self) -> None:
         self.closing = True
@@ -86,6 +106,7 @@ class Connection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.core = H1Core(server.limits)
         self.number = next(server.numbers)
+        self.peer = ""
         self.requests = 0
         self.transport: asyncio.Transport | None = None
         self.ready: deque[HttpRequest | Rejection | None] = deque()
@@ -101,8 +122,10 @@ class Connection(asyncio.Protocol):
         self._drained: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.deadline: float | None = None
+        # Until a request has been authenticated, a connection that idles is cut as soon as
+        # one that is slow to send its headers.
         self._timeouts = {
-            Phase.IDLE: server.limits.idle_timeout,
+            Phase.IDLE: min(server.limits.idle_timeout, server.limits.header_timeout),
             Phase.HEADERS: server.limits.header_timeout,
             Phase.BODY: server.limits.body_timeout,
         }
@@ -124,11 +147,12 @@ class Connection(asyncio.Protocol):
         # A stream transport, though not always a subclass of asyncio.Transport (uvloop's).
         stream = self.transport = cast(asyncio.Transport, transport)
         self.server.transports.add(stream)
-        if len(self.server.lifecycle.connections) >= self.limits.max_connections:
+        self.peer = _address(stream)
+        if not self.server.lifecycle.admit(self.peer, self.limits):
             self._send(BUSY)
             self._linger()
             return
-        self.server.lifecycle.connections.add(self)
+        self.server.lifecycle.join(self)
         self._enter(Phase.IDLE)
         self.server.start_worker(self.worker)
 
@@ -187,7 +211,7 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.server.transports.discard(self.transport)
         self._disarm()
-        self.server.lifecycle.connections.discard(self)
+        self.server.lifecycle.leave(self)
         if self.current is not None:
             self.current.mark_gone()
         self._cancel_stream()
@@ -335,6 +359,8 @@ class Connection(asyncio.Protocol):
         self.streaming = False
         try:
             response = await self._call_handler(request)
+            if request.authenticated:
+                self._timeouts[Phase.IDLE] = self.limits.idle_timeout
             if self.streaming:
                 self.finish()
             else:
@@ -502,6 +528,11 @@ class Connection(asyncio.Protocol):
         self.lingered += size
         if self.lingered >= LINGER_BYTES and self.transport is not None:
             self.transport.close()
+
+
+def _address(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
 
 
 def _resolve(future: asyncio.Future[None] | None) -> None:

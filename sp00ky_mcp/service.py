@@ -65,7 +65,9 @@ LISTEN = "subscriptions/listen"
 # A batched request refused by the token's rate limit (or its authentication): JSON-RPC 2.0
 # section 5.1 leaves -32000 to -32099 to the implementation for server errors.
 REFUSED = -32000
-MAX_LISTENS_PER_TOKEN = 16
+# Long-lived streams (GET streams, resumptions, subscriptions/listen) each hold a connection;
+# one token may hold this many at once, so that it cannot take every connection slot.
+MAX_STREAMS_PER_TOKEN = 16
 
 
 def json_response(status: int, body: bytes, extra: list[Header] | None = None) -> HttpResponse:
@@ -110,7 +112,7 @@ class McpService:
         self.origins = frozenset(o.rstrip("/") for o in config.allowed_origins)
         self.signer = RequestStateSigner()
         self.calls_in_flight: dict[str, int] = {}
-        self.listening: dict[str, int] = {}
+        self.streaming: dict[str, int] = {}
         offered = {"toolsListChanged", "promptsListChanged", "resourcesListChanged"}
         if engine.catalogue.has_resources:
             offered.add("resourceSubscriptions")
@@ -146,6 +148,7 @@ class McpService:
         _raise(transport.check_host(request.header("host"), self.hosts))
         _raise(transport.check_origin(request.header("origin"), self.hosts, self.origins))
         principal = self._authenticate(request)
+        request.authenticated = True
         if request.method == "POST":
             return await self._post(request, principal)
         if request.method == "GET":
@@ -452,9 +455,10 @@ class McpService:
         _raise(transport.check_get_headers(request.header("accept")))
         session = self._session(request, principal)
         runtime: SessionRuntime = session.runtime
+        key = self._stream_owner(principal)
         last = request.header("last-event-id")
         if last is not None:
-            return self._resume(runtime, last)
+            return self._held(key, self._resume(runtime, last))
         stream = runtime.open_standalone()
         if stream is None:
             raise HttpError(
@@ -463,7 +467,7 @@ class McpService:
                 rpc_code=INVALID_REQUEST,
             )
         prime = has_priming_events(session.protocol_version)
-        return sse_response(self._standalone_body(runtime, stream, prime))
+        return self._held(key, sse_response(self._standalone_body(runtime, stream, prime)))
 
     async def _standalone_body(
         self, runtime: SessionRuntime, stream: EventStream, prime: bool
@@ -477,7 +481,7 @@ class McpService:
         finally:
             runtime.standalone_listeners -= 1
 
-    def _resume(self, runtime: SessionRuntime, last_event_id: str) -> Response:
+    def _resume(self, runtime: SessionRuntime, last_event_id: str) -> StreamingResponse:
         """Replay only the stream the event id belongs to (transports, "Resumability")."""
         parsed = split_event_id(last_event_id)
         stream = runtime.streams.get(parsed[0]) if parsed else None
@@ -589,34 +593,74 @@ class McpService:
                 session.runtime.publish_unrelated(jsonrpc.encode_notification(method, params))
 
     def _listen(self, message: jsonrpc.Request, principal: Principal) -> Response:
-        """At most MAX_LISTENS_PER_TOKEN listen streams of one token are open at once: each
-        holds a connection, and the next is refused (as a concurrent call is) with 429."""
-        key = principal.token_id or ""
-        if self.listening.get(key, 0) >= MAX_LISTENS_PER_TOKEN:
-            raise HttpError(
-                429,
-                f"This token already has {MAX_LISTENS_PER_TOKEN} open subscriptions/listen "
-                "streams; close one before opening another.",
-                (("retry-after", "1"),),
-            )
+        key = self._stream_owner(principal)
         listener = self.listeners.open(message)
         if isinstance(listener, JsonRpcError):
             return json_response(200, jsonrpc.encode_error(message.id, listener))
-        self.listening[key] = self.listening.get(key, 0) + 1
-        return sse_response(self._listen_body(listener, key))
+        return self._held(key, sse_response(self._listen_body(listener)))
 
-    async def _listen_body(self, listener: Listener, key: str) -> AsyncIterator[bytes]:
+    async def _listen_body(self, listener: Listener) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._sse_body(listener.stream, 0, prime=False, with_ids=False):
                 yield chunk
         finally:
             self.listeners.close(listener)
-            self._release_listen(key)
 
-    def _release_listen(self, key: str) -> None:
-        remaining = self.listening.pop(key) - 1
+    # --- long-lived streams, counted per token ----------------------------------------------
+
+    def _stream_owner(self, principal: Principal) -> str:
+        """The token's key, once it is known to have room for one more long-lived stream;
+        the next is refused (as a concurrent call is) with 429."""
+        key = principal.token_id or ""
+        if self.streaming.get(key, 0) >= MAX_STREAMS_PER_TOKEN:
+            raise HttpError(
+                429,
+                f"This token already has {MAX_STREAMS_PER_TOKEN} open streams (GET and "
+                "subscriptions/listen); close one before opening another.",
+                (("retry-after", "1"),),
+            )
+        return key
+
+    def _held(self, key: str, response: StreamingResponse) -> StreamingResponse:
+        """Counts the stream against its token until it ends, however it ends."""
+        self.streaming[key] = self.streaming.get(key, 0) + 1
+        response.chunks = Counted(response.chunks, lambda: self._release_stream(key))
+        return response
+
+    def _release_stream(self, key: str) -> None:
+        remaining = self.streaming.pop(key) - 1
         if remaining:
-            self.listening[key] = remaining
+            self.streaming[key] = remaining
+
+
+class Counted:
+    """A response body that calls `release` once when it ends: run out, closed, or closed
+    before it began (where an async generator's own `finally` would never run)."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], release: Callable[[], None]) -> None:
+        self.chunks = chunks
+        self._release: Callable[[], None] | None = release
+
+    def __aiter__(self) -> Counted:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await anext(self.chunks)
+        except StopAsyncIteration:
+            self._end()
+            raise
+
+    async def aclose(self) -> None:
+        self._end()
+        close = getattr(self.chunks, "aclose", None)
+        if close is not None:
+            await close()
+
+    def _end(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
 
 
 LIST_CHANGED_FLAGS = {

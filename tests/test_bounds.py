@@ -28,7 +28,7 @@ from sp00ky_mcp.fixtures import NAME_SCHEMA, elicit_request
 from sp00ky_mcp.product import build_product
 from sp00ky_mcp.protocol import MAX_CLIENT_DESCRIPTION_BYTES, MAX_INPUT_ROUNDS, MAX_SUBSCRIPTIONS
 from sp00ky_mcp.server import McpServer
-from sp00ky_mcp.service import MAX_LISTENS_PER_TOKEN
+from sp00ky_mcp.service import MAX_STREAMS_PER_TOKEN
 from sp00ky_mcp.store import Store
 from sp00ky_mcp.tools import base
 
@@ -473,7 +473,7 @@ async def open_listen(server: McpServer, stack: AsyncExitStack, token: str, i: i
 
 async def test_a_token_holds_a_bounded_number_of_listen_streams_and_others_still_listen() -> None:
     async with running(authenticate=bearer_auth) as server, AsyncExitStack() as stack:
-        for i in range(MAX_LISTENS_PER_TOKEN):
+        for i in range(MAX_STREAMS_PER_TOKEN):
             await open_listen(server, stack, "ada", i)
         refused = await exchange(
             server, "POST", listen_headers("ada"), listen(99, toolsListChanged=True)
@@ -481,8 +481,8 @@ async def test_a_token_holds_a_bounded_number_of_listen_streams_and_others_still
         await open_listen(server, stack, "bob", 0)
     assert (refused.status, refused.head.get("retry-after")) == (429, "1")
     assert refused.body.decode() == (
-        f"This token already has {MAX_LISTENS_PER_TOKEN} open subscriptions/listen streams; "
-        "close one before opening another.\n"
+        f"This token already has {MAX_STREAMS_PER_TOKEN} open streams (GET and "
+        "subscriptions/listen); close one before opening another.\n"
     )
 
 
