@@ -70,16 +70,19 @@ async def test_one_peer_address_holds_at_most_its_share_of_connections() -> None
 
 async def test_a_connection_that_never_authenticates_is_cut_as_soon_as_a_slow_header() -> None:
     limits = Limits(header_timeout=0.2, idle_timeout=600.0)
-    async with running(limits, authenticate=bearer_auth) as server:
-        async with connect(server) as known, connect(server) as silent:
-            assert await listed(known) == 200
-            async with connect(server) as refused:
-                headers = modern_headers("tools/list")
-                await refused.request("POST", ENDPOINT, headers, LIST)
-                unauthorized = (await refused.final()).status
-                silent_closed = await silent.closed()
-                refused_closed = await refused.closed()
-            still_served = await listed(known)
+    async with (
+        running(limits, authenticate=bearer_auth) as server,
+        connect(server) as known,
+        connect(server) as silent,
+    ):
+        assert await listed(known) == 200
+        async with connect(server) as refused:
+            headers = modern_headers("tools/list")
+            await refused.request("POST", ENDPOINT, headers, LIST)
+            unauthorized = (await refused.final()).status
+            silent_closed = await silent.closed()
+            refused_closed = await refused.closed()
+        still_served = await listed(known)
     assert (unauthorized, silent_closed, refused_closed) == (401, True, True)
     assert still_served == 200
 
