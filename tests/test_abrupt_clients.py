@@ -415,3 +415,39 @@ async def test_a_fault_in_any_step_of_the_request_path_ends_only_that_request(
     assert after == baseline
     logged = server_errors(caplog)
     assert len(logged) == 1 and "secret" not in logged[0]
+
+
+DOORS = {
+    "a stray newline": b"\n",
+    "a garbage request line": b"GARBAGE / NOTHTTP\r\n\r\n",
+    "a body over the size limit": (
+        b"POST /v1/mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n"
+    ),
+    "an oversized header block": b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: "
+    + b"a" * 20000
+    + b"\r\n\r\n",
+    "a bad chunk size": (
+        b"POST /v1/mcp HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+    ),
+    "Connection: close then more bytes": (
+        b"GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("how", ["FIN", "RST"])
+@pytest.mark.parametrize("door", DOORS)
+async def test_a_refused_request_whose_client_leaves_at_once_never_stops_the_server(
+    door: str, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running() as server:
+        era = await begin(server, "stateless")
+        before = await served_others(server, era)
+        for _ in range(50):
+            async with connect(server) as wire:
+                await wire.send(DOORS[door])
+                await leave(wire, how)
+        connections = await settled(lambda: server.http.open_connections, 0)
+        listed = await served_others(server, era)
+    assert (connections, listed) == (0, before)
+    assert server_errors(caplog) == []
