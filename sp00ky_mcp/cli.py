@@ -128,6 +128,12 @@ def positive_count(text: str) -> int:
     return int(text)
 
 
+def count(text: str) -> int:
+    if not text.strip().isascii() or not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number (0 or more).")
+    return int(text)
+
+
 def version() -> str:
     try:
         return importlib.metadata.version("sp00ky-mcp")
@@ -203,6 +209,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HOST",
         help="a Host header value to accept (repeatable)",
     )
+    add_serving_arguments(parser)
+
+
+def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
+    """What is served, on which loop, and how much one token or one address may ask for."""
     parser.add_argument(
         "--profile",
         choices=("product", "conformance"),
@@ -231,6 +242,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULTS.rate_burst,
         metavar="N",
         help=f"requests a token may make at once (default {DEFAULTS.rate_burst})",
+    )
+    parser.add_argument(
+        "--max-connections-per-peer",
+        type=count,
+        default=DEFAULTS.max_connections_per_peer,
+        metavar="N",
+        help="connections one client address may hold (default "
+        f"{DEFAULTS.max_connections_per_peer}; 0: no bound, e.g. behind a proxy)",
     )
     parser.add_argument(
         "--user",
@@ -769,7 +788,11 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         profile=args.profile,
         log_level=args.log_level,
         data_dir=args.data_dir or os.environ.get("SP00KY_MCP_DATA_DIR"),
-        limits=Limits(rate_per_minute=args.rate_per_minute, rate_burst=args.rate_burst),
+        limits=Limits(
+            rate_per_minute=args.rate_per_minute,
+            rate_burst=args.rate_burst,
+            max_connections_per_peer=args.max_connections_per_peer,
+        ),
     )
 
 

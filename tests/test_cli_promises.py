@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from sp00ky_mcp import tokens
-from sp00ky_mcp.cli import main
+from sp00ky_mcp.cli import build_parser, config_from, main
 
 from .faults_support import PROCESS_BOUND, Served, serve_argv
 from .test_cli import PYTHON_M, TOKEN, URL, USER, fake_claude, listed, mint, spky
@@ -171,6 +171,7 @@ def test_behind_a_proxy_the_first_run_notes_give_the_public_url(tmp_path: Path, 
         ("--rate-per-minute", "nan", "'nan' is not a number above 0."),
         ("--rate-burst", "0", "'0' is not a whole number above 0."),
         ("--host", "", "an address is needed, such as 127.0.0.1 or 0.0.0.0."),
+        ("--max-connections-per-peer", "-1", "'-1' is not a whole number (0 or more)."),
     ],
 )
 def test_serve_refuses_values_it_cannot_run_with(
@@ -751,3 +752,11 @@ def test_doctor_with_the_placeholder_token_diagnoses_it_without_a_traceback(
     assert out.splitlines()[0] == (
         "✗ The token holds characters no token has (such as …); copy the whole token again."
     )
+
+
+@pytest.mark.parametrize(("given", "bound"), [([], 256), (["--max-connections-per-peer=0"], 0)])
+def test_serve_takes_the_bound_on_connections_per_client_address(
+    given: list[str], bound: int
+) -> None:
+    args = build_parser().parse_args(["mcp", "serve", *given])
+    assert config_from(args).limits.max_connections_per_peer == bound
