@@ -52,8 +52,6 @@ UNREADABLE = (
     "A stored secret value could not be decrypted, so nothing was shown or changed; the "
     "server's operator has been told and must check its secret key file and database."
 )
-
-
 UNSEALABLE = (
     "A secret value could not be encrypted, so nothing was changed; the server's operator "
     "has been told and must check its secret key file."
@@ -112,7 +110,7 @@ class Key:
 
     @classmethod
     def new(cls) -> Key:
-        return cls(secrets.token_bytes(KEY_ID_BYTES), AESGCM.generate_key(bit_length=256))
+        return cls(secrets.token_bytes(KEY_ID_BYTES), AESGCM.generate_key(bit_length=KEY_BYTES * 8))
 
     def line(self) -> str:
         return f"{self.id.hex()} {base64.b64encode(self.secret).decode('ascii')}\n"
@@ -151,7 +149,9 @@ def parse_keys(path: Path, text: str) -> list[Key]:
 def read_keys(path: Path) -> list[Key]:
     """The keys in `path`, refused unless only its owner can read it."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        # A symlink is followed (mounted secrets are often links); the file it reaches is what
+        # is checked, through the open descriptor, so it cannot be swapped in between.
+        fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
         raise KeyFileError(
             f"Cannot read the secret key file {path}: {exc.strerror}; make it a regular "

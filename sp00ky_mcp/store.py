@@ -19,6 +19,7 @@ directory is private to its owner (0700) and the database files to theirs (0600)
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import sqlite3
@@ -512,17 +513,23 @@ def _make_private(path: Path, mode: int, what: str) -> None:
         return
     if not stat.S_IMODE(info.st_mode) & 0o077:
         return
+    wide = stat.S_IMODE(info.st_mode)
     if info.st_uid != os.getuid():
         log.warning(
             "The %s %s can be read by other users (mode %04o) and belongs to another user; "
             "have its owner run chmod %o on it.",
             what,
             path,
-            stat.S_IMODE(info.st_mode),
+            wide,
             mode,
         )
         return
-    os.chmod(path, mode)
+    try:
+        os.chmod(path, mode)
+    except OSError as exc:
+        # On a read-only mount nothing can be written there either: opening the store says so.
+        if exc.errno != errno.EROFS:
+            log.warning("Cannot make the %s %s private (mode %04o): %s.", what, path, wide, exc)
 
 
 def _write_keys(path: Path, keys: Sequence[Key]) -> None:
