@@ -208,6 +208,23 @@ def test_an_existing_data_directory_and_database_with_wider_modes_are_tightened(
     assert (mode(directory), mode(directory / DB_NAME)) == (0o700, 0o600)
 
 
+@pytest.mark.skipif(os.getuid() != 0, reason="giving a directory to another user needs root")
+def test_a_wider_data_directory_of_another_user_is_left_as_it_is_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "data"
+    directory.mkdir(mode=0o755)
+    directory.chmod(0o755)
+    os.chown(directory, 65534, -1)
+    with caplog.at_level(logging.WARNING, logger="sp00ky_mcp.store"):
+        Store.open(directory).close()
+    assert mode(directory) == 0o755
+    assert [r.getMessage() for r in caplog.records] == [
+        f"The data directory {directory} can be read by other users (mode 0755) and belongs "
+        "to another user; have its owner run chmod 700 on it."
+    ]
+
+
 def test_a_key_file_other_users_can_read_is_refused_at_start(tmp_path: Path) -> None:
     Store.open(tmp_path).close()
     key_file = tmp_path / KEY_FILE_NAME
