@@ -412,13 +412,16 @@ class Terminal:
         )
         os.close(slave)
         self.seen = ""
+        # How far `expect` has matched: each prompt is looked for after the one before.
+        self.matched = 0
 
     def expect(self, prompt: str) -> None:
         deadline = time.monotonic() + PROCESS_BOUND
-        while prompt not in self.seen:
+        while (found := self.seen.find(prompt, self.matched)) < 0:
             left = deadline - time.monotonic()
             assert left > 0, f"no prompt {prompt!r} in {self.seen!r}"
             assert self.read(left), f"no prompt {prompt!r} in {self.seen!r}"
+        self.matched = found + len(prompt)
 
     def read(self, bound: float) -> bool:
         """Reads what is there within `bound`; False once the process has closed its end."""
@@ -506,6 +509,7 @@ def test_a_wrong_editor_name_is_asked_again(terminal: Terminal, tmp_path: Path) 
     terminal.expect("Which editor? [claude/cursor/vscode] ")
     terminal.type("emacs\n")
     terminal.expect("'emacs' is not one of claude, cursor or vscode.")
+    terminal.expect("Which editor? [claude/cursor/vscode] ")
     terminal.type("cursor\n")
     assert terminal.finish() == (
         0,
