@@ -209,6 +209,13 @@ def _sync_directory(directory: Path) -> None:
 # --- the box -------------------------------------------------------------------------------
 
 
+# Opened values kept: this many, each of at most this many sealed bytes, about this many
+# bytes in all.
+OPENED_KEPT = 4096
+OPENED_LARGEST = 64 * 1024
+OPENED_BYTES = 8 * 1024 * 1024
+
+
 class SecretBox:
     """Seals and opens the store's secret values under the keys of one key file.  It follows
     the file: a rotation by another process is seen at this process's next write."""
@@ -218,6 +225,12 @@ class SecretBox:
         self._stamp = _stamp(path)
         # One attribute, replaced whole: a reader on another thread sees old keys or new.
         self._state = _state(keys)
+        # Values already opened, by their sealed bytes and where they live: the read caches
+        # are refilled after every write, and opening each value again costs more than the
+        # rest of the read.  A tampered or moved value is another key, so it is never served
+        # from here.  Emptied whole when full (thread-safe, and refilled by the next reads).
+        self._opened: dict[tuple[bytes, bytes], str] = {}
+        self._opened_bytes = 0
 
     @property
     def keys(self) -> list[Key]:
@@ -258,6 +271,19 @@ class SecretBox:
     def _open(self, aad: bytes, sealed: object) -> str:
         if not isinstance(sealed, bytes) or len(sealed) < OVERHEAD or sealed[:1] != FORMAT:
             raise ValueError("not a sealed value")
+        known = self._opened.get((aad, sealed))
+        if known is not None:
+            return known
+        plaintext = self._decrypt(aad, sealed)
+        if len(self._opened) >= OPENED_KEPT or self._opened_bytes >= OPENED_BYTES:
+            self._opened.clear()
+            self._opened_bytes = 0
+        if len(sealed) <= OPENED_LARGEST:
+            self._opened[aad, sealed] = plaintext
+            self._opened_bytes += 2 * len(sealed) + len(aad)
+        return plaintext
+
+    def _decrypt(self, aad: bytes, sealed: bytes) -> str:
         key_id = sealed[1 : 1 + KEY_ID_BYTES]
         nonce = sealed[1 + KEY_ID_BYTES : 1 + KEY_ID_BYTES + NONCE_BYTES]
         cipher = self._state[1].get(key_id)

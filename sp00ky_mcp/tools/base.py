@@ -213,7 +213,7 @@ class Call:
         """Readies what `mask` and `mask_all` need: built off the event loop when the secret
         values are new, so that no other connection waits for it."""
         if self._masks is None:
-            self._masks = await masks_for(self.secrets())
+            self._masks = await masks_for(self.tenant.id, self.secrets())
 
     def mask(self, text: str) -> str:
         """`text` with every secret value in it replaced by the redaction marker: one scan of
@@ -235,7 +235,8 @@ class Call:
         on the loop, which is correct but slow for large values."""
         if self._masks is None:
             values = self.secrets()
-            self._masks = _masks_kept.get(values) or (_build_masks(values) if values else NO_MASKS)
+            kept = _kept_masks(self.tenant.id, values)
+            self._masks = kept or (_build_masks(values) if values else NO_MASKS)
         return self._masks
 
 
@@ -272,25 +273,52 @@ class Masks:
 
 
 NO_MASKS = Masks(SecretMatcher(()), SecretMatcher(()))
-# Masks of this many sets of secret values are kept, the least recently used dropped first.
-MASKS_KEPT = 16
-_masks_kept: OrderedDict[tuple[str, ...], Masks] = OrderedDict()
+# The masks of this many tenants' secret values are kept (one set a tenant: the newest), at
+# most MASKS_KEPT_CHARACTERS of values in all; the least recently used are dropped first.
+MASKS_KEPT = 1024
+MASKS_KEPT_CHARACTERS = 16 * 1024 * 1024
+# A set of values this small is built on the event loop: quicker than a trip to a thread.
+BUILT_INLINE_CHARACTERS = 16 * 1024
+_masks_kept: OrderedDict[str, tuple[tuple[str, ...], Masks, int]] = OrderedDict()
+_masks_size = [0]
 
 
-async def masks_for(values: tuple[str, ...]) -> Masks:
-    """The masks of `values`, built once per set of values (a tenant's secrets change rarely)
-    and in a worker thread: their size is the tenant's to choose, and building them on the
-    event loop would hold up every other connection meanwhile."""
+def _kept_masks(tenant_id: str, values: tuple[str, ...]) -> Masks | None:
+    kept = _masks_kept.get(tenant_id)
+    if kept is None or kept[0] != values:
+        return None
+    _masks_kept.move_to_end(tenant_id)
+    return kept[1]
+
+
+async def masks_for(tenant_id: str, values: tuple[str, ...]) -> Masks:
+    """The masks of a tenant's `values`, built once per set of values (a tenant's secrets
+    change rarely), and for a large set in a worker thread: their size is the tenant's to
+    choose, and building them on the event loop would hold up every other connection."""
     if not values:
         return NO_MASKS
-    masks = _masks_kept.get(values)
-    if masks is None:
+    masks = _kept_masks(tenant_id, values)
+    if masks is not None:
+        return masks
+    size = sum(map(len, values))
+    if size <= BUILT_INLINE_CHARACTERS:
+        masks = _build_masks(values)
+    else:
         masks = await anyio.to_thread.run_sync(_build_masks, values)
-    _masks_kept[values] = masks
-    _masks_kept.move_to_end(values)
-    while len(_masks_kept) > MASKS_KEPT:
-        _masks_kept.popitem(last=False)
+    _keep_masks(tenant_id, values, masks, size)
     return masks
+
+
+def _keep_masks(tenant_id: str, values: tuple[str, ...], masks: Masks, size: int) -> None:
+    """Replaces the tenant's older masks; the oldest tenants' go past the bounds."""
+    replaced = _masks_kept.pop(tenant_id, None)
+    if replaced is not None:
+        _masks_size[0] -= replaced[2]
+    _masks_kept[tenant_id] = (values, masks, size)
+    _masks_size[0] += size
+    while len(_masks_kept) > MASKS_KEPT or _masks_size[0] > MASKS_KEPT_CHARACTERS:
+        _, (_, _, dropped) = _masks_kept.popitem(last=False)
+        _masks_size[0] -= dropped
 
 
 def _build_masks(values: tuple[str, ...]) -> Masks:
@@ -476,7 +504,7 @@ async def _run_once(call: Call, spec: Spec) -> dict[str, Any]:
         _release(call, spec, key)
         raise
     # Every secret of the tenant, whoever the caller: the record is kept for any retry.
-    masks = await masks_for(call.cloud.secret_values(call.tenant.id))
+    masks = await masks_for(call.tenant.id, call.cloud.secret_values(call.tenant.id))
     with call.cloud.store.transaction() as db:
         frozen = _frozen(masks, result)
         db.execute(
