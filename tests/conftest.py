@@ -56,6 +56,30 @@ def env(product: ProductEnv) -> ProductEnv:
     return product
 
 
+@pytest.fixture
+def cli_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No server URL, token or data directory comes from the environment of the test run."""
+    for name in ("SP00KY_MCP_URL", "SP00KY_MCP_TOKEN", "SP00KY_MCP_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> str:
+    return str(tmp_path / "data")
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty home directory and an empty working directory to install into."""
+    path = tmp_path / "home"
+    work = tmp_path / "work"
+    path.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(path))
+    monkeypatch.chdir(work)
+    return path
+
+
 @pytest.fixture(scope="module")
 def served_conformance_url() -> Iterator[str]:
     """`spky mcp serve --profile conformance` as a separate process, as users run it; the

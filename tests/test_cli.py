@@ -46,27 +46,7 @@ OLD_TOKEN = tokens.mint()
 ENV_TOKEN = tokens.mint()
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("SP00KY_MCP_URL", "SP00KY_MCP_TOKEN", "SP00KY_MCP_DATA_DIR"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> str:
-    return str(tmp_path / "data")
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty home directory and an empty working directory to install into."""
-    path = tmp_path / "home"
-    work = tmp_path / "work"
-    path.mkdir()
-    work.mkdir()
-    monkeypatch.setenv("HOME", str(path))
-    monkeypatch.chdir(work)
-    return path
+pytestmark = pytest.mark.usefixtures("cli_environment")
 
 
 def spky(capsys: pytest.CaptureFixture[str], *argv: str) -> Run:
