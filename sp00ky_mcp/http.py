@@ -47,6 +47,7 @@ from .h1 import (
     valid_fields,
     whole_headers,
 )
+from .tally import Tally
 
 log = logging.getLogger("sp00ky_mcp.http")
 
@@ -63,7 +64,7 @@ class Lifecycle:
     def __init__(self) -> None:
         self.closing = False
         self.connections: set[Connection] = set()
-        self.per_peer: dict[str, int] = {}
+        self.per_peer = Tally()
 
     def admit(self, peer: str, limits: Limits) -> bool:
         """Room for one more connection, overall and from this peer address."""
@@ -74,15 +75,13 @@ class Lifecycle:
 
     def join(self, connection: Connection) -> None:
         self.connections.add(connection)
-        self.per_peer[connection.peer] = self.per_peer.get(connection.peer, 0) + 1
+        self.per_peer.add(connection.peer)
 
     def leave(self, connection: Connection) -> None:
         if connection not in self.connections:
             return
         self.connections.discard(connection)
-        remaining = self.per_peer.pop(connection.peer) - 1
-        if remaining:
-            self.per_peer[connection.peer] = remaining
+        self.per_peer.remove(connection.peer)
 
     def begin_shutdown(self) -> None:
         self.closing = True

@@ -43,6 +43,7 @@ from .protocol import Engine, client_description_problem
 from .runtime import CallInterrupt, DetachedPeer, InlinePeer, SessionRuntime
 from .sessions import Session, SessionEvent, SessionRegistry, new_session_id
 from .streams import EventStream, StreamItem, split_event_id
+from .tally import Tally
 from .versions import (
     META_CLIENT_CAPABILITIES,
     META_CLIENT_INFO,
@@ -111,8 +112,8 @@ class McpService:
         self.hosts = transport.allowed_hosts(config.allowed_hosts, config.host, config.public_url)
         self.origins = frozenset(o.rstrip("/") for o in config.allowed_origins)
         self.signer = RequestStateSigner()
-        self.calls_in_flight: dict[str, int] = {}
-        self.streaming: dict[str, int] = {}
+        self.calls_in_flight = Tally()
+        self.streaming = Tally()
         offered = {"toolsListChanged", "promptsListChanged", "resourcesListChanged"}
         if engine.catalogue.has_resources:
             offered.add("resourceSubscriptions")
@@ -382,17 +383,13 @@ class McpService:
                 "the seconds in Retry-After.",
                 (("retry-after", "1"),),
             )
-        self.calls_in_flight[key] = running + 1
+        self.calls_in_flight.add(key)
         return key
 
     def _release_call(self, key: str | None) -> None:
         if key is None:
             return
-        remaining = self.calls_in_flight[key] - 1
-        if remaining:
-            self.calls_in_flight[key] = remaining
-        else:
-            del self.calls_in_flight[key]
+        self.calls_in_flight.remove(key)
 
     async def _deliver(
         self,
@@ -623,14 +620,9 @@ class McpService:
 
     def _held(self, key: str, response: StreamingResponse) -> StreamingResponse:
         """Counts the stream against its token until it ends, however it ends."""
-        self.streaming[key] = self.streaming.get(key, 0) + 1
-        response.chunks = Counted(response.chunks, lambda: self._release_stream(key))
+        self.streaming.add(key)
+        response.chunks = Counted(response.chunks, lambda: self.streaming.remove(key))
         return response
-
-    def _release_stream(self, key: str) -> None:
-        remaining = self.streaming.pop(key) - 1
-        if remaining:
-            self.streaming[key] = remaining
 
 
 class Counted:

@@ -28,6 +28,7 @@ PURE_MODULES = (
     "sp00ky_mcp.schema",
     "sp00ky_mcp.sessions",
     "sp00ky_mcp.sse",
+    "sp00ky_mcp.tally",
     "sp00ky_mcp.transport",
     "sp00ky_mcp.uritemplate",
     "sp00ky_mcp.versions",
