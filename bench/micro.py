@@ -11,20 +11,21 @@ from typing import Any
 
 import orjson
 
-from sp00ky_mcp import jsonrpc, scopes
-from sp00ky_mcp.accounts import Accounts
-from sp00ky_mcp.auth import TokenAuthenticator
-from sp00ky_mcp.catalogue import Catalogue
-from sp00ky_mcp.cloud.base import Cloud
-from sp00ky_mcp.context import ANONYMOUS, CallContext
-from sp00ky_mcp.fixtures import conformance_catalogue
-from sp00ky_mcp.http import HttpRequest
-from sp00ky_mcp.protocol import Engine
-from sp00ky_mcp.redaction import MARKER, Secret, encoder_default
-from sp00ky_mcp.store import Store
-from sp00ky_mcp.tools import product_tools
-from sp00ky_mcp.tools.base import _build_masks
-from sp00ky_mcp.versions import Era
+from sp00ky_mcp.engine import jsonrpc
+from sp00ky_mcp.engine.catalogue import Catalogue
+from sp00ky_mcp.engine.context import ANONYMOUS, CallContext
+from sp00ky_mcp.engine.fixtures import conformance_catalogue
+from sp00ky_mcp.engine.http import HttpRequest
+from sp00ky_mcp.engine.protocol import Engine
+from sp00ky_mcp.engine.redaction import MARKER, Secret, encoder_default
+from sp00ky_mcp.engine.versions import Era
+from sp00ky_mcp.product import scopes
+from sp00ky_mcp.product.accounts import Accounts
+from sp00ky_mcp.product.auth import TokenAuthenticator
+from sp00ky_mcp.product.cloud.base import Cloud
+from sp00ky_mcp.product.store import Store
+from sp00ky_mcp.product.tools import product_tools
+from sp00ky_mcp.product.tools.base import _build_masks
 
 
 class NoPeer:

@@ -49,8 +49,8 @@ import anyio
 import anyio.abc
 import httpx
 
-from sp00ky_mcp.accounts import Accounts
-from sp00ky_mcp.store import Store
+from sp00ky_mcp.product.accounts import Accounts
+from sp00ky_mcp.product.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCEPT = "application/json, text/event-stream"

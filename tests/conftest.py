@@ -12,9 +12,9 @@ import anyio
 import httpx
 import pytest
 
-from sp00ky_mcp.config import Limits, ServerConfig
-from sp00ky_mcp.fixtures import conformance_catalogue
-from sp00ky_mcp.server import McpServer, anonymous
+from sp00ky_mcp.engine.config import Limits, ServerConfig
+from sp00ky_mcp.engine.fixtures import conformance_catalogue
+from sp00ky_mcp.engine.server import McpServer, anonymous
 
 from .product_support import ProductEnv, build_product, product_store
 

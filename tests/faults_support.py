@@ -23,8 +23,8 @@ from typing import Any
 import anyio
 import httpx
 
-from sp00ky_mcp.catalogue import Catalogue, Tool
-from sp00ky_mcp.server import McpServer
+from sp00ky_mcp.engine.catalogue import Catalogue, Tool
+from sp00ky_mcp.engine.server import McpServer
 from tests.wire import READ_BOUND, Gate
 
 PYTHON_M = (sys.executable, "-m", "sp00ky_mcp", "mcp")

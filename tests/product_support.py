@@ -20,13 +20,13 @@ from mcp import Client
 from mcp.client import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
 
-from sp00ky_mcp.accounts import Accounts, User
-from sp00ky_mcp.cloud import teams
-from sp00ky_mcp.cloud.base import Cloud
-from sp00ky_mcp.product import AuditTrail, build_product
-from sp00ky_mcp.server import McpServer
-from sp00ky_mcp.store import Store
-from sp00ky_mcp.tools import all_specs
+from sp00ky_mcp.engine.server import McpServer
+from sp00ky_mcp.product.accounts import Accounts, User
+from sp00ky_mcp.product.app import AuditTrail, build_product
+from sp00ky_mcp.product.cloud import teams
+from sp00ky_mcp.product.cloud.base import Cloud
+from sp00ky_mcp.product.store import Store
+from sp00ky_mcp.product.tools import all_specs
 
 MODERN_META = {
     "io.modelcontextprotocol/protocolVersion": "2026-07-28",

@@ -19,11 +19,11 @@ import anyio
 import anyio.abc
 import pytest
 
-from sp00ky_mcp.catalogue import Catalogue, Tool
-from sp00ky_mcp.config import Limits
-from sp00ky_mcp.h1 import H1Core
-from sp00ky_mcp.server import McpServer
-from sp00ky_mcp.service import McpService
+from sp00ky_mcp.engine.catalogue import Catalogue, Tool
+from sp00ky_mcp.engine.config import Limits
+from sp00ky_mcp.engine.h1 import H1Core
+from sp00ky_mcp.engine.server import McpServer
+from sp00ky_mcp.engine.service import McpService
 from tests.faults_support import StreamingGate, fd_count, settled, task_count
 from tests.wire import (
     ENDPOINT,

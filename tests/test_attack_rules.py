@@ -18,16 +18,16 @@ import orjson
 import pytest
 from mcp.client import ClientRequestContext
 
-from sp00ky_mcp import scopes
-from sp00ky_mcp.accounts import AccountError, Accounts, User
-from sp00ky_mcp.cloud import env as env_rules
-from sp00ky_mcp.cloud import links, projects, teams, vault
-from sp00ky_mcp.cloud.base import Cloud, Tenant
-from sp00ky_mcp.context import CallContext, Principal
-from sp00ky_mcp.errors import ToolError
-from sp00ky_mcp.store import Store
-from sp00ky_mcp.tools.base import SHOWN_ONCE, STILL_RUNNING, product_tool
-from sp00ky_mcp.versions import Era
+from sp00ky_mcp.engine.context import CallContext, Principal
+from sp00ky_mcp.engine.errors import ToolError
+from sp00ky_mcp.engine.versions import Era
+from sp00ky_mcp.product import scopes
+from sp00ky_mcp.product.accounts import AccountError, Accounts, User
+from sp00ky_mcp.product.cloud import env as env_rules
+from sp00ky_mcp.product.cloud import links, projects, teams, vault
+from sp00ky_mcp.product.cloud.base import Cloud, Tenant
+from sp00ky_mcp.product.store import Store
+from sp00ky_mcp.product.tools.base import SHOWN_ONCE, STILL_RUNNING, product_tool
 
 from .product_support import SPECS, ProductEnv
 

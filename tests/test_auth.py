@@ -15,12 +15,12 @@ import anyio
 import httpx
 import pytest
 
-from sp00ky_mcp import tokens
-from sp00ky_mcp.accounts import Accounts, arguments_digest
-from sp00ky_mcp.auth import TokenAuthenticator
-from sp00ky_mcp.config import Limits, ServerConfig
-from sp00ky_mcp.product import build_product
-from sp00ky_mcp.store import Store
+from sp00ky_mcp.engine.config import Limits, ServerConfig
+from sp00ky_mcp.product import tokens
+from sp00ky_mcp.product.accounts import Accounts, arguments_digest
+from sp00ky_mcp.product.app import build_product
+from sp00ky_mcp.product.auth import TokenAuthenticator
+from sp00ky_mcp.product.store import Store
 
 from .product_support import ProductEnv
 

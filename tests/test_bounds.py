@@ -20,17 +20,21 @@ from mcp import Client
 from mcp.client import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
 
-from sp00ky_mcp import runtime
-from sp00ky_mcp.catalogue import Catalogue, Tool
-from sp00ky_mcp.config import Limits, ServerConfig
-from sp00ky_mcp.context import InputRequired
-from sp00ky_mcp.fixtures import NAME_SCHEMA, elicit_request
-from sp00ky_mcp.product import build_product
-from sp00ky_mcp.protocol import MAX_CLIENT_DESCRIPTION_BYTES, MAX_INPUT_ROUNDS, MAX_SUBSCRIPTIONS
-from sp00ky_mcp.server import McpServer
-from sp00ky_mcp.service import MAX_STREAMS_PER_TOKEN
-from sp00ky_mcp.store import Store
-from sp00ky_mcp.tools import base
+from sp00ky_mcp.engine import runtime
+from sp00ky_mcp.engine.catalogue import Catalogue, Tool
+from sp00ky_mcp.engine.config import Limits, ServerConfig
+from sp00ky_mcp.engine.context import InputRequired
+from sp00ky_mcp.engine.fixtures import NAME_SCHEMA, elicit_request
+from sp00ky_mcp.engine.protocol import (
+    MAX_CLIENT_DESCRIPTION_BYTES,
+    MAX_INPUT_ROUNDS,
+    MAX_SUBSCRIPTIONS,
+)
+from sp00ky_mcp.engine.server import McpServer
+from sp00ky_mcp.engine.service import MAX_STREAMS_PER_TOKEN
+from sp00ky_mcp.product.app import build_product
+from sp00ky_mcp.product.store import Store
+from sp00ky_mcp.product.tools import base
 
 from .product_support import NOW, REDACTED, ProductEnv
 from .wire import (

@@ -8,7 +8,7 @@ import asyncio
 import anyio
 import pytest
 
-from sp00ky_mcp.runtime import CallInterrupt
+from sp00ky_mcp.engine.runtime import CallInterrupt
 
 pytestmark = pytest.mark.anyio
 

@@ -10,12 +10,12 @@ from typing import Any
 import jsonschema
 import pytest
 
-from sp00ky_mcp import scopes
-from sp00ky_mcp.accounts import Accounts
-from sp00ky_mcp.catalogue import Tool
-from sp00ky_mcp.cloud.base import Cloud
-from sp00ky_mcp.store import Store
-from sp00ky_mcp.tools import all_specs, product_tools
+from sp00ky_mcp.engine.catalogue import Tool
+from sp00ky_mcp.product import scopes
+from sp00ky_mcp.product.accounts import Accounts
+from sp00ky_mcp.product.cloud.base import Cloud
+from sp00ky_mcp.product.store import Store
+from sp00ky_mcp.product.tools import all_specs, product_tools
 
 # Issue 4, "The tool catalogue": scope -> tools.  A trailing * marks a destructive tool.
 TABLE: dict[str, tuple[str, ...]] = {

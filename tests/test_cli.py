@@ -18,10 +18,10 @@ import httpx
 import orjson
 import pytest
 
-from sp00ky_mcp import tokens
-from sp00ky_mcp.cli import main
-from sp00ky_mcp.config import ServerConfig
-from sp00ky_mcp.product import build_product
+from sp00ky_mcp.cli.commands import main
+from sp00ky_mcp.engine.config import ServerConfig
+from sp00ky_mcp.product import tokens
+from sp00ky_mcp.product.app import build_product
 
 from .product_support import ProductEnv
 

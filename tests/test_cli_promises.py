@@ -21,8 +21,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from sp00ky_mcp import tokens
-from sp00ky_mcp.cli import build_parser, config_from, main
+from sp00ky_mcp.cli.commands import build_parser, config_from, main
+from sp00ky_mcp.product import tokens
 
 from .faults_support import PROCESS_BOUND, Served, serve_argv
 from .test_cli import PYTHON_M, TOKEN, URL, USER, fake_claude, listed, mint, spky

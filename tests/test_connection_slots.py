@@ -10,9 +10,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import anyio
 import pytest
 
-from sp00ky_mcp.config import Limits
-from sp00ky_mcp.server import McpServer
-from sp00ky_mcp.service import MAX_STREAMS_PER_TOKEN
+from sp00ky_mcp.engine.config import Limits
+from sp00ky_mcp.engine.server import McpServer
+from sp00ky_mcp.engine.service import MAX_STREAMS_PER_TOKEN
 from tests.faults_support import settled
 from tests.wire import (
     ENDPOINT,

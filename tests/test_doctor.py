@@ -15,16 +15,17 @@ import pytest
 import uvicorn
 from mcp.server.mcpserver import MCPServer
 
-from sp00ky_mcp import doctor, scopes, tokens
-from sp00ky_mcp.accounts import Accounts, User
-from sp00ky_mcp.auth import TokenAuthenticator
-from sp00ky_mcp.catalogue import Catalogue, Tool
-from sp00ky_mcp.cli import main
-from sp00ky_mcp.config import ServerConfig
-from sp00ky_mcp.context import CallContext
-from sp00ky_mcp.server import McpServer
-from sp00ky_mcp.store import Store
-from sp00ky_mcp.versions import LATEST_HANDSHAKE
+from sp00ky_mcp.cli import doctor
+from sp00ky_mcp.cli.commands import main
+from sp00ky_mcp.engine.catalogue import Catalogue, Tool
+from sp00ky_mcp.engine.config import ServerConfig
+from sp00ky_mcp.engine.context import CallContext
+from sp00ky_mcp.engine.server import McpServer
+from sp00ky_mcp.engine.versions import LATEST_HANDSHAKE
+from sp00ky_mcp.product import scopes, tokens
+from sp00ky_mcp.product.accounts import Accounts, User
+from sp00ky_mcp.product.auth import TokenAuthenticator
+from sp00ky_mcp.product.store import Store
 
 from .product_support import ProductEnv
 

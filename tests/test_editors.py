@@ -11,8 +11,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from sp00ky_mcp import editors, tokens
-from sp00ky_mcp.cli import main
+from sp00ky_mcp.cli import editors
+from sp00ky_mcp.cli.commands import main
+from sp00ky_mcp.product import tokens
 
 URL = "https://mcp.example.test/v1/mcp"
 TOKEN = tokens.mint()

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from sp00ky_mcp.catalogue import Catalogue, Tool
-from sp00ky_mcp.config import ServerConfig
-from sp00ky_mcp.redaction import MARKER, Secret
-from sp00ky_mcp.server import McpServer, anonymous
+from sp00ky_mcp.engine.catalogue import Catalogue, Tool
+from sp00ky_mcp.engine.config import ServerConfig
+from sp00ky_mcp.engine.redaction import MARKER, Secret
+from sp00ky_mcp.engine.server import McpServer, anonymous
 from tests.wire import exchange, modern_headers, modern_meta, rpc, running
 
 pytestmark = pytest.mark.anyio

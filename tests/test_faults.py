@@ -21,12 +21,12 @@ import anyio
 import httpx
 import pytest
 
-from sp00ky_mcp.cloud import env as env_rules
-from sp00ky_mcp.config import Limits
-from sp00ky_mcp.fixtures import USER_RESPONSE_SCHEMA
-from sp00ky_mcp.secretbox import KEY_FILE_NAME, SecretBox, read_keys
-from sp00ky_mcp.server import McpServer
-from sp00ky_mcp.store import DB_NAME
+from sp00ky_mcp.engine.config import Limits
+from sp00ky_mcp.engine.fixtures import USER_RESPONSE_SCHEMA
+from sp00ky_mcp.engine.server import McpServer
+from sp00ky_mcp.product.cloud import env as env_rules
+from sp00ky_mcp.product.secretbox import KEY_FILE_NAME, SecretBox, read_keys
+from sp00ky_mcp.product.store import DB_NAME
 from tests.faults_support import (
     PROCESS_BOUND,
     StreamingGate,

@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from sp00ky_mcp.server import McpServer
+from sp00ky_mcp.engine.server import McpServer
 from tests.wire import (
     BOTH,
     CAPS,

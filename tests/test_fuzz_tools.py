@@ -28,8 +28,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from sp00ky_mcp.secretbox import SecretBox
-from sp00ky_mcp.tools import all_specs
+from sp00ky_mcp.product.secretbox import SecretBox
+from sp00ky_mcp.product.tools import all_specs
 
 from .product_support import ProductEnv
 

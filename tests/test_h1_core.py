@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sp00ky_mcp.config import Limits
-from sp00ky_mcp.h1 import H1Core, HttpRequest, HttpResponse, Interim, Rejection
+from sp00ky_mcp.engine.config import Limits
+from sp00ky_mcp.engine.h1 import H1Core, HttpRequest, HttpResponse, Interim, Rejection
 
 from .test_purity import TREE
 
@@ -200,4 +200,7 @@ def test_the_client_closing_between_requests_is_handed_on_as_the_end() -> None:
 
 
 def test_the_core_does_no_io_and_keeps_no_clock() -> None:
-    assert TREE.forbidden_chains("sp00ky_mcp.h1", frozenset({"anyio", "asyncio", "socket"})) == []
+    assert (
+        TREE.forbidden_chains("sp00ky_mcp.engine.h1", frozenset({"anyio", "asyncio", "socket"}))
+        == []
+    )

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sp00ky_mcp.tools import all_specs
+from sp00ky_mcp.product.tools import all_specs
 
 from .product_support import ProductEnv
 

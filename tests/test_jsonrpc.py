@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from sp00ky_mcp.errors import INVALID_REQUEST, PARSE_ERROR, JsonRpcError
-from sp00ky_mcp.jsonrpc import (
+from sp00ky_mcp.engine.errors import INVALID_REQUEST, PARSE_ERROR, JsonRpcError
+from sp00ky_mcp.engine.jsonrpc import (
     Invalid,
     Notification,
     Request,

@@ -18,12 +18,12 @@ import anyio
 import httpx
 import pytest
 
-from sp00ky_mcp import service as service_module
-from sp00ky_mcp.config import Limits, ServerConfig
-from sp00ky_mcp.product import build_product
-from sp00ky_mcp.runtime import MAX_RETAINED_STREAMS
-from sp00ky_mcp.server import McpServer
-from sp00ky_mcp.store import Store
+from sp00ky_mcp.engine import service as service_module
+from sp00ky_mcp.engine.config import Limits, ServerConfig
+from sp00ky_mcp.engine.runtime import MAX_RETAINED_STREAMS
+from sp00ky_mcp.engine.server import McpServer
+from sp00ky_mcp.product.app import build_product
+from sp00ky_mcp.product.store import Store
 from tests.faults_support import back_to, footprint, settled, task_count
 from tests.product_support import ProductEnv
 from tests.wire import (

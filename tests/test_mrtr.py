@@ -9,17 +9,17 @@ from typing import Any
 
 import pytest
 
-from sp00ky_mcp import mrtr
-from sp00ky_mcp.context import ANONYMOUS, CallContext, InputRequired, Principal
-from sp00ky_mcp.errors import JsonRpcError
-from sp00ky_mcp.mrtr import (
+from sp00ky_mcp.engine import mrtr
+from sp00ky_mcp.engine.context import ANONYMOUS, CallContext, InputRequired, Principal
+from sp00ky_mcp.engine.errors import JsonRpcError
+from sp00ky_mcp.engine.mrtr import (
     STATE_TTL_SECONDS,
     RequestStateSigner,
     input_required_result,
     params_digest,
     valid_answer,
 )
-from sp00ky_mcp.versions import Era
+from sp00ky_mcp.engine.versions import Era
 
 KEY = b"k" * 32
 NOW = 1_000_000.0

@@ -18,20 +18,20 @@ import pytest
 PACKAGE = "sp00ky_mcp"
 FORBIDDEN = frozenset({"anyio", "asyncio", "h11", "socket"})
 PURE_MODULES = (
-    "sp00ky_mcp.catalogue",
-    "sp00ky_mcp.context",
-    "sp00ky_mcp.errors",
-    "sp00ky_mcp.jsonrpc",
-    "sp00ky_mcp.mrtr",
-    "sp00ky_mcp.protocol",
-    "sp00ky_mcp.redaction",
-    "sp00ky_mcp.schema",
-    "sp00ky_mcp.sessions",
-    "sp00ky_mcp.sse",
-    "sp00ky_mcp.tally",
-    "sp00ky_mcp.transport",
-    "sp00ky_mcp.uritemplate",
-    "sp00ky_mcp.versions",
+    "sp00ky_mcp.engine.catalogue",
+    "sp00ky_mcp.engine.context",
+    "sp00ky_mcp.engine.errors",
+    "sp00ky_mcp.engine.jsonrpc",
+    "sp00ky_mcp.engine.mrtr",
+    "sp00ky_mcp.engine.protocol",
+    "sp00ky_mcp.engine.redaction",
+    "sp00ky_mcp.engine.schema",
+    "sp00ky_mcp.engine.sessions",
+    "sp00ky_mcp.engine.sse",
+    "sp00ky_mcp.engine.tally",
+    "sp00ky_mcp.engine.transport",
+    "sp00ky_mcp.engine.uritemplate",
+    "sp00ky_mcp.engine.versions",
 )
 
 
@@ -177,15 +177,19 @@ def test_every_declared_pure_module_exists(module: str) -> None:
 
 def test_the_pure_list_has_no_duplicates_and_excludes_listen() -> None:
     assert len(set(PURE_MODULES)) == len(PURE_MODULES)
-    assert "sp00ky_mcp.listen" not in PURE_MODULES
+    assert "sp00ky_mcp.engine.listen" not in PURE_MODULES
 
 
 # the checker is not vacuous
 
 
 def test_the_checker_flags_the_http_layers_for_their_direct_io_imports() -> None:
-    assert ["sp00ky_mcp.http", "anyio"] in TREE.forbidden_chains("sp00ky_mcp.http", FORBIDDEN)
-    assert ["sp00ky_mcp.h1", "h11"] in TREE.forbidden_chains("sp00ky_mcp.h1", FORBIDDEN)
+    assert ["sp00ky_mcp.engine.http", "anyio"] in TREE.forbidden_chains(
+        "sp00ky_mcp.engine.http", FORBIDDEN
+    )
+    assert ["sp00ky_mcp.engine.h1", "h11"] in TREE.forbidden_chains(
+        "sp00ky_mcp.engine.h1", FORBIDDEN
+    )
 
 
 def write(root: Path, relative: str, source: str) -> None:

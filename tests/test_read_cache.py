@@ -14,15 +14,15 @@ import anyio
 import httpx
 import pytest
 
-from sp00ky_mcp import product as product_module
-from sp00ky_mcp.accounts import AuditEntry
-from sp00ky_mcp.cloud import env as env_rules
-from sp00ky_mcp.config import ServerConfig
-from sp00ky_mcp.context import ANONYMOUS, CallContext, Principal
-from sp00ky_mcp.product import AuditTrail, build_product
-from sp00ky_mcp.protocol import ToolResult
-from sp00ky_mcp.store import ReadCache, Store, inserts
-from sp00ky_mcp.versions import Era
+from sp00ky_mcp.engine.config import ServerConfig
+from sp00ky_mcp.engine.context import ANONYMOUS, CallContext, Principal
+from sp00ky_mcp.engine.protocol import ToolResult
+from sp00ky_mcp.engine.versions import Era
+from sp00ky_mcp.product import app as product_module
+from sp00ky_mcp.product.accounts import AuditEntry
+from sp00ky_mcp.product.app import AuditTrail, build_product
+from sp00ky_mcp.product.cloud import env as env_rules
+from sp00ky_mcp.product.store import ReadCache, Store, inserts
 
 from .product_support import REDACTED, ProductEnv
 

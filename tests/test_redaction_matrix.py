@@ -15,12 +15,12 @@ from typing import Any
 import orjson
 import pytest
 
-from sp00ky_mcp.accounts import User
-from sp00ky_mcp.cloud import vault
-from sp00ky_mcp.context import CallContext, Principal
-from sp00ky_mcp.tools import all_specs
-from sp00ky_mcp.tools.base import SHOWN_ONCE, Call, MaskingPeer
-from sp00ky_mcp.versions import Era
+from sp00ky_mcp.engine.context import CallContext, Principal
+from sp00ky_mcp.engine.versions import Era
+from sp00ky_mcp.product.accounts import User
+from sp00ky_mcp.product.cloud import vault
+from sp00ky_mcp.product.tools import all_specs
+from sp00ky_mcp.product.tools.base import SHOWN_ONCE, Call, MaskingPeer
 
 from .product_support import NOW, REDACTED, ProductEnv, Progress
 

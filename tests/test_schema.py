@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from sp00ky_mcp.schema import Schema, validate
+from sp00ky_mcp.engine.schema import Schema, validate
 
 # type
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from mcp import MCPError
 
-from sp00ky_mcp import scopes
+from sp00ky_mcp.product import scopes
 
 from .product_support import ProductEnv
 from .test_catalogue_contract import EXPECTED_SCOPE, TABLE

@@ -14,7 +14,7 @@ from mcp import Client, MCPError
 from mcp.client import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
 
-from sp00ky_mcp.server import McpServer
+from sp00ky_mcp.engine.server import McpServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.clients]
 MODES = pytest.mark.parametrize("mode", ["legacy", "auto"])

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from sp00ky_mcp.accounts import Accounts
-from sp00ky_mcp.cli import CliError, build_server, main
-from sp00ky_mcp.cloud import env as env_rules
-from sp00ky_mcp.cloud import vault
-from sp00ky_mcp.cloud.base import Cloud
-from sp00ky_mcp.config import ServerConfig
-from sp00ky_mcp.secretbox import (
+from sp00ky_mcp.cli.commands import CliError, build_server, main
+from sp00ky_mcp.engine.config import ServerConfig
+from sp00ky_mcp.product.accounts import Accounts
+from sp00ky_mcp.product.cloud import env as env_rules
+from sp00ky_mcp.product.cloud import vault
+from sp00ky_mcp.product.cloud.base import Cloud
+from sp00ky_mcp.product.secretbox import (
     KEY_FILE_NAME,
     UNREADABLE,
     Key,
@@ -30,7 +30,7 @@ from sp00ky_mcp.secretbox import (
     read_keys,
     replace_keys,
 )
-from sp00ky_mcp.store import _MIGRATIONS, DB_NAME, Store, StoreError
+from sp00ky_mcp.product.store import _MIGRATIONS, DB_NAME, Store, StoreError
 
 from .product_support import REDACTED, ProductEnv
 
@@ -216,7 +216,7 @@ def test_a_wider_data_directory_of_another_user_is_left_as_it_is_with_a_warning(
     directory.mkdir(mode=0o755)
     directory.chmod(0o755)
     os.chown(directory, 65534, -1)
-    with caplog.at_level(logging.WARNING, logger="sp00ky_mcp.store"):
+    with caplog.at_level(logging.WARNING, logger="sp00ky_mcp.product.store"):
         Store.open(directory).close()
     assert mode(directory) == 0o755
     assert [r.getMessage() for r in caplog.records] == [

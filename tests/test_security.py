@@ -27,8 +27,8 @@ from typing import Any
 import httpx
 import pytest
 
-from sp00ky_mcp import tokens
-from sp00ky_mcp.auth import TokenAuthenticator
+from sp00ky_mcp.product import tokens
+from sp00ky_mcp.product.auth import TokenAuthenticator
 from tests.wire import BOTH, ENDPOINT, LATEST, MODERN, Head, Truncated, connect, modern_meta
 
 from .product_support import ProductEnv

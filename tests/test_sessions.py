@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sp00ky_mcp.sessions import (
+from sp00ky_mcp.engine.sessions import (
     TRANSITIONS,
     Session,
     SessionEvent,

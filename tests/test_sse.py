@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sp00ky_mcp import sse
-from sp00ky_mcp.jsonrpc import encode_result
+from sp00ky_mcp.engine import sse
+from sp00ky_mcp.engine.jsonrpc import encode_result
 
 
 def test_the_content_type_is_text_event_stream() -> None:

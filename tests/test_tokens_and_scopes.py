@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from sp00ky_mcp import scopes, tokens
-from sp00ky_mcp.accounts import AccountError, Accounts, arguments_digest
-from sp00ky_mcp.store import Store
+from sp00ky_mcp.product import scopes, tokens
+from sp00ky_mcp.product.accounts import AccountError, Accounts, arguments_digest
+from sp00ky_mcp.product.store import Store
 
 BASE62 = set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 CATALOGUE = (

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from sp00ky_mcp.accounts import User
-from sp00ky_mcp.cloud import billing
-from sp00ky_mcp.cloud.base import Conflict
+from sp00ky_mcp.product.accounts import User
+from sp00ky_mcp.product.cloud import billing
+from sp00ky_mcp.product.cloud.base import Conflict
 
 from .product_support import ProductEnv
 

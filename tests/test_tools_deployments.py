@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from sp00ky_mcp.cloud import deployments
-from sp00ky_mcp.cloud.base import Conflict
-from sp00ky_mcp.cloud.deployments import TRANSITIONS, Status
+from sp00ky_mcp.product.cloud import deployments
+from sp00ky_mcp.product.cloud.base import Conflict
+from sp00ky_mcp.product.cloud.deployments import TRANSITIONS, Status
 
 from .product_support import NOW, NOW_ISO, ProductEnv, Progress, assert_declared, decline
 

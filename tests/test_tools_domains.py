@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sp00ky_mcp.cloud import domains as domain_rules
-from sp00ky_mcp.cloud.base import Invalid
+from sp00ky_mcp.product.cloud import domains as domain_rules
+from sp00ky_mcp.product.cloud.base import Invalid
 
 from .product_support import NOW, NOW_ISO, ProductEnv, decline
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sp00ky_mcp.cloud import env as env_rules
-from sp00ky_mcp.cloud.base import Invalid
-from sp00ky_mcp.tools.base import SHOWN_ONCE
+from sp00ky_mcp.product.cloud import env as env_rules
+from sp00ky_mcp.product.cloud.base import Invalid
+from sp00ky_mcp.product.tools.base import SHOWN_ONCE
 
 from .product_support import NOW, NOW_ISO, REDACTED, ProductEnv, accept, decline
 

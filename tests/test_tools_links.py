@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sp00ky_mcp.cloud import deployments
+from sp00ky_mcp.product.cloud import deployments
 
 from .product_support import NOW, NOW_ISO, ProductEnv, Progress, assert_declared, decline
 

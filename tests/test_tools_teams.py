@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from sp00ky_mcp.cloud import teams
-from sp00ky_mcp.cloud.base import NotFound
+from sp00ky_mcp.product.cloud import teams
+from sp00ky_mcp.product.cloud.base import NotFound
 
 from .product_support import NOW_ISO, ProductEnv, accept, decline
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from sp00ky_mcp.cloud import vault
-from sp00ky_mcp.tools.base import SHOWN_ONCE
+from sp00ky_mcp.product.cloud import vault
+from sp00ky_mcp.product.tools.base import SHOWN_ONCE
 
 from .product_support import NOW, NOW_ISO, REDACTED, ProductEnv
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from sp00ky_mcp import transport
-from sp00ky_mcp.errors import HttpError, JsonRpcError
-from sp00ky_mcp.jsonrpc import Invalid, Notification, Request, Response
-from sp00ky_mcp.transport import (
+from sp00ky_mcp.engine import transport
+from sp00ky_mcp.engine.errors import HttpError, JsonRpcError
+from sp00ky_mcp.engine.jsonrpc import Invalid, Notification, Request, Response
+from sp00ky_mcp.engine.transport import (
     Batch,
     accepts,
     allowed_hosts,
@@ -30,7 +30,7 @@ from sp00ky_mcp.transport import (
     prefers_sse,
     read_messages,
 )
-from sp00ky_mcp.versions import Era
+from sp00ky_mcp.engine.versions import Era
 
 PV = "io.modelcontextprotocol/protocolVersion"
 CAPS = "io.modelcontextprotocol/clientCapabilities"

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from sp00ky_mcp.fixtures import conformance_catalogue
+from sp00ky_mcp.engine.fixtures import conformance_catalogue
 
 HERE = Path(__file__).parent
 SCRIPTS = HERE / "ts"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sp00ky_mcp.uritemplate import match_template
+from sp00ky_mcp.engine.uritemplate import match_template
 
 
 def test_a_template_without_variables_matches_only_itself() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sp00ky_mcp import cli
+from sp00ky_mcp.cli import commands as cli
 from tests.faults_support import (
     PROCESS_BOUND,
     Served,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sp00ky_mcp import versions
-from sp00ky_mcp.versions import (
+from sp00ky_mcp.engine import versions
+from sp00ky_mcp.engine.versions import (
     ASSUMED_WITHOUT_HEADER,
     HANDSHAKE_VERSIONS,
     LATEST_HANDSHAKE,

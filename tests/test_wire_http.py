@@ -9,9 +9,9 @@ import anyio
 import anyio.abc
 import pytest
 
-from sp00ky_mcp.config import Limits, ServerConfig
-from sp00ky_mcp.http import HttpRequest, HttpResponse, HttpServer
-from sp00ky_mcp.server import McpServer, allow_anonymous
+from sp00ky_mcp.engine.config import Limits, ServerConfig
+from sp00ky_mcp.engine.http import HttpRequest, HttpResponse, HttpServer
+from sp00ky_mcp.engine.server import McpServer, allow_anonymous
 from tests.wire import (
     ENDPOINT,
     LATEST,

@@ -14,9 +14,9 @@ from typing import Any
 import anyio
 import pytest
 
-from sp00ky_mcp.catalogue import Catalogue, Tool
-from sp00ky_mcp.fixtures import NAME_SCHEMA, USER_RESPONSE_SCHEMA
-from sp00ky_mcp.server import McpServer
+from sp00ky_mcp.engine.catalogue import Catalogue, Tool
+from sp00ky_mcp.engine.fixtures import NAME_SCHEMA, USER_RESPONSE_SCHEMA
+from sp00ky_mcp.engine.server import McpServer
 from tests.wire import (
     BOTH,
     ENDPOINT,

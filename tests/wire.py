@@ -13,14 +13,14 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from sp00ky_mcp.catalogue import Catalogue, Tool
-from sp00ky_mcp.config import Limits, ServerConfig
-from sp00ky_mcp.context import Principal
-from sp00ky_mcp.errors import HttpError
-from sp00ky_mcp.fixtures import conformance_catalogue
-from sp00ky_mcp.http import HttpRequest
-from sp00ky_mcp.server import McpServer, allow_anonymous
-from sp00ky_mcp.service import Authenticator
+from sp00ky_mcp.engine.catalogue import Catalogue, Tool
+from sp00ky_mcp.engine.config import Limits, ServerConfig
+from sp00ky_mcp.engine.context import Principal
+from sp00ky_mcp.engine.errors import HttpError
+from sp00ky_mcp.engine.fixtures import conformance_catalogue
+from sp00ky_mcp.engine.http import HttpRequest
+from sp00ky_mcp.engine.server import McpServer, allow_anonymous
+from sp00ky_mcp.engine.service import Authenticator
 
 ENDPOINT = "/v1/mcp"
 BOTH = "application/json, text/event-stream"

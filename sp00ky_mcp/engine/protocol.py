@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from . import SERVER_NAME, __version__
+from .. import SERVER_NAME, __version__
 from .catalogue import Catalogue, Prompt, ResourceReader, Tool, grants
 from .context import LOG_LEVELS, CallContext, InputRequired
 from .errors import (
@@ -31,7 +31,7 @@ from .redaction import encoder_default
 from .uritemplate import match_template
 from .versions import META_SERVER_INFO, SUPPORTED_VERSIONS, Era, negotiate
 
-log = logging.getLogger("sp00ky_mcp.protocol")
+log = logging.getLogger("sp00ky_mcp.engine.protocol")
 
 Result = dict[str, Any]
 MethodHandler = Callable[["Engine", dict[str, Any], CallContext], Awaitable[Result]]

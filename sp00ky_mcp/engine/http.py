@@ -49,7 +49,7 @@ from .h1 import (
 )
 from .tally import Tally
 
-log = logging.getLogger("sp00ky_mcp.http")
+log = logging.getLogger("sp00ky_mcp.engine.http")
 
 # Lingering close: how many of the client's bytes to read and discard after our half-close
 # before closing outright (the time is `Limits.linger_timeout`).

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
+from ..engine.context import Principal
+from ..engine.errors import HttpError
+from ..engine.http import HttpRequest
 from . import scopes, tokens
 from .accounts import Accounts, Clock, TokenRecord
-from .context import Principal
-from .errors import HttpError
-from .http import HttpRequest
 from .store import ReadCache
 
 REALM = 'Bearer realm="sp00ky-mcp"'

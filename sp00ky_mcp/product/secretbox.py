@@ -31,7 +31,7 @@ import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .errors import ToolError
+from ..engine.errors import ToolError
 
 log = logging.getLogger("sp00ky_mcp.secrets")
 KEY_FILE_NAME = "secret.key"

@@ -8,7 +8,7 @@ import secrets
 import sqlite3
 from typing import Any
 
-from ..redaction import Secret
+from ...engine.redaction import Secret
 from ..secretbox import seal_plaintext, sealed_column
 from ..store import Store, migration
 from .base import Cloud, Conflict, iso

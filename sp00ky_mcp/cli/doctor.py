@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import orjson
 
-from . import tokens
-from .versions import LATEST_HANDSHAKE
+from ..engine.versions import LATEST_HANDSHAKE
+from ..product import tokens
 
 Say = Callable[[str], None]
 HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}

@@ -16,13 +16,13 @@ from typing import Any
 import anyio
 import orjson
 
+from ...engine.catalogue import Tool
+from ...engine.context import CallContext, Peer
+from ...engine.errors import ToolError
+from ...engine.protocol import ToolResult, encoded_result
+from ...engine.redaction import MARKER, Secret, SecretMatcher, encoder_default
 from ..accounts import arguments_digest
-from ..catalogue import Tool
 from ..cloud.base import Caller, Cloud, Tenant, page, page_bounds
-from ..context import CallContext, Peer
-from ..errors import ToolError
-from ..protocol import ToolResult, encoded_result
-from ..redaction import MARKER, Secret, SecretMatcher, encoder_default
 from ..store import Store, Version
 
 Handler = Callable[["Call"], Awaitable[dict[str, Any]]]

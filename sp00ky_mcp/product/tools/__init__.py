@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..catalogue import Tool
+from ...engine.catalogue import Tool
 from ..cloud.base import Cloud
 from . import backups, billing, deployments, domains, env, links, logs, projects, teams, vault
 from .base import Spec, product_tool

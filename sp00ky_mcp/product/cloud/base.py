@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ...engine.errors import ToolError
 from ..accounts import Accounts
-from ..errors import ToolError
 from ..names import hidden_problem
 from ..secretbox import SEALED, Column
 from ..store import ReadCache, Store

@@ -30,8 +30,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from .errors import INTERNAL_ERROR, JsonRpcError
-from .secretbox import (
+from ...engine.errors import INTERNAL_ERROR, JsonRpcError
+from ..secretbox import (
     Key,
     KeyFileError,
     SecretBox,
@@ -45,7 +45,7 @@ from .secretbox import (
 )
 
 DB_NAME = "sp00ky.db"
-log = logging.getLogger("sp00ky_mcp.store")
+log = logging.getLogger("sp00ky_mcp.product.store")
 K = TypeVar("K")
 V = TypeVar("V")
 Version = tuple[int, int]

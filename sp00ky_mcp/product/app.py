@@ -8,15 +8,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import editors, scopes
-from .accounts import DEFAULT_TOKEN_DAYS, Accounts, AuditEntry, User, arguments_digest
+from ..engine.catalogue import Catalogue, Tool
+from ..engine.config import ServerConfig
+from ..engine.context import CallContext
+from ..engine.protocol import ToolResult
+from ..engine.server import McpServer
+from . import scopes
+from .accounts import Accounts, AuditEntry, arguments_digest
 from .auth import TokenAuthenticator
-from .catalogue import Catalogue, Tool
 from .cloud.base import Cloud
-from .config import ServerConfig
-from .context import CallContext
-from .protocol import ToolResult
-from .server import McpServer
 from .store import Store, StoreUnavailable
 from .tools import product_tools
 
@@ -110,26 +110,3 @@ def build_product(
         on_stop=audit.flush,
     )
     return Product(server, store, accounts, cloud)
-
-
-def connect_notes(product: Product, user: User, url: str) -> list[str]:
-    """What someone who just started the server needs in order to connect.  On a store with
-    no tokens at all, a read-only token is minted and shown this once."""
-    data_dir = product.store.path.rsplit("/", 1)[0]
-    if any(True for _ in product.accounts.list_tokens(user)):
-        return [
-            f"Store: {product.store.path} (user {user.email})",
-            f"Mint a token:  spky mcp token --data-dir {data_dir} --url {url}",
-            f"Check a token: spky mcp doctor --url {url} --token mcp_live_…",
-        ]
-    record, secret = product.accounts.mint(user, "first-run", scopes.DEFAULT, DEFAULT_TOKEN_DAYS)
-    return [
-        f"Store: {product.store.path} (user {user.email})",
-        f"First run: minted the read-only token '{record.name}' (shown only now; store it "
-        "like a password):",
-        f"  {secret}",
-        "Connect Claude Code:",
-        f"  {editors.claude_command_text(url, secret)}",
-        f"Any MCP client: POST {url} with the header 'Authorization: Bearer {secret}'.",
-        f"More tokens: spky mcp token --data-dir {data_dir} --url {url}",
-    ]

@@ -11,13 +11,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from ..engine.digest import canonical_digest
 from . import scopes as scope_catalogue
 from . import tokens
-from .digest import canonical_digest
 from .names import folded, hidden_problem, normal
 from .store import Store, StoreUnavailable, inserts
 
-log = logging.getLogger("sp00ky_mcp.accounts")
+log = logging.getLogger("sp00ky_mcp.product.accounts")
 
 DEFAULT_TOKEN_DAYS = 90
 Clock = Callable[[], float]

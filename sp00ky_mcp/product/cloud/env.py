@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..redaction import Secret
+from ...engine.redaction import Secret
 from ..secretbox import seal_plaintext, sealed_column
 from ..store import Store, migration
 from .base import Cloud, Conflict, Invalid, iso

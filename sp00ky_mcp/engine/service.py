@@ -55,7 +55,7 @@ from .versions import (
     negotiate,
 )
 
-log = logging.getLogger("sp00ky_mcp.service")
+log = logging.getLogger("sp00ky_mcp.engine.service")
 
 Authenticator = Callable[[HttpRequest], Principal]
 JSON_HEADERS: list[Header] = [(b"content-type", b"application/json")]

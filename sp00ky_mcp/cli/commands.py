@@ -27,19 +27,30 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
 import orjson
 
-from . import editors, scopes, tokens
-from .accounts import DEFAULT_TOKEN_DAYS, AccountError, Accounts, TokenRecord, User, default_email
-from .config import Limits, ServerConfig
-from .server import McpServer, anonymous
-from .store import DB_NAME, Store, StoreError, default_data_dir
-from .transport import LOOPBACK_HOSTS
+from ..engine.config import Limits, ServerConfig
+from ..engine.server import McpServer, anonymous
+from ..engine.transport import LOOPBACK_HOSTS
+from ..product import scopes, tokens
+from ..product.accounts import (
+    DEFAULT_TOKEN_DAYS,
+    AccountError,
+    Accounts,
+    TokenRecord,
+    User,
+    default_email,
+)
+from ..product.store import DB_NAME, Store, StoreError, default_data_dir
+from . import editors
+
+if TYPE_CHECKING:
+    from ..product.app import Product
 
 DEFAULT_PORT = 8765
 DEFAULTS = Limits()
@@ -139,7 +150,7 @@ def version() -> str:
         return importlib.metadata.version("sp00ky-mcp")
     except importlib.metadata.PackageNotFoundError:
         # Run from a source tree that was never installed.
-        from . import __version__
+        from .. import __version__
 
         return __version__
 
@@ -406,7 +417,7 @@ def require_store(args: argparse.Namespace) -> None:
 def cmd_rotate_key(args: argparse.Namespace) -> int:
     """Re-encrypts every stored secret under a new key (see `Store.rotate_secret_key`)."""
     require_store(args)
-    from . import cloud  # noqa: F401  (every area's sealed columns and migrations)
+    from ..product import cloud  # noqa: F401  (every area's sealed columns and migrations)
 
     try:
         store = Store.open(args.data_dir, args.secret_key_file)
@@ -809,10 +820,10 @@ def build_server(
                 "The conformance profile has no authentication, so it only binds a "
                 "loopback address; drop --host or use 127.0.0.1."
             )
-        from .fixtures import conformance_catalogue
+        from ..engine.fixtures import conformance_catalogue
 
         return McpServer(config, conformance_catalogue(), authenticate=anonymous()), lambda _: []
-    from .product import build_product, connect_notes
+    from ..product.app import build_product
 
     try:
         product = build_product(config, secret_key_file=key_file)
@@ -979,3 +990,26 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def connect_notes(product: Product, user: User, url: str) -> list[str]:
+    """What someone who just started the server needs in order to connect.  On a store with
+    no tokens at all, a read-only token is minted and shown this once."""
+    data_dir = product.store.path.rsplit("/", 1)[0]
+    if any(True for _ in product.accounts.list_tokens(user)):
+        return [
+            f"Store: {product.store.path} (user {user.email})",
+            f"Mint a token:  spky mcp token --data-dir {data_dir} --url {url}",
+            f"Check a token: spky mcp doctor --url {url} --token mcp_live_…",
+        ]
+    record, secret = product.accounts.mint(user, "first-run", scopes.DEFAULT, DEFAULT_TOKEN_DAYS)
+    return [
+        f"Store: {product.store.path} (user {user.email})",
+        f"First run: minted the read-only token '{record.name}' (shown only now; store it "
+        "like a password):",
+        f"  {secret}",
+        "Connect Claude Code:",
+        f"  {editors.claude_command_text(url, secret)}",
+        f"Any MCP client: POST {url} with the header 'Authorization: Bearer {secret}'.",
+        f"More tokens: spky mcp token --data-dir {data_dir} --url {url}",
+    ]
