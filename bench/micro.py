@@ -4,9 +4,11 @@ secret values in tool output, and JSON-RPC parse → dispatch → encode."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import time
 import timeit
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -23,7 +25,7 @@ from sp00ky_mcp.product import scopes
 from sp00ky_mcp.product.accounts import Accounts
 from sp00ky_mcp.product.auth import TokenAuthenticator
 from sp00ky_mcp.product.cloud.base import Cloud
-from sp00ky_mcp.product.store import Store
+from sp00ky_mcp.product.store.sqlite import SqliteStore
 from sp00ky_mcp.product.tools import product_tools
 from sp00ky_mcp.product.tools.base import _build_masks
 
@@ -69,18 +71,44 @@ def masking() -> list[tuple[str, float]]:
     ]
 
 
-def run() -> list[tuple[str, float]]:
-    store = Store.in_memory()
+async def per_op_async(func: Callable[[], Awaitable[object]], number: int = 20000) -> float:
+    """Microseconds per awaited call, best of five rounds, on the running event loop."""
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(number):
+            await func()
+        best = min(best, time.perf_counter() - started)
+    return best / number * 1e6
+
+
+async def verification() -> list[tuple[str, float]]:
+    """Token verification on the embedded store in memory: a hit is served from the cache
+    without leaving the event loop; a miss reads the store on its thread."""
+    store = SqliteStore.in_memory()
     accounts = Accounts(store)
-    user = accounts.ensure_user("bench@example.com")
-    _, secret = accounts.mint(user, "bench", ("mcp:read",), None)
+    user = await accounts.ensure_user("bench@example.com")
+    _, secret = await accounts.mint(user, "bench", ("mcp:read",), None)
     authenticate = TokenAuthenticator(accounts, 1e12, 10**12)
     request = HttpRequest("POST", "/v1/mcp", "", {"authorization": f"Bearer {secret}"})
-    authenticate(request)
+    await authenticate(request)
 
-    def verify_miss() -> None:
+    async def verify_miss() -> None:
         authenticate.forget()
-        authenticate(request)
+        await authenticate(request)
+
+    try:
+        return [
+            ("token verify, cache hit", await per_op_async(lambda: authenticate(request))),
+            ("token verify, cache miss", await per_op_async(verify_miss, 2000)),
+        ]
+    finally:
+        await store.close()
+
+
+def run() -> list[tuple[str, float]]:
+    store = SqliteStore.in_memory()
+    accounts = Accounts(store)
 
     catalogue = Catalogue(product_tools(Cloud(store, accounts)))
     granted = scopes.expand(("mcp:read",))
@@ -108,8 +136,7 @@ def run() -> list[tuple[str, float]]:
         return jsonrpc.encode_result(message.id, result)
 
     return [
-        ("token verify, cache hit", per_op(lambda: authenticate(request))),
-        ("token verify, cache miss", per_op(verify_miss, 5000)),
+        *asyncio.run(verification()),
         (
             "scope filter (tools/list for mcp:read)",
             per_op(lambda: catalogue.visible_tools(granted)),

@@ -30,6 +30,7 @@ SIGTERM and must exit 0.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -50,7 +51,7 @@ import anyio.abc
 import httpx
 
 from sp00ky_mcp.product.accounts import Accounts
-from sp00ky_mcp.product.store import Store
+from sp00ky_mcp.product.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCEPT = "application/json, text/event-stream"
@@ -116,13 +117,17 @@ def proc_figures(pid: int) -> tuple[float, int]:
 
 
 def mint_tokens(data_dir: str, count: int) -> list[str]:
-    store = Store.open(data_dir)
+    return asyncio.run(_mint_tokens(data_dir, count))
+
+
+async def _mint_tokens(data_dir: str, count: int) -> list[str]:
+    store = await SqliteStore.open(data_dir)
     try:
         accounts = Accounts(store)
-        user = accounts.ensure_user(USER)
-        return [accounts.mint(user, f"soak-{i}", ("mcp:full",), 1)[1] for i in range(count)]
+        user = await accounts.ensure_user(USER)
+        return [(await accounts.mint(user, f"soak-{i}", ("mcp:full",), 1))[1] for i in range(count)]
     finally:
-        store.close()
+        await store.close()
 
 
 class Server:

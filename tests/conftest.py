@@ -37,7 +37,7 @@ async def conformance_server() -> AsyncIterator[McpServer]:
 @pytest.fixture
 async def product(tmp_path: Path) -> AsyncIterator[ProductEnv]:
     """The product profile on a fresh store in a temporary data directory."""
-    store = product_store(tmp_path)
+    store = await product_store(tmp_path)
     limits = Limits(rate_per_minute=1_000_000, rate_burst=1_000_000)
     config = ServerConfig(port=0, data_dir=str(tmp_path), limits=limits)
     parts = build_product(config, store)
@@ -45,7 +45,7 @@ async def product(tmp_path: Path) -> AsyncIterator[ProductEnv]:
         await tasks.start(parts.server.serve)
         yield ProductEnv(parts.server, store, parts.accounts, parts.cloud, http)
         parts.server.shutdown()
-    store.close()
+    await store.close()
 
 
 @pytest.fixture

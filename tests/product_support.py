@@ -21,11 +21,12 @@ from mcp.client import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
 
 from sp00ky_mcp.engine.server import McpServer
-from sp00ky_mcp.product.accounts import Accounts, User
+from sp00ky_mcp.product.accounts import Accounts, AuditEntry, User
 from sp00ky_mcp.product.app import AuditTrail, build_product
 from sp00ky_mcp.product.cloud import teams
 from sp00ky_mcp.product.cloud.base import Cloud
 from sp00ky_mcp.product.store import Store
+from sp00ky_mcp.product.store.sqlite import SqliteStore
 from sp00ky_mcp.product.tools import all_specs
 
 MODERN_META = {
@@ -99,22 +100,22 @@ class ProductEnv:
     cloud: Cloud
     http: httpx.AsyncClient
 
-    def user(self, email: str = "ada@example.com") -> User:
-        return self.accounts.ensure_user(email)
+    async def user(self, email: str = "ada@example.com") -> User:
+        return await self.accounts.ensure_user(email)
 
-    def token(self, user: User, scopes: str = "mcp:full", name: str = "test") -> str:
-        _, secret = self.accounts.mint(user, name, tuple(scopes.split(",")), None)
+    async def token(self, user: User, scopes: str = "mcp:full", name: str = "test") -> str:
+        _, secret = await self.accounts.mint(user, name, tuple(scopes.split(",")), None)
         return secret
 
-    def personal(self, user: User) -> str:
+    async def personal(self, user: User) -> str:
         """The id of the user's personal tenant."""
-        return self.accounts.personal_tenant(user.id)
+        return await self.accounts.personal_tenant(user.id)
 
     def freeze(self, at: float = NOW) -> None:
         """Stop the cloud's clock at `at`."""
         self.cloud.clock = lambda: at
 
-    def make_project(
+    async def make_project(
         self,
         user: User,
         name: str = "api",
@@ -123,78 +124,42 @@ class ProductEnv:
     ) -> str:
         """A project with one service, web, straight in the store (the projects area's tools
         are tested elsewhere); in the user's personal tenant unless `tenant_id` is given."""
-        tenant_id = tenant_id or self.personal(user)
+        tenant_id = tenant_id or await self.personal(user)
         project_id = f"prj_{name}_{tenant_id[-6:]}"
-        with self.store.transaction() as db:
-            db.execute(
-                "INSERT INTO projects (id, tenant_id, name, region, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (project_id, tenant_id, name, region, NOW),
-            )
-            db.execute(
-                "INSERT INTO services (id, project_id, name) VALUES (?, ?, 'web')",
-                (f"svc_{project_id}", project_id),
-            )
+        async with self.store.transaction() as tx:
+            await tx.support.add_project(project_id, tenant_id, name, region, NOW)
         return project_id
 
-    def make_team(self, roles: Mapping[User, str], name: str = "Acme", plan: str = "hobby") -> str:
+    async def make_team(
+        self, roles: Mapping[User, str], name: str = "Acme", plan: str = "hobby"
+    ) -> str:
         """A team tenant with these members and roles, straight in the store."""
         tenant_id = f"ten_team_{name.lower()}"
-        with self.store.transaction() as db:
-            db.execute(
-                "INSERT INTO tenants (id, name, kind, plan, created_at) "
-                "VALUES (?, ?, 'team', ?, ?)",
-                (tenant_id, name, plan, NOW),
+        async with self.store.transaction() as tx:
+            await tx.support.add_team(
+                tenant_id, name, plan, [(user.id, role) for user, role in roles.items()], NOW
             )
-            for user, role in roles.items():
-                db.execute(
-                    "INSERT INTO memberships VALUES (?, ?, ?, ?)", (tenant_id, user.id, role, NOW)
-                )
         return tenant_id
 
-    def audit_log(self) -> list[Any]:
+    async def audit_log(self) -> list[tuple[int, AuditEntry]]:
         """The audit records, oldest first, once those still pending are committed."""
         observer = self.server.engine.observer
         assert isinstance(observer, AuditTrail)
-        observer.flush()
-        return self.store.all("SELECT * FROM audit_log ORDER BY id")
+        await observer.drain()
+        return await self.store.reads.accounts.audit_records()
 
-    def count(self, table: str) -> int:
+    async def count(self, table: str) -> int:
         """How many rows `table` has."""
-        row = self.store.one(f"SELECT count(*) AS n FROM {table}")
-        assert row is not None
-        return int(row["n"])
+        return await self.store.reads.support.count(table)
 
-    def snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
+    async def snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every row of every table, sorted, for comparing before and after: all but the
         audit log and tokens.last_used_at, which change with every call by design."""
-        tables = [
-            r["name"]
-            for r in self.store.all(
-                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
-            )
-        ]
-        shot: dict[str, list[tuple[Any, ...]]] = {}
-        for table in tables:
-            if table in AUDITED:
-                continue
-            rows: list[Any] = self.store.all(f"SELECT * FROM {table}")  # names from sqlite_master
-            if table == "tokens":
-                rows = [
-                    tuple(v for k, v in zip(r.keys(), r, strict=True) if k != "last_used_at")
-                    for r in rows
-                ]
-            if table == "sqlite_sequence":
-                rows = [r for r in rows if r["name"] not in AUDITED]
-            shot[table] = sorted(tuple(r) for r in rows)
-        return shot
+        return await self.store.reads.support.snapshot(AUDITED, {"tokens": "last_used_at"})
 
-    def log_messages(self, project_id: str) -> list[str]:
+    async def log_messages(self, project_id: str) -> list[str]:
         """The project's log lines' messages, oldest first."""
-        rows = self.store.all(
-            "SELECT message FROM log_lines WHERE project_id = ? ORDER BY id", (project_id,)
-        )
-        return [r["message"] for r in rows]
+        return await self.store.reads.support.log_messages(project_id)
 
     async def rpc(
         self,
@@ -250,7 +215,7 @@ class ProductEnv:
     ) -> tuple[str, dict[str, Any]]:
         """A token of Ada's with `scopes`, and her project 'api' (services `services`, web
         alone by default) created with it through create_project."""
-        token = self.token(self.user(), scopes)
+        token = await self.token(await self.user(), scopes)
         project = await self.ok(
             token, "create_project", {"name": "api", "services": services or ["web"]}
         )
@@ -263,7 +228,7 @@ class ProductEnv:
             "invite_team_member",
             {"tenant_id": tenant_id, "email": user.email, "role": role},
         )
-        teams.accept_invitation(self.cloud, user.id, invited["invitation_id"])
+        await teams.accept_invitation(self.cloud, user.id, invited["invitation_id"])
 
     async def error_text(self, token: str, tool: str, arguments: dict[str, Any]) -> str:
         """The message of a call that must fail as an isError result."""
@@ -281,8 +246,8 @@ class ProductEnv:
                 yield client
 
 
-def product_store(directory: Path) -> Store:
-    return Store.open(directory)
+async def product_store(directory: Path) -> Store:
+    return await SqliteStore.open(directory)
 
 
 __all__ = [

@@ -24,10 +24,10 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
@@ -46,7 +46,8 @@ from ..product.accounts import (
     User,
     default_email,
 )
-from ..product.store import DB_NAME, Store, StoreError, default_data_dir
+from ..product.store import Store, StoreError, database_url, default_data_dir, open_store
+from ..product.store.sqlite import DB_NAME
 from . import editors
 
 if TYPE_CHECKING:
@@ -159,13 +160,7 @@ def version() -> str:
 
 
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data-dir",
-        default=None,
-        help="the embedded store's directory (default: $SP00KY_MCP_DATA_DIR "
-        "or the platform's user data directory)",
-    )
-    add_secret_key_argument(parser)
+    add_location_arguments(parser)
     parser.add_argument(
         "--user",
         default=None,
@@ -173,6 +168,28 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
         help="the acting user on the embedded store (default: you@localhost)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def add_location_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the data lives: the embedded store's directory, or a PostgreSQL database."""
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="the embedded store's directory (default: $SP00KY_MCP_DATA_DIR "
+        "or the platform's user data directory)",
+    )
+    add_database_argument(parser)
+    add_secret_key_argument(parser)
+
+
+def add_database_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        metavar="URL",
+        help="keep the data in PostgreSQL instead, e.g. postgresql://user@host/sp00ky "
+        "(default: $SP00KY_MCP_DATABASE_URL; needs pip install 'sp00ky-mcp[postgres]')",
+    )
 
 
 def add_secret_key_argument(parser: argparse.ArgumentParser) -> None:
@@ -197,6 +214,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--port", type=tcp_port, default=DEFAULT_PORT, help="TCP port (0: any free)"
     )
     parser.add_argument("--data-dir", default=None, help="where the embedded store lives")
+    add_database_argument(parser)
     add_secret_key_argument(parser)
     parser.add_argument(
         "--public-url",
@@ -332,8 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     rotate = commands.add_parser(
         "rotate-key", help="encrypt every stored secret under a new key and retire the old one"
     )
-    rotate.add_argument("--data-dir", default=None, help="the embedded store's directory")
-    add_secret_key_argument(rotate)
+    add_location_arguments(rotate)
+    add_location_arguments(
+        commands.add_parser("migrate", help="bring the store's schema up to this version's")
+    )
     return parser
 
 
@@ -390,22 +410,47 @@ def parse_expiry(text: str) -> float | None:
     return days
 
 
-def open_accounts(args: argparse.Namespace) -> tuple[Accounts, User]:
+R = TypeVar("R")
+
+
+async def open_cli_store(args: argparse.Namespace) -> Store:
     try:
-        accounts = Accounts(Store.open(args.data_dir, args.secret_key_file))
-        return accounts, accounts.ensure_user(args.user or default_email())
-    except (StoreError, AccountError) as exc:
+        return await open_store(args.data_dir, args.secret_key_file, args.database_url)
+    except StoreError as exc:
         raise CliError(str(exc)) from None
 
 
-def open_existing_accounts(args: argparse.Namespace) -> tuple[Accounts, User]:
+def with_accounts(
+    args: argparse.Namespace, work: Callable[[Accounts, User], Awaitable[R]]
+) -> tuple[R, User]:
+    """Runs `work` for the acting user (created on first use) on the command's store."""
+
+    async def session() -> tuple[R, User]:
+        store = await open_cli_store(args)
+        try:
+            accounts = Accounts(store)
+            user = await accounts.ensure_user(args.user or default_email())
+            return await work(accounts, user), user
+        except (StoreError, AccountError) as exc:
+            raise CliError(str(exc)) from None
+        finally:
+            await store.close()
+
+    return anyio.run(session)
+
+
+def with_existing_accounts(
+    args: argparse.Namespace, work: Callable[[Accounts, User], Awaitable[R]]
+) -> tuple[R, User]:
     """Listing and revoking read a store that exists; they never create one (a mistyped
     --data-dir would otherwise list nothing, and leave an empty store behind)."""
     require_store(args)
-    return open_accounts(args)
+    return with_accounts(args, work)
 
 
 def require_store(args: argparse.Namespace) -> None:
+    if database_url_of(args) is not None:
+        return
     directory = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
     if not (directory / DB_NAME).is_file():
         raise CliError(
@@ -414,21 +459,52 @@ def require_store(args: argparse.Namespace) -> None:
         )
 
 
+def database_url_of(args: argparse.Namespace) -> str | None:
+    try:
+        return database_url(getattr(args, "database_url", None))
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+
+
 def cmd_rotate_key(args: argparse.Namespace) -> int:
     """Re-encrypts every stored secret under a new key (see `Store.rotate_secret_key`)."""
     require_store(args)
-    from ..product import cloud  # noqa: F401  (every area's sealed columns and migrations)
 
-    try:
-        store = Store.open(args.data_dir, args.secret_key_file)
-        count = store.rotate_secret_key()
-    except StoreError as exc:
-        raise CliError(str(exc)) from None
+    async def rotate() -> tuple[int, str]:
+        store = await open_cli_store(args)
+        try:
+            count = await store.rotate_secret_key()
+            return count, str(store.secrets.path)
+        except StoreError as exc:
+            raise CliError(str(exc)) from None
+        finally:
+            await store.close()
+
+    count, path = anyio.run(rotate)
     say(
-        f"Rotated the secret key in {store.secrets.path}: {count} stored secret values are "
+        f"Rotated the secret key in {path}: {count} stored secret values are "
         "now encrypted under the new key, and the old key is gone. Back up the key file now."
     )
-    store.close()
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Opening a store applies its migrations; this says which it applied."""
+
+    async def migrate() -> tuple[list[int], int, str]:
+        store = await open_cli_store(args)
+        try:
+            return store.applied_at_open, await store.schema_version(), store.describe
+        finally:
+            await store.close()
+
+    applied, version, where = anyio.run(migrate)
+    if applied:
+        say(
+            f"Migrated {where} to schema version {version} (applied {', '.join(map(str, applied))})."
+        )
+    else:
+        say(f"{where} is already at schema version {version}; nothing to do.")
     return 0
 
 
@@ -509,13 +585,13 @@ def cmd_token(args: argparse.Namespace) -> int:
         chosen = pick_scopes(args)
     except scopes.UnknownScope as exc:
         raise CliError(str(exc)) from None
-    accounts, user = open_accounts(args)
-    name = given_name or dated_name(accounts, user)
-    refuse_duplicate(accounts, user, name)
-    try:
-        record, secret = accounts.mint(user, name, chosen, days)
-    except AccountError as exc:
-        raise CliError(str(exc)) from None
+
+    async def mint(accounts: Accounts, user: User) -> tuple[TokenRecord, str]:
+        name = given_name or await dated_name(accounts, user)
+        await refuse_duplicate(accounts, user, name)
+        return await accounts.mint(user, name, chosen, days)
+
+    (record, secret), user = with_accounts(args, mint)
     if args.json:
         emit_json(
             {
@@ -544,9 +620,9 @@ def token_name(given: str | None) -> str | None:
     return given.strip()
 
 
-def dated_name(accounts: Accounts, user: User) -> str:
+async def dated_name(accounts: Accounts, user: User) -> str:
     """`token-<UTC time>`, with a suffix when a live token already has that name."""
-    taken = live_names(accounts, user)
+    taken = await live_names(accounts, user)
     stem = f"token-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
     suffix = 1
     name = stem
@@ -556,13 +632,13 @@ def dated_name(accounts: Accounts, user: User) -> str:
     return name
 
 
-def live_names(accounts: Accounts, user: User) -> dict[str, str]:
+async def live_names(accounts: Accounts, user: User) -> dict[str, str]:
     """Name to id of the tokens not revoked: the ones `spky mcp revoke NAME` would match."""
-    return {t.name: t.id for t in accounts.list_tokens(user) if t.revoked_at is None}
+    return {t.name: t.id for t in await accounts.list_tokens(user) if t.revoked_at is None}
 
 
-def refuse_duplicate(accounts: Accounts, user: User, name: str) -> None:
-    existing = live_names(accounts, user).get(name)
+async def refuse_duplicate(accounts: Accounts, user: User, name: str) -> None:
+    existing = (await live_names(accounts, user)).get(name)
     if existing is not None:
         raise CliError(
             f"{user.email} already has a token named '{name}' ({existing}); pick another "
@@ -638,9 +714,12 @@ def ask_client() -> str:
 
 
 def cmd_tokens(args: argparse.Namespace) -> int:
-    accounts, user = open_existing_accounts(args)
-    now = accounts.clock()
-    rows = [token_row(r, now) for r in accounts.list_tokens(user)]
+
+    async def listed(accounts: Accounts, user: User) -> list[dict[str, Any]]:
+        now = accounts.clock()
+        return [token_row(r, now) for r in await accounts.list_tokens(user)]
+
+    rows, user = with_existing_accounts(args, listed)
     if args.json:
         emit_json(rows)
         return 0
@@ -661,11 +740,11 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    accounts, user = open_existing_accounts(args)
-    try:
-        record = accounts.revoke(user, args.token)
-    except AccountError as exc:
-        raise CliError(str(exc)) from None
+
+    async def revoke(accounts: Accounts, user: User) -> TokenRecord:
+        return await accounts.revoke(user, args.token)
+
+    record, _ = with_existing_accounts(args, revoke)
     if args.json:
         emit_json({"id": record.id, "name": record.name, "status": "revoked"})
     else:
@@ -807,13 +886,17 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
     )
 
 
-Notes = Callable[[McpServer], list[str]]
+Notes = Callable[[McpServer], Awaitable[list[str]]]
 
 
-def build_server(
-    config: ServerConfig, user: str | None, key_file: str | None = None
-) -> tuple[McpServer, Notes]:
-    """The server, and what to tell the person who started it once it listens."""
+async def no_notes(server: McpServer) -> list[str]:
+    return []
+
+
+async def build_server(
+    config: ServerConfig, user: str | None, key_file: str | None = None, url: str | None = None
+) -> tuple[McpServer, Notes, Store | None]:
+    """The server, what to tell the person who started it once it listens, and its store."""
     if config.profile == "conformance":
         if config.host not in LOOPBACK_HOSTS and not config.host.startswith("127."):
             raise CliError(
@@ -822,18 +905,31 @@ def build_server(
             )
         from ..engine.fixtures import conformance_catalogue
 
-        return McpServer(config, conformance_catalogue(), authenticate=anonymous()), lambda _: []
+        return McpServer(config, conformance_catalogue(), authenticate=anonymous()), no_notes, None
     from ..product.app import build_product
 
+    store = await open_store(config.data_dir, key_file, url)
     try:
-        product = build_product(config, secret_key_file=key_file)
-        user_record = product.accounts.ensure_user(user or default_email())
+        product = build_product(config, store)
+        user_record = await product.accounts.ensure_user(user or default_email())
     except (StoreError, AccountError) as exc:
+        await store.close()
         raise CliError(str(exc)) from None
+    where = store_flags(config, url)
+
     # Behind a proxy, clients use the public URL, not the address bound here.
-    return product.server, lambda server: connect_notes(
-        product, user_record, config.url if config.public_url else server.url
-    )
+    async def notes(server: McpServer) -> list[str]:
+        shown = config.url if config.public_url else server.url
+        return await connect_notes(product, user_record, shown, where)
+
+    return product.server, notes, store
+
+
+def store_flags(config: ServerConfig, url: str | None) -> str:
+    """The flags that point another command at the store this server uses."""
+    if database_url(url) is not None:
+        return '--database-url "$SP00KY_MCP_DATABASE_URL"'
+    return f"--data-dir {config.data_dir or default_data_dir()}"
 
 
 def _uvloop_wanted(loop: str) -> bool:
@@ -846,7 +942,25 @@ def _uvloop_wanted(loop: str) -> bool:
     return True
 
 
-async def run_server(server: McpServer, notes: Notes) -> None:
+async def run_server(
+    config: ServerConfig, args: argparse.Namespace, started: list[McpServer]
+) -> None:
+    try:
+        server, notes, store = await build_server(
+            config, args.user, args.secret_key_file, args.database_url
+        )
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+    started.append(server)
+    try:
+        await serve_until_stopped(server, notes)
+    finally:
+        if store is not None:
+            with anyio.CancelScope(shield=True):
+                await store.close()
+
+
+async def serve_until_stopped(server: McpServer, notes: Notes) -> None:
     async with anyio.create_task_group() as tasks:
         await tasks.start(server.serve)
         # Signals are handled before the server says it listens: whoever waits for that line
@@ -857,7 +971,7 @@ async def run_server(server: McpServer, notes: Notes) -> None:
         gc.collect()
         gc.freeze()
         say(f"sp00ky-mcp listening on {server.url}")
-        for line in notes(server):
+        for line in await notes(server):
             say(line)
         await server.wait_stopped()
         tasks.cancel_scope.cancel()
@@ -881,14 +995,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     options = {"use_uvloop": _uvloop_wanted(args.loop)}
     warn_plain_http(config)
-    server, notes = build_server(config, args.user, args.secret_key_file)
+    started: list[McpServer] = []
     try:
-        anyio.run(run_server, server, notes, backend_options=options)
+        anyio.run(run_server, config, args, started, backend_options=options)
     except (OSError, BaseExceptionGroup) as exc:
         failure = bind_failure(exc)
         # Only a failure to bind (the port is still unknown) is the user's to fix; anything
         # later is a fault, and keeps its traceback.
-        if server.port is not None or failure is None:
+        if (started and started[0].port is not None) or failure is None:
             raise
         raise CliError(listen_refusal(config, failure)) from None
     return 0
@@ -943,6 +1057,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "install": cmd_install,
     "doctor": cmd_doctor,
     "rotate-key": cmd_rotate_key,
+    "migrate": cmd_migrate,
 }
 
 
@@ -992,24 +1107,25 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-def connect_notes(product: Product, user: User, url: str) -> list[str]:
+async def connect_notes(product: Product, user: User, url: str, where: str) -> list[str]:
     """What someone who just started the server needs in order to connect.  On a store with
-    no tokens at all, a read-only token is minted and shown this once."""
-    data_dir = product.store.path.rsplit("/", 1)[0]
-    if any(True for _ in product.accounts.list_tokens(user)):
+    no tokens at all, a read-only token is minted and shown this once.  `where`: the flags
+    that point `spky mcp token` at the same store."""
+    if await product.accounts.list_tokens(user):
         return [
-            f"Store: {product.store.path} (user {user.email})",
-            f"Mint a token:  spky mcp token --data-dir {data_dir} --url {url}",
+            f"Store: {product.store.describe} (user {user.email})",
+            f"Mint a token:  spky mcp token {where} --url {url}",
             f"Check a token: spky mcp doctor --url {url} --token mcp_live_…",
         ]
-    record, secret = product.accounts.mint(user, "first-run", scopes.DEFAULT, DEFAULT_TOKEN_DAYS)
+    accounts = product.accounts
+    record, secret = await accounts.mint(user, "first-run", scopes.DEFAULT, DEFAULT_TOKEN_DAYS)
     return [
-        f"Store: {product.store.path} (user {user.email})",
+        f"Store: {product.store.describe} (user {user.email})",
         f"First run: minted the read-only token '{record.name}' (shown only now; store it "
         "like a password):",
         f"  {secret}",
         "Connect Claude Code:",
         f"  {editors.claude_command_text(url, secret)}",
         f"Any MCP client: POST {url} with the header 'Authorization: Bearer {secret}'.",
-        f"More tokens: spky mcp token --data-dir {data_dir} --url {url}",
+        f"More tokens: spky mcp token {where} --url {url}",
     ]

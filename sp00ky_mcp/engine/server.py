@@ -15,7 +15,7 @@ test-suite another.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import anyio
@@ -55,7 +55,7 @@ class McpServer:
         instructions: Callable[[CallContext], str | None] | None = None,
         scope_hint: Callable[[str], str] | None = None,
         observer: ToolObserver | None = None,
-        on_stop: Callable[[], None] | None = None,
+        on_stop: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
         self.on_stop = on_stop
@@ -85,7 +85,8 @@ class McpServer:
                 tasks.cancel_scope.cancel()
         finally:
             if self.on_stop is not None:
-                self.on_stop()
+                with anyio.CancelScope(shield=True):
+                    await self.on_stop()
             self._stopped.set()
 
     async def _sweep_sessions(self) -> None:

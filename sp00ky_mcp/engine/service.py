@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -57,7 +57,8 @@ from .versions import (
 
 log = logging.getLogger("sp00ky_mcp.engine.service")
 
-Authenticator = Callable[[HttpRequest], Principal]
+# Either kind: a check that needs no IO may answer at once.
+Authenticator = Callable[[HttpRequest], Principal | Awaitable[Principal]]
 JSON_HEADERS: list[Header] = [(b"content-type", b"application/json")]
 INTERNAL = JsonRpcError(
     INTERNAL_ERROR, "Internal error: the server could not complete the request."
@@ -148,7 +149,7 @@ class McpService:
             return plain_response(404, f"Not found: the MCP endpoint is {self.config.endpoint}.")
         _raise(transport.check_host(request.header("host"), self.hosts))
         _raise(transport.check_origin(request.header("origin"), self.hosts, self.origins))
-        principal = self._authenticate(request)
+        principal = await self._authenticate(request)
         request.authenticated = True
         if request.method == "POST":
             return await self._post(request, principal)
@@ -160,10 +161,10 @@ class McpService:
             405, "Method not allowed: use POST, GET or DELETE.", (("allow", "GET, POST, DELETE"),)
         )
 
-    def _authenticate(self, request: HttpRequest) -> Principal:
+    async def _authenticate(self, request: HttpRequest) -> Principal:
         """A known token that is refused (revoked, expired) also ends the sessions it opened."""
         try:
-            return self.authenticate(request)
+            return await _principal(self.authenticate(request))
         except HttpError as exc:
             token_id = getattr(exc, "token_id", None)
             if token_id is not None:
@@ -289,7 +290,7 @@ class McpService:
                 continue
             if paid:
                 await anyio.lowlevel.checkpoint()
-                refusal = self._charge(request)
+                refusal = await self._charge(request)
                 if refusal is not None:
                     refused = refusal
                     replies.append(_refused_slot(message, refusal))
@@ -301,11 +302,11 @@ class McpService:
         headers = [(k.encode(), v.encode()) for k, v in refused.headers] if refused else []
         return json_response(200, b"[" + b",".join(replies) + b"]", headers)
 
-    def _charge(self, request: HttpRequest) -> HttpError | None:
+    async def _charge(self, request: HttpRequest) -> HttpError | None:
         """Authenticates a batched request once more, which takes its share of the token's
         rate limit; the refusal, if the limit (or the token's state) refuses it."""
         try:
-            self.authenticate(request)
+            await _principal(self.authenticate(request))
         except HttpError as exc:
             return exc
         return None
@@ -718,3 +719,9 @@ def _progress_token(params: dict[str, Any]) -> str | int | None:
     meta = params.get("_meta")
     token = meta.get("progressToken") if isinstance(meta, dict) else None
     return token if isinstance(token, str | int) and not isinstance(token, bool) else None
+
+
+async def _principal(answer: Principal | Awaitable[Principal]) -> Principal:
+    if isinstance(answer, Principal):
+        return answer
+    return await answer

@@ -5,19 +5,30 @@ from __future__ import annotations
 import getpass
 import logging
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..engine.digest import canonical_digest
 from . import scopes as scope_catalogue
 from . import tokens
 from .names import folded, hidden_problem, normal
-from .store import Store, StoreUnavailable, inserts
+from .store import Clash, Store, StoreUnavailable
+from .store.repos.accounts import AuditEntry, TokenRecord, User
 
-log = logging.getLogger("sp00ky_mcp.product.accounts")
+__all__ = [
+    "DEFAULT_TOKEN_DAYS",
+    "AccountError",
+    "Accounts",
+    "AuditEntry",
+    "TokenRecord",
+    "User",
+    "arguments_digest",
+    "default_email",
+    "token_name",
+]
+
+log = logging.getLogger("sp00ky_mcp.accounts")
 
 DEFAULT_TOKEN_DAYS = 90
 Clock = Callable[[], float]
@@ -25,47 +36,6 @@ Clock = Callable[[], float]
 
 class AccountError(Exception):
     """A refused account operation; the message says what to fix."""
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    id: str
-    email: str
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class TokenRecord:
-    id: str
-    user_id: str
-    name: str
-    hint: str
-    scopes: tuple[str, ...]
-    created_at: float
-    expires_at: float | None
-    last_used_at: float | None
-    revoked_at: float | None
-
-    def status(self, now: float) -> str:
-        if self.revoked_at is not None:
-            return "revoked"
-        if self.expires_at is not None and now >= self.expires_at:
-            return "expired"
-        return "active"
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> TokenRecord:
-        return cls(
-            row["id"],
-            row["user_id"],
-            row["name"],
-            row["hint"],
-            tuple(row["scopes"].split()),
-            row["created_at"],
-            row["expires_at"],
-            row["last_used_at"],
-            row["revoked_at"],
-        )
 
 
 def new_id(prefix: str) -> str:
@@ -83,25 +53,23 @@ class Accounts:
 
     # --- users and their personal tenant ---------------------------------------------------
 
-    def user_by_email(self, email: str) -> User | None:
-        row = self.store.one("SELECT id, email, name FROM users WHERE email = ?", (email,))
-        return User(row["id"], row["email"], row["name"]) if row else None
+    async def user_by_email(self, email: str) -> User | None:
+        return await self.store.reads.accounts.user_by_email(email)
 
-    def user(self, user_id: str) -> User | None:
-        row = self.store.one("SELECT id, email, name FROM users WHERE id = ?", (user_id,))
-        return User(row["id"], row["email"], row["name"]) if row else None
+    async def user(self, user_id: str) -> User | None:
+        return await self.store.reads.accounts.user(user_id)
 
-    def _user_spelled_otherwise(self, email: str) -> User | None:
+    async def _user_spelled_otherwise(self, email: str) -> User | None:
         """A user an older version stored with another Unicode spelling of `email` (it did
         not normalise them).  Only a non-ASCII address can be one, so only those are read."""
-        rows = self.store.all(
-            "SELECT id, email, name FROM users WHERE email GLOB ? ORDER BY created_at, id",
-            ("*[^ -~]*",),
-        )
-        same = [r for r in rows if folded(r["email"]) == folded(email)]
-        return User(same[0]["id"], same[0]["email"], same[0]["name"]) if same else None
+        same = [
+            u
+            for u in await self.store.reads.accounts.non_ascii_users()
+            if folded(u.email) == folded(email)
+        ]
+        return same[0] if same else None
 
-    def ensure_user(self, email: str, name: str | None = None) -> User:
+    async def ensure_user(self, email: str, name: str | None = None) -> User:
         """The user with this email, created with a personal tenant on first use; a new user's
         email is stored in its NFKC form."""
         email = normal(email.strip())
@@ -110,46 +78,35 @@ class Accounts:
         problem = hidden_problem("--user", email)
         if problem is not None:
             raise AccountError(problem)
-        existing = self.user_by_email(email) or self._user_spelled_otherwise(email)
+        existing = await self.user_by_email(email) or await self._user_spelled_otherwise(email)
         if existing is not None:
             return existing
         try:
-            return self._create_user(email, name)
-        except sqlite3.IntegrityError:
+            return await self._create_user(email, name)
+        except Clash:
             # Another process created the user between the lookup and the insert.
-            existing = self.user_by_email(email)
+            existing = await self.user_by_email(email)
             if existing is None:
                 raise
             return existing
 
-    def _create_user(self, email: str, name: str | None) -> User:
+    async def _create_user(self, email: str, name: str | None) -> User:
         user = User(new_id("usr"), email, name or email.split("@", 1)[0])
-        now = self.clock()
-        tenant_id = new_id("ten")
-        with self.store.transaction() as db:
-            db.execute("INSERT INTO users VALUES (?, ?, ?, ?)", (user.id, email, user.name, now))
-            db.execute(
-                "INSERT INTO tenants (id, name, kind, created_at) VALUES (?, ?, ?, ?)",
-                (tenant_id, f"{user.name}'s workspace", "personal", now),
-            )
-            db.execute(
-                "INSERT INTO memberships VALUES (?, ?, 'owner', ?)", (tenant_id, user.id, now)
+        async with self.store.transaction() as tx:
+            await tx.accounts.add_user(
+                user, new_id("ten"), f"{user.name}'s workspace", self.clock()
             )
         return user
 
-    def personal_tenant(self, user_id: str) -> str:
-        row = self.store.one(
-            "SELECT t.id FROM tenants t JOIN memberships m ON m.tenant_id = t.id "
-            "WHERE m.user_id = ? AND t.kind = 'personal'",
-            (user_id,),
-        )
-        if row is None:
+    async def personal_tenant(self, user_id: str) -> str:
+        found = await self.store.reads.accounts.personal_tenant(user_id)
+        if found is None:
             raise AccountError("This user has no personal tenant.")
-        return str(row["id"])
+        return found
 
     # --- tokens ----------------------------------------------------------------------------
 
-    def mint(
+    async def mint(
         self, user: User, name: str, requested: tuple[str, ...], expires_in_days: float | None
     ) -> tuple[TokenRecord, str]:
         """A new token; the secret is returned once and only its hash is kept."""
@@ -169,77 +126,46 @@ class Accounts:
             None,
             None,
         )
-        with self.store.transaction() as db:
-            db.execute(
-                "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
-                (
-                    record.id,
-                    user.id,
-                    record.name,
-                    tokens.digest(secret),
-                    record.hint,
-                    " ".join(granted),
-                    now,
-                    expires,
-                ),
-            )
+        async with self.store.transaction() as tx:
+            await tx.accounts.add_token(record, tokens.digest(secret))
         return record, secret
 
-    def find(self, secret: str) -> TokenRecord | None:
-        row = self.store.one("SELECT * FROM tokens WHERE hash = ?", (tokens.digest(secret),))
-        return TokenRecord.from_row(row) if row else None
+    async def find(self, secret: str) -> TokenRecord | None:
+        return await self.store.reads.accounts.token_by_digest(tokens.digest(secret))
 
-    def list_tokens(self, user: User) -> list[TokenRecord]:
-        rows = self.store.all(
-            "SELECT * FROM tokens WHERE user_id = ? ORDER BY created_at, id", (user.id,)
-        )
-        return [TokenRecord.from_row(r) for r in rows]
+    async def list_tokens(self, user: User) -> list[TokenRecord]:
+        return await self.store.reads.accounts.tokens_of(user.id)
 
-    def revoke(self, user: User, id_or_name: str) -> TokenRecord:
+    async def revoke(self, user: User, id_or_name: str) -> TokenRecord:
         # Names of tokens minted before names were normalised are normalised here too.
         wanted = normal(id_or_name.strip())
         matches = [
             t
-            for t in self.list_tokens(user)
+            for t in await self.list_tokens(user)
             if t.revoked_at is None and wanted in (t.id, normal(t.name))
         ]
         if not matches:
             raise AccountError(f"No active token '{id_or_name}'; `spky mcp tokens` lists them.")
         if len(matches) > 1:
             raise AccountError(f"Several active tokens are named '{id_or_name}'; revoke by id.")
-        with self.store.transaction() as db:
-            db.execute(
-                "UPDATE tokens SET revoked_at = ? WHERE id = ?", (self.clock(), matches[0].id)
-            )
+        async with self.store.transaction() as tx:
+            await tx.accounts.revoke_token(matches[0].id, self.clock())
         return matches[0]
 
-    def touch(self, token_id: str, when: float) -> None:
+    async def touch(self, token_id: str, when: float) -> None:
         """Best effort: last use is a hint kept to the minute, not worth refusing a request
         over, so a store that cannot take the write (full, locked) skips it."""
         try:
-            self.store.record(
-                [("UPDATE tokens SET last_used_at = ? WHERE id = ?", (when, token_id))]
-            )
+            async with self.store.bookkeeping() as tx:
+                await tx.accounts.touch_token(token_id, when)
         except StoreUnavailable as exc:
             log.warning("last use of token %s not recorded: %s", token_id, exc.message)
 
     # --- audit -----------------------------------------------------------------------------
 
-    def audit(self, entries: Sequence[AuditEntry]) -> None:
-        self.store.record(inserts("audit_log", AuditEntry._fields, entries))
-
-
-class AuditEntry(NamedTuple):
-    """One audit record, in the audit_log table's column order."""
-
-    at: float
-    token_id: str
-    user_id: str
-    tenant_id: str | None
-    tool: str
-    arguments_digest: str
-    outcome: str
-    duration_ms: float
+    async def audit(self, entries: Sequence[AuditEntry]) -> None:
+        async with self.store.bookkeeping() as tx:
+            await tx.accounts.add_audit(entries)
 
 
 def token_name(name: str) -> str:

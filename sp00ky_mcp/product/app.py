@@ -17,7 +17,7 @@ from . import scopes
 from .accounts import Accounts, AuditEntry, arguments_digest
 from .auth import TokenAuthenticator
 from .cloud.base import Cloud
-from .store import Store, StoreUnavailable
+from .store import Store, StoreError, StoreUnavailable
 from .tools import product_tools
 
 log = logging.getLogger("sp00ky_mcp.audit")
@@ -38,6 +38,7 @@ class AuditTrail:
         self.accounts = accounts
         self.delay = delay
         self._pending: list[AuditEntry] = []
+        self._flushing: set[asyncio.Future[None]] = set()
 
     def __call__(
         self,
@@ -65,20 +66,32 @@ class AuditTrail:
             )
         )
         if len(self._pending) == 1:
-            asyncio.get_running_loop().call_later(self.delay, self.flush)
+            asyncio.get_running_loop().call_later(self.delay, self.flush_soon)
         elif len(self._pending) >= MAX_PENDING_RECORDS:
-            self.flush()
+            self.flush_soon()
 
-    def flush(self) -> None:
+    def flush_soon(self) -> None:
+        """Writes the pending records in the background; no call waits for them."""
+        task = asyncio.ensure_future(self.flush())
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def flush(self) -> None:
         """Writes the pending records.  The calls they record have been answered, so a store
         that cannot take them is reported to the operator, not to a client."""
         pending, self._pending = self._pending, []
         if not pending:
             return
         try:
-            self.accounts.audit(pending)
-        except StoreUnavailable as exc:
-            log.error("%d audit records were not written: %s", len(pending), exc.message)
+            await self.accounts.audit(pending)
+        except StoreError as exc:
+            log.error("%d audit records were not written: %s", len(pending), _said(exc))
+
+    async def drain(self) -> None:
+        """Writes what is pending and waits for the writes under way (at shutdown)."""
+        await self.flush()
+        while self._flushing:
+            await asyncio.gather(*self._flushing, return_exceptions=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +104,8 @@ class Product:
     cloud: Cloud
 
 
-def build_product(
-    config: ServerConfig, store: Store | None = None, secret_key_file: str | None = None
-) -> Product:
-    store = store or Store.open(config.data_dir, secret_key_file)
+def build_product(config: ServerConfig, store: Store) -> Product:
+    """The product server over `store` (see `store.open_store`)."""
     accounts = Accounts(store)
     cloud = Cloud(store, accounts)
     limits = config.limits
@@ -107,6 +118,10 @@ def build_product(
         instructions=lambda ctx: scopes.instructions(ctx.principal.scopes),
         scope_hint=scopes.missing_scope_message,
         observer=audit,
-        on_stop=audit.flush,
+        on_stop=audit.drain,
     )
     return Product(server, store, accounts, cloud)
+
+
+def _said(exc: StoreError) -> str:
+    return exc.message if isinstance(exc, StoreUnavailable) else str(exc)

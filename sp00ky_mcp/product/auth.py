@@ -8,6 +8,7 @@ another process is seen on the very next request.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from ..engine.errors import HttpError
 from ..engine.http import HttpRequest
 from . import scopes, tokens
 from .accounts import Accounts, Clock, TokenRecord
-from .store import ReadCache
+from .store import ReadCache, StoreUnavailable
 
 REALM = 'Bearer realm="sp00ky-mcp"'
 MINT = "mint a new one with `spky mcp token` and re-add it"
@@ -84,13 +85,14 @@ class TokenAuthenticator:
         )
         self._buckets: dict[str, Bucket] = {}
         self._touched: dict[str, float] = {}
+        self._touching: set[asyncio.Future[None]] = set()
 
     def forget(self) -> None:
         self._cache.clear()
 
-    def __call__(self, request: HttpRequest) -> Principal:
+    async def __call__(self, request: HttpRequest) -> Principal:
         credential = self._credential(request)
-        record, principal = self._lookup(credential)
+        record, principal = await self._lookup(credential)
         now = self.clock()
         status = record.status(now)
         if status != "active":
@@ -119,19 +121,27 @@ class TokenAuthenticator:
             raise malformed()
         return credential
 
-    def _lookup(self, credential: str) -> tuple[TokenRecord, Principal]:
+    async def _lookup(self, credential: str) -> tuple[TokenRecord, Principal]:
         key = tokens.digest(credential)
-        cached, version = self._cache.get(key)
+        cached, version = await self._cache.get(key)
         if cached is None:
             # Only well-formed tokens are ever cached, so a hit needs no format check.
             if not tokens.well_formed(credential):
                 raise malformed()
-            record = self.accounts.find(credential)
+            record = await self._find(credential)
             if record is None:
                 raise TokenRefused(f"the token is not recognised (mistyped, or deleted); {MINT}.")
             cached = (record, principal_of(record))
-            self._cache.put(key, cached, version)
+            await self._cache.put(key, cached, version)
         return cached
+
+    async def _find(self, credential: str) -> TokenRecord | None:
+        """The token's record; a store that cannot be read answers 503, which a client
+        retries, rather than a refusal of a token that may be good."""
+        try:
+            return await self.accounts.find(credential)
+        except StoreUnavailable as exc:
+            raise HttpError(503, exc.message, (("retry-after", "1"),)) from None
 
     def _throttle(self, token_id: str, now: float) -> None:
         bucket = self._buckets.get(token_id)
@@ -147,10 +157,13 @@ class TokenAuthenticator:
             )
 
     def _touch(self, token_id: str, now: float) -> None:
-        """last_used is kept to the minute, so the hot path writes at most once a minute."""
+        """last_used is kept to the minute, so the hot path writes at most once a minute, and
+        in the background: no request waits for it (behind a locked store, say)."""
         if now - self._touched.get(token_id, 0.0) >= TOUCH_INTERVAL:
             self._touched[token_id] = now
-            self.accounts.touch(token_id, now)
+            task = asyncio.ensure_future(self.accounts.touch(token_id, now))
+            self._touching.add(task)
+            task.add_done_callback(self._touching.discard)
 
 
 def principal_of(record: TokenRecord) -> Principal:

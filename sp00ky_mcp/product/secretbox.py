@@ -21,9 +21,8 @@ import logging
 import os
 import re
 import secrets
-import sqlite3
 import stat
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,15 +88,10 @@ class Column:
         return orjson.dumps([self.table, self.column, *identity])
 
 
+ENV_VALUE = Column("env_vars", "value", ("project_id", "key"))
+VAULT_MATERIAL = Column("vaults", "key_material", ("project_id",))
 # Every column of the store that holds secrets: what rotation re-seals and what a start checks.
-SEALED: list[Column] = []
-
-
-def sealed_column(table: str, column: str, identity: tuple[str, ...]) -> Column:
-    found = Column(table, column, identity)
-    if found not in SEALED:
-        SEALED.append(found)
-    return found
+SEALED = (ENV_VALUE, VAULT_MATERIAL)
 
 
 # --- keys ----------------------------------------------------------------------------------
@@ -357,103 +351,3 @@ def load_box(path: Path, used: Iterable[bytes]) -> SecretBox:
 def ephemeral_box() -> SecretBox:
     """For a store in memory: its values live no longer than the process, nor does the key."""
     return SecretBox([Key.new()])
-
-
-# --- the store's side ----------------------------------------------------------------------
-
-
-def key_ids_in_use(db: sqlite3.Connection) -> set[bytes]:
-    """The ids of the keys that seal values in the store (from the sealed columns it records,
-    whichever modules this process imported)."""
-    ids: set[bytes] = set()
-    for column in recorded_columns(db):
-        rows = db.execute(
-            f"SELECT DISTINCT substr({column.column}, 2, {KEY_ID_BYTES}) FROM {column.table} "
-            f"WHERE typeof({column.column}) = 'blob'"
-        ).fetchall()
-        ids.update(bytes(row[0]) for row in rows)
-    return ids
-
-
-def recorded_columns(db: sqlite3.Connection) -> list[Column]:
-    exists = db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sealed_columns'"
-    ).fetchone()
-    if exists is None:
-        return []
-    rows = db.execute("SELECT tbl, col, identity FROM sealed_columns ORDER BY tbl, col")
-    return [Column(t, c, tuple(orjson.loads(i))) for t, c, i in rows.fetchall()]
-
-
-SEAL_FUNCTION = "sp00ky_seal"
-
-
-def add_seal_function(db: sqlite3.Connection, box: Callable[[], SecretBox]) -> None:
-    """The SQL function the sealed columns' triggers call (see `triggers`), sealing under
-    whichever box the store holds then."""
-
-    def seal(table: str, column: str, plaintext: str, *identity: object) -> bytes:
-        return box().seal(Column(table, column, ()), [str(part) for part in identity], plaintext)
-
-    db.create_function(SEAL_FUNCTION, -1, seal)
-
-
-def triggers(column: Column) -> list[str]:
-    """Triggers that seal any text written to `column`, before the write commits: a write path
-    that forgets to seal (or SQL typed by hand into this server's connection) stores no
-    plaintext.  A connection without the seal function, such as an older server's, fails
-    such a write instead of storing it in clear."""
-    table, name = column.table, column.column
-    match = " AND ".join(f"{part} = NEW.{part}" for part in column.identity)
-    parts = ", ".join(f"NEW.{part}" for part in column.identity)
-    body = (
-        f"WHEN typeof(NEW.{name}) = 'text' BEGIN UPDATE {table} SET {name} = "
-        f"{SEAL_FUNCTION}('{table}', '{name}', NEW.{name}, {parts}) WHERE {match}; END"
-    )
-    return [
-        f"CREATE TRIGGER IF NOT EXISTS seal_{table}_{name}_insert AFTER INSERT ON {table} {body}",
-        f"CREATE TRIGGER IF NOT EXISTS seal_{table}_{name}_update AFTER UPDATE OF {name} "
-        f"ON {table} {body}",
-    ]
-
-
-def seal_plaintext(db: sqlite3.Connection, box: SecretBox, column: Column) -> int:
-    """Records `column` as sealed, adds its triggers and seals the plaintext a store written by
-    an earlier version holds there; how many values it sealed."""
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS sealed_columns (tbl TEXT NOT NULL, col TEXT NOT NULL, "
-        "identity TEXT NOT NULL, PRIMARY KEY (tbl, col))"
-    )
-    db.execute(
-        "INSERT OR IGNORE INTO sealed_columns VALUES (?, ?, ?)",
-        (column.table, column.column, orjson.dumps(list(column.identity)).decode()),
-    )
-    for sql in triggers(column):
-        db.execute(sql)
-    return _reseal(db, box, column, "text")
-
-
-def reseal_all(db: sqlite3.Connection, box: SecretBox) -> int:
-    """Seals every sealed value again under the box's current key; how many there were."""
-    return sum(_reseal(db, box, column, "blob") for column in recorded_columns(db))
-
-
-def _reseal(db: sqlite3.Connection, box: SecretBox, column: Column, kind: str) -> int:
-    ids = column.identity
-    rows = db.execute(
-        f"SELECT {', '.join(ids)}, {column.column} AS sealed FROM {column.table} "
-        f"WHERE typeof({column.column}) = ?",
-        (kind,),
-    ).fetchall()
-    where = " AND ".join(f"{part} = ?" for part in ids)
-    db.executemany(
-        f"UPDATE {column.table} SET {column.column} = ? WHERE {where}",
-        [_resealed(box, column, row, kind) for row in rows],
-    )
-    return len(rows)
-
-
-def _resealed(box: SecretBox, column: Column, row: sqlite3.Row, kind: str) -> list[object]:
-    identity = [str(row[part]) for part in column.identity]
-    value = row["sealed"] if kind == "text" else box.open(column, identity, row["sealed"])
-    return [box.seal(column, identity, value), *identity]

@@ -1,16 +1,3 @@
-"""The Sp00ky control plane.  Importing the package registers every area's tables, so any
-process that opens a store through it gets the whole schema."""
-
-from . import (  # noqa: F401
-    backups,
-    billing,
-    deployments,
-    domains,
-    env,
-    links,
-    logs,
-    projects,
-    schema,
-    teams,
-    vault,
-)
+"""The Sp00ky control plane: tenancy, roles, state machines and the business rules of each
+area (projects, deployments, logs, env, vault, backups, domains, repo links, teams, billing).
+It holds no SQL: it reads and writes through the storage port (`..store`)."""

@@ -9,10 +9,9 @@ where that user is a member, and an object of a tenant it cannot reach is "not f
 from __future__ import annotations
 
 import secrets
-import sqlite3
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,14 +20,16 @@ from typing import Any
 from ...engine.errors import ToolError
 from ..accounts import Accounts
 from ..names import hidden_problem
-from ..secretbox import SEALED, Column
-from ..store import ReadCache, Store
+from ..store.port import Busy, Clash, ReadCache, Store, Vanished
+from ..store.repos import Repos
+from ..store.repos.projects import Project
+from ..store.repos.tenancy import TokenState
 
 Clock = Callable[[], float]
 ROLE_RANK = {"member": 0, "admin": 1, "owner": 2}
 REGIONS = ("us-east", "us-west", "eu-central", "eu-west", "ap-southeast")
 CURSOR_RULE = "Invalid cursor: pass back a next_cursor value exactly as received."
-# SQLite's integers are 64-bit: a larger Python int cannot even be bound as a parameter.
+# The store's integers are 64-bit: a larger Python int cannot even be bound as a parameter.
 SQLITE_MAX_INTEGER = 2**63 - 1
 # Values shorter than this (e.g. "1", "true") would mask ordinary words everywhere; they are
 # still redacted where they appear as a field, just not searched for inside other text.
@@ -102,6 +103,11 @@ class Cloud:
         self._tenants: ReadCache[tuple[str, str | None], Tenant] = ReadCache(store, 10_000)
         self._secrets: ReadCache[str, tuple[str, ...]] = ReadCache(store, 10_000)
 
+    @property
+    def reads(self) -> Repos:
+        """Reads outside a write (a write reads through its transaction)."""
+        return self.store.reads
+
     # --- transactions ----------------------------------------------------------------------
 
     @contextmanager
@@ -113,181 +119,112 @@ class Cloud:
         finally:
             _ACTING.reset(reset)
 
-    @contextmanager
-    def transaction(self, clash: Clash | None = None) -> Iterator[sqlite3.Connection]:
-        """A store transaction that first checks, under its write lock, that the caller may
-        still act (see `Caller`), so that nothing another connection commits can come between
-        that check and the change.  A UNIQUE or PRIMARY KEY constraint that fails in the block
-        raises `clash()`, the error of the check that another process's write slipped past
-        (see `_constraints`), and nothing is changed."""
-        with self.store.transaction() as db, _constraints(clash):
-            caller = _ACTING.get()
-            if caller is not None:
-                self._check_still_allowed(db, caller)
-            yield db
+    @asynccontextmanager
+    async def transaction(self, clash: Clash | None = None) -> AsyncIterator[Repos]:
+        """A store transaction that first checks, inside it, that the caller may still act
+        (see `Caller`), so that nothing another connection commits can come between that
+        check and the change.  A uniqueness rule that fails in the block raises `clash()`,
+        the error of the check that another process's write slipped past, and a row deleted
+        meanwhile by another process the generic conflict; nothing is changed either way."""
+        try:
+            async with self.store.transaction() as tx:
+                caller = _ACTING.get()
+                if caller is not None:
+                    await self._check_still_allowed(tx, caller)
+                yield tx
+        except Clash:
+            raise (clash() if clash is not None else Conflict(CONCURRENT_CLASH)) from None
+        except (Vanished, Busy):
+            raise Conflict(CONCURRENT_CLASH) from None
 
-    def _check_still_allowed(self, db: sqlite3.Connection, caller: Caller) -> None:
+    async def _check_still_allowed(self, tx: Repos, caller: Caller) -> None:
         if caller.token_id is not None:
-            token = db.execute(
-                "SELECT revoked_at, expires_at FROM tokens WHERE id = ?", (caller.token_id,)
-            ).fetchone()
-            _check_token(token, self.accounts.clock())
-        _check_role(db, caller)
+            state = await tx.tenancy.token_state(caller.token_id)
+            _check_token(state, self.accounts.clock())
+        _check_role(await tx.tenancy.role(caller.tenant.id, caller.user_id), caller)
 
     # --- tenancy ---------------------------------------------------------------------------
 
-    def tenant(self, user_id: str, tenant_id: str | None) -> Tenant:
+    async def tenant(self, user_id: str, tenant_id: str | None) -> Tenant:
         """The caller's personal tenant by default, else `tenant_id` if the user is a member."""
         key = (user_id, tenant_id)
-        tenant, version = self._tenants.get(key)
+        tenant, version = await self._tenants.get(key)
         if tenant is None:
-            tenant = self._read_tenant(user_id, tenant_id)
-            self._tenants.put(key, tenant, version)
+            tenant = await self._read_tenant(user_id, tenant_id)
+            await self._tenants.put(key, tenant, version)
         return tenant
 
-    def _read_tenant(self, user_id: str, tenant_id: str | None) -> Tenant:
+    async def _read_tenant(self, user_id: str, tenant_id: str | None) -> Tenant:
         if tenant_id is None:
-            tenant_id = self.accounts.personal_tenant(user_id)
-        row = self.store.one(
-            "SELECT t.id, t.name, t.kind, t.plan, m.role FROM tenants t "
-            "JOIN memberships m ON m.tenant_id = t.id WHERE t.id = ? AND m.user_id = ?",
-            (tenant_id, user_id),
-        )
-        if row is None:
+            tenant_id = await self.accounts.personal_tenant(user_id)
+        found = await self.reads.tenancy.membership(tenant_id, user_id)
+        if found is None:
             raise NotFound(
                 f"No tenant '{tenant_id}' is reachable by this token; list_teams "
                 "shows the tenants you belong to."
             )
-        return Tenant(row["id"], row["name"], row["kind"], row["plan"], row["role"])
+        return Tenant(found.id, found.name, found.kind, found.plan, found.role)
 
     # --- projects --------------------------------------------------------------------------
 
-    def project(self, tenant: Tenant, ref: str) -> sqlite3.Row:
-        """A project of this tenant by name or id."""
-        row = self.store.one(
-            "SELECT * FROM projects WHERE tenant_id = ? AND (id = ? OR name = ?)",
-            (tenant.id, ref, ref),
-        )
-        if row is None:
+    async def project(self, tenant: Tenant, ref: str, tx: Repos | None = None) -> Project:
+        """A project of this tenant by name or id (read through `tx` inside a write)."""
+        found = await (tx or self.reads).projects.by_ref(tenant.id, ref)
+        if found is None:
             raise missing_project(tenant, ref)
-        return row
+        return found
 
-    def child(
-        self, table: str, project: sqlite3.Row, column: str, value: str, missing: str
-    ) -> sqlite3.Row:
-        """The row of `table` under `project` whose `column` is `value`; NotFound with the
-        `missing` message when there is none."""
-        row = self.store.one(
-            f"SELECT * FROM {table} WHERE project_id = ? AND {column} = ?", (project["id"], value)
-        )
-        if row is None:
-            raise NotFound(missing)
-        return row
-
-    def count(self, table: str, project_id: str) -> int:
-        """How many rows of `table` belong to the project."""
-        row = self.store.one(f"SELECT COUNT(*) FROM {table} WHERE project_id = ?", (project_id,))
-        return 0 if row is None else int(row[0])
-
-    def service_names(self, project_id: str) -> list[str]:
-        rows = self.store.all(
-            "SELECT name FROM services WHERE project_id = ? ORDER BY name", (project_id,)
-        )
-        return [r["name"] for r in rows]
+    async def service_names(self, project_id: str, tx: Repos | None = None) -> list[str]:
+        return await (tx or self.reads).projects.service_names(project_id)
 
     # --- logs and secrets ------------------------------------------------------------------
 
-    def log(
-        self,
-        db: sqlite3.Connection,
-        project_id: str,
-        service: str | None,
-        level: str,
-        message: str,
+    async def log(
+        self, tx: Repos, project_id: str, service: str | None, level: str, message: str
     ) -> None:
         """Writes a log line inside the caller's transaction, so it lands with the change."""
-        db.execute(
-            "INSERT INTO log_lines (project_id, service, at, level, message) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (project_id, service, self.clock(), level, message),
-        )
+        await tx.logs.add(project_id, service, self.clock(), level, message)
 
-    def secret_values(self, tenant_id: str) -> tuple[str, ...]:
+    async def secret_values(self, tenant_id: str) -> tuple[str, ...]:
         """Every secret value of the tenant (env values, vault material), longest first, so
         that output can be masked even where the value appears inside other text.  They are
         decrypted once per fill of the cache, not per call."""
-        values, version = self._secrets.get(tenant_id)
+        values, version = await self._secrets.get(tenant_id)
         if values is None:
-            values = self._read_secret_values(tenant_id)
-            self._secrets.put(tenant_id, values, version)
+            values = await self._read_secret_values(tenant_id)
+            await self._secrets.put(tenant_id, values, version)
         return values
 
-    def _read_secret_values(self, tenant_id: str) -> tuple[str, ...]:
-        values = {v for column in SEALED for v in self._sealed_values(column, tenant_id)}
-        values = {v for v in values if len(v) >= MIN_MASKED_LENGTH}
-        return tuple(sorted(values, key=len, reverse=True))
-
-    def _sealed_values(self, column: Column, tenant_id: str) -> list[str]:
-        """The plaintexts of a sealed column under the tenant's projects."""
-        identity = ", ".join(f"x.{part}" for part in column.identity)
-        rows = self.store.all(
-            f"SELECT {identity}, x.{column.column} AS sealed FROM {column.table} x "
-            "JOIN projects p ON p.id = x.project_id WHERE p.tenant_id = ?",
-            (tenant_id,),
-        )
-        return [
-            self.store.secrets.open(column, [row[part] for part in column.identity], row["sealed"])
-            for row in rows
-        ]
+    async def _read_secret_values(self, tenant_id: str) -> tuple[str, ...]:
+        values = await self.reads.tenancy.secret_values(tenant_id)
+        kept = {v for v in values if len(v) >= MIN_MASKED_LENGTH}
+        return tuple(sorted(kept, key=len, reverse=True))
 
 
-def _check_role(db: sqlite3.Connection, caller: Caller) -> None:
+def _check_role(role: str | None, caller: Caller) -> None:
     """The caller still belongs to the tenant, with a role no lower than at the start (what
     was allowed then is allowed now)."""
     tenant = caller.tenant
-    row = db.execute(
-        "SELECT role FROM memberships WHERE tenant_id = ? AND user_id = ?",
-        (tenant.id, caller.user_id),
-    ).fetchone()
-    if row is None:
+    if role is None:
         raise Refused(
             f"You no longer belong to '{tenant.name}', so nothing was changed; list_teams "
             "shows the tenants you belong to."
         )
-    if ROLE_RANK[row["role"]] < ROLE_RANK[tenant.role]:
+    if ROLE_RANK[role] < ROLE_RANK[tenant.role]:
         raise Refused(
-            f"Your role in '{tenant.name}' changed from {tenant.role} to {row['role']} "
+            f"Your role in '{tenant.name}' changed from {tenant.role} to {role} "
             "while this call ran, so nothing was changed; call the tool again to act with "
             "your current role."
         )
 
 
-def _check_token(token: sqlite3.Row | None, now: float) -> None:
+def _check_token(token: TokenState | None, now: float) -> None:
     """The call's token is neither revoked (nor deleted) nor expired now."""
     mint = "mint a new one with `spky mcp token` and re-add it"
-    if token is None or token["revoked_at"] is not None:
+    if token is None or token.revoked_at is not None:
         raise Refused(f"This token was revoked while the call ran, so nothing was changed; {mint}.")
-    if token["expires_at"] is not None and now >= token["expires_at"]:
+    if token.expires_at is not None and now >= token.expires_at:
         raise Refused(f"This token expired while the call ran, so nothing was changed; {mint}.")
-
-
-_CLASHES = ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY")
-
-
-@contextmanager
-def _constraints(clash: Clash | None) -> Iterator[None]:
-    """Constraint failures of the block as the tool errors they stand for.  A unique name is
-    checked before it is inserted, but another process can insert it first; a row this one
-    refers to can be deleted by another process first."""
-    try:
-        yield
-    except sqlite3.IntegrityError as exc:
-        name = getattr(exc, "sqlite_errorname", "")
-        if name in _CLASHES:
-            raise (clash() if clash is not None else Conflict(CONCURRENT_CLASH)) from None
-        if name == "SQLITE_CONSTRAINT_FOREIGNKEY":
-            raise Conflict(CONCURRENT_CLASH) from None
-        raise
 
 
 def check_visible(argument: str, value: str) -> None:

@@ -6,7 +6,6 @@ everything the tool sends (its result or error, and its progress and log notific
 
 from __future__ import annotations
 
-import sqlite3
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -24,6 +23,8 @@ from ...engine.redaction import MARKER, Secret, SecretMatcher, encoder_default
 from ..accounts import arguments_digest
 from ..cloud.base import Caller, Cloud, Tenant, page, page_bounds
 from ..store import Store, Version
+from ..store.repos.idempotency import IdempotencyRecord
+from ..store.repos.projects import Project
 
 Handler = Callable[["Call"], Awaitable[dict[str, Any]]]
 # The tool, who asked (the user, and whether they may see secrets) and the arguments,
@@ -171,8 +172,8 @@ class Call:
         assert self.ctx.principal.user_id is not None
         return self.ctx.principal.user_id
 
-    def project(self) -> sqlite3.Row:
-        return self.cloud.project(self.tenant, self.args["project"])
+    async def project(self) -> Project:
+        return await self.cloud.project(self.tenant, self.args["project"])
 
     def page(self, items: list[Any], default_limit: int) -> dict[str, Any]:
         """The page of `items` that the call's cursor and limit ask for."""
@@ -195,13 +196,13 @@ class Call:
 
     # --- masking ---------------------------------------------------------------------------
 
-    def secrets(self) -> tuple[str, ...]:
+    async def secrets(self) -> tuple[str, ...]:
         """The tenant's secret values this token may not see (none with secrets:reveal),
         longest first; values shorter than MIN_MASKED_LENGTH are left out, so ordinary words
         stay readable.  Read once, until `forget_secrets`."""
         if self._secrets is None:
             reveal = self.ctx.principal.can_reveal
-            self._secrets = () if reveal else self.cloud.secret_values(self.tenant.id)
+            self._secrets = () if reveal else await self.cloud.secret_values(self.tenant.id)
         return self._secrets
 
     def forget_secrets(self) -> None:
@@ -213,7 +214,7 @@ class Call:
         """Readies what `mask` and `mask_all` need: built off the event loop when the secret
         values are new, so that no other connection waits for it."""
         if self._masks is None:
-            self._masks = await masks_for(self.tenant.id, self.secrets())
+            self._masks = await masks_for(self.tenant.id, await self.secrets())
 
     def mask(self, text: str) -> str:
         """`text` with every secret value in it replaced by the redaction marker: one scan of
@@ -231,12 +232,8 @@ class Call:
         return _scrubbed(value, masks.plain)
 
     def _ready_masks(self) -> Masks:
-        """The masks `prepare_masks` built; a caller that skipped it gets them built here,
-        on the loop, which is correct but slow for large values."""
-        if self._masks is None:
-            values = self.secrets()
-            kept = _kept_masks(self.tenant.id, values)
-            self._masks = kept or (_build_masks(values) if values else NO_MASKS)
+        """The masks `prepare_masks` built, which every caller readies first."""
+        assert self._masks is not None, "prepare_masks() comes before masking"
         return self._masks
 
 
@@ -363,18 +360,20 @@ class ResultCache:
     def user_bytes(self, user_id: str) -> int:
         return self._user_bytes.get(user_id, 0)
 
-    def get(self, key: ResultKey) -> tuple[Kept | None, Version]:
+    async def get(self, key: ResultKey) -> tuple[Kept | None, Version]:
         """The result kept for `key`, if any, and the store's version now."""
-        version = self.store.version()
+        version = await self.store.version()
         if version != self._version:
             self.clear()
             self._version = version
         entry = self._entries.get(key)
         return (entry[0] if entry else None), version
 
-    def put(self, key: ResultKey, kept: Kept, read_at: Version) -> None:
+    async def put(self, key: ResultKey, kept: Kept, read_at: Version) -> None:
         """Keeps `kept`, computed at version `read_at`, unless the store has changed since."""
-        if read_at != self._version or self.store.version() != read_at or key in self._entries:
+        if read_at != self._version or key in self._entries:
+            return
+        if await self.store.version() != read_at:
             return
         size = len(key[3]) + kept[1].encoded_size + RESULT_OVERHEAD
         if size > self.share:
@@ -426,15 +425,15 @@ def product_tool(cloud: Cloud, spec: Spec) -> Tool:
         principal = ctx.principal
         assert principal.user_id is not None, "product tools need an authenticated principal"
         if not spec.pure:
-            return await _masked_result(_call(cloud, args, ctx), spec)
+            return await _masked_result(await _call(cloud, args, ctx), spec)
         arguments = orjson.dumps(args, option=SORTED)
         key = (spec.name, principal.user_id, principal.can_reveal, arguments)
-        kept, version = results.get(key)
+        kept, version = await results.get(key)
         if kept is None:
-            call = _call(cloud, args, ctx)
+            call = await _call(cloud, args, ctx)
             result = await _masked_result(call, spec)
             kept = (call.tenant.id, encoded_result(result, encoder_default(principal.can_reveal)))
-            results.put(key, kept, version)
+            await results.put(key, kept, version)
         ctx.tenant_id = kept[0]
         return kept[1]
 
@@ -450,9 +449,9 @@ def product_tool(cloud: Cloud, spec: Spec) -> Tool:
     )
 
 
-def _call(cloud: Cloud, args: dict[str, Any], ctx: CallContext) -> Call:
+async def _call(cloud: Cloud, args: dict[str, Any], ctx: CallContext) -> Call:
     assert ctx.principal.user_id is not None
-    tenant = cloud.tenant(ctx.principal.user_id, args.get("tenant_id"))
+    tenant = await cloud.tenant(ctx.principal.user_id, args.get("tenant_id"))
     ctx.tenant_id = tenant.id
     return Call(cloud, args, ctx, tenant)
 
@@ -495,22 +494,20 @@ async def _run_once(call: Call, spec: Spec) -> dict[str, Any]:
     if key is None or not spec.mutates:
         return await spec.handler(call)
     digest = arguments_digest({k: v for k, v in call.args.items() if k != "idempotency_key"})
-    replayed = _replay_or_claim(call, spec, key, digest)
+    replayed = await _replay_or_claim(call, spec, key, digest)
     if replayed is not None:
         return replayed
     try:
         result = await spec.handler(call)
     except BaseException:
-        _release(call, spec, key)
+        with anyio.CancelScope(shield=True):
+            await _release(call, spec, key)
         raise
     # Every secret of the tenant, whoever the caller: the record is kept for any retry.
-    masks = await masks_for(call.tenant.id, call.cloud.secret_values(call.tenant.id))
-    with call.cloud.store.transaction() as db:
-        frozen = _frozen(masks, result)
-        db.execute(
-            "UPDATE idempotency SET result = ?, created_at = ? WHERE user_id = ? AND tool = ? "
-            "AND key = ?",
-            (frozen, call.cloud.clock(), call.user_id, spec.name, key),
+    masks = await masks_for(call.tenant.id, await call.cloud.secret_values(call.tenant.id))
+    async with call.cloud.store.transaction() as tx:
+        await tx.idempotency.finish(
+            call.user_id, spec.name, key, _frozen(masks, result), call.cloud.clock()
         )
     return result
 
@@ -527,50 +524,41 @@ STILL_RUNNING = (
 )
 
 
-def _replay_or_claim(call: Call, spec: Spec, key: str, digest: str) -> dict[str, Any] | None:
+async def _replay_or_claim(call: Call, spec: Spec, key: str, digest: str) -> dict[str, Any] | None:
     """The stored result of the key's first call, if there was one with these arguments;
-    otherwise None, with the key claimed for this call (in the same transaction, so that
-    two processes cannot both claim it)."""
+    otherwise None, with the key claimed for this call.  The claim is an insert that only one
+    writer can make (or the take-over of a claim abandoned by a stopped process, an update
+    only one can make), so two processes can never both run the call."""
     now = call.cloud.clock()
-    with call.cloud.store.transaction() as db:
-        row = db.execute(
-            "SELECT arguments_digest, result, created_at FROM idempotency WHERE user_id = ? "
-            "AND tool = ? AND key = ?",
-            (call.user_id, spec.name, key),
-        ).fetchone()
-        if row is None or _abandoned(row, now):
-            db.execute(
-                "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?, ?)",
-                (call.user_id, spec.name, key, digest, RUNNING, now),
-            )
+    async with call.cloud.store.transaction() as tx:
+        repo = tx.idempotency
+        if await repo.claim(call.user_id, spec.name, key, digest, RUNNING, now):
             return None
-    return _stored(row, digest)
+        before = now - CLAIM_SECONDS
+        if await repo.take_over(call.user_id, spec.name, key, digest, RUNNING, now, before):
+            return None
+        found = await repo.get(call.user_id, spec.name, key)
+    assert found is not None
+    return _stored(found, digest)
 
 
-def _abandoned(row: sqlite3.Row, now: float) -> bool:
-    return bool(row["result"] == RUNNING and now - row["created_at"] > CLAIM_SECONDS)
-
-
-def _stored(row: sqlite3.Row, digest: str) -> dict[str, Any]:
-    if row["arguments_digest"] != digest:
+def _stored(found: IdempotencyRecord, digest: str) -> dict[str, Any]:
+    if found.arguments_digest != digest:
         raise ToolError(
             "This idempotency_key was already used with other arguments; use "
             "a new key for a different request."
         )
-    if row["result"] == RUNNING:
+    if found.result == RUNNING:
         raise ToolError(STILL_RUNNING)
-    thawed: dict[str, Any] = _thaw(orjson.loads(row["result"]))
+    thawed: dict[str, Any] = _thaw(orjson.loads(found.result))
     return thawed
 
 
-def _release(call: Call, spec: Spec, key: str) -> None:
+async def _release(call: Call, spec: Spec, key: str) -> None:
     """A call that failed (or ended its round to ask the client something) leaves its key
     free, so that a retry runs it again."""
-    with call.cloud.store.transaction() as db:
-        db.execute(
-            "DELETE FROM idempotency WHERE user_id = ? AND tool = ? AND key = ? AND result = ?",
-            (call.user_id, spec.name, key, RUNNING),
-        )
+    async with call.cloud.store.transaction() as tx:
+        await tx.idempotency.release(call.user_id, spec.name, key, RUNNING)
 
 
 def _frozen(masks: Masks, result: dict[str, Any]) -> bytes:

@@ -1,0 +1,10 @@
+"""The backups area's records and SQL."""
+
+from __future__ import annotations
+
+from ..port import Db
+
+
+class BackupsRepo:
+    def __init__(self, db: Db) -> None:
+        self.db = db
