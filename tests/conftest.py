@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
-import httpx
 import pytest
 
-from sp00ky_mcp.engine.config import Limits, ServerConfig
+from sp00ky_mcp.engine.config import ServerConfig
 from sp00ky_mcp.engine.fixtures import conformance_catalogue
 from sp00ky_mcp.engine.server import McpServer, anonymous
+from sp00ky_mcp.product.store import Store, open_store
 
-from .product_support import ProductEnv, build_product, product_store
+from .faults_support import served
+from .product_support import ProductEnv, product_server, product_store
 
 
 @pytest.fixture
@@ -34,18 +33,46 @@ async def conformance_server() -> AsyncIterator[McpServer]:
         server.shutdown()
 
 
+# The throwaway PostgreSQL server and its databases.
+pytest_plugins = ["tests.pg_support"]
+
+# Every test of the product runs on each backend: the embedded SQLite store and PostgreSQL.
+BACKENDS = ("sqlite", "postgres")
+
+
 @pytest.fixture
-async def product(tmp_path: Path) -> AsyncIterator[ProductEnv]:
-    """The product profile on a fresh store in a temporary data directory."""
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
     store = await product_store(tmp_path)
-    limits = Limits(rate_per_minute=1_000_000, rate_burst=1_000_000)
-    config = ServerConfig(port=0, data_dir=str(tmp_path), limits=limits)
-    parts = build_product(config, store)
-    async with anyio.create_task_group() as tasks, httpx.AsyncClient() as http:
-        await tasks.start(parts.server.serve)
-        yield ProductEnv(parts.server, store, parts.accounts, parts.cloud, http)
-        parts.server.shutdown()
+    yield store
     await store.close()
+
+
+@pytest.fixture
+async def postgres_store(tmp_path: Path, postgres_database_url: str) -> AsyncIterator[Store]:
+    store = await open_store(tmp_path, url=postgres_database_url)
+    yield store
+    await store.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest) -> Store:
+    """A fresh, empty store of each backend in turn (the test runs once on each)."""
+    found: Store = request.getfixturevalue(f"{request.param}_store")
+    return found
+
+
+@pytest.fixture
+async def product(store: Store, tmp_path: Path) -> AsyncIterator[ProductEnv]:
+    """The product profile on a fresh store of each backend."""
+    async with product_server(store, tmp_path) as env:
+        yield env
+
+
+@pytest.fixture
+async def sqlite_product(sqlite_store: Store, tmp_path: Path) -> AsyncIterator[ProductEnv]:
+    """The product profile on the embedded store alone, for what is SQLite's own."""
+    async with product_server(sqlite_store, tmp_path) as env:
+        yield env
 
 
 @pytest.fixture
@@ -84,31 +111,11 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def served_conformance_url() -> Iterator[str]:
     """`spky mcp serve --profile conformance` as a separate process, as users run it; the
     process must exit 0 on SIGTERM."""
-    command = [
-        sys.executable,
-        "-m",
-        "sp00ky_mcp",
-        "mcp",
-        "serve",
-        "--profile",
-        "conformance",
-        "--port",
-        "0",
-        "--log-level",
-        "warning",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        match = re.search(r"listening on (http://\S+/v1/mcp)$", line.strip())
-        assert match, f"the server did not start: {line!r}"
-        yield match.group(1)
-    finally:
-        process.terminate()
-        status = process.wait(timeout=30)
-        if process.stdout is not None:
-            process.stdout.close()
+    options = ("--profile", "conformance", "--log-level", "warning")
+    with served(None, options=options) as server:
+        yield server.url
+        server.signal(signal.SIGTERM)
+        status = server.wait()
     assert status == 0, "the server did not exit cleanly on SIGTERM"
 
 

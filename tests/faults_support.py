@@ -25,6 +25,8 @@ import httpx
 
 from sp00ky_mcp.engine.catalogue import Catalogue, Tool
 from sp00ky_mcp.engine.server import McpServer
+from sp00ky_mcp.product.store import open_store
+from sp00ky_mcp.product.store.sqlite import SqliteStore
 from tests.wire import READ_BOUND, Gate
 
 PYTHON_M = (sys.executable, "-m", "sp00ky_mcp", "mcp")
@@ -99,10 +101,18 @@ class StreamingGate(Gate):
 # --- `spky mcp serve` as a child process ---------------------------------------------------
 
 
-def mint_token(data_dir: Path, scopes: str = "mcp:full") -> str:
+def store_flags(data_dir: Path, database_url: str | None) -> list[str]:
+    """The flags that put a command on the embedded store in `data_dir`, or on PostgreSQL at
+    `database_url` (with its secret key file in `data_dir`)."""
+    flags = ["--data-dir", str(data_dir)]
+    return flags if database_url is None else [*flags, "--database-url", database_url]
+
+
+def mint_token(data_dir: Path, scopes: str = "mcp:full", database_url: str | None = None) -> str:
     """`spky mcp token --json`, as a script mints one."""
+    flags = store_flags(data_dir, database_url)
     done = subprocess.run(
-        [*PYTHON_M, "token", "--data-dir", str(data_dir), "--scopes", scopes, "--yes", "--json"],
+        [*PYTHON_M, "token", *flags, "--scopes", scopes, "--yes", "--json"],
         capture_output=True,
         text=True,
         timeout=PROCESS_BOUND,
@@ -185,24 +195,26 @@ def _pump(pipe: Any, put: Callable[[str | None], None]) -> None:
     put(None)
 
 
-def serve_argv(data_dir: Path, prefix: tuple[str, ...] = ()) -> list[str]:
-    return [
-        *prefix,
-        *PYTHON_M,
-        "serve",
-        "--data-dir",
-        str(data_dir),
-        "--port",
-        "0",
-        "--log-level",
-        "warning",
-    ]
+def serve_argv(
+    data_dir: Path | None,
+    prefix: tuple[str, ...] = (),
+    database_url: str | None = None,
+    options: tuple[str, ...] = ("--log-level", "warning"),
+) -> list[str]:
+    """`spky mcp serve` on a free port: the product on `data_dir` (or on PostgreSQL at
+    `database_url`), or with no data directory whatever `options` ask for."""
+    where = [] if data_dir is None else store_flags(data_dir, database_url)
+    return [*prefix, *PYTHON_M, "serve", *where, "--port", "0", *options]
 
 
 @contextmanager
-def served(data_dir: Path) -> Iterator[Served]:
-    """A product server on `data_dir`, listening; killed if the test leaves it running."""
-    server = Served(serve_argv(data_dir))
+def served(
+    data_dir: Path | None,
+    database_url: str | None = None,
+    options: tuple[str, ...] = ("--log-level", "warning"),
+) -> Iterator[Served]:
+    """`spky mcp serve` as a child process, listening; killed if the test leaves it running."""
+    server = Served(serve_argv(data_dir, database_url=database_url, options=options))
     try:
         server.listening()
         yield server
@@ -284,3 +296,106 @@ def succeeded(payload: dict[str, Any]) -> bool:
 def write_value(key: str) -> str:
     """The value a burst writes under `key`: long enough to span more than one page write."""
     return f"{key}=" + "v" * 3000
+
+
+# --- SIGKILL in a burst of writes ------------------------------------------------------------
+
+
+class Burst:
+    """Writers in threads, each setting its own keys one call after another, until stopped or
+    the server goes away.  Records which writes were acknowledged with a success result."""
+
+    def __init__(self, url: str, token: str, writers: int = 4) -> None:
+        self.url = url
+        self.token = token
+        self.attempted: list[str] = []
+        self.acknowledged: list[str] = []
+        self.refused: list[dict[str, Any]] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._write, args=(n,)) for n in range(writers)]
+
+    def __enter__(self) -> Burst:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=PROCESS_BOUND)
+
+    def _write(self, writer: int) -> None:
+        with httpx.Client(timeout=PROCESS_BOUND) as client:
+            for n in range(10_000):
+                if self.stop.is_set():
+                    return
+                key = f"K{writer}_{n}"
+                self.attempted.append(key)
+                arguments = {"project": "api", "key": key, "value": write_value(key)}
+                try:
+                    payload = call_tool(client, self.url, self.token, "set_env_var", arguments)
+                except (httpx.HTTPError, json.JSONDecodeError):
+                    return
+                if succeeded(payload):
+                    self.acknowledged.append(key)
+                else:
+                    self.refused.append(payload)
+
+    def until_acknowledged(self, count: int) -> None:
+        deadline = time.monotonic() + PROCESS_BOUND
+        while len(self.acknowledged) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(self.acknowledged) >= count, (self.acknowledged, self.refused)
+
+
+def stored_variables(
+    data_dir: Path, database_url: str | None = None
+) -> tuple[str, dict[str, str], list[str]]:
+    """The store's integrity verdict (SQLite's check; PostgreSQL keeps its own), the env vars
+    and the env-var log lines, read through the storage port once the server has stopped."""
+    return anyio.run(read_stored, data_dir, database_url)
+
+
+async def read_stored(
+    data_dir: Path, database_url: str | None
+) -> tuple[str, dict[str, str], list[str]]:
+    store = await open_store(data_dir, url=database_url)
+    try:
+        verdict = await store.integrity() if isinstance(store, SqliteStore) else "ok"
+        values = await store.reads.support.all_env_values()
+        lines = await store.reads.support.all_log_messages()
+    finally:
+        await store.close()
+    variables_ = {key: value for (_, key), value in values.items()}
+    return verdict, variables_, [line for line in lines if line.startswith("Environment variable ")]
+
+
+def create_project(url: str, token: str) -> None:
+    with httpx.Client(timeout=PROCESS_BOUND) as client:
+        assert succeeded(call_tool(client, url, token, "create_project", {"name": "api"}))
+
+
+def burst_then_kill(data_dir: Path, database_url: str | None = None) -> None:
+    """Writers keep setting variables through a server until it is killed with SIGKILL; after a
+    restart every acknowledged write is there, and nothing was half written (each value is
+    whole, with its one log line)."""
+    token = mint_token(data_dir, database_url=database_url)
+    with served(data_dir, database_url) as server:
+        create_project(server.url, token)
+        with Burst(server.url, token) as burst:
+            burst.until_acknowledged(40)
+            server.process.kill()
+            killed = server.wait()
+    with served(data_dir, database_url) as server, httpx.Client(timeout=PROCESS_BOUND) as client:
+        listed = call_tool(
+            client, server.url, token, "list_env_vars", {"project": "api", "limit": 500}
+        )
+        verdict, variables, lines = stored_variables(data_dir, database_url)
+    keys = {item["key"] for item in listed["result"]["structuredContent"]["items"]}
+    assert killed == -signal.SIGKILL
+    assert burst.refused == []
+    assert set(burst.acknowledged) <= keys
+    assert keys == set(variables) <= set(burst.attempted)
+    assert verdict == "ok"
+    assert {key: value for key, value in variables.items() if value != write_value(key)} == {}
+    assert sorted(lines) == sorted(f"Environment variable {key} created." for key in variables)

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import httpx2
 import jsonschema
@@ -20,6 +21,7 @@ from mcp import Client
 from mcp.client import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
 
+from sp00ky_mcp.engine.config import Limits, ServerConfig
 from sp00ky_mcp.engine.server import McpServer
 from sp00ky_mcp.product.accounts import Accounts, AuditEntry, User
 from sp00ky_mcp.product.app import AuditTrail, build_product
@@ -237,17 +239,46 @@ class ProductEnv:
         text: str = result["content"][0]["text"]
         return text
 
-    @asynccontextmanager
-    async def sdk(self, token: str, mode: str = "legacy", **options: Any) -> AsyncIterator[Client]:
-        headers = {"Authorization": f"Bearer {token}"}
-        async with httpx2.AsyncClient(headers=headers) as http:
-            transport = streamable_http_client(self.server.url, http_client=http)
-            async with Client(transport, mode=mode, cache=None, **options) as client:  # type: ignore[arg-type]
-                yield client
+    def sdk(
+        self, token: str, mode: str = "legacy", **options: Any
+    ) -> AbstractAsyncContextManager[Client]:
+        return sdk_client(self.server.url, token, mode, **options)
+
+
+@asynccontextmanager
+async def sdk_client(
+    url: str, token: str, mode: str = "legacy", **options: Any
+) -> AsyncIterator[Client]:
+    """The official Python SDK's client on `url` with `token`, as a user's agent connects."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx2.AsyncClient(headers=headers) as http:
+        transport = streamable_http_client(url, http_client=http)
+        async with Client(transport, mode=mode, cache=None, **options) as client:  # type: ignore[arg-type]
+            yield client
 
 
 async def product_store(directory: Path) -> Store:
     return await SqliteStore.open(directory)
+
+
+# Rate limits no test of the tools runs into.
+UNLIMITED = Limits(rate_per_minute=1_000_000, rate_burst=1_000_000)
+
+
+@asynccontextmanager
+async def product_server(
+    store: Store, data_dir: str | Path, limits: Limits = UNLIMITED
+) -> AsyncIterator[ProductEnv]:
+    """The product server on `store`, listening on a free loopback port, with an HTTP client;
+    stopped (and its audit records written) when the block ends.  The store stays open."""
+    config = ServerConfig(port=0, data_dir=str(data_dir), limits=limits)
+    parts = build_product(config, store)
+    async with anyio.create_task_group() as tasks, httpx.AsyncClient() as http:
+        await tasks.start(parts.server.serve)
+        try:
+            yield ProductEnv(parts.server, store, parts.accounts, parts.cloud, http)
+        finally:
+            parts.server.shutdown()
 
 
 __all__ = [
@@ -263,5 +294,7 @@ __all__ = [
     "build_product",
     "check_output",
     "decline",
+    "product_server",
     "product_store",
+    "sdk_client",
 ]

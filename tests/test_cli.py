@@ -14,16 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import orjson
 import pytest
 
 from sp00ky_mcp.cli.commands import main
-from sp00ky_mcp.engine.config import ServerConfig
+from sp00ky_mcp.engine.config import Limits
 from sp00ky_mcp.product import tokens
-from sp00ky_mcp.product.app import build_product
+from sp00ky_mcp.product.store.sqlite import SqliteStore
 
-from .product_support import ProductEnv
+from .product_support import ProductEnv, product_server
 
 URL = "https://mcp.example.test/v1/mcp"
 DEFAULT_URL = "http://127.0.0.1:8765/v1/mcp"
@@ -91,12 +90,12 @@ def fake_claude(directory: Path, status: int = 0) -> Path:
 @asynccontextmanager
 async def serving(data_dir: str) -> AsyncIterator[ProductEnv]:
     """What `spky mcp serve --data-dir DATA_DIR --port 0` runs, in-process."""
-    parts = build_product(ServerConfig(port=0, data_dir=data_dir))
-    async with anyio.create_task_group() as tasks, httpx.AsyncClient() as http:
-        await tasks.start(parts.server.serve)
-        yield ProductEnv(parts.server, parts.store, parts.accounts, parts.cloud, http)
-        parts.server.shutdown()
-    parts.store.close()
+    store = await SqliteStore.open(data_dir)
+    try:
+        async with product_server(store, data_dir, Limits()) as env:
+            yield env
+    finally:
+        await store.close()
 
 
 # --- token -----------------------------------------------------------------------------------
@@ -141,12 +140,17 @@ def test_revoke_accepts_the_id_that_token_printed(
 async def test_a_minted_token_works_at_once_against_a_running_server_and_revoke_stops_it(
     capsys: pytest.CaptureFixture[str], data_dir: str
 ) -> None:
+    # The commands run their own event loop, so they run here on a thread of their own.
     async with serving(data_dir) as server:
-        minted = mint(capsys, data_dir, "--scopes", "mcp:full", "--name", "ci")
+        minted = await anyio.to_thread.run_sync(
+            lambda: mint(capsys, data_dir, "--scopes", "mcp:full", "--name", "ci")
+        )
         reply = await server.rpc(minted["token"], "tools/list")
         assert reply.status_code == 200
         assert "tools" in reply.json()["result"]
-        spky(capsys, "revoke", minted["id"], "--data-dir", data_dir, "--user", USER)
+        await anyio.to_thread.run_sync(
+            lambda: spky(capsys, "revoke", minted["id"], "--data-dir", data_dir, "--user", USER)
+        )
         reply = await server.rpc(minted["token"], "tools/list")
         assert reply.status_code == 401
         assert reply.text.startswith("401 Unauthorized: the token was revoked; ")

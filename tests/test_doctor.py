@@ -148,7 +148,7 @@ async def test_a_good_token_on_the_product_server_sees_its_scopes_tools(
     url = product.server.url
     visible = product.server.engine.catalogue.visible_tools(scopes.expand(["mcp:read"]))
     names = [t["name"] for t in visible]
-    status, lines = await run_doctor(capsys, url, product.token(product.user(), "mcp:read"))
+    status, lines = await run_doctor(capsys, url, await product.token(await product.user(), "mcp:read"))
     if names:
         plural = "" if len(names) == 1 else "s"
         found = f"✓ This token sees {len(names)} tool{plural}: {', '.join(names)}"
@@ -191,7 +191,7 @@ async def test_a_token_cut_short_is_diagnosed_as_malformed(
     capsys: pytest.CaptureFixture[str], product: ProductEnv
 ) -> None:
     url = product.server.url
-    garbled = product.token(product.user())[:-3]
+    garbled = (await product.token(await product.user()))[:-3]
     status, lines = await run_doctor(capsys, url, garbled)
     assert (status, lines) == (
         1,
@@ -243,8 +243,8 @@ async def test_an_unknown_token_is_diagnosed_by_the_server(
 async def test_a_revoked_token_is_diagnosed_as_revoked(
     capsys: pytest.CaptureFixture[str], product: ProductEnv
 ) -> None:
-    user = product.user()
-    secret = product.token(user, name="gone")
+    user = await product.user()
+    secret = await product.token(user, name="gone")
     product.accounts.revoke(user, "gone")
     status, lines = await run_doctor(capsys, product.server.url, secret)
     assert (status, lines[0]) == (1, f"✗ 401 Unauthorized: the token was revoked; {MINT}.")

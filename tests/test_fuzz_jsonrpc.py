@@ -715,7 +715,7 @@ class ProductTarget:
 
 @pytest.fixture
 async def product_target(product: ProductEnv) -> ProductTarget:
-    token = product.token(product.user(), "mcp:full")
+    token = await product.token(await product.user(), "mcp:full")
     await product.structured(token, "create_project", {"name": "api"})
     reply = await product.http.post(
         product.server.url,

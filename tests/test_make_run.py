@@ -4,8 +4,7 @@ connect; the official Python SDK client then connects, initializes, lists tools 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,37 +13,24 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from tests.faults_support import served
+
 pytestmark = pytest.mark.clients
+
+
+TOKEN = re.compile(r"^\s+(mcp_live_\w+)$")
 
 
 @pytest.fixture
 def first_run(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    command = [
-        sys.executable,
-        "-m",
-        "sp00ky_mcp",
-        "mcp",
-        "serve",
-        "--port",
-        "0",
-        "--data-dir",
-        str(tmp_path),
-        "--user",
-        "ada@example.com",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    lines = [process.stdout.readline() for _ in range(4)]
-    try:
-        url = re.search(r"listening on (\S+)", lines[0])
-        token = re.search(r"(mcp_live_\w+)", lines[3])
-        assert url and token, lines
-        yield url.group(1), token.group(1)
-    finally:
-        process.terminate()
-        status = process.wait(timeout=30)
-        process.stdout.close()
-    assert status == 0
+    """`spky mcp serve` on an empty data directory: its URL and the token it shows once."""
+    options = ("--user", "ada@example.com")
+    with served(tmp_path, options=options) as server:
+        url = server.url
+        token = server.line(TOKEN).group(1)
+        yield url, token
+        server.signal(signal.SIGTERM)
+        assert server.wait() == 0
 
 
 @pytest.mark.anyio

@@ -87,4 +87,4 @@ class Repos:
 
     @cached_property
     def support(self) -> SupportRepo:
-        return SupportRepo(self.db)
+        return SupportRepo(self.db, self.box)

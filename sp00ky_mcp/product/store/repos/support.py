@@ -6,12 +6,14 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+from ...secretbox import ENV_VALUE, SecretBox
 from ..port import Db
 
 
 class SupportRepo:
-    def __init__(self, db: Db) -> None:
+    def __init__(self, db: Db, box: SecretBox) -> None:
         self.db = db
+        self.box = box
 
     async def tables(self) -> list[str]:
         if self.db.dialect == "sqlite":
@@ -50,6 +52,21 @@ class SupportRepo:
             "SELECT message FROM log_lines WHERE project_id = ? ORDER BY id", project_id
         )
         return [str(r["message"]) for r in rows]
+
+    async def all_log_messages(self) -> list[str]:
+        """Every project's log lines' messages, oldest first."""
+        rows = await self.db.all("SELECT message FROM log_lines ORDER BY id")
+        return [str(r["message"]) for r in rows]
+
+    async def all_env_values(self) -> dict[tuple[str, str], str]:
+        """Every environment variable of every project: (project id, key) to its value."""
+        rows = await self.db.all("SELECT project_id, key, value FROM env_vars")
+        return {
+            (r["project_id"], r["key"]): self.box.open(
+                ENV_VALUE, (r["project_id"], r["key"]), r["value"]
+            )
+            for r in rows
+        }
 
     async def add_project(
         self, project_id: str, tenant_id: str, name: str, region: str, now: float
