@@ -5,6 +5,7 @@ its first start with this one."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sqlite3
@@ -12,17 +13,20 @@ import stat
 from contextlib import closing
 from pathlib import Path
 
+import anyio
 import pytest
 
-from sp00ky_mcp.cli.commands import CliError, build_server, main
+from sp00ky_mcp.cli.commands import CliError, main, run_server
 from sp00ky_mcp.engine.config import ServerConfig
+from sp00ky_mcp.engine.server import McpServer
 from sp00ky_mcp.product.accounts import Accounts
 from sp00ky_mcp.product.cloud import env as env_rules
-from sp00ky_mcp.product.cloud import vault
 from sp00ky_mcp.product.cloud.base import Cloud
 from sp00ky_mcp.product.secretbox import (
+    ENV_VALUE,
     KEY_FILE_NAME,
     UNREADABLE,
+    VAULT_MATERIAL,
     Key,
     SecretBox,
     SecretUnreadable,
@@ -30,7 +34,10 @@ from sp00ky_mcp.product.secretbox import (
     read_keys,
     replace_keys,
 )
-from sp00ky_mcp.product.store import _MIGRATIONS, DB_NAME, Store, StoreError
+from sp00ky_mcp.product.store import Store, StoreError
+from sp00ky_mcp.product.store.repos.projects import Project
+from sp00ky_mcp.product.store.sqlite import DB_NAME, SqliteStore
+from sp00ky_mcp.product.store.sqlite_schema import MIGRATIONS
 
 from .product_support import REDACTED, ProductEnv
 
@@ -48,9 +55,20 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def raw_values(store: Store) -> list[object]:
-    rows = store.all("SELECT value FROM env_vars UNION ALL SELECT key_material FROM vaults")
-    return [row[0] for row in rows]
+async def raw_values(store: Store, project_id: str) -> list[bytes | str]:
+    """The project's env values (by key) and vault material as the store holds them."""
+    sealed = await store.reads.env.sealed(project_id)
+    material = await store.reads.vault.sealed(project_id)
+    values = [sealed[key] for key in sorted(sealed)]
+    return values if material is None else [*values, material]
+
+
+async def rotate_key(directory: Path) -> int:
+    """`spky mcp rotate-key` on the store in `directory`, as another process runs it."""
+    status: int = await anyio.to_thread.run_sync(
+        main, ["mcp", "rotate-key", "--data-dir", str(directory)]
+    )
+    return status
 
 
 def file_bytes(directory: Path) -> bytes:
@@ -76,13 +94,15 @@ async def listing(env: ProductEnv, token: str) -> dict[str, str]:
 async def test_a_secret_value_is_stored_encrypted_and_listed_as_it_was_given(
     env: ProductEnv,
 ) -> None:
-    token = env.token(env.user(), REVEAL)
-    env.make_project(env.user())
+    token = await env.token(await env.user(), REVEAL)
+    project_id = await env.make_project(await env.user())
     await set_all(env, token, PLAINTEXTS)
     assert await listing(env, token) == PLAINTEXTS
-    masked = env.token(env.user(), "mcp:full", name="masked")
+    masked = await env.token(await env.user(), "mcp:full", name="masked")
     assert set((await listing(env, masked)).values()) == {REDACTED}
-    stored = [value for value in raw_values(env.store) if isinstance(value, bytes)]
+    stored = [
+        value for value in await raw_values(env.store, project_id) if isinstance(value, bytes)
+    ]
     assert len(stored) == len(PLAINTEXTS)
     assert [p for p in PLAINTEXTS.values() for value in stored if p.encode() in value] == []
 
@@ -90,23 +110,25 @@ async def test_a_secret_value_is_stored_encrypted_and_listed_as_it_was_given(
 async def test_one_value_stored_twice_is_encrypted_differently_each_time(
     env: ProductEnv,
 ) -> None:
-    token = env.token(env.user(), REVEAL)
-    env.make_project(env.user())
+    token = await env.token(await env.user(), REVEAL)
+    project_id = await env.make_project(await env.user())
     await set_all(env, token, {"A": "same-secret-value", "B": "same-secret-value"})
-    first, second = raw_values(env.store)
+    first, second = await raw_values(env.store, project_id)
     assert first != second
 
 
 async def test_a_tampered_value_is_a_generic_tool_error_and_is_logged(
     env: ProductEnv, caplog: pytest.LogCaptureFixture
 ) -> None:
-    token = env.token(env.user(), REVEAL)
-    project_id = env.make_project(env.user())
+    token = await env.token(await env.user(), REVEAL)
+    project_id = await env.make_project(await env.user())
     await set_all(env, token, {"API_KEY": "sk-live-tampered-value"})
-    with env.store.transaction() as db:
-        sealed = bytearray(db.execute("SELECT value FROM env_vars").fetchone()[0])
+    async with env.store.transaction() as tx:
+        stored = (await tx.env.sealed(project_id))["API_KEY"]
+        assert isinstance(stored, bytes)
+        sealed = bytearray(stored)
         sealed[-1] ^= 0x01
-        db.execute("UPDATE env_vars SET value = ?", (bytes(sealed),))
+        await tx.env.replace_sealed(project_id, "API_KEY", bytes(sealed))
     with caplog.at_level(logging.ERROR, logger="sp00ky_mcp.secrets"):
         result = await env.call(token, "list_env_vars", {"project": "api"})
     assert (result["isError"], result["content"]) == (True, [{"type": "text", "text": UNREADABLE}])
@@ -117,56 +139,57 @@ async def test_a_tampered_value_is_a_generic_tool_error_and_is_logged(
 
 
 async def test_a_value_copied_to_another_row_does_not_decrypt(env: ProductEnv) -> None:
-    token = env.token(env.user(), REVEAL)
-    project_id = env.make_project(env.user())
+    token = await env.token(await env.user(), REVEAL)
+    project_id = await env.make_project(await env.user())
     await set_all(env, token, {"A": "value-of-a-123", "B": "value-of-b-456"})
-    with env.store.transaction() as db:
-        db.execute(
-            "UPDATE env_vars SET value = (SELECT value FROM env_vars WHERE key = 'A') "
-            "WHERE key = 'B'"
-        )
+    async with env.store.transaction() as tx:
+        of_a = (await tx.env.sealed(project_id))["A"]
+        assert isinstance(of_a, bytes)
+        await tx.env.replace_sealed(project_id, "B", of_a)
     assert await env.error_text(token, "list_env_vars", {"project": "api"}) == UNREADABLE
-    row = env.store.one("SELECT value FROM env_vars WHERE key = 'B'")
-    assert row is not None
+    copied = (await env.store.reads.env.sealed(project_id))["B"]
     with pytest.raises(SecretUnreadable):
-        env_rules.opened(env.store, project_id, "B", row["value"])
-    assert env_rules.opened(env.store, project_id, "A", row["value"]) == "value-of-a-123"
+        env.store.secrets.open(ENV_VALUE, (project_id, "B"), copied)
+    assert env.store.secrets.open(ENV_VALUE, (project_id, "A"), copied) == "value-of-a-123"
 
 
 async def test_a_tampered_value_never_changes_a_row_on_a_write_that_needs_it(
     env: ProductEnv,
 ) -> None:
-    token = env.token(env.user(), REVEAL)
-    env.make_project(env.user())
+    token = await env.token(await env.user(), REVEAL)
+    project_id = await env.make_project(await env.user())
     await set_all(env, token, {"A": "value-of-a-123"})
-    with env.store.transaction() as db:
-        db.execute("UPDATE env_vars SET value = X'00'")
-    before = env.snapshot()
+    async with env.store.transaction() as tx:
+        await tx.env.replace_sealed(project_id, "A", b"\x00")
+    before = await env.snapshot()
     arguments = {"project": "api", "values": {"A": "new-value-1", "C": "new-value-2"}}
     assert await env.error_text(token, "bulk_load_env_vars", arguments) == UNREADABLE
-    assert env.snapshot() == before
+    assert await env.snapshot() == before
 
 
 async def test_masking_decrypts_once_per_change_of_the_store_not_per_call(
     env: ProductEnv,
 ) -> None:
-    token = env.token(env.user(), "mcp:full")
-    env.make_project(env.user())
+    token = await env.token(await env.user(), "mcp:full")
+    await env.make_project(await env.user())
     await set_all(env, token, {"A": "value-of-a-123"})
-    tenant_id = env.personal(env.user())
-    first = env.cloud.secret_values(tenant_id)
+    tenant_id = await env.personal(await env.user())
+    first = await env.cloud.secret_values(tenant_id)
     assert first == ("value-of-a-123",)
-    assert env.cloud.secret_values(tenant_id) is first
+    assert await env.cloud.secret_values(tenant_id) is first
     await set_all(env, token, {"B": "value-of-b-456"})
-    assert set(env.cloud.secret_values(tenant_id)) == {"value-of-a-123", "value-of-b-456"}
+    assert set(await env.cloud.secret_values(tenant_id)) == {"value-of-a-123", "value-of-b-456"}
 
 
 # --- a copy of the database reveals no secret -------------------------------------------------
 
 
-async def test_the_database_files_hold_no_secret_value(env: ProductEnv, tmp_path: Path) -> None:
-    token = env.token(env.user(), REVEAL)
-    env.make_project(env.user())
+async def test_the_database_files_hold_no_secret_value(
+    sqlite_product: ProductEnv, tmp_path: Path
+) -> None:
+    env = sqlite_product
+    token = await env.token(await env.user(), REVEAL)
+    await env.make_project(await env.user())
     await set_all(env, token, PLAINTEXTS)
     await env.ok(token, "set_env_var", {"project": "api", "key": "STRIPE_KEY", "value": "rotated"})
     dotenv = "BULK_ONE=bulk-secret-one-98765\nBULK_TWO='bulk-secret-two-43210'\n"
@@ -183,28 +206,28 @@ async def test_the_database_files_hold_no_secret_value(env: ProductEnv, tmp_path
 # --- the key file and the data directory ------------------------------------------------------
 
 
-def test_a_new_store_makes_its_key_file_and_files_private(tmp_path: Path) -> None:
+async def test_a_new_store_makes_its_key_file_and_files_private(tmp_path: Path) -> None:
     directory = tmp_path / "data"
-    store = Store.open(directory)
-    with store.transaction() as db:
-        db.execute("DELETE FROM schema_migrations WHERE 0")
+    store = await SqliteStore.open(directory)
+    async with store.transaction():
+        pass
     assert mode(directory) == 0o700
     assert mode(directory / KEY_FILE_NAME) == 0o600
     assert mode(directory / DB_NAME) == 0o600
     assert mode(directory / f"{DB_NAME}-wal") == 0o600
     assert mode(directory / f"{DB_NAME}-shm") == 0o600
     assert len(read_keys(directory / KEY_FILE_NAME)) == 1
-    store.close()
+    await store.close()
 
 
 def test_an_existing_data_directory_and_database_with_wider_modes_are_tightened(
     tmp_path: Path,
 ) -> None:
     directory = tmp_path / "data"
-    Store.open(directory).close()
+    SqliteStore.open_now(directory).close_now()
     directory.chmod(0o755)
     (directory / DB_NAME).chmod(0o644)
-    Store.open(directory).close()
+    SqliteStore.open_now(directory).close_now()
     assert (mode(directory), mode(directory / DB_NAME)) == (0o700, 0o600)
 
 
@@ -216,8 +239,8 @@ def test_a_wider_data_directory_of_another_user_is_left_as_it_is_with_a_warning(
     directory.mkdir(mode=0o755)
     directory.chmod(0o755)
     os.chown(directory, 65534, -1)
-    with caplog.at_level(logging.WARNING, logger="sp00ky_mcp.product.store"):
-        Store.open(directory).close()
+    with caplog.at_level(logging.WARNING, logger="sp00ky_mcp.store"):
+        SqliteStore.open_now(directory).close_now()
     assert mode(directory) == 0o755
     assert [r.getMessage() for r in caplog.records] == [
         f"The data directory {directory} can be read by other users (mode 0755) and belongs "
@@ -226,11 +249,11 @@ def test_a_wider_data_directory_of_another_user_is_left_as_it_is_with_a_warning(
 
 
 def test_a_key_file_other_users_can_read_is_refused_at_start(tmp_path: Path) -> None:
-    Store.open(tmp_path).close()
+    SqliteStore.open_now(tmp_path).close_now()
     key_file = tmp_path / KEY_FILE_NAME
     key_file.chmod(0o644)
     with pytest.raises(StoreError) as refused:
-        Store.open(tmp_path)
+        SqliteStore.open_now(tmp_path)
     assert str(refused.value) == (
         f"The secret key file {key_file} can be read by other users (mode 0644); "
         f"run `chmod 600 {key_file}`."
@@ -238,11 +261,11 @@ def test_a_key_file_other_users_can_read_is_refused_at_start(tmp_path: Path) -> 
 
 
 def test_a_malformed_key_file_is_refused_at_start(tmp_path: Path) -> None:
-    Store.open(tmp_path).close()
+    SqliteStore.open_now(tmp_path).close_now()
     key_file = tmp_path / KEY_FILE_NAME
     key_file.write_text("# keys\nnot a key\n")
     with pytest.raises(StoreError) as refused:
-        Store.open(tmp_path)
+        SqliteStore.open_now(tmp_path)
     assert str(refused.value) == (
         f"Line 2 of the secret key file {key_file} is not '<16 hex digits> <base64 of 32 "
         "bytes>'; restore the file from its backup."
@@ -250,15 +273,16 @@ def test_a_malformed_key_file_is_refused_at_start(tmp_path: Path) -> None:
 
 
 async def test_a_missing_key_file_is_refused_while_the_store_holds_secrets(
-    env: ProductEnv, tmp_path: Path
+    sqlite_product: ProductEnv, tmp_path: Path
 ) -> None:
-    token = env.token(env.user(), REVEAL)
-    env.make_project(env.user())
+    env = sqlite_product
+    token = await env.token(await env.user(), REVEAL)
+    await env.make_project(await env.user())
     await set_all(env, token, {"A": "value-of-a-123"})
     key_file = tmp_path / KEY_FILE_NAME
     key_file.unlink()
     with pytest.raises(StoreError) as refused:
-        Store.open(tmp_path)
+        await SqliteStore.open(tmp_path)
     assert str(refused.value) == (
         f"The secret key file {key_file} is missing, but the store holds secrets encrypted "
         "with it; restore it from its backup, or pass the --secret-key-file the store was "
@@ -268,16 +292,17 @@ async def test_a_missing_key_file_is_refused_while_the_store_holds_secrets(
 
 
 async def test_another_key_file_than_the_stores_is_refused_at_start(
-    env: ProductEnv, tmp_path: Path
+    sqlite_product: ProductEnv, tmp_path: Path
 ) -> None:
-    token = env.token(env.user(), REVEAL)
-    env.make_project(env.user())
+    env = sqlite_product
+    token = await env.token(await env.user(), REVEAL)
+    await env.make_project(await env.user())
     await set_all(env, token, {"A": "value-of-a-123"})
     key_id = env.store.secrets.current.id.hex()
     other = tmp_path / "other.key"
     create_keys(other, [Key.new()])
     with pytest.raises(StoreError) as refused:
-        Store.open(tmp_path, other)
+        await SqliteStore.open(tmp_path, other)
     assert str(refused.value) == (
         f"The secret key file {other} lacks the key {key_id} that encrypts secrets in the "
         "store; pass the --secret-key-file the store was written with."
@@ -289,9 +314,9 @@ def test_a_key_file_given_elsewhere_keeps_the_key_out_of_the_data_directory(
 ) -> None:
     directory, keys = tmp_path / "data", tmp_path / "keys"
     keys.mkdir(mode=0o700)
-    Store.open(directory, keys / "given.key").close()
+    SqliteStore.open_now(directory, keys / "given.key").close_now()
     monkeypatch.setenv("SP00KY_MCP_SECRET_KEY_FILE", str(keys / "from-env.key"))
-    Store.open(tmp_path / "elsewhere").close()
+    SqliteStore.open_now(tmp_path / "elsewhere").close_now()
     assert sorted(p.name for p in keys.iterdir()) == ["from-env.key", "given.key"]
     assert not (directory / KEY_FILE_NAME).exists()
     assert not (tmp_path / "elsewhere" / KEY_FILE_NAME).exists()
@@ -301,14 +326,15 @@ def test_a_key_file_given_elsewhere_keeps_the_key_out_of_the_data_directory(
 
 
 async def test_rotate_key_keeps_every_value_and_the_old_key_no_longer_decrypts(
-    env: ProductEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    sqlite_product: ProductEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    token = env.token(env.user(), REVEAL)
-    project_id = env.make_project(env.user())
+    env = sqlite_product
+    token = await env.token(await env.user(), REVEAL)
+    project_id = await env.make_project(await env.user())
     await set_all(env, token, PLAINTEXTS)
     material = (await env.ok(token, "init_vault", {"project": "api"}))["key_material"]
     old = SecretBox(read_keys(tmp_path / KEY_FILE_NAME))
-    assert main(["mcp", "rotate-key", "--data-dir", str(tmp_path)]) == 0
+    assert await rotate_key(tmp_path) == 0
     assert capsys.readouterr().out == (
         f"Rotated the secret key in {tmp_path / KEY_FILE_NAME}: 5 stored secret values are now "
         "encrypted under the new key, and the old key is gone. Back up the key file now.\n"
@@ -318,44 +344,46 @@ async def test_rotate_key_keeps_every_value_and_the_old_key_no_longer_decrypts(
     assert len(new) == 1
     assert mode(tmp_path / KEY_FILE_NAME) == 0o600
     assert await listing(env, token) == PLAINTEXTS
-    row = env.store.one("SELECT key_material FROM vaults")
-    assert row is not None
-    assert vault.stored_material(env.store, project_id, row[0]) == material
+    assert await env.store.reads.vault.material(project_id) == material
+    sealed = await env.store.reads.vault.sealed(project_id)
     with pytest.raises(SecretUnreadable):
-        old.open(vault.MATERIAL, (project_id,), row[0])
+        old.open(VAULT_MATERIAL, (project_id,), sealed)
 
 
 async def test_a_server_running_during_a_rotation_seals_new_values_under_the_new_key(
-    env: ProductEnv, tmp_path: Path
+    sqlite_product: ProductEnv, tmp_path: Path
 ) -> None:
-    token = env.token(env.user(), REVEAL)
-    project_id = env.make_project(env.user())
+    env = sqlite_product
+    token = await env.token(await env.user(), REVEAL)
+    project_id = await env.make_project(await env.user())
     await set_all(env, token, {"A": "value-of-a-123"})
-    assert main(["mcp", "rotate-key", "--data-dir", str(tmp_path)]) == 0
+    assert await rotate_key(tmp_path) == 0
     await set_all(env, token, {"B": "value-of-b-456"})
     # A process that reads only the key file now on disk opens both.
-    reopened = Store.open(tmp_path)
-    assert env_rules.current_values(reopened, project_id) == {
+    reopened = await SqliteStore.open(tmp_path)
+    assert await reopened.reads.env.values(project_id) == {
         "A": "value-of-a-123",
         "B": "value-of-b-456",
     }
-    reopened.close()
+    await reopened.close()
 
 
-def test_a_rotation_stopped_after_writing_the_new_key_loses_nothing(tmp_path: Path) -> None:
-    store = Store.open(tmp_path)
-    _seed_project(store)
-    env_rules.set_variable(_cloud(store), _project(store), "A", "value-of-a-123")
+async def test_a_rotation_stopped_after_writing_the_new_key_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    store = await SqliteStore.open(tmp_path)
+    project = await _seed_project(store)
+    await env_rules.set_variable(Cloud(store, Accounts(store)), project, "A", "value-of-a-123")
     old = store.secrets.keys
-    store.close()
+    await store.close()
     # What a rotation leaves on disk if it stops after its first step: the new key in front.
     replace_keys(tmp_path / KEY_FILE_NAME, [Key.new(), *old])
-    reopened = Store.open(tmp_path)
-    assert env_rules.current_values(reopened, "prj_api") == {"A": "value-of-a-123"}
-    assert reopened.rotate_secret_key() == 1
-    assert env_rules.current_values(reopened, "prj_api") == {"A": "value-of-a-123"}
+    reopened = await SqliteStore.open(tmp_path)
+    assert await reopened.reads.env.values(project.id) == {"A": "value-of-a-123"}
+    assert await reopened.rotate_secret_key() == 1
+    assert await reopened.reads.env.values(project.id) == {"A": "value-of-a-123"}
     assert len(read_keys(tmp_path / KEY_FILE_NAME)) == 1
-    reopened.close()
+    await reopened.close()
 
 
 def test_rotate_key_without_a_store_changes_nothing(
@@ -381,7 +409,7 @@ def _earlier_store(directory: Path) -> None:
         # As SQLite builds without SQLITE_SECURE_DELETE leave them: deleted bytes stay.
         db.execute("PRAGMA secure_delete = OFF")
         db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL)")
-        for version, step in _MIGRATIONS:
+        for version, step in MIGRATIONS:
             if isinstance(step, str) and version < 70:
                 db.executescript(step)
                 db.execute("INSERT INTO schema_migrations VALUES (?, 0)", (version,))
@@ -395,57 +423,50 @@ def _earlier_store(directory: Path) -> None:
         db.execute("INSERT INTO vaults VALUES ('prj_api', 'VGhlIGVhcmxpZXIgbWF0ZXJpYWw=', 0, 0)")
 
 
-def test_a_store_written_in_clear_is_encrypted_at_its_first_start(tmp_path: Path) -> None:
+async def test_a_store_written_in_clear_is_encrypted_at_its_first_start(tmp_path: Path) -> None:
     directory = tmp_path / "data"
     _earlier_store(directory)
-    store = Store.open(directory)
-    assert env_rules.current_values(store, "prj_api") == PLAINTEXTS
-    row = store.one("SELECT key_material FROM vaults")
-    assert row is not None
-    assert vault.stored_material(store, "prj_api", row[0]) == "VGhlIGVhcmxpZXIgbWF0ZXJpYWw="
-    assert all(isinstance(value, bytes) for value in raw_values(store))
-    assert {70, 71} <= store.applied()
-    store.close()
+    store = await SqliteStore.open(directory)
+    assert await store.reads.env.values("prj_api") == PLAINTEXTS
+    assert await store.reads.vault.material("prj_api") == "VGhlIGVhcmxpZXIgbWF0ZXJpYWw="
+    assert all(isinstance(value, bytes) for value in await raw_values(store, "prj_api"))
+    assert {70, 71} <= set(store.applied_at_open)
+    await store.close()
     secrets = [*PLAINTEXTS.values(), "deleted-secret-777", "VGhlIGVhcmxpZXIgbWF0ZXJpYWw="]
     assert [s for s in secrets if s.encode() in file_bytes(directory)] == []
 
 
-def test_a_store_encrypted_once_is_not_encrypted_again(tmp_path: Path) -> None:
+async def test_a_store_encrypted_once_is_not_encrypted_again(tmp_path: Path) -> None:
     directory = tmp_path / "data"
     _earlier_store(directory)
-    Store.open(directory).close()
-    store = Store.open(directory)
-    before = raw_values(store)
-    store.close()
-    again = Store.open(directory)
-    assert raw_values(again) == before
-    assert env_rules.current_values(again, "prj_api") == PLAINTEXTS
-    again.close()
+    await (await SqliteStore.open(directory)).close()
+    store = await SqliteStore.open(directory)
+    before = await raw_values(store, "prj_api")
+    await store.close()
+    again = await SqliteStore.open(directory)
+    assert await raw_values(again, "prj_api") == before
+    assert await again.reads.env.values("prj_api") == PLAINTEXTS
+    await again.close()
 
 
 # --- helpers for tests below the tools --------------------------------------------------------
 
 
-def _seed_project(store: Store) -> None:
-    with store.transaction() as db:
-        db.execute("INSERT INTO tenants VALUES ('tnt_1', 'ada', 'personal', 'hobby', 0)")
-        db.execute("INSERT INTO projects VALUES ('prj_api', 'tnt_1', 'api', 'us-east', 0)")
-
-
-def _cloud(store: Store) -> Cloud:
-    return Cloud(store, Accounts(store))
-
-
-def _project(store: Store) -> sqlite3.Row:
-    row = store.one("SELECT * FROM projects WHERE id = 'prj_api'")
-    assert row is not None
-    return row
+async def _seed_project(store: Store) -> Project:
+    """Ada's project 'api', straight in the store."""
+    accounts = Accounts(store)
+    tenant_id = await accounts.personal_tenant((await accounts.ensure_user("ada@example.com")).id)
+    async with store.transaction() as tx:
+        await tx.support.add_project("prj_api", tenant_id, "api", "us-east", 0.0)
+    project = await store.reads.projects.by_ref(tenant_id, "prj_api")
+    assert project is not None
+    return project
 
 
 def test_the_key_file_is_never_overwritten_by_a_new_start(tmp_path: Path) -> None:
-    Store.open(tmp_path).close()
+    SqliteStore.open_now(tmp_path).close_now()
     before = (tmp_path / KEY_FILE_NAME).read_bytes()
-    Store.open(tmp_path).close()
+    SqliteStore.open_now(tmp_path).close_now()
     assert (tmp_path / KEY_FILE_NAME).read_bytes() == before
     assert os.stat(tmp_path / KEY_FILE_NAME).st_nlink == 1
 
@@ -471,16 +492,19 @@ def test_the_cli_keeps_the_key_where_secret_key_file_says(
     )
 
 
-def test_serve_refuses_a_key_file_other_users_can_read_before_it_listens(
+async def test_serve_refuses_a_key_file_other_users_can_read_before_it_listens(
     tmp_path: Path,
 ) -> None:
     key_file = tmp_path / "prod.key"
     create_keys(key_file, [Key.new()])
     key_file.chmod(0o604)
     config = ServerConfig(port=0, data_dir=str(tmp_path / "data"))
+    args = argparse.Namespace(user=None, secret_key_file=str(key_file), database_url=None)
+    started: list[McpServer] = []
     with pytest.raises(CliError) as refused:
-        build_server(config, None, str(key_file))
+        await run_server(config, args, started)
     assert str(refused.value) == (
         f"The secret key file {key_file} can be read by other users (mode 0604); "
         f"run `chmod 600 {key_file}`."
     )
+    assert started == []

@@ -64,16 +64,14 @@ async def backup_of(env: ProductEnv, token: str, project: str = "api", **more: s
 async def test_create_backup_completes_at_once_with_the_size_of_the_projects_data(
     env: ProductEnv,
 ) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
-    with env.store.transaction() as db:
-        db.execute("INSERT INTO env_vars VALUES (?, 'KEY', 'value', ?)", (project_id, NOW))
-        db.execute(
-            "INSERT INTO log_lines (project_id, service, at, level, message) "
-            "VALUES (?, 'web', ?, 'info', 'héllo')",
-            (project_id, NOW),
-        )
-    created = await env.ok(env.token(ada, "backups:write"), "create_backup", {"project": "api"})
+    ada = await env.user()
+    project_id = await env.make_project(ada)
+    async with env.store.transaction() as tx:
+        await tx.env.put(project_id, "KEY", "value", NOW)
+        await tx.logs.add(project_id, "web", NOW, "info", "héllo")
+    created = await env.ok(
+        await env.token(ada, "backups:write"), "create_backup", {"project": "api"}
+    )
     backup_id = created["backup_id"]
     assert backup_id.startswith("bkp_")
     # 16 KiB of metadata + 'KEY' and 'value' (8 bytes) + 'héllo' (6 bytes) + 256 per service.
@@ -86,17 +84,17 @@ async def test_create_backup_completes_at_once_with_the_size_of_the_projects_dat
         "created_at": NOW_ISO,
         "completed_at": NOW_ISO,
     }
-    assert env.log_messages(project_id)[1:] == [
+    assert (await env.log_messages(project_id))[1:] == [
         f"Backup {backup_id} started.",
         f"Backup {backup_id} completed (16654 bytes).",
     ]
 
 
 async def test_create_backup_reports_progress_at_each_stage(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada)
+    ada = await env.user()
+    await env.make_project(ada)
     seen = Progress()
-    async with env.sdk(env.token(ada)) as client:
+    async with env.sdk(await env.token(ada)) as client:
         result = await client.call_tool("create_backup", {"project": "api"}, progress_callback=seen)
     assert result.structured_content is not None
     backup_id = result.structured_content["backup_id"]
@@ -109,7 +107,7 @@ async def test_create_backup_reports_progress_at_each_stage(env: ProductEnv) -> 
 
 
 async def test_create_backup_rejects_bad_arguments(env: ProductEnv) -> None:
-    token = env.token(env.user())
+    token = await env.token(await env.user())
     assert await env.error_text(token, "create_backup", {}) == (
         "Invalid arguments for 'create_backup': Missing required argument 'project'."
     )
@@ -119,16 +117,18 @@ async def test_create_backup_rejects_bad_arguments(env: ProductEnv) -> None:
 
 
 async def test_create_backup_of_an_unknown_project_is_not_found(env: ProductEnv) -> None:
-    assert await env.error_text(env.token(env.user()), "create_backup", {"project": "api"}) == (
-        "No project 'api' in tenant 'ada's workspace'; list_projects shows the projects there."
-    )
+    assert await env.error_text(
+        await env.token(await env.user()), "create_backup", {"project": "api"}
+    ) == ("No project 'api' in tenant 'ada's workspace'; list_projects shows the projects there.")
 
 
 async def test_a_team_member_may_create_a_backup(env: ProductEnv) -> None:
-    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
-    team = env.make_team({ada: "owner", bob: "member"})
-    env.make_project(ada, "shop", team)
-    created = await env.ok(env.token(bob), "create_backup", {"project": "shop", "tenant_id": team})
+    ada, bob = await env.user("ada@example.com"), await env.user("bob@example.com")
+    team = await env.make_team({ada: "owner", bob: "member"})
+    await env.make_project(ada, "shop", team)
+    created = await env.ok(
+        await env.token(bob), "create_backup", {"project": "shop", "tenant_id": team}
+    )
     assert created["status"] == "completed"
 
 
@@ -136,13 +136,13 @@ async def test_a_team_member_may_create_a_backup(env: ProductEnv) -> None:
 
 
 async def test_list_backups_lists_newest_first_and_pages(env: ProductEnv, clock: Clock) -> None:
-    ada = env.user()
-    env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    await env.make_project(ada)
+    token = await env.token(ada)
     first = await backup_of(env, token)
     clock.now += 60
     second = await backup_of(env, token)
-    reader = env.token(ada, "backups:read")
+    reader = await env.token(ada, "backups:read")
     listing = await env.ok(reader, "list_backups", {"project": "api"})
     assert [b["backup_id"] for b in listing["items"]] == [second, first]
     assert listing["items"][0]["created_at"] == at(60)
@@ -157,9 +157,9 @@ async def test_list_backups_lists_newest_first_and_pages(env: ProductEnv, clock:
 
 
 async def test_list_backups_of_a_project_without_backups_is_empty(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada)
-    assert await env.ok(env.token(ada), "list_backups", {"project": "api"}) == {
+    ada = await env.user()
+    await env.make_project(ada)
+    assert await env.ok(await env.token(ada), "list_backups", {"project": "api"}) == {
         "items": [],
         "next_cursor": None,
         "truncated": False,
@@ -167,7 +167,7 @@ async def test_list_backups_of_a_project_without_backups_is_empty(env: ProductEn
 
 
 async def test_list_backups_rejects_bad_arguments(env: ProductEnv) -> None:
-    token = env.token(env.user())
+    token = await env.token(await env.user())
     assert await env.error_text(token, "list_backups", {"project": "api", "limit": 0}) == (
         "Invalid arguments for 'list_backups': Argument 'limit' must be at least 1."
     )
@@ -180,9 +180,9 @@ async def test_a_restore_advances_from_pending_to_restoring_to_completed_with_th
     env: ProductEnv,
     clock: Clock,
 ) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    project_id = await env.make_project(ada)
+    token = await env.token(ada)
     backup_id = await backup_of(env, token)
     clock.now += 100
     restore = await env.ok(token, "restore_backup", {"project": "api", "backup_id": backup_id})
@@ -199,7 +199,7 @@ async def test_a_restore_advances_from_pending_to_restoring_to_completed_with_th
     }
     assert restore == expected
     args = {"project": "api", "restore_id": restore_id}
-    reader = env.token(ada, "backups:read")
+    reader = await env.token(ada, "backups:read")
     clock.now += 4.999
     assert await env.ok(reader, "get_restore_status", args) == expected
     clock.now = NOW + 105
@@ -213,9 +213,10 @@ async def test_a_restore_advances_from_pending_to_restoring_to_completed_with_th
     assert await env.ok(reader, "get_restore_status", args) == completed
     clock.now = NOW + 10  # a clock that goes back never undoes progress
     assert await env.ok(reader, "get_restore_status", args) == completed
-    row = env.store.one("SELECT status, updated_at FROM restores WHERE id = ?", (restore_id,))
-    assert (row["status"], row["updated_at"]) == ("completed", NOW + 135)
-    assert env.log_messages(project_id)[-3:] == [
+    stored = await env.store.reads.backups.restore(project_id, restore_id)
+    assert stored is not None
+    assert (stored.status, stored.updated_at) == ("completed", NOW + 135)
+    assert (await env.log_messages(project_id))[-3:] == [
         f"Restore {restore_id} of backup {backup_id} requested; the project's data will be "
         "replaced.",
         f"Restore {restore_id} is restoring backup {backup_id}.",
@@ -227,9 +228,9 @@ async def test_a_restore_read_late_passes_every_state_and_persists_the_last(
     env: ProductEnv,
     clock: Clock,
 ) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    project_id = await env.make_project(ada)
+    token = await env.token(ada)
     backup_id = await backup_of(env, token)
     restore = await env.ok(token, "restore_backup", {"project": "api", "backup_id": backup_id})
     clock.now += 3600
@@ -237,7 +238,7 @@ async def test_a_restore_read_late_passes_every_state_and_persists_the_last(
         token, "get_restore_status", {"project": "api", "restore_id": restore["restore_id"]}
     )
     assert (status["status"], status["updated_at"]) == ("completed", at(35))
-    assert env.log_messages(project_id)[-2:] == [
+    assert (await env.log_messages(project_id))[-2:] == [
         f"Restore {restore['restore_id']} is restoring backup {backup_id}.",
         f"Restore {restore['restore_id']} completed; the project was restored from backup "
         f"{backup_id}.",
@@ -245,9 +246,9 @@ async def test_a_restore_read_late_passes_every_state_and_persists_the_last(
 
 
 async def test_restore_backup_reports_progress(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    await env.make_project(ada)
+    token = await env.token(ada)
     backup_id = await backup_of(env, token)
     seen = Progress()
     async with env.sdk(token) as client:
@@ -266,9 +267,9 @@ async def test_restore_backup_reports_progress(env: ProductEnv) -> None:
 
 
 async def test_only_one_restore_per_project_runs_at_a_time(env: ProductEnv, clock: Clock) -> None:
-    ada = env.user()
-    env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    await env.make_project(ada)
+    token = await env.token(ada)
     backup_id = await backup_of(env, token)
     args = {"project": "api", "backup_id": backup_id}
     first = await env.ok(token, "restore_backup", args)
@@ -277,7 +278,7 @@ async def test_only_one_restore_per_project_runs_at_a_time(env: ProductEnv, cloc
         f"Restore {first['restore_id']} of project 'api' is still in progress; wait until "
         "get_restore_status reports completed."
     )
-    assert env.count("restores") == 1
+    assert await env.count("restores") == 1
     clock.now += 15
     second = await env.ok(token, "restore_backup", args)
     assert second["restore_id"] != first["restore_id"]
@@ -288,18 +289,18 @@ async def test_only_one_restore_per_project_runs_at_a_time(env: ProductEnv, cloc
 
 
 async def test_restore_backup_of_an_unknown_backup_is_not_found(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada)
+    ada = await env.user()
+    await env.make_project(ada)
     assert await env.error_text(
-        env.token(ada), "restore_backup", {"project": "api", "backup_id": "bkp_nope"}
+        await env.token(ada), "restore_backup", {"project": "api", "backup_id": "bkp_nope"}
     ) == ("No backup 'bkp_nope' of project 'api'; list_backups shows its backups.")
 
 
 async def test_restore_backup_of_another_projects_backup_is_not_found(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada, "api")
-    env.make_project(ada, "web")
-    token = env.token(ada)
+    ada = await env.user()
+    await env.make_project(ada, "api")
+    await env.make_project(ada, "web")
+    token = await env.token(ada)
     backup_id = await backup_of(env, token, "web")
     assert await env.error_text(
         token, "restore_backup", {"project": "api", "backup_id": backup_id}
@@ -309,9 +310,9 @@ async def test_restore_backup_of_another_projects_backup_is_not_found(env: Produ
 async def test_restore_backup_declined_through_elicitation_starts_nothing(
     env: ProductEnv,
 ) -> None:
-    ada = env.user()
-    env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    await env.make_project(ada)
+    token = await env.token(ada)
     backup_id = await backup_of(env, token)
     async with env.sdk(token, mode="legacy", elicitation_callback=decline) as client:
         result = await client.call_tool(
@@ -322,39 +323,39 @@ async def test_restore_backup_declined_through_elicitation_starts_nothing(
         f"Not confirmed, so nothing was changed: restore project 'api' from backup {backup_id} "
         f"(taken {NOW_ISO}), replacing its current data."
     )
-    assert env.count("restores") == 0
+    assert await env.count("restores") == 0
 
 
 async def test_restore_backup_in_a_team_needs_an_admin(env: ProductEnv) -> None:
-    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
-    team = env.make_team({ada: "owner", bob: "member"})
-    env.make_project(ada, "shop", team)
-    backup_id = await backup_of(env, env.token(ada), "shop", tenant_id=team)
+    ada, bob = await env.user("ada@example.com"), await env.user("bob@example.com")
+    team = await env.make_team({ada: "owner", bob: "member"})
+    await env.make_project(ada, "shop", team)
+    backup_id = await backup_of(env, await env.token(ada), "shop", tenant_id=team)
     assert await env.error_text(
-        env.token(bob),
+        await env.token(bob),
         "restore_backup",
         {"project": "shop", "backup_id": backup_id, "tenant_id": team},
     ) == ("Only a team admin or above may restore backups; your role in 'Acme' is member.")
-    assert env.count("restores") == 0
+    assert await env.count("restores") == 0
 
 
 async def test_restore_backup_rejects_bad_arguments(env: ProductEnv) -> None:
-    token = env.token(env.user())
+    token = await env.token(await env.user())
     assert await env.error_text(token, "restore_backup", {"project": "api"}) == (
         "Invalid arguments for 'restore_backup': Missing required argument 'backup_id'."
     )
 
 
 async def test_get_restore_status_of_an_unknown_restore_is_not_found(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada)
+    ada = await env.user()
+    await env.make_project(ada)
     assert await env.error_text(
-        env.token(ada), "get_restore_status", {"project": "api", "restore_id": "rst_nope"}
+        await env.token(ada), "get_restore_status", {"project": "api", "restore_id": "rst_nope"}
     ) == ("No restore 'rst_nope' of project 'api'; restore_backup returns the restore_id to pass.")
 
 
 async def test_get_restore_status_rejects_bad_arguments(env: ProductEnv) -> None:
-    token = env.token(env.user())
+    token = await env.token(await env.user())
     assert await env.error_text(token, "get_restore_status", {"project": "api"}) == (
         "Invalid arguments for 'get_restore_status': Missing required argument 'restore_id'."
     )
@@ -364,21 +365,21 @@ async def test_get_restore_status_rejects_bad_arguments(env: ProductEnv) -> None
 
 
 async def test_delete_backup_deletes_it_and_logs_it(env: ProductEnv) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    project_id = await env.make_project(ada)
+    token = await env.token(ada)
     backup_id = await backup_of(env, token)
     result = await env.ok(token, "delete_backup", {"project": "api", "backup_id": backup_id})
     assert result == {"backup_id": backup_id, "project": "api", "deleted": True}
-    assert env.count("backups") == 0
-    assert env.log_messages(project_id)[-1] == f"Backup {backup_id} deleted."
+    assert await env.count("backups") == 0
+    assert (await env.log_messages(project_id))[-1] == f"Backup {backup_id} deleted."
 
 
 async def test_delete_backup_of_an_unknown_backup_is_not_found(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada)
+    ada = await env.user()
+    await env.make_project(ada)
     assert await env.error_text(
-        env.token(ada), "delete_backup", {"project": "api", "backup_id": "bkp_nope"}
+        await env.token(ada), "delete_backup", {"project": "api", "backup_id": "bkp_nope"}
     ) == ("No backup 'bkp_nope' of project 'api'; list_backups shows its backups.")
 
 
@@ -386,9 +387,9 @@ async def test_delete_backup_waits_for_a_restore_of_it_to_complete(
     env: ProductEnv,
     clock: Clock,
 ) -> None:
-    ada = env.user()
-    env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    await env.make_project(ada)
+    token = await env.token(ada)
     backup_id = await backup_of(env, token)
     args = {"project": "api", "backup_id": backup_id}
     restore = await env.ok(token, "restore_backup", args)
@@ -396,16 +397,16 @@ async def test_delete_backup_waits_for_a_restore_of_it_to_complete(
         f"Backup '{backup_id}' is being restored by {restore['restore_id']}; delete it after "
         "get_restore_status reports completed."
     )
-    assert env.count("backups") == 1
+    assert await env.count("backups") == 1
     clock.now += 35
     await env.ok(token, "delete_backup", args)
-    assert env.count("backups") == 0
+    assert await env.count("backups") == 0
 
 
 async def test_delete_backup_declined_through_elicitation_keeps_it(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    await env.make_project(ada)
+    token = await env.token(ada)
     backup_id = await backup_of(env, token)
     async with env.sdk(token, mode="legacy", elicitation_callback=decline) as client:
         result = await client.call_tool("delete_backup", {"project": "api", "backup_id": backup_id})
@@ -414,24 +415,24 @@ async def test_delete_backup_declined_through_elicitation_keeps_it(env: ProductE
         f"Not confirmed, so nothing was changed: delete backup {backup_id} of project 'api' "
         f"(taken {NOW_ISO}, 16640 bytes)."
     )
-    assert env.count("backups") == 1
+    assert await env.count("backups") == 1
 
 
 async def test_delete_backup_in_a_team_needs_an_admin(env: ProductEnv) -> None:
-    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
-    team = env.make_team({ada: "owner", bob: "member"})
-    env.make_project(ada, "shop", team)
-    backup_id = await backup_of(env, env.token(ada), "shop", tenant_id=team)
+    ada, bob = await env.user("ada@example.com"), await env.user("bob@example.com")
+    team = await env.make_team({ada: "owner", bob: "member"})
+    await env.make_project(ada, "shop", team)
+    backup_id = await backup_of(env, await env.token(ada), "shop", tenant_id=team)
     assert await env.error_text(
-        env.token(bob),
+        await env.token(bob),
         "delete_backup",
         {"project": "shop", "backup_id": backup_id, "tenant_id": team},
     ) == ("Only a team admin or above may delete backups; your role in 'Acme' is member.")
-    assert env.count("backups") == 1
+    assert await env.count("backups") == 1
 
 
 async def test_delete_backup_rejects_bad_arguments(env: ProductEnv) -> None:
-    token = env.token(env.user())
+    token = await env.token(await env.user())
     assert await env.error_text(token, "delete_backup", {"project": "api", "backup_id": ""}) == (
         "Invalid arguments for 'delete_backup': Argument 'backup_id' must be at least 1 characters."
     )
@@ -457,10 +458,10 @@ def test_schedules_are_named_or_five_field_cron_expressions(given: str, kept: st
 
 
 async def test_configure_backups_sets_schedule_and_retention(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada)
+    ada = await env.user()
+    await env.make_project(ada)
     result = await env.ok(
-        env.token(ada),
+        await env.token(ada),
         "configure_backups",
         {"project": "api", "schedule": " 30  2 * * * ", "retention_days": 30},
     )
@@ -557,25 +558,25 @@ def test_any_schedule_is_normalised_or_refused_with_a_reason(schedule: str) -> N
 async def test_configure_backups_refuses_an_invalid_schedule_and_changes_nothing(
     env: ProductEnv,
 ) -> None:
-    ada = env.user()
-    env.make_project(ada)
+    ada = await env.user()
+    await env.make_project(ada)
     assert await env.error_text(
-        env.token(ada),
+        await env.token(ada),
         "configure_backups",
         {"project": "api", "schedule": "0 24 * * *", "retention_days": 9},
     ) == (
         "Field 2 (hour) of the cron schedule '0 24 * * *' is not valid: use *, a value from 0 "
         "to 23, a range a-b, a step /n, or a comma-separated list of these."
     )
-    assert env.count("backup_configs") == 0
+    assert await env.count("backup_configs") == 0
 
 
 async def test_configure_backups_changes_only_what_it_is_given(
     env: ProductEnv, clock: Clock
 ) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    project_id = await env.make_project(ada)
+    token = await env.token(ada)
     assert await env.ok(token, "configure_backups", {"project": "api", "retention_days": 30}) == {
         "project": "api",
         "schedule": "daily",
@@ -591,16 +592,16 @@ async def test_configure_backups_changes_only_what_it_is_given(
         "is_default": False,
         "updated_at": at(1),
     }
-    assert env.log_messages(project_id) == [
+    assert await env.log_messages(project_id) == [
         "Backup schedule set to 'daily', keeping backups 30 days.",
         "Backup schedule set to 'hourly', keeping backups 30 days.",
     ]
 
 
 async def test_configure_backups_needs_schedule_or_retention(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada)
-    assert await env.error_text(env.token(ada), "configure_backups", {"project": "api"}) == (
+    ada = await env.user()
+    await env.make_project(ada)
+    assert await env.error_text(await env.token(ada), "configure_backups", {"project": "api"}) == (
         "Pass schedule, retention_days or both to change the backup configuration."
     )
 
@@ -608,9 +609,9 @@ async def test_configure_backups_needs_schedule_or_retention(env: ProductEnv) ->
 async def test_configure_backups_rejects_retention_outside_1_to_365_days(
     env: ProductEnv,
 ) -> None:
-    ada = env.user()
-    env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    await env.make_project(ada)
+    token = await env.token(ada)
     assert await env.error_text(
         token, "configure_backups", {"project": "api", "retention_days": 0}
     ) == (
@@ -632,17 +633,17 @@ async def test_configure_backups_rejects_retention_outside_1_to_365_days(
 
 
 async def test_reset_backup_config_returns_to_daily_kept_seven_days(env: ProductEnv) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    project_id = await env.make_project(ada)
+    token = await env.token(ada)
     await env.ok(
         token,
         "configure_backups",
         {"project": "api", "schedule": "hourly", "retention_days": 90},
     )
     assert await env.ok(token, "reset_backup_config", {"project": "api"}) == DEFAULTS
-    assert env.count("backup_configs") == 0
-    assert env.log_messages(project_id)[-1] == (
+    assert await env.count("backup_configs") == 0
+    assert (await env.log_messages(project_id))[-1] == (
         "Backup configuration reset to 'daily', keeping backups 7 days."
     )
     assert await env.ok(token, "reset_backup_config", {"project": "api"}) == DEFAULTS
@@ -651,9 +652,9 @@ async def test_reset_backup_config_returns_to_daily_kept_seven_days(env: Product
 async def test_reset_backup_config_declined_through_elicitation_keeps_the_settings(
     env: ProductEnv,
 ) -> None:
-    ada = env.user()
-    env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    await env.make_project(ada)
+    token = await env.token(ada)
     await env.ok(token, "configure_backups", {"project": "api", "schedule": "hourly"})
     async with env.sdk(token, mode="legacy", elicitation_callback=decline) as client:
         result = await client.call_tool("reset_backup_config", {"project": "api"})
@@ -662,7 +663,7 @@ async def test_reset_backup_config_declined_through_elicitation_keeps_the_settin
         "Not confirmed, so nothing was changed: reset the backup configuration of project "
         "'api' to daily backups kept 7 days."
     )
-    assert env.count("backup_configs") == 1
+    assert await env.count("backup_configs") == 1
 
 
 @pytest.mark.parametrize(
@@ -675,16 +676,16 @@ async def test_reset_backup_config_declined_through_elicitation_keeps_the_settin
 async def test_backup_settings_in_a_team_need_an_admin(
     env: ProductEnv, tool: str, arguments: dict[str, Any]
 ) -> None:
-    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
-    team = env.make_team({ada: "owner", bob: "member"})
-    env.make_project(ada, "shop", team)
+    ada, bob = await env.user("ada@example.com"), await env.user("bob@example.com")
+    team = await env.make_team({ada: "owner", bob: "member"})
+    await env.make_project(ada, "shop", team)
     assert await env.error_text(
-        env.token(bob), tool, {"project": "shop", "tenant_id": team, **arguments}
+        await env.token(bob), tool, {"project": "shop", "tenant_id": team, **arguments}
     ) == ("Only a team admin or above may change backup settings; your role in 'Acme' is member.")
 
 
 async def test_reset_backup_config_rejects_bad_arguments(env: ProductEnv) -> None:
-    token = env.token(env.user())
+    token = await env.token(await env.user())
     assert await env.error_text(
         token, "reset_backup_config", {"project": "api", "schedule": "daily"}
     ) == ("Invalid arguments for 'reset_backup_config': Unknown argument 'schedule'; remove it.")
@@ -694,12 +695,12 @@ async def test_reset_backup_config_rejects_bad_arguments(env: ProductEnv) -> Non
 
 
 async def test_another_users_token_cannot_see_or_touch_the_backups(env: ProductEnv) -> None:
-    ada, eve = env.user("ada@example.com"), env.user("eve@example.com")
-    project_id = env.make_project(ada)
-    ada_token = env.token(ada)
+    ada, eve = await env.user("ada@example.com"), await env.user("eve@example.com")
+    project_id = await env.make_project(ada)
+    ada_token = await env.token(ada)
     backup_id = await backup_of(env, ada_token)
     restore = await env.ok(ada_token, "restore_backup", {"project": "api", "backup_id": backup_id})
-    eve_token = env.token(eve, "mcp:full,secrets:reveal")
+    eve_token = await env.token(eve, "mcp:full,secrets:reveal")
     missing = (
         f"No project '{project_id}' in tenant 'eve's workspace'; list_projects shows the "
         "projects there."
@@ -717,7 +718,11 @@ async def test_another_users_token_cannot_see_or_touch_the_backups(env: ProductE
         assert await env.error_text(eve_token, tool, {"project": project_id, **arguments}) == (
             missing
         )
-    assert (env.count("backups"), env.count("restores"), env.count("backup_configs")) == (
+    assert (
+        await env.count("backups"),
+        await env.count("restores"),
+        await env.count("backup_configs"),
+    ) == (
         1,
         1,
         0,

@@ -19,16 +19,14 @@ pytestmark = pytest.mark.anyio
 ADA_NO_API = "No project 'api' in tenant 'ada's workspace'; list_projects shows the projects there."
 
 
-def stored(env: ProductEnv, project_id: str) -> dict[str, str]:
-    return env_rules.current_values(env.store, project_id)
+async def stored(env: ProductEnv, project_id: str) -> dict[str, str]:
+    """The project's variables as the store holds them, key to plaintext value."""
+    return await env.store.reads.env.values(project_id)
 
 
-def seed(env: ProductEnv, project_id: str, values: dict[str, str]) -> None:
-    with env.store.transaction() as db:
-        db.executemany(
-            "INSERT INTO env_vars VALUES (?, ?, ?, ?)",
-            [(project_id, k, v, NOW) for k, v in values.items()],
-        )
+async def seed(env: ProductEnv, project_id: str, values: dict[str, str]) -> None:
+    async with env.store.transaction() as tx:
+        await tx.env.put_many(project_id, values.items(), NOW)
 
 
 # --- set_env_var --------------------------------------------------------------------------
@@ -37,10 +35,10 @@ def seed(env: ProductEnv, project_id: str, values: dict[str, str]) -> None:
 async def test_set_env_var_creates_a_variable_and_returns_it_with_the_value_redacted(
     env: ProductEnv,
 ) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
+    ada = await env.user()
+    project_id = await env.make_project(ada)
     result = await env.ok(
-        env.token(ada, "env:write"),
+        await env.token(ada, "env:write"),
         "set_env_var",
         {"project": "api", "key": "DATABASE_URL", "value": "postgres://db/1"},
     )
@@ -51,16 +49,16 @@ async def test_set_env_var_creates_a_variable_and_returns_it_with_the_value_reda
         "updated_at": NOW_ISO,
         "created": True,
     }
-    assert stored(env, project_id) == {"DATABASE_URL": "postgres://db/1"}
+    assert (await stored(env, project_id)) == {"DATABASE_URL": "postgres://db/1"}
 
 
 async def test_set_env_var_shows_the_value_to_a_token_with_secrets_reveal(
     env: ProductEnv,
 ) -> None:
-    ada = env.user()
-    env.make_project(ada)
+    ada = await env.user()
+    await env.make_project(ada)
     result = await env.ok(
-        env.token(ada, "env:write,secrets:reveal"),
+        await env.token(ada, "env:write,secrets:reveal"),
         "set_env_var",
         {"project": "api", "key": "TOKEN", "value": "tok-123456"},
     )
@@ -68,10 +66,10 @@ async def test_set_env_var_shows_the_value_to_a_token_with_secrets_reveal(
 
 
 async def test_set_env_var_accepts_the_project_id_as_well_as_its_name(env: ProductEnv) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
+    ada = await env.user()
+    project_id = await env.make_project(ada)
     result = await env.ok(
-        env.token(ada), "set_env_var", {"project": project_id, "key": "A", "value": "1"}
+        await env.token(ada), "set_env_var", {"project": project_id, "key": "A", "value": "1"}
     )
     assert result["project"] == "api"
 
@@ -79,39 +77,41 @@ async def test_set_env_var_accepts_the_project_id_as_well_as_its_name(env: Produ
 async def test_set_env_var_replaces_one_value_and_keeps_the_other_variables(
     env: ProductEnv,
 ) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
-    seed(env, project_id, {"A": "old-value", "B": "kept-value"})
+    ada = await env.user()
+    project_id = await env.make_project(ada)
+    await seed(env, project_id, {"A": "old-value", "B": "kept-value"})
     result = await env.ok(
-        env.token(ada), "set_env_var", {"project": "api", "key": "A", "value": "new-value"}
+        await env.token(ada), "set_env_var", {"project": "api", "key": "A", "value": "new-value"}
     )
     assert result["created"] is False
-    assert stored(env, project_id) == {"A": "new-value", "B": "kept-value"}
+    assert (await stored(env, project_id)) == {"A": "new-value", "B": "kept-value"}
 
 
 async def test_set_env_var_accepts_an_empty_value(env: ProductEnv) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
-    await env.ok(env.token(ada), "set_env_var", {"project": "api", "key": "EMPTY", "value": ""})
-    assert stored(env, project_id) == {"EMPTY": ""}
+    ada = await env.user()
+    project_id = await env.make_project(ada)
+    await env.ok(
+        await env.token(ada), "set_env_var", {"project": "api", "key": "EMPTY", "value": ""}
+    )
+    assert (await stored(env, project_id)) == {"EMPTY": ""}
 
 
 async def test_set_env_var_logs_the_key_but_never_the_value(env: ProductEnv) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    project_id = await env.make_project(ada)
+    token = await env.token(ada)
     await env.ok(token, "set_env_var", {"project": "api", "key": "S3_KEY", "value": "v-1-secret"})
     await env.ok(token, "set_env_var", {"project": "api", "key": "S3_KEY", "value": "v-2-secret"})
-    assert env.log_messages(project_id) == [
+    assert await env.log_messages(project_id) == [
         "Environment variable S3_KEY created.",
         "Environment variable S3_KEY updated.",
     ]
 
 
 async def test_set_env_var_rejects_a_key_that_is_not_posix_like(env: ProductEnv) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    project_id = await env.make_project(ada)
+    token = await env.token(ada)
     for key in ("1ABC", "MY-KEY", "A B", "CAFÉ", "A.B"):
         text = await env.error_text(
             token, "set_env_var", {"project": "api", "key": key, "value": "x"}
@@ -120,24 +120,24 @@ async def test_set_env_var_rejects_a_key_that_is_not_posix_like(env: ProductEnv)
             f"Key '{key}' is not valid: use letters, digits and underscores, not "
             "starting with a digit."
         )
-    assert stored(env, project_id) == {}
+    assert (await stored(env, project_id)) == {}
 
 
 async def test_set_env_var_accepts_a_key_of_256_characters_with_underscores(
     env: ProductEnv,
 ) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
+    ada = await env.user()
+    project_id = await env.make_project(ada)
     key = "_" + "a1" * 127 + "Z"
-    await env.ok(env.token(ada), "set_env_var", {"project": "api", "key": key, "value": "x"})
-    assert list(stored(env, project_id)) == [key]
+    await env.ok(await env.token(ada), "set_env_var", {"project": "api", "key": key, "value": "x"})
+    assert list(await stored(env, project_id)) == [key]
 
 
 async def test_set_env_var_rejects_a_value_with_a_nul_character(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada)
+    ada = await env.user()
+    await env.make_project(ada)
     text = await env.error_text(
-        env.token(ada), "set_env_var", {"project": "api", "key": "K", "value": "a\x00b"}
+        await env.token(ada), "set_env_var", {"project": "api", "key": "K", "value": "a\x00b"}
     )
     assert text == (
         "The value of 'K' contains a NUL character, which environment variables cannot hold."
@@ -145,21 +145,21 @@ async def test_set_env_var_rejects_a_value_with_a_nul_character(env: ProductEnv)
 
 
 async def test_set_env_var_rejects_a_value_over_32_kib_of_utf8(env: ProductEnv) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    project_id = await env.make_project(ada)
+    token = await env.token(ada)
     text = await env.error_text(
         token, "set_env_var", {"project": "api", "key": "K", "value": "é" * 16_385}
     )
     assert text == "The value of 'K' is 32770 bytes, but at most 32768 bytes (32 KiB) are allowed."
     await env.ok(token, "set_env_var", {"project": "api", "key": "K", "value": "x" * 32_768})
-    assert len(stored(env, project_id)["K"]) == 32_768
+    assert len((await stored(env, project_id))["K"]) == 32_768
 
 
 async def test_set_env_var_rejects_bad_arguments(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    await env.make_project(ada)
+    token = await env.token(ada)
     assert await env.error_text(token, "set_env_var", {"project": "api", "key": "K"}) == (
         "Invalid arguments for 'set_env_var': Missing required argument 'value'."
     )
@@ -175,10 +175,10 @@ async def test_set_env_var_rejects_bad_arguments(env: ProductEnv) -> None:
 
 
 async def test_set_env_var_on_an_unknown_project_is_not_found(env: ProductEnv) -> None:
-    ada = env.user()
+    ada = await env.user()
     assert (
         await env.error_text(
-            env.token(ada), "set_env_var", {"project": "api", "key": "K", "value": "x"}
+            await env.token(ada), "set_env_var", {"project": "api", "key": "K", "value": "x"}
         )
         == ADA_NO_API
     )
@@ -187,10 +187,10 @@ async def test_set_env_var_on_an_unknown_project_is_not_found(env: ProductEnv) -
 async def test_set_env_var_refuses_a_501st_variable_but_still_updates_existing_ones(
     env: ProductEnv,
 ) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
-    seed(env, project_id, {f"K{i}": "v" for i in range(500)})
-    token = env.token(ada)
+    ada = await env.user()
+    project_id = await env.make_project(ada)
+    await seed(env, project_id, {f"K{i}": "v" for i in range(500)})
+    token = await env.token(ada)
     assert await env.error_text(
         token, "set_env_var", {"project": "api", "key": "ONE_MORE", "value": "x"}
     ) == (
@@ -198,32 +198,32 @@ async def test_set_env_var_refuses_a_501st_variable_but_still_updates_existing_o
         "delete some first."
     )
     await env.ok(token, "set_env_var", {"project": "api", "key": "K7", "value": "changed"})
-    assert len(stored(env, project_id)) == 500
+    assert len(await stored(env, project_id)) == 500
 
 
 async def test_set_env_var_with_an_idempotency_key_changes_nothing_on_retry(
     env: ProductEnv,
 ) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
-    token = env.token(ada, "env:write,secrets:reveal")
+    ada = await env.user()
+    project_id = await env.make_project(ada)
+    token = await env.token(ada, "env:write,secrets:reveal")
     args = {"project": "api", "key": "K", "value": "first-value", "idempotency_key": "k-1"}
     first = await env.ok(token, "set_env_var", args)
     await env.ok(token, "set_env_var", {"project": "api", "key": "K", "value": "other-value"})
     assert await env.ok(token, "set_env_var", args) == {**first, "value": SHOWN_ONCE}
-    assert stored(env, project_id) == {"K": "other-value"}
+    assert (await stored(env, project_id)) == {"K": "other-value"}
 
 
 async def test_a_team_member_may_set_variables_in_a_team_project(env: ProductEnv) -> None:
-    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
-    team = env.make_team({ada: "owner", bob: "member"})
-    project_id = env.make_project(ada, "shop", team)
+    ada, bob = await env.user("ada@example.com"), await env.user("bob@example.com")
+    team = await env.make_team({ada: "owner", bob: "member"})
+    project_id = await env.make_project(ada, "shop", team)
     await env.ok(
-        env.token(bob),
+        await env.token(bob),
         "set_env_var",
         {"project": "shop", "key": "K", "value": "x", "tenant_id": team},
     )
-    assert stored(env, project_id) == {"K": "x"}
+    assert (await stored(env, project_id)) == {"K": "x"}
 
 
 # --- list_env_vars ------------------------------------------------------------------------
@@ -232,10 +232,10 @@ async def test_a_team_member_may_set_variables_in_a_team_project(env: ProductEnv
 async def test_list_env_vars_lists_every_variable_by_key_with_values_redacted(
     env: ProductEnv,
 ) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
-    seed(env, project_id, {"ZETA": "zeta-value", "ALPHA": "alpha-value"})
-    listing = await env.ok(env.token(ada, "mcp:read"), "list_env_vars", {"project": "api"})
+    ada = await env.user()
+    project_id = await env.make_project(ada)
+    await seed(env, project_id, {"ZETA": "zeta-value", "ALPHA": "alpha-value"})
+    listing = await env.ok(await env.token(ada, "mcp:read"), "list_env_vars", {"project": "api"})
     assert listing == {
         "items": [
             {"key": "ALPHA", "value": REDACTED, "updated_at": NOW_ISO},
@@ -247,20 +247,20 @@ async def test_list_env_vars_lists_every_variable_by_key_with_values_redacted(
 
 
 async def test_list_env_vars_shows_values_to_a_token_with_secrets_reveal(env: ProductEnv) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
-    seed(env, project_id, {"ALPHA": "alpha-value"})
+    ada = await env.user()
+    project_id = await env.make_project(ada)
+    await seed(env, project_id, {"ALPHA": "alpha-value"})
     listing = await env.ok(
-        env.token(ada, "env:read,secrets:reveal"), "list_env_vars", {"project": "api"}
+        await env.token(ada, "env:read,secrets:reveal"), "list_env_vars", {"project": "api"}
     )
     assert listing["items"] == [{"key": "ALPHA", "value": "alpha-value", "updated_at": NOW_ISO}]
 
 
 async def test_list_env_vars_pages_with_a_cursor(env: ProductEnv) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
-    seed(env, project_id, {"A": "1", "B": "2", "C": "3"})
-    token = env.token(ada)
+    ada = await env.user()
+    project_id = await env.make_project(ada)
+    await seed(env, project_id, {"A": "1", "B": "2", "C": "3"})
+    token = await env.token(ada)
     first = await env.ok(token, "list_env_vars", {"project": "api", "limit": 2})
     assert [i["key"] for i in first["items"]] == ["A", "B"]
     assert (first["next_cursor"], first["truncated"]) == ("o2", True)
@@ -272,16 +272,16 @@ async def test_list_env_vars_pages_with_a_cursor(env: ProductEnv) -> None:
 
 
 async def test_list_env_vars_of_a_project_without_variables_is_empty(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada)
-    listing = await env.ok(env.token(ada), "list_env_vars", {"project": "api"})
+    ada = await env.user()
+    await env.make_project(ada)
+    listing = await env.ok(await env.token(ada), "list_env_vars", {"project": "api"})
     assert listing == {"items": [], "next_cursor": None, "truncated": False}
 
 
 async def test_list_env_vars_rejects_bad_arguments_and_forged_cursors(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    await env.make_project(ada)
+    token = await env.token(ada)
     assert await env.error_text(token, "list_env_vars", {}) == (
         "Invalid arguments for 'list_env_vars': Missing required argument 'project'."
     )
@@ -294,15 +294,18 @@ async def test_list_env_vars_rejects_bad_arguments_and_forged_cursors(env: Produ
 
 
 async def test_list_env_vars_of_an_unknown_project_is_not_found(env: ProductEnv) -> None:
-    ada = env.user()
-    assert await env.error_text(env.token(ada), "list_env_vars", {"project": "api"}) == ADA_NO_API
+    ada = await env.user()
+    assert (
+        await env.error_text(await env.token(ada), "list_env_vars", {"project": "api"})
+        == ADA_NO_API
+    )
 
 
 async def test_list_env_vars_needs_the_env_read_scope(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada)
+    ada = await env.user()
+    await env.make_project(ada)
     assert await env.error_text(
-        env.token(ada, "vault:read"), "list_env_vars", {"project": "api"}
+        await env.token(ada, "vault:read"), "list_env_vars", {"project": "api"}
     ) == (
         "This tool needs the 'env:read' scope, which this token lacks. Mint a token that has it "
         "with `spky mcp token --scopes env:read` and reconnect."
@@ -313,27 +316,27 @@ async def test_list_env_vars_needs_the_env_read_scope(env: ProductEnv) -> None:
 
 
 async def test_delete_env_var_removes_one_variable_and_logs_its_key(env: ProductEnv) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
-    seed(env, project_id, {"A": "a-value-1", "B": "b-value-1"})
+    ada = await env.user()
+    project_id = await env.make_project(ada)
+    await seed(env, project_id, {"A": "a-value-1", "B": "b-value-1"})
     result = await env.ok(
-        env.token(ada, "env:write"), "delete_env_var", {"project": "api", "key": "A"}
+        await env.token(ada, "env:write"), "delete_env_var", {"project": "api", "key": "A"}
     )
     assert result == {"project": "api", "key": "A", "deleted": True}
-    assert stored(env, project_id) == {"B": "b-value-1"}
-    assert env.log_messages(project_id) == ["Environment variable A deleted."]
+    assert (await stored(env, project_id)) == {"B": "b-value-1"}
+    assert await env.log_messages(project_id) == ["Environment variable A deleted."]
 
 
 async def test_delete_env_var_of_an_unknown_key_is_not_found(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada)
+    ada = await env.user()
+    await env.make_project(ada)
     assert await env.error_text(
-        env.token(ada), "delete_env_var", {"project": "api", "key": "NOPE"}
+        await env.token(ada), "delete_env_var", {"project": "api", "key": "NOPE"}
     ) == ("No environment variable 'NOPE' on project 'api'; list_env_vars shows its keys.")
 
 
 async def test_delete_env_var_rejects_bad_arguments(env: ProductEnv) -> None:
-    token = env.token(env.user())
+    token = await env.token(await env.user())
     assert await env.error_text(token, "delete_env_var", {"project": "api"}) == (
         "Invalid arguments for 'delete_env_var': Missing required argument 'key'."
     )
@@ -345,27 +348,27 @@ async def test_delete_env_var_rejects_bad_arguments(env: ProductEnv) -> None:
 async def test_delete_env_var_declined_through_elicitation_changes_nothing(
     env: ProductEnv,
 ) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
-    seed(env, project_id, {"A": "a-value-1"})
-    async with env.sdk(env.token(ada), mode="legacy", elicitation_callback=decline) as client:
+    ada = await env.user()
+    project_id = await env.make_project(ada)
+    await seed(env, project_id, {"A": "a-value-1"})
+    async with env.sdk(await env.token(ada), mode="legacy", elicitation_callback=decline) as client:
         result = await client.call_tool("delete_env_var", {"project": "api", "key": "A"})
     assert result.is_error is True
     assert result.content[0].model_dump()["text"] == (
         "Not confirmed, so nothing was changed: delete environment variable 'A' from project 'api'."
     )
-    assert stored(env, project_id) == {"A": "a-value-1"}
+    assert (await stored(env, project_id)) == {"A": "a-value-1"}
 
 
 async def test_delete_env_var_confirmed_through_elicitation_deletes(env: ProductEnv) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
-    seed(env, project_id, {"A": "a-value-1"})
-    async with env.sdk(env.token(ada), mode="legacy", elicitation_callback=accept) as client:
+    ada = await env.user()
+    project_id = await env.make_project(ada)
+    await seed(env, project_id, {"A": "a-value-1"})
+    async with env.sdk(await env.token(ada), mode="legacy", elicitation_callback=accept) as client:
         result = await client.call_tool("delete_env_var", {"project": "api", "key": "A"})
     assert result.is_error is False
     assert result.structured_content == {"project": "api", "key": "A", "deleted": True}
-    assert stored(env, project_id) == {}
+    assert (await stored(env, project_id)) == {}
 
 
 # --- bulk_load_env_vars -------------------------------------------------------------------
@@ -480,11 +483,13 @@ def test_any_text_parses_or_fails_with_a_numbered_line(text: str) -> None:
 async def test_bulk_load_env_vars_from_dotenv_merges_and_reports_each_key(
     env: ProductEnv,
 ) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
-    seed(env, project_id, {"PORT": "9090", "EMPTY": "was-set", "OTHER": "kept-value"})
+    ada = await env.user()
+    project_id = await env.make_project(ada)
+    await seed(env, project_id, {"PORT": "9090", "EMPTY": "was-set", "OTHER": "kept-value"})
     result = await env.ok(
-        env.token(ada, "env:write"), "bulk_load_env_vars", {"project": "api", "dotenv": DOTENV}
+        await env.token(ada, "env:write"),
+        "bulk_load_env_vars",
+        {"project": "api", "dotenv": DOTENV},
     )
     assert result == {
         "project": "api",
@@ -495,9 +500,9 @@ async def test_bulk_load_env_vars_from_dotenv_merges_and_reports_each_key(
         "deleted": [],
         "total": 8,
     }
-    assert stored(env, project_id)["GREETING"] == 'Hello\n"World" \\o/'
-    assert stored(env, project_id)["OTHER"] == "kept-value"
-    assert env.log_messages(project_id) == [
+    assert (await stored(env, project_id))["GREETING"] == 'Hello\n"World" \\o/'
+    assert (await stored(env, project_id))["OTHER"] == "kept-value"
+    assert await env.log_messages(project_id) == [
         "Environment variables bulk-loaded: 5 created (DATABASE_URL, GREETING, LITERAL, PEM, "
         "URL), 1 updated (EMPTY)."
     ]
@@ -506,11 +511,11 @@ async def test_bulk_load_env_vars_from_dotenv_merges_and_reports_each_key(
 async def test_bulk_load_env_vars_from_a_map_with_replace_deletes_every_other_variable(
     env: ProductEnv,
 ) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
-    seed(env, project_id, {"A": "a-value-1", "B": "b-value-1", "C": "c-value-1"})
+    ada = await env.user()
+    project_id = await env.make_project(ada)
+    await seed(env, project_id, {"A": "a-value-1", "B": "b-value-1", "C": "c-value-1"})
     result = await env.ok(
-        env.token(ada),
+        await env.token(ada),
         "bulk_load_env_vars",
         {"project": "api", "values": {"A": "a-value-2", "D": "d-value-1"}, "replace": True},
     )
@@ -523,8 +528,8 @@ async def test_bulk_load_env_vars_from_a_map_with_replace_deletes_every_other_va
         "deleted": ["B", "C"],
         "total": 2,
     }
-    assert stored(env, project_id) == {"A": "a-value-2", "D": "d-value-1"}
-    assert env.log_messages(project_id) == [
+    assert (await stored(env, project_id)) == {"A": "a-value-2", "D": "d-value-1"}
+    assert await env.log_messages(project_id) == [
         "Environment variables replaced: 1 created (D), 1 updated (A), 2 deleted (B, C)."
     ]
 
@@ -532,39 +537,41 @@ async def test_bulk_load_env_vars_from_a_map_with_replace_deletes_every_other_va
 async def test_bulk_load_env_vars_with_an_empty_map_and_replace_clears_the_project(
     env: ProductEnv,
 ) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
-    seed(env, project_id, {"A": "a-value-1"})
+    ada = await env.user()
+    project_id = await env.make_project(ada)
+    await seed(env, project_id, {"A": "a-value-1"})
     result = await env.ok(
-        env.token(ada), "bulk_load_env_vars", {"project": "api", "values": {}, "replace": True}
+        await env.token(ada),
+        "bulk_load_env_vars",
+        {"project": "api", "values": {}, "replace": True},
     )
     assert (result["deleted"], result["total"]) == (["A"], 0)
-    assert stored(env, project_id) == {}
+    assert (await stored(env, project_id)) == {}
 
 
 async def test_bulk_load_env_vars_with_a_bad_dotenv_line_changes_nothing(
     env: ProductEnv,
 ) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
-    seed(env, project_id, {"A": "a-value-1"})
+    ada = await env.user()
+    project_id = await env.make_project(ada)
+    await seed(env, project_id, {"A": "a-value-1"})
     text = await env.error_text(
-        env.token(ada),
+        await env.token(ada),
         "bulk_load_env_vars",
         {"project": "api", "dotenv": "B=2\nC=3\nnot a line\n", "replace": True},
     )
     assert text == "Line 3 of the dotenv text: 'not a line' has no '='; write KEY=VALUE."
-    assert stored(env, project_id) == {"A": "a-value-1"}
-    assert env.log_messages(project_id) == []
+    assert (await stored(env, project_id)) == {"A": "a-value-1"}
+    assert await env.log_messages(project_id) == []
 
 
 async def test_bulk_load_env_vars_with_a_bad_key_in_the_map_changes_nothing(
     env: ProductEnv,
 ) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
+    ada = await env.user()
+    project_id = await env.make_project(ada)
     text = await env.error_text(
-        env.token(ada),
+        await env.token(ada),
         "bulk_load_env_vars",
         {"project": "api", "values": {"GOOD": "1", "BAD-KEY": "2"}},
     )
@@ -572,28 +579,28 @@ async def test_bulk_load_env_vars_with_a_bad_key_in_the_map_changes_nothing(
         "In values, key 'BAD-KEY' is not valid: use letters, digits and "
         "underscores, not starting with a digit."
     )
-    assert stored(env, project_id) == {}
+    assert (await stored(env, project_id)) == {}
 
 
 async def test_bulk_load_env_vars_over_the_limit_is_all_or_nothing(env: ProductEnv) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
-    seed(env, project_id, {f"K{i}": "v" for i in range(499)})
+    ada = await env.user()
+    project_id = await env.make_project(ada)
+    await seed(env, project_id, {f"K{i}": "v" for i in range(499)})
     values = {"K0": "changed", "NEW_1": "x", "NEW_2": "y"}
     assert await env.error_text(
-        env.token(ada), "bulk_load_env_vars", {"project": "api", "values": values}
+        await env.token(ada), "bulk_load_env_vars", {"project": "api", "values": values}
     ) == (
         "Project 'api' would have 501 environment variables, but at most 500 are allowed; "
         "delete some first."
     )
-    assert stored(env, project_id)["K0"] == "v"
-    assert len(stored(env, project_id)) == 499
+    assert (await stored(env, project_id))["K0"] == "v"
+    assert len(await stored(env, project_id)) == 499
 
 
 async def test_bulk_load_env_vars_takes_dotenv_or_values_but_not_both(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    await env.make_project(ada)
+    token = await env.token(ada)
     assert await env.error_text(
         token, "bulk_load_env_vars", {"project": "api", "dotenv": "A=1", "values": {"A": "1"}}
     ) == ("Pass the variables either as dotenv text or as a values map, not both.")
@@ -603,9 +610,9 @@ async def test_bulk_load_env_vars_takes_dotenv_or_values_but_not_both(env: Produ
 
 
 async def test_bulk_load_env_vars_rejects_bad_arguments(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    await env.make_project(ada)
+    token = await env.token(ada)
     assert await env.error_text(
         token, "bulk_load_env_vars", {"project": "api", "values": {"A": 1}}
     ) == ("Invalid arguments for 'bulk_load_env_vars': Argument 'values.A' must be of type string.")
@@ -618,10 +625,10 @@ async def test_bulk_load_env_vars_rejects_bad_arguments(env: ProductEnv) -> None
 
 
 async def test_another_users_token_cannot_read_or_change_the_variables(env: ProductEnv) -> None:
-    ada, eve = env.user("ada@example.com"), env.user("eve@example.com")
-    project_id = env.make_project(ada)
-    seed(env, project_id, {"A": "a-value-1"})
-    eve_token = env.token(eve, "mcp:full,secrets:reveal")
+    ada, eve = await env.user("ada@example.com"), await env.user("eve@example.com")
+    project_id = await env.make_project(ada)
+    await seed(env, project_id, {"A": "a-value-1"})
+    eve_token = await env.token(eve, "mcp:full,secrets:reveal")
     missing = (
         f"No project '{project_id}' in tenant 'eve's workspace'; list_projects shows the "
         "projects there."
@@ -634,10 +641,10 @@ async def test_another_users_token_cannot_read_or_change_the_variables(env: Prod
     ]
     for tool, arguments in calls:
         assert await env.error_text(eve_token, tool, arguments) == missing
-    ada_tenant = env.accounts.personal_tenant(ada.id)
+    ada_tenant = await env.personal(ada)
     for tool, arguments in calls:
         assert await env.error_text(eve_token, tool, {**arguments, "tenant_id": ada_tenant}) == (
             f"No tenant '{ada_tenant}' is reachable by this token; list_teams shows the tenants "
             "you belong to."
         )
-    assert stored(env, project_id) == {"A": "a-value-1"}
+    assert (await stored(env, project_id)) == {"A": "a-value-1"}

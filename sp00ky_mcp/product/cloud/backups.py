@@ -12,11 +12,13 @@ reported, and take effect on the hosted platform.
 from __future__ import annotations
 
 import re
-import sqlite3
+from dataclasses import replace
 from typing import Any
 
-from .. import secretbox
-from .base import Cloud, Conflict, Invalid, ascii_digits, iso, iso_or_none
+from ..store.repos import Repos
+from ..store.repos.backups import Backup, BackupConfig, Restore
+from ..store.repos.projects import Project
+from .base import Cloud, Conflict, Invalid, NotFound, ascii_digits, iso, iso_or_none
 
 BASE_BYTES = 16 * 1024
 SERVICE_BYTES = 256
@@ -33,108 +35,86 @@ RESTORE_STATES = ("pending", "restoring", "completed")
 # --- backups ------------------------------------------------------------------------------
 
 
-def backup_view(project: sqlite3.Row, row: sqlite3.Row) -> dict[str, Any]:
+def backup_view(project: Project, backup: Backup) -> dict[str, Any]:
     return {
-        "backup_id": row["id"],
-        "project": project["name"],
-        "status": row["status"],
-        "trigger": row["trigger"],
-        "size_bytes": row["size_bytes"],
-        "created_at": iso(row["created_at"]),
-        "completed_at": iso_or_none(row["completed_at"]),
+        "backup_id": backup.id,
+        "project": project.name,
+        "status": backup.status,
+        "trigger": backup.trigger,
+        "size_bytes": backup.size_bytes,
+        "created_at": iso(backup.created_at),
+        "completed_at": iso_or_none(backup.completed_at),
     }
 
 
-def list_backups(cloud: Cloud, project: sqlite3.Row) -> list[dict[str, Any]]:
+async def list_backups(cloud: Cloud, project: Project) -> list[dict[str, Any]]:
     """Newest first."""
-    rows = cloud.store.all(
-        "SELECT * FROM backups WHERE project_id = ? ORDER BY created_at DESC, rowid DESC",
-        (project["id"],),
-    )
-    return [backup_view(project, row) for row in rows]
+    return [backup_view(project, b) for b in await cloud.reads.backups.backups(project.id)]
 
 
-def backup(cloud: Cloud, project: sqlite3.Row, backup_id: str) -> sqlite3.Row:
-    return cloud.child(
-        "backups",
-        project,
-        "id",
-        backup_id,
-        f"No backup '{backup_id}' of project '{project['name']}'; list_backups shows its backups.",
-    )
+async def backup(cloud: Cloud, project: Project, backup_id: str, tx: Repos | None = None) -> Backup:
+    """A backup of the project (read through `tx` inside a write), or NotFound."""
+    found = await (tx or cloud.reads).backups.backup(project.id, backup_id)
+    if found is None:
+        raise NotFound(
+            f"No backup '{backup_id}' of project '{project.name}'; list_backups shows its backups."
+        )
+    return found
 
 
-def project_size(cloud: Cloud, project_id: str) -> int:
+async def project_size(tx: Repos, project_id: str) -> int:
     """The bytes a snapshot of the project's data takes."""
-    env = _bytes(
-        cloud,
-        # A value is stored sealed: its plaintext is OVERHEAD bytes shorter.
-        f"LENGTH(CAST(key AS BLOB)) + LENGTH(value) - {secretbox.OVERHEAD}",
-        "env_vars",
-        project_id,
-    )
-    logs = _bytes(cloud, "LENGTH(CAST(message AS BLOB))", "log_lines", project_id)
+    held = await tx.backups.footprint(project_id)
     return (
         BASE_BYTES
-        + env
-        + logs
-        + cloud.count("services", project_id) * SERVICE_BYTES
-        + cloud.count("deployments", project_id) * DEPLOYMENT_BYTES
-        + cloud.count("domains", project_id) * DOMAIN_BYTES
+        + held.env_bytes
+        + held.log_bytes
+        + held.services * SERVICE_BYTES
+        + held.deployments * DEPLOYMENT_BYTES
+        + held.domains * DOMAIN_BYTES
     )
 
 
-def _bytes(cloud: Cloud, size: str, table: str, project_id: str) -> int:
-    """The sum of `size` over the project's rows of `table`."""
-    row = cloud.store.one(
-        f"SELECT COALESCE(SUM({size}), 0) FROM {table} WHERE project_id = ?", (project_id,)
-    )
-    return 0 if row is None else int(row[0])
-
-
-def create_backup(cloud: Cloud, project: sqlite3.Row, backup_id: str) -> dict[str, Any]:
+async def create_backup(cloud: Cloud, project: Project, backup_id: str) -> dict[str, Any]:
     now = cloud.clock()
-    with cloud.transaction() as db:
-        size = project_size(cloud, project["id"])
-        cloud.log(db, project["id"], None, "info", f"Backup {backup_id} started.")
-        db.execute(
-            "INSERT INTO backups (id, project_id, status, trigger, size_bytes, "
-            "created_at, completed_at) VALUES (?, ?, 'completed', 'manual', ?, ?, ?)",
-            (backup_id, project["id"], size, now, now),
+    async with cloud.transaction() as tx:
+        size = await project_size(tx, project.id)
+        await cloud.log(tx, project.id, None, "info", f"Backup {backup_id} started.")
+        made = Backup(backup_id, project.id, "completed", "manual", size, now, now)
+        await tx.backups.add(made)
+        await cloud.log(
+            tx, project.id, None, "info", f"Backup {backup_id} completed ({size} bytes)."
         )
-        cloud.log(db, project["id"], None, "info", f"Backup {backup_id} completed ({size} bytes).")
-    return backup_view(project, backup(cloud, project, backup_id))
+    return backup_view(project, made)
 
 
-def delete_backup(cloud: Cloud, project: sqlite3.Row, backup_id: str) -> dict[str, Any]:
-    with cloud.transaction() as db:
-        _advance_restores(cloud, db, project["id"])
-        backup(cloud, project, backup_id)
-        busy = db.execute(
-            "SELECT id FROM restores WHERE backup_id = ? AND status != 'completed'", (backup_id,)
-        ).fetchone()
+async def delete_backup(cloud: Cloud, project: Project, backup_id: str) -> dict[str, Any]:
+    async with cloud.transaction() as tx:
+        await _advance_restores(cloud, tx, project.id)
+        await backup(cloud, project, backup_id, tx)
+        busy = await tx.backups.unfinished_restore_of(backup_id)
         if busy is not None:
             raise Conflict(
-                f"Backup '{backup_id}' is being restored by {busy['id']}; delete it "
+                f"Backup '{backup_id}' is being restored by {busy.id}; delete it "
                 "after get_restore_status reports completed."
             )
-        db.execute("DELETE FROM backups WHERE id = ?", (backup_id,))
-        cloud.log(db, project["id"], None, "info", f"Backup {backup_id} deleted.")
-    return {"backup_id": backup_id, "project": project["name"], "deleted": True}
+        await tx.backups.delete(backup_id)
+        await cloud.log(tx, project.id, None, "info", f"Backup {backup_id} deleted.")
+    return {"backup_id": backup_id, "project": project.name, "deleted": True}
 
 
 # --- restores -----------------------------------------------------------------------------
 
 
-def restore_view(project: sqlite3.Row, row: sqlite3.Row) -> dict[str, Any]:
+def restore_view(project: Project, restore: Restore) -> dict[str, Any]:
     return {
-        "restore_id": row["id"],
-        "backup_id": row["backup_id"],
-        "project": project["name"],
-        "status": row["status"],
-        "created_at": iso(row["created_at"]),
-        "updated_at": iso(row["updated_at"]),
-        "completes_at": iso(row["created_at"] + COMPLETED_AFTER),
+        "restore_id": restore.id,
+        "backup_id": restore.backup_id,
+        "project": project.name,
+        "status": restore.status,
+        "created_at": iso(restore.created_at),
+        "updated_at": iso(restore.updated_at),
+        "completes_at": iso(restore.created_at + COMPLETED_AFTER),
     }
 
 
@@ -148,97 +128,85 @@ def _due(created_at: float, now: float) -> tuple[str, float]:
     return "pending", created_at
 
 
-def _advance(cloud: Cloud, db: sqlite3.Connection, row: sqlite3.Row) -> None:
-    """Moves a restore forward to where the clock says it is (never back), logging each step."""
-    due, since = _due(row["created_at"], cloud.clock())
-    current = RESTORE_STATES.index(row["status"])
+async def _advance(cloud: Cloud, tx: Repos, restore: Restore) -> Restore:
+    """Moves a restore forward to where the clock says it is (never back), logging each
+    step; the restore as it is now."""
+    due, since = _due(restore.created_at, cloud.clock())
+    current = RESTORE_STATES.index(restore.status)
     target = RESTORE_STATES.index(due)
     if target <= current:
-        return
+        return restore
     for state in RESTORE_STATES[current + 1 : target + 1]:
         message = (
-            f"Restore {row['id']} is restoring backup {row['backup_id']}."
+            f"Restore {restore.id} is restoring backup {restore.backup_id}."
             if state == "restoring"
-            else f"Restore {row['id']} completed; the project was restored from backup "
-            f"{row['backup_id']}."
+            else f"Restore {restore.id} completed; the project was restored from backup "
+            f"{restore.backup_id}."
         )
-        cloud.log(db, row["project_id"], None, "info", message)
-    db.execute(
-        "UPDATE restores SET status = ?, updated_at = ? WHERE id = ?", (due, since, row["id"])
-    )
+        await cloud.log(tx, restore.project_id, None, "info", message)
+    await tx.backups.set_restore_status(restore.id, due, since)
+    return replace(restore, status=due, updated_at=since)
 
 
-def _advance_restores(cloud: Cloud, db: sqlite3.Connection, project_id: str) -> None:
-    rows = db.execute(
-        "SELECT * FROM restores WHERE project_id = ? AND status != 'completed'", (project_id,)
-    ).fetchall()
-    for row in rows:
-        _advance(cloud, db, row)
+async def _advance_restores(cloud: Cloud, tx: Repos, project_id: str) -> None:
+    for restore in await tx.backups.unfinished_restores(project_id):
+        await _advance(cloud, tx, restore)
 
 
-def restore_status(cloud: Cloud, project: sqlite3.Row, restore_id: str) -> dict[str, Any]:
-    missing = (
-        f"No restore '{restore_id}' of project '{project['name']}'; "
-        "restore_backup returns the restore_id to pass."
-    )
-    with cloud.transaction() as db:
-        _advance(cloud, db, cloud.child("restores", project, "id", restore_id, missing))
-    return restore_view(project, _restore(cloud, restore_id))
+async def restore_status(cloud: Cloud, project: Project, restore_id: str) -> dict[str, Any]:
+    async with cloud.transaction() as tx:
+        found = await tx.backups.restore(project.id, restore_id)
+        if found is None:
+            raise NotFound(
+                f"No restore '{restore_id}' of project '{project.name}'; "
+                "restore_backup returns the restore_id to pass."
+            )
+        now = await _advance(cloud, tx, found)
+    return restore_view(project, now)
 
 
-def _restore(cloud: Cloud, restore_id: str) -> sqlite3.Row:
-    row = cloud.store.one("SELECT * FROM restores WHERE id = ?", (restore_id,))
-    assert row is not None
-    return row
-
-
-def check_restorable(cloud: Cloud, project: sqlite3.Row, backup_id: str) -> sqlite3.Row:
+async def check_restorable(cloud: Cloud, project: Project, backup_id: str) -> Backup:
     """The backup to restore, or the reason it cannot be restored now."""
-    row = backup(cloud, project, backup_id)
-    if row["status"] != "completed":
+    found = await backup(cloud, project, backup_id)
+    if found.status != "completed":
         raise Conflict(
-            f"Backup '{backup_id}' is {row['status']}, not completed; restore a "
+            f"Backup '{backup_id}' is {found.status}, not completed; restore a "
             "completed backup from list_backups."
         )
-    with cloud.transaction() as db:
-        _advance_restores(cloud, db, project["id"])
-        _no_restore_running(db, project)
-    return row
+    async with cloud.transaction() as tx:
+        await _advance_restores(cloud, tx, project.id)
+        await _no_restore_running(tx, project)
+    return found
 
 
-def _no_restore_running(db: sqlite3.Connection, project: sqlite3.Row) -> None:
-    busy = db.execute(
-        "SELECT id FROM restores WHERE project_id = ? AND status != 'completed'", (project["id"],)
-    ).fetchone()
-    if busy is not None:
+async def _no_restore_running(tx: Repos, project: Project) -> None:
+    running = await tx.backups.unfinished_restores(project.id)
+    if running:
         raise Conflict(
-            f"Restore {busy['id']} of project '{project['name']}' is still in "
+            f"Restore {running[0].id} of project '{project.name}' is still in "
             "progress; wait until get_restore_status reports completed."
         )
 
 
-def start_restore(
-    cloud: Cloud, project: sqlite3.Row, backup_id: str, restore_id: str
+async def start_restore(
+    cloud: Cloud, project: Project, backup_id: str, restore_id: str
 ) -> dict[str, Any]:
     now = cloud.clock()
-    with cloud.transaction() as db:
-        _advance_restores(cloud, db, project["id"])
-        _no_restore_running(db, project)
-        backup(cloud, project, backup_id)
-        db.execute(
-            "INSERT INTO restores (id, backup_id, project_id, status, created_at, "
-            "updated_at) VALUES (?, ?, ?, 'pending', ?, ?)",
-            (restore_id, backup_id, project["id"], now, now),
-        )
-        cloud.log(
-            db,
-            project["id"],
+    async with cloud.transaction() as tx:
+        await _advance_restores(cloud, tx, project.id)
+        await _no_restore_running(tx, project)
+        await backup(cloud, project, backup_id, tx)
+        started = Restore(restore_id, backup_id, project.id, "pending", now, now)
+        await tx.backups.add_restore(started)
+        await cloud.log(
+            tx,
+            project.id,
             None,
             "warning",
             f"Restore {restore_id} of backup {backup_id} requested; the project's data "
             "will be replaced.",
         )
-    return restore_view(project, _restore(cloud, restore_id))
+    return restore_view(project, started)
 
 
 # --- configuration ------------------------------------------------------------------------
@@ -310,67 +278,57 @@ def _cron_part(part: str, low: int, high: int, names: tuple[str, ...]) -> bool:
     return end is not None and start <= end
 
 
-def config_view(project: sqlite3.Row, row: sqlite3.Row | None) -> dict[str, Any]:
-    if row is None:
+def config_view(project: Project, config: BackupConfig | None) -> dict[str, Any]:
+    if config is None:
         return {
-            "project": project["name"],
+            "project": project.name,
             "schedule": DEFAULT_SCHEDULE,
             "retention_days": DEFAULT_RETENTION_DAYS,
             "is_default": True,
             "updated_at": None,
         }
     return {
-        "project": project["name"],
-        "schedule": row["schedule"],
-        "retention_days": row["retention_days"],
+        "project": project.name,
+        "schedule": config.schedule,
+        "retention_days": config.retention_days,
         "is_default": False,
-        "updated_at": iso(row["updated_at"]),
+        "updated_at": iso(config.updated_at),
     }
 
 
-def _config(cloud: Cloud, project: sqlite3.Row) -> dict[str, Any]:
-    row = cloud.store.one("SELECT * FROM backup_configs WHERE project_id = ?", (project["id"],))
-    return config_view(project, row)
-
-
-def configure(
-    cloud: Cloud, project: sqlite3.Row, schedule: str | None, retention_days: int | None
+async def configure(
+    cloud: Cloud, project: Project, schedule: str | None, retention_days: int | None
 ) -> dict[str, Any]:
     if schedule is None and retention_days is None:
         raise Invalid("Pass schedule, retention_days or both to change the backup configuration.")
     normalized = normalize_schedule(schedule) if schedule is not None else None
     now = cloud.clock()
-    with cloud.transaction() as db:
-        old = _config(cloud, project)
-        new_schedule = normalized if normalized is not None else old["schedule"]
-        new_retention = retention_days if retention_days is not None else old["retention_days"]
-        db.execute(
-            "INSERT INTO backup_configs (project_id, schedule, retention_days, "
-            "updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (project_id) DO UPDATE SET "
-            "schedule = excluded.schedule, retention_days = excluded.retention_days, "
-            "updated_at = excluded.updated_at",
-            (project["id"], new_schedule, new_retention, now),
+    async with cloud.transaction() as tx:
+        old = config_view(project, await tx.backups.config(project.id))
+        new = BackupConfig(
+            project.id,
+            normalized if normalized is not None else old["schedule"],
+            retention_days if retention_days is not None else old["retention_days"],
+            now,
         )
-        cloud.log(
-            db,
-            project["id"],
+        await tx.backups.put_config(new)
+        await cloud.log(
+            tx,
+            project.id,
             None,
             "info",
-            f"Backup schedule set to '{new_schedule}', keeping backups "
-            f"{new_retention} day{'s' if new_retention != 1 else ''}.",
+            f"Backup schedule set to '{new.schedule}', keeping backups "
+            f"{new.retention_days} day{'s' if new.retention_days != 1 else ''}.",
         )
-    return _config(cloud, project)
+    return config_view(project, new)
 
 
-def reset_config(cloud: Cloud, project: sqlite3.Row) -> dict[str, Any]:
-    with cloud.transaction() as db:
-        gone = db.execute(
-            "DELETE FROM backup_configs WHERE project_id = ?", (project["id"],)
-        ).rowcount
-        if gone:
-            cloud.log(
-                db,
-                project["id"],
+async def reset_config(cloud: Cloud, project: Project) -> dict[str, Any]:
+    async with cloud.transaction() as tx:
+        if await tx.backups.delete_config(project.id):
+            await cloud.log(
+                tx,
+                project.id,
                 None,
                 "info",
                 f"Backup configuration reset to '{DEFAULT_SCHEDULE}', keeping backups "

@@ -1,37 +1,28 @@
 """Environment variables of a project: validation, dotenv parsing, and the writes.
 
-Values are secrets: they are sealed in the store (see `secretbox`; the AAD names the project
-and key), they leave this module wrapped in `Secret`, so the encoder decides how a caller sees
-them, and log lines name keys but never values.  Every write is one transaction
+Values are secrets: the store's env repository seals them (the AAD names the project and
+key) and opens them; they leave this module wrapped in `Secret`, so the encoder decides how a
+caller sees them, and log lines name keys but never values.  Every write is one transaction
 together with its log line; a bulk load is all or nothing.
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ...engine.redaction import Secret
-from ..secretbox import seal_plaintext, sealed_column
-from ..store import Store, migration
-from .base import Cloud, Conflict, Invalid, iso
+from ..store.repos import Repos
+from ..store.repos.projects import Project
+from .base import Cloud, Conflict, Invalid, NotFound, iso
 
 KEY_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_KEY_LENGTH = 256
 MAX_VALUE_BYTES = 32 * 1024
 MAX_VARS_PER_PROJECT = 500
 KEY_RULE = "letters, digits and underscores, not starting with a digit"
-VALUE = sealed_column("env_vars", "value", ("project_id", "key"))
-# Seals the values an earlier version stored in clear (and adds the column's triggers).
-migration(70, lambda db, box: seal_plaintext(db, box, VALUE))
-_UPSERT = (
-    "INSERT INTO env_vars (project_id, key, value, updated_at) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (project_id, key) DO UPDATE SET value = excluded.value, "
-    "updated_at = excluded.updated_at"
-)
 
 
 # --- validation ---------------------------------------------------------------------------
@@ -199,80 +190,53 @@ def _check_tail(tail: str, number: int) -> None:
 # --- reads --------------------------------------------------------------------------------
 
 
-def opened(store: Store, project_id: str, key: str, sealed: object) -> str:
-    """The plaintext of a stored value."""
-    return store.secrets.open(VALUE, (project_id, key), sealed)
-
-
-def sealed(store: Store, project_id: str, key: str, value: str) -> bytes:
-    return store.secrets.seal(VALUE, (project_id, key), value)
-
-
-def list_variables(cloud: Cloud, project_id: str) -> list[dict[str, Any]]:
-    rows = cloud.store.all(
-        "SELECT key, value, updated_at FROM env_vars WHERE project_id = ? ORDER BY key",
-        (project_id,),
-    )
+async def list_variables(cloud: Cloud, project_id: str) -> list[dict[str, Any]]:
     return [
-        {
-            "key": row["key"],
-            "value": Secret(opened(cloud.store, project_id, row["key"], row["value"])),
-            "updated_at": iso(row["updated_at"]),
-        }
-        for row in rows
+        {"key": v.key, "value": Secret(v.value), "updated_at": iso(v.updated_at)}
+        for v in await cloud.reads.env.variables(project_id)
     ]
-
-
-def current_values(store: Store, project_id: str) -> dict[str, str]:
-    """The project's variables, key to plaintext value."""
-    rows = store.all("SELECT key, value FROM env_vars WHERE project_id = ?", (project_id,))
-    return {row["key"]: opened(store, project_id, row["key"], row["value"]) for row in rows}
 
 
 # --- writes -------------------------------------------------------------------------------
 
 
-def set_variable(cloud: Cloud, project: sqlite3.Row, key: str, value: str) -> dict[str, Any]:
+async def set_variable(cloud: Cloud, project: Project, key: str, value: str) -> dict[str, Any]:
     """Creates or replaces one variable; the others stay as they are."""
     check_variable(key, value)
     now = cloud.clock()
-    with cloud.transaction() as db:
-        existing = db.execute(
-            "SELECT 1 FROM env_vars WHERE project_id = ? AND key = ?", (project["id"], key)
-        ).fetchone()
-        if existing is None:
-            _check_capacity(cloud, project, 1)
-        db.execute(
-            _UPSERT, (project["id"], key, sealed(cloud.store, project["id"], key, value), now)
-        )
-        verb = "created" if existing is None else "updated"
-        cloud.log(db, project["id"], None, "info", f"Environment variable {key} {verb}.")
+    async with cloud.transaction() as tx:
+        created = not await tx.env.exists(project.id, key)
+        if created:
+            await _check_capacity(tx, project, 1)
+        await tx.env.put(project.id, key, value, now)
+        verb = "created" if created else "updated"
+        await cloud.log(tx, project.id, None, "info", f"Environment variable {key} {verb}.")
     return {
-        "project": project["name"],
+        "project": project.name,
         "key": key,
         "value": Secret(value),
         "updated_at": iso(now),
-        "created": existing is None,
+        "created": created,
     }
 
 
-def delete_variable(cloud: Cloud, project: sqlite3.Row, key: str) -> dict[str, Any]:
-    with cloud.transaction() as db:
-        require_variable(cloud, project, key)
-        db.execute("DELETE FROM env_vars WHERE project_id = ? AND key = ?", (project["id"], key))
-        cloud.log(db, project["id"], None, "info", f"Environment variable {key} deleted.")
-    return {"project": project["name"], "key": key, "deleted": True}
+async def delete_variable(cloud: Cloud, project: Project, key: str) -> dict[str, Any]:
+    async with cloud.transaction() as tx:
+        await require_variable(cloud, project, key, tx)
+        await tx.env.delete(project.id, key)
+        await cloud.log(tx, project.id, None, "info", f"Environment variable {key} deleted.")
+    return {"project": project.name, "key": key, "deleted": True}
 
 
-def require_variable(cloud: Cloud, project: sqlite3.Row, key: str) -> None:
-    cloud.child(
-        "env_vars",
-        project,
-        "key",
-        key,
-        f"No environment variable '{_shown(key)}' on project '{project['name']}'; "
-        "list_env_vars shows its keys.",
-    )
+async def require_variable(
+    cloud: Cloud, project: Project, key: str, tx: Repos | None = None
+) -> None:
+    """NotFound unless the project has the variable (read through `tx` inside a write)."""
+    if not await (tx or cloud.reads).env.exists(project.id, key):
+        raise NotFound(
+            f"No environment variable '{_shown(key)}' on project '{project.name}'; "
+            "list_env_vars shows its keys."
+        )
 
 
 @dataclass
@@ -290,30 +254,22 @@ def check_map(values: dict[str, str]) -> None:
             raise Invalid(f"In values, {problem}.")
 
 
-def bulk_load(
-    cloud: Cloud, project: sqlite3.Row, values: dict[str, str], replace: bool
+async def bulk_load(
+    cloud: Cloud, project: Project, values: dict[str, str], replace: bool
 ) -> dict[str, Any]:
     """Merges `values` into the project's variables, or with `replace` makes them exactly
     `values`; in one transaction, so a failure changes nothing."""
     now = cloud.clock()
-    with cloud.transaction() as db:
-        outcome = _compare(current_values(cloud.store, project["id"]), values, replace)
-        db.executemany(
-            "DELETE FROM env_vars WHERE project_id = ? AND key = ?",
-            [(project["id"], key) for key in outcome.deleted],
-        )
-        _check_capacity(cloud, project, len(outcome.created))
-        db.executemany(
-            _UPSERT,
-            [
-                (project["id"], key, sealed(cloud.store, project["id"], key, values[key]), now)
-                for key in (*outcome.created, *outcome.updated)
-            ],
-        )
-        cloud.log(db, project["id"], None, "info", _bulk_message(outcome, replace))
-        total = cloud.count("env_vars", project["id"])
+    async with cloud.transaction() as tx:
+        outcome = _compare(await tx.env.values(project.id), values, replace)
+        await tx.env.delete_many(project.id, outcome.deleted)
+        await _check_capacity(tx, project, len(outcome.created))
+        changed = (*outcome.created, *outcome.updated)
+        await tx.env.put_many(project.id, [(key, values[key]) for key in changed], now)
+        await cloud.log(tx, project.id, None, "info", _bulk_message(outcome, replace))
+        total = await tx.env.count(project.id)
     return {
-        "project": project["name"],
+        "project": project.name,
         "replaced": replace,
         "created": sorted(outcome.created),
         "updated": sorted(outcome.updated),
@@ -357,11 +313,11 @@ def _keys(keys: Iterable[str]) -> str:
     return f" ({', '.join(sorted(keys))})"
 
 
-def _check_capacity(cloud: Cloud, project: sqlite3.Row, adding: int) -> None:
-    count = cloud.count("env_vars", project["id"])
+async def _check_capacity(tx: Repos, project: Project, adding: int) -> None:
+    count = await tx.env.count(project.id)
     if count + adding > MAX_VARS_PER_PROJECT:
         raise Conflict(
-            f"Project '{project['name']}' would have {count + adding} environment "
+            f"Project '{project.name}' would have {count + adding} environment "
             f"variables, but at most {MAX_VARS_PER_PROJECT} are allowed; delete "
             "some first."
         )

@@ -5,40 +5,28 @@ from __future__ import annotations
 
 import base64
 import secrets
-import sqlite3
+from dataclasses import replace
 from typing import Any
 
 from ...engine.redaction import Secret
-from ..secretbox import seal_plaintext, sealed_column
-from ..store import Store, migration
+from ..store.repos.projects import Project
+from ..store.repos.vault import Vault
 from .base import Cloud, Conflict, iso
 
 KEY_BYTES = 32
-MATERIAL = sealed_column("vaults", "key_material", ("project_id",))
-# Seals the material an earlier version stored in clear (and adds the column's triggers).
-migration(71, lambda db, box: seal_plaintext(db, box, MATERIAL))
 
 
-def stored_material(store: Store, project_id: str, sealed: object) -> str:
-    """The plaintext of a vault's stored key material."""
-    return store.secrets.open(MATERIAL, (project_id,), sealed)
-
-
-def _status(project: sqlite3.Row, row: sqlite3.Row | None) -> dict[str, Any]:
+def _status(project: Project, vault: Vault | None) -> dict[str, Any]:
     return {
-        "project": project["name"],
-        "initialized": row is not None,
-        "ci_access": bool(row["ci_access"]) if row is not None else False,
-        "initialized_at": iso(row["initialized_at"]) if row is not None else None,
+        "project": project.name,
+        "initialized": vault is not None,
+        "ci_access": vault.ci_access if vault is not None else False,
+        "initialized_at": iso(vault.initialized_at) if vault is not None else None,
     }
 
 
-def _row(cloud: Cloud, project_id: str) -> sqlite3.Row | None:
-    return cloud.store.one("SELECT * FROM vaults WHERE project_id = ?", (project_id,))
-
-
-def status(cloud: Cloud, project: sqlite3.Row) -> dict[str, Any]:
-    return _status(project, _row(cloud, project["id"]))
+async def status(cloud: Cloud, project: Project) -> dict[str, Any]:
+    return _status(project, await cloud.reads.vault.vault(project.id))
 
 
 def new_key_material() -> str:
@@ -46,43 +34,32 @@ def new_key_material() -> str:
     return base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode("ascii")
 
 
-def initialize(cloud: Cloud, project: sqlite3.Row) -> dict[str, Any]:
+async def initialize(cloud: Cloud, project: Project) -> dict[str, Any]:
     material = new_key_material()
     now = cloud.clock()
-    with cloud.transaction() as db:
-        taken = db.execute(
-            "INSERT OR IGNORE INTO vaults (project_id, key_material, ci_access, "
-            "initialized_at) VALUES (?, ?, 0, ?)",
-            (project["id"], cloud.store.secrets.seal(MATERIAL, (project["id"],), material), now),
-        ).rowcount
-        if not taken:
+    async with cloud.transaction() as tx:
+        if not await tx.vault.create(project.id, material, now):
             raise Conflict(
-                f"The vault of project '{project['name']}' is already initialized "
+                f"The vault of project '{project.name}' is already initialized "
                 "and its key material was shown only then; get_vault_status shows "
                 "its state."
             )
-        cloud.log(db, project["id"], None, "info", "Vault initialized; CI access is disabled.")
-    row = _row(cloud, project["id"])
-    return {**_status(project, row), "key_material": Secret(material)}
+        await cloud.log(tx, project.id, None, "info", "Vault initialized; CI access is disabled.")
+    vault = Vault(project.id, ci_access=False, initialized_at=now)
+    return {**_status(project, vault), "key_material": Secret(material)}
 
 
-def set_ci_access(cloud: Cloud, project: sqlite3.Row, enabled: bool) -> dict[str, Any]:
+async def set_ci_access(cloud: Cloud, project: Project, enabled: bool) -> dict[str, Any]:
     """Idempotent: `changed` says whether this call flipped the switch."""
-    with cloud.transaction() as db:
-        row = db.execute(
-            "SELECT ci_access FROM vaults WHERE project_id = ?", (project["id"],)
-        ).fetchone()
-        if row is None:
+    async with cloud.transaction() as tx:
+        vault = await tx.vault.vault(project.id)
+        if vault is None:
             raise Conflict(
-                f"The vault of project '{project['name']}' is not initialized; run "
-                "init_vault first."
+                f"The vault of project '{project.name}' is not initialized; run init_vault first."
             )
-        changed = bool(row["ci_access"]) != enabled
+        changed = vault.ci_access != enabled
         if changed:
-            db.execute(
-                "UPDATE vaults SET ci_access = ? WHERE project_id = ?",
-                (int(enabled), project["id"]),
-            )
+            await tx.vault.set_ci_access(project.id, enabled)
             state = "enabled" if enabled else "disabled"
-            cloud.log(db, project["id"], None, "info", f"Vault CI access {state}.")
-    return {**status(cloud, project), "changed": changed}
+            await cloud.log(tx, project.id, None, "info", f"Vault CI access {state}.")
+    return {**_status(project, replace(vault, ci_access=enabled)), "changed": changed}

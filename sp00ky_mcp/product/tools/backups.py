@@ -54,7 +54,7 @@ TIMING = (
 
 
 async def list_backups(call: Call) -> dict[str, Any]:
-    return call.page(backups.list_backups(call.cloud, call.project()), 50)
+    return call.page(await backups.list_backups(call.cloud, await call.project()), 50)
 
 
 LIST_BACKUPS = Spec(
@@ -74,7 +74,8 @@ LIST_BACKUPS = Spec(
 
 
 async def get_restore_status(call: Call) -> dict[str, Any]:
-    return backups.restore_status(call.cloud, call.project(), call.args["restore_id"])
+    project = await call.project()
+    return await backups.restore_status(call.cloud, project, call.args["restore_id"])
 
 
 GET_RESTORE_STATUS = Spec(
@@ -93,12 +94,12 @@ GET_RESTORE_STATUS = Spec(
 
 
 async def create_backup(call: Call) -> dict[str, Any]:
-    project = call.project()
+    project = await call.project()
     backup_id = new_id("bkp")
     progress = call.ctx.progress
-    await progress(0, 3, f"Snapshotting project '{project['name']}'")
+    await progress(0, 3, f"Snapshotting project '{project.name}'")
     await progress(1, 3, f"Writing backup {backup_id}")
-    result = backups.create_backup(call.cloud, project, backup_id)
+    result = await backups.create_backup(call.cloud, project, backup_id)
     await progress(2, 3, f"Verifying backup {backup_id} ({result['size_bytes']} bytes)")
     await progress(3, 3, f"Backup {backup_id} completed")
     return result
@@ -119,17 +120,17 @@ CREATE_BACKUP = Spec(
 
 
 async def restore_backup(call: Call) -> dict[str, Any]:
-    project = call.project()
+    project = await call.project()
     call.tenant.require_role("admin", "restore backups")
     backup_id = call.args["backup_id"]
     await call.ctx.progress(0, 2, f"Checking backup {backup_id}")
-    row = backups.check_restorable(call.cloud, project, backup_id)
+    chosen = await backups.check_restorable(call.cloud, project, backup_id)
     await call.confirm(
-        f"restore project '{project['name']}' from backup {backup_id} (taken "
-        f"{iso(row['created_at'])}), replacing its current data"
+        f"restore project '{project.name}' from backup {backup_id} (taken "
+        f"{iso(chosen.created_at)}), replacing its current data"
     )
     restore_id = new_id("rst")
-    result = backups.start_restore(call.cloud, project, backup_id, restore_id)
+    result = await backups.start_restore(call.cloud, project, backup_id, restore_id)
     await call.ctx.progress(1, 2, f"Restore {restore_id} queued")
     await call.ctx.progress(
         2, 2, f"Restore {restore_id} is {result['status']}; get_restore_status follows it"
@@ -154,15 +155,15 @@ RESTORE_BACKUP = Spec(
 
 
 async def delete_backup(call: Call) -> dict[str, Any]:
-    project = call.project()
+    project = await call.project()
     call.tenant.require_role("admin", "delete backups")
     backup_id = call.args["backup_id"]
-    row = backups.backup(call.cloud, project, backup_id)
+    chosen = await backups.backup(call.cloud, project, backup_id)
     await call.confirm(
-        f"delete backup {backup_id} of project '{project['name']}' (taken "
-        f"{iso(row['created_at'])}, {row['size_bytes']} bytes)"
+        f"delete backup {backup_id} of project '{project.name}' (taken "
+        f"{iso(chosen.created_at)}, {chosen.size_bytes} bytes)"
     )
-    return backups.delete_backup(call.cloud, project, backup_id)
+    return await backups.delete_backup(call.cloud, project, backup_id)
 
 
 DELETE_BACKUP = Spec(
@@ -188,10 +189,10 @@ DELETE_BACKUP = Spec(
 
 
 async def configure_backups(call: Call) -> dict[str, Any]:
-    project = call.project()
+    project = await call.project()
     call.tenant.require_role("admin", "change backup settings")
     retention = call.args.get("retention_days")
-    return backups.configure(
+    return await backups.configure(
         call.cloud,
         project,
         call.args.get("schedule"),
@@ -226,14 +227,14 @@ CONFIGURE_BACKUPS = Spec(
 
 
 async def reset_backup_config(call: Call) -> dict[str, Any]:
-    project = call.project()
+    project = await call.project()
     call.tenant.require_role("admin", "change backup settings")
     await call.confirm(
-        f"reset the backup configuration of project '{project['name']}' to "
+        f"reset the backup configuration of project '{project.name}' to "
         f"{backups.DEFAULT_SCHEDULE} backups kept "
         f"{backups.DEFAULT_RETENTION_DAYS} days"
     )
-    return backups.reset_config(call.cloud, project)
+    return await backups.reset_config(call.cloud, project)
 
 
 RESET_BACKUP_CONFIG = Spec(

@@ -26,7 +26,8 @@ ROLES = "Any member of the tenant may change its projects' variables."
 
 
 async def list_env_vars(call: Call) -> dict[str, Any]:
-    return call.page(env.list_variables(call.cloud, call.project()["id"]), 100)
+    project = await call.project()
+    return call.page(await env.list_variables(call.cloud, project.id), 100)
 
 
 LIST_ENV_VARS = Spec(
@@ -47,8 +48,8 @@ LIST_ENV_VARS = Spec(
 
 
 async def set_env_var(call: Call) -> dict[str, Any]:
-    project = call.project()
-    return env.set_variable(call.cloud, project, call.args["key"], call.args["value"])
+    project = await call.project()
+    return await env.set_variable(call.cloud, project, call.args["key"], call.args["value"])
 
 
 SET_ENV_VAR = Spec(
@@ -83,11 +84,11 @@ SET_ENV_VAR = Spec(
 
 
 async def delete_env_var(call: Call) -> dict[str, Any]:
-    project = call.project()
+    project = await call.project()
     key = call.args["key"]
-    env.require_variable(call.cloud, project, key)
-    await call.confirm(f"delete environment variable '{key}' from project '{project['name']}'")
-    return env.delete_variable(call.cloud, project, key)
+    await env.require_variable(call.cloud, project, key)
+    await call.confirm(f"delete environment variable '{key}' from project '{project.name}'")
+    return await env.delete_variable(call.cloud, project, key)
 
 
 DELETE_ENV_VAR = Spec(
@@ -113,7 +114,7 @@ DELETE_ENV_VAR = Spec(
 
 
 async def bulk_load_env_vars(call: Call) -> dict[str, Any]:
-    project = call.project()
+    project = await call.project()
     dotenv = call.args.get("dotenv")
     values = call.args.get("values")
     if dotenv is not None and values is not None:
@@ -127,7 +128,7 @@ async def bulk_load_env_vars(call: Call) -> dict[str, Any]:
     else:
         env.check_map(values)
         parsed = dict(values)
-    return env.bulk_load(call.cloud, project, parsed, bool(call.args.get("replace", False)))
+    return await env.bulk_load(call.cloud, project, parsed, bool(call.args.get("replace", False)))
 
 
 BULK_LOAD_ENV_VARS = Spec(

@@ -17,7 +17,7 @@ CHANGED = {"type": "boolean", "description": "False when CI access already was i
 
 
 async def get_vault_status(call: Call) -> dict[str, Any]:
-    return vault.status(call.cloud, call.project())
+    return await vault.status(call.cloud, await call.project())
 
 
 GET_VAULT_STATUS = Spec(
@@ -37,9 +37,9 @@ GET_VAULT_STATUS = Spec(
 
 
 async def init_vault(call: Call) -> dict[str, Any]:
-    project = call.project()
+    project = await call.project()
     call.tenant.require_role("admin", "initialize a vault")
-    return vault.initialize(call.cloud, project)
+    return await vault.initialize(call.cloud, project)
 
 
 INIT_VAULT = Spec(
@@ -68,14 +68,14 @@ INIT_VAULT = Spec(
 )
 
 
-def _set_ci_access(call: Call, enabled: bool) -> dict[str, Any]:
-    project = call.project()
+async def _set_ci_access(call: Call, enabled: bool) -> dict[str, Any]:
+    project = await call.project()
     call.tenant.require_role("admin", "change vault CI access")
-    return vault.set_ci_access(call.cloud, project, enabled)
+    return await vault.set_ci_access(call.cloud, project, enabled)
 
 
 async def enable_vault_ci_access(call: Call) -> dict[str, Any]:
-    return _set_ci_access(call, True)
+    return await _set_ci_access(call, True)
 
 
 ENABLE_VAULT_CI_ACCESS = Spec(
@@ -93,7 +93,7 @@ ENABLE_VAULT_CI_ACCESS = Spec(
 
 
 async def disable_vault_ci_access(call: Call) -> dict[str, Any]:
-    return _set_ci_access(call, False)
+    return await _set_ci_access(call, False)
 
 
 DISABLE_VAULT_CI_ACCESS = Spec(
