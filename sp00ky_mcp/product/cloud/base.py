@@ -88,7 +88,7 @@ class Caller:
 
 # The caller of the tool call running in this context, if any (set by `Cloud.acting`).
 _ACTING: ContextVar[Caller | None] = ContextVar("sp00ky_acting", default=None)
-Clash = Callable[[], ToolError]
+OnClash = Callable[[], ToolError]
 CONCURRENT_CLASH = (
     "Another change made at the same time conflicts with this one, so nothing was changed; "
     "check the current state and try again."
@@ -120,7 +120,7 @@ class Cloud:
             _ACTING.reset(reset)
 
     @asynccontextmanager
-    async def transaction(self, clash: Clash | None = None) -> AsyncIterator[Repos]:
+    async def transaction(self, clash: OnClash | None = None) -> AsyncIterator[Repos]:
         """A store transaction that first checks, inside it, that the caller may still act
         (see `Caller`), so that nothing another connection commits can come between that
         check and the change.  A uniqueness rule that fails in the block raises `clash()`,
