@@ -1,0 +1,150 @@
+"""The SQLite backend itself: migrations applied once, in order, and a newer schema refused;
+its threads, which keep the event loop free; transactions that are all or nothing whatever
+interrupts them; the version that read caches follow."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import anyio
+import pytest
+
+from sp00ky_mcp.cli.commands import main
+from sp00ky_mcp.product.accounts import Accounts
+from sp00ky_mcp.product.store import StoreError, StoreUnavailable, open_store
+from sp00ky_mcp.product.store.sqlite import DB_NAME, SqliteStore
+from sp00ky_mcp.product.store.sqlite_schema import LATEST, MIGRATIONS
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_new_store_applies_every_migration_in_order_and_a_second_open_none(
+    tmp_path: Path,
+) -> None:
+    first = await SqliteStore.open(tmp_path)
+    applied = (first.applied_at_open, await first.schema_version())
+    await first.close()
+    second = await SqliteStore.open(tmp_path)
+    again = (second.applied_at_open, await second.schema_version())
+    await second.close()
+    assert applied == ([version for version, _ in MIGRATIONS], LATEST)
+    assert again == ([], LATEST)
+
+
+def test_the_migrations_are_one_explicit_list_in_increasing_order() -> None:
+    versions = [version for version, _ in MIGRATIONS]
+    assert versions == sorted(set(versions))
+    assert versions[-1] == LATEST
+
+
+async def test_a_store_written_by_a_newer_version_is_refused_with_one_sentence(
+    tmp_path: Path,
+) -> None:
+    store = await SqliteStore.open(tmp_path)
+    await store.close()
+    with closing(sqlite3.connect(tmp_path / DB_NAME)) as db, db:
+        db.execute("INSERT INTO schema_migrations VALUES (?, 0)", (LATEST + 1,))
+    with pytest.raises(StoreError) as refused:
+        await SqliteStore.open(tmp_path)
+    assert str(refused.value) == (
+        f"The store at {tmp_path / DB_NAME} has schema version {LATEST + 1}, newer than this "
+        f"sp00ky-mcp knows ({LATEST}); upgrade sp00ky-mcp, or pass another --data-dir."
+    )
+
+
+def test_migrate_says_what_it_applied_and_then_that_there_is_nothing_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    where = tmp_path / DB_NAME
+    first = main(["mcp", "migrate", "--data-dir", str(tmp_path)])
+    applied = capsys.readouterr().out
+    second = main(["mcp", "migrate", "--data-dir", str(tmp_path)])
+    nothing = capsys.readouterr().out
+    steps = ", ".join(str(version) for version, _ in MIGRATIONS)
+    assert (first, second) == (0, 0)
+    assert applied == f"Migrated {where} to schema version {LATEST} (applied {steps}).\n"
+    assert nothing == f"{where} is already at schema version {LATEST}; nothing to do.\n"
+
+
+async def test_a_block_that_raises_changes_nothing(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    accounts = Accounts(store)
+    user = await accounts.ensure_user("ada@example.com")
+    record, _ = await accounts.mint(user, "kept", ("mcp:read",), None)
+    with pytest.raises(RuntimeError):
+        async with store.transaction() as tx:
+            await tx.accounts.revoke_token(record.id, 1.0)
+            raise RuntimeError("the block fails after its write")
+    kept = await store.reads.accounts.token(record.id)
+    await store.close()
+    assert kept is not None and kept.revoked_at is None
+
+
+async def test_a_transaction_cancelled_half_way_changes_nothing_and_frees_the_writer(
+    tmp_path: Path,
+) -> None:
+    store = await open_store(tmp_path)
+    accounts = Accounts(store)
+    user = await accounts.ensure_user("ada@example.com")
+    record, _ = await accounts.mint(user, "kept", ("mcp:read",), None)
+    wrote = anyio.Event()
+
+    async def revoke_then_wait() -> None:
+        async with store.transaction() as tx:
+            await tx.accounts.revoke_token(record.id, 1.0)
+            wrote.set()
+            await anyio.sleep_forever()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(revoke_then_wait)
+            await wrote.wait()
+            tasks.cancel_scope.cancel()
+        kept = await store.reads.accounts.token(record.id)
+        await accounts.revoke(user, "kept")
+        revoked = await store.reads.accounts.token(record.id)
+    await store.close()
+    assert kept is not None and kept.revoked_at is None
+    assert revoked is not None and revoked.revoked_at is not None
+
+
+async def test_the_version_changes_with_a_commit_here_and_with_one_by_another_process(
+    tmp_path: Path,
+) -> None:
+    store = await SqliteStore.open(tmp_path)
+    accounts = Accounts(store)
+    await accounts.ensure_user("ada@example.com")
+    await anyio.lowlevel.checkpoint()
+    before = await store.version()
+    await accounts.ensure_user("bob@example.com")
+    await anyio.lowlevel.checkpoint()
+    after_ours = await store.version()
+    with closing(sqlite3.connect(tmp_path / DB_NAME)) as other, other:
+        other.execute("UPDATE users SET name = 'Ada' WHERE email = 'ada@example.com'")
+    await anyio.lowlevel.checkpoint()
+    after_theirs = await store.version()
+    await store.close()
+    assert len({before, after_ours, after_theirs}) == 3
+
+
+async def test_a_write_past_the_busy_timeout_fails_with_a_sentence_and_reads_go_on(
+    tmp_path: Path,
+) -> None:
+    store = await SqliteStore.open(tmp_path)
+    accounts = Accounts(store)
+    user = await accounts.ensure_user("ada@example.com")
+    await store.set_busy_timeout(0.05)
+    with closing(sqlite3.connect(tmp_path / DB_NAME, isolation_level=None)) as holder:
+        holder.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(StoreUnavailable) as refused:
+            await accounts.mint(user, "late", ("mcp:read",), None)
+        read = await accounts.user_by_email("ada@example.com")
+        holder.execute("ROLLBACK")
+    await store.close()
+    assert refused.value.message == (
+        "The server's data store is locked by another process, so nothing was changed; "
+        "try again shortly."
+    )
+    assert read == user
