@@ -6,8 +6,8 @@ on one store agree on what already exists."""
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,10 @@ from sp00ky_mcp.engine.versions import Era
 from sp00ky_mcp.product import scopes
 from sp00ky_mcp.product.accounts import AccountError, Accounts, User
 from sp00ky_mcp.product.cloud import env as env_rules
-from sp00ky_mcp.product.cloud import links, projects, teams, vault
+from sp00ky_mcp.product.cloud import links, projects, teams
 from sp00ky_mcp.product.cloud.base import Cloud, Tenant
-from sp00ky_mcp.product.store import Store
+from sp00ky_mcp.product.store import Repos, Store
+from sp00ky_mcp.product.store.sqlite import SqliteStore
 from sp00ky_mcp.product.tools.base import SHOWN_ONCE, STILL_RUNNING, product_tool
 
 from .product_support import SPECS, ProductEnv
@@ -59,18 +60,25 @@ class Team:
     deployed and has a backup, a domain, an env var and a repo link; cy2@example.com is
     invited."""
 
-    def __init__(self, env: ProductEnv) -> None:
+    def __init__(self, env: ProductEnv, ada: User, bob: User, cy: User, team_id: str) -> None:
         self.env = env
-        self.ada = env.user("ada@example.com")
-        self.bob = env.user("bob@example.com")
-        self.cy = env.user("cy@example.com")
-        self.id = env.make_team(
-            {self.ada: "owner", self.bob: "admin", self.cy: "member"}, plan="team"
-        )
-        self.owner = env.token(self.ada)
-        self.bob_token = env.token(self.bob, name="bob-laptop")
+        self.ada, self.bob, self.cy = ada, bob, cy
+        self.id = team_id
+        self.owner = ""
+        self.bob_token = ""
         self.backup_id = ""
         self.invitation_id = ""
+
+    @classmethod
+    async def create(cls, env: ProductEnv) -> Team:
+        ada = await env.user("ada@example.com")
+        bob = await env.user("bob@example.com")
+        cy = await env.user("cy@example.com")
+        team_id = await env.make_team({ada: "owner", bob: "admin", cy: "member"}, plan="team")
+        team = cls(env, ada, bob, cy, team_id)
+        team.owner = await env.token(ada)
+        team.bob_token = await env.token(bob, name="bob-laptop")
+        return team
 
     async def furnish(self) -> None:
         project = {"project": "api", "tenant_id": self.id}
@@ -103,19 +111,10 @@ class Team:
             "remove_team_invitation": {"tenant_id": self.id, "invitation_id": self.invitation_id},
         }[tool]
 
-    def set_role(self, user: User, role: str | None) -> None:
+    async def set_role(self, user: User, role: str | None) -> None:
         """The owner's dashboard changes a member's role, or removes them (None)."""
-        with self.env.store.transaction() as db:
-            if role is None:
-                db.execute(
-                    "DELETE FROM memberships WHERE tenant_id = ? AND user_id = ?",
-                    (self.id, user.id),
-                )
-            else:
-                db.execute(
-                    "UPDATE memberships SET role = ? WHERE tenant_id = ? AND user_id = ?",
-                    (role, self.id, user.id),
-                )
+        async with self.env.store.transaction() as tx:
+            await tx.support.set_role(self.id, user.id, role)
 
 
 CONFIRMING = (
@@ -131,24 +130,25 @@ CONFIRMING = (
     "remove_team_invitation",
 )
 Elicit = Callable[[ClientRequestContext, types.ElicitRequestParams], Awaitable[types.ElicitResult]]
+Change = Callable[[], Awaitable[None]]
 
 
-def confirming_after(env: ProductEnv, change: Callable[[], None], seen: list[Any]) -> Elicit:
+def confirming_after(env: ProductEnv, change: Change, seen: list[Any]) -> Elicit:
     """An elicitation callback that makes `change` while the prompt is open, then confirms;
     `seen` gets the store as it is once the change is made."""
 
     async def answer(
         ctx: ClientRequestContext, params: types.ElicitRequestParams
     ) -> types.ElicitResult:
-        change()
-        seen.append(env.snapshot())
+        await change()
+        seen.append(await env.snapshot())
         return types.ElicitResult(action="accept", content={"confirm": True})
 
     return answer
 
 
 async def confirm_after(
-    env: ProductEnv, team: Team, tool: str, change: Callable[[], None]
+    env: ProductEnv, team: Team, tool: str, change: Change
 ) -> tuple[types.CallToolResult, list[Any]]:
     seen: list[Any] = []
     answer = confirming_after(env, change, seen)
@@ -165,11 +165,11 @@ def test_every_destructive_tool_is_covered_here() -> None:
 async def test_an_admin_removed_while_the_prompt_is_open_destroys_nothing(
     env: ProductEnv, tool: str
 ) -> None:
-    team = Team(env)
+    team = await Team.create(env)
     await team.furnish()
     result, seen = await confirm_after(env, team, tool, lambda: team.set_role(team.bob, None))
     assert (result.is_error, result.content[0].model_dump()["text"]) == (True, REMOVED)
-    assert env.snapshot() == seen[0]
+    assert await env.snapshot() == seen[0]
 
 
 async def first_round(env: ProductEnv, token: str, tool: str, arguments: dict[str, Any]) -> Any:
@@ -202,30 +202,30 @@ async def confirmed_round(
 async def test_a_token_revoked_between_the_rounds_of_a_prompt_destroys_nothing(
     env: ProductEnv, tool: str
 ) -> None:
-    team = Team(env)
+    team = await Team.create(env)
     await team.furnish()
     arguments = team.arguments(tool)
     first = await first_round(env, team.bob_token, tool, arguments)
-    env.accounts.revoke(team.bob, "bob-laptop")
-    seen = env.snapshot()
+    await env.accounts.revoke(team.bob, "bob-laptop")
+    seen = await env.snapshot()
     retried = await confirmed_round(env, team.bob_token, tool, arguments, first)
     assert (retried.status_code, retried.text) == (
         401,
         "401 Unauthorized: the token was revoked; mint a new one with `spky mcp token` and "
         "re-add it.\n",
     )
-    assert env.snapshot() == seen
+    assert await env.snapshot() == seen
 
 
 async def test_an_admin_removed_between_the_rounds_of_a_prompt_destroys_nothing(
     env: ProductEnv,
 ) -> None:
-    team = Team(env)
+    team = await Team.create(env)
     await team.furnish()
     arguments = team.arguments("destroy_project")
     first = await first_round(env, team.bob_token, "destroy_project", arguments)
-    team.set_role(team.bob, None)
-    seen = env.snapshot()
+    await team.set_role(team.bob, None)
+    seen = await env.snapshot()
     retried = await confirmed_round(env, team.bob_token, "destroy_project", arguments, first)
     result = retried.json()["result"]
     assert (result["isError"], result["content"]) == (
@@ -238,77 +238,84 @@ async def test_an_admin_removed_between_the_rounds_of_a_prompt_destroys_nothing(
             }
         ],
     )
-    assert env.snapshot() == seen
+    assert await env.snapshot() == seen
 
 
 async def test_an_admin_demoted_while_the_prompt_is_open_destroys_nothing(
     env: ProductEnv,
 ) -> None:
-    team = Team(env)
+    team = await Team.create(env)
     await team.furnish()
     result, seen = await confirm_after(
         env, team, "destroy_project", lambda: team.set_role(team.bob, "member")
     )
     assert (result.is_error, result.content[0].model_dump()["text"]) == (True, DEMOTED)
-    assert env.snapshot() == seen[0]
+    assert await env.snapshot() == seen[0]
 
 
 async def test_a_token_that_expires_while_the_prompt_is_open_destroys_nothing(
     env: ProductEnv,
 ) -> None:
-    team = Team(env)
+    team = await Team.create(env)
     await team.furnish()
-    record, bob_token = env.accounts.mint(team.bob, "short", ("mcp:full",), 1)
+    record, bob_token = await env.accounts.mint(team.bob, "short", ("mcp:full",), 1)
     team.bob_token = bob_token
     assert record.expires_at is not None
     expiry = record.expires_at
 
-    def time_passes() -> None:
+    async def time_passes() -> None:
         env.accounts.clock = lambda: expiry
 
     result, seen = await confirm_after(env, team, "delete_env_var", time_passes)
     assert (result.is_error, result.content[0].model_dump()["text"]) == (True, EXPIRED)
-    assert env.snapshot() == seen[0]
+    assert await env.snapshot() == seen[0]
 
 
 async def test_an_admin_still_in_the_team_goes_ahead_after_confirming(env: ProductEnv) -> None:
-    team = Team(env)
+    team = await Team.create(env)
     await team.furnish()
-    result, _ = await confirm_after(env, team, "delete_env_var", lambda: None)
+
+    async def nothing() -> None:
+        return None
+
+    result, _ = await confirm_after(env, team, "delete_env_var", nothing)
     assert result.is_error is False
-    assert env.count("env_vars") == 0
+    assert await env.count("env_vars") == 0
 
 
 # --- secrets are shown once, and never kept for a retry ------------------------------------
 
 
-def idempotency_records(env: ProductEnv) -> list[str]:
-    rows = env.store.all("SELECT CAST(result AS TEXT) AS r FROM idempotency ORDER BY tool")
-    return [r["r"] for r in rows]
+async def idempotency_record(env: ProductEnv, tool: str, key: str) -> str:
+    """The text of Ada's idempotency record of `tool` under `key`."""
+    ada = await env.user()
+    record = await env.store.reads.idempotency.get(ada.id, tool, key)
+    assert record is not None
+    return record.result.decode()
 
 
 async def test_a_retry_of_init_vault_does_not_show_the_key_material_again(
     env: ProductEnv,
 ) -> None:
-    token = env.token(env.user(), "mcp:full,secrets:reveal")
-    await env.ok(token, "create_project", {"name": "api"})
+    token = await env.token(await env.user(), "mcp:full,secrets:reveal")
+    project = await env.ok(token, "create_project", {"name": "api"})
     arguments = {"project": "api", "idempotency_key": "vault-1"}
     first = await env.ok(token, "init_vault", arguments)
     retried = await env.ok(token, "init_vault", arguments)
-    row = env.store.one("SELECT project_id, key_material FROM vaults")
-    material = vault.stored_material(env.store, row[0], row[1])
+    material = await env.store.reads.vault.material(project["id"])
+    assert material is not None
     assert first["key_material"] == material
     assert retried == {**first, "key_material": SHOWN_ONCE}
     assert SHOWN_ONCE == (
         "Shown once, in the result of the first call with this idempotency_key; a retry does "
         "not show it again."
     )
-    assert [material in record for record in idempotency_records(env)] == [False]
-    assert env.count("vaults") == 1
+    assert material not in await idempotency_record(env, "init_vault", "vault-1")
+    assert (await env.count("idempotency"), await env.count("vaults")) == (1, 1)
 
 
 async def test_a_retry_of_set_env_var_keeps_no_value_and_shows_none(env: ProductEnv) -> None:
-    token = env.token(env.user(), "mcp:full,secrets:reveal")
+    token = await env.token(await env.user(), "mcp:full,secrets:reveal")
     await env.ok(token, "create_project", {"name": "api"})
     arguments = {
         "project": "api",
@@ -320,7 +327,8 @@ async def test_a_retry_of_set_env_var_keeps_no_value_and_shows_none(env: Product
     retried = await env.ok(token, "set_env_var", arguments)
     assert first["value"] == "postgres://u:pw@db/x"
     assert retried == {**first, "value": SHOWN_ONCE}
-    assert ["postgres://u:pw@db/x" in record for record in idempotency_records(env)] == [False]
+    assert "postgres://u:pw@db/x" not in await idempotency_record(env, "set_env_var", "env-1")
+    assert await env.count("idempotency") == 1
 
 
 async def test_a_secret_quoted_in_a_replayed_result_is_not_kept_in_the_record(
@@ -328,43 +336,14 @@ async def test_a_secret_quoted_in_a_replayed_result_is_not_kept_in_the_record(
 ) -> None:
     """A result's ordinary text can hold a secret value (here a service named like one), and
     the record keeps it masked even for a token that may see it."""
-    token = env.token(env.user(), "mcp:full,secrets:reveal")
+    token = await env.token(await env.user(), "mcp:full,secrets:reveal")
     await env.ok(token, "create_project", {"name": "api", "services": ["sekrit-svc"]})
     await env.ok(token, "set_env_var", {"project": "api", "key": "K", "value": "sekrit-svc"})
     arguments = {"project": "api", "idempotency_key": "tear-down-1"}
     first = await env.ok(token, "tear_down_project", arguments)
     assert first["services"][0]["name"] == "sekrit-svc"
-    assert ["sekrit-svc" in record for record in idempotency_records(env)] == [False]
-
-
-async def test_records_of_an_older_version_lose_their_secrets_when_the_store_is_opened(
-    tmp_path: Path,
-) -> None:
-    store = Store.open(tmp_path)
-    accounts = Accounts(store)
-    user = accounts.ensure_user("ada@example.com")
-    old_records = [
-        ("init_vault", {"project": "api", "key_material": {"$secret": "KEY-MATERIAL"}}),
-        ("set_env_var", {"key": "K", "value": {"$secret": "ENV-VALUE"}}),
-        ("deploy", {"notes": [{"$secret": "ELSEWHERE"}]}),
-        ("create_project", {"name": "api"}),
-    ]
-    with store.transaction() as db:
-        for tool, result in old_records:
-            db.execute(
-                "INSERT INTO idempotency VALUES (?, ?, 'k', 'd', ?, 0)",
-                (user.id, tool, orjson.dumps(result)),
-            )
-        db.execute("DELETE FROM schema_migrations WHERE version = 60")
-    store.close()
-    reopened = Store.open(tmp_path)
-    rows = reopened.all("SELECT tool, result FROM idempotency ORDER BY tool")
-    assert {r["tool"]: orjson.loads(r["result"]) for r in rows} == {
-        "create_project": {"name": "api"},
-        "init_vault": {"project": "api", "key_material": {"$shown_once": True}},
-        "set_env_var": {"key": "K", "value": {"$shown_once": True}},
-    }
-    reopened.close()
+    assert "sekrit-svc" not in await idempotency_record(env, "tear_down_project", "tear-down-1")
+    assert await env.count("idempotency") == 1
 
 
 # --- numbers the schema admits get an answer, never an internal error ------------------------
@@ -376,7 +355,7 @@ CURSOR_RULE = "Invalid cursor: pass back a next_cursor value exactly as received
 async def test_a_log_cursor_beyond_any_line_id_is_refused_as_a_cursor(
     env: ProductEnv, cursor: str
 ) -> None:
-    token = env.token(env.user())
+    token = await env.token(await env.user())
     await env.ok(token, "create_project", {"name": "api"})
     response = await env.rpc(
         token, "tools/call", {"name": "get_logs", "arguments": {"project": "api", "cursor": cursor}}
@@ -389,7 +368,7 @@ async def test_a_log_cursor_beyond_any_line_id_is_refused_as_a_cursor(
 async def test_the_largest_line_id_is_a_cursor_that_reads_from_the_newest_line(
     env: ProductEnv,
 ) -> None:
-    token = env.token(env.user())
+    token = await env.token(await env.user())
     await env.ok(token, "create_project", {"name": "api"})
     arguments = {"project": "api", "cursor": "b" + str(2**63 - 1), "lines": 1}
     read = await env.ok(token, "get_logs", arguments)
@@ -426,7 +405,7 @@ def numeric_arguments(schema: dict[str, Any]) -> list[str]:
 
 
 async def test_no_number_at_64_bit_edges_gets_an_internal_error(env: ProductEnv) -> None:
-    team = Team(env)
+    team = await Team.create(env)
     await team.furnish()
     internal: list[tuple[str, str, Any]] = []
     for tool, spec in SPECS.items():
@@ -452,118 +431,141 @@ async def test_no_number_at_64_bit_edges_gets_an_internal_error(env: ProductEnv)
 # --- two processes on one store agree on what already exists -------------------------------
 
 
-class GatedStore(Store):
-    """A connection of its own to the store's file, as another server process has, whose
-    next transaction first waits at `gate`: two of them reach their writes together, each
-    having done whatever it does before its transaction."""
+class Gate:
+    """Lets `parties` waiters through together: each waits until all have arrived."""
 
-    gate: threading.Barrier | None = None
+    def __init__(self, parties: int) -> None:
+        self.missing = parties
+        self.opened = anyio.Event()
 
-    def transaction(self) -> Any:
+    async def wait(self) -> None:
+        self.missing -= 1
+        if self.missing == 0:
+            self.opened.set()
+        await self.opened.wait()
+
+
+class GatedStore(SqliteStore):
+    """A store of its own on the data directory's file, as another server process has,
+    whose next transaction first waits at `gate`: two of them reach their writes together,
+    each having done whatever it does before its transaction."""
+
+    gate: Gate | None = None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Repos]:
         gate, self.gate = self.gate, None
         if gate is not None:
-            gate.wait(timeout=30)
-        return super().transaction()
+            await gate.wait()
+        async with super().transaction() as tx:
+            yield tx
 
 
-def racing(path: Path, action: Callable[[Cloud], Any]) -> list[Any]:
-    """What `action` gives in each of two processes (two clouds, each on its own
-    connection to the store at `path`) that run it at the same time: a result, or the
+async def gated(directory: Path) -> GatedStore:
+    store = await GatedStore.open(directory)
+    assert isinstance(store, GatedStore)
+    return store
+
+
+async def racing(directory: Path, action: Callable[[Cloud], Awaitable[Any]]) -> list[Any]:
+    """What `action` gives in each of two processes (two clouds, each on a store of its own
+    on the data directory `directory`) that run it at the same time: a result, or the
     message of the tool error it raised."""
-    stores = [GatedStore(path), GatedStore(path)]
-    gate = threading.Barrier(2)
+    stores = [await gated(directory), await gated(directory)]
+    gate = Gate(2)
     outcomes: list[Any] = [None, None]
 
-    def run(index: int) -> None:
+    async def run(index: int) -> None:
         store = stores[index]
         store.gate = gate
-        cloud = Cloud(store, Accounts(store))
         try:
-            outcomes[index] = action(cloud)
+            outcomes[index] = await action(Cloud(store, Accounts(store)))
         except ToolError as exc:
             outcomes[index] = exc.message
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    for store in stores:
-        store.close()
+    try:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tasks:
+                for index in (0, 1):
+                    tasks.start_soon(run, index)
+    finally:
+        for store in stores:
+            await store.close()
     return outcomes
 
 
 @pytest.fixture
-def shared(tmp_path: Path) -> Iterator[tuple[Path, User, Tenant]]:
-    """A store file with Ada and her personal tenant, and its path."""
-    store = Store.open(tmp_path)
+async def shared(tmp_path: Path) -> AsyncIterator[tuple[Path, User, Tenant]]:
+    """A data directory whose store has Ada and her personal tenant."""
+    store = await SqliteStore.open(tmp_path)
     cloud = Cloud(store, Accounts(store))
-    ada = cloud.accounts.ensure_user("ada@example.com")
-    yield Path(store.path), ada, cloud.tenant(ada.id, None)
-    store.close()
+    ada = await cloud.accounts.ensure_user("ada@example.com")
+    tenant = await cloud.tenant(ada.id, None)
+    await store.close()
+    yield tmp_path, ada, tenant
 
 
-def test_two_processes_creating_one_project_name_create_it_once(
+async def test_two_processes_creating_one_project_name_create_it_once(
     shared: tuple[Path, User, Tenant],
 ) -> None:
-    path, _, tenant = shared
-    outcomes = racing(path, lambda c: projects.create_project(c, tenant, "api", None, None))
+    directory, _, tenant = shared
+    outcomes = await racing(
+        directory, lambda c: projects.create_project(c, tenant, "api", None, None)
+    )
     taken = (
         "A project named 'api' already exists in tenant 'ada's workspace'; choose another "
         "name or use that project."
     )
     assert sorted(isinstance(o, str) for o in outcomes) == [False, True]
     assert taken in outcomes
-    assert count(path, "projects") == 1
+    assert await count(directory, "projects") == 1
 
 
-def test_two_processes_creating_one_team_name_create_it_once(
+async def test_two_processes_creating_one_team_name_create_it_once(
     shared: tuple[Path, User, Tenant],
 ) -> None:
-    path, ada, _ = shared
-    outcomes = racing(path, lambda c: teams.create_team(c, ada.id, "Acme"))
+    directory, ada, _ = shared
+    outcomes = await racing(directory, lambda c: teams.create_team(c, ada.id, "Acme"))
     assert sorted(isinstance(o, str) for o in outcomes) == [False, True]
     assert (
         "You already belong to a team named 'Acme'; pick another name, or pass that team's "
         "tenant_id (list_teams shows it)."
     ) in outcomes
-    assert count(path, "tenants") == 2
+    assert await count(directory, "tenants") == 2
 
 
-def test_two_processes_linking_one_project_the_same_way_link_it_once(
+async def test_two_processes_linking_one_project_the_same_way_link_it_once(
     shared: tuple[Path, User, Tenant],
 ) -> None:
-    path, _, tenant = shared
-    store = Store(path)
-    projects.create_project(Cloud(store, Accounts(store)), tenant, "api", None, None)
-    store.close()
+    directory, _, tenant = shared
+    store = await SqliteStore.open(directory)
+    await projects.create_project(Cloud(store, Accounts(store)), tenant, "api", None, None)
+    await store.close()
 
-    def link(cloud: Cloud) -> Any:
-        project = cloud.project(tenant, "api")
-        return links.set_up(cloud, project, "https://github.com/acme/api", "main", True)
+    async def link(cloud: Cloud) -> Any:
+        project = await cloud.project(tenant, "api")
+        return await links.set_up(cloud, project, "https://github.com/acme/api", "main", True)
 
-    first, second = racing(path, link)
+    first, second = await racing(directory, link)
     assert first == second
     assert first["link"]["repo_url"] == "https://github.com/acme/api"
-    assert count(path, "repo_links") == 1
+    assert await count(directory, "repo_links") == 1
 
 
-def test_two_processes_registering_one_email_make_one_user(tmp_path: Path) -> None:
-    Store.open(tmp_path).close()
-    path = tmp_path / "sp00ky.db"
-    first, second = racing(path, lambda c: c.accounts.ensure_user("bob@example.com"))
+async def test_two_processes_registering_one_email_make_one_user(tmp_path: Path) -> None:
+    await (await SqliteStore.open(tmp_path)).close()
+    first, second = await racing(tmp_path, lambda c: c.accounts.ensure_user("bob@example.com"))
     assert first == second
-    assert count(path, "users") == 1
+    assert await count(tmp_path, "users") == 1
 
 
-def count(path: Path, table: str) -> int:
-    store = Store(path)
+async def count(directory: Path, table: str) -> int:
+    """How many rows `table` of the store in `directory` has."""
+    store = await SqliteStore.open(directory)
     try:
-        row = store.one(f"SELECT COUNT(*) AS n FROM {table}")
-        assert row is not None
-        return int(row["n"])
+        return await store.reads.support.count(table)
     finally:
-        store.close()
+        await store.close()
 
 
 # --- unique names are unique whatever their Unicode spelling -------------------------------
@@ -595,17 +597,17 @@ def hidden(argument: str, code: str) -> str:
 async def test_a_team_name_is_taken_in_any_spelling_of_it(
     env: ProductEnv, first: str, second: str, shown: str
 ) -> None:
-    token = env.token(env.user())
+    token = await env.token(await env.user())
     await env.ok(token, "create_team", {"name": first})
     assert await env.error_text(token, "create_team", {"name": second}) == (
         f"You already belong to a team named '{shown}'; pick another name, or pass that "
         "team's tenant_id (list_teams shows it)."
     )
-    assert env.count("tenants") == 2
+    assert await env.count("tenants") == 2
 
 
 async def test_a_team_name_is_stored_in_its_normal_form(env: ProductEnv) -> None:
-    token = env.token(env.user())
+    token = await env.token(await env.user())
     created = await env.ok(token, "create_team", {"name": wide("ACME") + " ﬁnance"})
     assert created["name"] == "ACME finance"
 
@@ -626,9 +628,9 @@ async def test_a_team_name_is_stored_in_its_normal_form(env: ProductEnv) -> None
 async def test_a_team_name_with_a_character_that_does_not_show_is_refused(
     env: ProductEnv, name: str, code: str
 ) -> None:
-    token = env.token(env.user())
+    token = await env.token(await env.user())
     assert await env.error_text(token, "create_team", {"name": name}) == hidden("name", code)
-    assert env.count("tenants") == 1
+    assert await env.count("tenants") == 1
 
 
 async def test_team_names_stored_by_an_older_version_are_compared_normalised(
@@ -637,9 +639,9 @@ async def test_team_names_stored_by_an_older_version_are_compared_normalised(
     """An older version stored names as given and compared them ASCII-case-insensitively, so
     a user may already have two teams whose names are now one name: both stay usable, and
     no third one is made."""
-    ada = env.user()
-    token = env.token(ada)
-    older = [env.make_team({ada: "owner"}, name) for name in (wide("A") + "cme", "ACME")]
+    ada = await env.user()
+    token = await env.token(ada)
+    older = [await env.make_team({ada: "owner"}, name) for name in (wide("A") + "cme", "ACME")]
     assert await env.error_text(token, "create_team", {"name": "acme"}) == (
         "You already belong to a team named 'acme'; pick another name, or pass that team's "
         "tenant_id (list_teams shows it)."
@@ -648,13 +650,13 @@ async def test_team_names_stored_by_an_older_version_are_compared_normalised(
     assert [t["name"] for t in listed["items"]] == ["ada's workspace", "ACME", wide("A") + "cme"]
     for tenant_id in older:
         await env.ok(token, "create_project", {"name": "api", "tenant_id": tenant_id})
-    assert env.count("projects") == 2
+    assert await env.count("projects") == 2
 
 
 async def test_an_email_is_invited_once_in_any_spelling_of_it(env: ProductEnv) -> None:
-    ada = env.user()
-    token = env.token(ada)
-    team = env.make_team({ada: "owner"}, plan="team")
+    ada = await env.user()
+    token = await env.token(ada)
+    team = await env.make_team({ada: "owner"}, plan="team")
     await env.ok(token, "invite_team_member", {"tenant_id": team, "email": "émile@example.com"})
     for spelling in ("ÉMILE@example.com", "émile@" + wide("example") + ".com"):
         text = await env.error_text(
@@ -667,17 +669,17 @@ async def test_an_email_is_invited_once_in_any_spelling_of_it(env: ProductEnv) -
     assert await env.error_text(
         token, "invite_team_member", {"tenant_id": team, "email": "ADA@EXAMPLE.COM"}
     ) == ("ADA@EXAMPLE.COM is already a member of 'Acme'; list_team_members shows the members.")
-    assert env.count("invitations") == 1
+    assert await env.count("invitations") == 1
 
 
 async def test_an_email_with_a_character_that_does_not_show_is_refused(env: ProductEnv) -> None:
-    ada = env.user()
-    team = env.make_team({ada: "owner"}, plan="team")
+    ada = await env.user()
+    team = await env.make_team({ada: "owner"}, plan="team")
     arguments = {"tenant_id": team, "email": "bob\u200d@example.com"}
-    assert await env.error_text(env.token(ada), "invite_team_member", arguments) == hidden(
+    assert await env.error_text(await env.token(ada), "invite_team_member", arguments) == hidden(
         "email", "U+200D ZERO WIDTH JOINER"
     )
-    assert env.count("invitations") == 0
+    assert await env.count("invitations") == 0
 
 
 @pytest.mark.parametrize(
@@ -691,20 +693,20 @@ async def test_an_email_with_a_character_that_does_not_show_is_refused(env: Prod
 async def test_other_names_with_a_character_that_does_not_show_are_refused(
     env: ProductEnv, tool: str, arguments: dict[str, Any], argument: str
 ) -> None:
-    ada = env.user()
-    env.make_project(ada, "web")
-    token = env.token(ada)
-    before = env.snapshot()
+    ada = await env.user()
+    await env.make_project(ada, "web")
+    token = await env.token(ada)
+    before = await env.snapshot()
     assert await env.error_text(token, tool, arguments) == hidden(
         argument, "U+200B ZERO WIDTH SPACE"
     )
-    assert env.snapshot() == before
+    assert await env.snapshot() == before
 
 
 async def test_a_hostname_is_attached_once_in_any_spelling_of_it(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada, "web")
-    token = env.token(ada)
+    ada = await env.user()
+    await env.make_project(ada, "web")
+    token = await env.token(ada)
     await env.ok(token, "add_domain", {"project": "web", "hostname": "straße.example.com"})
     assert await env.error_text(
         token, "add_domain", {"project": "web", "hostname": "STRASSE." + wide("example") + ".com"}
@@ -712,20 +714,20 @@ async def test_a_hostname_is_attached_once_in_any_spelling_of_it(env: ProductEnv
         "'strasse.example.com' is already attached to project 'web'; list_domains shows its "
         "DNS records."
     )
-    assert env.count("domains") == 1
+    assert await env.count("domains") == 1
 
 
-def test_a_token_name_is_stored_normalised_and_revoked_by_any_spelling(tmp_path: Path) -> None:
-    store = Store.open(tmp_path)
+async def test_a_token_name_is_stored_normalised_and_revoked_by_any_spelling(
+    store: Store,
+) -> None:
     accounts = Accounts(store)
-    ada = accounts.ensure_user("ada@example.com")
-    record, _ = accounts.mint(ada, " " + wide("CI") + " ", ("mcp:read",), None)
+    ada = await accounts.ensure_user("ada@example.com")
+    record, _ = await accounts.mint(ada, " " + wide("CI") + " ", ("mcp:read",), None)
     assert record.name == "CI"
-    assert accounts.revoke(ada, wide("CI")).id == record.id
+    assert (await accounts.revoke(ada, wide("CI"))).id == record.id
     with pytest.raises(AccountError) as refused:
-        accounts.mint(ada, "C\u200bI", ("mcp:read",), None)
+        await accounts.mint(ada, "C\u200bI", ("mcp:read",), None)
     assert str(refused.value) == hidden("--name", "U+200B ZERO WIDTH SPACE")
-    store.close()
 
 
 # --- a token revoked in the middle of a long call ------------------------------------------
@@ -735,7 +737,7 @@ class RevokingPeer:
     """A client that sees the first progress notification of a call, and revokes the call's
     token right then (say, from another terminal)."""
 
-    def __init__(self, revoke: Callable[[], Any]) -> None:
+    def __init__(self, revoke: Callable[[], Awaitable[Any]]) -> None:
         self.revoke = revoke
         self.progress: list[str] = []
 
@@ -743,7 +745,7 @@ class RevokingPeer:
         if method == "notifications/progress":
             self.progress.append(params.get("message", ""))
             if len(self.progress) == 1:
-                self.revoke()
+                await self.revoke()
 
     async def request(self, method: str, params: dict[str, Any]) -> Any:
         raise AssertionError(f"unexpected {method}")
@@ -755,9 +757,10 @@ class RevokingPeer:
 async def test_a_token_revoked_while_a_deployment_runs_takes_nothing_live(
     env: ProductEnv,
 ) -> None:
-    ada = env.user()
-    await env.ok(env.token(ada), "create_project", {"name": "api"})
-    record, _ = env.accounts.mint(ada, "ci", ("mcp:full",), None)
+    ada = await env.user()
+    token = await env.token(ada)
+    await env.ok(token, "create_project", {"name": "api"})
+    record, _ = await env.accounts.mint(ada, "ci", ("mcp:full",), None)
     peer = RevokingPeer(lambda: env.accounts.revoke(ada, "ci"))
     principal = Principal(record.id, ada.id, scopes.expand(record.scopes))
     ctx = CallContext(Era.MODERN, "2026-07-28", principal, peer, progress_token="p")
@@ -766,8 +769,8 @@ async def test_a_token_revoked_while_a_deployment_runs_takes_nothing_live(
         await deploy.handler({"project": "api"}, ctx)
     assert refused.value.message == REVOKED
     assert len(peer.progress) == 1
-    rows = env.store.all("SELECT status FROM deployments")
-    assert [row["status"] for row in rows] == ["failed"]
+    listed = await env.ok(token, "list_deployments", {"project": "api"})
+    assert [item["status"] for item in listed["items"]] == ["failed"]
 
 
 # --- roles ---------------------------------------------------------------------------------
@@ -796,7 +799,7 @@ ADMIN_ONLY = (
 
 @pytest.mark.parametrize("tool", ADMIN_ONLY)
 async def test_a_team_member_is_refused_every_admin_action(env: ProductEnv, tool: str) -> None:
-    team = Team(env)
+    team = await Team.create(env)
     await team.furnish()
     arguments = {
         **{k: FILLERS.get(k, "x") for k in SPECS[tool].required},
@@ -807,17 +810,17 @@ async def test_a_team_member_is_refused_every_admin_action(env: ProductEnv, tool
         **(team.arguments(tool) if tool in CONFIRMING else {}),
     }
     known = {k: v for k, v in arguments.items() if k in SPECS[tool].input_schema()["properties"]}
-    member = env.token(team.cy)
-    before = env.snapshot()
+    member = await env.token(team.cy)
+    before = await env.snapshot()
     text = await env.error_text(member, tool, known)
     assert re.fullmatch(
         r"Only a team admin or above may [A-Za-z ']+; your role in 'Acme' is member\.", text
     ), text
-    assert env.snapshot() == before
+    assert await env.snapshot() == before
 
 
 async def test_an_admin_may_not_cancel_an_owners_invitation(env: ProductEnv) -> None:
-    team = Team(env)
+    team = await Team.create(env)
     invited = await env.ok(
         team.owner,
         "invite_team_member",
@@ -827,9 +830,9 @@ async def test_an_admin_may_not_cancel_an_owners_invitation(env: ProductEnv) -> 
     assert await env.error_text(team.bob_token, "remove_team_invitation", arguments) == (
         "Only a team owner or above may cancel an owner's invitation; your role in 'Acme' is admin."
     )
-    assert env.count("invitations") == 1
+    assert await env.count("invitations") == 1
     await env.ok(team.owner, "remove_team_invitation", arguments)
-    assert env.count("invitations") == 0
+    assert await env.count("invitations") == 0
 
 
 # --- an idempotency key runs its call once, even when retried while it runs ----------------
@@ -838,7 +841,7 @@ async def test_an_admin_may_not_cancel_an_owners_invitation(env: ProductEnv) -> 
 async def test_a_retry_while_the_first_call_waits_at_its_prompt_changes_nothing(
     env: ProductEnv,
 ) -> None:
-    team = Team(env)
+    team = await Team.create(env)
     await team.furnish()
     arguments = {**team.arguments("restore_backup"), "idempotency_key": "restore-1"}
     retried: list[Any] = []
@@ -866,19 +869,19 @@ async def test_a_retry_while_the_first_call_waits_at_its_prompt_changes_nothing(
         "retry with the same key once it has finished to get its result."
     )
     assert first.is_error is False
-    assert env.count("restores") == 1
+    assert await env.count("restores") == 1
     again = await env.ok(team.owner, "restore_backup", arguments)
     assert again == first.structured_content
-    assert env.count("restores") == 1
+    assert await env.count("restores") == 1
 
 
 async def test_a_key_whose_call_failed_runs_the_call_again(env: ProductEnv) -> None:
-    token = env.token(env.user())
+    token = await env.token(await env.user())
     arguments = {"project": "api", "key": "K", "value": "v", "idempotency_key": "env-1"}
     assert await env.error_text(token, "set_env_var", arguments) == (
         "No project 'api' in tenant 'ada's workspace'; list_projects shows the projects there."
     )
-    assert env.count("idempotency") == 0
+    assert await env.count("idempotency") == 0
     await env.ok(token, "create_project", {"name": "api"})
     created = await env.ok(token, "set_env_var", arguments)
     assert created["created"] is True
@@ -891,11 +894,11 @@ async def test_a_key_whose_call_failed_runs_the_call_again(env: ProductEnv) -> N
 async def test_a_read_only_token_cannot_replay_or_answer_its_way_into_a_write(
     env: ProductEnv,
 ) -> None:
-    ada = env.user()
-    full, read = env.token(ada), env.token(ada, "mcp:read")
+    ada = await env.user()
+    full, read = await env.token(ada), await env.token(ada, "mcp:read")
     arguments = {"name": "api", "idempotency_key": "create-1"}
     await env.ok(full, "create_project", arguments)
-    before = env.snapshot()
+    before = await env.snapshot()
     replay = await env.error_text(read, "create_project", arguments)
     answered = await env.rpc(
         read,
@@ -912,24 +915,23 @@ async def test_a_read_only_token_cannot_replay_or_answer_its_way_into_a_write(
         "has it with `spky mcp token --scopes projects:write` and reconnect."
     )
     assert answered.json()["result"]["content"] == [{"type": "text", "text": replay}]
-    assert env.snapshot() == before
+    assert await env.snapshot() == before
 
 
-def test_a_user_stored_by_an_older_version_is_found_by_any_spelling_of_the_email(
-    tmp_path: Path,
+async def test_a_user_stored_by_an_older_version_is_found_by_any_spelling_of_the_email(
+    store: Store,
 ) -> None:
-    store = Store.open(tmp_path)
     accounts = Accounts(store)
-    with store.transaction() as db:
-        db.execute("INSERT INTO users VALUES ('usr_old', ?, 'old', 0)", (wide("ada") + "@x.io",))
+    old = User("usr_old", wide("ada") + "@x.io", "old")
+    async with store.transaction() as tx:
+        # As an older version stored it: the email as given, not in its NFKC form.
+        await tx.accounts.add_user(old, "ten_old", "old's workspace", 0.0)
     for spelling in (wide("ada") + "@x.io", " ada@x.io ", "ADA@x.io", wide("ADA") + "@x.io"):
-        assert accounts.ensure_user(spelling).id == "usr_old"
-    assert accounts.ensure_user(wide("bob") + "@x.io").email == "bob@x.io"
-    assert [r["email"] for r in store.all("SELECT email FROM users ORDER BY email")] == [
-        "bob@x.io",
-        wide("ada") + "@x.io",
-    ]
-    store.close()
+        assert (await accounts.ensure_user(spelling)).id == "usr_old"
+    bob = await accounts.ensure_user(wide("bob") + "@x.io")
+    assert bob.email == "bob@x.io"
+    assert await store.reads.accounts.non_ascii_users() == [old]
+    assert await store.reads.support.count("users") == 2
 
 
 async def test_a_token_revoked_while_a_session_prompt_is_open_cannot_answer_it(
@@ -937,7 +939,7 @@ async def test_a_token_revoked_while_a_session_prompt_is_open_cannot_answer_it(
 ) -> None:
     """Handshake era: the answer to the prompt comes in a request of its own, which the
     revoked token cannot make; the session ends and the call with it, changing nothing."""
-    team = Team(env)
+    team = await Team.create(env)
     await team.furnish()
     session = await open_session(env, team.bob_token, "2025-11-25")
     call = {
@@ -956,8 +958,8 @@ async def test_a_token_revoked_while_a_session_prompt_is_open_cannot_answer_it(
                 message = orjson.loads(line[5:])
                 messages.append(message)
                 if message.get("method") == "elicitation/create":
-                    env.accounts.revoke(team.bob, "bob-laptop")
-                    seen = env.snapshot()
+                    await env.accounts.revoke(team.bob, "bob-laptop")
+                    seen = await env.snapshot()
                     answer = {"action": "accept", "content": {"confirm": True}}
                     reply = {"jsonrpc": "2.0", "id": message["id"], "result": answer}
                     answers.append(await env.http.post(env.server.url, json=reply, headers=session))
@@ -969,27 +971,27 @@ async def test_a_token_revoked_while_a_session_prompt_is_open_cannot_answer_it(
             "re-add it.\n",
         )
     ]
-    assert env.snapshot() == seen
+    assert await env.snapshot() == seen
 
 
 @pytest.mark.parametrize(("tool", "argument"), [("deploy", "ref"), ("set_up_repo_link", "branch")])
 async def test_a_git_ref_with_a_bidi_override_is_refused(
     env: ProductEnv, tool: str, argument: str
 ) -> None:
-    ada = env.user()
-    env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    await env.make_project(ada)
+    token = await env.token(ada)
     arguments = {
         "project": "api",
         "repo_url": "https://github.com/acme/api",
         argument: "main\u202eniam",
     }
     known = {k: v for k, v in arguments.items() if k in SPECS[tool].input_schema()["properties"]}
-    before = env.snapshot()
+    before = await env.snapshot()
     assert await env.error_text(token, tool, known) == hidden(
         argument, "U+202E RIGHT-TO-LEFT OVERRIDE"
     )
-    assert env.snapshot() == before
+    assert await env.snapshot() == before
 
 
 async def open_session(env: ProductEnv, token: str, version: str) -> dict[str, str]:
@@ -1021,8 +1023,8 @@ async def open_session(env: ProductEnv, token: str, version: str) -> dict[str, s
 
 
 async def test_a_batch_is_no_side_door_to_writes_or_past_a_prompt(env: ProductEnv) -> None:
-    ada = env.user()
-    await env.ok(env.token(ada), "create_project", {"name": "api"})
+    ada = await env.user()
+    await env.ok(await env.token(ada), "create_project", {"name": "api"})
 
     def call(request_id: int, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
         params = {"name": tool, "arguments": arguments}
@@ -1032,8 +1034,8 @@ async def test_a_batch_is_no_side_door_to_writes_or_past_a_prompt(env: ProductEn
         call(1, "set_env_var", {"project": "api", "key": "K", "value": "v"}),
         call(2, "destroy_project", {"project": "api"}),
     ]
-    read_token, full_token = env.token(ada, "mcp:read"), env.token(ada)
-    before = env.snapshot()
+    read_token, full_token = await env.token(ada, "mcp:read"), await env.token(ada)
+    before = await env.snapshot()
     read = await open_session(env, read_token, "2025-03-26")
     refused = (await env.http.post(env.server.url, json=writes, headers=read)).json()
     full = await open_session(env, full_token, "2025-03-26")
@@ -1048,25 +1050,26 @@ async def test_a_batch_is_no_side_door_to_writes_or_past_a_prompt(env: ProductEn
     assert unasked[0]["result"]["content"][0]["text"].startswith(
         "A batched request cannot carry a 'elicitation/create' request to the client"
     )
-    assert env.snapshot() == before
+    assert await env.snapshot() == before
 
 
-def test_a_write_under_a_project_another_process_deleted_is_a_clear_conflict(
+async def test_a_write_under_a_project_another_process_deleted_is_a_clear_conflict(
     shared: tuple[Path, User, Tenant],
 ) -> None:
-    path, _, tenant = shared
-    mine, theirs = Store(path), Store(path)
-    cloud = Cloud(mine, Accounts(mine))
-    projects.create_project(cloud, tenant, "api", None, None)
-    project = cloud.project(tenant, "api")
-    with theirs.transaction() as db:
-        db.execute("DELETE FROM projects WHERE id = ?", (project["id"],))
-    with pytest.raises(ToolError) as refused:
-        env_rules.set_variable(cloud, project, "K", "value")
-    assert refused.value.message == (
-        "Another change made at the same time conflicts with this one, so nothing was "
-        "changed; check the current state and try again."
-    )
-    assert count(path, "env_vars") == 0
-    mine.close()
-    theirs.close()
+    directory, _, tenant = shared
+    mine, theirs = await SqliteStore.open(directory), await SqliteStore.open(directory)
+    try:
+        cloud, other = Cloud(mine, Accounts(mine)), Cloud(theirs, Accounts(theirs))
+        await projects.create_project(cloud, tenant, "api", None, None)
+        project = await cloud.project(tenant, "api")
+        await projects.destroy_project(other, tenant, await other.project(tenant, "api"))
+        with pytest.raises(ToolError) as refused:
+            await env_rules.set_variable(cloud, project, "K", "value")
+        assert refused.value.message == (
+            "Another change made at the same time conflicts with this one, so nothing was "
+            "changed; check the current state and try again."
+        )
+        assert await mine.reads.support.count("env_vars") == 0
+    finally:
+        await mine.close()
+        await theirs.close()

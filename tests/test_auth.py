@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +14,14 @@ import anyio
 import httpx
 import pytest
 
-from sp00ky_mcp.engine.config import Limits, ServerConfig
+from sp00ky_mcp.engine.config import Limits
 from sp00ky_mcp.product import tokens
 from sp00ky_mcp.product.accounts import Accounts, arguments_digest
-from sp00ky_mcp.product.app import build_product
 from sp00ky_mcp.product.auth import TokenAuthenticator
-from sp00ky_mcp.product.store import Store
+from sp00ky_mcp.product.store import Store, open_store
+from sp00ky_mcp.product.store.sqlite import SqliteStore
 
-from .product_support import ProductEnv
+from .product_support import ProductEnv, product_server
 
 pytestmark = pytest.mark.anyio
 
@@ -101,15 +100,19 @@ def assert_refused(reply: httpx.Response, body: str, challenge: str = INVALID) -
     assert reply.headers["www-authenticate"] == challenge
 
 
-@asynccontextmanager
-async def product_server(data_dir: Path, limits: Limits) -> AsyncIterator[ProductEnv]:
-    store = Store.open(data_dir)
-    parts = build_product(ServerConfig(port=0, data_dir=str(data_dir), limits=limits), store)
-    async with anyio.create_task_group() as tasks, httpx.AsyncClient() as http:
-        await tasks.start(parts.server.serve)
-        yield ProductEnv(parts.server, store, parts.accounts, parts.cloud, http)
-        parts.server.shutdown()
-    store.close()
+@pytest.fixture
+async def elsewhere(
+    store: Store, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Accounts]:
+    """Accounts on a second store on the same database as `store`, as another process
+    (`spky mcp revoke`, say) opens it."""
+    if isinstance(store, SqliteStore):
+        other: Store = await SqliteStore.open(Path(store.path).parent)
+    else:
+        url = request.getfixturevalue("postgres_database_url")
+        other = await open_store(tmp_path, url=url)
+    yield Accounts(other)
+    await other.close()
 
 
 # --- the 401 causes --------------------------------------------------------------------------
@@ -143,21 +146,21 @@ async def test_a_malformed_credential_gets_401_invalid_token_saying_malformed(
 async def test_a_token_with_a_broken_checksum_is_malformed_not_unknown(
     product: ProductEnv,
 ) -> None:
-    secret = product.token(product.user())
+    secret = await product.token(await product.user())
     broken = secret[:-1] + ("a" if secret[-1] != "a" else "b")
     reply = await product.http.post(product.server.url, json=INITIALIZE, headers=bearer(broken))
     assert_refused(reply, MALFORMED)
 
 
 async def test_a_valid_token_under_another_scheme_is_malformed(product: ProductEnv) -> None:
-    secret = product.token(product.user())
+    secret = await product.token(await product.user())
     headers = {**HEADERS, "authorization": f"Token {secret}"}
     reply = await product.http.post(product.server.url, json=INITIALIZE, headers=headers)
     assert_refused(reply, MALFORMED)
 
 
 async def test_the_bearer_scheme_is_case_insensitive(product: ProductEnv) -> None:
-    secret = product.token(product.user())
+    secret = await product.token(await product.user())
     headers = {**HEADERS, "authorization": f"bearer {secret}"}
     reply = await product.http.post(product.server.url, json=INITIALIZE, headers=headers)
     assert reply.status_code == 200
@@ -174,15 +177,15 @@ async def test_a_well_formed_token_that_was_never_minted_is_not_recognised(
 
 async def test_an_expired_token_gets_401_naming_the_day_it_expired(product: ProductEnv) -> None:
     past = Accounts(product.store, clock=lambda: 1_700_000_000.0)
-    _, secret = past.mint(product.user(), "old", ("mcp:read",), expires_in_days=1)
+    _, secret = await past.mint(await product.user(), "old", ("mcp:read",), expires_in_days=1)
     reply = await product.http.post(product.server.url, json=INITIALIZE, headers=bearer(secret))
     assert_refused(reply, f"401 Unauthorized: the token expired on 2023-11-15; {MINT}.\n")
 
 
 async def test_a_revoked_token_gets_401_saying_it_was_revoked(product: ProductEnv) -> None:
-    user = product.user()
-    secret = product.token(user, name="gone")
-    product.accounts.revoke(user, "gone")
+    user = await product.user()
+    secret = await product.token(user, name="gone")
+    await product.accounts.revoke(user, "gone")
     reply = await product.http.post(product.server.url, json=INITIALIZE, headers=bearer(secret))
     assert_refused(reply, REVOKED)
 
@@ -201,7 +204,7 @@ async def test_a_sp00ky_api_key_is_told_that_mcp_needs_its_own_token(
 async def test_a_token_in_the_query_string_is_refused_even_with_a_valid_header(
     product: ProductEnv, query: str
 ) -> None:
-    secret = product.token(product.user())
+    secret = await product.token(await product.user())
     url = f"{product.server.url}?{query.format(secret=secret)}"
     reply = await product.http.post(url, json=INITIALIZE, headers=bearer(secret))
     assert_refused(reply, IN_QUERY)
@@ -210,7 +213,7 @@ async def test_a_token_in_the_query_string_is_refused_even_with_a_valid_header(
 async def test_an_unrelated_query_string_is_not_mistaken_for_a_token(
     product: ProductEnv,
 ) -> None:
-    secret = product.token(product.user())
+    secret = await product.token(await product.user())
     url = f"{product.server.url}?trace=1"
     reply = await product.http.post(url, json=INITIALIZE, headers=bearer(secret))
     assert reply.status_code == 200
@@ -239,7 +242,7 @@ async def test_refusals_never_echo_the_credential(product: ProductEnv) -> None:
 async def test_every_method_in_a_session_needs_the_token(
     product: ProductEnv, method: str, body: dict[str, Any] | None
 ) -> None:
-    secret = product.token(product.user())
+    secret = await product.token(await product.user())
     session_id = await initialize(product, secret)
     reply = await product.http.request(
         method, product.server.url, json=body, headers=in_session(None, session_id)
@@ -255,7 +258,7 @@ async def test_a_stateless_request_needs_the_token(product: ProductEnv) -> None:
 
 
 async def test_a_stateless_request_with_a_valid_token_is_answered(product: ProductEnv) -> None:
-    secret = product.token(product.user())
+    secret = await product.token(await product.user())
     reply = await product.rpc(secret, "tools/list")
     assert reply.status_code == 200
     assert "tools" in reply.json()["result"]
@@ -267,13 +270,13 @@ async def test_a_stateless_request_with_a_valid_token_is_answered(product: Produ
 async def test_a_revoked_token_is_refused_on_its_next_request_and_its_sessions_end(
     product: ProductEnv,
 ) -> None:
-    user = product.user()
-    secret = product.token(user, name="doomed")
-    other = product.token(user, name="other")
+    user = await product.user()
+    secret = await product.token(user, name="doomed")
+    other = await product.token(user, name="other")
     session_id = await initialize(product, secret)
     kept = await initialize(product, other)
     assert (await tools_list(product, secret, session_id)).status_code == 200
-    product.accounts.revoke(user, "doomed")
+    await product.accounts.revoke(user, "doomed")
     assert_refused(await tools_list(product, secret, session_id), REVOKED)
     assert product.server.service.sessions.ids() == [kept]
     reply = await tools_list(product, other, session_id)
@@ -284,14 +287,14 @@ async def test_a_revoked_token_is_refused_on_its_next_request_and_its_sessions_e
 async def test_revocation_ends_the_open_get_stream_of_the_tokens_session(
     product: ProductEnv,
 ) -> None:
-    user = product.user()
-    secret = product.token(user, name="doomed")
+    user = await product.user()
+    secret = await product.token(user, name="doomed")
     session_id = await initialize(product, secret)
     headers = {**in_session(secret, session_id), "accept": "text/event-stream"}
     with anyio.fail_after(10):
         async with product.http.stream("GET", product.server.url, headers=headers) as stream:
             assert stream.status_code == 200
-            product.accounts.revoke(user, "doomed")
+            await product.accounts.revoke(user, "doomed")
             assert_refused(await tools_list(product, secret, session_id), REVOKED)
             async for _ in stream.aiter_bytes():
                 pass
@@ -301,7 +304,7 @@ async def test_revocation_ends_the_open_get_stream_of_the_tokens_session(
 async def test_a_token_that_expires_while_its_session_lives_is_refused_and_the_session_ends(
     product: ProductEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, secret = product.accounts.mint(product.user(), "short", ("mcp:read",), 1)
+    _, secret = await product.accounts.mint(await product.user(), "short", ("mcp:read",), 1)
     session_id = await initialize(product, secret)
     auth = authenticator(product)
     later = time.time() + 2 * 86400
@@ -313,59 +316,54 @@ async def test_a_token_that_expires_while_its_session_lives_is_refused_and_the_s
 
 
 async def test_a_revocation_made_by_another_process_is_seen_on_the_next_request(
-    product: ProductEnv,
+    product: ProductEnv, elsewhere: Accounts
 ) -> None:
-    user = product.user()
-    secret = product.token(user, name="ci")
+    user = await product.user()
+    secret = await product.token(user, name="ci")
     session_id = await initialize(product, secret)
     assert (await tools_list(product, secret, session_id)).status_code == 200
-    elsewhere = Store.open(Path(product.store.path).parent)
-    try:
-        other = Accounts(elsewhere)
-        other.revoke(other.ensure_user(user.email), "ci")
-    finally:
-        elsewhere.close()
+    await elsewhere.revoke(await elsewhere.ensure_user(user.email), "ci")
     assert_refused(await tools_list(product, secret, session_id), REVOKED)
     assert session_id not in product.server.service.sessions.ids()
 
 
 async def test_a_revocation_committed_while_a_request_records_last_use_is_not_missed(
-    product: ProductEnv, monkeypatch: pytest.MonkeyPatch
+    product: ProductEnv, elsewhere: Accounts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    user = product.user()
-    secret = product.token(user, name="ci")
-    elsewhere = Store.open(Path(product.store.path).parent)
+    user = await product.user()
+    secret = await product.token(user, name="ci")
     record_use = product.accounts.touch
+    recorded = anyio.Event()
 
-    def revoked_meanwhile(token_id: str, when: float) -> None:
-        other = Accounts(elsewhere)
-        other.revoke(other.ensure_user(user.email), "ci")
-        record_use(token_id, when)
+    async def revoked_meanwhile(token_id: str, when: float) -> None:
+        await elsewhere.revoke(await elsewhere.ensure_user(user.email), "ci")
+        await record_use(token_id, when)
+        recorded.set()
 
     monkeypatch.setattr(product.accounts, "touch", revoked_meanwhile)
-    try:
-        assert (await product.rpc(secret, "tools/list")).status_code == 200
-    finally:
-        elsewhere.close()
+    assert (await product.rpc(secret, "tools/list")).status_code == 200
+    with anyio.fail_after(5):
+        await recorded.wait()
     assert_refused(await product.rpc(secret, "tools/list"), REVOKED)
 
 
-async def test_a_token_minted_by_another_process_works_at_once(product: ProductEnv) -> None:
-    user = product.user()
-    assert (await product.rpc(product.token(user), "tools/list")).status_code == 200
-    elsewhere = Store.open(Path(product.store.path).parent)
-    try:
-        other = Accounts(elsewhere)
-        _, secret = other.mint(other.ensure_user(user.email), "new", ("mcp:read",), 1)
-    finally:
-        elsewhere.close()
+async def test_a_token_minted_by_another_process_works_at_once(
+    product: ProductEnv, elsewhere: Accounts
+) -> None:
+    user = await product.user()
+    assert (await product.rpc(await product.token(user), "tools/list")).status_code == 200
+    other = await elsewhere.ensure_user(user.email)
+    _, secret = await elsewhere.mint(other, "new", ("mcp:read",), 1)
     assert (await product.rpc(secret, "tools/list")).status_code == 200
 
 
 async def test_a_session_id_replayed_with_another_token_gets_404(product: ProductEnv) -> None:
-    ada = product.user()
-    session_id = await initialize(product, product.token(ada, name="one"))
-    for thief in (product.token(ada, name="two"), product.token(product.user("eve@example.com"))):
+    ada = await product.user()
+    session_id = await initialize(product, await product.token(ada, name="one"))
+    for thief in (
+        await product.token(ada, name="two"),
+        await product.token(await product.user("eve@example.com")),
+    ):
         reply = await tools_list(product, thief, session_id)
         assert reply.status_code == 404
         assert reply.json() == {
@@ -377,9 +375,9 @@ async def test_a_session_id_replayed_with_another_token_gets_404(product: Produc
 
 
 async def test_a_session_cannot_be_deleted_with_another_token(product: ProductEnv) -> None:
-    user = product.user()
-    session_id = await initialize(product, product.token(user, name="one"))
-    headers = in_session(product.token(user, name="two"), session_id)
+    user = await product.user()
+    session_id = await initialize(product, await product.token(user, name="one"))
+    headers = in_session(await product.token(user, name="two"), session_id)
     reply = await product.http.delete(product.server.url, headers=headers)
     assert reply.status_code == 404
     assert session_id in product.server.service.sessions.ids()
@@ -388,19 +386,19 @@ async def test_a_session_cannot_be_deleted_with_another_token(product: ProductEn
 async def test_a_known_token_is_looked_up_once_until_the_store_changes(
     product: ProductEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    secret = product.token(product.user())
+    secret = await product.token(await product.user())
     lookups: list[str] = []
     find = product.accounts.find
 
-    def counted(credential: str) -> Any:
+    async def counted(credential: str) -> Any:
         lookups.append(credential)
-        return find(credential)
+        return await find(credential)
 
     monkeypatch.setattr(product.accounts, "find", counted)
     for _ in range(3):
         assert (await product.rpc(secret, "tools/list")).status_code == 200
     assert len(lookups) == 1
-    product.token(product.user("bob@example.com"))
+    await product.token(await product.user("bob@example.com"))
     for _ in range(2):
         assert (await product.rpc(secret, "tools/list")).status_code == 200
     assert len(lookups) == 2
@@ -412,13 +410,13 @@ async def test_a_known_token_is_looked_up_once_until_the_store_changes(
 async def test_last_used_is_recorded_at_most_once_a_minute(
     product: ProductEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    secret = product.token(product.user())
+    secret = await product.token(await product.user())
     now = [1_800_000_000.0]
     monkeypatch.setattr(authenticator(product), "clock", lambda: now[0])
 
     async def used_at() -> float | None:
         assert (await product.rpc(secret, "tools/list")).status_code == 200
-        record = product.accounts.find(secret)
+        record = await product.accounts.find(secret)
         assert record is not None
         return record.last_used_at
 
@@ -430,11 +428,11 @@ async def test_last_used_is_recorded_at_most_once_a_minute(
 
 
 async def test_a_refused_token_is_not_marked_used(product: ProductEnv) -> None:
-    user = product.user()
-    secret = product.token(user, name="gone")
-    product.accounts.revoke(user, "gone")
+    user = await product.user()
+    secret = await product.token(user, name="gone")
+    await product.accounts.revoke(user, "gone")
     assert (await product.rpc(secret, "tools/list")).status_code == 401
-    record = product.accounts.find(secret)
+    record = await product.accounts.find(secret)
     assert record is not None
     assert record.last_used_at is None
 
@@ -442,25 +440,28 @@ async def test_a_refused_token_is_not_marked_used(product: ProductEnv) -> None:
 # --- rate limit ------------------------------------------------------------------------------
 
 
-async def test_the_request_past_the_burst_gets_429_with_retry_after(tmp_path: Path) -> None:
+async def test_the_request_past_the_burst_gets_429_with_retry_after(
+    store: Store, tmp_path: Path
+) -> None:
     limits = Limits(rate_per_minute=60, rate_burst=2)
-    async with product_server(tmp_path, limits) as product:
-        user = product.user()
-        secret = product.token(user, name="busy")
+    async with product_server(store, tmp_path, limits) as product:
+        user = await product.user()
+        secret = await product.token(user, name="busy")
         assert (await product.rpc(secret, "tools/list")).status_code == 200
         assert (await product.rpc(secret, "tools/list")).status_code == 200
         reply = await product.rpc(secret, "tools/list")
         assert (reply.status_code, reply.text) == (429, TOO_MANY)
         assert reply.headers["retry-after"] == "1"
-        calm = product.token(user, name="calm")
+        calm = await product.token(user, name="calm")
         assert (await product.rpc(calm, "tools/list")).status_code == 200
 
 
 async def test_the_bucket_refills_at_the_configured_rate(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with product_server(tmp_path, Limits(rate_per_minute=6, rate_burst=1)) as product:
-        secret = product.token(product.user())
+    limits = Limits(rate_per_minute=6, rate_burst=1)
+    async with product_server(store, tmp_path, limits) as product:
+        secret = await product.token(await product.user())
         now = [1_800_000_000.0]
         monkeypatch.setattr(authenticator(product), "clock", lambda: now[0])
         assert (await product.rpc(secret, "tools/list")).status_code == 200
@@ -478,10 +479,10 @@ async def test_tokens_never_appear_in_the_logs(
     product: ProductEnv, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    user = product.user()
-    good = product.token(user, name="good")
-    revoked = product.token(user, name="revoked")
-    product.accounts.revoke(user, "revoked")
+    user = await product.user()
+    good = await product.token(user, name="good")
+    revoked = await product.token(user, name="revoked")
+    await product.accounts.revoke(user, "revoked")
     unknown = tokens.mint()
     broken = good[:-1] + ("a" if good[-1] != "a" else "b")
     session_id = await initialize(product, good)
@@ -503,37 +504,29 @@ async def test_tokens_never_appear_in_the_logs(
 async def test_tool_calls_are_audited_without_the_token(product: ProductEnv) -> None:
     if "list_projects" not in product.server.engine.catalogue.tools:
         pytest.skip("the list_projects tool is not registered yet (projects tools pending)")
-    user = product.user()
-    full = product.token(user, "mcp:full", name="full")
-    narrow = product.token(user, "logs:read", name="narrow")
-    records = {r.name: r for r in product.accounts.list_tokens(user)}
+    user = await product.user()
+    full = await product.token(user, "mcp:full", name="full")
+    narrow = await product.token(user, "logs:read", name="narrow")
+    records = {r.name: r for r in await product.accounts.list_tokens(user)}
     assert (await product.call(full, "list_projects", {}))["isError"] is False
     assert (await product.call(narrow, "list_projects", {}))["isError"] is True
-    rows = product.audit_log()
-    tenant = product.accounts.personal_tenant(user.id)
+    rows = [entry for _, entry in await product.audit_log()]
+    tenant = await product.accounts.personal_tenant(user.id)
     assert [
-        (
-            r["token_id"],
-            r["user_id"],
-            r["tenant_id"],
-            r["tool"],
-            r["arguments_digest"],
-            r["outcome"],
-        )
-        for r in rows
+        (r.token_id, r.user_id, r.tenant_id, r.tool, r.arguments_digest, r.outcome) for r in rows
     ] == [
         (records["full"].id, user.id, tenant, "list_projects", arguments_digest({}), "ok"),
         (records["narrow"].id, user.id, None, "list_projects", arguments_digest({}), "error"),
     ]
-    assert all(r["at"] > 0 and r["duration_ms"] >= 0 for r in rows)
-    dump = repr([tuple(r) for r in rows])
+    assert all(r.at > 0 and r.duration_ms >= 0 for r in rows)
+    dump = repr(rows)
     assert full not in dump
     assert narrow not in dump
 
 
 async def test_requests_that_call_no_tool_write_no_audit_row(product: ProductEnv) -> None:
-    secret = product.token(product.user())
+    secret = await product.token(await product.user())
     session_id = await initialize(product, secret)
     await tools_list(product, secret, session_id)
     await product.rpc(secret, "tools/list")
-    assert product.audit_log() == []
+    assert await product.audit_log() == []

@@ -62,17 +62,14 @@ WAIT = 10.0
 # --- masking ----------------------------------------------------------------------------------
 
 
-def seed_large_secrets(env: ProductEnv, count: int = 60, size: int = 32 * 1024) -> str:
+async def seed_large_secrets(env: ProductEnv, count: int = 60, size: int = 32 * 1024) -> str:
     """Ada's project 'api' with `count` env values of `size` characters; her token."""
-    ada = env.user()
-    project_id = env.make_project(ada)
+    ada = await env.user()
+    project_id = await env.make_project(ada)
     values = [secrets.token_urlsafe(size)[:size] for _ in range(count)]
-    with env.store.transaction() as db:
-        db.executemany(
-            "INSERT INTO env_vars VALUES (?, ?, ?, ?)",
-            [(project_id, f"KEY_{i}", value, NOW) for i, value in enumerate(values)],
-        )
-    return env.token(ada, "mcp:read")
+    async with env.store.transaction() as tx:
+        await tx.env.put_many(project_id, [(f"KEY_{i}", v) for i, v in enumerate(values)], NOW)
+    return await env.token(ada, "mcp:read")
 
 
 class HeldBuild:
@@ -92,8 +89,8 @@ class HeldBuild:
 async def test_a_token_with_large_secret_values_does_not_hold_up_other_tokens(
     env: ProductEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ada = seed_large_secrets(env)
-    bob = env.token(env.user("bob@example.com"))
+    ada = await seed_large_secrets(env)
+    bob = await env.token(await env.user("bob@example.com"))
     held = HeldBuild()
     monkeypatch.setattr(base, "_build_masks", held)
     outcome: dict[str, Any] = {}
@@ -138,7 +135,7 @@ async def in_session(
 async def test_the_product_refuses_a_subscription_to_a_resource_it_does_not_serve(
     env: ProductEnv,
 ) -> None:
-    token = env.token(env.user())
+    token = await env.token(await env.user())
     session_id = await open_session(env.server, token=token)
     uri = "sp00ky://projects/api/" + "x" * 100
     [reply] = await in_session(
@@ -190,17 +187,14 @@ async def test_a_resource_uri_longer_than_2048_characters_is_refused(
 # --- the tool-result cache ----------------------------------------------------------------
 
 
-def seed_values(env: ProductEnv, email: str, count: int, size: int) -> str:
+async def seed_values(env: ProductEnv, email: str, count: int, size: int) -> str:
     """`email`'s project 'api' with `count` env values of `size` characters; a token of
     theirs that may see them."""
-    user = env.user(email)
-    project_id = env.make_project(user)
-    with env.store.transaction() as db:
-        db.executemany(
-            "INSERT INTO env_vars VALUES (?, ?, ?, ?)",
-            [(project_id, f"KEY_{i}", "v" * size, NOW) for i in range(count)],
-        )
-    return env.token(user, "mcp:read,secrets:reveal")
+    user = await env.user(email)
+    project_id = await env.make_project(user)
+    async with env.store.transaction() as tx:
+        await tx.env.put_many(project_id, [(f"KEY_{i}", "v" * size) for i in range(count)], NOW)
+    return await env.token(user, "mcp:read,secrets:reveal")
 
 
 async def flood(env: ProductEnv, token: str, user_id: str, count: int) -> list[int]:
@@ -218,12 +212,12 @@ async def flood(env: ProductEnv, token: str, user_id: str, count: int) -> list[i
 async def test_the_results_a_client_leaves_cached_stay_within_the_byte_bounds(
     env: ProductEnv,
 ) -> None:
-    ada_token = seed_values(env, "ada@example.com", 40, 8 * 1024)
-    bob_token = seed_values(env, "bob@example.com", 40, 8 * 1024)
+    ada_token = await seed_values(env, "ada@example.com", 40, 8 * 1024)
+    bob_token = await seed_values(env, "bob@example.com", 40, 8 * 1024)
     cache = base.results_of(env.store)
     # Bounds of a few results each, so that a flood of 40 results overflows them.
     cache.total, cache.share = 400_000, 250_000
-    ada, bob = env.user("ada@example.com").id, env.user("bob@example.com").id
+    ada, bob = (await env.user("ada@example.com")).id, (await env.user("bob@example.com")).id
     held = await flood(env, ada_token, ada, 40) + await flood(env, bob_token, bob, 40)
     # The two together held more than one share, and never more than the total.
     assert cache.share < max(held[0::2]) <= cache.total
@@ -243,26 +237,27 @@ def batch(*messages: bytes) -> bytes:
 
 
 @asynccontextmanager
-async def rate_limited(tmp_path: Path, burst: int) -> AsyncIterator[tuple[McpServer, str]]:
-    """The product with a token that may send `burst` requests, refilled at one a minute."""
-    store = Store.open(tmp_path)
+async def rate_limited(
+    store: Store, tmp_path: Path, burst: int
+) -> AsyncIterator[tuple[McpServer, str]]:
+    """The product on `store` with a token that may send `burst` requests, refilled at one a
+    minute."""
     limits = Limits(rate_per_minute=1, rate_burst=burst)
     parts = build_product(ServerConfig(port=0, data_dir=str(tmp_path), limits=limits), store)
-    user = parts.accounts.ensure_user("ada@example.com")
-    _, token = parts.accounts.mint(user, "test", ("mcp:full",), None)
+    user = await parts.accounts.ensure_user("ada@example.com")
+    _, token = await parts.accounts.mint(user, "test", ("mcp:full",), None)
     async with anyio.create_task_group() as tasks:
         await tasks.start(parts.server.serve)
         try:
             yield parts.server, token
         finally:
             parts.server.shutdown()
-    store.close()
 
 
 async def test_each_request_of_a_batch_counts_against_the_token_rate_limit(
-    tmp_path: Path,
+    store: Store, tmp_path: Path
 ) -> None:
-    async with rate_limited(tmp_path, burst=6) as (server, token):
+    async with rate_limited(store, tmp_path, burst=6) as (server, token):
         # initialize and notifications/initialized take two of the six.
         session_id = await open_session(server, LEGACY, token=token)
         headers = {**post_headers(session_id, LEGACY), "Authorization": f"Bearer {token}"}

@@ -14,7 +14,7 @@ from sp00ky_mcp.engine.catalogue import Tool
 from sp00ky_mcp.product import scopes
 from sp00ky_mcp.product.accounts import Accounts
 from sp00ky_mcp.product.cloud.base import Cloud
-from sp00ky_mcp.product.store import Store
+from sp00ky_mcp.product.store.sqlite import SqliteStore
 from sp00ky_mcp.product.tools import all_specs, product_tools
 
 # Issue 4, "The tool catalogue": scope -> tools.  A trailing * marks a destructive tool.
@@ -86,10 +86,11 @@ REGISTERED = [spec.name for spec in all_specs()]
 
 @pytest.fixture(scope="module")
 def tools() -> Iterator[dict[str, Tool]]:
-    store = Store.in_memory()
+    store = SqliteStore.in_memory()
     accounts = Accounts(store)
     yield {tool.name: tool for tool in product_tools(Cloud(store, accounts))}
-    store.close()
+    # Off any event loop: the fixture is a plain function, shared by the module's tests.
+    store.close_now()
 
 
 def test_the_table_uses_only_concrete_scopes_and_covers_all_but_secrets_reveal() -> None:

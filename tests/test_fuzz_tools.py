@@ -18,7 +18,6 @@ from the same state and replays deterministically.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -39,9 +38,6 @@ SPECS = {spec.name: spec for spec in all_specs()}
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z: a fixed clock keeps every example replayable
 SECRET = "postgres://ada:hunter2-very-secret@db.internal/api"
 HOSTNAME = "api.ada-example.com"
-# Tables whose changes are the point of every call rather than a change of state: the audit
-# log records each tools/call, rejected ones included.
-AUDITED = {"audit_log"}
 SETTINGS = settings(
     max_examples=20,
     derandomize=True,
@@ -66,7 +62,8 @@ LONG = 100_000
 class World:
     token: str
     good: dict[str, list[Any]]
-    baseline: sqlite3.Connection
+    # Every row of the store as the world left it, secret values sealed under `secrets`.
+    baseline: dict[str, list[dict[str, Any]]]
     secrets: SecretBox
 
 
@@ -74,8 +71,8 @@ async def build_world(env: ProductEnv) -> World:
     """Ada's personal tenant with a project "api" that has every kind of child object, and
     a team with a project and a pending invitation; all made through the tools."""
     env.cloud.clock = lambda: NOW
-    ada = env.user("ada@example.com")
-    token = env.token(ada, "mcp:full")
+    ada = await env.user("ada@example.com")
+    token = await env.token(ada, "mcp:full")
 
     async def make(tool: str, arguments: dict[str, Any]) -> Any:
         return await env.structured(token, tool, arguments)
@@ -94,7 +91,7 @@ async def build_world(env: ProductEnv) -> World:
     team = (await make("create_team", {"name": "Acme"}))["tenant_id"]
     await make("create_project", {"tenant_id": team, "name": "site"})
     invited = await make("invite_team_member", {"tenant_id": team, "email": "new@example.com"})
-    personal = env.accounts.personal_tenant(ada.id)
+    personal = await env.personal(ada)
     good: dict[str, list[Any]] = {
         "project": ["api", project["id"], "site"],
         "tenant_id": [personal, team],
@@ -106,9 +103,7 @@ async def build_world(env: ProductEnv) -> World:
         "member": [ada.email, ada.id, "new@example.com"],
         **GOOD,
     }
-    baseline = sqlite3.connect(":memory:")
-    with sqlite3.connect(env.store.path) as source:
-        source.backup(baseline)
+    baseline = await env.store.reads.support.dump()
     return World(token, good, baseline, env.store.secrets)
 
 
@@ -139,53 +134,29 @@ GOOD: dict[str, list[Any]] = {
 }
 
 
-def snapshot(env: ProductEnv) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, the audit log and tokens.last_used_at aside."""
-    tables = [
-        row["name"]
-        for row in env.store.all(
-            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
-        )
-    ]
-    shot: dict[str, list[tuple[Any, ...]]] = {}
-    for table in tables:
-        if table in AUDITED:
-            continue
-        rows = env.store.all(f"SELECT * FROM {table}")  # names from sqlite_master
-        if table == "tokens":
-            shot[table] = sorted(
-                tuple(v for k, v in zip(r.keys(), r, strict=True) if k != "last_used_at")
-                for r in rows
-            )
-        elif table == "sqlite_sequence":
-            shot[table] = sorted(tuple(r) for r in rows if r["name"] not in AUDITED)
-        else:
-            shot[table] = sorted(tuple(r) for r in rows)
-    return shot
-
-
-def restore(env: ProductEnv, world: World) -> None:
-    """Back to the world as built, through a second connection (the server's own picks the
-    change up as any commit by another process)."""
-    with sqlite3.connect(env.store.path) as target:
-        world.baseline.backup(target)
+async def restore(env: ProductEnv, world: World) -> None:
+    """Back to the world as built, in one transaction (the server's caches drop what they
+    kept, as after any commit)."""
     # The world's secret values are sealed under its own key, which comes along.
     env.store.secrets = world.secrets
+    async with env.store.transaction() as tx:
+        await tx.support.load(world.baseline)
 
 
-# The world is built through the tools once per run and copied into each test's fresh store:
-# building it costs a third of a second, and there is one test per tool.
-_BUILT: list[World] = []
+# The world is built through the tools once per run and backend, and copied into each test's
+# fresh store: building it costs a third of a second, and there is one test per tool.
+_BUILT: dict[str, World] = {}
 
 
 @pytest.fixture
 async def world(product: ProductEnv) -> AsyncIterator[World]:
     product.cloud.clock = lambda: NOW
-    if not _BUILT:
-        _BUILT.append(await build_world(product))
+    backend = type(product.store).__name__
+    if backend not in _BUILT:
+        _BUILT[backend] = await build_world(product)
     else:
-        restore(product, _BUILT[0])
-    yield _BUILT[0]
+        await restore(product, _BUILT[backend])
+    yield _BUILT[backend]
 
 
 # --- recipes ---------------------------------------------------------------------------------
@@ -537,9 +508,9 @@ async def test_any_arguments_end_in_a_valid_result_or_an_error_result_that_chang
 ) -> None:
     spec = SPECS[tool]
     arguments = realise(recipe, spec.input_schema(), world.good)
-    before = snapshot(product)
+    before = await product.snapshot()
     result = await call(product, world.token, tool, arguments)
-    after = snapshot(product)
+    after = await product.snapshot()
     # Seen with --hypothesis-show-statistics: how far the drawn arguments got.
     event("outcome", outcome(result))
     if result["isError"] is True:
@@ -551,8 +522,8 @@ async def test_any_arguments_end_in_a_valid_result_or_an_error_result_that_chang
     assert result["isError"] is False, result
     jsonschema.Draft202012Validator(spec.output).validate(result["structuredContent"])
     if after != before:
-        restore(product, world)
-        assert snapshot(product) == before
+        await restore(product, world)
+        assert await product.snapshot() == before
 
 
 # --- what the fuzz rests on, spelled out ------------------------------------------------------
@@ -583,17 +554,17 @@ async def test_a_cursor_with_a_unicode_digit_is_refused_as_invalid_and_changes_n
 ) -> None:
     prefix = "b" if tool == "get_logs" else "o"
     arguments = {**required_good(tool, world.good), "cursor": f"{prefix}1{digit}"}
-    before = snapshot(product)
+    before = await product.snapshot()
     result = await call(product, world.token, tool, arguments)
     assert (result["isError"], result["content"][0]["text"]) == (True, CURSOR_RULE)
-    assert snapshot(product) == before
+    assert await product.snapshot() == before
 
 
 @pytest.mark.parametrize("schedule", ["*/² * * * *", "*/\u0661 * * * *"])
 async def test_a_cron_step_with_a_unicode_digit_is_refused_as_invalid_and_changes_nothing(
     product: ProductEnv, world: World, schedule: str
 ) -> None:
-    before = snapshot(product)
+    before = await product.snapshot()
     result = await call(
         product, world.token, "configure_backups", {"project": "api", "schedule": schedule}
     )
@@ -602,7 +573,7 @@ async def test_a_cron_step_with_a_unicode_digit_is_refused_as_invalid_and_change
         f"Field 1 (minute) of the cron schedule '{schedule}' is not valid: use *, a value from "
         "0 to 59, a range a-b, a step /n, or a comma-separated list of these."
     )
-    assert snapshot(product) == before
+    assert await product.snapshot() == before
 
 
 async def test_arguments_nested_300_deep_are_refused_by_the_schema_and_audited(
@@ -610,7 +581,7 @@ async def test_arguments_nested_300_deep_are_refused_by_the_schema_and_audited(
 ) -> None:
     """Deeper than orjson encodes: the audit record's digest of the arguments must still be
     made (it once failed, and the call ended in -32603)."""
-    before = snapshot(product)
+    before = await product.snapshot()
     result = await call(product, world.token, "list_projects", {"extra": nested(300)})
     assert {key: result[key] for key in ("content", "isError")} == {
         "content": [
@@ -622,6 +593,6 @@ async def test_arguments_nested_300_deep_are_refused_by_the_schema_and_audited(
         ],
         "isError": True,
     }
-    assert snapshot(product) == before
-    audit = product.audit_log()[-1:]
-    assert [(row["tool"], row["outcome"]) for row in audit] == [("list_projects", "error")]
+    assert await product.snapshot() == before
+    audit = (await product.audit_log())[-1:]
+    assert [(entry.tool, entry.outcome) for _, entry in audit] == [("list_projects", "error")]

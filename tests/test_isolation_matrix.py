@@ -49,52 +49,46 @@ class World:
 
 async def seed(env: ProductEnv) -> World:
     """Ada's tenants, filled through the tools a user would call; Mallory has her own."""
-    ada = env.user("ada@example.com")
-    token = env.token(ada, "mcp:full,secrets:reveal")
+    ada = await env.user("ada@example.com")
+    token = await env.token(ada, "mcp:full,secrets:reveal")
 
     async def make(tool: str, arguments: dict[str, Any]) -> Any:
         return await env.structured(token, tool, arguments)
 
-    await make("create_project", {"name": "api", "services": ["web", "api", "worker"]})
+    api = await make("create_project", {"name": "api", "services": ["web", "api", "worker"]})
     await make("set_env_var", {"project": "api", "key": "DATABASE_URL", "value": SECRET})
     await make("init_vault", {"project": "api"})
     await make("enable_vault_ci_access", {"project": "api"})
     await make("set_up_repo_link", {"project": "api", "repo_url": "https://github.com/ada/api"})
     await make("trigger_build", {"project": "api"})
-    await make("deploy", {"project": "api"})
+    deployed = await make("deploy", {"project": "api"})
     await make("configure_backups", {"project": "api", "schedule": "daily", "retention_days": 14})
-    await make("create_backup", {"project": "api"})
-    backup_id = str(env.store.one("SELECT id FROM backups")["id"])
-    await make("restore_backup", {"project": "api", "backup_id": backup_id})
+    backup_id = (await make("create_backup", {"project": "api"}))["backup_id"]
+    restored = await make("restore_backup", {"project": "api", "backup_id": backup_id})
     await make("add_domain", {"project": "api", "hostname": HOSTNAME})
     await make("create_checkout_session", {"plan": "pro"})
     team = (await make("create_team", {"name": "Acme"}))["tenant_id"]
-    await make("create_project", {"tenant_id": team, "name": "site"})
+    site = await make("create_project", {"tenant_id": team, "name": "site"})
     invited = await make("invite_team_member", {"tenant_id": team, "email": "new@example.com"})
-
-    def one(sql: str) -> str:
-        return str(env.store.one(sql)["id"])
-
-    project_id = one("SELECT id FROM projects WHERE name = 'api'")
     ids = {
-        "deployment_id": one("SELECT id FROM deployments ORDER BY created_at DESC LIMIT 1"),
+        "deployment_id": deployed["deployment_id"],
         "backup_id": backup_id,
-        "restore_id": one("SELECT id FROM restores"),
+        "restore_id": restored["restore_id"],
         "hostname": HOSTNAME,
         "invitation_id": invited["invitation_id"],
         "member": ada.email,
     }
-    mallory = env.token(env.user("mallory@example.com"), "mcp:full,secrets:reveal")
+    mallory = await env.token(await env.user("mallory@example.com"), "mcp:full,secrets:reveal")
     # Mallory's own project has Ada's project name, so ids are checked against the project
     # they are looked up in, not just against the name.
     await env.structured(mallory, "create_project", {"name": "api"})
     mallory_team = (await env.structured(mallory, "create_team", {"name": "Mine"}))["tenant_id"]
     return World(
         ada.email,
-        env.accounts.personal_tenant(ada.id),
+        await env.personal(ada),
         team,
-        project_id,
-        one("SELECT id FROM projects WHERE name = 'site'"),
+        api["id"],
+        site["id"],
         ids,
         mallory,
         mallory_team,
@@ -162,7 +156,7 @@ async def test_another_users_token_finds_nothing_of_the_first_users_tenants(
     product: ProductEnv,
 ) -> None:
     world = await seed(product)
-    before = product.snapshot()
+    before = await product.snapshot()
     calls = attempts(world)
     called = {name for name, _ in calls}
     expected = {s.name for s in SPECS} - {"list_teams", "create_team"}
@@ -176,14 +170,14 @@ async def test_another_users_token_finds_nothing_of_the_first_users_tenants(
         # Nothing of Ada's beyond what the caller passed in comes back.
         for leak in (world.ada_email, "ada's workspace", "Acme", SECRET):
             assert leak not in text or leak in str(arguments), (name, arguments, text)
-    assert product.snapshot() == before
+    assert await product.snapshot() == before
 
 
 async def test_another_users_lists_show_none_of_the_first_users_objects(
     product: ProductEnv,
 ) -> None:
     world = await seed(product)
-    before = product.snapshot()
+    before = await product.snapshot()
     teams = await product.structured(world.mallory, "list_teams", {})
     assert [t["name"] for t in teams["items"]] == ["mallory's workspace", "Mine"]
     projects = await product.structured(world.mallory, "list_projects", {})
@@ -197,4 +191,4 @@ async def test_another_users_lists_show_none_of_the_first_users_objects(
     assert [m["email"] for m in members["items"]] == ["mallory@example.com"]
     usage = await product.structured(world.mallory, "get_usage", {})
     assert usage["usage"]["env_vars"]["used"] == 0
-    assert product.snapshot() == before
+    assert await product.snapshot() == before

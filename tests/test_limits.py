@@ -9,23 +9,22 @@ import gc
 import re
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import aclosing, asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import aclosing, contextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 
 from sp00ky_mcp.engine import service as service_module
-from sp00ky_mcp.engine.config import Limits, ServerConfig
+from sp00ky_mcp.engine.config import Limits
 from sp00ky_mcp.engine.runtime import MAX_RETAINED_STREAMS
 from sp00ky_mcp.engine.server import McpServer
-from sp00ky_mcp.product.app import build_product
+from sp00ky_mcp.engine.sessions import Session
 from sp00ky_mcp.product.store import Store
 from tests.faults_support import back_to, footprint, settled, task_count
-from tests.product_support import ProductEnv
+from tests.product_support import product_server
 from tests.wire import (
     ENDPOINT,
     LATEST,
@@ -77,6 +76,13 @@ STALLED_HEAD = encode_request("POST", ENDPOINT, post_headers())[:40]
 STALLED_BODY = encode_request(
     "POST", ENDPOINT, {**post_headers(), "Content-Length": "100"}, b'{"jsonrpc":'
 )
+
+
+def live_session(server: McpServer, session_id: str) -> Session:
+    """The session `session_id`, which must still be open."""
+    found = server.service.sessions.peek(session_id)
+    assert found is not None
+    return found
 
 
 def length(body: bytes) -> tuple[str, str]:
@@ -363,7 +369,7 @@ async def test_a_resumed_stream_replays_only_the_last_sse_replay_events_events()
                 replayed = [await anext(events) for _ in range(4)]
                 await trigger_tool_change(server, session_id, 10)
                 live = await anext(events)
-        buffered = len(server.service.sessions.peek(session_id).runtime.streams[stream_id].items)
+        buffered = len(live_session(server, session_id).runtime.streams[stream_id].items)
     expected = [f"{stream_id}_{seq}" for seq in (7, 8, 9, 10)]
     assert [event.id for event in replayed] == expected
     assert {event.json()["method"] for event in replayed} == {"notifications/tools/list_changed"}
@@ -394,7 +400,7 @@ async def test_a_session_keeps_at_most_its_retained_streams_and_the_oldest_canno
         oldest = await exchange(
             server, "GET", get_headers(session_id, Last_Event_ID=f"{stream_ids[0]}_1")
         )
-        retained = len(server.service.sessions.peek(session_id).runtime.streams)
+        retained = len(live_session(server, session_id).runtime.streams)
     assert len(set(stream_ids)) == calls
     assert retained == MAX_RETAINED_STREAMS
     assert oldest.status == 404
@@ -430,23 +436,13 @@ async def test_a_quiet_listen_stream_carries_keep_alive_comments() -> None:
 # --- per-token rate limit and concurrent calls ---------------------------------------------
 
 
-@asynccontextmanager
-async def product_server(data_dir: Path, limits: Limits) -> AsyncIterator[ProductEnv]:
-    store = Store.open(data_dir)
-    parts = build_product(ServerConfig(port=0, data_dir=str(data_dir), limits=limits), store)
-    async with anyio.create_task_group() as tasks, httpx.AsyncClient() as http:
-        await tasks.start(parts.server.serve)
-        yield ProductEnv(parts.server, store, parts.accounts, parts.cloud, http)
-        parts.server.shutdown()
-    store.close()
-
-
 async def test_a_token_past_its_rate_burst_gets_429_with_retry_after_and_other_tokens_are_served(
-    tmp_path: Path,
+    store: Store, tmp_path: Path
 ) -> None:
-    async with product_server(tmp_path, Limits(rate_per_minute=60, rate_burst=3)) as product:
-        user = product.user()
-        busy, calm = product.token(user, name="busy"), product.token(user, name="calm")
+    limits = Limits(rate_per_minute=60, rate_burst=3)
+    async with product_server(store, tmp_path, limits) as product:
+        user = await product.user()
+        busy, calm = await product.token(user, name="busy"), await product.token(user, name="calm")
         allowed = [(await product.rpc(busy, "tools/list")).status_code for _ in range(3)]
         over = await product.rpc(busy, "tools/list")
         other = await product.rpc(calm, "tools/list")
@@ -525,7 +521,7 @@ def events_over_the_replay_buffer() -> Load:
                 await sse_head(wire, get_headers(session[0]))
         for _ in range(1000):
             server.service.announce("notifications/tools/list_changed", {})
-        standalone = server.service.sessions.peek(session[0]).runtime.standalone
+        standalone = live_session(server, session[0]).runtime.standalone
         assert len(standalone.items) == 8
 
     return load

@@ -33,7 +33,7 @@ async def visible(client: Client) -> set[str]:
 
 @MODES
 async def test_deploy_the_latest_build_of_my_api_project(product: ProductEnv, mode: str) -> None:
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     created = await product.structured(token, "create_project", {"name": "api"})
     async with product.sdk(token, mode=mode) as client:
         assert {"deploy", "get_deployment_status"} <= await visible(client)
@@ -49,14 +49,14 @@ async def test_deploy_the_latest_build_of_my_api_project(product: ProductEnv, mo
 async def test_show_me_the_last_200_log_lines_for_web_filtered_to_the_ssr_service(
     product: ProductEnv, mode: str
 ) -> None:
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     web = await product.structured(
         token, "create_project", {"name": "web", "services": ["web", "ssr"]}
     )
-    with product.store.transaction() as db:
+    async with product.store.transaction() as tx:
         for n in range(250):
             for service in ("web", "ssr"):
-                product.cloud.log(db, web["id"], service, "info", f"GET /page/{n} 200")
+                await product.cloud.log(tx, web["id"], service, "info", f"GET /page/{n} 200")
     for _ in range(3):
         await product.structured(token, "deploy", {"project": "web"})
     async with product.sdk(token, mode=mode) as client:
@@ -72,12 +72,11 @@ async def test_show_me_the_last_200_log_lines_for_web_filtered_to_the_ssr_servic
 async def test_what_environment_variables_are_set_on_api_with_values_masked(
     product: ProductEnv, mode: str
 ) -> None:
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     api = await product.structured(token, "create_project", {"name": "api"})
     values = {"DATABASE_URL": "postgres://app:s3cr3t-pw@db:5432/app", "STRIPE_KEY": "sk_live_42x"}
-    with product.store.transaction() as db:
-        for key, value in values.items():
-            db.execute("INSERT INTO env_vars VALUES (?, ?, ?, 0)", (api["id"], key, value))
+    async with product.store.transaction() as tx:
+        await tx.env.put_many(api["id"], values.items(), 0.0)
     async with product.sdk(token, mode=mode) as client:
         if "list_env_vars" not in await visible(client):
             pytest.skip("list_env_vars is not registered yet: the env tools come from the env area")
@@ -94,7 +93,7 @@ async def test_what_environment_variables_are_set_on_api_with_values_masked(
 async def test_restart_web_and_then_tell_me_its_deployment_status(
     product: ProductEnv, mode: str
 ) -> None:
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     await product.structured(token, "create_project", {"name": "web", "services": ["web", "ssr"]})
     deployed = await product.structured(token, "deploy", {"project": "web"})
     async with product.sdk(token, mode=mode) as client:
@@ -113,7 +112,7 @@ async def test_restart_web_and_then_tell_me_its_deployment_status(
 async def test_list_the_backups_for_api_and_create_a_fresh_one(
     product: ProductEnv, mode: str
 ) -> None:
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     await product.structured(token, "create_project", {"name": "api"})
     await product.structured(token, "deploy", {"project": "api"})
     async with product.sdk(token, mode=mode) as client:

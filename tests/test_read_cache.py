@@ -4,9 +4,9 @@ this process made it or another one did.  The audit trail commits its records to
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import sqlite3
-from contextlib import closing
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +19,31 @@ from sp00ky_mcp.engine.context import ANONYMOUS, CallContext, Principal
 from sp00ky_mcp.engine.protocol import ToolResult
 from sp00ky_mcp.engine.versions import Era
 from sp00ky_mcp.product import app as product_module
-from sp00ky_mcp.product.accounts import AuditEntry
+from sp00ky_mcp.product.accounts import Accounts, AuditEntry
 from sp00ky_mcp.product.app import AuditTrail, build_product
 from sp00ky_mcp.product.cloud import env as env_rules
-from sp00ky_mcp.product.store import ReadCache, Store, inserts
+from sp00ky_mcp.product.store import ReadCache, Store, open_store
+from sp00ky_mcp.product.store.port import Row, TurnMemo
+from sp00ky_mcp.product.store.repos.accounts import AccountsRepo
+from sp00ky_mcp.product.store.sqlite import SqliteStore
 
-from .product_support import REDACTED, ProductEnv
+from .product_support import NOW, REDACTED, ProductEnv
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def elsewhere(
+    store: Store, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Store]:
+    """A second store on the same database as `store`, as another process opens it."""
+    if isinstance(store, SqliteStore):
+        other: Store = await SqliteStore.open(Path(store.path).parent)
+    else:
+        url = request.getfixturevalue("postgres_database_url")
+        other = await open_store(tmp_path, url=url)
+    yield other
+    await other.close()
 
 
 def listing(result: dict[str, Any]) -> dict[str, str]:
@@ -37,80 +54,85 @@ def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     reads: list[str] = []
     original = env_rules.list_variables
 
-    def counted(cloud: Any, project_id: str) -> Any:
+    async def counted(cloud: Any, project_id: str) -> Any:
         reads.append(project_id)
-        return original(cloud, project_id)
+        return await original(cloud, project_id)
 
     monkeypatch.setattr(env_rules, "list_variables", counted)
     return reads
 
 
+async def change(store: Store, email: str = "ada@example.com") -> None:
+    """A committed write: a new user."""
+    await Accounts(store).ensure_user(email)
+
+
 # --- ReadCache ---------------------------------------------------------------------------------
 
 
-def test_a_kept_value_is_served_until_this_process_writes(tmp_path: Path) -> None:
-    store = Store.open(tmp_path)
+async def test_a_kept_value_is_served_until_this_process_writes(store: Store) -> None:
     cache: ReadCache[str, int] = ReadCache(store, 10)
-    _, version = cache.get("k")
-    cache.put("k", 1, version)
-    assert cache.get("k")[0] == 1
-    with store.transaction() as db:
-        db.execute("DELETE FROM audit_log")
-    assert cache.get("k")[0] is None
-    store.close()
+    _, version = await cache.get("k")
+    await cache.put("k", 1, version)
+    kept = (await cache.get("k"))[0]
+    await change(store)
+    assert (kept, (await cache.get("k"))[0]) == (1, None)
 
 
-def test_a_kept_value_is_dropped_when_another_connection_commits(tmp_path: Path) -> None:
-    store = Store.open(tmp_path)
-    cache: ReadCache[str, int] = ReadCache(store, 10)
-    _, version = cache.get("k")
-    cache.put("k", 1, version)
-    with closing(sqlite3.connect(store.path, isolation_level=None)) as other:
-        other.execute("DELETE FROM audit_log")
-    assert cache.get("k")[0] is None
-    store.close()
-
-
-async def test_another_connections_commit_is_seen_from_the_next_turn_of_the_loop(
-    tmp_path: Path,
+async def test_a_kept_value_is_dropped_when_another_connection_commits(
+    store: Store, elsewhere: Store
 ) -> None:
-    store = Store.open(tmp_path)
-    before = store.version()
-    with closing(sqlite3.connect(store.path, isolation_level=None)) as other:
-        other.execute("DELETE FROM audit_log")
-    assert store.version() == before
-    await anyio.lowlevel.checkpoint()
-    assert store.version() != before
-    store.close()
-
-
-def test_a_value_read_before_a_change_is_not_kept(tmp_path: Path) -> None:
-    store = Store.open(tmp_path)
     cache: ReadCache[str, int] = ReadCache(store, 10)
-    _, version = cache.get("k")
-    with store.transaction() as db:
-        db.execute("DELETE FROM audit_log")
-    cache.put("k", 1, version)
-    assert cache.get("k")[0] is None
-    store.close()
+    _, version = await cache.get("k")
+    await cache.put("k", 1, version)
+    await change(elsewhere)
+    await anyio.lowlevel.checkpoint()
+    assert (await cache.get("k"))[0] is None
 
 
-def test_a_full_cache_starts_again_empty(tmp_path: Path) -> None:
-    store = Store.open(tmp_path)
+async def test_versions_asked_for_in_one_turn_of_the_loop_share_one_read() -> None:
+    memo = TurnMemo()
+    reads: list[int] = []
+
+    async def read() -> int:
+        reads.append(len(reads))
+        return len(reads)
+
+    together = await asyncio.gather(memo.get(read), memo.get(read), memo.get(read))
+    await anyio.lowlevel.checkpoint()
+    later = await memo.get(read)
+    assert (list(together), later, reads) == ([1, 1, 1], 2, [0, 1])
+
+
+async def test_a_value_read_before_a_change_is_not_kept(store: Store) -> None:
+    cache: ReadCache[str, int] = ReadCache(store, 10)
+    _, version = await cache.get("k")
+    await change(store)
+    await cache.put("k", 1, version)
+    assert (await cache.get("k"))[0] is None
+
+
+async def test_a_full_cache_starts_again_empty() -> None:
+    store = SqliteStore.in_memory()
     cache: ReadCache[int, int] = ReadCache(store, 2)
     for key in range(3):
-        _, version = cache.get(key)
-        cache.put(key, key, version)
-    assert [cache.get(key)[0] for key in range(3)] == [None, None, 2]
-    store.close()
+        _, version = await cache.get(key)
+        await cache.put(key, key, version)
+    kept = [(await cache.get(key))[0] for key in range(3)]
+    await store.close()
+    assert kept == [None, None, 2]
 
 
 async def test_bookkeeping_writes_leave_the_version_alone(product: ProductEnv) -> None:
-    record, _ = product.accounts.mint(product.user(), "ci", ("mcp:read",), None)
-    before = product.store.version()
-    product.accounts.touch(record.id, 1.0)
-    product.accounts.audit([AuditEntry(1.0, record.id, record.user_id, None, "t", "d", "ok", 1)])
-    assert product.store.version() == before
+    record, _ = await product.accounts.mint(await product.user(), "ci", ("mcp:read",), None)
+    await anyio.lowlevel.checkpoint()
+    before = await product.store.version()
+    await product.accounts.touch(record.id, 1.0)
+    await product.accounts.audit(
+        [AuditEntry(1.0, record.id, record.user_id, None, "t", "d", "ok", 1.0)]
+    )
+    await anyio.lowlevel.checkpoint()
+    assert await product.store.version() == before
 
 
 # --- pure tools ---------------------------------------------------------------------------------
@@ -119,8 +141,9 @@ async def test_bookkeeping_writes_leave_the_version_alone(product: ProductEnv) -
 async def test_a_listing_is_read_once_while_nothing_changes(
     product: ProductEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    token = product.token(product.user())
-    product.make_project(product.user())
+    ada = await product.user()
+    token = await product.token(ada)
+    await product.make_project(ada)
     await product.structured(token, "set_env_var", {"project": "api", "key": "A", "value": "1"})
     reads = count_reads(monkeypatch)
     for _ in range(3):
@@ -131,8 +154,9 @@ async def test_a_listing_is_read_once_while_nothing_changes(
 async def test_a_listing_shows_a_change_made_through_a_tool_at_once(
     product: ProductEnv,
 ) -> None:
-    token = product.token(product.user(), "mcp:full,secrets:reveal")
-    product.make_project(product.user())
+    ada = await product.user()
+    token = await product.token(ada, "mcp:full,secrets:reveal")
+    await product.make_project(ada)
     await product.structured(token, "set_env_var", {"project": "api", "key": "A", "value": "1"})
     first = await product.structured(token, "list_env_vars", {"project": "api"})
     await product.structured(token, "set_env_var", {"project": "api", "key": "A", "value": "2"})
@@ -141,16 +165,16 @@ async def test_a_listing_shows_a_change_made_through_a_tool_at_once(
 
 
 async def test_a_listing_shows_a_change_committed_by_another_process_on_the_next_call(
-    product: ProductEnv,
+    product: ProductEnv, elsewhere: Store
 ) -> None:
-    token = product.token(product.user(), "mcp:full,secrets:reveal")
-    product.make_project(product.user())
+    ada = await product.user()
+    token = await product.token(ada, "mcp:full,secrets:reveal")
+    project_id = await product.make_project(ada)
     await product.structured(token, "set_env_var", {"project": "api", "key": "A", "value": "1"})
     await product.structured(token, "list_env_vars", {"project": "api"})
-    other = Store(product.store.path)
-    with other.transaction() as db:
-        db.execute("UPDATE env_vars SET value = 'changed elsewhere' WHERE key = 'A'")
-    other.close()
+    async with elsewhere.transaction() as tx:
+        await tx.env.put(project_id, "A", "changed elsewhere", NOW)
+    await anyio.lowlevel.checkpoint()
     after = await product.structured(token, "list_env_vars", {"project": "api"})
     assert listing(after) == {"A": "changed elsewhere"}
 
@@ -158,10 +182,10 @@ async def test_a_listing_shows_a_change_committed_by_another_process_on_the_next
 async def test_a_revealed_listing_is_never_served_to_a_token_without_secrets_reveal(
     product: ProductEnv,
 ) -> None:
-    ada = product.user()
-    revealing = product.token(ada, "mcp:full,secrets:reveal", name="reveal")
-    reading = product.token(ada, "mcp:read", name="read")
-    product.make_project(ada)
+    ada = await product.user()
+    revealing = await product.token(ada, "mcp:full,secrets:reveal", name="reveal")
+    reading = await product.token(ada, "mcp:read", name="read")
+    await product.make_project(ada)
     await product.structured(revealing, "set_env_var", {"project": "api", "key": "A", "value": "1"})
     shown = await product.structured(revealing, "list_env_vars", {"project": "api"})
     hidden = await product.structured(reading, "list_env_vars", {"project": "api"})
@@ -169,12 +193,12 @@ async def test_a_revealed_listing_is_never_served_to_a_token_without_secrets_rev
 
 
 async def test_a_listing_is_never_served_to_another_user(product: ProductEnv) -> None:
-    ada, bob = product.user(), product.user("bob@example.com")
-    team = product.make_team({ada: "owner"})
-    product.make_project(ada, tenant_id=team)
+    ada, bob = await product.user(), await product.user("bob@example.com")
+    team = await product.make_team({ada: "owner"})
+    await product.make_project(ada, tenant_id=team)
     arguments = {"project": "api", "tenant_id": team}
-    listed = await product.call(product.token(ada, name="ada"), "list_env_vars", arguments)
-    refused = await product.call(product.token(bob, name="bob"), "list_env_vars", arguments)
+    listed = await product.call(await product.token(ada, name="ada"), "list_env_vars", arguments)
+    refused = await product.call(await product.token(bob, name="bob"), "list_env_vars", arguments)
     assert listed["isError"] is False
     assert refused["isError"] is True
     assert refused["content"][0]["text"].startswith(f"No tenant '{team}' is reachable")
@@ -183,14 +207,14 @@ async def test_a_listing_is_never_served_to_another_user(product: ProductEnv) ->
 async def test_a_member_removed_from_a_team_is_refused_on_the_next_call(
     product: ProductEnv,
 ) -> None:
-    ada, bob = product.user(), product.user("bob@example.com")
-    team = product.make_team({ada: "owner", bob: "member"})
-    product.make_project(ada, tenant_id=team)
-    bobs = product.token(bob, name="bob")
+    ada, bob = await product.user(), await product.user("bob@example.com")
+    team = await product.make_team({ada: "owner", bob: "member"})
+    await product.make_project(ada, tenant_id=team)
+    bobs = await product.token(bob, name="bob")
     arguments = {"project": "api", "tenant_id": team}
     assert (await product.call(bobs, "list_env_vars", arguments))["isError"] is False
     await product.structured(
-        product.token(ada, name="ada"),
+        await product.token(ada, name="ada"),
         "remove_team_member",
         {"tenant_id": team, "member": "bob@example.com"},
     )
@@ -200,8 +224,8 @@ async def test_a_member_removed_from_a_team_is_refused_on_the_next_call(
 # --- the audit trail ---------------------------------------------------------------------------
 
 
-def audit_context(product: ProductEnv) -> CallContext:
-    record, _ = product.accounts.mint(product.user(), "ci", ("mcp:read",), None)
+async def audit_context(product: ProductEnv) -> CallContext:
+    record, _ = await product.accounts.mint(await product.user(), "ci", ("mcp:read",), None)
     principal = Principal(record.id, record.user_id, frozenset({"projects:read"}))
     return CallContext(Era.MODERN, "2026-07-28", principal, None)  # type: ignore[arg-type]
 
@@ -210,16 +234,15 @@ async def test_records_of_calls_answered_within_the_delay_share_one_commit(
     product: ProductEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trail = AuditTrail(product.accounts, delay=0)
-    ctx = audit_context(product)
+    ctx = await audit_context(product)
     commits: list[int] = []
-    record = product.store.record
+    audit = product.accounts.audit
 
-    def counted(statements: Any) -> None:
-        batch = list(statements)
-        commits.append(len(batch))
-        record(batch)
+    async def counted(entries: Sequence[AuditEntry]) -> None:
+        commits.append(len(entries))
+        await audit(entries)
 
-    monkeypatch.setattr(product.store, "record", counted)
+    monkeypatch.setattr(product.accounts, "audit", counted)
     tool = product.server.engine.catalogue.tools["list_projects"]
     for _ in range(3):
         trail(ctx, tool, {}, ToolResult([]), 0.0)
@@ -227,22 +250,24 @@ async def test_records_of_calls_answered_within_the_delay_share_one_commit(
     with anyio.fail_after(5):
         while not commits:
             await anyio.lowlevel.checkpoint()
-    assert commits == [1]
-    assert product.count("audit_log") == 3
+    await trail.drain()
+    assert commits == [3]
+    assert await product.count("audit_log") == 3
 
 
 async def test_audit_records_the_store_refuses_are_reported_and_the_answer_stands(
-    product: ProductEnv, caplog: pytest.LogCaptureFixture
+    sqlite_product: ProductEnv, caplog: pytest.LogCaptureFixture
 ) -> None:
-    token = product.token(product.user())
-    await product.structured(token, "list_projects", {})
-    pages = product.store.one("PRAGMA page_count")[0]
-    product.store.one(f"PRAGMA max_page_count = {pages}")
+    store = sqlite_product.store
+    assert isinstance(store, SqliteStore)
+    token = await sqlite_product.token(await sqlite_product.user())
+    await sqlite_product.structured(token, "list_projects", {})
+    await store.limit_pages(await store.page_count())
     with caplog.at_level(logging.ERROR, logger="sp00ky_mcp.audit"):
         for _ in range(200):
-            assert (await product.call(token, "list_projects", {}))["isError"] is False
-        product.audit_log()
-    product.store.one("PRAGMA max_page_count = 1073741823")
+            assert (await sqlite_product.call(token, "list_projects", {}))["isError"] is False
+        await sqlite_product.audit_log()
+    await store.limit_pages(None)
     assert any("audit records were not written" in r.getMessage() for r in caplog.records)
 
 
@@ -251,22 +276,23 @@ async def test_the_anonymous_principal_is_never_audited(product: ProductEnv) -> 
     ctx = CallContext(Era.MODERN, "2026-07-28", ANONYMOUS, None)  # type: ignore[arg-type]
     tool = product.server.engine.catalogue.tools["list_projects"]
     trail(ctx, tool, {}, ToolResult([]), 0.0)
-    trail.flush()
-    assert product.count("audit_log") == 0
+    await trail.flush()
+    assert await product.count("audit_log") == 0
 
 
-async def test_records_still_pending_are_committed_when_the_server_stops(tmp_path: Path) -> None:
-    parts = build_product(ServerConfig(port=0, data_dir=str(tmp_path)))
-    user = parts.accounts.ensure_user("ada@example.com")
-    _, token = parts.accounts.mint(user, "t", ("mcp:full",), None)
+async def test_records_still_pending_are_committed_when_the_server_stops(
+    store: Store, tmp_path: Path
+) -> None:
+    parts = build_product(ServerConfig(port=0, data_dir=str(tmp_path)), store)
+    user = await parts.accounts.ensure_user("ada@example.com")
+    _, token = await parts.accounts.mint(user, "t", ("mcp:full",), None)
     async with anyio.create_task_group() as tasks, httpx.AsyncClient() as http:
         await tasks.start(parts.server.serve)
         env = ProductEnv(parts.server, parts.store, parts.accounts, parts.cloud, http)
         await env.structured(token, "list_projects", {})
         parts.server.shutdown()
-    rows = parts.store.all("SELECT tool, outcome FROM audit_log")
-    parts.store.close()
-    assert [tuple(row) for row in rows] == [("list_projects", "ok")]
+    records = await store.reads.accounts.audit_records()
+    assert [(entry.tool, entry.outcome) for _, entry in records] == [("list_projects", "ok")]
 
 
 async def test_records_are_committed_at_once_when_too_many_wait(
@@ -274,18 +300,45 @@ async def test_records_are_committed_at_once_when_too_many_wait(
 ) -> None:
     monkeypatch.setattr(product_module, "MAX_PENDING_RECORDS", 2)
     trail = AuditTrail(product.accounts, delay=3600)
-    ctx = audit_context(product)
+    ctx = await audit_context(product)
     tool = product.server.engine.catalogue.tools["list_projects"]
     for _ in range(2):
         trail(ctx, tool, {}, ToolResult([]), 0.0)
-    assert product.count("audit_log") == 2
+    # Nothing else writes them within the test: the delay is an hour.
+    with anyio.fail_after(5):
+        while await product.count("audit_log") != 2:
+            await anyio.lowlevel.checkpoint()
 
 
-def test_rows_become_one_insert_per_hundred() -> None:
-    rows = [(i, f"t{i}") for i in range(250)]
-    statements = list(inserts("audit_log", ("at", "tool"), rows))
-    assert [len(params) for _, params in statements] == [200, 200, 100]
-    assert statements[2][0] == "INSERT INTO audit_log (at, tool) VALUES " + ", ".join(
-        ["(?, ?)"] * 50
-    )
-    assert statements[2][1][:4] == [200, "t200", 201, "t201"]
+class Statements:
+    """A `Db` that keeps the statements it is given to run and runs none."""
+
+    dialect = "sqlite"
+
+    def __init__(self) -> None:
+        self.ran: list[tuple[str, tuple[Any, ...]]] = []
+
+    async def one(self, sql: str, *params: Any) -> Row | None:
+        return None
+
+    async def all(self, sql: str, *params: Any) -> list[Row]:
+        return []
+
+    async def run(self, sql: str, *params: Any) -> int:
+        self.ran.append((sql, params))
+        return 1
+
+    async def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        raise AssertionError("audit records are written as multi-row inserts")
+
+
+async def test_audit_records_become_one_insert_per_hundred() -> None:
+    db = Statements()
+    entries = [
+        AuditEntry(float(i), f"tok{i}", "usr", None, "t", "d", "ok", 1.0) for i in range(250)
+    ]
+    await AccountsRepo(db).add_audit(entries)
+    fields = len(AuditEntry._fields)
+    assert [len(params) for _, params in db.ran] == [100 * fields, 100 * fields, 50 * fields]
+    assert [sql.count("(?") for sql, _ in db.ran] == [100, 100, 50]
+    assert db.ran[2][1][: fields + 2] == (*entries[200], 201.0, "tok201")

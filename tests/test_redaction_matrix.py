@@ -18,7 +18,6 @@ import pytest
 from sp00ky_mcp.engine.context import CallContext, Principal
 from sp00ky_mcp.engine.versions import Era
 from sp00ky_mcp.product.accounts import User
-from sp00ky_mcp.product.cloud import vault
 from sp00ky_mcp.product.tools import all_specs
 from sp00ky_mcp.product.tools.base import SHOWN_ONCE, Call, MaskingPeer
 
@@ -76,23 +75,17 @@ CASES = {
 }
 
 
-def setup(env: ProductEnv) -> User:
+async def setup(env: ProductEnv) -> User:
     """Ada's project 'api' with two secret env vars and an initialized vault, and a project
     'web' whose vault is not initialized yet."""
-    ada = env.user("ada@example.com")
-    tenant_id = env.accounts.personal_tenant(ada.id)
-    with env.store.transaction() as db:
+    ada = await env.user("ada@example.com")
+    tenant_id = await env.personal(ada)
+    async with env.store.transaction() as tx:
         for name in ("api", "web"):
-            db.execute(
-                "INSERT INTO projects (id, tenant_id, name, region, created_at) "
-                "VALUES (?, ?, ?, 'us-east', ?)",
-                (f"prj_{name}", tenant_id, name, NOW),
-            )
-        db.executemany(
-            "INSERT INTO env_vars VALUES ('prj_api', ?, ?, ?)",
-            [("DATABASE_PASSWORD", DB_PASSWORD, NOW), ("API_TOKEN", API_TOKEN, NOW)],
-        )
-        db.execute("INSERT INTO vaults VALUES ('prj_api', ?, 0, ?)", (SEEDED_MATERIAL, NOW))
+            await tx.support.add_project(f"prj_{name}", tenant_id, name, "us-east", NOW)
+        secrets = [("DATABASE_PASSWORD", DB_PASSWORD), ("API_TOKEN", API_TOKEN)]
+        await tx.env.put_many("prj_api", secrets, NOW)
+        await tx.vault.create("prj_api", SEEDED_MATERIAL, NOW)
     return ada
 
 
@@ -119,10 +112,11 @@ def structured(result: dict[str, Any]) -> dict[str, Any]:
     return content
 
 
-def material(env: ProductEnv, project_id: str) -> str:
-    row = env.store.one("SELECT key_material FROM vaults WHERE project_id = ?", (project_id,))
-    assert row is not None
-    return vault.stored_material(env.store, project_id, row["key_material"])
+async def material(env: ProductEnv, project_id: str) -> str:
+    """The vault's key material as the store holds it, opened."""
+    found = await env.store.reads.vault.material(project_id)
+    assert found is not None
+    return found
 
 
 # --- env and vault tools ------------------------------------------------------------------
@@ -134,7 +128,7 @@ async def test_no_secret_value_leaves_without_secrets_reveal(
     env: ProductEnv, name: str, scopes: str
 ) -> None:
     case = CASES[name]
-    token = env.token(setup(env), scopes)
+    token = await env.token(await setup(env), scopes)
     body, result = await call(env, token, case.tool, case.arguments)
     assert result["isError"] is False, result
     for value in (*SEEDED, NEW_VALUE, BULK_VALUE):
@@ -149,7 +143,7 @@ async def test_secret_values_appear_with_secrets_reveal(
     env: ProductEnv, name: str, scopes: str
 ) -> None:
     case = CASES[name]
-    token = env.token(setup(env), scopes)
+    token = await env.token(await setup(env), scopes)
     body, result = await call(env, token, case.tool, case.arguments)
     assert case.shown(structured(result)) == list(case.outputs)
     for value in case.outputs:
@@ -161,10 +155,10 @@ async def test_secret_values_appear_with_secrets_reveal(
 async def test_init_vault_hides_the_new_key_material_without_secrets_reveal(
     env: ProductEnv, scopes: str
 ) -> None:
-    token = env.token(setup(env), scopes)
+    token = await env.token(await setup(env), scopes)
     body, result = await call(env, token, "init_vault", {"project": "web"})
     assert structured(result)["key_material"] == REDACTED
-    new = material(env, "prj_web")
+    new = await material(env, "prj_web")
     assert not appears(new, body)
     assert not appears(SEEDED_MATERIAL, body)
 
@@ -173,20 +167,22 @@ async def test_init_vault_hides_the_new_key_material_without_secrets_reveal(
 async def test_init_vault_shows_the_new_key_material_with_secrets_reveal(
     env: ProductEnv, scopes: str
 ) -> None:
-    token = env.token(setup(env), scopes)
+    token = await env.token(await setup(env), scopes)
     body, result = await call(env, token, "init_vault", {"project": "web"})
-    assert structured(result)["key_material"] == material(env, "prj_web")
+    assert structured(result)["key_material"] == await material(env, "prj_web")
     assert REDACTED not in body
 
 
 async def test_a_replayed_result_is_redacted_for_a_token_without_secrets_reveal(
     env: ProductEnv,
 ) -> None:
-    ada = setup(env)
+    ada = await setup(env)
     arguments = {"project": "api", "key": "NEW", "value": NEW_VALUE, "idempotency_key": "k1"}
-    _, first = await call(env, env.token(ada, "mcp:full,secrets:reveal"), "set_env_var", arguments)
+    _, first = await call(
+        env, await env.token(ada, "mcp:full,secrets:reveal"), "set_env_var", arguments
+    )
     assert structured(first)["value"] == NEW_VALUE
-    body, replay = await call(env, env.token(ada, "mcp:full"), "set_env_var", arguments)
+    body, replay = await call(env, await env.token(ada, "mcp:full"), "set_env_var", arguments)
     assert structured(replay)["value"] == SHOWN_ONCE
     assert not appears(NEW_VALUE, body)
 
@@ -194,22 +190,18 @@ async def test_a_replayed_result_is_redacted_for_a_token_without_secrets_reveal(
 async def test_a_secret_value_quoted_in_an_error_is_masked_without_secrets_reveal(
     env: ProductEnv,
 ) -> None:
-    ada = setup(env)
-    with env.store.transaction() as db:
-        db.execute(
-            "INSERT INTO env_vars VALUES ('prj_api', 'LOOKS_LIKE_A_KEY', "
-            "'Secret_Shaped_Like_A_Key', ?)",
-            (NOW,),
-        )
+    ada = await setup(env)
+    async with env.store.transaction() as tx:
+        await tx.env.put("prj_api", "LOOKS_LIKE_A_KEY", "Secret_Shaped_Like_A_Key", NOW)
     arguments = {"project": "api", "key": "Secret_Shaped_Like_A_Key"}
-    body, result = await call(env, env.token(ada, "mcp:full"), "delete_env_var", arguments)
+    body, result = await call(env, await env.token(ada, "mcp:full"), "delete_env_var", arguments)
     assert result["isError"] is True
     assert result["content"][0]["text"] == (
         "No environment variable '***REDACTED' on project 'api'; list_env_vars shows its keys."
     )
     assert not appears("Secret_Shaped_Like_A_Key", body)
     _, revealed = await call(
-        env, env.token(ada, "mcp:full,secrets:reveal"), "delete_env_var", arguments
+        env, await env.token(ada, "mcp:full,secrets:reveal"), "delete_env_var", arguments
     )
     assert revealed["content"][0]["text"] == (
         "No environment variable 'Secret_Shaped_Like_A_Key' on project 'api'; list_env_vars "
@@ -222,13 +214,10 @@ async def test_a_secret_value_quoted_in_an_error_is_masked_without_secrets_revea
 needs_logs = pytest.mark.skipif("get_logs" not in TOOLS, reason="get_logs is not built yet")
 
 
-def quote_secrets_in_a_log_line(env: ProductEnv) -> None:
-    with env.store.transaction() as db:
-        db.execute(
-            "INSERT INTO log_lines (project_id, service, at, level, message) VALUES "
-            "('prj_api', 'web', ?, 'error', ?)",
-            (NOW, f"connect failed for password {DB_PASSWORD} with token {API_TOKEN}"),
-        )
+async def quote_secrets_in_a_log_line(env: ProductEnv) -> None:
+    message = f"connect failed for password {DB_PASSWORD} with token {API_TOKEN}"
+    async with env.store.transaction() as tx:
+        await tx.logs.add("prj_api", "web", NOW, "error", message)
 
 
 @needs_logs
@@ -236,8 +225,8 @@ def quote_secrets_in_a_log_line(env: ProductEnv) -> None:
 async def test_get_logs_masks_secret_values_quoted_in_log_lines(
     env: ProductEnv, scopes: str
 ) -> None:
-    token = env.token(setup(env), scopes)
-    quote_secrets_in_a_log_line(env)
+    token = await env.token(await setup(env), scopes)
+    await quote_secrets_in_a_log_line(env)
     body, result = await call(env, token, "get_logs", {"project": "api"})
     assert result["isError"] is False, result
     for value in SEEDED:
@@ -252,8 +241,8 @@ async def test_get_logs_masks_secret_values_quoted_in_log_lines(
 async def test_get_logs_shows_quoted_secret_values_with_secrets_reveal(
     env: ProductEnv, scopes: str
 ) -> None:
-    token = env.token(setup(env), scopes)
-    quote_secrets_in_a_log_line(env)
+    token = await env.token(await setup(env), scopes)
+    await quote_secrets_in_a_log_line(env)
     _, result = await call(env, token, "get_logs", {"project": "api"})
     assert [line["message"] for line in structured(result)["items"]] == [
         f"connect failed for password {DB_PASSWORD} with token {API_TOKEN}"
@@ -264,8 +253,8 @@ async def test_get_logs_shows_quoted_secret_values_with_secrets_reveal(
 async def test_env_writes_log_their_keys_but_no_value_even_to_a_revealing_token(
     env: ProductEnv,
 ) -> None:
-    ada = setup(env)
-    writer = env.token(ada, "env:write")
+    ada = await setup(env)
+    writer = await env.token(ada, "env:write")
     await call(env, writer, "set_env_var", {"project": "api", "key": "NEW", "value": NEW_VALUE})
     await call(
         env,
@@ -274,7 +263,7 @@ async def test_env_writes_log_their_keys_but_no_value_even_to_a_revealing_token(
         {"project": "api", "values": {"BULK": BULK_VALUE}, "replace": True},
     )
     body, result = await call(
-        env, env.token(ada, "mcp:read,secrets:reveal"), "get_logs", {"project": "api"}
+        env, await env.token(ada, "mcp:read,secrets:reveal"), "get_logs", {"project": "api"}
     )
     assert [line["message"] for line in structured(result)["items"]] == [
         "Environment variable NEW created.",
@@ -289,12 +278,14 @@ async def test_env_writes_log_their_keys_but_no_value_even_to_a_revealing_token(
 async def test_get_logs_cannot_be_used_to_guess_a_secret_by_filtering_on_it(
     env: ProductEnv,
 ) -> None:
-    ada = setup(env)
-    quote_secrets_in_a_log_line(env)
+    ada = await setup(env)
+    await quote_secrets_in_a_log_line(env)
     guess = {"project": "api", "contains": DB_PASSWORD[:12]}
-    _, masked = await call(env, env.token(ada, "mcp:read"), "get_logs", guess)
+    _, masked = await call(env, await env.token(ada, "mcp:read"), "get_logs", guess)
     assert structured(masked)["items"] == []
-    _, revealed = await call(env, env.token(ada, "mcp:read,secrets:reveal"), "get_logs", guess)
+    _, revealed = await call(
+        env, await env.token(ada, "mcp:read,secrets:reveal"), "get_logs", guess
+    )
     assert len(structured(revealed)["items"]) == 1
 
 
@@ -311,12 +302,12 @@ async def deploy_with_progress(env: ProductEnv, token: str, ref: str) -> list[st
 async def test_progress_messages_mask_secret_values_without_secrets_reveal(
     env: ProductEnv,
 ) -> None:
-    ada = setup(env)
+    ada = await setup(env)
     queued = r"Deployment dep_[0-9a-f]{16} of %s@[0-9a-f]{7} is queued\."
-    masked = await deploy_with_progress(env, env.token(ada, "mcp:full"), DB_PASSWORD)
+    masked = await deploy_with_progress(env, await env.token(ada, "mcp:full"), DB_PASSWORD)
     assert re.fullmatch(queued % re.escape(REDACTED), masked[0] or "")
     assert not any(DB_PASSWORD in (message or "") for message in masked)
-    reveal = env.token(ada, "mcp:full,secrets:reveal")
+    reveal = await env.token(ada, "mcp:full,secrets:reveal")
     revealed = await deploy_with_progress(env, reveal, DB_PASSWORD)
     assert re.fullmatch(queued % re.escape(DB_PASSWORD), revealed[0] or "")
 
@@ -335,19 +326,19 @@ class RecordingPeer:
         self.sent.append(("interrupt", {}))
 
 
-def masking_peer(env: ProductEnv, can_reveal: bool) -> tuple[MaskingPeer, RecordingPeer]:
-    ada = setup(env)
+async def masking_peer(env: ProductEnv, can_reveal: bool) -> tuple[MaskingPeer, RecordingPeer]:
+    ada = await setup(env)
     principal = Principal("tok", ada.id, frozenset({"mcp:full"}), can_reveal=can_reveal)
     peer = RecordingPeer()
     ctx = CallContext(Era.MODERN, "2026-07-28", principal, peer)
-    call = Call(env.cloud, {}, ctx, env.cloud.tenant(ada.id, None))
+    call = Call(env.cloud, {}, ctx, await env.cloud.tenant(ada.id, None))
     return MaskingPeer(peer, call), peer
 
 
 async def test_the_masking_peer_masks_log_data_but_not_the_progress_token(
     env: ProductEnv,
 ) -> None:
-    masking, peer = masking_peer(env, can_reveal=False)
+    masking, peer = await masking_peer(env, can_reveal=False)
     await masking.notify(
         "notifications/message",
         {"level": "error", "data": {"lines": [f"password {DB_PASSWORD}"]}, "logger": "db"},
@@ -375,7 +366,7 @@ async def test_the_masking_peer_masks_log_data_but_not_the_progress_token(
 
 
 async def test_the_masking_peer_passes_everything_with_secrets_reveal(env: ProductEnv) -> None:
-    masking, peer = masking_peer(env, can_reveal=True)
+    masking, peer = await masking_peer(env, can_reveal=True)
     params = {"level": "error", "data": f"password {DB_PASSWORD}"}
     await masking.notify("notifications/message", params)
     assert peer.sent == [("notifications/message", params)]

@@ -68,7 +68,7 @@ def test_mcp_read_expands_to_every_read_scope_and_mcp_full_excludes_secrets_reve
 async def test_a_token_sees_and_may_call_exactly_the_tools_its_scopes_grant(
     product: ProductEnv, scope_set: tuple[str, ...]
 ) -> None:
-    token = product.token(product.user(), ",".join(scope_set))
+    token = await product.token(await product.user(), ",".join(scope_set))
     allowed = granted(scope_set)
     names = await listed(product, token)
     assert sorted(names) == sorted(allowed)
@@ -88,21 +88,21 @@ async def test_a_token_sees_and_may_call_exactly_the_tools_its_scopes_grant(
 async def test_a_missing_scope_message_names_the_scope_and_the_mint_command(
     product: ProductEnv,
 ) -> None:
-    token = product.token(product.user(), "billing:read")
+    token = await product.token(await product.user(), "billing:read")
     text = await product.error_text(token, "create_team", {"name": "Acme"})
     assert text == (
         "This tool needs the 'tenants:write' scope, which this token lacks. Mint a "
         "token that has it with `spky mcp token --scopes tenants:write` and "
         "reconnect."
     )
-    assert product.store.all("SELECT * FROM tenants WHERE kind = 'team'") == []
+    assert await product.count("tenants") == 1  # Ada's personal tenant alone
 
 
 @pytest.mark.parametrize("scope_set", ["mcp:full,secrets:reveal", "secrets:reveal"])
 async def test_an_unknown_tool_name_is_invalid_params_whatever_the_scopes(
     product: ProductEnv, scope_set: str
 ) -> None:
-    token = product.token(product.user(), scope_set)
+    token = await product.token(await product.user(), scope_set)
     response = await product.rpc(token, "tools/call", {"name": "drop_database", "arguments": {}})
     error = response.json()["error"]
     assert error["code"] == -32602
@@ -125,7 +125,7 @@ SDK_CASES = [
 async def test_the_sdk_client_sees_and_calls_what_the_scopes_grant(
     product: ProductEnv, mode: str, scope_set: str, callable_tool: str, denied_tool: str | None
 ) -> None:
-    token = product.token(product.user(), scope_set)
+    token = await product.token(await product.user(), scope_set)
     async with product.sdk(token, mode=mode) as client:
         names = [tool.name for tool in (await client.list_tools()).tools]
         assert sorted(names) == sorted(granted(tuple(scope_set.split(","))))

@@ -28,6 +28,7 @@ import httpx
 import pytest
 
 from sp00ky_mcp.product import tokens
+from sp00ky_mcp.product.accounts import Accounts
 from sp00ky_mcp.product.auth import TokenAuthenticator
 from tests.wire import BOTH, ENDPOINT, LATEST, MODERN, Head, Truncated, connect, modern_meta
 
@@ -122,7 +123,7 @@ async def alive(env: ProductEnv, token: str, session_id: str) -> bool:
 async def test_initialize_ignores_a_session_id_the_client_chose_and_mints_its_own(
     product: ProductEnv,
 ) -> None:
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     chosen = "fixated-by-an-attacker-0123456789"
     headers = {**base_headers(token), "mcp-session-id": chosen, "mcp-protocol-version": LATEST}
     reply = await product.http.post(
@@ -149,8 +150,8 @@ async def test_initialize_with_another_tokens_live_session_id_neither_adopts_nor
 ) -> None:
     """The attacker's half of fixation: presenting the victim's id on initialize gets the
     attacker a fresh session of its own, and the victim's session goes on."""
-    victim = product.token(product.user("ada@example.com"))
-    attacker = product.token(product.user("eve@example.com"))
+    victim = await product.token(await product.user("ada@example.com"))
+    attacker = await product.token(await product.user("eve@example.com"))
     session_id = await open_session(product, victim)
     headers = {**base_headers(attacker), "mcp-session-id": session_id}
     reply = await product.http.post(
@@ -165,8 +166,8 @@ async def test_initialize_with_another_tokens_live_session_id_neither_adopts_nor
 async def test_a_session_handed_to_another_token_is_unknown_to_it(product: ProductEnv) -> None:
     """The victim's half: a session the attacker opened and planted answers only the
     attacker's token, so the victim's requests cannot be steered into it."""
-    attacker = product.token(product.user("eve@example.com"))
-    victim = product.token(product.user("ada@example.com"))
+    attacker = await product.token(await product.user("eve@example.com"))
+    victim = await product.token(await product.user("ada@example.com"))
     planted = await open_session(product, attacker)
     reply = await product.http.post(
         product.server.url,
@@ -174,7 +175,7 @@ async def test_a_session_handed_to_another_token_is_unknown_to_it(product: Produ
         headers=session_headers(victim, planted),
     )
     assert (reply.status_code, reply.json()) == (404, SESSION_GONE)
-    assert product.audit_log() == []
+    assert await product.audit_log() == []
 
 
 # --- replay across tokens --------------------------------------------------------------------
@@ -184,13 +185,13 @@ async def test_a_session_handed_to_another_token_is_unknown_to_it(product: Produ
 async def victim_session(product: ProductEnv) -> tuple[str, str, list[str]]:
     """Ada's token and session, and three other tokens: hers of another name, Eve's, and
     Eve's with every scope and secrets:reveal."""
-    ada = product.user("ada@example.com")
-    eve = product.user("eve@example.com")
-    token = product.token(ada, name="one")
+    ada = await product.user("ada@example.com")
+    eve = await product.user("eve@example.com")
+    token = await product.token(ada, name="one")
     others = [
-        product.token(ada, name="two"),
-        product.token(eve),
-        product.token(eve, "mcp:full,secrets:reveal", name="full"),
+        await product.token(ada, name="two"),
+        await product.token(eve),
+        await product.token(eve, "mcp:full,secrets:reveal", name="full"),
     ]
     await product.structured(token, "create_project", {"name": "api"})
     return token, await open_session(product, token), others
@@ -251,7 +252,7 @@ async def test_a_session_id_replayed_with_any_other_token_is_404_and_changes_not
         )
         assert (reply.status_code, reply.json()) == (404, SESSION_GONE), thief
     assert await alive(product, token, session_id)
-    assert product.store.all("SELECT key FROM env_vars") == []
+    assert await product.count("env_vars") == 0
 
 
 async def test_a_deleted_session_is_gone_for_its_own_token_too(
@@ -343,7 +344,7 @@ async def test_a_foreign_host_is_misdirected_and_a_foreign_origin_forbidden_befo
     with_token: bool,
 ) -> None:
     token, session_id, _ = victim_session
-    audited = len(product.audit_log())
+    audited = len(await product.audit_log())
     headers, body = rebinding_request(method, era, token if with_token else None, session_id)
     for host in FOREIGN_HOSTS:
         status, text = await raw_exchange(product, method, {"Host": host, **headers}, body)
@@ -354,8 +355,8 @@ async def test_a_foreign_host_is_misdirected_and_a_foreign_origin_forbidden_befo
         status, text = await raw_exchange(product, method, fields, body)
         assert (origin, status, text.decode()) == (origin, 403, FORBIDDEN)
     assert await alive(product, token, session_id)
-    assert product.store.all("SELECT key FROM env_vars") == []
-    assert len(product.audit_log()) == audited
+    assert await product.count("env_vars") == 0
+    assert len(await product.audit_log()) == audited
 
 
 @pytest.mark.parametrize("origin", [None, *LOOPBACK_ORIGINS])
@@ -363,7 +364,7 @@ async def test_a_foreign_host_is_misdirected_and_a_foreign_origin_forbidden_befo
 async def test_every_loopback_host_and_origin_is_served(
     product: ProductEnv, host: str, origin: str | None
 ) -> None:
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     headers = {
         "Host": host.format(port=product.server.port),
         **stateless_headers(token, "tools/list"),
@@ -378,7 +379,7 @@ async def test_every_loopback_host_and_origin_is_served(
 async def test_a_request_with_two_host_fields_is_refused(product: ProductEnv) -> None:
     """RFC 9112 section 3.2: a request with more than one Host field gets 400, so that no
     part of the server can read one host and another part the other."""
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     own = f"127.0.0.1:{product.server.port}"
     fields = [
         ("Host", own),
@@ -394,22 +395,27 @@ async def test_a_request_with_two_host_fields_is_refused(product: ProductEnv) ->
 # --- secrets stay out of logs, the audit log and the data directory ---------------------------
 
 
+def data_directory_bytes(directory: Path) -> bytes:
+    """Every file under the data directory, one after the other."""
+    return b"".join(path.read_bytes() for path in directory.rglob("*") if path.is_file())
+
+
 async def test_no_token_reaches_a_log_line_an_audit_record_or_a_file_of_the_data_directory(
     product: ProductEnv,
+    tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    ada = product.user()
-    good = product.token(ada, "mcp:full,secrets:reveal", name="good")
-    revoked = product.token(ada, name="revoked")
-    product.accounts.revoke(ada, "revoked")
-    expired = product.token(ada, name="expired")
-    with product.store.transaction() as db:
-        db.execute("UPDATE tokens SET expires_at = 1 WHERE name = 'expired'")
+    ada = await product.user()
+    good = await product.token(ada, "mcp:full,secrets:reveal", name="good")
+    revoked = await product.token(ada, name="revoked")
+    await product.accounts.revoke(ada, "revoked")
+    long_ago = Accounts(product.store, clock=lambda: 0.0)
+    _, expired = await long_ago.mint(ada, "expired", ("mcp:full",), 1)
     unknown = tokens.mint()
     broken = good[:-1] + ("a" if good[-1] != "a" else "b")  # its checksum fails
-    throttled = product.token(ada, name="throttled")
+    throttled = await product.token(ada, name="throttled")
     secrets = [good, revoked, expired, unknown, broken, throttled]
     http, url = product.http, product.server.url
 
@@ -444,7 +450,7 @@ async def test_no_token_reaches_a_log_line_an_audit_record_or_a_file_of_the_data
         url, content=b"{not json " + good.encode(), headers=stateless_headers(good, "tools/list")
     )
 
-    def explode(*args: object) -> object:
+    async def explode(*args: object) -> object:
         raise RuntimeError("the store went away")
 
     monkeypatch.setattr(product.cloud, "project", explode)
@@ -488,9 +494,10 @@ async def test_no_token_reaches_a_log_line_an_audit_record_or_a_file_of_the_data
     logged = "".join(
         r.getMessage() + repr(r.__dict__) + logging.Formatter().format(r) for r in server_side
     )
-    audit = repr([tuple(row) for row in product.audit_log()])
-    assert len(product.audit_log()) >= 6
-    files = b"".join(path.read_bytes() for path in Path(product.store.path).parent.glob("*"))
+    records = await product.audit_log()
+    audit = repr(records)
+    assert len(records) >= 6
+    files = data_directory_bytes(tmp_path)
     for secret in secrets:
         random_part = secret[len(tokens.PREFIX) :]
         assert secret not in logged and random_part not in logged
@@ -582,19 +589,20 @@ async def head_of(env: ProductEnv, data: bytes) -> Head | None:
     return head
 
 
+def never(value: str) -> bool:
+    """A header field nobody listed is allowed with no value."""
+    return False
+
+
 def violations(head: Head, sent: str) -> list[tuple[str, str]]:
-    bad = [
-        (name, value)
-        for name, value in head.headers
-        if not ALLOWED.get(name, lambda v: False)(value)
-    ]
+    bad = [(name, value) for name, value in head.headers if not ALLOWED.get(name, never)(value)]
     bad += [(n, v) for n, v in head.headers if MARK in n.lower() or MARK in v.lower()]
     bad += [(n, v) for n, v in head.headers if n == "mcp-session-id" and v in sent]
     return bad
 
 
 async def test_no_client_text_reaches_a_response_header_field(product: ProductEnv) -> None:
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     await product.structured(token, "create_project", {"name": "api"})
     own = f"127.0.0.1:{product.server.port}"
     call = message("tools/call", 1, name="list_projects", arguments={}, _meta=modern_meta())
@@ -647,7 +655,7 @@ INJECTED_TEXT = [
 async def test_no_json_rpc_id_method_or_name_reaches_a_response_header_field(
     product: ProductEnv, text: str
 ) -> None:
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     session_id = await open_session(product, token)
     own = f"127.0.0.1:{product.server.port}"
     cases = [

@@ -4,7 +4,6 @@ page (parse, expand, the instructions a token's model is given, the missing-scop
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,9 @@ import pytest
 from sp00ky_mcp.product import scopes, tokens
 from sp00ky_mcp.product.accounts import AccountError, Accounts, arguments_digest
 from sp00ky_mcp.product.store import Store
+from sp00ky_mcp.product.store.sqlite import SqliteStore
+
+pytestmark = pytest.mark.anyio
 
 BASE62 = set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 CATALOGUE = (
@@ -43,10 +45,9 @@ WRITES = frozenset(s for s in CATALOGUE if s.endswith(":write"))
 
 
 @pytest.fixture
-def accounts(tmp_path: Path) -> Iterator[Accounts]:
-    store = Store.open(tmp_path)
-    yield Accounts(store)
-    store.close()
+def accounts(store: Store) -> Accounts:
+    """Accounts on a fresh store of each backend."""
+    return Accounts(store)
 
 
 # --- the token format ------------------------------------------------------------------------
@@ -121,31 +122,38 @@ def test_the_hint_is_the_prefix_and_four_characters_and_the_mask_hides_the_rest(
 # --- how tokens are kept ---------------------------------------------------------------------
 
 
-def test_only_the_hash_of_a_token_is_stored(accounts: Accounts) -> None:
-    user = accounts.ensure_user("ada@example.com")
-    record, secret = accounts.mint(user, "ci", ("mcp:read",), 90)
-    row = accounts.store.one("SELECT * FROM tokens WHERE id = ?", (record.id,))
-    assert row is not None
-    assert row["hash"] == tokens.digest(secret)
-    assert row["hint"] == secret[:13]
-    assert [value for value in tuple(row) if secret in str(value)] == []
+async def test_only_the_hash_of_a_token_is_stored(accounts: Accounts) -> None:
+    user = await accounts.ensure_user("ada@example.com")
+    record, secret = await accounts.mint(user, "ci", ("mcp:read",), 90)
+    found = await accounts.store.reads.accounts.token_by_digest(tokens.digest(secret))
+    shot = await accounts.store.reads.support.snapshot((), {})
+    held = [value for rows in shot.values() for row in rows for value in row]
+    assert found == record
+    assert record.hint == secret[:13]
+    assert [value for value in held if secret in str(value)] == []
 
 
-def test_no_file_of_the_data_directory_contains_the_secret(
-    accounts: Accounts, tmp_path: Path
-) -> None:
-    user = accounts.ensure_user("ada@example.com")
-    _, secret = accounts.mint(user, "ci", ("mcp:read",), 90)
-    accounts.store.close()
-    files = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert files != []
-    assert [p.name for p in files if secret.encode() in p.read_bytes()] == []
+def files_holding(directory: Path, secret: str) -> tuple[int, list[str]]:
+    """How many files the directory holds, and the names of those that contain `secret`."""
+    files = [p for p in directory.rglob("*") if p.is_file()]
+    return len(files), [p.name for p in files if secret.encode() in p.read_bytes()]
 
 
-def test_a_token_record_holds_what_the_issue_lists(accounts: Accounts) -> None:
+async def test_no_file_of_the_data_directory_contains_the_secret(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path)
+    accounts = Accounts(store)
+    user = await accounts.ensure_user("ada@example.com")
+    _, secret = await accounts.mint(user, "ci", ("mcp:read",), 90)
+    await store.close()
+    count, holding = files_holding(tmp_path, secret)
+    assert count > 0
+    assert holding == []
+
+
+async def test_a_token_record_holds_what_the_issue_lists(accounts: Accounts) -> None:
     clock_accounts = Accounts(accounts.store, clock=lambda: 1_700_000_000.0)
-    user = clock_accounts.ensure_user("ada@example.com")
-    record, secret = clock_accounts.mint(user, " ci ", ("logs:read", "env:read"), 30)
+    user = await clock_accounts.ensure_user("ada@example.com")
+    record, secret = await clock_accounts.mint(user, " ci ", ("logs:read", "env:read"), 30)
     assert record.id.startswith("tok_")
     assert (record.user_id, record.name, record.scopes) == (
         user.id,
@@ -155,73 +163,73 @@ def test_a_token_record_holds_what_the_issue_lists(accounts: Accounts) -> None:
     assert record.created_at == 1_700_000_000.0
     assert record.expires_at == 1_700_000_000.0 + 30 * 86400
     assert (record.last_used_at, record.revoked_at) == (None, None)
-    assert clock_accounts.find(secret) == record
+    assert await clock_accounts.find(secret) == record
 
 
-def test_a_token_that_never_expires_has_no_expiry(accounts: Accounts) -> None:
-    user = accounts.ensure_user("ada@example.com")
-    record, _ = accounts.mint(user, "forever", ("mcp:read",), None)
+async def test_a_token_that_never_expires_has_no_expiry(accounts: Accounts) -> None:
+    user = await accounts.ensure_user("ada@example.com")
+    record, _ = await accounts.mint(user, "forever", ("mcp:read",), None)
     assert record.expires_at is None
     assert record.status(10**12) == "active"
 
 
-def test_a_token_is_expired_from_its_expiry_on_and_revoked_wins(accounts: Accounts) -> None:
+async def test_a_token_is_expired_from_its_expiry_on_and_revoked_wins(accounts: Accounts) -> None:
     clock_accounts = Accounts(accounts.store, clock=lambda: 1000.0)
-    user = clock_accounts.ensure_user("ada@example.com")
-    record, _ = clock_accounts.mint(user, "short", ("mcp:read",), 1)
+    user = await clock_accounts.ensure_user("ada@example.com")
+    record, _ = await clock_accounts.mint(user, "short", ("mcp:read",), 1)
     assert record.status(1000.0 + 86399) == "active"
     assert record.status(1000.0 + 86400) == "expired"
-    revoked = clock_accounts.revoke(user, "short")
-    assert clock_accounts.list_tokens(user)[0].status(0) == "revoked"
+    revoked = await clock_accounts.revoke(user, "short")
+    assert (await clock_accounts.list_tokens(user))[0].status(0) == "revoked"
     assert revoked.id == record.id
 
 
-def test_minting_with_a_blank_name_is_refused(accounts: Accounts) -> None:
-    user = accounts.ensure_user("ada@example.com")
+async def test_minting_with_a_blank_name_is_refused(accounts: Accounts) -> None:
+    user = await accounts.ensure_user("ada@example.com")
     with pytest.raises(AccountError) as caught:
-        accounts.mint(user, "  ", ("mcp:read",), 90)
+        await accounts.mint(user, "  ", ("mcp:read",), 90)
     assert str(caught.value) == "A token needs a name; pass --name."
 
 
-def test_minting_with_an_unknown_scope_is_refused_and_nothing_is_stored(
+async def test_minting_with_an_unknown_scope_is_refused_and_nothing_is_stored(
     accounts: Accounts,
 ) -> None:
-    user = accounts.ensure_user("ada@example.com")
+    user = await accounts.ensure_user("ada@example.com")
     with pytest.raises(scopes.UnknownScope):
-        accounts.mint(user, "bad", ("projects:delete",), 90)
-    assert accounts.list_tokens(user) == []
+        await accounts.mint(user, "bad", ("projects:delete",), 90)
+    assert await accounts.list_tokens(user) == []
 
 
-def test_an_unknown_secret_finds_no_token(accounts: Accounts) -> None:
-    assert accounts.find(tokens.mint()) is None
+async def test_an_unknown_secret_finds_no_token(accounts: Accounts) -> None:
+    assert await accounts.find(tokens.mint()) is None
 
 
-def test_revoking_by_name_when_two_active_tokens_share_it_asks_for_the_id(
+async def test_revoking_by_name_when_two_active_tokens_share_it_asks_for_the_id(
     accounts: Accounts,
 ) -> None:
-    user = accounts.ensure_user("ada@example.com")
-    accounts.mint(user, "ci", ("mcp:read",), 90)
-    accounts.mint(user, "ci", ("mcp:read",), 90)
+    user = await accounts.ensure_user("ada@example.com")
+    await accounts.mint(user, "ci", ("mcp:read",), 90)
+    await accounts.mint(user, "ci", ("mcp:read",), 90)
     with pytest.raises(AccountError) as caught:
-        accounts.revoke(user, "ci")
+        await accounts.revoke(user, "ci")
     assert str(caught.value) == "Several active tokens are named 'ci'; revoke by id."
 
 
-def test_a_user_cannot_revoke_another_users_token(accounts: Accounts) -> None:
-    ada = accounts.ensure_user("ada@example.com")
-    bob = accounts.ensure_user("bob@example.com")
-    record, _ = accounts.mint(ada, "ci", ("mcp:read",), 90)
+async def test_a_user_cannot_revoke_another_users_token(accounts: Accounts) -> None:
+    ada = await accounts.ensure_user("ada@example.com")
+    bob = await accounts.ensure_user("bob@example.com")
+    record, _ = await accounts.mint(ada, "ci", ("mcp:read",), 90)
     with pytest.raises(AccountError) as caught:
-        accounts.revoke(bob, record.id)
+        await accounts.revoke(bob, record.id)
     assert str(caught.value) == f"No active token '{record.id}'; `spky mcp tokens` lists them."
 
 
-def test_revoking_changes_the_store_version_that_caches_watch(accounts: Accounts) -> None:
-    user = accounts.ensure_user("ada@example.com")
-    accounts.mint(user, "ci", ("mcp:read",), 90)
-    before = accounts.store.version()
-    accounts.revoke(user, "ci")
-    assert accounts.store.version() != before
+async def test_revoking_changes_the_store_version_that_caches_watch(accounts: Accounts) -> None:
+    user = await accounts.ensure_user("ada@example.com")
+    await accounts.mint(user, "ci", ("mcp:read",), 90)
+    before = await accounts.store.version()
+    await accounts.revoke(user, "ci")
+    assert await accounts.store.version() != before
 
 
 # --- the scope catalogue ---------------------------------------------------------------------
