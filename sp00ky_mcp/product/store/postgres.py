@@ -1,0 +1,479 @@
+"""The PostgreSQL backend, for deployments of several processes on one database: selected by
+`--database-url postgresql://…` and installed with the `[postgres]` extra (asyncpg; see
+docs/performance.md for why).
+
+- A bounded pool of connections per process; statements time out, and so does a session left
+  idle inside a transaction.
+- Write transactions take one transaction-scoped advisory lock, so that writes are serialised
+  across every process exactly as SQLite's BEGIN IMMEDIATE serialises them in one: the control
+  plane's check-then-write rules (a unique name, a count under a cap, a claimed idempotency
+  key) hold across processes as they hold in one.  Reads never wait for it.
+- Each write transaction raises a counter (`store_version`) in the same commit; read caches
+  keep their values while it stays the same, read at most once per turn of the event loop, so
+  a change made by another process is seen at the next request.
+- A database that cannot be reached fails the calls that need it with `StoreUnavailable`
+  (nothing changed); the pool opens new connections once it is back.  Reads, which change
+  nothing, are tried once more on a connection that broke under them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+
+from ..secretbox import (
+    KEY_ID_BYTES,
+    SEALED,
+    Key,
+    KeyFileError,
+    SecretBox,
+    key_file_for,
+    load_box,
+    replace_keys,
+)
+from . import postgres_schema
+from .port import (
+    Busy,
+    Clash,
+    Row,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    TurnMemo,
+    Vanished,
+    Version,
+    default_data_dir,
+)
+from .repos import Repos
+
+try:
+    import asyncpg
+except ImportError:  # pragma: no cover - the extra is missing
+    asyncpg = None
+
+log = logging.getLogger("sp00ky_mcp.store")
+POOL_SIZE = 10
+STATEMENT_TIMEOUT_MS = 15_000
+IDLE_IN_TRANSACTION_MS = 60_000
+CONNECT_TIMEOUT = 10.0
+# The advisory locks of this store: one every write takes, one for migrating.
+WRITE_LOCK = 0x5370_3030_6B79_0001
+MIGRATE_LOCK = 0x5370_3030_6B79_0002
+UNREACHABLE = "The server's database cannot be reached, so nothing was changed; try again shortly."
+UNREADABLE = "The server's database could not be read; try again shortly."
+_PLACEHOLDER = re.compile(r"\?")
+
+
+def numbered(sql: str, cache: dict[str, str] = {}) -> str:  # noqa: B006 - a cache on purpose
+    """`sql` with its `?` placeholders numbered as PostgreSQL wants them ($1, $2, …)."""
+    found = cache.get(sql)
+    if found is None:
+        count = iter(range(1, 10_000))
+        found = cache[sql] = _PLACEHOLDER.sub(lambda _: f"${next(count)}", sql)
+    return found
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Errors that say the database, or the way to it, is gone rather than the SQL wrong."""
+    if isinstance(exc, OSError | asyncio.TimeoutError | ConnectionError):
+        return True
+    names = (
+        "ConnectionDoesNotExistError",
+        "ConnectionFailureError",
+        "CannotConnectNowError",
+        "TooManyConnectionsError",
+        "AdminShutdownError",
+        "CrashShutdownError",
+        "InterfaceError",
+        "InternalClientError",
+        "QueryCanceledError",
+        "ConnectionRejectionError",
+        "InvalidAuthorizationSpecificationError",
+    )
+    return type(exc).__name__ in names or isinstance(exc, _lost_types())
+
+
+def _lost_types() -> tuple[type[BaseException], ...]:
+    return (asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+
+
+def port_error(exc: BaseException, reading: bool = False) -> BaseException:
+    """A driver error as the port's (one place): a clash, a vanished row, a conflict worth
+    retrying, an unreachable database, or (an error of the SQL, a bug) a StoreError whose text
+    the client never sees.  Anything else is not the driver's and is left as it is."""
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return Clash(str(exc))
+    if isinstance(exc, asyncpg.ForeignKeyViolationError):
+        return Vanished(str(exc))
+    if isinstance(exc, asyncpg.SerializationError | asyncpg.DeadlockDetectedError):
+        return Busy(str(exc))
+    if _connection_lost(exc):
+        return StoreUnavailable(UNREADABLE if reading else UNREACHABLE)
+    if isinstance(exc, asyncpg.PostgresError):
+        return StoreError(f"PostgreSQL: {exc}")
+    return exc
+
+
+class PostgresDb:
+    """The `Db` of one connection (a transaction's)."""
+
+    dialect = "postgres"
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    async def one(self, sql: str, *params: Any) -> Row | None:
+        row: Row | None = await self.connection.fetchrow(numbered(sql), *params)
+        return row
+
+    async def all(self, sql: str, *params: Any) -> list[Row]:
+        rows: list[Row] = await self.connection.fetch(numbered(sql), *params)
+        return rows
+
+    async def run(self, sql: str, *params: Any) -> int:
+        return _rowcount(await self.connection.execute(numbered(sql), *params))
+
+    async def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            await self.connection.executemany(numbered(sql), rows)
+
+
+class PooledDb:
+    """The `Db` of reads outside a transaction: each statement on a connection of the pool,
+    tried once more if the connection broke under it (a read changes nothing)."""
+
+    dialect = "postgres"
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+
+    async def _fetch(self, method: str, sql: str, *params: Any) -> Any:
+        for attempt in (1, 2):
+            try:
+                async with self.store.pool.acquire() as connection:
+                    return await getattr(connection, method)(numbered(sql), *params)
+            except Exception as exc:
+                error = port_error(exc, reading=True)
+                if attempt == 2 or not isinstance(error, StoreUnavailable):
+                    raise error from None
+        raise AssertionError("unreachable")
+
+    async def one(self, sql: str, *params: Any) -> Row | None:
+        row: Row | None = await self._fetch("fetchrow", sql, *params)
+        return row
+
+    async def all(self, sql: str, *params: Any) -> list[Row]:
+        rows: list[Row] = await self._fetch("fetch", sql, *params)
+        return rows
+
+    async def run(self, sql: str, *params: Any) -> int:
+        return _rowcount(await self._fetch("execute", sql, *params))
+
+    async def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await self._fetch("executemany", sql, rows)
+
+
+def _rowcount(status: str) -> int:
+    """The rows a statement changed, from its status ("UPDATE 3", "INSERT 0 1")."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+def public_url(url: str) -> str:
+    """`url` without its password, to be shown to people."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    user = parts.username or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}{port}"))
+
+
+class PostgresStore(Store):
+    def __init__(self, url: str, pool: Any, secrets: SecretBox) -> None:
+        self.url = url
+        self.describe = public_url(url)
+        self.pool = pool
+        self.secrets = secrets
+        self.writes = 0
+        self.applied_at_open: list[int] = []
+        self._seen = TurnMemo()
+        self._reads = Repos(PooledDb(self), secrets)
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        data_dir: str | Path | None = None,
+        key_file: str | Path | None = None,
+        pool_size: int = POOL_SIZE,
+    ) -> PostgresStore:
+        """A pool on the database at `url`, migrated, with the secret key file (`key_file`, or
+        secret.key in `data_dir`) that its sealed values need."""
+        if asyncpg is None:
+            raise StoreError(
+                "PostgreSQL needs the asyncpg driver: pip install 'sp00ky-mcp[postgres]'."
+            )
+        pool = await _pool(url, pool_size)
+        try:
+            box = await _secrets(pool, data_dir, key_file)
+            store = cls(url, pool, box)
+            store.applied_at_open = await store.migrate()
+            return store
+        except BaseException:
+            await pool.close()
+            raise
+
+    @property
+    def reads(self) -> Repos:
+        if self._reads.box is not self.secrets:
+            self._reads = Repos(PooledDb(self), self.secrets)
+        return self._reads
+
+    # --- transactions ----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Repos]:
+        try:
+            async with self._committed(bump=True) as repos:
+                yield repos
+        finally:
+            self.writes += 1
+
+    @asynccontextmanager
+    async def bookkeeping(self) -> AsyncIterator[Repos]:
+        async with self._committed(bump=False) as repos:
+            yield repos
+
+    @asynccontextmanager
+    async def _committed(self, bump: bool) -> AsyncIterator[Repos]:
+        """A connection of the pool, BEGIN, the write lock, the block, the version raised,
+        COMMIT; rolled back on any error.  The commit and the rollback run to their end even
+        when the caller is cancelled: their outcome is what the database holds."""
+        connection = await self._acquire()
+        try:
+            transaction = await _begin(connection)
+            try:
+                yield Repos(PostgresDb(connection), self.secrets)
+                if bump:
+                    await connection.execute("UPDATE store_version SET n = n + 1")
+            except BaseException as exc:
+                with anyio.CancelScope(shield=True):
+                    await _quietly(transaction.rollback())
+                error = port_error(exc)
+                if error is exc:
+                    raise
+                raise error from None
+            with anyio.CancelScope(shield=True):
+                try:
+                    await transaction.commit()
+                except Exception as exc:
+                    raise port_error(exc) from None
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._release(connection)
+
+    async def _acquire(self) -> Any:
+        try:
+            return await self.pool.acquire(timeout=CONNECT_TIMEOUT)
+        except Exception as exc:
+            raise port_error(exc) from None
+
+    async def _release(self, connection: Any) -> None:
+        """A connection that broke is closed rather than given back."""
+        try:
+            await self.pool.release(connection)
+        except Exception:
+            connection.terminate()
+
+    # --- version, schema, keys -------------------------------------------------------------
+
+    async def version(self) -> Version:
+        seen = await self._seen.get(self._read_version)
+        return seen, self.writes
+
+    async def _read_version(self) -> int:
+        row = await self.reads.db.one("SELECT n FROM store_version")
+        return 0 if row is None else int(row["n"])
+
+    async def schema_version(self) -> int:
+        row = await self.reads.db.one("SELECT max(version) AS v FROM schema_migrations")
+        return 0 if row is None or row["v"] is None else int(row["v"])
+
+    async def migrate(self) -> list[int]:
+        """Applies the migrations not applied yet, under an advisory lock so that processes
+        started together migrate once; a schema newer than this code is refused."""
+        async with self.pool.acquire() as connection:
+            await connection.execute("SELECT pg_advisory_lock($1)", MIGRATE_LOCK)
+            try:
+                return await _migrate(connection, self.describe)
+            finally:
+                await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK)
+
+    async def rotate_secret_key(self) -> int:
+        """Seals every secret value under a new key and retires the old ones; the new key is
+        on disk before any value is sealed with it, the old ones leave only afterwards."""
+        box = self.secrets
+        if box.path is None:
+            raise StoreError("This store has no key file to rotate.")
+        new = Key.new()
+        _write_keys(box.path, [new, *box.keys])
+        self.secrets = SecretBox([new, *box.keys], box.path)
+        async with self.transaction() as tx:
+            count = await _reseal_all(tx, self.secrets)
+        _write_keys(box.path, [new])
+        self.secrets = SecretBox([new], box.path)
+        return count
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                await asyncio.wait_for(self.pool.close(), CONNECT_TIMEOUT)
+            except (TimeoutError, Exception):
+                self.pool.terminate()
+
+
+async def _pool(url: str, size: int) -> Any:
+    try:
+        return await asyncpg.create_pool(
+            url,
+            min_size=1,
+            max_size=size,
+            timeout=CONNECT_TIMEOUT,
+            command_timeout=STATEMENT_TIMEOUT_MS / 1000 + 5,
+            server_settings={
+                "statement_timeout": str(STATEMENT_TIMEOUT_MS),
+                "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS),
+                "application_name": "sp00ky-mcp",
+            },
+        )
+    except Exception as exc:
+        raise StoreError(
+            f"Cannot connect to the database at {public_url(url)}: {_said(exc)}; check the "
+            "URL, that the server runs, and that its user may connect."
+        ) from None
+
+
+def _said(exc: BaseException) -> str:
+    text = str(exc).strip().rstrip(".")
+    return text or type(exc).__name__
+
+
+async def _begin(connection: Any) -> Any:
+    try:
+        transaction = connection.transaction()
+        await transaction.start()
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
+        return transaction
+    except Exception as exc:
+        raise port_error(exc) from None
+
+
+async def _quietly(step: Any) -> None:
+    try:
+        await step
+    except Exception as exc:  # the connection may be gone; the error that matters is raised
+        log.debug("rollback failed: %s", exc)
+
+
+async def _migrate(connection: Any, where: str) -> list[int]:
+    await connection.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version BIGINT PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
+    )
+    done = {
+        int(r["version"]) for r in await connection.fetch("SELECT version FROM schema_migrations")
+    }
+    newest = max(done, default=0)
+    if newest > postgres_schema.LATEST:
+        raise StoreError(
+            f"The database at {where} has schema version {newest}, newer than this sp00ky-mcp "
+            f"knows ({postgres_schema.LATEST}); upgrade sp00ky-mcp, or use another database."
+        )
+    ran: list[int] = []
+    for version, sql in postgres_schema.MIGRATIONS:
+        if version not in done:
+            async with connection.transaction():
+                await connection.execute(sql)
+                await connection.execute(
+                    "INSERT INTO schema_migrations VALUES ($1, extract(epoch from now()))", version
+                )
+            ran.append(version)
+    return ran
+
+
+async def _secrets(
+    pool: Any, data_dir: str | Path | None, key_file: str | Path | None
+) -> SecretBox:
+    """The key file's keys; one that cannot open the values already sealed refuses the start."""
+    used = await _key_ids_in_use(pool)
+    return await anyio.to_thread.run_sync(_load_secrets, data_dir, key_file, used)
+
+
+def _load_secrets(
+    data_dir: str | Path | None, key_file: str | Path | None, used: set[bytes]
+) -> SecretBox:
+    """The key file (`key_file`, else $SP00KY_MCP_SECRET_KEY_FILE, else secret.key in the
+    data directory, made private if new)."""
+    directory = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(
+            f"Cannot create the directory {directory} for the secret key file: {exc.strerror}; "
+            "pass a writable --data-dir or a --secret-key-file."
+        ) from None
+    try:
+        return load_box(key_file_for(str(directory / "postgres"), key_file), used)
+    except KeyFileError as exc:
+        raise StoreError(str(exc)) from None
+
+
+async def _key_ids_in_use(pool: Any) -> set[bytes]:
+    ids: set[bytes] = set()
+    async with pool.acquire() as connection:
+        exists = await connection.fetchval("SELECT to_regclass('env_vars') IS NOT NULL")
+        if not exists:
+            return ids
+        for column in SEALED:
+            rows = await connection.fetch(
+                f"SELECT DISTINCT substring({column.column} FROM 2 FOR {KEY_ID_BYTES}) AS id "
+                f"FROM {column.table}"
+            )
+            ids.update(bytes(row["id"]) for row in rows)
+    return ids
+
+
+async def _reseal_all(tx: Repos, box: SecretBox) -> int:
+    count = 0
+    for column in SEALED:
+        identity = ", ".join(column.identity)
+        rows = await tx.db.all(f"SELECT {identity}, {column.column} AS sealed FROM {column.table}")
+        where = " AND ".join(f"{part} = ?" for part in column.identity)
+        for row in rows:
+            key = [str(row[part]) for part in column.identity]
+            value = box.seal(column, key, box.open(column, key, row["sealed"]))
+            await tx.db.run(
+                f"UPDATE {column.table} SET {column.column} = ? WHERE {where}", value, *key
+            )
+            count += 1
+    return count
+
+
+def _write_keys(path: Path, keys: Sequence[Key]) -> None:
+    try:
+        replace_keys(path, keys)
+    except OSError as exc:
+        raise StoreError(
+            f"Cannot write the secret key file {path}: {exc.strerror}; make its directory "
+            "writable, then rotate again."
+        ) from None
