@@ -92,11 +92,6 @@ async def with_psycopg(url: str) -> dict[str, tuple[float, float]]:
         await pool.close()
 
 
-def psycopg_url(url: str) -> str:
-    """libpq reads a socket directory from host=; asyncpg's URL form works for both."""
-    return url
-
-
 def table(results: dict[str, dict[str, tuple[float, float]]]) -> list[str]:
     lines = ["| driver | operation | CPU µs/op | ops/s |", "|---|---|---:|---:|"]
     for driver, operations in results.items():
@@ -112,7 +107,7 @@ def main() -> None:
         psql(url, SETUP)
         results = {
             "asyncpg": asyncio.run(with_asyncpg(url)),
-            "psycopg 3": asyncio.run(with_psycopg(psycopg_url(url))),
+            "psycopg 3": asyncio.run(with_psycopg(url)),
         }
         print("\n".join(table(results)))
     finally:

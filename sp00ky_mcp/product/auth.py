@@ -92,7 +92,7 @@ class TokenAuthenticator:
 
     async def __call__(self, request: HttpRequest) -> Principal:
         credential = self._credential(request)
-        record, principal = await self._lookup(credential)
+        record, principal = await self._checked(credential)
         now = self.clock()
         status = record.status(now)
         if status != "active":
@@ -121,6 +121,14 @@ class TokenAuthenticator:
             raise malformed()
         return credential
 
+    async def _checked(self, credential: str) -> tuple[TokenRecord, Principal]:
+        """The token's record; a store that cannot be read answers 503, which a client
+        retries, rather than a refusal of a token that may be good."""
+        try:
+            return await self._lookup(credential)
+        except StoreUnavailable as exc:
+            raise HttpError(503, exc.message, (("retry-after", "1"),)) from None
+
     async def _lookup(self, credential: str) -> tuple[TokenRecord, Principal]:
         key = tokens.digest(credential)
         cached, version = await self._cache.get(key)
@@ -128,20 +136,13 @@ class TokenAuthenticator:
             # Only well-formed tokens are ever cached, so a hit needs no format check.
             if not tokens.well_formed(credential):
                 raise malformed()
-            record = await self._find(credential)
+            record = await self.accounts.find(credential)
             if record is None:
                 raise TokenRefused(f"the token is not recognised (mistyped, or deleted); {MINT}.")
             cached = (record, principal_of(record))
             await self._cache.put(key, cached, version)
         return cached
 
-    async def _find(self, credential: str) -> TokenRecord | None:
-        """The token's record; a store that cannot be read answers 503, which a client
-        retries, rather than a refusal of a token that may be good."""
-        try:
-            return await self.accounts.find(credential)
-        except StoreUnavailable as exc:
-            raise HttpError(503, exc.message, (("retry-after", "1"),)) from None
 
     def _throttle(self, token_id: str, now: float) -> None:
         bucket = self._buckets.get(token_id)
