@@ -7,8 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
+import orjson
 import pytest
 
+from sp00ky_mcp.cli.commands import main
 from sp00ky_mcp.product.accounts import Accounts
 from sp00ky_mcp.product.store import Clash, StoreError, StoreUnavailable, open_store
 from sp00ky_mcp.product.store.postgres import UNREADABLE, public_url
@@ -150,3 +152,21 @@ async def test_a_write_while_the_database_is_gone_is_refused_and_changes_nothing
         "The server's database cannot be reached, so nothing was changed; try again shortly."
     )
     assert tokens == []
+
+
+def test_token_tokens_and_revoke_work_on_postgresql(
+    tmp_path: Path, postgres_database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    where = ["--data-dir", str(tmp_path), "--database-url", postgres_database_url]
+    user = ["--user", "ada@example.com", "--json"]
+    minted = main(["mcp", "token", *where, *user, "--name", "ci", "--yes"])
+    token = orjson.loads(capsys.readouterr().out)
+    listed = main(["mcp", "tokens", *where, *user])
+    rows = orjson.loads(capsys.readouterr().out)
+    revoked = main(["mcp", "revoke", "ci", *where, *user])
+    said = orjson.loads(capsys.readouterr().out)
+    assert (minted, listed, revoked) == (0, 0, 0)
+    assert [(row["id"], row["name"], row["status"]) for row in rows] == [
+        (token["id"], "ci", "active")
+    ]
+    assert said == {"id": token["id"], "name": "ci", "status": "revoked"}
