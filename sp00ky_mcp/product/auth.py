@@ -90,6 +90,11 @@ class TokenAuthenticator:
     def forget(self) -> None:
         self._cache.clear()
 
+    async def settle(self) -> None:
+        """Waits until the last uses recorded in the background are written."""
+        while self._touching:
+            await asyncio.gather(*self._touching, return_exceptions=True)
+
     async def __call__(self, request: HttpRequest) -> Principal:
         credential = self._credential(request)
         record, principal = await self._checked(credential)
