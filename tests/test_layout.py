@@ -48,13 +48,19 @@ def literal_texts(node: ast.AST) -> Iterator[str]:
     """Every string literal below `node`; an f-string as one text, its fields as 'x'."""
     for child in ast.iter_child_nodes(node):
         if isinstance(child, ast.JoinedStr):
-            yield "".join(
-                part.value if isinstance(part, ast.Constant) else "x" for part in child.values
-            )
-        elif isinstance(child, ast.Constant) and isinstance(child.value, str):
-            yield child.value
+            yield "".join(_text_of(part) for part in child.values)
+        elif isinstance(child, ast.Constant):
+            if isinstance(value := child.value, str):
+                yield value
         else:
             yield from literal_texts(child)
+
+
+def _text_of(part: ast.expr) -> str:
+    """A piece of an f-string: its literal text, or 'x' for a field."""
+    if isinstance(part, ast.Constant) and isinstance(part.value, str):
+        return part.value
+    return "x"
 
 
 def engine_leaks(tree: SourceTree) -> list[str]:

@@ -41,7 +41,7 @@ async def test_a_first_run_prints_a_token_the_sdk_client_can_use_at_once(
     url, token = first_run
     async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
         transport = streamable_http_client(url, http_client=http)
-        async with Client(transport, mode=mode, cache=None) as client:  # type: ignore[arg-type]
+        async with Client(transport, mode=mode, cache=None) as client:
             names = [tool.name for tool in (await client.list_tools()).tools]
             result = await client.call_tool("list_projects", {})
     assert "list_projects" in names
