@@ -29,6 +29,9 @@ def report(
     sdk_modern = macros["official SDK (2026-07-28)"]
     bare = macros["bare h11 ceiling"]
     product = macros["sp00ky-mcp product path (list_env_vars, 50 vars)"]
+    product_pg = macros["sp00ky-mcp product path on PostgreSQL (list_env_vars, 50 vars)"]
+    write = macros["sp00ky-mcp write path (set_env_var)"]
+    write_pg = macros["sp00ky-mcp write path on PostgreSQL (set_env_var)"]
     sse_reply = macros["sp00ky-mcp (handshake, SSE reply)"]
     progress = macros["sp00ky-mcp (handshake, progress over SSE)"]
     alone = macros["sp00ky-mcp (handshake, JSON)" + macro.ONE_CONNECTION]
@@ -68,6 +71,12 @@ def report(
         f"| 2026-07-28 vs SDK 2026-07-28 | {ratio(modern.rps, sdk_modern.rps)} | ≥ 3x |",
         f"| product path vs fixture call, CPU per call | "
         f"+{product.cpu_us / ours.cpu_us - 1:.0%} | ≤ +25% |",
+        f"| product path, PostgreSQL vs SQLite, CPU per call | "
+        f"{ratio(product_pg.cpu_us, product.cpu_us)} | ≤ 1.3x |",
+        f"| write path (set_env_var), req/s on SQLite / on PostgreSQL | "
+        f"{write.rps:,.0f} / {write_pg.rps:,.0f} | reported |",
+        f"| handshake tools/call vs bare h11 (store behind a port) | {ours.rps / bare.rps:.0%} | "
+        "≥ 80% |",
         f"| SSE reply vs JSON reply, CPU per call | "
         f"{ratio(sse_reply.cpu_us, ours.cpu_us)} | ≤ 2x |",
         f"| progress (3 notifications) over SSE vs JSON reply, CPU per call | "

@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 import orjson
 
+from tests.pg_support import TRUNCATE_ALL, postgres_server_url, psql
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 ACCEPT = "application/json, text/event-stream"
@@ -221,6 +223,8 @@ class Running:
 
     def stop(self) -> None:
         shutil.rmtree(PRODUCT_DIR, ignore_errors=True)
+        if "url" in DATABASE:
+            psql(DATABASE["url"], TRUNCATE_ALL)
         self.process.terminate()
         try:
             self.process.wait(timeout=10)
@@ -308,9 +312,20 @@ def ours(port: int) -> list[str]:
 
 
 PRODUCT_DIR = Path(tempfile.gettempdir()) / "sp00ky-bench-product"
+# The PostgreSQL database of the runs on PostgreSQL (set by `run`, emptied after each target).
+DATABASE: dict[str, str] = {}
 
 
-def product(port: int) -> list[str]:
+def store_flags(backend: str) -> list[str]:
+    flags = ["--data-dir", str(PRODUCT_DIR)]
+    return flags if backend == "sqlite" else [*flags, "--database-url", DATABASE["url"]]
+
+
+def product_on(backend: str) -> Callable[[int], list[str]]:
+    return lambda port: product(port, backend)
+
+
+def product(port: int, backend: str = "sqlite") -> list[str]:
     return [
         PY,
         "-m",
@@ -321,8 +336,7 @@ def product(port: int) -> list[str]:
         str(port),
         "--log-level",
         "warning",
-        "--data-dir",
-        str(PRODUCT_DIR),
+        *store_flags(backend),
         # The load comes from one token; its rate limit is not what is measured.
         "--rate-per-minute",
         "1e9",
@@ -331,7 +345,7 @@ def product(port: int) -> list[str]:
     ]
 
 
-def mint(scopes: str) -> str:
+def mint(scopes: str, backend: str = "sqlite") -> str:
     out = subprocess.run(
         [
             PY,
@@ -339,8 +353,7 @@ def mint(scopes: str) -> str:
             "sp00ky_mcp",
             "mcp",
             "token",
-            "--data-dir",
-            str(PRODUCT_DIR),
+            *store_flags(backend),
             "--scopes",
             scopes,
             "--yes",
@@ -357,10 +370,10 @@ def mint(scopes: str) -> str:
     return token
 
 
-def product_load(url: str, connections: int) -> Load:
+def product_load(url: str, connections: int, backend: str = "sqlite") -> Load:
     """list_env_vars on a project with 50 variables, under an mcp:read token: the product
     path (auth, scope check, tenant lookup, redaction) against the fixture call."""
-    writer = handshake(url, mint("mcp:full"))
+    writer = handshake(url, mint("mcp:full", backend))
     calls = [call_body("create_project", arguments={"name": "api"})] + [
         call_body(
             "set_env_var",
@@ -371,7 +384,20 @@ def product_load(url: str, connections: int) -> Load:
     for body in calls:
         httpx.post(url, json=body, headers=writer, timeout=10).raise_for_status()
     body = call_body("list_env_vars", arguments={"project": "api", "limit": 50})
-    return session_load(url, body, connections, mint("mcp:read"))
+    return session_load(url, body, connections, mint("mcp:read", backend))
+
+
+def write_load(url: str, connections: int, backend: str = "sqlite") -> Load:
+    """set_env_var, one durable write transaction a call (with its log line)."""
+    writer = handshake(url, mint("mcp:full", backend))
+    create = call_body("create_project", arguments={"name": "api"})
+    httpx.post(url, json=create, headers=writer, timeout=10).raise_for_status()
+    body = call_body("set_env_var", arguments={"project": "api", "key": "HOT", "value": "v"})
+    return session_load(url, body, connections, mint("mcp:full", backend))
+
+
+def on_postgres(load: Callable[[str, int, str], Load]) -> Callable[[str, int], Load]:
+    return lambda url, connections: load(url, connections, "postgres")
 
 
 TARGETS = {
@@ -397,6 +423,13 @@ TARGETS = {
     "sp00ky-mcp product path (list_env_vars, 50 vars)": Target(
         "sp00ky-product", product, product_load
     ),
+    "sp00ky-mcp product path on PostgreSQL (list_env_vars, 50 vars)": Target(
+        "sp00ky-product-pg", product_on("postgres"), on_postgres(product_load)
+    ),
+    "sp00ky-mcp write path (set_env_var)": Target("sp00ky-write", product, write_load),
+    "sp00ky-mcp write path on PostgreSQL (set_env_var)": Target(
+        "sp00ky-write-pg", product_on("postgres"), on_postgres(write_load)
+    ),
     "bare h11 ceiling": Target(
         "bare", lambda p: [PY, "-m", "bench.servers.bare_h11", str(p)], ceiling_load
     ),
@@ -418,6 +451,18 @@ ONE_CONNECTION = ", 1 connection"
 
 
 def run(rounds: int = 3, seconds: float = 5.0, connections: int = 16) -> dict[str, Sample]:
+    """Every target, `rounds` times in turn, on a throwaway PostgreSQL for the rows on it."""
+    servers = postgres_server_url.__wrapped__()  # type: ignore[attr-defined]
+    DATABASE["url"] = next(servers)
+    try:
+        return run_all(rounds, seconds, connections)
+    finally:
+        DATABASE.clear()
+        for _ in servers:
+            pass
+
+
+def run_all(rounds: int, seconds: float, connections: int) -> dict[str, Sample]:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk (Debian) and run again.")
     plan = [(name, connections) for name in TARGETS]
