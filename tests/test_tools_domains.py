@@ -17,23 +17,24 @@ from .product_support import NOW, NOW_ISO, ProductEnv, decline
 pytestmark = pytest.mark.anyio
 
 
-def token_of(env: ProductEnv, hostname: str) -> str:
-    row = env.store.one("SELECT verification_token FROM domains WHERE hostname = ?", (hostname,))
-    assert row is not None
-    return str(row["verification_token"])
+async def token_of(env: ProductEnv, hostname: str) -> str:
+    found = await env.store.reads.domains.by_hostname(hostname)
+    assert found is not None
+    return found.verification_token
 
 
-def hostnames(env: ProductEnv) -> list[str]:
-    return [r["hostname"] for r in env.store.all("SELECT hostname FROM domains ORDER BY 1")]
+async def hostnames(env: ProductEnv) -> list[str]:
+    return await env.store.reads.domains.hostnames()
 
 
-def expected_domain(
+async def expected_domain(
     env: ProductEnv,
     hostname: str,
     record: dict[str, str],
     project: str = "api",
     unicode: str | None = None,
 ) -> dict[str, Any]:
+    token = await token_of(env, hostname)
     return {
         "hostname": hostname,
         "unicode_hostname": unicode or hostname,
@@ -46,7 +47,7 @@ def expected_domain(
             {
                 "type": "TXT",
                 "name": f"_sp00ky-challenge.{hostname}",
-                "value": f"sp00ky-verification={token_of(env, hostname)}",
+                "value": f"sp00ky-verification={token}",
                 "purpose": "Proves you control the domain; keep it while the domain is attached.",
             },
         ],
@@ -225,16 +226,16 @@ def test_any_text_is_a_valid_hostname_or_refused_with_a_reason(text: str) -> Non
 async def test_add_domain_for_a_subdomain_returns_a_cname_and_a_txt_challenge(
     env: ProductEnv,
 ) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
+    ada = await env.user()
+    project_id = await env.make_project(ada)
     result = await env.ok(
-        env.token(ada, "domains:write"),
+        await env.token(ada, "domains:write"),
         "add_domain",
         {"project": "api", "hostname": "WWW.Example.com."},
     )
-    assert result == expected_domain(env, "www.example.com", cname("www.example.com"))
-    assert len(token_of(env, "www.example.com")) == 32
-    assert env.log_messages(project_id) == [
+    assert result == await expected_domain(env, "www.example.com", cname("www.example.com"))
+    assert len(await token_of(env, "www.example.com")) == 32
+    assert await env.log_messages(project_id) == [
         "Domain www.example.com added; pending verification of its _sp00ky-challenge TXT record."
     ]
 
@@ -243,21 +244,23 @@ async def test_add_domain_for_a_subdomain_returns_a_cname_and_a_txt_challenge(
 async def test_add_domain_for_an_apex_returns_an_alias_record(
     env: ProductEnv, hostname: str
 ) -> None:
-    ada = env.user()
-    env.make_project(ada, "shop", region="eu-west")
-    result = await env.ok(env.token(ada), "add_domain", {"project": "shop", "hostname": hostname})
-    assert result == expected_domain(
+    ada = await env.user()
+    await env.make_project(ada, "shop", region="eu-west")
+    result = await env.ok(
+        await env.token(ada), "add_domain", {"project": "shop", "hostname": hostname}
+    )
+    assert result == await expected_domain(
         env, hostname, alias(hostname, "shop.eu-west.sp00ky.app"), project="shop"
     )
 
 
 async def test_add_domain_stores_an_internationalised_name_in_punycode(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada)
+    ada = await env.user()
+    await env.make_project(ada)
     result = await env.ok(
-        env.token(ada), "add_domain", {"project": "api", "hostname": "shop.Bücher.example"}
+        await env.token(ada), "add_domain", {"project": "api", "hostname": "shop.Bücher.example"}
     )
-    assert result == expected_domain(
+    assert result == await expected_domain(
         env,
         "shop.xn--bcher-kva.example",
         cname("shop.xn--bcher-kva.example"),
@@ -266,18 +269,18 @@ async def test_add_domain_stores_an_internationalised_name_in_punycode(env: Prod
 
 
 async def test_each_domain_gets_its_own_random_challenge_token(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    await env.make_project(ada)
+    token = await env.token(ada)
     await env.ok(token, "add_domain", {"project": "api", "hostname": "a.example.com"})
     await env.ok(token, "add_domain", {"project": "api", "hostname": "b.example.com"})
-    assert token_of(env, "a.example.com") != token_of(env, "b.example.com")
+    assert await token_of(env, "a.example.com") != await token_of(env, "b.example.com")
 
 
 async def test_add_domain_twice_on_the_same_project_is_a_conflict(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    await env.make_project(ada)
+    token = await env.token(ada)
     await env.ok(token, "add_domain", {"project": "api", "hostname": "www.example.com"})
     assert await env.error_text(
         token, "add_domain", {"project": "api", "hostname": "WWW.EXAMPLE.COM."}
@@ -285,16 +288,16 @@ async def test_add_domain_twice_on_the_same_project_is_a_conflict(env: ProductEn
         "'www.example.com' is already attached to project 'api'; list_domains shows its DNS "
         "records."
     )
-    assert hostnames(env) == ["www.example.com"]
+    assert await hostnames(env) == ["www.example.com"]
 
 
 async def test_add_domain_held_by_another_project_of_the_tenant_names_that_project(
     env: ProductEnv,
 ) -> None:
-    ada = env.user()
-    env.make_project(ada, "api")
-    env.make_project(ada, "web")
-    token = env.token(ada)
+    ada = await env.user()
+    await env.make_project(ada, "api")
+    await env.make_project(ada, "web")
+    token = await env.token(ada)
     await env.ok(token, "add_domain", {"project": "web", "hostname": "www.example.com"})
     assert await env.error_text(
         token, "add_domain", {"project": "api", "hostname": "www.example.com"}
@@ -307,16 +310,16 @@ async def test_add_domain_held_by_another_project_of_the_tenant_names_that_proje
 async def test_a_hostname_held_by_another_tenant_is_a_conflict_that_does_not_name_it(
     env: ProductEnv,
 ) -> None:
-    ada, eve = env.user("ada@example.com"), env.user("eve@example.com")
-    env.make_project(ada, "secret-project")
-    env.make_project(eve, "api")
+    ada, eve = await env.user("ada@example.com"), await env.user("eve@example.com")
+    await env.make_project(ada, "secret-project")
+    await env.make_project(eve, "api")
     await env.ok(
-        env.token(ada),
+        await env.token(ada),
         "add_domain",
         {"project": "secret-project", "hostname": "www.example.com"},
     )
     text = await env.error_text(
-        env.token(eve, "mcp:full,secrets:reveal"),
+        await env.token(eve, "mcp:full,secrets:reveal"),
         "add_domain",
         {"project": "api", "hostname": "www.example.com"},
     )
@@ -325,32 +328,32 @@ async def test_a_hostname_held_by_another_tenant_is_a_conflict_that_does_not_nam
         "you own the domain, ask its current holder to remove it or contact support."
     )
     assert "secret-project" not in text and "ada" not in text
-    assert hostnames(env) == ["www.example.com"]
+    assert await hostnames(env) == ["www.example.com"]
 
 
 async def test_a_removed_hostname_can_be_added_by_another_tenant(env: ProductEnv) -> None:
-    ada, eve = env.user("ada@example.com"), env.user("eve@example.com")
-    env.make_project(ada)
-    env.make_project(eve)
-    ada_token, eve_token = env.token(ada), env.token(eve)
+    ada, eve = await env.user("ada@example.com"), await env.user("eve@example.com")
+    await env.make_project(ada)
+    await env.make_project(eve)
+    ada_token, eve_token = await env.token(ada), await env.token(eve)
     await env.ok(ada_token, "add_domain", {"project": "api", "hostname": "www.example.com"})
     await env.ok(ada_token, "remove_domain", {"project": "api", "hostname": "www.example.com"})
     await env.ok(eve_token, "add_domain", {"project": "api", "hostname": "www.example.com"})
 
 
 async def test_add_domain_refuses_an_invalid_hostname_with_its_reason(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada)
+    ada = await env.user()
+    await env.make_project(ada)
     assert await env.error_text(
-        env.token(ada), "add_domain", {"project": "api", "hostname": "10.0.0.1"}
+        await env.token(ada), "add_domain", {"project": "api", "hostname": "10.0.0.1"}
     ) == ("'10.0.0.1' is an IP address; a custom domain needs a hostname such as www.example.com.")
-    assert hostnames(env) == []
+    assert await hostnames(env) == []
 
 
 async def test_add_domain_rejects_bad_arguments(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    await env.make_project(ada)
+    token = await env.token(ada)
     assert await env.error_text(token, "add_domain", {"project": "api"}) == (
         "Invalid arguments for 'add_domain': Missing required argument 'hostname'."
     )
@@ -363,15 +366,15 @@ async def test_add_domain_rejects_bad_arguments(env: ProductEnv) -> None:
 
 
 async def test_a_team_member_may_add_a_domain(env: ProductEnv) -> None:
-    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
-    team = env.make_team({ada: "owner", bob: "member"})
-    env.make_project(ada, "shop", team)
+    ada, bob = await env.user("ada@example.com"), await env.user("bob@example.com")
+    team = await env.make_team({ada: "owner", bob: "member"})
+    await env.make_project(ada, "shop", team)
     await env.ok(
-        env.token(bob),
+        await env.token(bob),
         "add_domain",
         {"project": "shop", "hostname": "shop.example.com", "tenant_id": team},
     )
-    assert hostnames(env) == ["shop.example.com"]
+    assert await hostnames(env) == ["shop.example.com"]
 
 
 # --- list_domains -------------------------------------------------------------------------
@@ -380,16 +383,16 @@ async def test_a_team_member_may_add_a_domain(env: ProductEnv) -> None:
 async def test_list_domains_shows_a_projects_domains_pending_verification(
     env: ProductEnv,
 ) -> None:
-    ada = env.user()
-    env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    await env.make_project(ada)
+    token = await env.token(ada)
     await env.ok(token, "add_domain", {"project": "api", "hostname": "www.example.com"})
     await env.ok(token, "add_domain", {"project": "api", "hostname": "example.com"})
-    listing = await env.ok(env.token(ada, "domains:read"), "list_domains", {"project": "api"})
+    listing = await env.ok(await env.token(ada, "domains:read"), "list_domains", {"project": "api"})
     assert listing == {
         "items": [
-            expected_domain(env, "example.com", alias("example.com")),
-            expected_domain(env, "www.example.com", cname("www.example.com")),
+            await expected_domain(env, "example.com", alias("example.com")),
+            await expected_domain(env, "www.example.com", cname("www.example.com")),
         ],
         "next_cursor": None,
         "truncated": False,
@@ -397,10 +400,10 @@ async def test_list_domains_shows_a_projects_domains_pending_verification(
 
 
 async def test_list_domains_without_a_project_lists_the_whole_tenant(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada, "api")
-    env.make_project(ada, "web")
-    token = env.token(ada)
+    ada = await env.user()
+    await env.make_project(ada, "api")
+    await env.make_project(ada, "web")
+    token = await env.token(ada)
     await env.ok(token, "add_domain", {"project": "web", "hostname": "b.example.com"})
     await env.ok(token, "add_domain", {"project": "api", "hostname": "a.example.com"})
     listing = await env.ok(token, "list_domains", {})
@@ -417,12 +420,12 @@ async def test_list_domains_without_a_project_lists_the_whole_tenant(env: Produc
 
 
 async def test_list_domains_shows_a_verified_domain_with_its_time(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    await env.make_project(ada)
+    token = await env.token(ada)
     await env.ok(token, "add_domain", {"project": "api", "hostname": "www.example.com"})
-    with env.store.transaction() as db:  # what the hosted platform's DNS check would do
-        db.execute("UPDATE domains SET status = 'verified', verified_at = ?", (NOW + 60,))
+    async with env.store.transaction() as tx:  # what the hosted platform's DNS check would do
+        await tx.domains.mark_verified("www.example.com", NOW + 60)
     listing = await env.ok(token, "list_domains", {"project": "api"})
     assert (listing["items"][0]["status"], listing["items"][0]["verified_at"]) == (
         "verified",
@@ -431,7 +434,7 @@ async def test_list_domains_shows_a_verified_domain_with_its_time(env: ProductEn
 
 
 async def test_list_domains_rejects_bad_arguments_and_unknown_projects(env: ProductEnv) -> None:
-    token = env.token(env.user())
+    token = await env.token(await env.user())
     assert await env.error_text(token, "list_domains", {"limit": 201}) == (
         "Invalid arguments for 'list_domains': Argument 'limit' must be at most 200."
     )
@@ -444,30 +447,30 @@ async def test_list_domains_rejects_bad_arguments_and_unknown_projects(env: Prod
 
 
 async def test_remove_domain_detaches_it_and_logs_it(env: ProductEnv) -> None:
-    ada = env.user()
-    project_id = env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    project_id = await env.make_project(ada)
+    token = await env.token(ada)
     await env.ok(token, "add_domain", {"project": "api", "hostname": "www.example.com"})
     result = await env.ok(
         token, "remove_domain", {"project": "api", "hostname": "WWW.example.com."}
     )
     assert result == {"hostname": "www.example.com", "project": "api", "removed": True}
-    assert hostnames(env) == []
-    assert env.log_messages(project_id)[-1] == "Domain www.example.com removed."
+    assert await hostnames(env) == []
+    assert (await env.log_messages(project_id))[-1] == "Domain www.example.com removed."
 
 
 async def test_remove_domain_of_an_unknown_hostname_is_not_found(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada)
+    ada = await env.user()
+    await env.make_project(ada)
     assert await env.error_text(
-        env.token(ada), "remove_domain", {"project": "api", "hostname": "www.example.com"}
+        await env.token(ada), "remove_domain", {"project": "api", "hostname": "www.example.com"}
     ) == ("No domain 'www.example.com' on project 'api'; list_domains shows its domains.")
 
 
 async def test_remove_domain_declined_through_elicitation_keeps_it(env: ProductEnv) -> None:
-    ada = env.user()
-    env.make_project(ada)
-    token = env.token(ada)
+    ada = await env.user()
+    await env.make_project(ada)
+    token = await env.token(ada)
     await env.ok(token, "add_domain", {"project": "api", "hostname": "www.example.com"})
     async with env.sdk(token, mode="legacy", elicitation_callback=decline) as client:
         result = await client.call_tool(
@@ -478,23 +481,23 @@ async def test_remove_domain_declined_through_elicitation_keeps_it(env: ProductE
         "Not confirmed, so nothing was changed: remove domain 'www.example.com' from project "
         "'api', so its traffic no longer reaches Sp00ky."
     )
-    assert hostnames(env) == ["www.example.com"]
+    assert await hostnames(env) == ["www.example.com"]
 
 
 async def test_remove_domain_in_a_team_needs_an_admin(env: ProductEnv) -> None:
-    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
-    team = env.make_team({ada: "owner", bob: "member"})
-    env.make_project(ada, "shop", team)
+    ada, bob = await env.user("ada@example.com"), await env.user("bob@example.com")
+    team = await env.make_team({ada: "owner", bob: "member"})
+    await env.make_project(ada, "shop", team)
     args = {"project": "shop", "hostname": "shop.example.com", "tenant_id": team}
-    await env.ok(env.token(ada), "add_domain", args)
-    assert await env.error_text(env.token(bob), "remove_domain", args) == (
+    await env.ok(await env.token(ada), "add_domain", args)
+    assert await env.error_text(await env.token(bob), "remove_domain", args) == (
         "Only a team admin or above may remove domains; your role in 'Acme' is member."
     )
-    assert hostnames(env) == ["shop.example.com"]
+    assert await hostnames(env) == ["shop.example.com"]
 
 
 async def test_remove_domain_rejects_bad_arguments(env: ProductEnv) -> None:
-    token = env.token(env.user())
+    token = await env.token(await env.user())
     assert await env.error_text(token, "remove_domain", {"hostname": "www.example.com"}) == (
         "Invalid arguments for 'remove_domain': Missing required argument 'project'."
     )
@@ -504,10 +507,12 @@ async def test_remove_domain_rejects_bad_arguments(env: ProductEnv) -> None:
 
 
 async def test_another_users_token_cannot_see_or_change_the_domains(env: ProductEnv) -> None:
-    ada, eve = env.user("ada@example.com"), env.user("eve@example.com")
-    project_id = env.make_project(ada)
-    await env.ok(env.token(ada), "add_domain", {"project": "api", "hostname": "www.example.com"})
-    eve_token = env.token(eve, "mcp:full,secrets:reveal")
+    ada, eve = await env.user("ada@example.com"), await env.user("eve@example.com")
+    project_id = await env.make_project(ada)
+    await env.ok(
+        await env.token(ada), "add_domain", {"project": "api", "hostname": "www.example.com"}
+    )
+    eve_token = await env.token(eve, "mcp:full,secrets:reveal")
     missing = (
         f"No project '{project_id}' in tenant 'eve's workspace'; list_projects shows the "
         "projects there."
@@ -530,4 +535,4 @@ async def test_another_users_token_cannot_see_or_change_the_domains(env: Product
         "next_cursor": None,
         "truncated": False,
     }
-    assert hostnames(env) == ["www.example.com"]
+    assert await hostnames(env) == ["www.example.com"]

@@ -17,12 +17,24 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
-import sqlite3
 from dataclasses import dataclass
 from encodings import idna
 from typing import Any
 
-from .base import Cloud, Conflict, Invalid, Tenant, check_visible, iso, iso_or_none, new_id
+from ..store.repos import Repos
+from ..store.repos.domains import Domain, Holder
+from ..store.repos.projects import Project
+from .base import (
+    Cloud,
+    Conflict,
+    Invalid,
+    NotFound,
+    Tenant,
+    check_visible,
+    iso,
+    iso_or_none,
+    new_id,
+)
 
 PLATFORM_ZONE = "sp00ky.app"
 RESERVED_ZONES = ("sp00ky.app", "sp00ky.cloud")
@@ -184,11 +196,11 @@ def _long_label(label: str, shown: str) -> Invalid:
 # --- records and views --------------------------------------------------------------------
 
 
-def target(project: sqlite3.Row) -> str:
-    return f"{str(project['name']).lower()}.{project['region']}.{PLATFORM_ZONE}"
+def target(project: Project) -> str:
+    return f"{project.name.lower()}.{project.region}.{PLATFORM_ZONE}"
 
 
-def dns_records(host: Hostname, project: sqlite3.Row, token: str) -> list[dict[str, str]]:
+def dns_records(host: Hostname, project: Project, token: str) -> list[dict[str, str]]:
     routing = (
         {
             "type": "ALIAS",
@@ -214,16 +226,16 @@ def dns_records(host: Hostname, project: sqlite3.Row, token: str) -> list[dict[s
     return [routing, challenge]
 
 
-def domain_view(row: sqlite3.Row, project: sqlite3.Row) -> dict[str, Any]:
-    host = Hostname(row["hostname"], _unicode(row["hostname"]))
+def domain_view(domain: Domain, project: Project) -> dict[str, Any]:
+    host = Hostname(domain.hostname, _unicode(domain.hostname))
     return {
         "hostname": host.ascii,
         "unicode_hostname": host.unicode,
-        "project": project["name"],
-        "status": row["status"],
-        "created_at": iso(row["created_at"]),
-        "verified_at": iso_or_none(row["verified_at"]),
-        "dns_records": dns_records(host, project, row["verification_token"]),
+        "project": project.name,
+        "status": domain.status,
+        "created_at": iso(domain.created_at),
+        "verified_at": iso_or_none(domain.verified_at),
+        "dns_records": dns_records(host, project, domain.verification_token),
     }
 
 
@@ -237,63 +249,45 @@ def _unicode(ascii_name: str) -> str:
 # --- reads and writes ---------------------------------------------------------------------
 
 
-def list_domains(cloud: Cloud, tenant: Tenant, project: sqlite3.Row | None) -> list[dict[str, Any]]:
+async def list_domains(
+    cloud: Cloud, tenant: Tenant, project: Project | None
+) -> list[dict[str, Any]]:
     """The domains of one project, or of every project in the tenant; by hostname."""
     if project is not None:
-        rows = cloud.store.all(
-            "SELECT * FROM domains WHERE project_id = ? ORDER BY hostname", (project["id"],)
-        )
-        return [domain_view(row, project) for row in rows]
-    projects = {
-        row["id"]: row
-        for row in cloud.store.all("SELECT * FROM projects WHERE tenant_id = ?", (tenant.id,))
-    }
-    rows = cloud.store.all(
-        "SELECT d.* FROM domains d JOIN projects p ON p.id = d.project_id "
-        "WHERE p.tenant_id = ? ORDER BY d.hostname",
-        (tenant.id,),
-    )
-    return [domain_view(row, projects[row["project_id"]]) for row in rows]
+        found = await cloud.reads.domains.of_project(project.id)
+        return [domain_view(d, project) for d in found]
+    return [domain_view(d, p) for d, p in await cloud.reads.domains.of_tenant(tenant.id)]
 
 
-def add_domain(
-    cloud: Cloud, tenant: Tenant, project: sqlite3.Row, host: Hostname
+async def add_domain(
+    cloud: Cloud, tenant: Tenant, project: Project, host: Hostname
 ) -> dict[str, Any]:
-    now = cloud.clock()
     token = secrets.token_hex(16)
-    with cloud.transaction() as db:
-        holder = db.execute(
-            "SELECT p.tenant_id, p.name, p.id FROM domains d JOIN projects p "
-            "ON p.id = d.project_id WHERE d.hostname = ?",
-            (host.ascii,),
-        ).fetchone()
+    async with cloud.transaction() as tx:
+        holder = await tx.domains.holder(host.ascii)
         if holder is not None:
             raise _taken(host, project, tenant, holder)
-        db.execute(
-            "INSERT INTO domains (id, project_id, hostname, status, verification_token, "
-            "created_at, verified_at) VALUES (?, ?, ?, 'pending', ?, ?, NULL)",
-            (new_id("dom"), project["id"], host.ascii, token, now),
-        )
-        cloud.log(
-            db,
-            project["id"],
+        added = Domain(new_id("dom"), project.id, host.ascii, "pending", token, cloud.clock(), None)
+        await tx.domains.add(added)
+        await cloud.log(
+            tx,
+            project.id,
             None,
             "info",
             f"Domain {host.ascii} added; pending verification of its {CHALLENGE_LABEL} TXT record.",
         )
-        row = db.execute("SELECT * FROM domains WHERE hostname = ?", (host.ascii,)).fetchone()
-    return domain_view(row, project)
+    return domain_view(added, project)
 
 
-def _taken(host: Hostname, project: sqlite3.Row, tenant: Tenant, holder: sqlite3.Row) -> Conflict:
-    if holder["id"] == project["id"]:
+def _taken(host: Hostname, project: Project, tenant: Tenant, holder: Holder) -> Conflict:
+    if holder.project_id == project.id:
         return Conflict(
-            f"'{host.ascii}' is already attached to project '{project['name']}'; "
+            f"'{host.ascii}' is already attached to project '{project.name}'; "
             "list_domains shows its DNS records."
         )
-    if holder["tenant_id"] == tenant.id:
+    if holder.tenant_id == tenant.id:
         return Conflict(
-            f"'{host.ascii}' is already attached to project '{holder['name']}'; "
+            f"'{host.ascii}' is already attached to project '{holder.name}'; "
             "remove it there first with remove_domain."
         )
     return Conflict(
@@ -303,19 +297,19 @@ def _taken(host: Hostname, project: sqlite3.Row, tenant: Tenant, holder: sqlite3
     )
 
 
-def domain(cloud: Cloud, project: sqlite3.Row, host: Hostname) -> sqlite3.Row:
-    return cloud.child(
-        "domains",
-        project,
-        "hostname",
-        host.ascii,
-        f"No domain '{host.ascii}' on project '{project['name']}'; list_domains shows its domains.",
-    )
+async def domain(cloud: Cloud, project: Project, host: Hostname, tx: Repos | None = None) -> Domain:
+    """The project's domain of that hostname (read through `tx` inside a write)."""
+    found = await (tx or cloud.reads).domains.of_project_by_hostname(project.id, host.ascii)
+    if found is None:
+        raise NotFound(
+            f"No domain '{host.ascii}' on project '{project.name}'; list_domains shows its domains."
+        )
+    return found
 
 
-def remove_domain(cloud: Cloud, project: sqlite3.Row, host: Hostname) -> dict[str, Any]:
-    with cloud.transaction() as db:
-        row = domain(cloud, project, host)
-        db.execute("DELETE FROM domains WHERE id = ?", (row["id"],))
-        cloud.log(db, project["id"], None, "info", f"Domain {host.ascii} removed.")
-    return {"hostname": host.ascii, "project": project["name"], "removed": True}
+async def remove_domain(cloud: Cloud, project: Project, host: Hostname) -> dict[str, Any]:
+    async with cloud.transaction() as tx:
+        found = await domain(cloud, project, host, tx)
+        await tx.domains.remove(found.id)
+        await cloud.log(tx, project.id, None, "info", f"Domain {host.ascii} removed.")
+    return {"hostname": host.ascii, "project": project.name, "removed": True}

@@ -42,8 +42,8 @@ VERIFICATION = (
 
 
 async def list_domains(call: Call) -> dict[str, Any]:
-    project = call.project() if "project" in call.args else None
-    return call.page(domains.list_domains(call.cloud, call.tenant, project), 50)
+    project = await call.project() if "project" in call.args else None
+    return call.page(await domains.list_domains(call.cloud, call.tenant, project), 50)
 
 
 LIST_DOMAINS = Spec(
@@ -71,9 +71,9 @@ LIST_DOMAINS = Spec(
 
 
 async def add_domain(call: Call) -> dict[str, Any]:
-    project = call.project()
+    project = await call.project()
     host = domains.parse_hostname(call.args["hostname"])
-    return domains.add_domain(call.cloud, call.tenant, project, host)
+    return await domains.add_domain(call.cloud, call.tenant, project, host)
 
 
 ADD_DOMAIN = Spec(
@@ -95,15 +95,15 @@ ADD_DOMAIN = Spec(
 
 
 async def remove_domain(call: Call) -> dict[str, Any]:
-    project = call.project()
+    project = await call.project()
     call.tenant.require_role("admin", "remove domains")
     host = domains.parse_hostname(call.args["hostname"])
-    domains.domain(call.cloud, project, host)
+    await domains.domain(call.cloud, project, host)
     await call.confirm(
-        f"remove domain '{host.ascii}' from project '{project['name']}', so "
+        f"remove domain '{host.ascii}' from project '{project.name}', so "
         "its traffic no longer reaches Sp00ky"
     )
-    return domains.remove_domain(call.cloud, project, host)
+    return await domains.remove_domain(call.cloud, project, host)
 
 
 REMOVE_DOMAIN = Spec(
