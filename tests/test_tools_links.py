@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from sp00ky_mcp.product.cloud import deployments
+from sp00ky_mcp.product.store.repos.links import Run
 
 from .product_support import NOW, NOW_ISO, ProductEnv, Progress, assert_declared, decline
 
@@ -31,9 +32,12 @@ async def setup(
     return token, project
 
 
-def link_row(product: ProductEnv) -> tuple[Any, ...] | None:
-    row = product.store.one("SELECT repo_url, branch, auto_deploy FROM repo_links")
-    return None if row is None else tuple(row)
+async def link_row(product: ProductEnv) -> tuple[Any, ...] | None:
+    """Ada's project 'api''s link as (repo_url, branch, auto_deploy 0/1), or None."""
+    cloud = product.cloud
+    project = await cloud.project(await cloud.tenant((await product.user()).id, None), "api")
+    link = await product.store.reads.links.link(project.id)
+    return None if link is None else (link.repo_url, link.branch, int(link.auto_deploy))
 
 
 def test_link_tools_declare_their_scope_and_annotations() -> None:
@@ -131,7 +135,7 @@ async def test_set_up_repo_link_refuses_other_urls(product: ProductEnv, url: str
     assert await product.error_text(
         token, "set_up_repo_link", {"project": "api", "repo_url": url}
     ) == (f"Repository URL '{url}' {URL_PROBLEM}")
-    assert link_row(product) is None
+    assert await link_row(product) is None
 
 
 @pytest.mark.parametrize("branch", ["feature x", "a..b", "-main", "main.lock", "/main", "@"])
@@ -143,7 +147,7 @@ async def test_set_up_repo_link_refuses_a_branch_git_would_refuse(
         token, "set_up_repo_link", {"project": "api", "repo_url": REPO, "branch": branch}
     )
     assert message.startswith(f"Branch '{branch}' is not a valid git ref name: use a git branch")
-    assert link_row(product) is None
+    assert await link_row(product) is None
 
 
 async def test_set_up_repo_link_refuses_to_relink_a_linked_project(product: ProductEnv) -> None:
@@ -155,7 +159,7 @@ async def test_set_up_repo_link_refuses_to_relink_a_linked_project(product: Prod
         f"Project 'api' is already linked to {REPO}; use update_repo_link to change it, or "
         "unlink_repo first to link another repository."
     )
-    assert link_row(product) == (REPO, "main", 1)
+    assert await link_row(product) == (REPO, "main", 1)
 
 
 async def test_set_up_repo_link_refuses_bad_arguments(product: ProductEnv) -> None:
@@ -167,7 +171,7 @@ async def test_set_up_repo_link_refuses_bad_arguments(product: ProductEnv) -> No
     assert await product.error_text(
         token, "set_up_repo_link", {"project": "api", "repo_url": REPO, "auto_deploy": "no"}
     ) == (prefix + "Argument 'auto_deploy' must be of type boolean.")
-    assert link_row(product) is None
+    assert await link_row(product) is None
 
 
 # --- update ------------------------------------------------------------------------------
@@ -180,7 +184,7 @@ async def test_update_repo_link_changes_branch_and_auto_deploy(product: ProductE
     assert (done["link"]["branch"], done["link"]["auto_deploy"]) == ("develop", True)
     assert done["link"]["updated_at"] == "2026-01-01T00:00:01.000Z"
     done = await product.ok(token, "update_repo_link", {"project": "api", "auto_deploy": False})
-    assert link_row(product) == (REPO, "develop", 0)
+    assert await link_row(product) == (REPO, "develop", 0)
     logs = await product.ok(token, "get_logs", {"project": "api", "lines": 1})
     assert logs["items"][0]["message"] == "Repo link updated: branch develop; auto-deploy off."
 
@@ -287,7 +291,7 @@ async def test_trigger_build_needs_a_link_and_a_valid_ref(product: ProductEnv) -
     await product.ok(token, "set_up_repo_link", {"project": "api", "repo_url": REPO})
     message = await product.error_text(token, "trigger_build", {"project": "api", "ref": "a..b"})
     assert message.startswith("Ref 'a..b' is not a valid git ref name")
-    assert product.count("link_runs") + product.count("deployments") == 0
+    assert await product.count("link_runs") + await product.count("deployments") == 0
 
 
 async def test_a_run_whose_pipeline_was_cut_off_ends_as_its_deployment_did(
@@ -295,19 +299,18 @@ async def test_a_run_whose_pipeline_was_cut_off_ends_as_its_deployment_did(
 ) -> None:
     token, _ = await setup(product, {})
     cloud = product.cloud
-    row = cloud.project(cloud.tenant(product.user().id, None), "api")
+    project = await cloud.project(await cloud.tenant((await product.user()).id, None), "api")
     for stage in (None, deployments.Status.READY):
-        with product.store.transaction() as db:
-            build = deployments.build_to_deploy(cloud, db, row, "main")
-            dep = deployments.queue(cloud, db, row["id"], build, "repo_link")
-            db.execute(
-                "INSERT INTO link_runs (id, project_id, status, branch, commit_sha, "
-                "deployment_id, created_at) VALUES (?, ?, 'running', 'main', ?, ?, ?)",
-                (f"run_{stage}", row["id"], build["commit_sha"], dep, NOW),
+        async with product.store.transaction() as tx:
+            build = await deployments.build_to_deploy(cloud, tx, project, "main")
+            dep = await deployments.queue(cloud, tx, project.id, build, "repo_link")
+            run = Run(
+                f"run_{stage}", project.id, "running", "main", build.commit_sha, dep, NOW, None
             )
+            await tx.links.add_run(run)
             if stage is not None:
-                deployments.transition(cloud, db, dep, deployments.Status.BUILDING)
-                deployments.transition(cloud, db, dep, stage)
+                await deployments.transition(cloud, tx, dep, deployments.Status.BUILDING)
+                await deployments.transition(cloud, tx, dep, stage)
     product.freeze(NOW + deployments.STALE_SECONDS + 1)
     runs = await product.ok(token, "list_repo_link_runs", {"project": "api"})
     assert [(r["id"], r["status"]) for r in runs["items"]] == [
@@ -358,7 +361,7 @@ async def test_unlink_repo_removes_the_link_and_keeps_the_runs(product: ProductE
         "branch": "main",
         "runs_kept": 1,
     }
-    assert link_row(product) is None
+    assert await link_row(product) is None
     runs = await product.ok(token, "list_repo_link_runs", {"project": "api"})
     assert runs["items"] == [run]
     status = await product.ok(token, "get_repo_link", {"project": "api"})
@@ -376,13 +379,13 @@ async def test_unlink_repo_does_nothing_when_the_user_declines(product: ProductE
     assert result.content[0].model_dump()["text"] == (
         f"Not confirmed, so nothing was changed: unlink project 'api' from {REPO} (main)."
     )
-    assert link_row(product) == (REPO, "main", 1)
+    assert await link_row(product) == (REPO, "main", 1)
 
 
 async def test_unlinking_a_team_project_needs_an_admin(product: ProductEnv) -> None:
-    ada, bob = product.user(), product.user("bob@example.com")
-    tenant_id = product.make_team({ada: "owner", bob: "member"}, plan="team")
-    bob_token = product.token(bob)
+    ada, bob = await product.user(), await product.user("bob@example.com")
+    tenant_id = await product.make_team({ada: "owner", bob: "member"}, plan="team")
+    bob_token = await product.token(bob)
     args = {"project": "api", "tenant_id": tenant_id}
     await product.ok(bob_token, "create_project", {"name": "api", "tenant_id": tenant_id})
     await product.ok(bob_token, "set_up_repo_link", {**args, "repo_url": REPO})
@@ -390,14 +393,14 @@ async def test_unlinking_a_team_project_needs_an_admin(product: ProductEnv) -> N
     assert await product.error_text(bob_token, "unlink_repo", args) == (
         "Only a team admin or above may unlink a repository; your role in 'Acme' is member."
     )
-    assert link_row(product) == (REPO, "main", 1)
-    assert (await product.ok(product.token(ada), "unlink_repo", args))["unlinked"] is True
+    assert await link_row(product) == (REPO, "main", 1)
+    assert (await product.ok(await product.token(ada), "unlink_repo", args))["unlinked"] is True
 
 
 async def test_another_users_token_cannot_see_or_change_the_link(product: ProductEnv) -> None:
     token, project = await setup(product, {})
     await product.ok(token, "trigger_build", {"project": "api"})
-    bob = product.token(product.user("bob@example.com"), "mcp:full,secrets:reveal")
+    bob = await product.token(await product.user("bob@example.com"), "mcp:full,secrets:reveal")
     pid = project["id"]
     calls: list[tuple[str, dict[str, Any]]] = [
         ("get_repo_link", {"project": pid}),
@@ -412,5 +415,5 @@ async def test_another_users_token_cannot_see_or_change_the_link(product: Produc
             f"No project '{pid}' in tenant 'bob's workspace'; list_projects shows the projects "
             "there."
         ), tool
-    assert link_row(product) == (REPO, "main", 1)
-    assert (product.count("link_runs"), product.count("deployments")) == (1, 1)
+    assert await link_row(product) == (REPO, "main", 1)
+    assert (await product.count("link_runs"), await product.count("deployments")) == (1, 1)

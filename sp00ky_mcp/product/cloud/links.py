@@ -15,12 +15,16 @@ a team admin or owner.
 from __future__ import annotations
 
 import re
-import sqlite3
+import secrets
+import time
 from enum import StrEnum
 from typing import Any
 
-from .base import Cloud, Conflict, Invalid, Tenant, iso, iso_or_none, new_id
-from .deployments import Progress, advance, check_ref, deployment_view, finish_run, queue, reap
+from ..store.repos import Repos
+from ..store.repos.links import Link, Run
+from ..store.repos.projects import Project
+from .base import Cloud, Conflict, Invalid, Tenant, iso, iso_or_none
+from .deployments import Progress, advance, check_ref, deployment_view, queue, reap
 from .projects import record_build
 
 
@@ -66,218 +70,215 @@ def provider(url: str) -> str:
 # --- views -------------------------------------------------------------------------------
 
 
-def run_view(row: sqlite3.Row) -> dict[str, Any]:
+def run_view(run: Run) -> dict[str, Any]:
     return {
-        "id": row["id"],
-        "status": row["status"],
-        "branch": row["branch"],
-        "commit_sha": row["commit_sha"],
-        "deployment_id": row["deployment_id"],
-        "created_at": iso(row["created_at"]),
-        "finished_at": iso_or_none(row["finished_at"]),
+        "id": run.id,
+        "status": run.status,
+        "branch": run.branch,
+        "commit_sha": run.commit_sha,
+        "deployment_id": run.deployment_id,
+        "created_at": iso(run.created_at),
+        "finished_at": iso_or_none(run.finished_at),
     }
 
 
-def link_view(row: sqlite3.Row) -> dict[str, Any]:
+def link_view(link: Link) -> dict[str, Any]:
     return {
-        "repo_url": row["repo_url"],
-        "provider": provider(row["repo_url"]),
-        "branch": row["branch"],
-        "auto_deploy": bool(row["auto_deploy"]),
-        "created_at": iso(row["created_at"]),
-        "updated_at": iso(row["updated_at"]),
+        "repo_url": link.repo_url,
+        "provider": provider(link.repo_url),
+        "branch": link.branch,
+        "auto_deploy": link.auto_deploy,
+        "created_at": iso(link.created_at),
+        "updated_at": iso(link.updated_at),
     }
 
 
-def _link(cloud: Cloud, project_id: str) -> sqlite3.Row | None:
-    return cloud.store.one("SELECT * FROM repo_links WHERE project_id = ?", (project_id,))
+_last_stamp = 0
 
 
-def _require_link(cloud: Cloud, project: sqlite3.Row) -> sqlite3.Row:
-    row = _link(cloud, project["id"])
-    if row is None:
+def new_run_id() -> str:
+    """A new run id that sorts after every earlier one of this process (and, to the
+    microsecond, of any other): runs started within one clock reading list newest first."""
+    global _last_stamp
+    _last_stamp = max(_last_stamp + 1, time.time_ns() // 1000)
+    return f"run_{_last_stamp:013x}{secrets.token_hex(2)[:3]}"
+
+
+async def _require_link(cloud: Cloud, project: Project, tx: Repos | None = None) -> Link:
+    found = await (tx or cloud.reads).links.link(project.id)
+    if found is None:
         raise Conflict(
-            f"Project '{project['name']}' has no repo link; set_up_repo_link links one first."
+            f"Project '{project.name}' has no repo link; set_up_repo_link links one first."
         )
-    return row
+    return found
 
 
-def status(cloud: Cloud, project: sqlite3.Row) -> dict[str, Any]:
-    reap(cloud, project["id"])
-    link = _link(cloud, project["id"])
-    last = cloud.store.one(
-        "SELECT * FROM link_runs WHERE project_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
-        (project["id"],),
-    )
+async def status(cloud: Cloud, project: Project) -> dict[str, Any]:
+    await reap(cloud, project.id)
+    link = await cloud.reads.links.link(project.id)
+    last = await cloud.reads.links.last_run(project.id)
     return {
-        "project": project["name"],
-        "project_id": project["id"],
+        "project": project.name,
+        "project_id": project.id,
         "linked": link is not None,
         "link": None if link is None else link_view(link),
         "last_run": None if last is None else run_view(last),
     }
 
 
-def runs(cloud: Cloud, project: sqlite3.Row) -> list[dict[str, Any]]:
-    reap(cloud, project["id"])
-    rows = cloud.store.all(
-        "SELECT * FROM link_runs WHERE project_id = ? ORDER BY created_at DESC, rowid DESC",
-        (project["id"],),
-    )
-    return [run_view(r) for r in rows]
+async def runs(cloud: Cloud, project: Project) -> list[dict[str, Any]]:
+    await reap(cloud, project.id)
+    return [run_view(r) for r in await cloud.reads.links.runs(project.id)]
 
 
 # --- operations --------------------------------------------------------------------------
 
 
-def set_up(
-    cloud: Cloud, project: sqlite3.Row, repo_url: str, branch: str, auto_deploy: bool
+async def set_up(
+    cloud: Cloud, project: Project, repo_url: str, branch: str, auto_deploy: bool
 ) -> dict[str, Any]:
     """Links the project; setting up the same link again changes nothing."""
     check_repo_url(repo_url)
     check_ref(branch, "Branch")
-    # Looked up under the write lock: another process may link the project meanwhile.
-    with cloud.transaction() as db:
-        existing = _link(cloud, project["id"])
+    # Looked up inside the write: another process may link the project meanwhile.
+    async with cloud.transaction() as tx:
+        existing = await tx.links.link(project.id)
         if existing is None:
-            _link_now(cloud, db, project, (repo_url, branch, auto_deploy))
+            await _link_now(cloud, tx, project, (repo_url, branch, auto_deploy))
         elif _settings(existing) != (repo_url, branch, auto_deploy):
             raise Conflict(
-                f"Project '{project['name']}' is already linked to {existing['repo_url']}; "
+                f"Project '{project.name}' is already linked to {existing.repo_url}; "
                 "use update_repo_link to change it, or unlink_repo first to link another "
                 "repository."
             )
-    return status(cloud, project)
+    return await status(cloud, project)
 
 
-def _link_now(
-    cloud: Cloud, db: sqlite3.Connection, project: sqlite3.Row, settings: tuple[str, str, bool]
+async def _link_now(
+    cloud: Cloud, tx: Repos, project: Project, settings: tuple[str, str, bool]
 ) -> None:
     repo_url, branch, auto_deploy = settings
     now = cloud.clock()
-    db.execute(
-        "INSERT INTO repo_links (project_id, repo_url, branch, auto_deploy, created_at, "
-        "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-        (project["id"], repo_url, branch, int(auto_deploy), now, now),
-    )
+    await tx.links.add_link(Link(project.id, repo_url, branch, auto_deploy, now, now))
     message = f"Linked to {repo_url} ({branch}); auto-deploy {_on_off(auto_deploy)}."
-    cloud.log(db, project["id"], None, "info", message)
+    await cloud.log(tx, project.id, None, "info", message)
 
 
-def _settings(link: sqlite3.Row) -> tuple[str, str, bool]:
-    return link["repo_url"], link["branch"], bool(link["auto_deploy"])
+def _settings(link: Link) -> tuple[str, str, bool]:
+    return link.repo_url, link.branch, link.auto_deploy
 
 
 def _on_off(flag: bool) -> str:
     return "on" if flag else "off"
 
 
-def update(
-    cloud: Cloud, project: sqlite3.Row, branch: str | None, auto_deploy: bool | None
+async def update(
+    cloud: Cloud, project: Project, branch: str | None, auto_deploy: bool | None
 ) -> dict[str, Any]:
     if branch is None and auto_deploy is None:
         raise Invalid("Pass branch or auto_deploy (or both) to change the repo link.")
     if branch is not None:
         check_ref(branch, "Branch")
-    link = _require_link(cloud, project)
-    _, old_branch, old_auto = _settings(link)
-    new_branch = old_branch if branch is None else branch
-    new_auto = old_auto if auto_deploy is None else auto_deploy
-    if (new_branch, new_auto) != (old_branch, old_auto):
-        with cloud.transaction() as db:
-            db.execute(
-                "UPDATE repo_links SET branch = ?, auto_deploy = ?, updated_at = ? "
-                "WHERE project_id = ?",
-                (new_branch, int(new_auto), cloud.clock(), project["id"]),
-            )
+    async with cloud.transaction() as tx:
+        link = await _require_link(cloud, project, tx)
+        new_branch = link.branch if branch is None else branch
+        new_auto = link.auto_deploy if auto_deploy is None else auto_deploy
+        if (new_branch, new_auto) != (link.branch, link.auto_deploy):
+            await tx.links.update_link(project.id, new_branch, new_auto, cloud.clock())
             message = f"Repo link updated: branch {new_branch}; auto-deploy {_on_off(new_auto)}."
-            cloud.log(db, project["id"], None, "info", message)
-    return status(cloud, project)
+            await cloud.log(tx, project.id, None, "info", message)
+    return await status(cloud, project)
 
 
 def _require_unlinker(tenant: Tenant) -> None:
     tenant.require_role("admin", "unlink a repository")
 
 
-def unlink_description(cloud: Cloud, tenant: Tenant, project: sqlite3.Row) -> str:
+async def unlink_description(cloud: Cloud, tenant: Tenant, project: Project) -> str:
     """What unlinking changes, for a caller who may unlink."""
     _require_unlinker(tenant)
-    link = _require_link(cloud, project)
-    return f"unlink project '{project['name']}' from {link['repo_url']} ({link['branch']})"
+    link = await _require_link(cloud, project)
+    return f"unlink project '{project.name}' from {link.repo_url} ({link.branch})"
 
 
-def unlink(cloud: Cloud, tenant: Tenant, project: sqlite3.Row) -> dict[str, Any]:
+async def unlink(cloud: Cloud, tenant: Tenant, project: Project) -> dict[str, Any]:
     _require_unlinker(tenant)
-    link = _require_link(cloud, project)
-    with cloud.transaction() as db:
-        db.execute("DELETE FROM repo_links WHERE project_id = ?", (project["id"],))
-        cloud.log(db, project["id"], None, "warning", f"Unlinked from {link['repo_url']}.")
+    async with cloud.transaction() as tx:
+        link = await _require_link(cloud, project, tx)
+        await tx.links.remove_link(project.id)
+        await cloud.log(tx, project.id, None, "warning", f"Unlinked from {link.repo_url}.")
+        kept = await tx.links.count_runs(project.id)
     return {
-        "project": project["name"],
+        "project": project.name,
         "unlinked": True,
-        "repo_url": link["repo_url"],
-        "branch": link["branch"],
-        "runs_kept": cloud.count("link_runs", project["id"]),
+        "repo_url": link.repo_url,
+        "branch": link.branch,
+        "runs_kept": kept,
     }
 
 
 async def trigger(
-    cloud: Cloud, project: sqlite3.Row, ref: str | None, progress: Progress
+    cloud: Cloud, project: Project, ref: str | None, progress: Progress
 ) -> dict[str, Any]:
     """A run of the linked branch (or `ref`): a build, and a deployment through the deploy
     pipeline, promoted to live when the link auto-deploys."""
-    link = _require_link(cloud, project)
-    branch = link["branch"] if ref is None else check_ref(ref)
-    promote = bool(link["auto_deploy"])
+    link = await _require_link(cloud, project)
+    branch = link.branch if ref is None else check_ref(ref)
+    promote = link.auto_deploy
     total = 5 if promote else 4
-    run_id, deployment_id, fetched = _start_run(cloud, project, link, branch)
+    started, fetched = await _start_run(cloud, project, link, branch)
+    assert started.deployment_id is not None
+    deployment_id = started.deployment_id
     await progress(
-        1, total, f"Run {run_id} fetched {fetched}; deployment {deployment_id} is queued."
+        1, total, f"Run {started.id} fetched {fetched}; deployment {deployment_id} is queued."
     )
     try:
-        await advance(cloud, project["id"], deployment_id, promote, progress, 1, total)
+        await advance(cloud, project.id, deployment_id, promote, progress, 1, total)
     except BaseException:
-        _finish(cloud, project, run_id, RunStatus.FAILED)
+        await _finish(cloud, project, started.id, RunStatus.FAILED)
         raise
-    _finish(cloud, project, run_id, RunStatus.SUCCEEDED)
-    await progress(total, total, f"Run {run_id} succeeded.")
-    return _triggered(cloud, run_id, deployment_id)
+    await _finish(cloud, project, started.id, RunStatus.SUCCEEDED)
+    await progress(total, total, f"Run {started.id} succeeded.")
+    return await _triggered(cloud, started.id, deployment_id)
 
 
-def _start_run(
-    cloud: Cloud, project: sqlite3.Row, link: sqlite3.Row, branch: str
-) -> tuple[str, str, str]:
-    """Records a run with its build and queued deployment; returns the run's id, the
-    deployment's id, and what was fetched (branch@short-sha)."""
-    run_id = new_id("run")
-    with cloud.transaction() as db:
-        build = record_build(cloud, db, project["id"], branch)
-        deployment_id = queue(cloud, db, project["id"], build, "repo_link")
-        db.execute(
-            "INSERT INTO link_runs (id, project_id, status, branch, commit_sha, deployment_id, "
-            "created_at) VALUES (?, ?, 'running', ?, ?, ?, ?)",
-            (run_id, project["id"], branch, build["commit_sha"], deployment_id, cloud.clock()),
+async def _start_run(cloud: Cloud, project: Project, link: Link, branch: str) -> tuple[Run, str]:
+    """Records a run with its build and queued deployment; returns the run and what was
+    fetched (branch@short-sha)."""
+    async with cloud.transaction() as tx:
+        build = await record_build(cloud, tx, project.id, branch)
+        deployment_id = await queue(cloud, tx, project.id, build, "repo_link")
+        started = Run(
+            new_run_id(),
+            project.id,
+            RunStatus.RUNNING.value,
+            branch,
+            build.commit_sha,
+            deployment_id,
+            cloud.clock(),
+            None,
         )
-        fetched = f"{branch}@{build['commit_sha'][:7]}"
-        message = f"Run {run_id} started: {fetched} from {link['repo_url']}."
-        cloud.log(db, project["id"], None, "info", message)
-    return run_id, deployment_id, fetched
+        await tx.links.add_run(started)
+        fetched = f"{branch}@{build.commit_sha[:7]}"
+        message = f"Run {started.id} started: {fetched} from {link.repo_url}."
+        await cloud.log(tx, project.id, None, "info", message)
+    return started, fetched
 
 
-def _triggered(cloud: Cloud, run_id: str, deployment_id: str) -> dict[str, Any]:
-    run = cloud.store.one("SELECT * FROM link_runs WHERE id = ?", (run_id,))
-    deployment = cloud.store.one("SELECT * FROM deployments WHERE id = ?", (deployment_id,))
+async def _triggered(cloud: Cloud, run_id: str, deployment_id: str) -> dict[str, Any]:
+    run = await cloud.reads.links.run(run_id)
+    deployment = await cloud.reads.deployments.by_id(deployment_id)
     assert run is not None and deployment is not None
     return {
         "run_id": run_id,
         "deployment_id": deployment_id,
         "run": run_view(run),
-        "deployment": deployment_view(cloud, deployment),
+        "deployment": await deployment_view(cloud, deployment),
     }
 
 
-def _finish(cloud: Cloud, project: sqlite3.Row, run_id: str, outcome: RunStatus) -> None:
-    with cloud.transaction() as db:
-        finish_run(cloud, db, run_id, outcome.value)
+async def _finish(cloud: Cloud, project: Project, run_id: str, outcome: RunStatus) -> None:
+    async with cloud.transaction() as tx:
+        await tx.links.finish_run(run_id, outcome.value, cloud.clock())
         level = "info" if outcome is RunStatus.SUCCEEDED else "error"
-        cloud.log(db, project["id"], None, level, f"Run {run_id} {outcome}.")
+        await cloud.log(tx, project.id, None, level, f"Run {run_id} {outcome}.")

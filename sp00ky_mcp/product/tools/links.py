@@ -64,7 +64,7 @@ UNLINKED = obj(
 
 
 async def get_repo_link(call: Call) -> dict[str, Any]:
-    return links.status(call.cloud, call.project())
+    return await links.status(call.cloud, await call.project())
 
 
 GET_REPO_LINK = Spec(
@@ -86,7 +86,7 @@ GET_REPO_LINK = Spec(
 
 
 async def list_repo_link_runs(call: Call) -> dict[str, Any]:
-    return call.page(links.runs(call.cloud, call.project()), 20)
+    return call.page(await links.runs(call.cloud, await call.project()), 20)
 
 
 LIST_REPO_LINK_RUNS = Spec(
@@ -109,9 +109,9 @@ LIST_REPO_LINK_RUNS = Spec(
 
 async def set_up_repo_link(call: Call) -> dict[str, Any]:
     args = call.args
-    return links.set_up(
+    return await links.set_up(
         call.cloud,
-        call.project(),
+        await call.project(),
         args["repo_url"],
         args.get("branch", "main"),
         bool(args.get("auto_deploy", True)),
@@ -148,7 +148,9 @@ SET_UP_REPO_LINK = Spec(
 
 async def update_repo_link(call: Call) -> dict[str, Any]:
     args = call.args
-    return links.update(call.cloud, call.project(), args.get("branch"), args.get("auto_deploy"))
+    return await links.update(
+        call.cloud, await call.project(), args.get("branch"), args.get("auto_deploy")
+    )
 
 
 UPDATE_REPO_LINK = Spec(
@@ -167,7 +169,9 @@ UPDATE_REPO_LINK = Spec(
 
 
 async def trigger_build(call: Call) -> dict[str, Any]:
-    return await links.trigger(call.cloud, call.project(), call.args.get("ref"), call.ctx.progress)
+    return await links.trigger(
+        call.cloud, await call.project(), call.args.get("ref"), call.ctx.progress
+    )
 
 
 TRIGGER_BUILD = Spec(
@@ -191,9 +195,9 @@ TRIGGER_BUILD = Spec(
 
 
 async def unlink_repo(call: Call) -> dict[str, Any]:
-    project = call.project()
-    await call.confirm(links.unlink_description(call.cloud, call.tenant, project))
-    return links.unlink(call.cloud, call.tenant, project)
+    project = await call.project()
+    await call.confirm(await links.unlink_description(call.cloud, call.tenant, project))
+    return await links.unlink(call.cloud, call.tenant, project)
 
 
 UNLINK_REPO = Spec(
