@@ -32,10 +32,12 @@ async def setup(
     return token, project
 
 
-async def link_row(product: ProductEnv) -> tuple[Any, ...] | None:
-    """Ada's project 'api''s link as (repo_url, branch, auto_deploy 0/1), or None."""
+async def link_row(product: ProductEnv, tenant_id: str | None = None) -> tuple[Any, ...] | None:
+    """The link of project 'api' (in Ada's personal tenant unless `tenant_id` is given) as
+    (repo_url, branch, auto_deploy 0/1), or None."""
     cloud = product.cloud
-    project = await cloud.project(await cloud.tenant((await product.user()).id, None), "api")
+    tenant = await cloud.tenant((await product.user()).id, tenant_id)
+    project = await cloud.project(tenant, "api")
     link = await product.store.reads.links.link(project.id)
     return None if link is None else (link.repo_url, link.branch, int(link.auto_deploy))
 
@@ -393,7 +395,7 @@ async def test_unlinking_a_team_project_needs_an_admin(product: ProductEnv) -> N
     assert await product.error_text(bob_token, "unlink_repo", args) == (
         "Only a team admin or above may unlink a repository; your role in 'Acme' is member."
     )
-    assert await link_row(product) == (REPO, "main", 1)
+    assert await link_row(product, tenant_id) == (REPO, "main", 1)
     assert (await product.ok(await product.token(ada), "unlink_repo", args))["unlinked"] is True
 
 

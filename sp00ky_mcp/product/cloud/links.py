@@ -15,8 +15,6 @@ a team admin or owner.
 from __future__ import annotations
 
 import re
-import secrets
-import time
 from enum import StrEnum
 from typing import Any
 
@@ -25,7 +23,7 @@ from ..store.repos.links import Link, Run
 from ..store.repos.projects import Project
 from .base import Cloud, Conflict, Invalid, Tenant, iso, iso_or_none
 from .deployments import Progress, advance, check_ref, deployment_view, queue, reap
-from .projects import record_build
+from .projects import ordered_id, record_build
 
 
 class RunStatus(StrEnum):
@@ -91,17 +89,6 @@ def link_view(link: Link) -> dict[str, Any]:
         "created_at": iso(link.created_at),
         "updated_at": iso(link.updated_at),
     }
-
-
-_last_stamp = 0
-
-
-def new_run_id() -> str:
-    """A new run id that sorts after every earlier one of this process (and, to the
-    microsecond, of any other): runs started within one clock reading list newest first."""
-    global _last_stamp
-    _last_stamp = max(_last_stamp + 1, time.time_ns() // 1000)
-    return f"run_{_last_stamp:013x}{secrets.token_hex(2)[:3]}"
 
 
 async def _require_link(cloud: Cloud, project: Project, tx: Repos | None = None) -> Link:
@@ -249,7 +236,7 @@ async def _start_run(cloud: Cloud, project: Project, link: Link, branch: str) ->
         build = await record_build(cloud, tx, project.id, branch)
         deployment_id = await queue(cloud, tx, project.id, build, "repo_link")
         started = Run(
-            new_run_id(),
+            ordered_id("run"),
             project.id,
             RunStatus.RUNNING.value,
             branch,

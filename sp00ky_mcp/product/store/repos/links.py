@@ -67,8 +67,8 @@ _RUN = (
     "SELECT id, project_id, status, branch, commit_sha, deployment_id, created_at, finished_at "
     "FROM link_runs"
 )
-# Run ids are ordered by when they were made (see cloud/links.py), which breaks ties between
-# runs started within the same clock reading.
+# Run ids sort by when they were made (`cloud.projects.ordered_id`), which breaks ties
+# between runs started within the same clock reading.
 _NEWEST_FIRST = "ORDER BY created_at DESC, id DESC"
 
 
