@@ -17,14 +17,26 @@ pytestmark = pytest.mark.anyio
 RUNNING = "running"
 
 
-def statuses(product: ProductEnv) -> dict[str, str]:
-    rows = product.store.all("SELECT id, status FROM deployments")
-    return {r["id"]: r["status"] for r in rows}
+async def api_id(product: ProductEnv, tenant_id: str | None = None) -> str:
+    """The id of project 'api' of Ada's personal tenant (or of `tenant_id`)."""
+    tenant_id = tenant_id or await product.personal(await product.user())
+    project = await product.store.reads.projects.by_ref(tenant_id, "api")
+    assert project is not None
+    return project.id
 
 
-def service_states(product: ProductEnv) -> list[tuple[str, str, int]]:
-    rows = product.store.all("SELECT name, status, replicas FROM services ORDER BY name")
-    return [(r["name"], r["status"], r["replicas"]) for r in rows]
+async def statuses(product: ProductEnv, tenant_id: str | None = None) -> dict[str, str]:
+    """Each deployment of project 'api' (see `api_id`) and its status."""
+    found = await product.store.reads.deployments.deployments(await api_id(product, tenant_id))
+    return {d.id: d.status for d in found}
+
+
+async def service_states(
+    product: ProductEnv, tenant_id: str | None = None
+) -> list[tuple[str, str, int]]:
+    """Each service of project 'api' (see `api_id`): its name, status and replicas."""
+    found = await product.store.reads.projects.services(await api_id(product, tenant_id))
+    return [(s.name, s.status, s.replicas) for s in found]
 
 
 def svc(name: str, status: str = RUNNING, replicas: int = 1, restarted: Any = None) -> Any:
@@ -45,12 +57,15 @@ def test_the_state_machine_is_a_table_covering_every_status() -> None:
 async def test_a_move_the_table_does_not_list_is_refused(product: ProductEnv) -> None:
     token, _ = await product.token_and_project()
     deployed = await product.ok(token, "deploy", {"project": "api"})
-    with pytest.raises(Conflict) as raised, product.store.transaction() as db:
-        deployments.transition(product.cloud, db, deployed["deployment_id"], Status.BUILDING)
+    with pytest.raises(Conflict) as raised:
+        async with product.store.transaction() as tx:
+            await deployments.transition(
+                product.cloud, tx, deployed["deployment_id"], Status.BUILDING
+            )
     assert raised.value.message == (
         f"Deployment '{deployed['deployment_id']}' is live and cannot become building."
     )
-    assert statuses(product) == {deployed["deployment_id"]: "live"}
+    assert await statuses(product) == {deployed["deployment_id"]: "live"}
 
 
 def test_deployment_tools_declare_their_scope_and_annotations() -> None:
@@ -145,7 +160,7 @@ async def test_deploy_refuses_a_ref_that_git_would_refuse(product: ProductEnv, r
         "or release/1.2 (no spaces, '..', '~', '^', ':', '?', '*', '[', '\\\\' or '@{', not "
         "starting with '-' or '/', not ending with '/', '.' or '.lock')."
     )
-    assert statuses(product) == {}
+    assert await statuses(product) == {}
 
 
 async def test_a_new_deploy_supersedes_the_live_one(product: ProductEnv) -> None:
@@ -154,7 +169,7 @@ async def test_a_new_deploy_supersedes_the_live_one(product: ProductEnv) -> None
     second = await product.ok(token, "deploy", {"project": "api"})
     assert second["superseded_deployment_id"] == first["deployment_id"]
     assert second["deployment"]["previous_id"] == first["deployment_id"]
-    assert statuses(product) == {
+    assert await statuses(product) == {
         first["deployment_id"]: "superseded",
         second["deployment_id"]: "live",
     }
@@ -165,7 +180,10 @@ async def test_deploy_without_promote_stops_at_ready(product: ProductEnv) -> Non
     live = await product.ok(token, "deploy", {"project": "api"})
     ready = await product.ok(token, "deploy", {"project": "api", "promote": False})
     assert (ready["status"], ready["superseded_deployment_id"]) == ("ready", None)
-    assert statuses(product) == {live["deployment_id"]: "live", ready["deployment_id"]: "ready"}
+    assert await statuses(product) == {
+        live["deployment_id"]: "live",
+        ready["deployment_id"]: "ready",
+    }
 
 
 async def test_deploy_refuses_bad_arguments(product: ProductEnv) -> None:
@@ -180,12 +198,13 @@ async def test_deploy_refuses_bad_arguments(product: ProductEnv) -> None:
     assert await product.error_text(token, "deploy", {"project": "nope"}) == (
         "No project 'nope' in tenant 'ada's workspace'; list_projects shows the projects there."
     )
-    assert statuses(product) == {}
+    assert await statuses(product) == {}
 
 
 async def test_an_interrupted_deploy_ends_failed(product: ProductEnv) -> None:
     token, project = await product.token_and_project()
-    row = product.cloud.project(product.cloud.tenant(product.user().id, None), "api")
+    cloud = product.cloud
+    row = await cloud.project(await cloud.tenant((await product.user()).id, None), "api")
 
     async def hang_up(progress: float, total: float, message: str) -> None:
         if progress == 2:
@@ -193,7 +212,7 @@ async def test_an_interrupted_deploy_ends_failed(product: ProductEnv) -> None:
 
     with pytest.raises(ConnectionError):
         await deployments.deploy(product.cloud, row, None, True, hang_up)
-    [(dep, status)] = statuses(product).items()
+    [(dep, status)] = (await statuses(product)).items()
     assert status == "failed"
     logs = await product.ok(token, "get_logs", {"project": "api", "lines": 1})
     sha = project["latest_build"]["commit_sha"][:7]
@@ -206,10 +225,11 @@ async def test_a_deployment_whose_pipeline_was_cut_off_is_failed_when_next_read(
 ) -> None:
     product.freeze()
     token, _ = await product.token_and_project()
-    row = product.cloud.project(product.cloud.tenant(product.user().id, None), "api")
-    with product.store.transaction() as db:
-        build = deployments.build_to_deploy(product.cloud, db, row, None)
-        dep = deployments.queue(product.cloud, db, row["id"], build, "manual")
+    cloud = product.cloud
+    row = await cloud.project(await cloud.tenant((await product.user()).id, None), "api")
+    async with product.store.transaction() as tx:
+        build = await deployments.build_to_deploy(cloud, tx, row, None)
+        dep = await deployments.queue(cloud, tx, row.id, build, "manual")
     product.freeze(NOW + deployments.STALE_SECONDS)
     status = await product.ok(token, "get_deployment_status", {"project": "api"})
     assert status["deployment"]["status"] == "queued"
@@ -218,7 +238,7 @@ async def test_a_deployment_whose_pipeline_was_cut_off_is_failed_when_next_read(
     assert (status["deployment"]["id"], status["deployment"]["status"]) == (dep, "failed")
     logs = await product.ok(token, "get_logs", {"project": "api", "lines": 1})
     assert logs["items"][0]["message"].endswith(") failed (abandoned: its pipeline stopped).")
-    assert statuses(product) == {dep: "failed"}
+    assert await statuses(product) == {dep: "failed"}
 
 
 async def test_deploy_replays_its_first_result_for_a_repeated_idempotency_key(
@@ -228,7 +248,7 @@ async def test_deploy_replays_its_first_result_for_a_repeated_idempotency_key(
     args = {"project": "api", "idempotency_key": "deploy-1"}
     first = await product.ok(token, "deploy", args)
     assert await product.ok(token, "deploy", args) == first
-    assert len(statuses(product)) == 1
+    assert len(await statuses(product)) == 1
 
 
 # --- finalize ----------------------------------------------------------------------------
@@ -241,7 +261,7 @@ async def test_finalize_promotes_a_ready_deployment(product: ProductEnv) -> None
     args = {"project": "api", "deployment_id": ready["deployment_id"]}
     done = await product.ok(token, "finalize_deployment", args)
     assert (done["status"], done["superseded_deployment_id"]) == ("live", live["deployment_id"])
-    assert statuses(product) == {
+    assert await statuses(product) == {
         live["deployment_id"]: "superseded",
         ready["deployment_id"]: "live",
     }
@@ -282,10 +302,10 @@ async def test_rollback_returns_to_the_previous_live_deployment(product: Product
     assert (back["deployment_id"], back["rolled_back_deployment_id"]) == (two, three)
     assert back["deployment"]["status"] == "live"
     assert back["services"] == [svc("ssr"), svc("web")]
-    assert statuses(product) == {one: "superseded", two: "live", three: "rolled_back"}
+    assert await statuses(product) == {one: "superseded", two: "live", three: "rolled_back"}
     further = await product.ok(token, "rollback_deployment", {"project": "api"})
     assert (further["deployment_id"], further["rolled_back_deployment_id"]) == (one, two)
-    assert statuses(product) == {one: "live", two: "rolled_back", three: "rolled_back"}
+    assert await statuses(product) == {one: "live", two: "rolled_back", three: "rolled_back"}
     logs = await product.ok(token, "get_logs", {"project": "api", "service": "web", "lines": 2})
     assert [line["message"].split(") ", 1)[1] for line in logs["items"]] == [
         "rolled back.",
@@ -372,7 +392,7 @@ async def test_scale_service_sets_replicas_within_the_plan(product: ProductEnv) 
         "min_replicas": 1,
         "max_replicas": 3,
     }
-    assert service_states(product) == [("ssr", "stopped", 1), ("web", "stopped", 3)]
+    assert await service_states(product) == [("ssr", "stopped", 1), ("web", "stopped", 3)]
     again = await product.ok(token, "scale_service", args)
     assert (again["replicas"], again["previous_replicas"]) == (3, 3)
     logs = await product.ok(token, "get_logs", {"project": "api", "contains": "scaled"})
@@ -385,18 +405,21 @@ async def test_scale_service_sets_replicas_within_the_plan(product: ProductEnv) 
 async def test_scale_service_refuses_counts_outside_the_plan_bounds(
     product: ProductEnv, plan: str, low: int, high: int
 ) -> None:
-    token, _ = await product.token_and_project()
-    with product.store.transaction() as db:
-        db.execute("UPDATE tenants SET plan = ?", (plan,))
+    ada = await product.user()
+    tenant_id = await product.make_team({ada: "owner"}, plan=plan)
+    token = await product.token(ada)
+    await product.ok(token, "create_project", {"name": "api", "tenant_id": tenant_id})
     for replicas in (low - 1, high + 1):
-        args = {"project": "api", "service": "web", "replicas": replicas}
+        args = {"project": "api", "service": "web", "replicas": replicas, "tenant_id": tenant_id}
         assert await product.error_text(token, "scale_service", args) == (
             f"Replicas must be between {low} and {high} on the {plan} plan; choose a value in "
             "that range or change the plan."
         )
-    assert service_states(product) == [("web", "stopped", 1)]
+    assert await service_states(product, tenant_id) == [("web", "stopped", 1)]
     top = await product.ok(
-        token, "scale_service", {"project": "api", "service": "web", "replicas": high}
+        token,
+        "scale_service",
+        {"project": "api", "service": "web", "replicas": high, "tenant_id": tenant_id},
     )
     assert (top["replicas"], top["plan"]) == (high, plan)
 
@@ -436,7 +459,7 @@ async def test_tear_down_stops_every_service_and_the_live_deployment(
         "stopped_services": ["ssr", "web"],
         "services": [svc("ssr", "stopped"), svc("web", "stopped")],
     }
-    assert statuses(product) == {dep: "torn_down"}
+    assert await statuses(product) == {dep: "torn_down"}
     assert await product.ok(token, "tear_down_project", {"project": "api"}) == {
         "project": "api",
         "torn_down_deployment_id": None,
@@ -462,26 +485,26 @@ async def test_tear_down_does_nothing_when_the_user_declines(product: ProductEnv
         "Not confirmed, so nothing was changed: tear down project 'api': stop services ssr, web "
         f"and take deployment {dep} offline."
     )
-    assert statuses(product) == {dep: "live"}
-    assert service_states(product) == [("ssr", RUNNING, 1), ("web", RUNNING, 1)]
+    assert await statuses(product) == {dep: "live"}
+    assert await service_states(product) == [("ssr", RUNNING, 1), ("web", RUNNING, 1)]
 
 
 async def test_tearing_down_a_team_project_needs_an_admin(product: ProductEnv) -> None:
-    ada, bob = product.user(), product.user("bob@example.com")
-    tenant_id = product.make_team({ada: "owner", bob: "member"}, plan="team")
-    bob_token = product.token(bob)
+    ada, bob = await product.user(), await product.user("bob@example.com")
+    tenant_id = await product.make_team({ada: "owner", bob: "member"}, plan="team")
+    bob_token = await product.token(bob)
     args = {"project": "api", "tenant_id": tenant_id}
     await product.ok(bob_token, "create_project", {"name": "api", "tenant_id": tenant_id})
     dep = (await product.ok(bob_token, "deploy", args))["deployment_id"]
     assert await product.error_text(bob_token, "tear_down_project", args) == (
         "Only a team admin or above may tear down a project; your role in 'Acme' is member."
     )
-    assert statuses(product) == {dep: "live"}
+    assert await statuses(product, tenant_id) == {dep: "live"}
     scaled = await product.ok(
         bob_token, "scale_service", {**args, "service": "web", "replicas": 50}
     )
     assert scaled["max_replicas"] == 100
-    done = await product.ok(product.token(ada), "tear_down_project", args)
+    done = await product.ok(await product.token(ada), "tear_down_project", args)
     assert done["torn_down_deployment_id"] == dep
 
 
@@ -564,8 +587,8 @@ async def test_another_users_token_cannot_see_or_change_deployments(
 ) -> None:
     token, project = await product.token_and_project()
     dep = (await product.ok(token, "deploy", {"project": "api"}))["deployment_id"]
-    before = (statuses(product), service_states(product))
-    bob = product.token(product.user("bob@example.com"), "mcp:full,secrets:reveal")
+    before = (await statuses(product), await service_states(product))
+    bob = await product.token(await product.user("bob@example.com"), "mcp:full,secrets:reveal")
     not_found = (
         f"No project '{project['id']}' in tenant 'bob's workspace'; list_projects shows the "
         "projects there."
@@ -583,4 +606,4 @@ async def test_another_users_token_cannot_see_or_change_deployments(
     ]
     for tool, args in calls:
         assert await product.error_text(bob, tool, args) == not_found, tool
-    assert (statuses(product), service_states(product)) == before
+    assert (await statuses(product), await service_states(product)) == before

@@ -23,15 +23,13 @@ async def setup(product: ProductEnv, scopes: str = "mcp:full") -> tuple[str, str
     return token, str(created["id"])
 
 
-def seed(product: ProductEnv, project_id: str, count: int, service: str | None = "web") -> None:
+async def seed(
+    product: ProductEnv, project_id: str, count: int, service: str | None = "web"
+) -> None:
     """`count` lines, one a second after NOW: "line 1" ... "line N"."""
-    with product.store.transaction() as db:
+    async with product.store.transaction() as tx:
         for n in range(1, count + 1):
-            db.execute(
-                "INSERT INTO log_lines (project_id, service, at, level, message) "
-                "VALUES (?, ?, ?, 'info', ?)",
-                (project_id, service, NOW + n, f"line {n}"),
-            )
+            await tx.logs.add(project_id, service, NOW + n, "info", f"line {n}")
 
 
 def messages(result: dict[str, Any]) -> list[str]:
@@ -44,7 +42,7 @@ def test_get_logs_declares_its_scope_and_annotations() -> None:
 
 async def test_get_logs_returns_the_last_100_lines_newest_last(product: ProductEnv) -> None:
     token, project_id = await setup(product)
-    seed(product, project_id, 150)
+    await seed(product, project_id, 150)
     result = await logs(product, token)
     assert messages(result) == [f"line {n}" for n in range(51, 151)]
     assert result["items"][-1] == {
@@ -59,7 +57,7 @@ async def test_get_logs_returns_the_last_100_lines_newest_last(product: ProductE
 
 async def test_the_cursor_reads_further_back_until_nothing_is_left(product: ProductEnv) -> None:
     token, project_id = await setup(product)
-    seed(product, project_id, 25)
+    await seed(product, project_id, 25)
     first = await logs(product, token, lines=10)
     second = await logs(product, token, lines=10, cursor=first["next_cursor"])
     third = await logs(product, token, lines=10, cursor=second["next_cursor"])
@@ -74,16 +72,16 @@ async def test_the_cursor_reads_further_back_until_nothing_is_left(product: Prod
 
 async def test_the_cursor_is_not_moved_by_lines_written_after_it(product: ProductEnv) -> None:
     token, project_id = await setup(product)
-    seed(product, project_id, 10)
+    await seed(product, project_id, 10)
     first = await logs(product, token, lines=5)
-    seed(product, project_id, 3, "ssr")
+    await seed(product, project_id, 3, "ssr")
     second = await logs(product, token, lines=5, cursor=first["next_cursor"])
     assert messages(second) == [f"line {n}" for n in range(1, 6)]
 
 
 async def test_get_logs_returns_at_most_1000_lines(product: ProductEnv) -> None:
     token, project_id = await setup(product)
-    seed(product, project_id, 1200)
+    await seed(product, project_id, 1200)
     result = await logs(product, token, lines=1000)
     assert len(result["items"]) == 1000
     assert result["items"][0]["message"] == "line 201"
@@ -98,8 +96,8 @@ async def test_get_logs_returns_at_most_1000_lines(product: ProductEnv) -> None:
 
 async def test_get_logs_filters_by_service(product: ProductEnv) -> None:
     token, project_id = await setup(product)
-    seed(product, project_id, 3, "web")
-    seed(product, project_id, 2, "ssr")
+    await seed(product, project_id, 3, "web")
+    await seed(product, project_id, 2, "ssr")
     result = await logs(product, token, service="ssr")
     assert [(line["service"], line["message"]) for line in result["items"]] == [
         ("ssr", "line 1"),
@@ -123,7 +121,7 @@ async def test_get_logs_filters_by_service(product: ProductEnv) -> None:
 )
 async def test_get_logs_filters_by_since(product: ProductEnv, since: str, first: int) -> None:
     token, project_id = await setup(product)
-    seed(product, project_id, 10)
+    await seed(product, project_id, 10)
     product.freeze(NOW + 11)
     result = await logs(product, token, since=since, service="web")
     assert messages(result) == [f"line {n}" for n in range(first, 11)]
@@ -133,7 +131,7 @@ async def test_get_logs_accepts_hours_days_and_weeks_and_refuses_other_times(
     product: ProductEnv,
 ) -> None:
     token, project_id = await setup(product)
-    seed(product, project_id, 2)
+    await seed(product, project_id, 2)
     product.freeze(NOW + 2 * 86400)
     assert messages(await logs(product, token, since="47h")) == []
     assert len((await logs(product, token, since="2d"))["items"]) == 3
@@ -147,7 +145,7 @@ async def test_get_logs_accepts_hours_days_and_weeks_and_refuses_other_times(
 
 async def test_get_logs_filters_by_text_ignoring_case(product: ProductEnv) -> None:
     token, project_id = await setup(product)
-    seed(product, project_id, 12)
+    await seed(product, project_id, 12)
     result = await logs(product, token, contains="LINE 1")
     assert messages(result) == ["line 1", "line 10", "line 11", "line 12"]
     paged = await logs(product, token, contains="line 1", lines=3)
@@ -160,18 +158,18 @@ async def test_secret_values_are_masked_in_log_lines_and_cannot_be_searched(
     product: ProductEnv,
 ) -> None:
     token, project_id = await setup(product)
-    with product.store.transaction() as db:
-        db.execute("INSERT INTO env_vars VALUES (?, 'API_KEY', 'sk-live-4242', 0)", (project_id,))
+    async with product.store.transaction() as tx:
+        await tx.env.put(project_id, "API_KEY", "sk-live-4242", 0.0)
     product.freeze(NOW + 1)
-    with product.store.transaction() as db:
-        product.cloud.log(db, project_id, "web", "warning", "retrying with key sk-live-4242")
+    async with product.store.transaction() as tx:
+        await product.cloud.log(tx, project_id, "web", "warning", "retrying with key sk-live-4242")
     masked = await logs(product, token, service="web")
     assert messages(masked) == ["retrying with key ***REDACTED"]
     assert (await logs(product, token, contains="sk-live"))["items"] == []
     assert messages(await logs(product, token, contains="redacted")) == [
         "retrying with key ***REDACTED"
     ]
-    revealing = product.token(product.user(), "logs:read,secrets:reveal")
+    revealing = await product.token(await product.user(), "logs:read,secrets:reveal")
     assert messages(await logs(product, revealing, contains="sk-live")) == [
         "retrying with key sk-live-4242"
     ]
@@ -209,8 +207,8 @@ async def test_get_logs_needs_the_logs_read_scope(product: ProductEnv) -> None:
 
 async def test_another_users_token_cannot_read_the_logs(product: ProductEnv) -> None:
     _, project_id = await setup(product)
-    seed(product, project_id, 3)
-    bob = product.token(product.user("bob@example.com"), "mcp:full,secrets:reveal")
+    await seed(product, project_id, 3)
+    bob = await product.token(await product.user("bob@example.com"), "mcp:full,secrets:reveal")
     assert await product.error_text(bob, "get_logs", {"project": project_id}) == (
         f"No project '{project_id}' in tenant 'bob's workspace'; list_projects shows the "
         "projects there."

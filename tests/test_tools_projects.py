@@ -27,8 +27,9 @@ async def test_create_project_records_its_services_region_and_an_initial_build(
     product: ProductEnv,
 ) -> None:
     product.freeze()
-    token = product.token(product.user())
-    tenant_id = product.accounts.personal_tenant(product.user().id)
+    ada = await product.user()
+    token = await product.token(ada)
+    tenant_id = await product.personal(ada)
     created = await product.ok(
         token,
         "create_project",
@@ -62,7 +63,7 @@ async def test_create_project_records_its_services_region_and_an_initial_build(
 async def test_create_project_defaults_to_us_east_and_one_web_service(
     product: ProductEnv,
 ) -> None:
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     created = await product.ok(token, "create_project", {"name": "web"})
     assert created["region"] == "us-east"
     assert [s["name"] for s in created["services"]] == ["web"]
@@ -70,7 +71,7 @@ async def test_create_project_defaults_to_us_east_and_one_web_service(
 
 async def test_create_project_writes_a_log_line(product: ProductEnv) -> None:
     product.freeze()
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     await product.ok(token, "create_project", {"name": "api", "services": ["web", "api"]})
     logs = await product.ok(token, "get_logs", {"project": "api"})
     assert logs["items"] == [
@@ -87,18 +88,18 @@ async def test_create_project_writes_a_log_line(product: ProductEnv) -> None:
 async def test_create_project_refuses_a_name_that_breaks_the_rules(
     product: ProductEnv, name: str
 ) -> None:
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     assert await product.error_text(token, "create_project", {"name": name}) == (
         f"Project name '{name}' is invalid: use 1-63 lowercase letters, digits and hyphens, "
         "starting with a letter."
     )
-    assert product.count("projects") == 0
+    assert await product.count("projects") == 0
 
 
 async def test_create_project_refuses_a_name_longer_than_63_characters(
     product: ProductEnv,
 ) -> None:
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     assert await product.error_text(token, "create_project", {"name": "a" * 64}) == (
         "Invalid arguments for 'create_project': Argument 'name' must be at most 63 characters."
     )
@@ -108,24 +109,24 @@ async def test_create_project_refuses_a_name_longer_than_63_characters(
 async def test_create_project_refuses_a_name_already_used_in_the_tenant(
     product: ProductEnv,
 ) -> None:
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     await product.ok(token, "create_project", {"name": "api"})
     assert await product.error_text(token, "create_project", {"name": "api"}) == (
         "A project named 'api' already exists in tenant 'ada's workspace'; choose another name "
         "or use that project."
     )
-    assert product.count("projects") == 1
+    assert await product.count("projects") == 1
 
 
 async def test_the_same_name_may_be_used_in_another_tenant(product: ProductEnv) -> None:
-    ada, bob = product.user(), product.user("bob@example.com")
-    await product.ok(product.token(ada), "create_project", {"name": "api"})
-    await product.ok(product.token(bob), "create_project", {"name": "api"})
-    assert product.count("projects") == 2
+    ada, bob = await product.user(), await product.user("bob@example.com")
+    await product.ok(await product.token(ada), "create_project", {"name": "api"})
+    await product.ok(await product.token(bob), "create_project", {"name": "api"})
+    assert await product.count("projects") == 2
 
 
 async def test_create_project_refuses_bad_or_repeated_services(product: ProductEnv) -> None:
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     assert await product.error_text(
         token, "create_project", {"name": "api", "services": ["web", "Web"]}
     ) == (
@@ -138,11 +139,11 @@ async def test_create_project_refuses_bad_or_repeated_services(product: ProductE
     assert await product.error_text(token, "create_project", {"name": "api", "services": []}) == (
         "Invalid arguments for 'create_project': Argument 'services' must have at least 1 items."
     )
-    assert product.count("projects") == 0
+    assert await product.count("projects") == 0
 
 
 async def test_create_project_refuses_bad_arguments(product: ProductEnv) -> None:
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     prefix = "Invalid arguments for 'create_project': "
     assert await product.error_text(token, "create_project", {}) == (
         prefix + "Missing required argument 'name'."
@@ -157,24 +158,24 @@ async def test_create_project_refuses_bad_arguments(product: ProductEnv) -> None
     assert await product.error_text(token, "create_project", {"name": "a", "colour": "red"}) == (
         prefix + "Unknown argument 'colour'; remove it."
     )
-    assert product.count("projects") == 0
+    assert await product.count("projects") == 0
 
 
 async def test_create_project_replays_its_first_result_for_a_repeated_idempotency_key(
     product: ProductEnv,
 ) -> None:
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     args = {"name": "api", "idempotency_key": "k1"}
     first = await product.ok(token, "create_project", args)
     assert await product.ok(token, "create_project", args) == first
-    assert product.count("projects") == 1
+    assert await product.count("projects") == 1
 
 
 async def test_list_projects_shows_the_tenants_projects_sorted_by_name(
     product: ProductEnv,
 ) -> None:
     product.freeze()
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     web = await product.ok(token, "create_project", {"name": "web", "services": ["web", "ssr"]})
     api = await product.ok(token, "create_project", {"name": "api", "region": "us-west"})
     assert await product.ok(token, "list_projects", {}) == {
@@ -202,7 +203,7 @@ async def test_list_projects_shows_the_tenants_projects_sorted_by_name(
 
 
 async def test_list_projects_shows_the_live_deployment(product: ProductEnv) -> None:
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     await product.ok(token, "create_project", {"name": "api"})
     deployed = await product.ok(token, "deploy", {"project": "api"})
     listed = await product.ok(token, "list_projects", {})
@@ -210,7 +211,7 @@ async def test_list_projects_shows_the_live_deployment(product: ProductEnv) -> N
 
 
 async def test_list_projects_pages_with_a_cursor(product: ProductEnv) -> None:
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     for name in ("a", "b", "c"):
         await product.ok(token, "create_project", {"name": name})
     first = await product.ok(token, "list_projects", {"limit": 2})
@@ -222,7 +223,7 @@ async def test_list_projects_pages_with_a_cursor(product: ProductEnv) -> None:
 
 
 async def test_list_projects_refuses_a_cursor_it_did_not_issue(product: ProductEnv) -> None:
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     assert await product.error_text(token, "list_projects", {"cursor": "zz"}) == (
         "Invalid cursor: pass back a next_cursor value exactly as received."
     )
@@ -232,14 +233,14 @@ async def test_list_projects_refuses_a_cursor_it_did_not_issue(product: ProductE
 
 
 async def test_get_project_accepts_a_name_or_an_id(product: ProductEnv) -> None:
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     created = await product.ok(token, "create_project", {"name": "api"})
     by_id = await product.ok(token, "get_project", {"project": created["id"]})
     assert by_id == await product.ok(token, "get_project", {"project": "api"})
 
 
 async def test_get_project_reports_an_unknown_project(product: ProductEnv) -> None:
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     assert await product.error_text(token, "get_project", {"project": "nope"}) == (
         "No project 'nope' in tenant 'ada's workspace'; list_projects shows the projects there."
     )
@@ -249,20 +250,20 @@ async def test_get_project_reports_an_unknown_project(product: ProductEnv) -> No
 
 
 async def test_projects_live_in_the_team_named_by_tenant_id(product: ProductEnv) -> None:
-    ada, bob = product.user(), product.user("bob@example.com")
-    tenant_id = product.make_team({ada: "owner", bob: "member"}, plan="team")
-    bob_token = product.token(bob)
+    ada, bob = await product.user(), await product.user("bob@example.com")
+    tenant_id = await product.make_team({ada: "owner", bob: "member"}, plan="team")
+    bob_token = await product.token(bob)
     created = await product.ok(bob_token, "create_project", {"name": "api", "tenant_id": tenant_id})
     assert created["tenant_id"] == tenant_id
     assert (await product.ok(bob_token, "list_projects", {}))["items"] == []
-    listed = await product.ok(product.token(ada), "list_projects", {"tenant_id": tenant_id})
+    listed = await product.ok(await product.token(ada), "list_projects", {"tenant_id": tenant_id})
     assert [p["name"] for p in listed["items"]] == ["api"]
 
 
 async def test_destroy_project_removes_the_project_and_everything_under_it(
     product: ProductEnv,
 ) -> None:
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     created = await product.ok(token, "create_project", {"name": "api", "services": ["a", "b"]})
     await product.ok(token, "deploy", {"project": "api"})
     await product.ok(
@@ -271,10 +272,8 @@ async def test_destroy_project_removes_the_project_and_everything_under_it(
         {"project": "api", "repo_url": "https://github.com/acme/api"},
     )
     await product.ok(token, "trigger_build", {"project": "api"})
-    with product.store.transaction() as db:
-        db.execute(
-            "INSERT INTO env_vars VALUES (?, 'DATABASE_URL', 'postgres://x', 0)", (created["id"],)
-        )
+    async with product.store.transaction() as tx:
+        await tx.env.put(created["id"], "DATABASE_URL", "postgres://x", 0.0)
     async with product.sdk(token, mode="legacy", elicitation_callback=decline) as client:
         declined = await client.call_tool("destroy_project", {"project": "api"})
     assert declined.content[0].model_dump()["text"] == (
@@ -282,7 +281,7 @@ async def test_destroy_project_removes_the_project_and_everything_under_it(
         "2 services, 2 builds, 2 deployments, 1 env var, 1 repo link run, its repo link to "
         "https://github.com/acme/api and its logs."
     )
-    assert product.count("deployments") == 2
+    assert await product.count("deployments") == 2
     assert await product.ok(token, "destroy_project", {"project": "api"}) == {
         "destroyed": True,
         "project_id": created["id"],
@@ -298,15 +297,15 @@ async def test_destroy_project_removes_the_project_and_everything_under_it(
         },
     }
     for table in ("projects", "services", "builds", "deployments", "log_lines", "env_vars"):
-        assert product.count(table) == 0, table
-    assert product.count("repo_links") + product.count("link_runs") == 0
+        assert await product.count(table) == 0, table
+    assert await product.count("repo_links") + await product.count("link_runs") == 0
     assert await product.error_text(token, "destroy_project", {"project": "api"}) == (
         "No project 'api' in tenant 'ada's workspace'; list_projects shows the projects there."
     )
 
 
 async def test_destroy_project_does_nothing_when_the_user_declines(product: ProductEnv) -> None:
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     created = await product.ok(token, "create_project", {"name": "api"})
     async with product.sdk(token, mode="legacy", elicitation_callback=decline) as client:
         result = await client.call_tool("destroy_project", {"project": "api"})
@@ -315,14 +314,14 @@ async def test_destroy_project_does_nothing_when_the_user_declines(product: Prod
         f"Not confirmed, so nothing was changed: destroy project 'api' ({created['id']}) with "
         "1 service, 1 build and its logs."
     )
-    assert product.count("projects") == 1
+    assert await product.count("projects") == 1
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 async def test_destroy_project_asks_the_user_naming_what_will_be_destroyed(
     product: ProductEnv, mode: str
 ) -> None:
-    token = product.token(product.user())
+    token = await product.token(await product.user())
     created = await product.ok(token, "create_project", {"name": "api"})
     asked: list[str] = []
 
@@ -339,28 +338,32 @@ async def test_destroy_project_asks_the_user_naming_what_will_be_destroyed(
         f"Confirm: destroy project 'api' ({created['id']}) with 1 service, 1 build and its "
         "logs. This cannot be undone."
     ]
-    assert product.count("projects") == 0
+    assert await product.count("projects") == 0
 
 
 async def test_destroying_a_team_project_needs_an_admin(product: ProductEnv) -> None:
-    ada, bob = product.user(), product.user("bob@example.com")
-    tenant_id = product.make_team({ada: "admin", bob: "member"}, plan="team")
+    ada, bob = await product.user(), await product.user("bob@example.com")
+    tenant_id = await product.make_team({ada: "admin", bob: "member"}, plan="team")
     args = {"project": "api", "tenant_id": tenant_id}
-    await product.ok(product.token(bob), "create_project", {"name": "api", "tenant_id": tenant_id})
-    assert await product.error_text(product.token(bob), "destroy_project", args) == (
+    await product.ok(
+        await product.token(bob), "create_project", {"name": "api", "tenant_id": tenant_id}
+    )
+    assert await product.error_text(await product.token(bob), "destroy_project", args) == (
         "Only a team admin or above may destroy a project; your role in 'Acme' is member."
     )
-    assert product.count("projects") == 1
-    assert (await product.ok(product.token(ada), "destroy_project", args))["destroyed"] is True
+    assert await product.count("projects") == 1
+    assert (await product.ok(await product.token(ada), "destroy_project", args))[
+        "destroyed"
+    ] is True
 
 
 async def test_another_users_token_cannot_see_or_change_the_project(
     product: ProductEnv,
 ) -> None:
-    ada = product.user()
-    created = await product.ok(product.token(ada), "create_project", {"name": "api"})
-    bob = product.token(product.user("bob@example.com"), "mcp:full,secrets:reveal")
-    ada_tenant = product.accounts.personal_tenant(ada.id)
+    ada = await product.user()
+    created = await product.ok(await product.token(ada), "create_project", {"name": "api"})
+    bob = await product.token(await product.user("bob@example.com"), "mcp:full,secrets:reveal")
+    ada_tenant = await product.personal(ada)
     assert (await product.ok(bob, "list_projects", {}))["items"] == []
     for tool in ("get_project", "destroy_project"):
         assert await product.error_text(bob, tool, {"project": created["id"]}) == (
@@ -377,12 +380,12 @@ async def test_another_users_token_cannot_see_or_change_the_project(
         f"No tenant '{ada_tenant}' is reachable by this token; list_teams shows the tenants "
         "you belong to."
     )
-    assert product.count("projects") == 1
+    assert await product.count("projects") == 1
 
 
 async def test_project_tools_need_their_scope(product: ProductEnv) -> None:
-    token = product.token(product.user(), "projects:read")
+    token = await product.token(await product.user(), "projects:read")
     assert (await product.ok(token, "list_projects", {}))["items"] == []
     message = await product.error_text(token, "create_project", {"name": "api"})
     assert "projects:write" in message
-    assert product.count("projects") == 0
+    assert await product.count("projects") == 0

@@ -9,11 +9,14 @@ tenant's secret values are masked first, so the filter cannot be used to guess a
 from __future__ import annotations
 
 import re
-import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ..store.repos.logs import LogLine
+from ..store.repos.projects import Project
 from .base import CURSOR_RULE, SQLITE_MAX_INTEGER, Cloud, Invalid, ascii_digits, iso
 from .deployments import service_row
 
@@ -22,8 +25,6 @@ MAX_LINES = 1000
 _BATCH = 500
 _RELATIVE = re.compile(r"(\d{1,9})([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-# SQL conditions and their parameters.
-Where = tuple[list[str], list[Any]]
 SINCE_RULE = (
     "since must be an ISO-8601 timestamp such as 2025-01-31T12:00:00Z or a relative time "
     "such as 30s, 15m, 2h or 1d."
@@ -57,18 +58,27 @@ def _before(cursor: str | None) -> int | None:
     return before
 
 
-def line_view(row: sqlite3.Row, message: str) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Which of a project's lines a read looks at: of a service, and at or after a time."""
+
+    project_id: str
+    service: str | None
+    since: float | None
+
+
+def line_view(line: LogLine, message: str) -> dict[str, Any]:
     return {
-        "at": iso(row["at"]),
-        "service": row["service"],
-        "level": row["level"],
+        "at": iso(line.at),
+        "service": line.service,
+        "level": line.level,
         "message": message,
     }
 
 
-def read(
+async def read(
     cloud: Cloud,
-    project: sqlite3.Row,
+    project: Project,
     *,
     lines: int = DEFAULT_LINES,
     service: str | None = None,
@@ -82,54 +92,49 @@ def read(
     lines = max(1, min(int(lines), MAX_LINES))
     before = _before(cursor)
     if service is not None:
-        service_row(cloud, project, service)
-    where = _filters(cloud, project, service, since)
+        await service_row(cloud, project, service)
+    filters = Filters(
+        project.id, service, None if since is None else parse_since(since, cloud.clock())
+    )
     needle = None if contains is None else contains.casefold()
-    picked: list[tuple[sqlite3.Row, str]] = []
+    picked: list[tuple[LogLine, str]] = []
     more = False
-    for row in _newest_first(cloud, where, before):
-        message = mask(row["message"])
-        if needle is not None and needle not in message.casefold():
-            continue
-        if len(picked) == lines:
-            more = True
-            break
-        picked.append((row, message))
+    # Closed on leaving the block: the read usually stops before the lines run out.
+    async with aclosing(_newest_first(cloud, filters, before)) as found:
+        async for line in found:
+            message = mask(line.message)
+            if needle is not None and needle not in message.casefold():
+                continue
+            if len(picked) == lines:
+                more = True
+                break
+            picked.append((line, message))
     return _page(picked, more)
 
 
-def _filters(cloud: Cloud, project: sqlite3.Row, service: str | None, since: str | None) -> Where:
-    """The SQL conditions (and their parameters) of the project, service and since filters."""
-    clauses = ["project_id = ?"]
-    params: list[Any] = [project["id"]]
-    if service is not None:
-        clauses.append("service = ?")
-        params.append(service)
-    if since is not None:
-        clauses.append("at >= ?")
-        params.append(parse_since(since, cloud.clock()))
-    return clauses, params
-
-
-def _newest_first(cloud: Cloud, where: Where, before: int | None) -> Iterator[sqlite3.Row]:
-    """The lines matching `where` older than line `before` (all when None), newest first,
+async def _newest_first(
+    cloud: Cloud, filters: Filters, before: int | None
+) -> AsyncGenerator[LogLine, None]:
+    """The lines matching `filters` older than line `before` (all when None), newest first,
     read in batches as far as the caller goes."""
-    clauses, params = where
     while True:
-        bound = [*clauses, "id < ?"] if before is not None else clauses
-        rows = cloud.store.all(
-            f"SELECT * FROM log_lines WHERE {' AND '.join(bound)} ORDER BY id DESC LIMIT ?",
-            [*params, *([before] if before is not None else []), _BATCH],
+        batch = await cloud.reads.logs.newest_first(
+            filters.project_id,
+            service=filters.service,
+            since=filters.since,
+            before=before,
+            limit=_BATCH,
         )
-        yield from rows
-        if len(rows) < _BATCH:
+        for line in batch:
+            yield line
+        if len(batch) < _BATCH:
             return
-        before = int(rows[-1]["id"])
+        before = batch[-1].id
 
 
-def _page(picked: list[tuple[sqlite3.Row, str]], more: bool) -> dict[str, Any]:
+def _page(picked: list[tuple[LogLine, str]], more: bool) -> dict[str, Any]:
     """The picked lines (newest first) as a page, oldest first; its cursor reads on from the
     oldest of them."""
-    cursor = f"b{picked[-1][0]['id']}" if more and picked else None
-    items = [line_view(row, message) for row, message in reversed(picked)]
+    cursor = f"b{picked[-1][0].id}" if more and picked else None
+    items = [line_view(line, message) for line, message in reversed(picked)]
     return {"items": items, "next_cursor": cursor, "truncated": more}

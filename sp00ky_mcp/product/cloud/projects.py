@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sqlite3
+import secrets
+import time
 from typing import Any
 
+from ..store.repos import Repos
+from ..store.repos.deployments import Deployment
+from ..store.repos.projects import Build, Project, Service
 from .base import (
     REGIONS,
     Cloud,
@@ -50,141 +54,127 @@ def commit_sha(seed: str) -> str:
     return hashlib.sha1(seed.encode(), usedforsecurity=False).hexdigest()
 
 
-def record_build(cloud: Cloud, db: sqlite3.Connection, project_id: str, ref: str) -> sqlite3.Row:
+_last_stamp = 0
+
+
+def ordered_id(prefix: str) -> str:
+    """A new id (the shape of `new_id`'s) that sorts after every earlier one of this process
+    (and, to the microsecond, of any other): builds and deployments made within one clock
+    reading are listed newest first by it."""
+    global _last_stamp
+    _last_stamp = max(_last_stamp + 1, time.time_ns() // 1000)
+    return f"{prefix}_{_last_stamp:013x}{secrets.token_hex(2)[:3]}"
+
+
+async def record_build(cloud: Cloud, tx: Repos, project_id: str, ref: str) -> Build:
     """Records a build of `ref` inside the caller's transaction and returns it.  A ref that
     is a full commit id builds that commit."""
-    build_id = new_id("bld")
+    build_id = ordered_id("bld")
     sha = ref.lower() if re.fullmatch(r"[0-9a-fA-F]{40}", ref) else commit_sha(build_id)
-    db.execute(
-        "INSERT INTO builds (id, project_id, ref, commit_sha, created_at) VALUES (?, ?, ?, ?, ?)",
-        (build_id, project_id, ref, sha, cloud.clock()),
-    )
-    row: sqlite3.Row = db.execute("SELECT * FROM builds WHERE id = ?", (build_id,)).fetchone()
-    return row
+    build = Build(build_id, project_id, ref, sha, cloud.clock())
+    await tx.projects.add_build(build)
+    return build
 
 
 # --- views -------------------------------------------------------------------------------
 
 
-def service_view(row: sqlite3.Row) -> dict[str, Any]:
+def service_view(service: Service) -> dict[str, Any]:
     return {
-        "name": row["name"],
-        "status": row["status"],
-        "replicas": row["replicas"],
-        "restarted_at": iso_or_none(row["restarted_at"]),
+        "name": service.name,
+        "status": service.status,
+        "replicas": service.replicas,
+        "restarted_at": iso_or_none(service.restarted_at),
     }
 
 
-def services(cloud: Cloud, project_id: str) -> list[dict[str, Any]]:
-    rows = cloud.store.all(
-        "SELECT * FROM services WHERE project_id = ? ORDER BY name", (project_id,)
-    )
-    return [service_view(r) for r in rows]
+async def services(cloud: Cloud, project_id: str) -> list[dict[str, Any]]:
+    return [service_view(s) for s in await cloud.reads.projects.services(project_id)]
 
 
-def build_view(row: sqlite3.Row) -> dict[str, Any]:
+def build_view(build: Build) -> dict[str, Any]:
     return {
-        "id": row["id"],
-        "ref": row["ref"],
-        "commit_sha": row["commit_sha"],
-        "created_at": iso(row["created_at"]),
+        "id": build.id,
+        "ref": build.ref,
+        "commit_sha": build.commit_sha,
+        "created_at": iso(build.created_at),
     }
 
 
-def latest_build(cloud: Cloud, project_id: str) -> sqlite3.Row | None:
-    return cloud.store.one(
-        "SELECT * FROM builds WHERE project_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
-        (project_id,),
-    )
+async def latest_build(cloud: Cloud, project_id: str, tx: Repos | None = None) -> Build | None:
+    return await (tx or cloud.reads).projects.latest_build(project_id)
 
 
-def live_deployment(cloud: Cloud, project_id: str) -> sqlite3.Row | None:
-    return cloud.store.one(
-        "SELECT * FROM deployments WHERE project_id = ? AND status = 'live'", (project_id,)
-    )
+async def live_deployment(
+    cloud: Cloud, project_id: str, tx: Repos | None = None
+) -> Deployment | None:
+    return await (tx or cloud.reads).deployments.live(project_id)
 
 
-def live_deployment_id(cloud: Cloud, project_id: str) -> str | None:
-    row = live_deployment(cloud, project_id)
-    return None if row is None else str(row["id"])
+async def live_deployment_id(cloud: Cloud, project_id: str) -> str | None:
+    found = await live_deployment(cloud, project_id)
+    return None if found is None else found.id
 
 
-def summary(cloud: Cloud, row: sqlite3.Row) -> dict[str, Any]:
+async def summary(cloud: Cloud, project: Project) -> dict[str, Any]:
     return {
-        "id": row["id"],
-        "name": row["name"],
-        "region": row["region"],
-        "created_at": iso(row["created_at"]),
-        "services": cloud.service_names(row["id"]),
-        "live_deployment_id": live_deployment_id(cloud, row["id"]),
+        "id": project.id,
+        "name": project.name,
+        "region": project.region,
+        "created_at": iso(project.created_at),
+        "services": await cloud.service_names(project.id),
+        "live_deployment_id": await live_deployment_id(cloud, project.id),
     }
 
 
-def detail(cloud: Cloud, row: sqlite3.Row) -> dict[str, Any]:
-    build = latest_build(cloud, row["id"])
+async def detail(cloud: Cloud, project: Project) -> dict[str, Any]:
+    build = await latest_build(cloud, project.id)
     return {
-        "id": row["id"],
-        "name": row["name"],
-        "tenant_id": row["tenant_id"],
-        "region": row["region"],
-        "created_at": iso(row["created_at"]),
-        "services": services(cloud, row["id"]),
-        "live_deployment_id": live_deployment_id(cloud, row["id"]),
+        "id": project.id,
+        "name": project.name,
+        "tenant_id": project.tenant_id,
+        "region": project.region,
+        "created_at": iso(project.created_at),
+        "services": await services(cloud, project.id),
+        "live_deployment_id": await live_deployment_id(cloud, project.id),
         "latest_build": None if build is None else build_view(build),
-        "repo_link": repo_link(cloud, row["id"]),
+        "repo_link": await repo_link(cloud, project.id),
     }
 
 
-def repo_link(cloud: Cloud, project_id: str) -> dict[str, Any] | None:
-    link = cloud.store.one(
-        "SELECT repo_url, branch, auto_deploy FROM repo_links WHERE project_id = ?", (project_id,)
-    )
+async def repo_link(cloud: Cloud, project_id: str) -> dict[str, Any] | None:
+    link = await cloud.reads.links.link(project_id)
     if link is None:
         return None
-    return {
-        "repo_url": link["repo_url"],
-        "branch": link["branch"],
-        "auto_deploy": bool(link["auto_deploy"]),
-    }
+    return {"repo_url": link.repo_url, "branch": link.branch, "auto_deploy": link.auto_deploy}
 
 
 # --- operations --------------------------------------------------------------------------
 
 
-def list_projects(cloud: Cloud, tenant: Tenant) -> list[dict[str, Any]]:
-    rows = cloud.store.all("SELECT * FROM projects WHERE tenant_id = ? ORDER BY name", (tenant.id,))
-    return [summary(cloud, r) for r in rows]
+async def list_projects(cloud: Cloud, tenant: Tenant) -> list[dict[str, Any]]:
+    return [await summary(cloud, p) for p in await cloud.reads.projects.of_tenant(tenant.id)]
 
 
-def create_project(
+async def create_project(
     cloud: Cloud, tenant: Tenant, name: str, region: str | None, service_names: list[str] | None
 ) -> dict[str, Any]:
     check_name("Project", name, "name")
     region = check_region(DEFAULT_REGION if region is None else region)
     wanted = check_services(list(DEFAULT_SERVICES) if service_names is None else service_names)
-    project_id = new_id("prj")
-    # The check runs under the write lock, so another process cannot insert the name between
-    # it and the insert; should it ever, the UNIQUE constraint gives the same answer.
-    with cloud.transaction(clash=lambda: _name_taken(tenant, name)) as db:
-        if db.execute(
-            "SELECT 1 FROM projects WHERE tenant_id = ? AND name = ?", (tenant.id, name)
-        ).fetchone():
+    project = Project(new_id("prj"), tenant.id, name, region, cloud.clock())
+    # The check runs inside the write, so another process cannot insert the name between it
+    # and the insert unseen; should it ever, the UNIQUE constraint gives the same answer.
+    async with cloud.transaction(clash=lambda: _name_taken(tenant, name)) as tx:
+        if await tx.projects.name_taken(tenant.id, name):
             raise _name_taken(tenant, name)
-        db.execute(
-            "INSERT INTO projects (id, tenant_id, name, region, created_at) VALUES (?, ?, ?, ?, ?)",
-            (project_id, tenant.id, name, region, cloud.clock()),
-        )
-        db.executemany(
-            "INSERT INTO services (id, project_id, name) VALUES (?, ?, ?)",
-            [(new_id("svc"), project_id, service) for service in wanted],
-        )
-        record_build(cloud, db, project_id, INITIAL_REF)
+        await tx.projects.add(project)
+        await tx.projects.add_services(project.id, [(new_id("svc"), s) for s in wanted])
+        await record_build(cloud, tx, project.id, INITIAL_REF)
         services_named = ", ".join(sorted(wanted))
         message = f"Project '{name}' created in {region} with services {services_named}."
-        cloud.log(db, project_id, None, "info", message)
-    row = cloud.store.one("SELECT * FROM projects WHERE id = ?", (project_id,))
-    assert row is not None
-    return detail(cloud, row)
+        await cloud.log(tx, project.id, None, "info", message)
+    return await detail(cloud, project)
 
 
 def check_region(region: str) -> str:
@@ -212,28 +202,29 @@ def _name_taken(tenant: Tenant, name: str) -> Conflict:
     )
 
 
-def contents(cloud: Cloud, project_id: str) -> dict[str, int]:
+async def contents(cloud: Cloud, project_id: str, tx: Repos | None = None) -> dict[str, int]:
     """What destroying a project removes, counted per kind."""
-    return {table: cloud.count(table, project_id) for table in COUNTED}
+    counted = await (tx or cloud.reads).projects.contents(project_id)
+    return {kind: int(getattr(counted, kind)) for kind in COUNTED}
 
 
 def _require_destroyer(tenant: Tenant) -> None:
     tenant.require_role("admin", "destroy a project")
 
 
-def destroy_description(cloud: Cloud, tenant: Tenant, row: sqlite3.Row) -> str:
+async def destroy_description(cloud: Cloud, tenant: Tenant, project: Project) -> str:
     """Names exactly what destroying the project removes, for a caller who may destroy it."""
     _require_destroyer(tenant)
-    counts = contents(cloud, row["id"])
+    counts = await contents(cloud, project.id)
     parts = [_counted(n, _NOUNS[kind]) for kind, n in counts.items() if n]
-    if cloud.store.one("SELECT 1 FROM vaults WHERE project_id = ?", (row["id"],)):
+    if await cloud.reads.vault.vault(project.id) is not None:
         parts.append("its vault")
-    link = cloud.store.one("SELECT repo_url FROM repo_links WHERE project_id = ?", (row["id"],))
+    link = await cloud.reads.links.link(project.id)
     if link is not None:
-        parts.append(f"its repo link to {link['repo_url']}")
+        parts.append(f"its repo link to {link.repo_url}")
     parts.append("its logs")
     listed = ", ".join(parts[:-1]) + f" and {parts[-1]}" if len(parts) > 1 else parts[0]
-    return f"destroy project '{row['name']}' ({row['id']}) with {listed}"
+    return f"destroy project '{project.name}' ({project.id}) with {listed}"
 
 
 _NOUNS = {
@@ -251,13 +242,17 @@ def _counted(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def destroy_project(cloud: Cloud, tenant: Tenant, row: sqlite3.Row) -> dict[str, Any]:
+async def destroy_project(cloud: Cloud, tenant: Tenant, project: Project) -> dict[str, Any]:
     _require_destroyer(tenant)
-    removed = contents(cloud, row["id"])
-    with cloud.transaction() as db:
-        gone = db.execute(
-            "DELETE FROM projects WHERE id = ? AND tenant_id = ?", (row["id"], tenant.id)
-        ).rowcount
+    async with cloud.transaction() as tx:
+        # Counted inside the write: what the result says was removed is what was.
+        removed = await contents(cloud, project.id, tx)
+        gone = await tx.projects.delete(project.id, tenant.id)
     if gone == 0:
-        raise missing_project(tenant, row["name"])
-    return {"destroyed": True, "project_id": row["id"], "name": row["name"], "removed": removed}
+        raise missing_project(tenant, project.name)
+    return {
+        "destroyed": True,
+        "project_id": project.id,
+        "name": project.name,
+        "removed": removed,
+    }

@@ -86,7 +86,9 @@ BOUNDS = ", ".join(f"{plan} {lo}-{hi}" for plan, (lo, hi) in deployments.REPLICA
 
 
 async def get_deployment_status(call: Call) -> dict[str, Any]:
-    return deployments.status(call.cloud, call.project(), call.args.get("deployment_id"))
+    return await deployments.status(
+        call.cloud, await call.project(), call.args.get("deployment_id")
+    )
 
 
 GET_DEPLOYMENT_STATUS = Spec(
@@ -109,7 +111,7 @@ GET_DEPLOYMENT_STATUS = Spec(
 
 
 async def list_deployments(call: Call) -> dict[str, Any]:
-    return call.page(deployments.list_deployments(call.cloud, call.project()), 20)
+    return call.page(await deployments.list_deployments(call.cloud, await call.project()), 20)
 
 
 LIST_DEPLOYMENTS = Spec(
@@ -133,7 +135,7 @@ LIST_DEPLOYMENTS = Spec(
 async def deploy(call: Call) -> dict[str, Any]:
     return await deployments.deploy(
         call.cloud,
-        call.project(),
+        await call.project(),
         call.args.get("ref"),
         bool(call.args.get("promote", True)),
         call.ctx.progress,
@@ -167,7 +169,7 @@ DEPLOY = Spec(
 
 
 async def finalize_deployment(call: Call) -> dict[str, Any]:
-    return deployments.finalize(call.cloud, call.project(), call.args["deployment_id"])
+    return await deployments.finalize(call.cloud, await call.project(), call.args["deployment_id"])
 
 
 FINALIZE_DEPLOYMENT = Spec(
@@ -188,7 +190,7 @@ FINALIZE_DEPLOYMENT = Spec(
 
 
 async def rollback_deployment(call: Call) -> dict[str, Any]:
-    return deployments.rollback(call.cloud, call.project())
+    return await deployments.rollback(call.cloud, await call.project())
 
 
 ROLLBACK_DEPLOYMENT = Spec(
@@ -208,7 +210,7 @@ ROLLBACK_DEPLOYMENT = Spec(
 
 
 async def restart_service(call: Call) -> dict[str, Any]:
-    return deployments.restart(call.cloud, call.project(), call.args.get("service"))
+    return await deployments.restart(call.cloud, await call.project(), call.args.get("service"))
 
 
 RESTART_SERVICE = Spec(
@@ -233,8 +235,12 @@ RESTART_SERVICE = Spec(
 
 
 async def scale_service(call: Call) -> dict[str, Any]:
-    return deployments.scale(
-        call.cloud, call.tenant, call.project(), call.args["service"], int(call.args["replicas"])
+    return await deployments.scale(
+        call.cloud,
+        call.tenant,
+        await call.project(),
+        call.args["service"],
+        int(call.args["replicas"]),
     )
 
 
@@ -264,11 +270,11 @@ SCALE_SERVICE = Spec(
 
 
 async def tear_down_project(call: Call) -> dict[str, Any]:
-    project = call.project()
-    action = deployments.tear_down_description(call.cloud, call.tenant, project)
+    project = await call.project()
+    action = await deployments.tear_down_description(call.cloud, call.tenant, project)
     if action is not None:
         await call.confirm(action)
-    return deployments.tear_down(call.cloud, call.tenant, project)
+    return await deployments.tear_down(call.cloud, call.tenant, project)
 
 
 TEAR_DOWN_PROJECT = Spec(

@@ -19,9 +19,12 @@ LINE = obj(
 
 async def get_logs(call: Call) -> dict[str, Any]:
     args = call.args
-    return logs.read(
+    project = await call.project()
+    # `mask` runs over every line read: the masks are readied once, before.
+    await call.prepare_masks()
+    return await logs.read(
         call.cloud,
-        call.project(),
+        project,
         lines=int(args.get("lines", logs.DEFAULT_LINES)),
         service=args.get("service"),
         since=args.get("since"),

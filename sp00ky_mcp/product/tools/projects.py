@@ -70,7 +70,7 @@ ROLES = (
 
 
 async def list_projects(call: Call) -> dict[str, Any]:
-    return call.page(projects.list_projects(call.cloud, call.tenant), 50)
+    return call.page(await projects.list_projects(call.cloud, call.tenant), 50)
 
 
 LIST_PROJECTS = Spec(
@@ -93,7 +93,7 @@ LIST_PROJECTS = Spec(
 
 
 async def get_project(call: Call) -> dict[str, Any]:
-    return projects.detail(call.cloud, call.project())
+    return await projects.detail(call.cloud, await call.project())
 
 
 GET_PROJECT = Spec(
@@ -116,7 +116,7 @@ GET_PROJECT = Spec(
 
 
 async def create_project(call: Call) -> dict[str, Any]:
-    return projects.create_project(
+    return await projects.create_project(
         call.cloud,
         call.tenant,
         call.args["name"],
@@ -158,9 +158,9 @@ CREATE_PROJECT = Spec(
 
 
 async def destroy_project(call: Call) -> dict[str, Any]:
-    row = call.project()
-    await call.confirm(projects.destroy_description(call.cloud, call.tenant, row))
-    return projects.destroy_project(call.cloud, call.tenant, row)
+    project = await call.project()
+    await call.confirm(await projects.destroy_description(call.cloud, call.tenant, project))
+    return await projects.destroy_project(call.cloud, call.tenant, project)
 
 
 DESTROY_PROJECT = Spec(
