@@ -110,22 +110,28 @@ async def test_a_transaction_cancelled_half_way_changes_nothing_and_frees_the_wr
     assert revoked is not None and revoked.revoked_at is not None
 
 
-async def test_the_version_changes_with_a_commit_here_and_with_one_by_another_process(
+async def test_the_version_changes_with_a_transaction_here_or_in_another_process_only(
     tmp_path: Path,
 ) -> None:
     store = await SqliteStore.open(tmp_path)
+    other = await SqliteStore.open(tmp_path)  # as another process would open it
     accounts = Accounts(store)
-    await accounts.ensure_user("ada@example.com")
+    user = await accounts.ensure_user("ada@example.com")
     await anyio.lowlevel.checkpoint()
     before = await store.version()
-    await accounts.ensure_user("bob@example.com")
+    await accounts.touch("tok_none", 1.0)  # bookkeeping: nothing cached reads it
+    await accounts.audit([])
+    await anyio.lowlevel.checkpoint()
+    after_bookkeeping = await store.version()
+    await accounts.mint(user, "t", ("mcp:read",), None)
     await anyio.lowlevel.checkpoint()
     after_ours = await store.version()
-    with closing(sqlite3.connect(tmp_path / DB_NAME)) as other, other:
-        other.execute("UPDATE users SET name = 'Ada' WHERE email = 'ada@example.com'")
+    await Accounts(other).ensure_user("bob@example.com")
     await anyio.lowlevel.checkpoint()
     after_theirs = await store.version()
+    await other.close()
     await store.close()
+    assert after_bookkeeping == before
     assert len({before, after_ours, after_theirs}) == 3
 
 

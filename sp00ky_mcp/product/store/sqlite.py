@@ -330,40 +330,41 @@ class SqliteStore(Store):
     async def transaction(self) -> AsyncIterator[Repos]:
         async with self._writing:
             try:
-                async with self._committed(durable=self._on_disk) as repos:
+                async with self._committed(durable=self._on_disk, bump=True) as repos:
                     yield repos
             finally:
                 self.writes += 1
 
     @asynccontextmanager
     async def bookkeeping(self) -> AsyncIterator[Repos]:
-        async with self._writing, self._committed(durable=False) as repos:
+        async with self._writing, self._committed(durable=False, bump=False) as repos:
             yield repos
 
     @asynccontextmanager
-    async def _committed(self, durable: bool) -> AsyncIterator[Repos]:
-        """BEGIN IMMEDIATE, the block, COMMIT; rolled back on any error, so the write lock is
-        never left held."""
+    async def _committed(self, durable: bool, bump: bool) -> AsyncIterator[Repos]:
+        """BEGIN IMMEDIATE, the block, the version raised (but for bookkeeping), COMMIT;
+        rolled back on any error, so the write lock is never left held."""
         await self._writer.call(lambda db: _begin(db, durable))
         try:
             yield Repos(SqliteDb(self._writer), self.secrets)
         except BaseException:
             await _shielded(self._writer, lambda db: _roll_back(db, durable))
             raise
-        await _shielded(self._writer, lambda db: _commit(db, durable))
+        await _shielded(self._writer, lambda db: _commit(db, durable, bump))
 
     async def version(self) -> Version:
-        """PRAGMA data_version of the reader, which changes when any other connection (this
-        store's writer included) commits, read once per turn of the loop; and this
-        process's count of transactions, for the store in memory."""
+        """The store's version counter, which every transaction of any process raises (and
+        bookkeeping, which nothing cached is read from, does not), read once per turn of the
+        loop; and this process's count of transactions.  In memory there is no other
+        process."""
         if not self._on_disk:
             return 0, self.writes
-        seen = await self._seen.get(self._read_data_version)
+        seen = await self._seen.get(self._read_version)
         return seen, self.writes
 
-    async def _read_data_version(self) -> int:
+    async def _read_version(self) -> int:
         value: int = await self._reader.call(
-            lambda db: int(db.execute("PRAGMA data_version").fetchone()[0])
+            lambda db: int(db.execute("SELECT n FROM store_version").fetchone()[0])
         )
         return value
 
@@ -447,8 +448,10 @@ def _begin(db: sqlite3.Connection, durable: bool) -> None:
         raise
 
 
-def _commit(db: sqlite3.Connection, durable: bool) -> None:
+def _commit(db: sqlite3.Connection, durable: bool, bump: bool) -> None:
     try:
+        if bump:
+            db.execute("UPDATE store_version SET n = n + 1")
         db.execute("COMMIT")
     except sqlite3.Error:
         _roll_back(db, durable)

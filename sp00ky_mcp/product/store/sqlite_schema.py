@@ -259,6 +259,12 @@ def _seal_vault(db: sqlite3.Connection, box: SecretBox) -> int:
     return seal_plaintext(db, box, VAULT_MATERIAL)
 
 
+# Raised by every transaction (not by bookkeeping): what each process's read caches follow.
+STORE_VERSION = """
+CREATE TABLE store_version (n INTEGER NOT NULL);
+INSERT INTO store_version VALUES (0)
+"""
+
 MIGRATIONS: list[Migration] = [
     (1, USERS_TOKENS_AUDIT),
     (2, CONTROL_PLANE),
@@ -267,6 +273,7 @@ MIGRATIONS: list[Migration] = [
     (60, SECRETS_OUT_OF_IDEMPOTENCY),
     (70, _seal_env),
     (71, _seal_vault),
+    (72, STORE_VERSION),
 ]
 LATEST = MIGRATIONS[-1][0]
 
