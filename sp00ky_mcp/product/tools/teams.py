@@ -41,7 +41,7 @@ MEMBER = obj(
 
 
 async def list_teams(call: Call) -> dict[str, Any]:
-    return call.page(teams.list_teams(call.cloud, call.user_id), 50)
+    return call.page(await teams.list_teams(call.cloud, call.user_id), 50)
 
 
 LIST_TEAMS = Spec(
@@ -65,7 +65,7 @@ LIST_TEAMS = Spec(
 
 
 async def list_team_members(call: Call) -> dict[str, Any]:
-    return call.page(teams.members(call.cloud, call.tenant), 100)
+    return call.page(await teams.members(call.cloud, call.tenant), 100)
 
 
 LIST_TEAM_MEMBERS = Spec(
@@ -88,7 +88,7 @@ LIST_TEAM_MEMBERS = Spec(
 
 
 async def create_team(call: Call) -> dict[str, Any]:
-    return teams.create_team(call.cloud, call.user_id, call.args["name"])
+    return await teams.create_team(call.cloud, call.user_id, call.args["name"])
 
 
 CREATE_TEAM = Spec(
@@ -120,7 +120,7 @@ CREATE_TEAM = Spec(
 
 
 async def invite_team_member(call: Call) -> dict[str, Any]:
-    return teams.invite(
+    return await teams.invite(
         call.cloud, call.tenant, call.user_id, call.args["email"], call.args.get("role", "member")
     )
 
@@ -161,11 +161,9 @@ INVITE_TEAM_MEMBER = Spec(
 
 
 async def remove_team_member(call: Call) -> dict[str, Any]:
-    member = teams.check_removal(call.cloud, call.tenant, call.args["member"])
-    await call.confirm(
-        f"remove {member['email']} ({member['role']}) from team '{call.tenant.name}'"
-    )
-    return teams.remove_member(call.cloud, call.user_id, call.tenant.id, call.args["member"])
+    member = await teams.check_removal(call.cloud, call.tenant, call.args["member"])
+    await call.confirm(f"remove {member.email} ({member.role}) from team '{call.tenant.name}'")
+    return await teams.remove_member(call.cloud, call.user_id, call.tenant.id, call.args["member"])
 
 
 REMOVE_TEAM_MEMBER = Spec(
@@ -198,12 +196,12 @@ REMOVE_TEAM_MEMBER = Spec(
 
 
 async def remove_team_invitation(call: Call) -> dict[str, Any]:
-    invitation = teams.find_invitation(call.cloud, call.tenant, call.args["invitation_id"])
+    invitation = await teams.find_invitation(call.cloud, call.tenant, call.args["invitation_id"])
     await call.confirm(
-        f"cancel the invitation of {invitation['email']} "
-        f"({invitation['role']}) to team '{call.tenant.name}'"
+        f"cancel the invitation of {invitation.email} "
+        f"({invitation.role}) to team '{call.tenant.name}'"
     )
-    return teams.remove_invitation(
+    return await teams.remove_invitation(
         call.cloud, call.user_id, call.tenant.id, call.args["invitation_id"]
     )
 
