@@ -132,7 +132,8 @@ async def served_others(server: McpServer, era: Era) -> list[dict[str, Any]]:
     reply = await exchange(server, "POST", headers, era.body("tools/list", 7))
     assert reply.status == 200, reply
     listed: dict[str, Any] = reply.json()
-    return listed["result"]["tools"]
+    tools: list[dict[str, Any]] = listed["result"]["tools"]
+    return tools
 
 
 async def end_session(server: McpServer, era: Era) -> None:

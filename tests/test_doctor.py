@@ -25,7 +25,7 @@ from sp00ky_mcp.engine.versions import LATEST_HANDSHAKE
 from sp00ky_mcp.product import scopes, tokens
 from sp00ky_mcp.product.accounts import Accounts, User
 from sp00ky_mcp.product.auth import TokenAuthenticator
-from sp00ky_mcp.product.store import Store
+from sp00ky_mcp.product.store.sqlite import SqliteStore
 
 from .product_support import ProductEnv
 
@@ -53,13 +53,13 @@ class KnownServer:
         self.accounts = accounts
         self.user = user
 
-    def token(self, scope: str) -> str:
-        return self.accounts.mint(self.user, scope, (scope,), None)[1]
+    async def token(self, scope: str) -> str:
+        return (await self.accounts.mint(self.user, scope, (scope,), None))[1]
 
 
 @pytest.fixture
 async def known(tmp_path: Path) -> AsyncIterator[KnownServer]:
-    store = Store.open(tmp_path)
+    store = await SqliteStore.open(tmp_path)
     accounts = Accounts(store)
     catalogue = Catalogue(
         [tool("tail_logs", "logs:read"), tool("list_env", "env:read"), tool("deploy", "env:write")]
@@ -68,9 +68,9 @@ async def known(tmp_path: Path) -> AsyncIterator[KnownServer]:
     server = McpServer(ServerConfig(port=0), catalogue, authenticate=authenticate)
     async with anyio.create_task_group() as tasks:
         await tasks.start(server.serve)
-        yield KnownServer(server, accounts, accounts.ensure_user("ada@example.com"))
+        yield KnownServer(server, accounts, await accounts.ensure_user("ada@example.com"))
         server.shutdown()
-    store.close()
+    await store.close()
 
 
 @pytest.fixture(autouse=True)
@@ -101,7 +101,7 @@ async def test_a_good_token_connects_and_lists_the_tools_it_sees(
     capsys: pytest.CaptureFixture[str], known: KnownServer
 ) -> None:
     url = known.server.url
-    status, lines = await run_doctor(capsys, url, known.token("env:read"))
+    status, lines = await run_doctor(capsys, url, await known.token("env:read"))
     assert (status, lines) == (
         0,
         [
@@ -115,7 +115,7 @@ async def test_a_good_token_connects_and_lists_the_tools_it_sees(
 async def test_a_token_that_sees_several_tools_gets_them_all_listed(
     capsys: pytest.CaptureFixture[str], known: KnownServer
 ) -> None:
-    secret = known.accounts.mint(known.user, "both", ("logs:read", "env:read"), None)[1]
+    secret = (await known.accounts.mint(known.user, "both", ("logs:read", "env:read"), None))[1]
     status, lines = await run_doctor(capsys, known.server.url, secret)
     assert (status, lines[1]) == (0, "✓ This token sees 2 tools: tail_logs, list_env")
 
@@ -124,7 +124,7 @@ async def test_a_token_whose_scopes_see_no_tool_is_told_so(
     capsys: pytest.CaptureFixture[str], known: KnownServer
 ) -> None:
     url = known.server.url
-    status, lines = await run_doctor(capsys, url, known.token("billing:read"))
+    status, lines = await run_doctor(capsys, url, await known.token("billing:read"))
     assert (status, lines) == (
         1,
         [
@@ -138,7 +138,7 @@ async def test_a_token_whose_scopes_see_no_tool_is_told_so(
 async def test_the_doctor_ends_the_session_it_opened(
     capsys: pytest.CaptureFixture[str], known: KnownServer
 ) -> None:
-    await run_doctor(capsys, known.server.url, known.token("logs:read"))
+    await run_doctor(capsys, known.server.url, await known.token("logs:read"))
     assert known.server.service.sessions.ids() == []
 
 
@@ -148,7 +148,9 @@ async def test_a_good_token_on_the_product_server_sees_its_scopes_tools(
     url = product.server.url
     visible = product.server.engine.catalogue.visible_tools(scopes.expand(["mcp:read"]))
     names = [t["name"] for t in visible]
-    status, lines = await run_doctor(capsys, url, await product.token(await product.user(), "mcp:read"))
+    status, lines = await run_doctor(
+        capsys, url, await product.token(await product.user(), "mcp:read")
+    )
     if names:
         plural = "" if len(names) == 1 else "s"
         found = f"✓ This token sees {len(names)} tool{plural}: {', '.join(names)}"
@@ -163,7 +165,7 @@ async def test_a_good_token_on_the_product_server_sees_its_scopes_tools(
 async def test_the_token_can_come_from_the_environment(
     capsys: pytest.CaptureFixture[str], known: KnownServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("SP00KY_MCP_TOKEN", known.token("logs:read"))
+    monkeypatch.setenv("SP00KY_MCP_TOKEN", await known.token("logs:read"))
     status, lines = await run_doctor(capsys, known.server.url, None)
     assert (status, lines[1]) == (0, "✓ This token sees 1 tool: tail_logs")
 
@@ -245,7 +247,7 @@ async def test_a_revoked_token_is_diagnosed_as_revoked(
 ) -> None:
     user = await product.user()
     secret = await product.token(user, name="gone")
-    product.accounts.revoke(user, "gone")
+    await product.accounts.revoke(user, "gone")
     status, lines = await run_doctor(capsys, product.server.url, secret)
     assert (status, lines[0]) == (1, f"✗ 401 Unauthorized: the token was revoked; {MINT}.")
 

@@ -763,7 +763,7 @@ async def test_product_calls_with_spoiled_fields_get_a_documented_error_or_a_res
 
 NOT_STRINGS = [None, True, 0, 1.5, [], ["x"], {}, {"a": "b"}]
 NOT_IDS = [None, True, False, 1.5, 1e300, [], [1], {}, {"id": 1}]
-NOT_OBJECTS = [None, True, 0, 1.5, "x", [], [{}]]
+NOT_OBJECTS: list[Any] = [None, True, 0, 1.5, "x", [], [{}]]
 
 
 def request(method: str, era: str, request_id: Any = 1, **params: Any) -> dict[str, Any]:
@@ -1337,7 +1337,9 @@ async def test_deeply_nested_arguments_to_a_tool_that_asks_for_input_leave_the_s
     async with running() as server, httpx.AsyncClient() as http:
         headers = modern_headers_for(message, "none")
         first = await post(http, server.url, encode(message), headers)
-        then = await post(http, server.url, encode(TOOLS_LIST), headers_of(encode(TOOLS_LIST)))
+        then = await post(
+            http, server.url, encode(TOOLS_LIST), dict(headers_of(encode(TOOLS_LIST)))
+        )
     assert first.status in (200, 400)
     assert then.status == 200
 

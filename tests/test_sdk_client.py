@@ -41,7 +41,7 @@ async def answer_sampling(
 async def connect(server: McpServer, mode: str, **options: Any) -> AsyncIterator[Client]:
     async with httpx2.AsyncClient() as http:
         transport = streamable_http_client(server.url, http_client=http)
-        async with Client(transport, mode=mode, cache=None, **options) as client:  # type: ignore[arg-type]
+        async with Client(transport, mode=mode, cache=None, **options) as client:
             yield client
 
 

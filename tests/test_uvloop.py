@@ -4,6 +4,7 @@ uvloop): uvloop's transports are not asyncio.Transport subclasses, and are drive
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import signal
 import subprocess
 import sys
@@ -97,7 +98,7 @@ def test_serve_on_uvloop_answers_a_call_and_stops_gracefully(tmp_path: Path) -> 
 def test_asking_for_uvloop_where_it_is_not_installed_says_how_to_get_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(cli.CliError) as refused:
         cli._uvloop_wanted("uvloop")
     assert str(refused.value) == (

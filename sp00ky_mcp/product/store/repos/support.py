@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from ...secretbox import ENV_VALUE, SecretBox
-from ..port import Db
+from ..port import Db, Row
 
 
 class SupportRepo:
@@ -52,6 +52,58 @@ class SupportRepo:
             "SELECT message FROM log_lines WHERE project_id = ? ORDER BY id", project_id
         )
         return [str(r["message"]) for r in rows]
+
+    async def dump(self) -> Dump:
+        """Every row of every table of the data, to `load` back later (tests copy a world
+        built once into each test's store this way)."""
+        return {
+            table: [{k: _plain(v) for k, v in dict(row).items()} for row in await self._rows(table)]
+            for table in TABLES
+        }
+
+    async def _rows(self, table: str) -> list[Row]:
+        return await self.db.all(f"SELECT * FROM {table}")
+
+    async def load(self, dump: Dump) -> None:
+        """Replaces every row of the data with those of `dump` (inside a transaction)."""
+        for table in reversed(TABLES):
+            await self.db.run(f"DELETE FROM {table}")
+        for table in TABLES:
+            await self._insert(table, dump.get(table, []))
+        for table, column in SELF_REFERENCES.items():
+            for row in dump.get(table, []):
+                if row.get(column) is not None:
+                    await self.db.run(
+                        f"UPDATE {table} SET {column} = ? WHERE id = ?", row[column], row["id"]
+                    )
+        if self.db.dialect == "postgres":
+            for table in NUMBERED:
+                await self.db.one(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                    f"(SELECT COALESCE(MAX(id), 0) + 1 FROM {table}), false) AS n"
+                )
+
+    async def _insert(self, table: str, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        column = SELF_REFERENCES.get(table)
+        names = list(rows[0])
+        sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+        await self.db.many(sql, [[None if k == column else row[k] for k in names] for row in rows])
+
+    async def set_role(self, tenant_id: str, user_id: str, role: str | None) -> None:
+        """Changes a member's role, or (None) removes them, as the dashboard does."""
+        if role is None:
+            await self.db.run(
+                "DELETE FROM memberships WHERE tenant_id = ? AND user_id = ?", tenant_id, user_id
+            )
+            return
+        await self.db.run(
+            "UPDATE memberships SET role = ? WHERE tenant_id = ? AND user_id = ?",
+            role,
+            tenant_id,
+            user_id,
+        )
 
     async def all_log_messages(self) -> list[str]:
         """Every project's log lines' messages, oldest first."""
@@ -106,6 +158,38 @@ class SupportRepo:
                 role,
                 now,
             )
+
+
+# Every table of the data, parents before children: the order rows are loaded in.
+TABLES = (
+    "users",
+    "tenants",
+    "memberships",
+    "tokens",
+    "audit_log",
+    "projects",
+    "services",
+    "builds",
+    "deployments",
+    "log_lines",
+    "env_vars",
+    "vaults",
+    "backups",
+    "restores",
+    "backup_configs",
+    "domains",
+    "repo_links",
+    "link_runs",
+    "invitations",
+    "billing_sessions",
+    "idempotency",
+    "billing_events",
+)
+# Columns that refer to rows of their own table: loaded once every row is in.
+SELF_REFERENCES = {"deployments": "previous_id"}
+# Columns whose values a backend numbers itself.
+NUMBERED = ("audit_log", "log_lines")
+Dump = dict[str, list[dict[str, Any]]]
 
 
 def _plain(value: Any) -> Any:
