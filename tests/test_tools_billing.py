@@ -11,6 +11,12 @@ import pytest
 from sp00ky_mcp.product.accounts import User
 from sp00ky_mcp.product.cloud import billing
 from sp00ky_mcp.product.cloud.base import Conflict
+from sp00ky_mcp.product.store.repos import Repos
+from sp00ky_mcp.product.store.repos.backups import Backup
+from sp00ky_mcp.product.store.repos.billing import BillingSession
+from sp00ky_mcp.product.store.repos.deployments import Deployment
+from sp00ky_mcp.product.store.repos.domains import Domain
+from sp00ky_mcp.product.store.repos.projects import Project
 
 from .product_support import ProductEnv
 
@@ -75,7 +81,7 @@ def env(product: ProductEnv) -> ProductEnv:
     return product
 
 
-def seed_project(
+async def seed_project(
     env: ProductEnv,
     tenant_id: str,
     name: str,
@@ -88,54 +94,55 @@ def seed_project(
 ) -> str:
     """A project with resources, written straight into the store."""
     project_id = f"prj_{name}"
-    with env.store.transaction() as db:
-        db.execute(
-            "INSERT INTO projects VALUES (?, ?, ?, 'eu-central', ?)",
-            (project_id, tenant_id, name, NOW),
-        )
-        for service, replicas in (services or {}).items():
-            db.execute(
-                "INSERT INTO services (id, project_id, name, replicas) VALUES (?, ?, ?, ?)",
-                (f"svc_{name}_{service}", project_id, service, replicas),
-            )
+    async with env.store.transaction() as tx:
+        await tx.projects.add(Project(project_id, tenant_id, name, "eu-central", NOW))
+        await seed_services(tx, name, project_id, services or {})
         for n, at in enumerate(deployments):
-            db.execute(
-                "INSERT INTO deployments (id, project_id, ref, status, created_at, "
-                "updated_at) VALUES (?, ?, 'main', 'live', ?, ?)",
-                (f"dep_{name}_{n}", project_id, at, at),
+            await tx.deployments.add(
+                Deployment(
+                    f"dep_{name}_{n}",
+                    project_id,
+                    None,
+                    "main",
+                    "live",
+                    "manual",
+                    at,
+                    at,
+                    None,
+                    None,
+                )
             )
         for n, size in enumerate(backups):
-            db.execute(
-                "INSERT INTO backups VALUES (?, ?, 'completed', 'manual', ?, ?, ?)",
-                (f"bak_{name}_{n}", project_id, size, NOW, NOW),
-            )
+            backup = Backup(f"bak_{name}_{n}", project_id, "completed", "manual", size, NOW, NOW)
+            await tx.backups.add(backup)
         for n in range(domains):
-            db.execute(
-                "INSERT INTO domains VALUES (?, ?, ?, 'pending', 'tok', ?, NULL)",
-                (f"dom_{name}_{n}", project_id, f"{n}.{name}.example.com", NOW),
+            hostname = f"{n}.{name}.example.com"
+            await tx.domains.add(
+                Domain(f"dom_{name}_{n}", project_id, hostname, "pending", "tok", NOW, None)
             )
-        for n in range(env_vars):
-            db.execute(
-                "INSERT INTO env_vars VALUES (?, ?, 'value', ?)", (project_id, f"KEY_{n}", NOW)
-            )
+        await tx.env.put_many(project_id, [(f"KEY_{n}", "value") for n in range(env_vars)], NOW)
     return project_id
 
 
-def plan_of(env: ProductEnv, tenant_id: str) -> str:
-    return str(env.store.one("SELECT plan FROM tenants WHERE id = ?", (tenant_id,))["plan"])
+async def seed_services(tx: Repos, name: str, project_id: str, services: dict[str, int]) -> None:
+    """The project's services, each with its number of replicas."""
+    ids = {service: f"svc_{name}_{service}" for service in services}
+    await tx.projects.add_services(project_id, [(ids[s], s) for s in services])
+    for service, replicas in services.items():
+        await tx.projects.set_replicas(ids[service], replicas)
 
 
-def events(env: ProductEnv, tenant_id: str) -> list[tuple[Any, ...]]:
-    rows = env.store.all(
-        "SELECT user_id, kind, from_plan, to_plan, session_id, at "
-        "FROM billing_events WHERE tenant_id = ? ORDER BY rowid",
-        (tenant_id,),
-    )
-    return [tuple(r) for r in rows]
+async def plan_of(env: ProductEnv, tenant_id: str) -> str | None:
+    return await env.store.reads.billing.plan(tenant_id)
+
+
+async def events(env: ProductEnv, tenant_id: str) -> list[tuple[Any, ...]]:
+    found = await env.store.reads.billing.events(tenant_id)
+    return [(e.user_id, e.kind, e.from_plan, e.to_plan, e.session_id, e.at) for e in found]
 
 
 async def team_with(env: ProductEnv, owner: User, member: User, role: str) -> str:
-    token = env.token(owner)
+    token = await env.token(owner)
     team = (await env.ok(token, "create_team", {"name": "Acme"}))["tenant_id"]
     await env.join(token, team, member, role)
     return str(team)
@@ -152,10 +159,10 @@ def zero_usage(limits: dict[str, int]) -> dict[str, dict[str, int]]:
 
 
 async def test_get_usage_of_an_empty_personal_tenant(env: ProductEnv) -> None:
-    ada = env.user("ada@example.com")
-    usage = await env.ok(env.token(ada, "billing:read"), "get_usage", {})
+    ada = await env.user("ada@example.com")
+    usage = await env.ok(await env.token(ada, "billing:read"), "get_usage", {})
     assert usage == {
-        "tenant_id": env.personal(ada),
+        "tenant_id": await env.personal(ada),
         "tenant_name": "ada's workspace",
         "plan": "hobby",
         "price_usd_per_month": 0,
@@ -167,9 +174,9 @@ async def test_get_usage_of_an_empty_personal_tenant(env: ProductEnv) -> None:
 
 
 async def test_get_usage_counts_the_tenants_real_resources(env: ProductEnv) -> None:
-    ada = env.user("ada@example.com")
-    tenant = env.personal(ada)
-    seed_project(
+    ada = await env.user("ada@example.com")
+    tenant = await env.personal(ada)
+    await seed_project(
         env,
         tenant,
         "api",
@@ -179,10 +186,10 @@ async def test_get_usage_counts_the_tenants_real_resources(env: ProductEnv) -> N
         domains=1,
         env_vars=3,
     )
-    seed_project(env, tenant, "web", services={"web": 3, "ssr": 1}, env_vars=2)
-    other = env.personal(env.user("bob@example.com"))
-    seed_project(env, other, "elsewhere", services={"web": 5}, deployments=(NOW,), domains=1)
-    usage = await env.ok(env.token(ada), "get_usage", {})
+    await seed_project(env, tenant, "web", services={"web": 3, "ssr": 1}, env_vars=2)
+    other = await env.personal(await env.user("bob@example.com"))
+    await seed_project(env, other, "elsewhere", services={"web": 5}, deployments=(NOW,), domains=1)
+    usage = await env.ok(await env.token(ada), "get_usage", {})
     assert {m: v["used"] for m, v in usage["usage"].items()} == {
         "projects": 2,
         "services": 4,
@@ -200,10 +207,10 @@ async def test_get_usage_counts_the_tenants_real_resources(env: ProductEnv) -> N
 async def test_get_usage_of_a_team_counts_members_and_pending_invitations(
     env: ProductEnv,
 ) -> None:
-    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
+    ada, bob = await env.user("ada@example.com"), await env.user("bob@example.com")
     team = await team_with(env, ada, bob, "member")
-    await env.ok(env.token(ada), "invite_team_member", {"tenant_id": team, "email": "c@d.io"})
-    usage = await env.ok(env.token(bob, "billing:read"), "get_usage", {"tenant_id": team})
+    await env.ok(await env.token(ada), "invite_team_member", {"tenant_id": team, "email": "c@d.io"})
+    usage = await env.ok(await env.token(bob, "billing:read"), "get_usage", {"tenant_id": team})
     assert (usage["tenant_name"], usage["usage"]["team_members"]) == (
         "Acme",
         {"used": 3, "limit": 3},
@@ -212,7 +219,7 @@ async def test_get_usage_of_a_team_counts_members_and_pending_invitations(
 
 async def test_get_usage_period_wraps_at_the_end_of_the_year(env: ProductEnv) -> None:
     env.freeze(1_798_675_200.0)  # 2026-12-31T00:00:00Z
-    usage = await env.ok(env.token(env.user()), "get_usage", {})
+    usage = await env.ok(await env.token(await env.user()), "get_usage", {})
     assert usage["period"] == {
         "start": "2026-12-01T00:00:00.000Z",
         "end": "2027-01-01T00:00:00.000Z",
@@ -220,9 +227,9 @@ async def test_get_usage_period_wraps_at_the_end_of_the_year(env: ProductEnv) ->
 
 
 async def test_get_usage_of_another_users_tenant_is_not_found(env: ProductEnv) -> None:
-    ada = env.user("ada@example.com")
-    mallory = env.token(env.user("mallory@example.com"), "mcp:full,secrets:reveal")
-    tenant = env.personal(ada)
+    ada = await env.user("ada@example.com")
+    mallory = await env.token(await env.user("mallory@example.com"), "mcp:full,secrets:reveal")
+    tenant = await env.personal(ada)
     assert await env.error_text(mallory, "get_usage", {"tenant_id": tenant}) == (
         f"No tenant '{tenant}' is reachable by this token; list_teams shows the tenants you "
         "belong to."
@@ -230,7 +237,7 @@ async def test_get_usage_of_another_users_tenant_is_not_found(env: ProductEnv) -
 
 
 async def test_get_usage_rejects_unknown_arguments(env: ProductEnv) -> None:
-    text = await env.error_text(env.token(env.user()), "get_usage", {"plan": "pro"})
+    text = await env.error_text(await env.token(await env.user()), "get_usage", {"plan": "pro"})
     assert text.startswith("Invalid arguments for 'get_usage': ")
 
 
@@ -238,10 +245,10 @@ async def test_get_usage_rejects_unknown_arguments(env: ProductEnv) -> None:
 
 
 async def test_checkout_returns_a_single_use_url_and_records_it(env: ProductEnv) -> None:
-    ada = env.user("ada@example.com")
-    tenant = env.personal(ada)
+    ada = await env.user("ada@example.com")
+    tenant = await env.personal(ada)
     session = await env.ok(
-        env.token(ada, "billing:write"), "create_checkout_session", {"plan": "pro"}
+        await env.token(ada, "billing:write"), "create_checkout_session", {"plan": "pro"}
     )
     assert re.fullmatch(r"chk_[0-9a-f]{32}", session["session_id"])
     assert session == {
@@ -253,42 +260,37 @@ async def test_checkout_returns_a_single_use_url_and_records_it(env: ProductEnv)
         "plan": "pro",
         "price_usd_per_month": 20,
     }
-    stored = env.store.one("SELECT * FROM billing_sessions WHERE id = ?", (session["session_id"],))
-    assert (
-        stored["tenant_id"],
-        stored["kind"],
-        stored["plan"],
-        stored["url"],
-        stored["used_at"],
-    ) == (tenant, "checkout", "pro", session["url"], None)
-    assert events(env, tenant) == [
+    assert await env.store.reads.billing.session(session["session_id"]) == BillingSession(
+        session["session_id"], tenant, "checkout", "pro", session["url"], NOW, None
+    )
+    assert await events(env, tenant) == [
         (ada.id, "checkout_session", None, "pro", session["session_id"], NOW)
     ]
-    assert plan_of(env, tenant) == "hobby"
+    assert await plan_of(env, tenant) == "hobby"
 
 
 async def test_every_checkout_session_has_its_own_id(env: ProductEnv) -> None:
-    token = env.token(env.user())
+    token = await env.token(await env.user())
     first = await env.ok(token, "create_checkout_session", {"plan": "pro"})
     second = await env.ok(token, "create_checkout_session", {"plan": "team"})
     assert first["session_id"] != second["session_id"]
 
 
 async def test_a_checkout_session_is_redeemed_once_and_moves_the_plan(env: ProductEnv) -> None:
-    ada = env.user("ada@example.com")
-    tenant = env.personal(ada)
-    session = await env.ok(env.token(ada), "create_checkout_session", {"plan": "team"})
-    assert billing.redeem_session(env.cloud, session["session_id"]) == {
+    ada = await env.user("ada@example.com")
+    tenant = await env.personal(ada)
+    session = await env.ok(await env.token(ada), "create_checkout_session", {"plan": "team"})
+    assert await billing.redeem_session(env.cloud, session["session_id"]) == {
         "session_id": session["session_id"],
         "kind": "checkout",
         "tenant_id": tenant,
         "plan": "team",
         "used_at": NOW_ISO,
     }
-    assert plan_of(env, tenant) == "team"
+    assert await plan_of(env, tenant) == "team"
     with pytest.raises(Conflict, match="already used"):
-        billing.redeem_session(env.cloud, session["session_id"])
-    assert events(env, tenant)[-1] == (
+        await billing.redeem_session(env.cloud, session["session_id"])
+    assert (await events(env, tenant))[-1] == (
         None,
         "session_redeemed",
         "hobby",
@@ -299,24 +301,24 @@ async def test_a_checkout_session_is_redeemed_once_and_moves_the_plan(env: Produ
 
 
 async def test_an_expired_checkout_session_cannot_be_redeemed(env: ProductEnv) -> None:
-    ada = env.user("ada@example.com")
-    session = await env.ok(env.token(ada), "create_checkout_session", {"plan": "pro"})
+    ada = await env.user("ada@example.com")
+    session = await env.ok(await env.token(ada), "create_checkout_session", {"plan": "pro"})
     env.freeze(NOW + DAY)
     with pytest.raises(Conflict, match="expired"):
-        billing.redeem_session(env.cloud, session["session_id"])
-    assert plan_of(env, env.personal(ada)) == "hobby"
+        await billing.redeem_session(env.cloud, session["session_id"])
+    assert await plan_of(env, await env.personal(ada)) == "hobby"
 
 
 async def test_checkout_refuses_the_free_plan(env: ProductEnv) -> None:
-    token = env.token(env.user())
+    token = await env.token(await env.user())
     assert await env.error_text(token, "create_checkout_session", {"plan": "hobby"}) == (
         "The hobby plan is free and needs no checkout; change_plan moves to it."
     )
-    assert env.store.all("SELECT * FROM billing_sessions") == []
+    assert await env.count("billing_sessions") == 0
 
 
 async def test_checkout_refuses_the_current_plan(env: ProductEnv) -> None:
-    token = env.token(env.user())
+    token = await env.token(await env.user())
     await env.ok(token, "change_plan", {"plan": "pro"})
     assert await env.error_text(token, "create_checkout_session", {"plan": "pro"}) == (
         "'ada's workspace' is already on the pro plan; create_billing_portal_session manages "
@@ -325,11 +327,11 @@ async def test_checkout_refuses_the_current_plan(env: ProductEnv) -> None:
 
 
 async def test_checkout_refuses_a_plan_below_current_usage(env: ProductEnv) -> None:
-    ada = env.user("ada@example.com")
-    tenant = env.personal(ada)
-    token = env.token(ada)
+    ada = await env.user("ada@example.com")
+    tenant = await env.personal(ada)
+    token = await env.token(ada)
     await env.ok(token, "change_plan", {"plan": "team"})
-    seed_project(env, tenant, "big", services={"web": 41})
+    await seed_project(env, tenant, "big", services={"web": 41})
     assert await env.error_text(token, "create_checkout_session", {"plan": "pro"}) == (
         "'ada's workspace' uses more than the pro plan allows (total replicas 41 > 40); "
         "remove resources first or choose a larger plan."
@@ -337,7 +339,7 @@ async def test_checkout_refuses_a_plan_below_current_usage(env: ProductEnv) -> N
 
 
 async def test_checkout_rejects_an_unknown_plan(env: ProductEnv) -> None:
-    token = env.token(env.user())
+    token = await env.token(await env.user())
     assert await env.error_text(token, "create_checkout_session", {"plan": "gold"}) == (
         "Invalid arguments for 'create_checkout_session': Argument 'plan' must be one of "
         "'hobby', 'pro', 'team'."
@@ -348,35 +350,37 @@ async def test_checkout_rejects_an_unknown_plan(env: ProductEnv) -> None:
 
 
 async def test_a_team_member_may_not_check_out_but_an_admin_may(env: ProductEnv) -> None:
-    ada, bob, cy = (env.user(f"{n}@example.com") for n in ("ada", "bob", "cy"))
+    ada, bob, cy = [await env.user(f"{n}@example.com") for n in ("ada", "bob", "cy")]
     team = await team_with(env, ada, bob, "member")
     assert await env.error_text(
-        env.token(bob), "create_checkout_session", {"tenant_id": team, "plan": "team"}
+        await env.token(bob), "create_checkout_session", {"tenant_id": team, "plan": "team"}
     ) == ("Only a team admin or above may change billing; your role in 'Acme' is member.")
-    await env.join(env.token(ada), team, cy, "admin")
+    await env.join(await env.token(ada), team, cy, "admin")
     session = await env.ok(
-        env.token(cy), "create_checkout_session", {"tenant_id": team, "plan": "team"}
+        await env.token(cy), "create_checkout_session", {"tenant_id": team, "plan": "team"}
     )
     assert session["tenant_id"] == team
 
 
 async def test_checkout_for_another_users_tenant_is_not_found(env: ProductEnv) -> None:
-    tenant = env.personal(env.user("ada@example.com"))
-    mallory = env.token(env.user("mallory@example.com"), "mcp:full,secrets:reveal")
+    tenant = await env.personal(await env.user("ada@example.com"))
+    mallory = await env.token(await env.user("mallory@example.com"), "mcp:full,secrets:reveal")
     text = await env.error_text(
         mallory, "create_checkout_session", {"tenant_id": tenant, "plan": "pro"}
     )
     assert text.startswith(f"No tenant '{tenant}' is reachable by this token")
-    assert env.store.all("SELECT * FROM billing_sessions") == []
+    assert await env.count("billing_sessions") == 0
 
 
 # --- create_billing_portal_session --------------------------------------------------------
 
 
 async def test_portal_returns_a_single_use_url_and_records_it(env: ProductEnv) -> None:
-    ada = env.user("ada@example.com")
-    tenant = env.personal(ada)
-    session = await env.ok(env.token(ada, "billing:write"), "create_billing_portal_session", {})
+    ada = await env.user("ada@example.com")
+    tenant = await env.personal(ada)
+    session = await env.ok(
+        await env.token(ada, "billing:write"), "create_billing_portal_session", {}
+    )
     assert re.fullmatch(r"prt_[0-9a-f]{32}", session["session_id"])
     assert session == {
         "session_id": session["session_id"],
@@ -385,28 +389,28 @@ async def test_portal_returns_a_single_use_url_and_records_it(env: ProductEnv) -
         "expires_at": "2026-01-16T12:00:00.000Z",
         "single_use": True,
     }
-    assert events(env, tenant) == [
+    assert await events(env, tenant) == [
         (ada.id, "portal_session", None, None, session["session_id"], NOW)
     ]
-    redeemed = billing.redeem_session(env.cloud, session["session_id"])
+    redeemed = await billing.redeem_session(env.cloud, session["session_id"])
     assert (redeemed["kind"], redeemed["plan"]) == ("portal", "hobby")
     with pytest.raises(Conflict, match="already used"):
-        billing.redeem_session(env.cloud, session["session_id"])
-    assert plan_of(env, tenant) == "hobby"
+        await billing.redeem_session(env.cloud, session["session_id"])
+    assert await plan_of(env, tenant) == "hobby"
 
 
 async def test_a_team_member_may_not_open_the_billing_portal(env: ProductEnv) -> None:
-    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
+    ada, bob = await env.user("ada@example.com"), await env.user("bob@example.com")
     team = await team_with(env, ada, bob, "member")
     assert await env.error_text(
-        env.token(bob), "create_billing_portal_session", {"tenant_id": team}
+        await env.token(bob), "create_billing_portal_session", {"tenant_id": team}
     ) == ("Only a team admin or above may change billing; your role in 'Acme' is member.")
-    assert env.store.all("SELECT * FROM billing_sessions") == []
+    assert await env.count("billing_sessions") == 0
 
 
 async def test_portal_rejects_unknown_arguments(env: ProductEnv) -> None:
     text = await env.error_text(
-        env.token(env.user()), "create_billing_portal_session", {"plan": "pro"}
+        await env.token(await env.user()), "create_billing_portal_session", {"plan": "pro"}
     )
     assert text.startswith("Invalid arguments for 'create_billing_portal_session': ")
 
@@ -417,9 +421,9 @@ async def test_portal_rejects_unknown_arguments(env: ProductEnv) -> None:
 async def test_the_owner_changes_the_personal_plan_and_a_record_is_written(
     env: ProductEnv,
 ) -> None:
-    ada = env.user("ada@example.com")
-    tenant = env.personal(ada)
-    changed = await env.ok(env.token(ada, "billing:write"), "change_plan", {"plan": "pro"})
+    ada = await env.user("ada@example.com")
+    tenant = await env.personal(ada)
+    changed = await env.ok(await env.token(ada, "billing:write"), "change_plan", {"plan": "pro"})
     assert changed == {
         "tenant_id": tenant,
         "previous_plan": "hobby",
@@ -428,14 +432,14 @@ async def test_the_owner_changes_the_personal_plan_and_a_record_is_written(
         "changed": True,
         "changed_at": NOW_ISO,
     }
-    assert plan_of(env, tenant) == "pro"
-    assert events(env, tenant) == [(ada.id, "plan_change", "hobby", "pro", None, NOW)]
+    assert await plan_of(env, tenant) == "pro"
+    assert await events(env, tenant) == [(ada.id, "plan_change", "hobby", "pro", None, NOW)]
 
 
 async def test_changing_to_the_current_plan_changes_nothing(env: ProductEnv) -> None:
-    ada = env.user("ada@example.com")
-    tenant = env.personal(ada)
-    unchanged = await env.ok(env.token(ada), "change_plan", {"plan": "hobby"})
+    ada = await env.user("ada@example.com")
+    tenant = await env.personal(ada)
+    unchanged = await env.ok(await env.token(ada), "change_plan", {"plan": "hobby"})
     assert unchanged == {
         "tenant_id": tenant,
         "previous_plan": "hobby",
@@ -444,32 +448,32 @@ async def test_changing_to_the_current_plan_changes_nothing(env: ProductEnv) -> 
         "changed": False,
         "changed_at": None,
     }
-    assert events(env, tenant) == []
+    assert await events(env, tenant) == []
 
 
 async def test_a_downgrade_below_current_usage_is_refused_naming_each_excess(
     env: ProductEnv,
 ) -> None:
-    ada = env.user("ada@example.com")
-    tenant = env.personal(ada)
-    token = env.token(ada)
+    ada = await env.user("ada@example.com")
+    tenant = await env.personal(ada)
+    token = await env.token(ada)
     await env.ok(token, "change_plan", {"plan": "pro"})
     for name in ("a", "b", "c", "d"):
-        seed_project(env, tenant, name, domains=1)
+        await seed_project(env, tenant, name, domains=1)
     assert await env.error_text(token, "change_plan", {"plan": "hobby"}) == (
         "'ada's workspace' uses more than the hobby plan allows (projects 4 > 3, custom "
         "domains 4 > 2); remove resources first or choose a larger plan."
     )
-    assert plan_of(env, tenant) == "pro"
-    assert len(events(env, tenant)) == 1
+    assert await plan_of(env, tenant) == "pro"
+    assert len(await events(env, tenant)) == 1
 
 
 async def test_a_downgrade_that_fits_goes_ahead(env: ProductEnv) -> None:
-    ada = env.user("ada@example.com")
-    tenant = env.personal(ada)
-    token = env.token(ada)
+    ada = await env.user("ada@example.com")
+    tenant = await env.personal(ada)
+    token = await env.token(ada)
     await env.ok(token, "change_plan", {"plan": "team"})
-    seed_project(env, tenant, "api", services={"api": 2}, backups=(GIB,), domains=2)
+    await seed_project(env, tenant, "api", services={"api": 2}, backups=(GIB,), domains=2)
     changed = await env.ok(token, "change_plan", {"plan": "hobby"})
     assert (changed["previous_plan"], changed["plan"], changed["changed"]) == (
         "team",
@@ -479,8 +483,8 @@ async def test_a_downgrade_that_fits_goes_ahead(env: ProductEnv) -> None:
 
 
 async def test_a_team_downgrade_counts_pending_invitations_as_seats(env: ProductEnv) -> None:
-    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
-    token = env.token(ada)
+    ada, bob = await env.user("ada@example.com"), await env.user("bob@example.com")
+    token = await env.token(ada)
     team = await team_with(env, ada, bob, "admin")
     await env.ok(token, "change_plan", {"tenant_id": team, "plan": "pro"})
     for name in ("c", "d"):
@@ -488,7 +492,7 @@ async def test_a_team_downgrade_counts_pending_invitations_as_seats(env: Product
             token, "invite_team_member", {"tenant_id": team, "email": f"{name}@example.com"}
         )
     assert await env.error_text(
-        env.token(bob), "change_plan", {"tenant_id": team, "plan": "hobby"}
+        await env.token(bob), "change_plan", {"tenant_id": team, "plan": "hobby"}
     ) == (
         "'Acme' uses more than the hobby plan allows (team members and pending invitations "
         "4 > 3); remove resources first or choose a larger plan."
@@ -496,20 +500,20 @@ async def test_a_team_downgrade_counts_pending_invitations_as_seats(env: Product
 
 
 async def test_a_team_member_may_not_change_the_plan_but_an_admin_may(env: ProductEnv) -> None:
-    ada, bob = env.user("ada@example.com"), env.user("bob@example.com")
+    ada, bob = await env.user("ada@example.com"), await env.user("bob@example.com")
     team = await team_with(env, ada, bob, "member")
     assert await env.error_text(
-        env.token(bob), "change_plan", {"tenant_id": team, "plan": "team"}
+        await env.token(bob), "change_plan", {"tenant_id": team, "plan": "team"}
     ) == ("Only a team admin or above may change billing; your role in 'Acme' is member.")
-    assert plan_of(env, team) == "hobby"
-    cy = env.user("cy@example.com")
-    await env.join(env.token(ada), team, cy, "admin")
-    await env.ok(env.token(cy), "change_plan", {"tenant_id": team, "plan": "team"})
-    assert plan_of(env, team) == "team"
+    assert await plan_of(env, team) == "hobby"
+    cy = await env.user("cy@example.com")
+    await env.join(await env.token(ada), team, cy, "admin")
+    await env.ok(await env.token(cy), "change_plan", {"tenant_id": team, "plan": "team"})
+    assert await plan_of(env, team) == "team"
 
 
 async def test_change_plan_rejects_bad_arguments(env: ProductEnv) -> None:
-    token = env.token(env.user())
+    token = await env.token(await env.user())
     assert await env.error_text(token, "change_plan", {"plan": "enterprise"}) == (
         "Invalid arguments for 'change_plan': Argument 'plan' must be one of 'hobby', 'pro', "
         "'team'."
@@ -522,20 +526,20 @@ async def test_change_plan_rejects_bad_arguments(env: ProductEnv) -> None:
 async def test_change_plan_of_another_users_tenant_is_not_found_and_changes_nothing(
     env: ProductEnv,
 ) -> None:
-    tenant = env.personal(env.user("ada@example.com"))
-    mallory = env.token(env.user("mallory@example.com"), "mcp:full,secrets:reveal")
+    tenant = await env.personal(await env.user("ada@example.com"))
+    mallory = await env.token(await env.user("mallory@example.com"), "mcp:full,secrets:reveal")
     text = await env.error_text(mallory, "change_plan", {"tenant_id": tenant, "plan": "team"})
     assert text.startswith(f"No tenant '{tenant}' is reachable by this token")
-    assert plan_of(env, tenant) == "hobby"
-    assert env.store.all("SELECT * FROM billing_events") == []
+    assert await plan_of(env, tenant) == "hobby"
+    assert await env.count("billing_events") == 0
 
 
 async def test_change_plan_replays_its_first_result_for_a_repeated_idempotency_key(
     env: ProductEnv,
 ) -> None:
-    ada = env.user("ada@example.com")
-    token = env.token(ada)
+    ada = await env.user("ada@example.com")
+    token = await env.token(ada)
     args = {"plan": "pro", "idempotency_key": "upgrade-1"}
     first = await env.ok(token, "change_plan", args)
     assert await env.ok(token, "change_plan", args) == first
-    assert len(events(env, env.personal(ada))) == 1
+    assert len(await events(env, await env.personal(ada))) == 1

@@ -14,31 +14,14 @@ changes need an admin or owner; a personal tenant's only member is its owner.
 from __future__ import annotations
 
 import secrets
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ..store import migration
-from .base import Cloud, Conflict, Invalid, NotFound, Tenant, iso, new_id
-
-migration(
-    30,
-    """
-CREATE TABLE billing_events (
-    id TEXT PRIMARY KEY,
-    tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
-    user_id TEXT REFERENCES users(id) ON DELETE SET NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('checkout_session', 'portal_session', 'plan_change',
-                                       'session_redeemed')),
-    from_plan TEXT,
-    to_plan TEXT,
-    session_id TEXT,
-    at REAL NOT NULL
-);
-CREATE INDEX billing_events_by_tenant ON billing_events(tenant_id, at);
-""",
-)
+from ..store.repos import Repos
+from ..store.repos.billing import BillingEvent, BillingSession
+from .base import Cloud, Conflict, Invalid, NotFound, Tenant, iso
+from .projects import ordered_id
 
 BILLING_URL = "https://billing.sp00ky.cloud"
 SESSION_TTL = 24 * 3600
@@ -56,17 +39,6 @@ METRICS: tuple[tuple[str, str], ...] = (
     ("env_vars", "env vars"),
     ("team_members", "team members and pending invitations"),
 )
-# The usage counted over the tenant's projects: an aggregate, over which rows, and whether
-# only the rows created this month count.
-_PER_PROJECT: dict[str, tuple[str, str, bool]] = {
-    "services": ("COUNT(*)", "services", False),
-    "replicas": ("SUM(x.replicas)", "services", False),
-    "deployments_this_month": ("COUNT(*)", "deployments", True),
-    "backups": ("COUNT(*)", "backups", False),
-    "backup_storage_bytes": ("SUM(x.size_bytes)", "backups", False),
-    "domains": ("COUNT(*)", "domains", False),
-    "env_vars": ("COUNT(*)", "env_vars", False),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,50 +128,20 @@ def month_bounds(now: float) -> tuple[float, float]:
 # --- usage -------------------------------------------------------------------------------
 
 
-def seats_used(cloud: Cloud, tenant_id: str) -> int:
+async def seats_used(tx: Repos, tenant_id: str) -> int:
     """Members plus pending invitations: each pending invitation holds a seat."""
-    return _count(
-        cloud,
-        "SELECT (SELECT COUNT(*) FROM memberships WHERE tenant_id = ?) + "
-        "(SELECT COUNT(*) FROM invitations WHERE tenant_id = ?)",
-        (tenant_id, tenant_id),
-    )
+    return await tx.billing.seats_used(tenant_id)
 
 
-def _count(cloud: Cloud, sql: str, params: tuple[Any, ...]) -> int:
-    row = cloud.store.one(sql, params)
-    assert row is not None
-    return int(row[0] or 0)
-
-
-def measure(cloud: Cloud, tenant_id: str) -> dict[str, int]:
-    """The tenant's usage, counted from its resources now."""
+async def measure(cloud: Cloud, tenant_id: str, tx: Repos | None = None) -> dict[str, int]:
+    """The tenant's usage, counted from its resources now (through `tx` inside a write)."""
     start, _ = month_bounds(cloud.clock())
-    used = {
-        "projects": _count(cloud, "SELECT COUNT(*) FROM projects WHERE tenant_id = ?", (tenant_id,))
-    }
-    for metric, (aggregate, table, monthly) in _PER_PROJECT.items():
-        used[metric] = _per_project(cloud, tenant_id, aggregate, table, start if monthly else None)
-    used["team_members"] = seats_used(cloud, tenant_id)
-    return used
+    return await (tx or cloud.reads).billing.usage(tenant_id, start)
 
 
-def _per_project(
-    cloud: Cloud, tenant_id: str, aggregate: str, table: str, since: float | None
-) -> int:
-    """`aggregate` over the rows of `table` in the tenant's projects (created from `since`)."""
-    sql = (
-        f"SELECT {aggregate} FROM {table} x JOIN projects p ON p.id = x.project_id "
-        "WHERE p.tenant_id = ?"
-    )
-    if since is None:
-        return _count(cloud, sql, (tenant_id,))
-    return _count(cloud, sql + " AND x.created_at >= ?", (tenant_id, since))
-
-
-def usage(cloud: Cloud, tenant: Tenant) -> dict[str, Any]:
-    plan = PLANS[_current_plan(cloud, tenant.id)]
-    used = measure(cloud, tenant.id)
+async def usage(cloud: Cloud, tenant: Tenant) -> dict[str, Any]:
+    plan = PLANS[await _current_plan(cloud.reads, tenant.id)]
+    used = await measure(cloud, tenant.id)
     start, end = month_bounds(cloud.clock())
     return {
         "tenant_id": tenant.id,
@@ -213,9 +155,9 @@ def usage(cloud: Cloud, tenant: Tenant) -> dict[str, Any]:
     }
 
 
-def check_fits(cloud: Cloud, tenant: Tenant, plan: Plan) -> None:
+async def check_fits(cloud: Cloud, tenant: Tenant, plan: Plan, tx: Repos | None = None) -> None:
     """Refuses a plan whose limits are below what the tenant uses now, naming each excess."""
-    used = measure(cloud, tenant.id)
+    used = await measure(cloud, tenant.id, tx)
     over = [
         f"{label} {used[m]} > {plan.limits[m]}" for m, label in METRICS if used[m] > plan.limits[m]
     ]
@@ -226,14 +168,10 @@ def check_fits(cloud: Cloud, tenant: Tenant, plan: Plan) -> None:
         )
 
 
-def _current_plan(cloud: Cloud, tenant_id: str) -> str:
-    row = cloud.store.one("SELECT plan FROM tenants WHERE id = ?", (tenant_id,))
-    assert row is not None
-    return str(row["plan"])
-
-
-def _set_plan(db: sqlite3.Connection, tenant_id: str, plan: str) -> None:
-    db.execute("UPDATE tenants SET plan = ? WHERE id = ?", (plan, tenant_id))
+async def _current_plan(repos: Repos, tenant_id: str) -> str:
+    plan = await repos.billing.plan(tenant_id)
+    assert plan is not None
+    return plan
 
 
 # --- changes -----------------------------------------------------------------------------
@@ -243,8 +181,8 @@ def _require_billing_role(tenant: Tenant) -> None:
     tenant.require_role("admin", "change billing")
 
 
-def _record(
-    db: sqlite3.Connection,
+async def _record(
+    tx: Repos,
     cloud: Cloud,
     tenant_id: str,
     user_id: str | None,
@@ -253,25 +191,23 @@ def _record(
     to_plan: str | None = None,
     session_id: str | None = None,
 ) -> None:
-    db.execute(
-        "INSERT INTO billing_events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (new_id("bev"), tenant_id, user_id, kind, from_plan, to_plan, session_id, cloud.clock()),
+    # Ordered ids keep events made at one clock reading in the order they happened.
+    event = BillingEvent(
+        ordered_id("bev"), tenant_id, user_id, kind, from_plan, to_plan, session_id, cloud.clock()
     )
+    await tx.billing.add_event(event)
 
 
-def _session(
+async def _session(
     cloud: Cloud, tenant: Tenant, user_id: str, kind: str, plan: str | None
 ) -> dict[str, Any]:
     session_id = f"{'chk' if kind == 'checkout' else 'prt'}_{secrets.token_hex(16)}"
     url = f"{BILLING_URL}/{kind}/{session_id}"
     now = cloud.clock()
-    with cloud.transaction() as db:
-        db.execute(
-            "INSERT INTO billing_sessions VALUES (?, ?, ?, ?, ?, ?, NULL)",
-            (session_id, tenant.id, kind, plan, url, now),
-        )
-        _record(
-            db, cloud, tenant.id, user_id, f"{kind}_session", to_plan=plan, session_id=session_id
+    async with cloud.transaction() as tx:
+        await tx.billing.add_session(session_id, tenant.id, kind, plan, url, now)
+        await _record(
+            tx, cloud, tenant.id, user_id, f"{kind}_session", to_plan=plan, session_id=session_id
         )
     return {
         "session_id": session_id,
@@ -282,7 +218,7 @@ def _session(
     }
 
 
-def checkout(cloud: Cloud, tenant: Tenant, user_id: str, plan_name: str) -> dict[str, Any]:
+async def checkout(cloud: Cloud, tenant: Tenant, user_id: str, plan_name: str) -> dict[str, Any]:
     """A checkout session for moving to a paid plan."""
     _require_billing_role(tenant)
     plan = PLANS[plan_name]
@@ -290,34 +226,34 @@ def checkout(cloud: Cloud, tenant: Tenant, user_id: str, plan_name: str) -> dict
         raise Invalid(
             f"The {plan.name} plan is free and needs no checkout; change_plan moves to it."
         )
-    if _current_plan(cloud, tenant.id) == plan.name:
+    if await _current_plan(cloud.reads, tenant.id) == plan.name:
         raise Conflict(
             f"'{tenant.name}' is already on the {plan.name} plan; "
             "create_billing_portal_session manages its payment details."
         )
-    check_fits(cloud, tenant, plan)
-    session = _session(cloud, tenant, user_id, "checkout", plan.name)
+    await check_fits(cloud, tenant, plan)
+    session = await _session(cloud, tenant, user_id, "checkout", plan.name)
     return {**session, "plan": plan.name, "price_usd_per_month": plan.price_usd_per_month}
 
 
-def portal(cloud: Cloud, tenant: Tenant, user_id: str) -> dict[str, Any]:
+async def portal(cloud: Cloud, tenant: Tenant, user_id: str) -> dict[str, Any]:
     """A billing-portal session: invoices, payment method, cancellation."""
     _require_billing_role(tenant)
-    return _session(cloud, tenant, user_id, "portal", None)
+    return await _session(cloud, tenant, user_id, "portal", None)
 
 
-def change_plan(cloud: Cloud, tenant: Tenant, user_id: str, plan_name: str) -> dict[str, Any]:
+async def change_plan(cloud: Cloud, tenant: Tenant, user_id: str, plan_name: str) -> dict[str, Any]:
     """Moves the tenant to another plan at once, if its current usage fits the new limits."""
     _require_billing_role(tenant)
     plan = PLANS[plan_name]
     now = cloud.clock()
-    with cloud.transaction() as db:
-        previous = _current_plan(cloud, tenant.id)
+    async with cloud.transaction() as tx:
+        previous = await _current_plan(tx, tenant.id)
         changed = previous != plan.name
         if changed:
-            check_fits(cloud, tenant, plan)
-            _set_plan(db, tenant.id, plan.name)
-            _record(db, cloud, tenant.id, user_id, "plan_change", previous, plan.name)
+            await check_fits(cloud, tenant, plan, tx)
+            await tx.billing.set_plan(tenant.id, plan.name)
+            await _record(tx, cloud, tenant.id, user_id, "plan_change", previous, plan.name)
     return {
         "tenant_id": tenant.id,
         "previous_plan": previous,
@@ -328,48 +264,45 @@ def change_plan(cloud: Cloud, tenant: Tenant, user_id: str, plan_name: str) -> d
     }
 
 
-def redeem_session(cloud: Cloud, session_id: str) -> dict[str, Any]:
+async def redeem_session(cloud: Cloud, session_id: str) -> dict[str, Any]:
     """The billing site's side: a session id works once and before it expires.  Completing a
     checkout moves the tenant to the session's plan (validated against usage again)."""
     now = cloud.clock()
-    with cloud.transaction() as db:
-        row = _redeemable(cloud, session_id, now)
-        db.execute("UPDATE billing_sessions SET used_at = ? WHERE id = ?", (now, session_id))
-        previous = _current_plan(cloud, row["tenant_id"])
-        if row["kind"] == "checkout" and row["plan"] != previous:
-            _complete_checkout(cloud, db, row)
-        plan = row["plan"] or previous
-        _record(db, cloud, row["tenant_id"], None, "session_redeemed", previous, plan, session_id)
+    async with cloud.transaction() as tx:
+        session = await _redeemable(tx, session_id, now)
+        await tx.billing.use_session(session_id, now)
+        previous = await _current_plan(tx, session.tenant_id)
+        if session.kind == "checkout" and session.plan != previous:
+            await _complete_checkout(cloud, tx, session)
+        plan = session.plan or previous
+        await _record(
+            tx, cloud, session.tenant_id, None, "session_redeemed", previous, plan, session_id
+        )
     return {
         "session_id": session_id,
-        "kind": row["kind"],
-        "tenant_id": row["tenant_id"],
+        "kind": session.kind,
+        "tenant_id": session.tenant_id,
         "plan": plan,
         "used_at": iso(now),
     }
 
 
-def _redeemable(cloud: Cloud, session_id: str, now: float) -> sqlite3.Row:
+async def _redeemable(tx: Repos, session_id: str, now: float) -> BillingSession:
     """The session, if it exists, is unused and has not expired."""
-    row = cloud.store.one("SELECT * FROM billing_sessions WHERE id = ?", (session_id,))
-    if row is None:
+    session = await tx.billing.session(session_id)
+    if session is None:
         raise NotFound(f"No billing session '{session_id}'.")
-    if row["used_at"] is not None:
+    if session.used_at is not None:
         raise Conflict("This billing session was already used; create a new one.")
-    if now >= row["created_at"] + SESSION_TTL:
+    if now >= session.created_at + SESSION_TTL:
         raise Conflict("This billing session has expired; create a new one.")
-    return row
+    return session
 
 
-def _complete_checkout(cloud: Cloud, db: sqlite3.Connection, session: sqlite3.Row) -> None:
+async def _complete_checkout(cloud: Cloud, tx: Repos, session: BillingSession) -> None:
     """Moves the session's tenant to its plan, if the tenant's usage fits."""
-    tenant = cloud.store.one(
-        "SELECT id, name, kind, plan FROM tenants WHERE id = ?", (session["tenant_id"],)
-    )
-    assert tenant is not None
-    check_fits(
-        cloud,
-        Tenant(tenant["id"], tenant["name"], tenant["kind"], tenant["plan"], "owner"),
-        PLANS[session["plan"]],
-    )
-    _set_plan(db, session["tenant_id"], session["plan"])
+    tenant = await tx.billing.tenant(session.tenant_id)
+    assert tenant is not None and session.plan is not None
+    check = Tenant(tenant.id, tenant.name, tenant.kind, tenant.plan, "owner")
+    await check_fits(cloud, check, PLANS[session.plan], tx)
+    await tx.billing.set_plan(session.tenant_id, session.plan)

@@ -29,7 +29,7 @@ SESSION = {
 
 
 async def get_usage(call: Call) -> dict[str, Any]:
-    return billing.usage(call.cloud, call.tenant)
+    return await billing.usage(call.cloud, call.tenant)
 
 
 GET_USAGE = Spec(
@@ -64,7 +64,7 @@ GET_USAGE = Spec(
 
 
 async def create_checkout_session(call: Call) -> dict[str, Any]:
-    return billing.checkout(call.cloud, call.tenant, call.user_id, call.args["plan"])
+    return await billing.checkout(call.cloud, call.tenant, call.user_id, call.args["plan"])
 
 
 CREATE_CHECKOUT_SESSION = Spec(
@@ -85,7 +85,7 @@ CREATE_CHECKOUT_SESSION = Spec(
 
 
 async def create_billing_portal_session(call: Call) -> dict[str, Any]:
-    return billing.portal(call.cloud, call.tenant, call.user_id)
+    return await billing.portal(call.cloud, call.tenant, call.user_id)
 
 
 CREATE_BILLING_PORTAL_SESSION = Spec(
@@ -107,7 +107,7 @@ CREATE_BILLING_PORTAL_SESSION = Spec(
 
 
 async def change_plan(call: Call) -> dict[str, Any]:
-    return billing.change_plan(call.cloud, call.tenant, call.user_id, call.args["plan"])
+    return await billing.change_plan(call.cloud, call.tenant, call.user_id, call.args["plan"])
 
 
 CHANGE_PLAN = Spec(
