@@ -500,9 +500,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     applied, version, where = anyio.run(migrate)
     if applied:
-        say(
-            f"Migrated {where} to schema version {version} (applied {', '.join(map(str, applied))})."
-        )
+        steps = ", ".join(map(str, applied))
+        say(f"Migrated {where} to schema version {version} (applied {steps}).")
     else:
         say(f"{where} is already at schema version {version}; nothing to do.")
     return 0

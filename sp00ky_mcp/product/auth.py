@@ -148,7 +148,6 @@ class TokenAuthenticator:
             await self._cache.put(key, cached, version)
         return cached
 
-
     def _throttle(self, token_id: str, now: float) -> None:
         bucket = self._buckets.get(token_id)
         if bucket is None:
