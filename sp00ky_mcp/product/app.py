@@ -118,10 +118,17 @@ def build_product(config: ServerConfig, store: Store) -> Product:
         instructions=lambda ctx: scopes.instructions(ctx.principal.scopes),
         scope_hint=scopes.missing_scope_message,
         observer=audit,
-        on_stop=audit.drain,
+        on_stop=lambda: _settle(audit, authenticate),
     )
     return Product(server, store, accounts, cloud)
 
 
 def _said(exc: StoreError) -> str:
     return exc.message if isinstance(exc, StoreUnavailable) else str(exc)
+
+
+async def _settle(audit: AuditTrail, authenticate: TokenAuthenticator) -> None:
+    """At shutdown: the pending audit records and last uses are written before the store
+    may close."""
+    await audit.drain()
+    await authenticate.settle()

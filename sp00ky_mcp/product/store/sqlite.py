@@ -129,6 +129,7 @@ class Worker:
         self._failure: BaseException | None = None
         self.db: sqlite3.Connection | None = None
         self.running = False
+        self.stopped = False
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -136,6 +137,8 @@ class Worker:
             raise self._failure
 
     async def call(self, job: Job) -> Any:
+        if self.stopped:
+            raise StoreUnavailable(CLOSED)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._jobs.put((job, loop, future))
@@ -153,6 +156,11 @@ class Worker:
         return box[1]
 
     def stop(self) -> None:
+        """Ends the thread once the jobs already given have run; a job given later fails at
+        once (a task left over after closing must not wait for ever)."""
+        if self.stopped:
+            return
+        self.stopped = True
         self._jobs.put(None)
         self._thread.join()
 
@@ -167,6 +175,10 @@ class Worker:
         while (item := self._jobs.get()) is not None:
             self._run(*item)
         self.db.close()
+        while not self._jobs.empty():
+            left = self._jobs.get()
+            if left is not None:
+                self._run(_closed, left[1], left[2])
 
     def _run(self, job: Job, loop: asyncio.AbstractEventLoop | None, waiter: Any) -> None:
         assert self.db is not None
@@ -188,6 +200,13 @@ class Worker:
             return
         with suppress(RuntimeError):  # the loop has closed: nobody waits any more
             loop.call_soon_threadsafe(_settle, waiter, result, error)
+
+
+CLOSED = "The server's data store is closed, so nothing was changed."
+
+
+def _closed(db: sqlite3.Connection) -> Any:
+    raise StoreUnavailable(CLOSED)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
