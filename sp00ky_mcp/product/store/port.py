@@ -24,7 +24,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from ...engine.errors import INTERNAL_ERROR, JsonRpcError
+from ...engine.errors import INTERNAL_ERROR, INVALID_PARAMS, JsonRpcError
 from ..secretbox import SecretBox
 
 if TYPE_CHECKING:
@@ -48,6 +48,17 @@ class StoreUnavailable(StoreError, JsonRpcError):
 
     def __init__(self, message: str) -> None:
         JsonRpcError.__init__(self, INTERNAL_ERROR, message)
+
+
+class Unstorable(StoreError, JsonRpcError):
+    """Text the backend cannot hold (PostgreSQL refuses the NUL character)."""
+
+    def __init__(self) -> None:
+        JsonRpcError.__init__(
+            self,
+            INVALID_PARAMS,
+            "An argument holds a NUL character (\\u0000), which cannot be stored; remove it.",
+        )
 
 
 class Clash(StoreError):

@@ -48,6 +48,7 @@ from .port import (
     StoreError,
     StoreUnavailable,
     TurnMemo,
+    Unstorable,
     Vanished,
     Version,
     default_data_dir,
@@ -122,6 +123,12 @@ def port_error(exc: BaseException, reading: bool = False) -> BaseException:
     return exc
 
 
+def _holds_nul(params: Sequence[Any]) -> bool:
+    """PostgreSQL text cannot hold NUL: nothing stored holds one, so a lookup by such a value
+    finds nothing, and a write of one is refused."""
+    return any(isinstance(p, str) and "\x00" in p for p in params)
+
+
 class PostgresDb:
     """The `Db` of one connection (a transaction's)."""
 
@@ -131,17 +138,25 @@ class PostgresDb:
         self.connection = connection
 
     async def one(self, sql: str, *params: Any) -> Row | None:
+        if _holds_nul(params):
+            return None
         row: Row | None = await self.connection.fetchrow(numbered(sql), *params)
         return row
 
     async def all(self, sql: str, *params: Any) -> list[Row]:
+        if _holds_nul(params):
+            return []
         rows: list[Row] = await self.connection.fetch(numbered(sql), *params)
         return rows
 
     async def run(self, sql: str, *params: Any) -> int:
+        if _holds_nul(params):
+            raise Unstorable()
         return _rowcount(await self.connection.execute(numbered(sql), *params))
 
     async def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if any(_holds_nul(row) for row in rows):
+            raise Unstorable()
         if rows:
             await self.connection.executemany(numbered(sql), rows)
 
@@ -156,6 +171,10 @@ class PooledDb:
         self.store = store
 
     async def _fetch(self, method: str, sql: str, *params: Any) -> Any:
+        if _holds_nul(params):
+            if method == "execute":
+                raise Unstorable()
+            return None if method == "fetchrow" else []
         for attempt in (1, 2):
             try:
                 async with self.store.pool.acquire() as connection:
