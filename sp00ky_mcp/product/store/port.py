@@ -24,7 +24,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from ...engine.errors import INTERNAL_ERROR, INVALID_PARAMS, JsonRpcError
+from ...engine.errors import INTERNAL_ERROR, JsonRpcError, ToolError
 from ..secretbox import SecretBox
 
 if TYPE_CHECKING:
@@ -50,14 +50,15 @@ class StoreUnavailable(StoreError, JsonRpcError):
         JsonRpcError.__init__(self, INTERNAL_ERROR, message)
 
 
-class Unstorable(StoreError, JsonRpcError):
-    """Text the backend cannot hold (PostgreSQL refuses the NUL character)."""
+class Unstorable(StoreError, ToolError):
+    """Text the backend cannot hold (PostgreSQL refuses the NUL character): an error result
+    the caller can correct."""
 
     def __init__(self) -> None:
-        JsonRpcError.__init__(
+        ToolError.__init__(
             self,
-            INVALID_PARAMS,
-            "An argument holds a NUL character (\\u0000), which cannot be stored; remove it.",
+            "An argument holds a NUL character (\\u0000), which cannot be stored, so nothing "
+            "was changed; remove it and call again.",
         )
 
 
