@@ -39,6 +39,7 @@ class AuditTrail:
         self.delay = delay
         self._pending: list[AuditEntry] = []
         self._flushing: set[asyncio.Future[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
 
     def __call__(
         self,
@@ -66,7 +67,7 @@ class AuditTrail:
             )
         )
         if len(self._pending) == 1:
-            asyncio.get_running_loop().call_later(self.delay, self.flush_soon)
+            self._timer = asyncio.get_running_loop().call_later(self.delay, self.flush_soon)
         elif len(self._pending) >= MAX_PENDING_RECORDS:
             self.flush_soon()
 
@@ -88,7 +89,10 @@ class AuditTrail:
             log.error("%d audit records were not written: %s", len(pending), _said(exc))
 
     async def drain(self) -> None:
-        """Writes what is pending and waits for the writes under way (at shutdown)."""
+        """Writes what is pending and waits for the writes under way (at shutdown); no timer
+        is left to start another write once the store may be closed."""
+        if self._timer is not None:
+            self._timer.cancel()
         await self.flush()
         while self._flushing:
             await asyncio.gather(*self._flushing, return_exceptions=True)
