@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import asyncpg
 import httpx
 import mcp_types as types
 import orjson
@@ -25,8 +26,9 @@ from sp00ky_mcp.product import scopes
 from sp00ky_mcp.product.accounts import AccountError, Accounts, User
 from sp00ky_mcp.product.cloud import env as env_rules
 from sp00ky_mcp.product.cloud import links, projects, teams
-from sp00ky_mcp.product.cloud.base import Cloud, Tenant
-from sp00ky_mcp.product.store import Repos, Store
+from sp00ky_mcp.product.cloud.base import CONCURRENT_CLASH, Cloud, Conflict, Tenant
+from sp00ky_mcp.product.store import Busy, Repos, Store
+from sp00ky_mcp.product.store.postgres import port_error
 from sp00ky_mcp.product.store.sqlite import SqliteStore
 from sp00ky_mcp.product.tools.base import SHOWN_ONCE, STILL_RUNNING, product_tool
 
@@ -557,6 +559,29 @@ async def test_two_processes_registering_one_email_make_one_user(tmp_path: Path)
     first, second = await racing(tmp_path, lambda c: c.accounts.ensure_user("bob@example.com"))
     assert first == second
     assert await count(tmp_path, "users") == 1
+
+
+async def test_a_write_the_database_rolls_back_to_break_a_deadlock_is_a_conflict(
+    store: Store,
+) -> None:
+    """PostgreSQL breaks a deadlock (with a program other than this server) by rolling one
+    transaction back; the caller is told to check and retry, and nothing is kept."""
+    cloud = Cloud(store, Accounts(store))
+    ada = await cloud.accounts.ensure_user("ada@example.com")
+    tenant = await cloud.tenant(ada.id, None)
+    with pytest.raises(Conflict) as refused:
+        async with cloud.transaction() as tx:
+            await tx.support.add_project("prj_1", tenant.id, "api", "us-east", 0.0)
+            raise Busy("deadlock detected")
+    assert refused.value.message == CONCURRENT_CLASH
+    assert await store.reads.support.count("projects") == 0
+
+
+def test_a_deadlock_or_serialization_failure_is_a_conflict_worth_retrying() -> None:
+    deadlock = asyncpg.DeadlockDetectedError("deadlock detected")
+    serialization = asyncpg.SerializationError("could not serialize access")
+    assert isinstance(port_error(deadlock), Busy)
+    assert isinstance(port_error(serialization), Busy)
 
 
 async def count(directory: Path, table: str) -> int:

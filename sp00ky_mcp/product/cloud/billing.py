@@ -20,8 +20,7 @@ from typing import Any
 
 from ..store.repos import Repos
 from ..store.repos.billing import BillingEvent, BillingSession
-from .base import Cloud, Conflict, Invalid, NotFound, Tenant, iso
-from .projects import ordered_id
+from .base import Cloud, Conflict, Invalid, NotFound, Tenant, iso, ordered_id
 
 BILLING_URL = "https://billing.sp00ky.cloud"
 SESSION_TTL = 24 * 3600
@@ -126,11 +125,6 @@ def month_bounds(now: float) -> tuple[float, float]:
 
 
 # --- usage -------------------------------------------------------------------------------
-
-
-async def seats_used(tx: Repos, tenant_id: str) -> int:
-    """Members plus pending invitations: each pending invitation holds a seat."""
-    return await tx.billing.seats_used(tenant_id)
 
 
 async def measure(cloud: Cloud, tenant_id: str, tx: Repos | None = None) -> dict[str, int]:

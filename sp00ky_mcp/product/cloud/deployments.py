@@ -39,8 +39,9 @@ from .base import (
     check_visible,
     iso,
     iso_or_none,
+    ordered_id,
 )
-from .projects import latest_build, live_deployment, ordered_id, record_build, services
+from .projects import latest_build, live_deployment, record_build, services
 
 Progress = Callable[[float, float, str], Awaitable[None]]
 # A pipeline takes milliseconds; one this long without progress was cut off.

@@ -21,9 +21,9 @@ from typing import Any
 from ..store.repos import Repos
 from ..store.repos.links import Link, Run
 from ..store.repos.projects import Project
-from .base import Cloud, Conflict, Invalid, Tenant, iso, iso_or_none
+from .base import Cloud, Conflict, Invalid, Tenant, iso, iso_or_none, ordered_id
 from .deployments import Progress, advance, check_ref, deployment_view, queue, reap
-from .projects import ordered_id, record_build
+from .projects import record_build
 
 
 class RunStatus(StrEnum):

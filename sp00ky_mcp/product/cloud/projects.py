@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import secrets
-import time
 from typing import Any
 
 from ..store.repos import Repos
@@ -27,6 +25,7 @@ from .base import (
     iso_or_none,
     missing_project,
     new_id,
+    ordered_id,
 )
 
 NAME_RULE = "1-63 lowercase letters, digits and hyphens, starting with a letter"
@@ -52,18 +51,6 @@ def check_name(kind: str, value: str, argument: str) -> str:
 def commit_sha(seed: str) -> str:
     """A 40-hex commit id for a build of the embedded platform (deterministic per seed)."""
     return hashlib.sha1(seed.encode(), usedforsecurity=False).hexdigest()
-
-
-_last_stamp = 0
-
-
-def ordered_id(prefix: str) -> str:
-    """A new id (the shape of `new_id`'s) that sorts after every earlier one of this process
-    (and, to the microsecond, of any other): builds and deployments made within one clock
-    reading are listed newest first by it."""
-    global _last_stamp
-    _last_stamp = max(_last_stamp + 1, time.time_ns() // 1000)
-    return f"{prefix}_{_last_stamp:013x}{secrets.token_hex(2)[:3]}"
 
 
 async def record_build(cloud: Cloud, tx: Repos, project_id: str, ref: str) -> Build:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from ...engine.errors import INTERNAL_ERROR, JsonRpcError, ToolError
-from ..secretbox import SecretBox
+from ..secretbox import Key, SecretBox, replace_keys
 
 if TYPE_CHECKING:
     from .repos import Repos
@@ -127,9 +127,25 @@ class Store(ABC):
     async def migrate(self) -> list[int]:
         """Applies the migrations not applied yet, in order; the versions it applied."""
 
-    @abstractmethod
     async def rotate_secret_key(self) -> int:
-        """Seals every secret value under a new key; how many it sealed again."""
+        """Seals every secret value under a new key; how many it sealed again.  The new key
+        reaches the disk before any value is sealed with it, and the old ones leave it only
+        once the transaction that no longer needs them has committed."""
+        box = self.secrets
+        if box.path is None:
+            raise StoreError("A store in memory has no key file to rotate.")
+        new = Key.new()
+        _write_keys(box.path, [new, *box.keys])
+        self.secrets = SecretBox([new, *box.keys], box.path)
+        count = await self._reseal_all()
+        _write_keys(box.path, [new])
+        self.secrets = SecretBox([new], box.path)
+        return count
+
+    @abstractmethod
+    async def _reseal_all(self) -> int:
+        """Seals every stored secret value again under `secrets`' current key, in one
+        transaction; how many there were."""
 
     @abstractmethod
     async def close(self) -> None: ...
@@ -233,3 +249,13 @@ async def open_store(
     from .sqlite import SqliteStore
 
     return await SqliteStore.open(data_dir, key_file)
+
+
+def _write_keys(path: Path, keys: Sequence[Key]) -> None:
+    try:
+        replace_keys(path, keys)
+    except OSError as exc:
+        raise StoreError(
+            f"Cannot write the secret key file {path}: {exc.strerror}; make its directory "
+            "writable, then rotate again."
+        ) from None

@@ -32,12 +32,10 @@ import anyio
 from ..secretbox import (
     KEY_ID_BYTES,
     SEALED,
-    Key,
     KeyFileError,
     SecretBox,
     key_file_for,
     load_box,
-    replace_keys,
 )
 from . import postgres_schema
 from .port import (
@@ -338,20 +336,9 @@ class PostgresStore(Store):
             finally:
                 await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK)
 
-    async def rotate_secret_key(self) -> int:
-        """Seals every secret value under a new key and retires the old ones; the new key is
-        on disk before any value is sealed with it, the old ones leave only afterwards."""
-        box = self.secrets
-        if box.path is None:
-            raise StoreError("This store has no key file to rotate.")
-        new = Key.new()
-        _write_keys(box.path, [new, *box.keys])
-        self.secrets = SecretBox([new, *box.keys], box.path)
+    async def _reseal_all(self) -> int:
         async with self.transaction() as tx:
-            count = await _reseal_all(tx, self.secrets)
-        _write_keys(box.path, [new])
-        self.secrets = SecretBox([new], box.path)
-        return count
+            return await _reseal_all(tx, self.secrets)
 
     async def close(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -486,13 +473,3 @@ async def _reseal_all(tx: Repos, box: SecretBox) -> int:
             )
             count += 1
     return count
-
-
-def _write_keys(path: Path, keys: Sequence[Key]) -> None:
-    try:
-        replace_keys(path, keys)
-    except OSError as exc:
-        raise StoreError(
-            f"Cannot write the secret key file {path}: {exc.strerror}; make its directory "
-            "writable, then rotate again."
-        ) from None

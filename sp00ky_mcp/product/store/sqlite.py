@@ -36,13 +36,11 @@ from typing import Any, TypeVar
 import anyio
 
 from ..secretbox import (
-    Key,
     KeyFileError,
     SecretBox,
     ephemeral_box,
     key_file_for,
     load_box,
-    replace_keys,
 )
 from . import sqlite_schema
 from .port import (
@@ -397,22 +395,12 @@ class SqliteStore(Store):
         )
         return applied
 
-    async def rotate_secret_key(self) -> int:
-        """Seals every secret value under a new key and retires the old ones.  The new key
-        reaches the disk before any value is sealed with it, and the old ones leave it only
-        once no value needs them."""
-        box = self.secrets
-        if box.path is None:
-            raise StoreError("A store in memory has no key file to rotate.")
-        new = Key.new()
-        _write_keys(box.path, [new, *box.keys])
-        self.secrets = SecretBox([new, *box.keys], box.path)
+    async def _reseal_all(self) -> int:
         async with self.transaction():
             count: int = await self._writer.call(
                 lambda db: sqlite_schema.reseal_all(db, self.secrets)
             )
-        _write_keys(box.path, [new])
-        self.secrets = SecretBox([new], box.path)
+        # The old key's sealed values must not linger in the write-ahead log either.
         await self._writer.call(lambda db: db.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
         return count
 
@@ -578,16 +566,6 @@ def _make_private(path: Path, mode: int, what: str) -> None:
         # On a read-only mount nothing can be written there either: opening the store says so.
         if exc.errno != errno.EROFS:
             log.warning("Cannot make the %s %s private (mode %04o): %s.", what, path, wide, exc)
-
-
-def _write_keys(path: Path, keys: Sequence[Key]) -> None:
-    try:
-        replace_keys(path, keys)
-    except OSError as exc:
-        raise StoreError(
-            f"Cannot write the secret key file {path}: {exc.strerror}; make its directory "
-            "writable, then rotate again."
-        ) from None
 
 
 __all__ = ["DB_NAME", "Busy", "SqliteStore", "port_error"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..port import Db, Row
+from .teams import TeamsRepo
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +107,7 @@ class BillingRepo:
         for metric, (aggregate, table, monthly) in PER_PROJECT.items():
             since = month_start if monthly else None
             used[metric] = await self._per_project(tenant_id, aggregate, table, since)
-        used["team_members"] = await self.seats_used(tenant_id)
+        used["team_members"] = await TeamsRepo(self.db).seats_used(tenant_id)
         return used
 
     async def _projects(self, tenant_id: str) -> int:
@@ -125,16 +126,6 @@ class BillingRepo:
         if since is None:
             return _number(await self.db.one(sql, tenant_id))
         return _number(await self.db.one(sql + " AND x.created_at >= ?", tenant_id, float(since)))
-
-    async def seats_used(self, tenant_id: str) -> int:
-        """Members plus pending invitations: each pending invitation holds a seat."""
-        row = await self.db.one(
-            "SELECT (SELECT COUNT(*) FROM memberships WHERE tenant_id = ?) + "
-            "(SELECT COUNT(*) FROM invitations WHERE tenant_id = ?) AS n",
-            tenant_id,
-            tenant_id,
-        )
-        return _number(row)
 
     # --- sessions and events ---------------------------------------------------------------
 
