@@ -11,9 +11,6 @@ also carries the answers of earlier rounds, since a retry only answers the lates
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
-import secrets
 import time
 from typing import Any
 
@@ -22,6 +19,7 @@ import orjson
 from .context import CallContext, InputRequired
 from .digest import canonical_digest
 from .errors import JsonRpcError, invalid_params
+from .keys import KeyRing
 
 STATE_TTL_SECONDS = 600.0
 _SALIENT = ("name", "arguments", "uri")
@@ -33,13 +31,19 @@ def params_digest(method: str, params: dict[str, Any]) -> str:
 
 
 class RequestStateSigner:
-    def __init__(self, key: bytes | None = None) -> None:
-        self.key = key or secrets.token_bytes(32)
+    """Signs with the ring's newest key; verifies with any key the ring still accepts (see
+    `keys.KeyRing`), so every replica given the same keys verifies what another signed."""
+
+    def __init__(self, keys: KeyRing | bytes | None = None) -> None:
+        self.ring = keys if isinstance(keys, KeyRing) else KeyRing([keys] if keys else [])
+
+    @property
+    def key(self) -> bytes:
+        return self.ring.signing
 
     def sign(self, payload: dict[str, Any]) -> str:
         body = orjson.dumps(payload)
-        mac = hmac.new(self.key, body, hashlib.sha256).digest()
-        return _b64(mac + body)
+        return _b64(self.ring.mac(body) + body)
 
     def verify(self, token: str) -> dict[str, Any] | None:
         try:
@@ -47,7 +51,7 @@ class RequestStateSigner:
         except (ValueError, TypeError):
             return None
         mac, body = raw[:32], raw[32:]
-        if not hmac.compare_digest(mac, hmac.new(self.key, body, hashlib.sha256).digest()):
+        if not self.ring.check(mac, body):
             return None
         payload = orjson.loads(body)
         return payload if isinstance(payload, dict) else None

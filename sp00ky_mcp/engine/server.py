@@ -25,6 +25,7 @@ from .catalogue import Catalogue
 from .config import ServerConfig
 from .context import ANONYMOUS, CallContext, Principal
 from .http import HttpRequest, HttpServer
+from .keys import KeyRing
 from .protocol import Engine, ToolObserver
 from .service import Authenticator, McpService
 
@@ -56,11 +57,12 @@ class McpServer:
         scope_hint: Callable[[str], str] | None = None,
         observer: ToolObserver | None = None,
         on_stop: Callable[[], Awaitable[None]] | None = None,
+        signing_keys: KeyRing | None = None,
     ) -> None:
         self.config = config
         self.on_stop = on_stop
         self.engine = Engine(catalogue or Catalogue(), instructions, scope_hint, observer)
-        self.service = McpService(config, self.engine, authenticate)
+        self.service = McpService(config, self.engine, authenticate, signing_keys)
         self.http = HttpServer(self.service, config.limits)
         self.port: int | None = None
         self._stopped: anyio.Event | None = None

@@ -37,6 +37,7 @@ from .http import (
     StreamingResponse,
     plain_response,
 )
+from .keys import KeyRing
 from .listen import Listener, Listeners
 from .mrtr import RequestStateSigner, input_required_result
 from .protocol import Engine, client_description_problem
@@ -99,7 +100,13 @@ def modern_status(code: int | None) -> int:
 
 
 class McpService:
-    def __init__(self, config: ServerConfig, engine: Engine, authenticate: Authenticator) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        engine: Engine,
+        authenticate: Authenticator,
+        signing_keys: KeyRing | None = None,
+    ) -> None:
         limits = config.limits
         self.config = config
         self.engine = engine
@@ -112,7 +119,8 @@ class McpService:
         )
         self.hosts = transport.allowed_hosts(config.allowed_hosts, config.host, config.public_url)
         self.origins = frozenset(o.rstrip("/") for o in config.allowed_origins)
-        self.signer = RequestStateSigner()
+        # Without configured keys, one process signs with a key of its own (see `keys`).
+        self.signer = RequestStateSigner(signing_keys)
         self.calls_in_flight = Tally()
         self.streaming = Tally()
         offered = {"toolsListChanged", "promptsListChanged", "resourcesListChanged"}

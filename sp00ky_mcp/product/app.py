@@ -17,6 +17,7 @@ from . import scopes
 from .accounts import Accounts, AuditEntry, arguments_digest
 from .auth import TokenAuthenticator
 from .cloud.base import Cloud
+from .signing import FileKeyRing
 from .store import Store, StoreError, StoreUnavailable
 from .tools import product_tools
 
@@ -123,6 +124,7 @@ def build_product(config: ServerConfig, store: Store) -> Product:
         scope_hint=scopes.missing_scope_message,
         observer=audit,
         on_stop=lambda: _settle(audit, authenticate),
+        signing_keys=FileKeyRing(lambda: store.secrets),
     )
     return Product(server, store, accounts, cloud)
 

@@ -236,7 +236,7 @@ class SecretBox:
 
     def seal(self, column: Column, identity: Sequence[str], plaintext: str) -> bytes:
         try:
-            self._follow_file()
+            self.follow()
         except KeyFileError as exc:
             log.error("cannot encrypt a secret value: %s", exc)
             raise SecretUnsealable() from None
@@ -282,12 +282,12 @@ class SecretBox:
         nonce = sealed[1 + KEY_ID_BYTES : 1 + KEY_ID_BYTES + NONCE_BYTES]
         cipher = self._state[1].get(key_id)
         if cipher is None:
-            self._follow_file()
+            self.follow()
             cipher = self._state[1][key_id]
         body = sealed[1 + KEY_ID_BYTES + NONCE_BYTES :]
         return cipher.decrypt(nonce, body, aad).decode("utf-8", "surrogatepass")
 
-    def _follow_file(self) -> None:
+    def follow(self) -> None:
         """Reads the key file again if it changed since it was read (a stat per write, which
         costs little beside the write's fsync), so that no value is sealed under a key that
         a rotation has retired."""
