@@ -33,8 +33,8 @@ async def conformance_server() -> AsyncIterator[McpServer]:
         server.shutdown()
 
 
-# The throwaway PostgreSQL server and its databases.
-pytest_plugins = ["tests.pg_support"]
+# The throwaway PostgreSQL server and its databases; the throwaway Redis server.
+pytest_plugins = ["tests.pg_support", "tests.redis_support"]
 
 # Every test of the product runs on each backend: the embedded SQLite store and PostgreSQL.
 BACKENDS = ("sqlite", "postgres")
