@@ -1,0 +1,79 @@
+"""Quotas per key (a token): a rate of requests, as a token bucket, and a cap on what the key
+holds at once (tool calls in flight).  A port: `LocalQuotas` serves one process; a shared
+implementation (Redis) gives every replica behind a load balancer the same answers, so that
+N replicas do not multiply a token's allowance by N.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from .tally import Tally
+
+
+class Quotas(ABC):
+    @abstractmethod
+    async def throttle(self, key: str, now: float, rate: float, burst: float) -> float:
+        """Takes one request from `key`'s allowance (`burst` at once, refilled at `rate` per
+        second) at the time `now` (the caller's clock: replicas keep theirs in step): 0 when
+        allowed, else the seconds until the next one is."""
+
+    @abstractmethod
+    async def claim(self, key: str, cap: int) -> bool:
+        """One more held by `key`, unless it already holds `cap`."""
+
+    @abstractmethod
+    async def release(self, key: str) -> None:
+        """One fewer held by `key` (once per successful claim)."""
+
+    def held(self) -> dict[str, int]:
+        """What this process holds, by key (for tests and shutdown)."""
+        return {}
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass(slots=True)
+class Bucket:
+    """A token bucket: `capacity` requests at once, refilled at `rate` per second."""
+
+    tokens: float
+    stamp: float
+
+    def take(self, now: float, rate: float, capacity: float) -> float:
+        """Take one; returns 0 when allowed, else the seconds until one is available."""
+        # A clock that stepped back refills nothing (and takes nothing away).
+        self.tokens = min(capacity, self.tokens + max(0.0, now - self.stamp) * rate)
+        self.stamp = max(self.stamp, now)
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / rate
+
+
+class LocalQuotas(Quotas):
+    """One process's quotas, in memory."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, Bucket] = {}
+        self._held = Tally()
+
+    async def throttle(self, key: str, now: float, rate: float, burst: float) -> float:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = Bucket(burst, now)
+        return bucket.take(now, rate, burst)
+
+    async def claim(self, key: str, cap: int) -> bool:
+        if self._held.get(key, 0) >= cap:
+            return False
+        self._held.add(key)
+        return True
+
+    async def release(self, key: str) -> None:
+        self._held.remove(key)
+
+    def held(self) -> dict[str, int]:
+        return dict(self._held)
