@@ -472,7 +472,7 @@ async def test_a_tokens_tool_calls_over_max_calls_per_token_get_429_with_retry_a
             gate.release.set()
             finished = [(await held.final()).status, (await others.final()).status]
         again = await exchange(server, "POST", *call(4, "ada"))
-        in_flight = dict(server.service.calls_in_flight)
+        in_flight = server.service.quotas.held()
     assert (over.status, over.body) == (429, TOO_MANY_CALLS)
     assert over.head.get("retry-after") == "1"
     assert finished == [200, 200]

@@ -27,6 +27,7 @@ from .context import ANONYMOUS, CallContext, Principal
 from .http import HttpRequest, HttpServer
 from .keys import KeyRing
 from .protocol import Engine, ToolObserver
+from .quotas import Quotas
 from .service import Authenticator, McpService
 
 log = logging.getLogger("sp00ky_mcp")
@@ -58,11 +59,12 @@ class McpServer:
         observer: ToolObserver | None = None,
         on_stop: Callable[[], Awaitable[None]] | None = None,
         signing_keys: KeyRing | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.config = config
         self.on_stop = on_stop
         self.engine = Engine(catalogue or Catalogue(), instructions, scope_hint, observer)
-        self.service = McpService(config, self.engine, authenticate, signing_keys)
+        self.service = McpService(config, self.engine, authenticate, signing_keys, quotas)
         self.http = HttpServer(self.service, config.limits)
         self.port: int | None = None
         self._stopped: anyio.Event | None = None

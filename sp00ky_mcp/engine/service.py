@@ -41,6 +41,7 @@ from .keys import KeyRing
 from .listen import Listener, Listeners
 from .mrtr import RequestStateSigner, input_required_result
 from .protocol import Engine, client_description_problem
+from .quotas import LocalQuotas, Quotas
 from .runtime import CallInterrupt, DetachedPeer, InlinePeer, SessionRuntime
 from .sessions import Session, SessionEvent, SessionRegistry, new_session_id
 from .streams import EventStream, StreamItem, split_event_id
@@ -106,6 +107,7 @@ class McpService:
         engine: Engine,
         authenticate: Authenticator,
         signing_keys: KeyRing | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         limits = config.limits
         self.config = config
@@ -121,7 +123,7 @@ class McpService:
         self.origins = frozenset(o.rstrip("/") for o in config.allowed_origins)
         # Without configured keys, one process signs with a key of its own (see `keys`).
         self.signer = RequestStateSigner(signing_keys)
-        self.calls_in_flight = Tally()
+        self.quotas = quotas or LocalQuotas()
         self.streaming = Tally()
         offered = {"toolsListChanged", "promptsListChanged", "resourcesListChanged"}
         if engine.catalogue.has_resources:
@@ -361,7 +363,7 @@ class McpService:
         """Runs the handler in this connection's own task.  Handshake era: only
         notifications/cancelled stops it, a disconnect does not (2025-11-25 transports).
         Stateless era: the client going away cancels it (2026-07-28 transports)."""
-        claim = self._claim_call(message, ctx.principal)
+        claim = await self._claim_call(message, ctx.principal)
         interrupt = CallInterrupt()
         try:
             if runtime is None:
@@ -372,33 +374,32 @@ class McpService:
         finally:
             if runtime is not None:
                 runtime.running.pop(message.id, None)
-            self._release_call(claim)
+            await self._release_call(claim)
         if answer is None:
             await peer.abandon()
             return STREAMED
         return await self._deliver(request, peer, answer, modern=runtime is None)
 
-    def _claim_call(self, message: jsonrpc.Request, principal: Principal) -> str | None:
-        """At most `max_calls_per_token` tool calls of one token run at once; the next one is
-        refused with 429 rather than queued behind them.  Returns the key to release."""
+    async def _claim_call(self, message: jsonrpc.Request, principal: Principal) -> str | None:
+        """At most `max_calls_per_token` tool calls of one token run at once, on every
+        replica together; the next one is refused with 429 rather than queued behind them.
+        Returns the key to release."""
         if message.method != "tools/call":
             return None
         key = principal.token_id or ""
-        running = self.calls_in_flight.get(key, 0)
-        if running >= self.config.limits.max_calls_per_token:
+        if not await self.quotas.claim(key, self.config.limits.max_calls_per_token):
             raise HttpError(
                 429,
                 "Too many concurrent tool calls for this token; retry after "
                 "the seconds in Retry-After.",
                 (("retry-after", "1"),),
             )
-        self.calls_in_flight.add(key)
         return key
 
-    def _release_call(self, key: str | None) -> None:
-        if key is None:
-            return
-        self.calls_in_flight.remove(key)
+    async def _release_call(self, key: str | None) -> None:
+        if key is not None:
+            with anyio.CancelScope(shield=True):
+                await self.quotas.release(key)
 
     async def _deliver(
         self,

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
 from ..engine.context import Principal
 from ..engine.errors import HttpError
 from ..engine.http import HttpRequest
+from ..engine.quotas import LocalQuotas, Quotas
 from . import scopes, tokens
 from .accounts import Accounts, Clock, TokenRecord
 from .store import ReadCache, StoreUnavailable
@@ -55,26 +55,14 @@ def refusal(record: TokenRecord, status: str) -> TokenRefused:
     return TokenRefused(f"the token expired on {when}; {MINT}.", token_id=record.id)
 
 
-@dataclass(slots=True)
-class Bucket:
-    """A token bucket: `capacity` requests at once, refilled at `rate` per second."""
-
-    tokens: float
-    stamp: float
-
-    def take(self, now: float, rate: float, capacity: float) -> float:
-        """Take one; returns 0 when allowed, else the seconds until one is available."""
-        self.tokens = min(capacity, self.tokens + (now - self.stamp) * rate)
-        self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / rate
-
-
 class TokenAuthenticator:
     def __init__(
-        self, accounts: Accounts, rate_per_minute: float, burst: int, clock: Clock = time.time
+        self,
+        accounts: Accounts,
+        rate_per_minute: float,
+        burst: int,
+        clock: Clock = time.time,
+        quotas: Quotas | None = None,
     ) -> None:
         self.accounts = accounts
         self.rate = rate_per_minute / 60.0
@@ -83,7 +71,8 @@ class TokenAuthenticator:
         self._cache: ReadCache[str, tuple[TokenRecord, Principal]] = ReadCache(
             accounts.store, 100_000
         )
-        self._buckets: dict[str, Bucket] = {}
+        # Shared by every replica when they share state: one allowance per token in all.
+        self.quotas = quotas or LocalQuotas()
         self._touched: dict[str, float] = {}
         self._touching: set[asyncio.Future[None]] = set()
 
@@ -102,7 +91,7 @@ class TokenAuthenticator:
         status = record.status(now)
         if status != "active":
             raise refusal(record, status)
-        self._throttle(record.id, now)
+        await self._throttle(record.id, now)
         self._touch(record.id, now)
         return principal
 
@@ -148,11 +137,8 @@ class TokenAuthenticator:
             await self._cache.put(key, cached, version)
         return cached
 
-    def _throttle(self, token_id: str, now: float) -> None:
-        bucket = self._buckets.get(token_id)
-        if bucket is None:
-            bucket = self._buckets[token_id] = Bucket(self.burst, now)
-        wait = bucket.take(now, self.rate, self.burst)
+    async def _throttle(self, token_id: str, now: float) -> None:
+        wait = await self.quotas.throttle(token_id, now, self.rate, self.burst)
         if wait:
             raise HttpError(
                 429,
