@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import statistics
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -359,14 +360,16 @@ def mint(scopes: str, backend: str = "sqlite") -> str:
             "--yes",
             "--json",
             "--name",
-            f"bench-{scopes}",
+            # Token names are unique per user, and targets share a data directory.
+            f"bench-{scopes}-{secrets.token_hex(4)}",
         ],
         capture_output=True,
         text=True,
-        check=True,
         cwd=ROOT,
-    ).stdout
-    token: str = orjson.loads(out)["token"]
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"minting a token failed: {out.stderr.strip()}")
+    token: str = orjson.loads(out.stdout)["token"]
     return token
 
 
