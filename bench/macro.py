@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import statistics
-import secrets
 import subprocess
 import sys
 import tempfile
