@@ -27,6 +27,7 @@ from sp00ky_mcp.product.accounts import Accounts, AuditEntry, User
 from sp00ky_mcp.product.app import AuditTrail, build_product
 from sp00ky_mcp.product.cloud import teams
 from sp00ky_mcp.product.cloud.base import Cloud
+from sp00ky_mcp.product.shared import SharedState
 from sp00ky_mcp.product.store import Store
 from sp00ky_mcp.product.store.sqlite import SqliteStore
 from sp00ky_mcp.product.tools import all_specs
@@ -267,12 +268,16 @@ UNLIMITED = Limits(rate_per_minute=1_000_000, rate_burst=1_000_000)
 
 @asynccontextmanager
 async def product_server(
-    store: Store, data_dir: str | Path, limits: Limits = UNLIMITED
+    store: Store,
+    data_dir: str | Path,
+    limits: Limits = UNLIMITED,
+    shared: SharedState | None = None,
 ) -> AsyncIterator[ProductEnv]:
-    """The product server on `store`, listening on a free loopback port, with an HTTP client;
-    stopped (and its audit records written) when the block ends.  The store stays open."""
+    """The product server on `store` (and `shared`, as one replica of several), listening on
+    a free loopback port, with an HTTP client; stopped (and its audit records written) when
+    the block ends.  The store and the shared state stay open."""
     config = ServerConfig(port=0, data_dir=str(data_dir), limits=limits)
-    parts = build_product(config, store)
+    parts = build_product(config, store, shared)
     async with anyio.create_task_group() as tasks, httpx.AsyncClient() as http:
         await tasks.start(parts.server.serve)
         try:

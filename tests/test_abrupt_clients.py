@@ -36,6 +36,7 @@ from tests.wire import (
     bounded,
     connect,
     exchange,
+    local_sessions,
     modern_headers,
     modern_meta,
     open_session,
@@ -78,7 +79,7 @@ def held(server: McpServer) -> Held:
         fd_count(),
         server.http.open_connections,
         len(server.http.transports),
-        len(server.service.sessions),
+        len(local_sessions(server.service)),
     )
 
 

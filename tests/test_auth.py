@@ -20,6 +20,7 @@ from sp00ky_mcp.product.accounts import Accounts, arguments_digest
 from sp00ky_mcp.product.auth import TokenAuthenticator
 from sp00ky_mcp.product.store import Store, open_store
 from sp00ky_mcp.product.store.sqlite import SqliteStore
+from tests.wire import local_sessions
 
 from .product_support import ProductEnv, product_server
 
@@ -248,7 +249,7 @@ async def test_every_method_in_a_session_needs_the_token(
         method, product.server.url, json=body, headers=in_session(None, session_id)
     )
     assert_refused(reply, MISSING, challenge=REALM)
-    assert session_id in product.server.service.sessions.ids()
+    assert session_id in local_sessions(product.server.service).ids()
 
 
 async def test_a_stateless_request_needs_the_token(product: ProductEnv) -> None:
@@ -278,7 +279,7 @@ async def test_a_revoked_token_is_refused_on_its_next_request_and_its_sessions_e
     assert (await tools_list(product, secret, session_id)).status_code == 200
     await product.accounts.revoke(user, "doomed")
     assert_refused(await tools_list(product, secret, session_id), REVOKED)
-    assert product.server.service.sessions.ids() == [kept]
+    assert local_sessions(product.server.service).ids() == [kept]
     reply = await tools_list(product, other, session_id)
     assert reply.status_code == 404
     assert reply.json()["error"]["message"] == SESSION_GONE
@@ -298,7 +299,7 @@ async def test_revocation_ends_the_open_get_stream_of_the_tokens_session(
             assert_refused(await tools_list(product, secret, session_id), REVOKED)
             async for _ in stream.aiter_bytes():
                 pass
-    assert product.server.service.sessions.ids() == []
+    assert local_sessions(product.server.service).ids() == []
 
 
 async def test_a_token_that_expires_while_its_session_lives_is_refused_and_the_session_ends(
@@ -312,7 +313,7 @@ async def test_a_token_that_expires_while_its_session_lives_is_refused_and_the_s
     reply = await tools_list(product, secret, session_id)
     assert reply.status_code == 401
     assert reply.text.startswith("401 Unauthorized: the token expired on ")
-    assert session_id not in product.server.service.sessions.ids()
+    assert session_id not in local_sessions(product.server.service).ids()
 
 
 async def test_a_revocation_made_by_another_process_is_seen_on_the_next_request(
@@ -324,7 +325,7 @@ async def test_a_revocation_made_by_another_process_is_seen_on_the_next_request(
     assert (await tools_list(product, secret, session_id)).status_code == 200
     await elsewhere.revoke(await elsewhere.ensure_user(user.email), "ci")
     assert_refused(await tools_list(product, secret, session_id), REVOKED)
-    assert session_id not in product.server.service.sessions.ids()
+    assert session_id not in local_sessions(product.server.service).ids()
 
 
 async def test_a_revocation_committed_while_a_request_records_last_use_is_not_missed(
@@ -371,7 +372,7 @@ async def test_a_session_id_replayed_with_another_token_gets_404(product: Produc
             "id": None,
             "error": {"code": -32600, "message": SESSION_GONE},
         }
-    assert session_id in product.server.service.sessions.ids()
+    assert session_id in local_sessions(product.server.service).ids()
 
 
 async def test_a_session_cannot_be_deleted_with_another_token(product: ProductEnv) -> None:
@@ -380,7 +381,7 @@ async def test_a_session_cannot_be_deleted_with_another_token(product: ProductEn
     headers = in_session(await product.token(user, name="two"), session_id)
     reply = await product.http.delete(product.server.url, headers=headers)
     assert reply.status_code == 404
-    assert session_id in product.server.service.sessions.ids()
+    assert session_id in local_sessions(product.server.service).ids()
 
 
 async def test_a_known_token_is_looked_up_once_until_the_store_changes(

@@ -44,6 +44,7 @@ from .wire import (
     connect,
     exchange,
     initialize_body,
+    local_sessions,
     modern_headers,
     modern_meta,
     notification,
@@ -376,7 +377,7 @@ async def test_a_session_keeps_a_bounded_number_of_bytes_for_replay(
         resume = post_headers(session_id, LATEST)
         oldest = await exchange(server, "GET", {**resume, "Last-Event-ID": ids[0]})
         newest = await exchange(server, "GET", {**resume, "Last-Event-ID": ids[-1]})
-        session = server.service.sessions.peek(session_id)
+        session = local_sessions(server.service).peek(session_id)
         assert session is not None
         kept = session.runtime.streams.values()
         held = sum(len(item.data) for stream in kept for item in stream.items)
@@ -397,7 +398,7 @@ async def test_a_session_keeps_a_bounded_number_of_bytes_for_replay(
 async def test_initialize_with_capabilities_of_more_than_16_kib_opens_no_session(
     conformance_server: McpServer,
 ) -> None:
-    sessions = conformance_server.service.sessions
+    sessions = local_sessions(conformance_server.service)
     before = len(sessions)
     bulky = {"experimental": {"notes": "n" * MAX_CLIENT_DESCRIPTION_BYTES}}
     reply = await exchange(

@@ -26,6 +26,7 @@ from sp00ky_mcp.product import scopes, tokens
 from sp00ky_mcp.product.accounts import Accounts, User
 from sp00ky_mcp.product.auth import TokenAuthenticator
 from sp00ky_mcp.product.store.sqlite import SqliteStore
+from tests.wire import local_sessions
 
 from .product_support import ProductEnv
 
@@ -139,7 +140,7 @@ async def test_the_doctor_ends_the_session_it_opened(
     capsys: pytest.CaptureFixture[str], known: KnownServer
 ) -> None:
     await run_doctor(capsys, known.server.url, await known.token("logs:read"))
-    assert known.server.service.sessions.ids() == []
+    assert local_sessions(known.server.service).ids() == []
 
 
 async def test_a_good_token_on_the_product_server_sees_its_scopes_tools(

@@ -37,6 +37,7 @@ from tests.wire import (
     encode_request,
     exchange,
     initialize_body,
+    local_sessions,
     modern_headers,
     modern_meta,
     open_session,
@@ -82,7 +83,7 @@ STALLED_BODY = encode_request(
 
 def live_session(server: McpServer, session_id: str) -> Session:
     """The session `session_id`, which must still be open."""
-    found = server.service.sessions.peek(session_id)
+    found = local_sessions(server.service).peek(session_id)
     assert found is not None
     return found
 
@@ -262,7 +263,7 @@ async def test_a_tokens_sessions_over_its_cap_evict_its_least_recently_used_whic
         evicted = await ping(server, idle, "ada")
         kept = [(await ping(server, s, t)).status for s, t in ((oldest, "ada"), (newest, "ada"))]
         other = await ping(server, bobs, "bob")
-        count = len(server.service.sessions)
+        count = len(local_sessions(server.service))
     assert (evicted.status, evicted.json()) == (404, SESSION_GONE)
     assert kept == [200, 200]
     assert other.status == 200
@@ -277,7 +278,7 @@ async def test_sessions_over_the_global_cap_evict_the_least_recently_used_of_any
         cys = await open_session(server, token="cy")
         evicted = await ping(server, bobs, "bob")
         kept = [(await ping(server, s, t)).status for s, t in ((adas, "ada"), (cys, "cy"))]
-        count = len(server.service.sessions)
+        count = len(local_sessions(server.service))
     assert (evicted.status, evicted.json()) == (404, SESSION_GONE)
     assert kept == [200, 200]
     assert count == 2
@@ -327,7 +328,7 @@ async def test_a_session_idle_past_its_ttl_answers_404_and_one_used_within_it_li
         clock.offset += 40
         expired = await ping(server, idle)
         alive = await ping(server, used)
-        count = len(server.service.sessions)
+        count = len(local_sessions(server.service))
     assert (expired.status, expired.json()) == (404, SESSION_GONE)
     assert alive.status == 200
     assert count == 1
@@ -519,7 +520,7 @@ def sessions_over_the_cap() -> Load:
         for _ in range(150):
             reply = await exchange(server, "POST", post_headers(), initialize_body())
             assert reply.status == 200
-        assert len(server.service.sessions) == 8
+        assert len(local_sessions(server.service)) == 8
 
     return load
 

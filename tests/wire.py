@@ -20,7 +20,8 @@ from sp00ky_mcp.engine.errors import HttpError
 from sp00ky_mcp.engine.fixtures import conformance_catalogue
 from sp00ky_mcp.engine.http import HttpRequest
 from sp00ky_mcp.engine.server import McpServer, allow_anonymous
-from sp00ky_mcp.engine.service import Authenticator
+from sp00ky_mcp.engine.service import Authenticator, McpService
+from sp00ky_mcp.engine.sessions import LocalSessions
 
 ENDPOINT = "/v1/mcp"
 BOTH = "application/json, text/event-stream"
@@ -487,3 +488,10 @@ class Gate:
 async def bounded(event: anyio.Event) -> None:
     with anyio.fail_after(READ_BOUND):
         await event.wait()
+
+
+def local_sessions(service: McpService) -> LocalSessions:
+    """The sessions of a server that keeps them in its own memory (the default)."""
+    sessions = service.sessions
+    assert isinstance(sessions, LocalSessions)
+    return sessions

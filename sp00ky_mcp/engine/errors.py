@@ -65,3 +65,17 @@ class ToolError(Exception):
 
 def invalid_params(message: str, data: Any = None) -> JsonRpcError:
     return JsonRpcError(INVALID_PARAMS, message, data)
+
+
+class SharedStateUnavailable(HttpError):
+    """The state that replicas share (sessions, their events) cannot be reached: the request
+    that needs it is refused with 503, which clients retry, and nothing was done."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            503,
+            "The server's shared session state cannot be reached right now, so nothing was "
+            "done; retry after the seconds in Retry-After.",
+            (("retry-after", "1"),),
+            rpc_code=INTERNAL_ERROR,
+        )

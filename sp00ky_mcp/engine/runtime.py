@@ -83,6 +83,8 @@ class SessionRuntime:
         self.standalone_listeners = 0
         self.running: dict[jsonrpc.RequestId, CallInterrupt] = {}
         self.pending: dict[jsonrpc.RequestId, Waiter] = {}
+        # The session as this process last saw it (its subscriptions filter announcements).
+        self.session: Any = None
         self._next_id = 0
         self._sizes: dict[str, int] = {}
 

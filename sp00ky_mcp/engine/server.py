@@ -15,8 +15,9 @@ test-suite another.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import replace
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -29,6 +30,7 @@ from .keys import KeyRing
 from .protocol import Engine, ToolObserver
 from .quotas import Quotas
 from .service import Authenticator, McpService
+from .sessions import SessionStore
 
 log = logging.getLogger("sp00ky_mcp")
 
@@ -60,11 +62,15 @@ class McpServer:
         on_stop: Callable[[], Awaitable[None]] | None = None,
         signing_keys: KeyRing | None = None,
         quotas: Quotas | None = None,
+        sessions: SessionStore | None = None,
+        background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
     ) -> None:
         self.config = config
         self.on_stop = on_stop
         self.engine = Engine(catalogue or Catalogue(), instructions, scope_hint, observer)
-        self.service = McpService(config, self.engine, authenticate, signing_keys, quotas)
+        self.service = McpService(config, self.engine, authenticate, signing_keys, quotas, sessions)
+        # Run for as long as the server serves (a shared state's heartbeat, say).
+        self.background = tuple(background)
         self.http = HttpServer(self.service, config.limits)
         self.port: int | None = None
         self._stopped: anyio.Event | None = None
@@ -84,6 +90,8 @@ class McpServer:
             async with anyio.create_task_group() as tasks:
                 self.port = await tasks.start(self.http.serve, self.config.host, self.config.port)
                 tasks.start_soon(self._sweep_sessions)
+                for job in self.background:
+                    tasks.start_soon(job)
                 task_status.started()
                 await self.http.stopped()
                 tasks.cancel_scope.cancel()
@@ -98,7 +106,7 @@ class McpServer:
         while True:
             await anyio.sleep(interval)
             try:
-                self.service.sweep()
+                await self.service.sweep()
             except Exception:
                 # A session's release that fails must not stop the server; the next sweep
                 # tries again.

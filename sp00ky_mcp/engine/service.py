@@ -43,7 +43,7 @@ from .mrtr import RequestStateSigner, input_required_result
 from .protocol import Engine, client_description_problem
 from .quotas import LocalQuotas, Quotas
 from .runtime import CallInterrupt, DetachedPeer, InlinePeer, SessionRuntime
-from .sessions import Session, SessionEvent, SessionRegistry, new_session_id
+from .sessions import LocalSessions, Session, SessionEvent, SessionStore, new_session_id
 from .streams import EventStream, StreamItem, split_event_id
 from .tally import Tally
 from .versions import (
@@ -108,17 +108,21 @@ class McpService:
         authenticate: Authenticator,
         signing_keys: KeyRing | None = None,
         quotas: Quotas | None = None,
+        sessions: SessionStore | None = None,
     ) -> None:
         limits = config.limits
         self.config = config
         self.engine = engine
         self.authenticate = authenticate
-        self.sessions = SessionRegistry(
+        # What this process holds for each session it served (streams, calls, waiters).
+        self.runtimes: dict[str, SessionRuntime] = {}
+        self.sessions = sessions or LocalSessions(
             limits.max_sessions,
             limits.max_sessions_per_principal,
             limits.session_idle_ttl,
-            on_end=lambda session: session.runtime.close(),
+            on_end=self._session_ended,
         )
+        self.sessions.on_end = self._session_ended
         self.hosts = transport.allowed_hosts(config.allowed_hosts, config.host, config.public_url)
         self.origins = frozenset(o.rstrip("/") for o in config.allowed_origins)
         # Without configured keys, one process signs with a key of its own (see `keys`).
@@ -133,17 +137,34 @@ class McpService:
     def begin_shutdown(self) -> None:
         """Long-lived streams end now; requests in flight finish within the grace period."""
         self.listeners.end_all()
-        for session_id in list(self.sessions.ids()):
-            session = self.sessions.peek(session_id)
-            if session is not None and session.runtime.standalone is not None:
-                session.runtime.standalone.close()
+        for runtime in list(self.runtimes.values()):
+            if runtime.standalone is not None:
+                runtime.standalone.close()
 
-    def end_principal_sessions(self, owner: str) -> None:
-        self.sessions.remove_owner(owner)
+    async def end_principal_sessions(self, owner: str) -> None:
+        await self.sessions.remove_owner(owner)
 
-    def sweep(self) -> None:
-        """Ends sessions idle past their TTL, releasing whatever they still hold."""
-        self.sessions.expired(time.monotonic())
+    async def sweep(self) -> None:
+        """Ends sessions idle past their TTL, and releases what this process holds for
+        sessions ended anywhere."""
+        for session_id in await self.sessions.sweep(time.monotonic(), list(self.runtimes)):
+            self._session_ended(session_id)
+
+    def _session_ended(self, session_id: str) -> None:
+        runtime = self.runtimes.pop(session_id, None)
+        if runtime is not None:
+            runtime.close()
+
+    def _attach(self, session: Session) -> Session:
+        """The session with this process's runtime for it (made at its first use here)."""
+        runtime = self.runtimes.get(session.id)
+        if runtime is None:
+            runtime = self.runtimes[session.id] = SessionRuntime(
+                self.config.limits.sse_replay_events
+            )
+        runtime.session = session
+        session.runtime = runtime
+        return session
 
     async def __call__(self, request: HttpRequest) -> Response:
         try:
@@ -164,9 +185,9 @@ class McpService:
         if request.method == "POST":
             return await self._post(request, principal)
         if request.method == "GET":
-            return self._get(request, principal)
+            return await self._get(request, principal)
         if request.method == "DELETE":
-            return self._delete(request, principal)
+            return await self._delete(request, principal)
         raise HttpError(
             405, "Method not allowed: use POST, GET or DELETE.", (("allow", "GET, POST, DELETE"),)
         )
@@ -178,7 +199,7 @@ class McpService:
         except HttpError as exc:
             token_id = getattr(exc, "token_id", None)
             if token_id is not None:
-                self.end_principal_sessions(token_id)
+                await self.end_principal_sessions(token_id)
             raise
 
     # --- POST ------------------------------------------------------------------------------
@@ -192,12 +213,18 @@ class McpService:
         first = batch.first
         if isinstance(first, jsonrpc.Request) and first.method == "initialize":
             return await self._initialize(first, batch, principal)
-        session = self._session(request, principal)
+        session = await self._session(request, principal)
         version = _value(transport.header_version(headers.get("mcp-protocol-version")))
         _raise(
             transport.check_batch(batch, session.protocol_version if batch.is_batch else version)
         )
-        return await self._post_in_session(request, batch, session, principal)
+        mark = session.mark()
+        try:
+            return await self._post_in_session(request, batch, session, principal)
+        finally:
+            if session.mark() != mark:
+                with anyio.CancelScope(shield=True):
+                    await self.sessions.save(session)
 
     async def _initialize(
         self, message: jsonrpc.Request, batch: transport.Batch, principal: Principal
@@ -211,12 +238,12 @@ class McpService:
         too_large = client_description_problem(message.params)
         if too_large is not None:
             return json_response(200, jsonrpc.encode_error(message.id, too_large))
-        session = self._new_session(message.params, principal)
+        session = await self._new_session(message.params, principal)
         ctx = self._session_context(session, principal, DetachedPeer(), message)
         body = await self._answer(message, ctx)
         return json_response(200, body, [(b"mcp-session-id", session.id.encode())])
 
-    def _new_session(self, params: dict[str, Any], principal: Principal) -> Session:
+    async def _new_session(self, params: dict[str, Any], principal: Principal) -> Session:
         session = Session(
             id=new_session_id(),
             owner=principal.token_id,
@@ -224,12 +251,11 @@ class McpService:
             client_capabilities=_dict(params.get("capabilities")),
             client_info=_dict(params.get("clientInfo")),
             last_seen=time.monotonic(),
-            runtime=SessionRuntime(self.config.limits.sse_replay_events),
         )
-        self.sessions.add(session)
-        return session
+        await self.sessions.add(session)
+        return self._attach(session)
 
-    def _session(self, request: HttpRequest, principal: Principal) -> Session:
+    async def _session(self, request: HttpRequest, principal: Principal) -> Session:
         session_id = request.header("mcp-session-id")
         if session_id is None:
             raise HttpError(
@@ -238,7 +264,7 @@ class McpService:
                 "initialize first to get one.",
                 rpc_code=INVALID_REQUEST,
             )
-        session = self.sessions.get(session_id, time.monotonic())
+        session = await self.sessions.get(session_id, time.monotonic())
         # A session presented by a principal other than its creator is, to that principal,
         # unknown: 404, never 403, so session ids leak nothing.
         if session is None or session.owner != principal.token_id:
@@ -247,7 +273,7 @@ class McpService:
                 "Session not found: it ended or expired; send initialize to start a new session.",
                 rpc_code=INVALID_REQUEST,
             )
-        return session
+        return self._attach(session)
 
     async def _post_in_session(
         self, request: HttpRequest, batch: transport.Batch, session: Session, principal: Principal
@@ -457,10 +483,10 @@ class McpService:
 
     # --- GET and DELETE --------------------------------------------------------------------
 
-    def _get(self, request: HttpRequest, principal: Principal) -> Response:
+    async def _get(self, request: HttpRequest, principal: Principal) -> Response:
         _raise(_stateless_refusal(request))
         _raise(transport.check_get_headers(request.header("accept")))
-        session = self._session(request, principal)
+        session = await self._session(request, principal)
         runtime: SessionRuntime = session.runtime
         key = self._stream_owner(principal)
         last = request.header("last-event-id")
@@ -500,10 +526,10 @@ class McpService:
             )
         return sse_response(self._sse_body(stream, parsed[1], prime=False))
 
-    def _delete(self, request: HttpRequest, principal: Principal) -> Response:
+    async def _delete(self, request: HttpRequest, principal: Principal) -> Response:
         _raise(_stateless_refusal(request))
-        session = self._session(request, principal)
-        self.sessions.remove(session.id)
+        session = await self._session(request, principal)
+        await self.sessions.remove(session.id)
         return HttpResponse(200, [])
 
     # --- the stateless era -----------------------------------------------------------------
@@ -594,10 +620,9 @@ class McpService:
             self.listeners.resource_updated(uri)
         elif method in LIST_CHANGED_FLAGS:
             self.listeners.list_changed(LIST_CHANGED_FLAGS[method], method)
-        for session_id in self.sessions.ids():
-            session = self.sessions.peek(session_id)
-            if session is not None and _wants(session, method, uri):
-                session.runtime.publish_unrelated(jsonrpc.encode_notification(method, params))
+        for runtime in self.runtimes.values():
+            if runtime.session is not None and _wants(runtime.session, method, uri):
+                runtime.publish_unrelated(jsonrpc.encode_notification(method, params))
 
     def _listen(self, message: jsonrpc.Request, principal: Principal) -> Response:
         key = self._stream_owner(principal)

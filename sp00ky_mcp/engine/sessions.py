@@ -1,4 +1,6 @@
-"""Handshake-era sessions: identity, state machine and the bounded registry.  Pure.
+"""Handshake-era sessions: identity, state machine, the bounded registry (pure) and the port
+through which the service keeps them: in this process (`LocalSessions`), or shared by every
+replica behind a load balancer, where a client's next request may land on any of them.
 
 Transports, "Session Management": the server assigns a session id in the InitializeResult's
 response headers; it must be globally unique and cryptographically secure, and contain only
@@ -8,6 +10,7 @@ visible ASCII (0x21-0x7E).  A session is bound to the principal (token) that cre
 from __future__ import annotations
 
 import secrets
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,8 +57,13 @@ class Session:
     state: SessionState = SessionState.INITIALIZING
     log_level: str | None = None
     subscriptions: set[str] = field(default_factory=set)
-    # IO-side companions (event streams, pending requests) hang here, owned by the service.
+    # IO-side companions (event streams, pending requests) hang here, owned by the service:
+    # they belong to this process and are never shared.
     runtime: Any = None
+
+    def mark(self) -> tuple[SessionState, str | None, frozenset[str]]:
+        """What a request may change and a shared store must then be told."""
+        return self.state, self.log_level, frozenset(self.subscriptions)
 
     def advance(self, event: SessionEvent) -> bool:
         nxt = TRANSITIONS.get((self.state, event))
@@ -137,3 +145,77 @@ class SessionRegistry:
         session.advance(SessionEvent.CLOSE)
         self.on_end(session)
         return session
+
+
+class SessionStore(ABC):
+    """Where the service keeps sessions.  `on_end` hears of every session this store ends
+    (deleted, evicted, expired, or its token refused), by id, so this process releases what
+    it holds for it; a session ended by another replica is found gone at its next use."""
+
+    on_end: Callable[[str], None]
+
+    @abstractmethod
+    async def add(self, session: Session) -> None:
+        """Stores a new session, evicting the least recently used beyond the caps."""
+
+    @abstractmethod
+    async def get(self, session_id: str, now: float) -> Session | None:
+        """The session, marked as used now; None if it ended or idled past its TTL."""
+
+    @abstractmethod
+    async def save(self, session: Session) -> None:
+        """Records what a request changed (state, log level, subscriptions)."""
+
+    @abstractmethod
+    async def remove(self, session_id: str) -> bool: ...
+
+    @abstractmethod
+    async def remove_owner(self, owner: str) -> None: ...
+
+    @abstractmethod
+    async def sweep(self, now: float, held: list[str]) -> list[str]:
+        """Ends what idled past its TTL; of `held` (sessions this process holds something
+        for), the ids that have ended, wherever that happened."""
+
+    async def close(self) -> None:
+        return None
+
+
+class LocalSessions(SessionStore):
+    """The sessions of one process, in memory: the registry behind the port."""
+
+    def __init__(
+        self, max_sessions: int, max_per_owner: int, idle_ttl: float, on_end: Callable[[str], None]
+    ) -> None:
+        self.on_end = on_end
+        self.registry = SessionRegistry(
+            max_sessions, max_per_owner, idle_ttl, lambda session: self.on_end(session.id)
+        )
+
+    def __len__(self) -> int:
+        return len(self.registry)
+
+    def ids(self) -> list[str]:
+        return self.registry.ids()
+
+    def peek(self, session_id: str) -> Session | None:
+        return self.registry.peek(session_id)
+
+    async def add(self, session: Session) -> None:
+        self.registry.add(session)
+
+    async def get(self, session_id: str, now: float) -> Session | None:
+        return self.registry.get(session_id, now)
+
+    async def save(self, session: Session) -> None:
+        return None  # the session is the stored object itself
+
+    async def remove(self, session_id: str) -> bool:
+        return self.registry.remove(session_id) is not None
+
+    async def remove_owner(self, owner: str) -> None:
+        self.registry.remove_owner(owner)
+
+    async def sweep(self, now: float, held: list[str]) -> list[str]:
+        self.registry.expired(now)
+        return []

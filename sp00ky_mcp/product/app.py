@@ -12,11 +12,13 @@ from ..engine.catalogue import Catalogue, Tool
 from ..engine.config import ServerConfig
 from ..engine.context import CallContext
 from ..engine.protocol import ToolResult
+from ..engine.quotas import LocalQuotas
 from ..engine.server import McpServer
 from . import scopes
 from .accounts import Accounts, AuditEntry, arguments_digest
 from .auth import TokenAuthenticator
 from .cloud.base import Cloud
+from .shared import SharedState
 from .signing import FileKeyRing
 from .store import Store, StoreError, StoreUnavailable
 from .tools import product_tools
@@ -109,12 +111,16 @@ class Product:
     cloud: Cloud
 
 
-def build_product(config: ServerConfig, store: Store) -> Product:
-    """The product server over `store` (see `store.open_store`)."""
+def build_product(config: ServerConfig, store: Store, shared: SharedState | None = None) -> Product:
+    """The product server over `store` (see `store.open_store`), sharing its sessions and
+    quotas with other replicas through `shared` when given."""
     accounts = Accounts(store)
     cloud = Cloud(store, accounts)
     limits = config.limits
-    authenticate = TokenAuthenticator(accounts, limits.rate_per_minute, limits.rate_burst)
+    quotas = shared.quotas if shared is not None else LocalQuotas()
+    authenticate = TokenAuthenticator(
+        accounts, limits.rate_per_minute, limits.rate_burst, quotas=quotas
+    )
     audit = AuditTrail(accounts)
     server = McpServer(
         config,
@@ -125,6 +131,9 @@ def build_product(config: ServerConfig, store: Store) -> Product:
         observer=audit,
         on_stop=lambda: _settle(audit, authenticate),
         signing_keys=FileKeyRing(lambda: store.secrets),
+        quotas=quotas,
+        sessions=shared.sessions if shared is not None else None,
+        background=[shared.link.keep_alive] if shared is not None else [],
     )
     return Product(server, store, accounts, cloud)
 

@@ -1,0 +1,55 @@
+"""State that replicas share on Redis (`--redis-url`): sessions and quotas.  Without it, each
+process keeps its own in memory (the engine's defaults), which is right for one process."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ...engine.config import Limits
+from ...engine.errors import SharedStateUnavailable
+from .quotas import RedisQuotas
+from .redis import BREAK_SECONDS, URL_ENV, SharedLink, public_url
+from .sessions import RedisSessions
+
+
+class SharedStateError(Exception):
+    """Shared state cannot be used; the message says what to fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class SharedState:
+    link: SharedLink
+    quotas: RedisQuotas
+    sessions: RedisSessions
+
+    async def close(self) -> None:
+        await self.link.close()
+
+
+def redis_url(given: str | None = None) -> str | None:
+    """`--redis-url`, else $SP00KY_MCP_REDIS_URL, else None (state stays in this process)."""
+    return given or os.environ.get(URL_ENV) or None
+
+
+async def connect_shared(url: str, limits: Limits, pause: float = BREAK_SECONDS) -> SharedState:
+    """The shared state on the Redis at `url`, once it answers (see `SharedLink` for
+    `pause`)."""
+    try:
+        link = SharedLink(url, pause=pause)
+    except (RuntimeError, ValueError) as exc:
+        raise SharedStateError(str(exc)) from None
+    try:
+        await link.ping()
+    except SharedStateUnavailable:
+        await link.close()
+        raise SharedStateError(
+            f"Redis at {public_url(url)} does not answer; start it, or correct --redis-url."
+        ) from None
+    sessions = RedisSessions(
+        link, limits.max_sessions, limits.max_sessions_per_principal, limits.session_idle_ttl
+    )
+    return SharedState(link, RedisQuotas(link), sessions)
+
+
+__all__ = ["SharedState", "SharedStateError", "connect_shared", "redis_url"]

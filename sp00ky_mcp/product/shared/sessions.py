@@ -1,0 +1,198 @@
+"""Handshake-era sessions on Redis, so that a client's next request may land on any replica:
+what the session is (owner, negotiated version, client capabilities and info, state, log
+level, subscriptions) is one value per session that expires when the session idles past its
+TTL, and two sorted sets by last use bound the sessions of one token and of all tokens, the
+least recently used evicted first, as in one process.  Each decision is one atomic script,
+timed by Redis's own clock so that replicas' clocks need not agree.
+
+What a replica holds for a session (its event streams, the calls it runs) stays in that
+replica; a session ended anywhere is found gone by every replica at its next use, and what a
+replica held for it is let go at its next sweep.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from ...engine.sessions import Session, SessionState, SessionStore
+from .redis import SharedLink
+
+# ARGV: id, value, ttl ms, max per owner, max in all, key prefix.  KEYS: value, owner's, all.
+ADD = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local cutoff = now - tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', cutoff)
+local evicted = {}
+local function evict(set, most)
+  while redis.call('ZCARD', set) >= most do
+    local id = redis.call('ZPOPMIN', set)[1]
+    local value = redis.call('GET', ARGV[6] .. 's:' .. id)
+    redis.call('DEL', ARGV[6] .. 's:' .. id)
+    redis.call('ZREM', KEYS[3], id)
+    if value then
+      redis.call('ZREM', ARGV[6] .. 'so:' .. cjson.decode(value)['k'], id)
+    end
+    table.insert(evicted, id)
+  end
+end
+evict(KEYS[2], tonumber(ARGV[4]))
+evict(KEYS[3], tonumber(ARGV[5]))
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('ZADD', KEYS[3], now, ARGV[1])
+return evicted
+"""
+
+# ARGV: id, ttl ms, key prefix.  KEYS: value, all.
+GET = """
+local value = redis.call('GET', KEYS[1])
+if not value then return false end
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('ZADD', ARGV[3] .. 'so:' .. cjson.decode(value)['k'], now, ARGV[1])
+return value
+"""
+
+# ARGV: id, key prefix.  KEYS: value, all.
+REMOVE = """
+local value = redis.call('GET', KEYS[1])
+if not value then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', ARGV[2] .. 'so:' .. cjson.decode(value)['k'], ARGV[1])
+return 1
+"""
+
+# ARGV: key prefix.  KEYS: owner's, all.
+REMOVE_OWNER = """
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+for _, id in ipairs(ids) do
+  redis.call('DEL', ARGV[1] .. 's:' .. id)
+  redis.call('ZREM', KEYS[2], id)
+end
+redis.call('DEL', KEYS[1])
+return ids
+"""
+
+
+class RedisSessions(SessionStore):
+    def __init__(
+        self,
+        link: SharedLink,
+        max_sessions: int,
+        max_per_owner: int,
+        idle_ttl: float,
+        on_end: Callable[[str], None] = lambda session_id: None,
+    ) -> None:
+        self.link = link
+        self.max_sessions = max_sessions
+        self.max_per_owner = max_per_owner
+        self.ttl_ms = max(1, int(idle_ttl * 1000))
+        self.on_end = on_end
+        client = link.client
+        self._add = client.register_script(ADD)
+        self._get = client.register_script(GET)
+        self._remove = client.register_script(REMOVE)
+        self._remove_owner = client.register_script(REMOVE_OWNER)
+
+    def _value_key(self, session_id: str) -> str:
+        return self.link.key("s", session_id)
+
+    def _owner_key(self, owner: str | None) -> str:
+        return self.link.key("so", owner or "")
+
+    @property
+    def _all_key(self) -> str:
+        return self.link.key("sa")
+
+    async def add(self, session: Session) -> None:
+        keys = [self._value_key(session.id), self._owner_key(session.owner), self._all_key]
+        args: list[str | int | bytes] = [
+            session.id,
+            encode(session),
+            self.ttl_ms,
+            self.max_per_owner,
+            self.max_sessions,
+            self.link.prefix,
+        ]
+        evicted = await self.link.run(lambda c: self._add(keys, args))
+        for session_id in evicted:
+            self.on_end(session_id.decode())
+
+    async def get(self, session_id: str, now: float) -> Session | None:
+        keys = [self._value_key(session_id), self._all_key]
+        args: list[str | int] = [session_id, self.ttl_ms, self.link.prefix]
+        value = await self.link.run(lambda c: self._get(keys, args))
+        return None if value is None else decode(session_id, value)
+
+    async def save(self, session: Session) -> None:
+        key, value = self._value_key(session.id), encode(session)
+        # Only while it lasts: a session ended meanwhile is not brought back.
+        await self.link.run(lambda c: c.set(key, value, xx=True, keepttl=True))
+
+    async def remove(self, session_id: str) -> bool:
+        keys = [self._value_key(session_id), self._all_key]
+        removed = await self.link.run(lambda c: self._remove(keys, [session_id, self.link.prefix]))
+        if removed:
+            self.on_end(session_id)
+        return bool(removed)
+
+    async def remove_owner(self, owner: str) -> None:
+        keys = [self._owner_key(owner), self._all_key]
+        ids = await self.link.run(lambda c: self._remove_owner(keys, [self.link.prefix]))
+        for session_id in ids:
+            self.on_end(session_id.decode())
+
+    async def sweep(self, now: float, held: list[str]) -> list[str]:
+        """Redis expires idle sessions itself; of `held`, those no longer there."""
+        if not held:
+            return []
+        keys = [self._value_key(session_id) for session_id in held]
+
+        async def exist(client: Any) -> list[int]:
+            async with client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.exists(key)
+                found: list[int] = await pipe.execute()
+            return found
+
+        found = await self.link.run(exist)
+        return [session_id for session_id, there in zip(held, found, strict=True) if not there]
+
+
+def encode(session: Session) -> bytes:
+    return orjson.dumps(
+        {
+            "k": session.owner or "",
+            "o": session.owner,
+            "v": session.protocol_version,
+            "c": session.client_capabilities,
+            "i": session.client_info,
+            "s": session.state.value,
+            "l": session.log_level,
+            "u": sorted(session.subscriptions),
+        }
+    )
+
+
+def decode(session_id: str, value: bytes) -> Session:
+    fields = orjson.loads(value)
+    return Session(
+        id=session_id,
+        owner=fields["o"],
+        protocol_version=fields["v"],
+        client_capabilities=fields["c"],
+        client_info=fields["i"],
+        last_seen=time.monotonic(),
+        state=SessionState(fields["s"]),
+        log_level=fields["l"],
+        subscriptions=set(fields["u"]),
+    )

@@ -1,0 +1,316 @@
+"""Replicas share sessions and quotas on Redis: a session made on one replica is used, changed
+and ended through another; one token's rate and calls in flight are counted once for all; a
+replica that dies lets go of what it held; and while Redis does not answer, the handshake era
+is refused with 503 and the stateless era keeps working, until Redis is back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sp00ky_mcp.engine.config import Limits
+from sp00ky_mcp.engine.sessions import Session, SessionState
+from sp00ky_mcp.product.shared import SharedStateError, connect_shared
+from sp00ky_mcp.product.shared.quotas import RedisQuotas
+from sp00ky_mcp.product.shared.redis import SharedLink
+from sp00ky_mcp.product.shared.sessions import RedisSessions
+from sp00ky_mcp.product.store import open_store
+from tests.product_support import UNLIMITED, ProductEnv, product_server
+from tests.redis_support import OwnRedis
+from tests.wire import BOTH, LATEST, initialize_body
+
+pytestmark = pytest.mark.anyio
+
+UNAVAILABLE = (
+    "The server's shared session state cannot be reached right now, so nothing was done; "
+    "retry after the seconds in Retry-After."
+)
+
+
+def a_session(session_id: str, owner: str | None = "tok_a") -> Session:
+    return Session(
+        id=session_id,
+        owner=owner,
+        protocol_version=LATEST,
+        client_capabilities={"elicitation": {}},
+        client_info={"name": "t", "version": "1"},
+        last_seen=0.0,
+    )
+
+
+@asynccontextmanager
+async def sessions_on(url: str, per_owner: int = 4, total: int = 100) -> AsyncIterator[Any]:
+    link = SharedLink(url)
+    ended: list[str] = []
+    try:
+        yield RedisSessions(link, total, per_owner, 3600.0, ended.append), ended, link
+    finally:
+        await link.close()
+
+
+# --- sessions ------------------------------------------------------------------------------
+
+
+async def test_a_session_reads_back_as_it_was_stored_and_changes_are_kept(redis_url: str) -> None:
+    async with sessions_on(redis_url) as (sessions, _, _):
+        session = a_session("s1")
+        await sessions.add(session)
+        session.state = SessionState.READY
+        session.log_level = "debug"
+        session.subscriptions.add("sp00ky://projects/api")
+        await sessions.save(session)
+        found = await sessions.get("s1", 0.0)
+    assert found is not None
+    assert (found.owner, found.protocol_version, found.client_capabilities) == (
+        "tok_a",
+        LATEST,
+        {"elicitation": {}},
+    )
+    assert (found.client_info, found.state, found.log_level, found.subscriptions) == (
+        {"name": "t", "version": "1"},
+        SessionState.READY,
+        "debug",
+        {"sp00ky://projects/api"},
+    )
+
+
+async def test_a_session_expires_after_its_idle_time_and_each_use_restarts_it(
+    redis_url: str,
+) -> None:
+    async with sessions_on(redis_url) as (sessions, _, link):
+        await sessions.add(a_session("s1"))
+        await link.client.pexpire(link.key("s", "s1"), 50)
+        await sessions.get("s1", 0.0)
+        left = await link.client.pttl(link.key("s", "s1"))
+    assert 3_590_000 < left <= 3_600_000
+
+
+async def test_an_ended_session_is_gone_and_saving_it_does_not_bring_it_back(
+    redis_url: str,
+) -> None:
+    async with sessions_on(redis_url) as (sessions, ended, _):
+        session = a_session("s1")
+        await sessions.add(session)
+        assert await sessions.remove("s1") is True
+        await sessions.save(session)
+        found = await sessions.get("s1", 0.0)
+        again = await sessions.remove("s1")
+    assert (found, again, ended) == (None, False, ["s1"])
+
+
+async def test_past_a_tokens_cap_its_least_recently_used_session_is_evicted(
+    redis_url: str,
+) -> None:
+    async with sessions_on(redis_url, per_owner=2) as (sessions, ended, _):
+        await sessions.add(a_session("old"))
+        await sessions.add(a_session("used"))
+        await sessions.get("old", 0.0)
+        await sessions.add(a_session("new"))
+        await sessions.add(a_session("other", owner="tok_b"))
+        left = [s for s in ("old", "used", "new", "other") if await sessions.get(s, 0.0)]
+    assert ended == ["used"]
+    assert left == ["old", "new", "other"]
+
+
+async def test_past_the_cap_of_all_sessions_the_least_recently_used_is_evicted(
+    redis_url: str,
+) -> None:
+    async with sessions_on(redis_url, total=2) as (sessions, ended, _):
+        await sessions.add(a_session("a", owner="tok_a"))
+        await sessions.add(a_session("b", owner="tok_b"))
+        await sessions.add(a_session("c", owner="tok_c"))
+        left = [s for s in ("a", "b", "c") if await sessions.get(s, 0.0)]
+    assert (ended, left) == (["a"], ["b", "c"])
+
+
+async def test_ending_a_tokens_sessions_ends_every_one_of_them(redis_url: str) -> None:
+    async with sessions_on(redis_url) as (sessions, ended, _):
+        for session_id, owner in (("a1", "tok_a"), ("a2", "tok_a"), ("b1", "tok_b")):
+            await sessions.add(a_session(session_id, owner))
+        await sessions.remove_owner("tok_a")
+        left = [s for s in ("a1", "a2", "b1") if await sessions.get(s, 0.0)]
+    assert (sorted(ended), left) == (["a1", "a2"], ["b1"])
+
+
+async def test_a_sweep_names_the_held_sessions_ended_elsewhere(redis_url: str) -> None:
+    async with sessions_on(redis_url) as (here, _, _), sessions_on(redis_url) as (there, _, _):
+        await here.add(a_session("kept"))
+        await here.add(a_session("ended"))
+        await there.remove("ended")
+        gone = await here.sweep(0.0, ["kept", "ended"])
+    assert gone == ["ended"]
+
+
+# --- quotas --------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def replicas(url: str, count: int) -> AsyncIterator[list[RedisQuotas]]:
+    async with AsyncExitStack() as stack:
+        quotas = []
+        for _ in range(count):
+            link = SharedLink(url)
+            stack.push_async_callback(link.close)
+            await link.client.set(link.alive_key, b"1")
+            quotas.append(RedisQuotas(link))
+        yield quotas
+
+
+async def test_one_tokens_rate_is_counted_once_across_replicas(redis_url: str) -> None:
+    async with replicas(redis_url, 2) as (a, b):
+        waits = [
+            await a.throttle("tok", 100.0, 1.0, 2.0),
+            await b.throttle("tok", 100.0, 1.0, 2.0),
+            await a.throttle("tok", 100.5, 1.0, 2.0),
+            await b.throttle("other", 100.5, 1.0, 2.0),
+        ]
+    assert waits == [0.0, 0.0, 0.5, 0.0]
+
+
+async def test_one_tokens_calls_in_flight_are_capped_across_replicas(redis_url: str) -> None:
+    async with replicas(redis_url, 2) as (a, b):
+        first = await a.claim("tok", 2)
+        second = await b.claim("tok", 2)
+        refused = await a.claim("tok", 2)
+        await b.release("tok")
+        after_release = await a.claim("tok", 2)
+    assert (first, second, refused, after_release) == (True, True, False, True)
+
+
+async def test_the_calls_of_a_replica_that_died_are_let_go(redis_url: str) -> None:
+    async with replicas(redis_url, 2) as (a, b):
+        assert await a.claim("tok", 1)
+        refused = await b.claim("tok", 1)
+        await a.link.client.delete(a.link.alive_key)  # its key lapsed: it is gone
+        claimed = await b.claim("tok", 1)
+    assert (refused, claimed) == (False, True)
+
+
+async def test_without_redis_each_replica_counts_on_its_own_and_releases_the_same_way(
+    own_redis: OwnRedis,
+) -> None:
+    async with replicas(own_redis.url, 1) as (a,):
+        own_redis.stop()
+        waits = [await a.throttle("tok", 100.0, 1.0, 1.0), await a.throttle("tok", 100.0, 1.0, 1.0)]
+        claims = [await a.claim("tok", 1), await a.claim("tok", 1)]
+        await a.release("tok")
+        held = a.held()
+    assert (waits, claims, held) == ([0.0, 1.0], [True, False], {})
+
+
+# --- replicas behind a load balancer ---------------------------------------------------------
+
+
+@asynccontextmanager
+async def two_replicas(
+    tmp_path: Path, url: str, limits: Limits = UNLIMITED
+) -> AsyncIterator[tuple[ProductEnv, ProductEnv]]:
+    """Two product servers, each with its own store and link, on one database and one Redis."""
+    async with AsyncExitStack() as stack:
+        envs = []
+        for _ in range(2):
+            store = await open_store(tmp_path)
+            stack.push_async_callback(store.close)
+            shared = await connect_shared(url, limits, pause=0.0)
+            stack.push_async_callback(shared.close)
+            envs.append(
+                await stack.enter_async_context(product_server(store, tmp_path, limits, shared))
+            )
+        yield envs[0], envs[1]
+
+
+def headers(token: str, session_id: str | None = None) -> dict[str, str]:
+    found = {
+        "authorization": f"Bearer {token}",
+        "accept": BOTH,
+        "content-type": "application/json",
+    }
+    if session_id is not None:
+        found |= {"mcp-session-id": session_id, "mcp-protocol-version": LATEST}
+    return found
+
+
+async def initialize(env: ProductEnv, token: str) -> str:
+    reply = await env.http.post(env.server.url, content=initialize_body(), headers=headers(token))
+    assert reply.status_code == 200, reply.text
+    return reply.headers["mcp-session-id"]
+
+
+async def in_session(env: ProductEnv, token: str, session_id: str, method: str) -> httpx.Response:
+    body = {"jsonrpc": "2.0", "id": 7, "method": method, "params": {}}
+    return await env.http.post(env.server.url, json=body, headers=headers(token, session_id))
+
+
+async def test_a_session_made_on_one_replica_is_used_and_ended_through_another(
+    tmp_path: Path, redis_url: str
+) -> None:
+    async with two_replicas(tmp_path, redis_url) as (a, b):
+        token = await a.token(await a.user())
+        session_id = await initialize(a, token)
+        listed = await in_session(b, token, session_id, "tools/list")
+        ended = await b.http.delete(b.server.url, headers=headers(token, session_id))
+        after = await in_session(a, token, session_id, "tools/list")
+    assert listed.status_code == 200 and "tools" in listed.json()["result"]
+    assert ended.status_code == 200
+    assert after.status_code == 404
+
+
+async def test_a_revoked_token_loses_its_sessions_on_every_replica(
+    tmp_path: Path, redis_url: str
+) -> None:
+    async with two_replicas(tmp_path, redis_url) as (a, b):
+        user = await a.user()
+        token = await a.token(user, name="laptop")
+        session_id = await initialize(a, token)
+        await a.accounts.revoke(user, "laptop")
+        refused = await in_session(b, token, session_id, "tools/list")
+        left = await b.server.service.sessions.get(session_id, 0.0)
+    assert refused.status_code == 401
+    assert left is None
+
+
+async def test_one_rate_limit_holds_across_replicas(tmp_path: Path, redis_url: str) -> None:
+    limits = Limits(rate_per_minute=60, rate_burst=2)
+    async with two_replicas(tmp_path, redis_url, limits) as (a, b):
+        token = await a.token(await a.user())
+        codes = [(await env.rpc(token, "tools/list")).status_code for env in (a, b, a)]
+    assert codes == [200, 200, 429]
+
+
+async def test_without_redis_the_handshake_era_is_refused_and_the_stateless_era_serves(
+    tmp_path: Path, own_redis: OwnRedis
+) -> None:
+    async with two_replicas(tmp_path, own_redis.url) as (a, _):
+        token = await a.token(await a.user())
+        session_id = await initialize(a, token)
+        own_redis.stop()
+        refused = await in_session(a, token, session_id, "tools/list")
+        stateless = await a.rpc(token, "tools/list")
+        own_redis.start()
+        back = await in_session(a, token, session_id, "tools/list")
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json() == {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {"code": -32603, "message": UNAVAILABLE},
+    }
+    assert stateless.status_code == 200
+    # Redis kept nothing on disk: the session died with it, and the client starts again.
+    assert back.status_code == 404
+
+
+async def test_a_redis_that_does_not_answer_at_start_is_refused_with_a_sentence(
+    own_redis: OwnRedis,
+) -> None:
+    own_redis.stop()
+    with pytest.raises(SharedStateError) as refused:
+        await connect_shared(own_redis.url, UNLIMITED)
+    assert str(refused.value) == (
+        f"Redis at {own_redis.url} does not answer; start it, or correct --redis-url."
+    )
