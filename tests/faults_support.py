@@ -131,6 +131,7 @@ class Served:
             argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         self.stdout: queue.Queue[str | None] = queue.Queue()
+        self.stderr_queue: queue.Queue[str | None] = queue.Queue()
         self.stderr_lines: list[str] = []
         assert self.process.stdout is not None and self.process.stderr is not None
         self._readers = [
@@ -144,13 +145,21 @@ class Served:
     def _keep_stderr(self, line: str | None) -> None:
         if line is not None:
             self.stderr_lines.append(line)
+        self.stderr_queue.put(line)
 
     def line(self, pattern: re.Pattern[str]) -> re.Match[str]:
         """The next stdout line that matches, within the process bound."""
+        return self._next(self.stdout, pattern)
+
+    def error_line(self, pattern: re.Pattern[str]) -> re.Match[str]:
+        """The next stderr line that matches, within the process bound."""
+        return self._next(self.stderr_queue, pattern)
+
+    def _next(self, lines: queue.Queue[str | None], pattern: re.Pattern[str]) -> re.Match[str]:
         deadline = time.monotonic() + PROCESS_BOUND
         while (left := deadline - time.monotonic()) > 0:
             try:
-                line = self.stdout.get(timeout=left)
+                line = lines.get(timeout=left)
             except queue.Empty:
                 break
             if line is None:

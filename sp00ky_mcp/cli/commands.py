@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -46,9 +47,11 @@ from ..product.accounts import (
     User,
     default_email,
 )
+from ..product.secretbox import KEY_FILE_ENV
+from ..product.shared import SharedState, SharedStateError, connect_shared, redis_url
 from ..product.store import Store, StoreError, database_url, default_data_dir, open_store
 from ..product.store.sqlite import DB_NAME
-from . import editors
+from . import editors, workers
 
 if TYPE_CHECKING:
     from ..product.app import Product
@@ -202,6 +205,26 @@ def add_secret_key_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        metavar="URL",
+        help="share sessions and quotas with other replicas on this Redis, e.g. "
+        "redis://redis.internal:6379/0 (default: $SP00KY_MCP_REDIS_URL; needs "
+        "pip install 'sp00ky-mcp[redis]')",
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive_count,
+        default=1,
+        metavar="N",
+        help="serve from N processes sharing the port (N > 1 needs --redis-url)",
+    )
+    # Set by `--workers` for the processes it starts: bind with SO_REUSEPORT, say nothing.
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host",
@@ -216,6 +239,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None, help="where the embedded store lives")
     add_database_argument(parser)
     add_secret_key_argument(parser)
+    add_shared_arguments(parser)
     parser.add_argument(
         "--public-url",
         type=public_url,
@@ -882,6 +906,7 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
             rate_burst=args.rate_burst,
             max_connections_per_peer=args.max_connections_per_peer,
         ),
+        reuse_port=getattr(args, "worker", False),
     )
 
 
@@ -892,10 +917,22 @@ async def no_notes(server: McpServer) -> list[str]:
     return []
 
 
+Closer = Callable[[], Awaitable[None]]
+
+
+async def nothing_to_close() -> None:
+    return None
+
+
 async def build_server(
-    config: ServerConfig, user: str | None, key_file: str | None = None, url: str | None = None
-) -> tuple[McpServer, Notes, Store | None]:
-    """The server, what to tell the person who started it once it listens, and its store."""
+    config: ServerConfig,
+    user: str | None,
+    key_file: str | None = None,
+    url: str | None = None,
+    redis: str | None = None,
+) -> tuple[McpServer, Notes, Closer]:
+    """The server, what to tell the person who started it once it listens, and what to close
+    once it stopped (its store, its link to the shared state)."""
     if config.profile == "conformance":
         if config.host not in LOOPBACK_HOSTS and not config.host.startswith("127."):
             raise CliError(
@@ -904,24 +941,58 @@ async def build_server(
             )
         from ..engine.fixtures import conformance_catalogue
 
-        return McpServer(config, conformance_catalogue(), authenticate=anonymous()), no_notes, None
+        server = McpServer(config, conformance_catalogue(), authenticate=anonymous())
+        return server, no_notes, nothing_to_close
     from ..product.app import build_product
 
     store = await open_store(config.data_dir, key_file, url)
+    shared: SharedState | None = None
     try:
-        product = build_product(config, store)
+        shared = await connect_replicas(config, key_file, url, redis)
+        product = build_product(config, store, shared)
         user_record = await product.accounts.ensure_user(user or default_email())
     except (StoreError, AccountError) as exc:
-        await store.close()
+        await close_all(store, shared)
         raise CliError(str(exc)) from None
+    except BaseException:
+        await close_all(store, shared)
+        raise
     where = store_flags(config, url)
 
     # Behind a proxy, clients use the public URL, not the address bound here.
     async def notes(server: McpServer) -> list[str]:
-        shown = config.url if config.public_url else server.url
+        shown = config.url if config.public_url or server.port is None else server.url
         return await connect_notes(product, user_record, shown, where)
 
-    return product.server, notes, store
+    return product.server, notes, lambda: close_all(store, shared)
+
+
+async def close_all(store: Store, shared: SharedState | None) -> None:
+    with anyio.CancelScope(shield=True):
+        if shared is not None:
+            await shared.close()
+        await store.close()
+
+
+async def connect_replicas(
+    config: ServerConfig, key_file: str | None, url: str | None, redis: str | None
+) -> SharedState | None:
+    """The state shared with other replicas, if a Redis is named.  Replicas on PostgreSQL may
+    run on other machines, so they must be given one secret key file: it encrypts what they
+    store and signs what they hand clients (on SQLite they share the data directory's)."""
+    chosen = redis_url(redis)
+    if chosen is None:
+        return None
+    if database_url(url) is not None and not (key_file or os.environ.get(KEY_FILE_ENV)):
+        raise CliError(
+            "Replicas that share state on Redis must share one secret key: pass "
+            "--secret-key-file (or set SP00KY_MCP_SECRET_KEY_FILE) to a copy of the same key "
+            "file on every replica."
+        )
+    try:
+        return await connect_shared(chosen, config.limits)
+    except SharedStateError as exc:
+        raise CliError(str(exc)) from None
 
 
 def store_flags(config: ServerConfig, url: str | None) -> str:
@@ -945,18 +1016,18 @@ async def run_server(
     config: ServerConfig, args: argparse.Namespace, started: list[McpServer]
 ) -> None:
     try:
-        server, notes, store = await build_server(
-            config, args.user, args.secret_key_file, args.database_url
+        server, notes, close = await build_server(
+            config, args.user, args.secret_key_file, args.database_url, args.redis_url
         )
     except StoreError as exc:
         raise CliError(str(exc)) from None
+    if args.worker:
+        notes = no_notes  # the supervisor says them once, for all its workers
     started.append(server)
     try:
         await serve_until_stopped(server, notes)
     finally:
-        if store is not None:
-            with anyio.CancelScope(shield=True):
-                await store.close()
+        await close()
 
 
 async def serve_until_stopped(server: McpServer, notes: Notes) -> None:
@@ -993,7 +1064,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         level=config.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
     options = {"use_uvloop": _uvloop_wanted(args.loop)}
-    warn_plain_http(config)
+    if args.workers > 1:
+        return serve_workers(args, config)
+    if not args.worker:
+        warn_plain_http(config)
     started: list[McpServer] = []
     try:
         anyio.run(run_server, config, args, started, backend_options=options)
@@ -1005,6 +1079,49 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise
         raise CliError(listen_refusal(config, failure)) from None
     return 0
+
+
+def serve_workers(args: argparse.Namespace, config: ServerConfig) -> int:
+    """`--workers N`: N processes on one port, supervised (see `workers`)."""
+    if redis_url(args.redis_url) is None:
+        raise CliError(
+            f"--workers {args.workers} needs --redis-url: the workers share sessions and "
+            "quotas through Redis. Pass one, or serve with --workers 1."
+        )
+    warn_plain_http(config)
+    try:
+        holder = workers.reserve_port(config.host, config.port)
+    except OSError as exc:
+        raise CliError(listen_refusal(config, exc)) from None
+    with holder:
+        config = replace(config, port=holder.getsockname()[1])
+        notes = anyio.run(workers_notes, config, args)
+        command = workers.worker_command(args.given, config.port)
+        supervisor = workers.Supervisor(command, args.workers)
+        anyio.run(supervise, supervisor, config, notes)
+    return 1 if supervisor.failed else 0
+
+
+async def workers_notes(config: ServerConfig, args: argparse.Namespace) -> list[str]:
+    """What to tell whoever started the workers, checked and prepared before any starts:
+    the store, Redis and the key answer, and a first run mints its token once."""
+    server, notes, close = await build_server(
+        config, args.user, args.secret_key_file, args.database_url, args.redis_url
+    )
+    try:
+        return await notes(server)
+    finally:
+        await close()
+
+
+async def supervise(supervisor: workers.Supervisor, config: ServerConfig, notes: list[str]) -> None:
+    async with anyio.create_task_group() as tasks:
+        await tasks.start(supervisor.run)
+        if not supervisor.stopping:
+            say(f"sp00ky-mcp listening on {config.url}")
+            say(f"Workers: {supervisor.count} processes share the port and the state on Redis")
+            for line in notes:
+                say(line)
 
 
 def loopback(host: str) -> bool:
@@ -1064,7 +1181,10 @@ SIGPIPE_STATUS = 128 + signal.SIGPIPE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(given)
+    # What followed `serve`, for the processes `--workers` starts.
+    args.given = given[given.index("serve") + 1 :] if "serve" in given else given
     if args.command is None:
         args.help_of.print_help()
         return 0
@@ -1095,8 +1215,11 @@ def reader_gone() -> int:
 def serve_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sp00ky-mcp", description="Run the Sp00ky MCP server.")
     add_serve_arguments(parser)
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(given)
+    args.given = given
     try:
-        return cmd_serve(parser.parse_args(argv))
+        return cmd_serve(args)
     except CliError as exc:
         print(f"sp00ky-mcp: {exc}", file=sys.stderr)
         return 1

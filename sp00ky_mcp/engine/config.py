@@ -49,6 +49,9 @@ class ServerConfig:
     log_level: str = "info"
     data_dir: str | None = None
     limits: Limits = field(default_factory=Limits)
+    # SO_REUSEPORT: several processes listen on one port, the kernel spreading connections
+    # over them (`spky mcp serve --workers N`).
+    reuse_port: bool = False
 
     @property
     def url(self) -> str:

@@ -581,13 +581,20 @@ class HttpServer:
         self,
         host: str,
         port: int,
+        reuse_port: bool = False,
+        *,
         task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         loop = asyncio.get_running_loop()
         async with anyio.create_task_group() as tasks:
             self._tasks = tasks
             listener = await loop.create_server(
-                lambda: Connection(self), host, port, reuse_address=True, backlog=1024
+                lambda: Connection(self),
+                host,
+                port,
+                reuse_address=True,
+                reuse_port=reuse_port or None,
+                backlog=1024,
             )
             self.port = int(listener.sockets[0].getsockname()[1])
             task_status.started(self.port)

@@ -88,7 +88,10 @@ class McpServer:
         self._stopped = anyio.Event()
         try:
             async with anyio.create_task_group() as tasks:
-                self.port = await tasks.start(self.http.serve, self.config.host, self.config.port)
+                config = self.config
+                self.port = await tasks.start(
+                    self.http.serve, config.host, config.port, config.reuse_port
+                )
                 tasks.start_soon(self._sweep_sessions)
                 for job in self.background:
                     tasks.start_soon(job)

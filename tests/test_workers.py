@@ -1,0 +1,121 @@
+"""`spky mcp serve --workers N`: N processes on one port that share sessions through Redis; a
+worker that dies is replaced, SIGTERM stops them all, and what cannot work is refused at
+start with a sentence."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sp00ky_mcp.cli.commands import main
+from tests.faults_support import PYTHON_M, mint_token, run_to_exit, served
+from tests.wire import BOTH, LATEST, initialize_body, modern_headers, modern_meta
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def workers_options(redis_url: str, count: int = 2) -> tuple[str, ...]:
+    return ("--workers", str(count), "--redis-url", redis_url, "--log-level", "warning")
+
+
+def session_headers(token: str, session_id: str | None = None) -> dict[str, str]:
+    headers = {
+        "authorization": f"Bearer {token}",
+        "accept": BOTH,
+        "content-type": "application/json",
+    }
+    if session_id is not None:
+        headers |= {"mcp-session-id": session_id, "mcp-protocol-version": LATEST}
+    return headers
+
+
+def test_workers_serve_one_port_and_a_session_holds_on_every_connection(
+    tmp_path: Path, redis_url: str
+) -> None:
+    token = mint_token(tmp_path)
+    with served(tmp_path, options=workers_options(redis_url)) as server:
+        workers = children(server.process.pid)
+        opened = httpx.post(server.url, content=initialize_body(), headers=session_headers(token))
+        session_id = opened.headers["mcp-session-id"]
+        body = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+        # A new connection each time: the kernel spreads them over the workers.
+        codes = {
+            httpx.post(
+                server.url, json=body, headers=session_headers(token, session_id)
+            ).status_code
+            for _ in range(12)
+        }
+        server.signal(signal.SIGTERM)
+        status = server.wait()
+    assert len(workers) == 2
+    assert codes == {200}
+    assert status == 0
+    assert [pid for pid in workers if Path(f"/proc/{pid}").exists()] == []
+
+
+def test_a_worker_that_dies_is_replaced_and_serving_goes_on(tmp_path: Path, redis_url: str) -> None:
+    token = mint_token(tmp_path)
+    with served(tmp_path, options=workers_options(redis_url)) as server:
+        victim = children(server.process.pid)[0]
+        os.kill(victim, signal.SIGKILL)
+        server.error_line(re.compile(r"worker \d exited with code -9; starting another"))
+        server.error_line(re.compile(r"a worker started in place of one that exited is listening"))
+        body = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/list",
+            "params": {"_meta": modern_meta()},
+        }
+        headers = modern_headers("tools/list") | {"authorization": f"Bearer {token}"}
+        replies = {httpx.post(server.url, json=body, headers=headers).status_code for _ in range(6)}
+        after = children(server.process.pid)
+        server.signal(signal.SIGTERM)
+        assert server.wait() == 0
+    assert len(after) == 2 and victim not in after
+    assert replies == {200}
+
+
+def test_more_than_one_worker_without_redis_is_refused(tmp_path: Path) -> None:
+    status, _, err = run_to_exit(
+        [*PYTHON_M, "serve", "--data-dir", str(tmp_path), "--port", "0", "--workers", "2"]
+    )
+    assert (status, err) == (
+        1,
+        "spky: --workers 2 needs --redis-url: the workers share sessions and quotas through "
+        "Redis. Pass one, or serve with --workers 1.\n",
+    )
+
+
+def test_replicas_on_postgresql_without_a_configured_key_are_refused(
+    tmp_path: Path,
+    postgres_database_url: str,
+    redis_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SP00KY_MCP_SECRET_KEY_FILE", raising=False)
+    argv = ["mcp", "serve", "--data-dir", str(tmp_path), "--port", "0"]
+    status = main([*argv, "--database-url", postgres_database_url, "--redis-url", redis_url])
+    assert status == 1
+    assert capsys.readouterr().err == (
+        "spky: Replicas that share state on Redis must share one secret key: pass "
+        "--secret-key-file (or set SP00KY_MCP_SECRET_KEY_FILE) to a copy of the same key file "
+        "on every replica.\n"
+    )
