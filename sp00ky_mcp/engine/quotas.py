@@ -25,7 +25,8 @@ class Quotas(ABC):
 
     @abstractmethod
     async def release(self, key: str) -> None:
-        """One fewer held by `key` (once per successful claim)."""
+        """One fewer held by `key` (once per successful claim).  Called as a call ends, also
+        when it was cancelled: an implementation that waits on IO shields that wait."""
 
     def held(self) -> dict[str, int]:
         """What this process holds, by key (for tests and shutdown)."""

@@ -424,8 +424,7 @@ class McpService:
 
     async def _release_call(self, key: str | None) -> None:
         if key is not None:
-            with anyio.CancelScope(shield=True):
-                await self.quotas.release(key)
+            await self.quotas.release(key)
 
     async def _deliver(
         self,

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ...engine.config import Limits
 from ...engine.errors import SharedStateUnavailable
-from .quotas import RedisQuotas
-from .redis import BREAK_SECONDS, URL_ENV, SharedLink, public_url
-from .sessions import RedisSessions
+
+if TYPE_CHECKING:  # the Redis client is imported only by a server that uses it
+    from .quotas import RedisQuotas
+    from .redis import SharedLink
+    from .sessions import RedisSessions
+
+URL_ENV = "SP00KY_MCP_REDIS_URL"
+# After a failure, how long calls that need Redis fail at once before it is tried again.
+BREAK_SECONDS = 1.0
 
 
 class SharedStateError(Exception):
@@ -35,6 +42,10 @@ def redis_url(given: str | None = None) -> str | None:
 async def connect_shared(url: str, limits: Limits, pause: float = BREAK_SECONDS) -> SharedState:
     """The shared state on the Redis at `url`, once it answers (see `SharedLink` for
     `pause`)."""
+    from .quotas import RedisQuotas
+    from .redis import SharedLink, public_url
+    from .sessions import RedisSessions
+
     try:
         link = SharedLink(url, pause=pause)
     except (RuntimeError, ValueError) as exc:

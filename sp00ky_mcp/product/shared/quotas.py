@@ -10,6 +10,8 @@ that way it releases that way.
 
 from __future__ import annotations
 
+import anyio
+
 from ...engine.errors import SharedStateUnavailable
 from ...engine.quotas import LocalQuotas, Quotas
 from ...engine.tally import Tally
@@ -100,7 +102,9 @@ class RedisQuotas(Quotas):
             self._local.remove(key)
             return
         self._held.remove(key)
-        if not await self._release_shared(key):
+        with anyio.CancelScope(shield=True):
+            released = await self._release_shared(key)
+        if not released:
             self._owed.add(key)
 
     async def _release_shared(self, key: str) -> bool:

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import anyio
 
 from ...engine.errors import SharedStateUnavailable
+from . import BREAK_SECONDS
 
 try:
     from redis.asyncio import BlockingConnectionPool, Redis
@@ -32,13 +33,11 @@ except ImportError:  # pragma: no cover - only without the [redis] extra
 
 log = logging.getLogger("sp00ky_mcp.shared")
 T = TypeVar("T")
-URL_ENV = "SP00KY_MCP_REDIS_URL"
 PREFIX = "sp00ky:"
 TIMEOUT = 1.0
 POOL_SIZE = 64
 # A replica's key lives this long; it is renewed three times as often.
 ALIVE_MS = 15_000
-BREAK_SECONDS = 1.0
 NO_EXTRA = (
     "Sharing state on Redis needs the redis package: pip install 'sp00ky-mcp[redis]', "
     "or leave out --redis-url to keep it in this process."
