@@ -21,11 +21,23 @@ import orjson
 from ...engine.sessions import Session, SessionState, SessionStore
 from .redis import SharedLink
 
+CLOCK = """
+-- A strictly increasing clock in microseconds: Redis's own time, moved on by one past the
+-- last reading when two uses fall within one microsecond, so the order of uses is kept.
+local function now(prefix)
+  local t = redis.call('TIME')
+  local us = t[1] * 1000000 + t[2]
+  local last = tonumber(redis.call('GET', prefix .. 'clock') or '0')
+  if us <= last then us = last + 1 end
+  redis.call('SET', prefix .. 'clock', us)
+  return us
+end
+"""
+
 # ARGV: id, value, ttl ms, max per owner, max in all, key prefix.  KEYS: value, owner's, all.
-ADD = """
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local cutoff = now - tonumber(ARGV[3])
+ADD = CLOCK + """
+local now = now(ARGV[6])
+local cutoff = now - tonumber(ARGV[3]) * 1000
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', cutoff)
 local evicted = {}
@@ -50,11 +62,10 @@ return evicted
 """
 
 # ARGV: id, ttl ms, key prefix.  KEYS: value, all.
-GET = """
+GET = CLOCK + """
 local value = redis.call('GET', KEYS[1])
 if not value then return false end
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local now = now(ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], now, ARGV[1])
 redis.call('ZADD', ARGV[3] .. 'so:' .. cjson.decode(value)['k'], now, ARGV[1])
