@@ -10,12 +10,18 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
+import orjson
 import pytest
 
 from sp00ky_mcp.engine.config import Limits
+from sp00ky_mcp.engine.events import CUT, END, EVENT, Entry
+from sp00ky_mcp.engine.runtime import MAX_RETAINED_STREAMS
 from sp00ky_mcp.engine.sessions import Session, SessionState
 from sp00ky_mcp.product.shared import SharedStateError, connect_shared
+from sp00ky_mcp.product.shared.bus import RedisBus
+from sp00ky_mcp.product.shared.events import RedisEventLog
 from sp00ky_mcp.product.shared.quotas import RedisQuotas
 from sp00ky_mcp.product.shared.redis import SharedLink
 from sp00ky_mcp.product.shared.sessions import RedisSessions
@@ -314,3 +320,196 @@ async def test_a_redis_that_does_not_answer_at_start_is_refused_with_a_sentence(
     assert str(refused.value) == (
         f"Redis at {own_redis.url} does not answer; start it, or correct --redis-url."
     )
+
+
+# --- event streams and the bus ----------------------------------------------------------------
+
+
+@asynccontextmanager
+async def logs_on(url: str, count: int, capacity: int = 8) -> AsyncIterator[list[RedisEventLog]]:
+    """`count` replicas' event logs, each with its writer running and its key alive."""
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tasks:
+        found = []
+        for _ in range(count):
+            link = SharedLink(url)
+            stack.push_async_callback(link.close)
+            await link.client.set(link.alive_key, b"1")
+            events = RedisEventLog(link, capacity, 3600.0)
+            tasks.start_soon(events.run)
+            found.append(events)
+        yield found
+        tasks.cancel_scope.cancel()
+
+
+async def followed(events: RedisEventLog, stream_id: str, after: int) -> list[Entry | None]:
+    with anyio.fail_after(10):
+        return [entry async for entry in events.follow("s1", stream_id, after, 0.05)]
+
+
+async def test_a_stream_kept_by_one_replica_is_replayed_by_another_up_to_its_cut(
+    redis_url: str,
+) -> None:
+    async with logs_on(redis_url, 2) as (here, there):
+        for entry in (Entry(EVENT, 1, b"a"), Entry(EVENT, 2, b"b"), Entry(CUT, 2)):
+            here.record("s1", "st", entry)
+        here.record("s1", "st", Entry(EVENT, 3, b"c", final=True))
+        assert await here.settle()
+        known = await there.exists("s1", "st"), await there.exists("s1", "other")
+        from_start = await followed(there, "st", 0)
+        after_cut = await followed(there, "st", 2)
+    assert known == (True, False)
+    assert from_start == [Entry(EVENT, 1, b"a"), Entry(EVENT, 2, b"b")]
+    assert after_cut == [Entry(EVENT, 3, b"c", final=True)]
+
+
+async def test_a_followed_stream_ends_where_its_writer_ended_it(redis_url: str) -> None:
+    async with logs_on(redis_url, 2) as (here, there):
+        here.record("s1", "st", Entry(EVENT, 1, b"a"))
+        here.record("s1", "st", Entry(END, 1))
+        assert await here.settle()
+        assert await followed(there, "st", 0) == [Entry(EVENT, 1, b"a")]
+
+
+async def test_a_stream_whose_writer_died_ends_once_nothing_more_can_come(
+    redis_url: str,
+) -> None:
+    async with logs_on(redis_url, 2) as (here, there):
+        here.record("s1", "st", Entry(EVENT, 1, b"a"))
+        assert await here.settle()
+        await here.link.client.delete(here.link.alive_key)
+        assert await followed(there, "st", 0) == [Entry(EVENT, 1, b"a")]
+
+
+async def test_a_session_keeps_its_most_recent_streams_only(redis_url: str) -> None:
+    async with logs_on(redis_url, 1) as (here,):
+        for number in range(MAX_RETAINED_STREAMS + 1):
+            here.record("s1", f"st{number}", Entry(EVENT, 1, b"a"))
+        assert await here.settle()
+        oldest, newest = await here.exists("s1", "st0"), await here.exists("s1", "st32")
+    assert (oldest, newest) == (False, True)
+
+
+class Heard:
+    """What one replica's bus delivered."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.got = anyio.Event()
+
+    def __call__(self, message: dict[str, Any]) -> None:
+        self.messages.append({k: v for k, v in message.items() if k != "from"})
+        self.got.set()
+
+
+async def test_the_bus_carries_a_message_to_the_other_replicas_and_not_back(
+    redis_url: str,
+) -> None:
+    heard = [Heard(), Heard()]
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tasks:
+        buses = []
+        for index in range(2):
+            link = SharedLink(redis_url)
+            stack.push_async_callback(link.close)
+            bus = RedisBus(link)
+            bus.deliver = heard[index]
+            tasks.start_soon(bus.run)
+            buses.append(bus)
+        with anyio.fail_after(10):
+            for bus in buses:
+                await bus.listening.wait()
+            await buses[0].publish({"t": "announce", "method": "m", "params": {}})
+            await heard[1].got.wait()
+        tasks.cancel_scope.cancel()
+    assert heard[0].messages == []
+    assert heard[1].messages == [{"t": "announce", "method": "m", "params": {}}]
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str | None, Any]]:
+    """(id, message) of each event of an SSE response; a priming event has no message."""
+    event_id: str | None = None
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if line.startswith("id:"):
+            event_id = line[3:].strip()
+        elif line.startswith("data:") and line[5:].strip():
+            data.append(line[5:].strip())
+        elif line == "" and event_id is not None:
+            yield event_id, orjson.loads("".join(data)) if data else None
+            event_id, data = None, []
+
+
+async def asked_for_confirmation(
+    env: ProductEnv, token: str, session_id: str
+) -> tuple[str, dict[str, Any]]:
+    """destroy_project called on `env`, its stream read up to the elicitation it asks, then
+    the connection dropped: the event id and the request."""
+    body = {
+        "jsonrpc": "2.0",
+        "id": 5,
+        "method": "tools/call",
+        "params": {"name": "destroy_project", "arguments": {"project": "api"}},
+    }
+    url = env.server.url
+    async with env.http.stream("POST", url, json=body, headers=headers(token, session_id)) as sent:
+        async for event_id, message in sse_events(sent):
+            if message is not None and message.get("method") == "elicitation/create":
+                assert event_id is not None
+                return event_id, message
+    raise AssertionError("the call asked nothing")
+
+
+async def resumed(env: ProductEnv, token: str, session_id: str, last: str) -> list[Any]:
+    """The messages a GET with Last-Event-ID on `env` replays and follows to the stream's end."""
+    resume = headers(token, session_id) | {"last-event-id": last, "accept": "text/event-stream"}
+    with anyio.fail_after(15):
+        async with env.http.stream("GET", env.server.url, headers=resume) as stream:
+            assert stream.status_code == 200, (await stream.aread()).decode()
+            return [message async for _, message in sse_events(stream) if message is not None]
+
+
+async def elicitation_session(env: ProductEnv) -> tuple[str, str]:
+    user = await env.user()
+    token = await env.token(user)
+    await env.make_project(user)
+    body = initialize_body(capabilities={"elicitation": {}})
+    reply = await env.http.post(env.server.url, content=body, headers=headers(token))
+    return token, reply.headers["mcp-session-id"]
+
+
+async def test_a_prompt_asked_on_one_replica_is_answered_and_its_stream_resumed_on_another(
+    tmp_path: Path, redis_url: str
+) -> None:
+    async with two_replicas(tmp_path, redis_url) as (a, b):
+        token, session_id = await elicitation_session(a)
+        asked_at, asked = await asked_for_confirmation(a, token, session_id)
+        answer = {
+            "jsonrpc": "2.0",
+            "id": asked["id"],
+            "result": {"action": "accept", "content": {"confirm": True}},
+        }
+        posted = await b.http.post(b.server.url, json=answer, headers=headers(token, session_id))
+        replayed = await resumed(b, token, session_id, asked_at)
+        listed = await b.structured(token, "list_projects", {})
+    assert posted.status_code == 202
+    assert [m.get("id") for m in replayed] == [5]
+    assert replayed[0]["result"].get("isError") is not True, replayed
+    assert listed["items"] == []
+
+
+async def test_a_call_on_one_replica_is_cancelled_through_another(
+    tmp_path: Path, redis_url: str
+) -> None:
+    async with two_replicas(tmp_path, redis_url) as (a, b):
+        token, session_id = await elicitation_session(a)
+        asked_at, _ = await asked_for_confirmation(a, token, session_id)
+        cancel = {
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": 5, "reason": "changed my mind"},
+        }
+        posted = await b.http.post(b.server.url, json=cancel, headers=headers(token, session_id))
+        replayed = await resumed(b, token, session_id, asked_at)
+        listed = await b.structured(token, "list_projects", {})
+    assert posted.status_code == 202
+    assert replayed == []
+    assert [project["name"] for project in listed["items"]] == ["api"]

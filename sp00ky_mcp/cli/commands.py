@@ -36,6 +36,8 @@ import anyio.abc
 import orjson
 
 from ..engine.config import Limits, ServerConfig
+from ..engine.keys import KeyRing
+from ..engine.ports import Ports
 from ..engine.server import McpServer, anonymous
 from ..engine.transport import LOOPBACK_HOSTS
 from ..product import scopes, tokens
@@ -47,8 +49,9 @@ from ..product.accounts import (
     User,
     default_email,
 )
-from ..product.secretbox import KEY_FILE_ENV
+from ..product.secretbox import KEY_FILE_ENV, KeyFileError, load_box
 from ..product.shared import SharedState, SharedStateError, connect_shared, redis_url
+from ..product.signing import FileKeyRing
 from ..product.store import Store, StoreError, database_url, default_data_dir, open_store
 from ..product.store.sqlite import DB_NAME
 from . import editors, workers
@@ -939,10 +942,7 @@ async def build_server(
                 "The conformance profile has no authentication, so it only binds a "
                 "loopback address; drop --host or use 127.0.0.1."
             )
-        from ..engine.fixtures import conformance_catalogue
-
-        server = McpServer(config, conformance_catalogue(), authenticate=anonymous())
-        return server, no_notes, nothing_to_close
+        return await conformance_server(config, key_file, redis)
     from ..product.app import build_product
 
     store = await open_store(config.data_dir, key_file, url)
@@ -965,6 +965,41 @@ async def build_server(
         return await connect_notes(product, user_record, shown, where)
 
     return product.server, notes, lambda: close_all(store, shared)
+
+
+async def conformance_server(
+    config: ServerConfig, key_file: str | None, redis: str | None
+) -> tuple[McpServer, Notes, Closer]:
+    """The official suite's fixtures; as one replica of several when a Redis is named, with
+    the signing keys of the key file every replica is given."""
+    from ..engine.fixtures import conformance_catalogue
+
+    catalogue = conformance_catalogue()
+    chosen = redis_url(redis)
+    if chosen is None:
+        server = McpServer(config, catalogue, authenticate=anonymous())
+        return server, no_notes, nothing_to_close
+    path = key_file or os.environ.get(KEY_FILE_ENV)
+    if not path:
+        raise CliError(
+            "Conformance replicas that share state on Redis must share one signing key: pass "
+            "--secret-key-file (or set SP00KY_MCP_SECRET_KEY_FILE)."
+        )
+    shared = await connect_replicas(config, path, None, chosen)
+    assert shared is not None
+    keys = file_key_ring(Path(path))
+    ports = Ports(shared.sessions, shared.events, shared.bus, shared.quotas, keys)
+    server = McpServer(config, catalogue, authenticate=anonymous(), ports=ports)
+    return server, no_notes, shared.close
+
+
+def file_key_ring(path: Path) -> KeyRing:
+    """The signing keys of the key file at `path` (made there by the first replica)."""
+    try:
+        box = load_box(path.expanduser(), ())
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from None
+    return FileKeyRing(lambda: box)
 
 
 async def close_all(store: Store, shared: SharedState | None) -> None:

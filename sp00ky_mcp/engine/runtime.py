@@ -8,12 +8,14 @@ import asyncio
 import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable
+from functools import partial
 from typing import Any, TypeVar
 
 import anyio
 
 from . import jsonrpc, sse
 from .errors import ToolError
+from .events import EventLog, LocalEventLog
 from .http import ResponseChannel
 from .streams import EventStream
 
@@ -76,8 +78,12 @@ class Waiter:
 
 
 class SessionRuntime:
-    def __init__(self, replay_capacity: int) -> None:
+    def __init__(
+        self, replay_capacity: int, session_id: str = "", events: EventLog | None = None
+    ) -> None:
         self.replay_capacity = replay_capacity
+        self.session_id = session_id
+        self.events = events or LocalEventLog()
         self.streams: OrderedDict[str, EventStream] = OrderedDict()
         self.standalone: EventStream | None = None
         self.standalone_listeners = 0
@@ -90,6 +96,8 @@ class SessionRuntime:
 
     def new_stream(self) -> EventStream:
         stream = EventStream(secrets.token_hex(8), self.replay_capacity)
+        if self.events.shared:
+            stream.on_entry = partial(self.events.record, self.session_id, stream.stream_id)
         self.streams[stream.stream_id] = stream
         while len(self.streams) > MAX_RETAINED_STREAMS:
             _, oldest = self.streams.popitem(last=False)
@@ -137,14 +145,16 @@ class SessionRuntime:
         waiter.event.set()
         return True
 
-    def cancel(self, request_id: Any) -> None:
+    def cancel(self, request_id: Any) -> bool:
         """Cancellation is advisory (basic/utilities/cancellation): an id we do not know, or
-        one that is not a valid id at all, is ignored."""
+        one that is not a valid id at all, is ignored.  Whether the call runs here."""
         if isinstance(request_id, bool) or not isinstance(request_id, str | int):
-            return
+            return True  # nothing to tell anyone
         call = self.running.get(request_id)
-        if call is not None:
-            call.cancel()
+        if call is None:
+            return False
+        call.cancel()
+        return True
 
     def close(self) -> None:
         for call in self.running.values():
@@ -262,6 +272,9 @@ class InlinePeer:
     async def _emit(self, data: bytes, final: bool = False) -> None:
         stream = self.stream or await self._open()
         stream.publish(data, final=final)
+        if self.runtime is not None and self.runtime.events.shared:
+            # Kept for a replay elsewhere before the client can have seen it.
+            await self.runtime.events.settle()
         if not self.detached:
             event_id = stream.event_id(stream.seq) if self.with_ids else None
             await self.channel.send(sse.event(data, event_id))

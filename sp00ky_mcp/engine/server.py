@@ -26,11 +26,9 @@ from .catalogue import Catalogue
 from .config import ServerConfig
 from .context import ANONYMOUS, CallContext, Principal
 from .http import HttpRequest, HttpServer
-from .keys import KeyRing
+from .ports import Ports
 from .protocol import Engine, ToolObserver
-from .quotas import Quotas
 from .service import Authenticator, McpService
-from .sessions import SessionStore
 
 log = logging.getLogger("sp00ky_mcp")
 
@@ -60,15 +58,13 @@ class McpServer:
         scope_hint: Callable[[str], str] | None = None,
         observer: ToolObserver | None = None,
         on_stop: Callable[[], Awaitable[None]] | None = None,
-        signing_keys: KeyRing | None = None,
-        quotas: Quotas | None = None,
-        sessions: SessionStore | None = None,
+        ports: Ports | None = None,
         background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
     ) -> None:
         self.config = config
         self.on_stop = on_stop
         self.engine = Engine(catalogue or Catalogue(), instructions, scope_hint, observer)
-        self.service = McpService(config, self.engine, authenticate, signing_keys, quotas, sessions)
+        self.service = McpService(config, self.engine, authenticate, ports)
         # Run for as long as the server serves (a shared state's heartbeat, say).
         self.background = tuple(background)
         self.http = HttpServer(self.service, config.limits)
@@ -93,6 +89,8 @@ class McpServer:
                     self.http.serve, config.host, config.port, config.reuse_port
                 )
                 tasks.start_soon(self._sweep_sessions)
+                tasks.start_soon(self.service.events.run)
+                tasks.start_soon(self.service.bus.run)
                 for job in self.background:
                     tasks.start_soon(job)
                 task_status.started()

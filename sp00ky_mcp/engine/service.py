@@ -8,6 +8,7 @@ generic message, and the traceback goes to the server log only.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,7 +28,9 @@ from .errors import (
     MISSING_CAPABILITY,
     HttpError,
     JsonRpcError,
+    SharedStateUnavailable,
 )
+from .events import Message
 from .http import (
     STREAMED,
     Header,
@@ -37,13 +40,12 @@ from .http import (
     StreamingResponse,
     plain_response,
 )
-from .keys import KeyRing
 from .listen import Listener, Listeners
 from .mrtr import RequestStateSigner, input_required_result
+from .ports import Ports
 from .protocol import Engine, client_description_problem
-from .quotas import LocalQuotas, Quotas
 from .runtime import CallInterrupt, DetachedPeer, InlinePeer, SessionRuntime
-from .sessions import LocalSessions, Session, SessionEvent, SessionStore, new_session_id
+from .sessions import LocalSessions, Session, SessionEvent, new_session_id
 from .streams import EventStream, StreamItem, split_event_id
 from .tally import Tally
 from .versions import (
@@ -106,28 +108,31 @@ class McpService:
         config: ServerConfig,
         engine: Engine,
         authenticate: Authenticator,
-        signing_keys: KeyRing | None = None,
-        quotas: Quotas | None = None,
-        sessions: SessionStore | None = None,
+        ports: Ports | None = None,
     ) -> None:
         limits = config.limits
+        ports = ports or Ports()
         self.config = config
         self.engine = engine
         self.authenticate = authenticate
         # What this process holds for each session it served (streams, calls, waiters).
         self.runtimes: dict[str, SessionRuntime] = {}
-        self.sessions = sessions or LocalSessions(
+        self.sessions = ports.sessions or LocalSessions(
             limits.max_sessions,
             limits.max_sessions_per_principal,
             limits.session_idle_ttl,
             on_end=self._session_ended,
         )
         self.sessions.on_end = self._session_ended
+        self.events = ports.events
+        self.bus = ports.bus
+        self.bus.deliver = self._delivered
+        self._sending: set[asyncio.Future[None]] = set()
         self.hosts = transport.allowed_hosts(config.allowed_hosts, config.host, config.public_url)
         self.origins = frozenset(o.rstrip("/") for o in config.allowed_origins)
         # Without configured keys, one process signs with a key of its own (see `keys`).
-        self.signer = RequestStateSigner(signing_keys)
-        self.quotas = quotas or LocalQuotas()
+        self.signer = RequestStateSigner(ports.keys)
+        self.quotas = ports.quotas
         self.streaming = Tally()
         offered = {"toolsListChanged", "promptsListChanged", "resourcesListChanged"}
         if engine.catalogue.has_resources:
@@ -148,19 +153,55 @@ class McpService:
         """Ends sessions idle past their TTL, and releases what this process holds for
         sessions ended anywhere."""
         for session_id in await self.sessions.sweep(time.monotonic(), list(self.runtimes)):
-            self._session_ended(session_id)
+            self._release(session_id)
 
     def _session_ended(self, session_id: str) -> None:
+        """Ended by this replica's store: released here, and by the others when told."""
+        self._release(session_id)
+        self._tell({"t": "ended", "s": session_id})
+
+    def _release(self, session_id: str) -> None:
         runtime = self.runtimes.pop(session_id, None)
         if runtime is not None:
             runtime.close()
+
+    # --- the bus between replicas ------------------------------------------------------------
+
+    def _tell(self, message: Message) -> None:
+        """Sends `message` to the other replicas in the background (none in one process)."""
+        if not self.bus.shared:
+            return
+        sending = asyncio.ensure_future(self.bus.publish(message))
+        self._sending.add(sending)
+        sending.add_done_callback(self._sent)
+
+    def _sent(self, sending: asyncio.Future[None]) -> None:
+        self._sending.discard(sending)
+        if not sending.cancelled() and sending.exception() is not None:
+            log.warning("a message to the other replicas was lost: %s", sending.exception())
+
+    def _delivered(self, message: Message) -> None:
+        """What another replica sent: an answer or a cancellation for a call running here,
+        an announcement, a session ended there."""
+        kind, session_id = message.get("t"), message.get("s")
+        runtime = self.runtimes.get(session_id) if isinstance(session_id, str) else None
+        if kind == "announce":
+            self._announce_here(str(message.get("method")), _dict(message.get("params")))
+        elif kind == "ended" and isinstance(session_id, str):
+            self._release(session_id)
+        elif kind == "answer" and runtime is not None:
+            response = _response_of(_dict(message.get("m")))
+            if response is not None:
+                runtime.resolve(response)
+        elif kind == "cancel" and runtime is not None:
+            runtime.cancel(message.get("id"))
 
     def _attach(self, session: Session) -> Session:
         """The session with this process's runtime for it (made at its first use here)."""
         runtime = self.runtimes.get(session.id)
         if runtime is None:
             runtime = self.runtimes[session.id] = SessionRuntime(
-                self.config.limits.sse_replay_events
+                self.config.limits.sse_replay_events, session.id, self.events
             )
         runtime.session = session
         session.runtime = runtime
@@ -279,7 +320,9 @@ class McpService:
         self, request: HttpRequest, batch: transport.Batch, session: Session, principal: Principal
     ) -> Response:
         for message in batch.messages:
-            self._absorb(message, session)
+            forward = self._absorb(message, session)
+            if forward is not None:
+                self._tell(forward)
         calls = [m for m in batch.messages if isinstance(m, jsonrpc.Request | jsonrpc.Invalid)]
         if not calls:
             return HttpResponse(202, [])
@@ -295,15 +338,22 @@ class McpService:
         return await self._answer_inline(request, message, ctx, peer, session.runtime)
 
     @staticmethod
-    def _absorb(message: jsonrpc.Message, session: Session) -> None:
+    def _absorb(message: jsonrpc.Message, session: Session) -> Message | None:
+        """Applies a response or notification to the session; what the other replicas must
+        be told when the call it concerns may run on one of them."""
         runtime: SessionRuntime = session.runtime
         if isinstance(message, jsonrpc.Response):
-            runtime.resolve(message)
+            if not runtime.resolve(message):
+                answer = {"id": message.id, "result": message.result, "error": message.error}
+                return {"t": "answer", "s": session.id, "m": answer}
         elif isinstance(message, jsonrpc.Notification):
             if message.method == "notifications/initialized":
                 session.advance(SessionEvent.INITIALIZED)
             elif message.method == "notifications/cancelled":
-                runtime.cancel(message.params.get("requestId"))
+                request_id = message.params.get("requestId")
+                if not runtime.cancel(request_id):
+                    return {"t": "cancel", "s": session.id, "id": request_id}
+        return None
 
     async def _answer_batch(
         self,
@@ -490,7 +540,7 @@ class McpService:
         key = self._stream_owner(principal)
         last = request.header("last-event-id")
         if last is not None:
-            return self._held(key, self._resume(runtime, last))
+            return self._held(key, await self._resume(runtime, last))
         stream = runtime.open_standalone()
         if stream is None:
             raise HttpError(
@@ -513,17 +563,34 @@ class McpService:
         finally:
             runtime.standalone_listeners -= 1
 
-    def _resume(self, runtime: SessionRuntime, last_event_id: str) -> StreamingResponse:
-        """Replay only the stream the event id belongs to (transports, "Resumability")."""
+    async def _resume(self, runtime: SessionRuntime, last_event_id: str) -> StreamingResponse:
+        """Replay only the stream the event id belongs to (transports, "Resumability"): one
+        of this replica's, or one another replica kept in the shared log."""
         parsed = split_event_id(last_event_id)
         stream = runtime.streams.get(parsed[0]) if parsed else None
-        if stream is None or parsed is None:
-            raise HttpError(
-                404,
-                "Not found: Last-Event-ID names no stream this session can resume.",
-                rpc_code=INVALID_REQUEST,
-            )
-        return sse_response(self._sse_body(stream, parsed[1], prime=False))
+        if stream is not None and parsed is not None:
+            return sse_response(self._sse_body(stream, parsed[1], prime=False))
+        if parsed is not None and await self.events.exists(runtime.session_id, parsed[0]):
+            return sse_response(self._logged_body(runtime.session_id, *parsed))
+        raise HttpError(
+            404,
+            "Not found: Last-Event-ID names no stream this session can resume.",
+            rpc_code=INVALID_REQUEST,
+        )
+
+    async def _logged_body(
+        self, session_id: str, stream_id: str, after: int
+    ) -> AsyncIterator[bytes]:
+        keepalive = self.config.limits.sse_keepalive
+        entries = self.events.follow(session_id, stream_id, after, keepalive)
+        try:
+            async for entry in entries:
+                if entry is None:
+                    yield sse.KEEPALIVE
+                else:
+                    yield sse.event(entry.data, f"{stream_id}_{entry.seq}")
+        except SharedStateUnavailable:
+            return  # the response ends; the client resumes again from its last event
 
     async def _delete(self, request: HttpRequest, principal: Principal) -> Response:
         _raise(_stateless_refusal(request))
@@ -612,8 +679,13 @@ class McpService:
         )
 
     def announce(self, method: str, params: dict[str, Any]) -> None:
-        """A server-wide change: to stateless listeners by their filters, and to handshake-era
-        sessions on their standalone GET stream (transports: unrelated messages go there)."""
+        """A server-wide change, here and on every other replica."""
+        self._announce_here(method, params)
+        self._tell({"t": "announce", "method": method, "params": params})
+
+    def _announce_here(self, method: str, params: dict[str, Any]) -> None:
+        """To stateless listeners by their filters, and to handshake-era sessions on their
+        standalone GET stream (transports: unrelated messages go there)."""
         uri = params.get("uri")
         if method == "notifications/resources/updated" and isinstance(uri, str):
             self.listeners.resource_updated(uri)
@@ -742,6 +814,14 @@ def _value(value: Any) -> Any:
     if isinstance(value, HttpError):
         raise value
     return value
+
+
+def _response_of(answer: dict[str, Any]) -> jsonrpc.Response | None:
+    """The client's response another replica received, as it was absorbed there."""
+    request_id, error = answer.get("id"), answer.get("error")
+    if isinstance(request_id, bool) or not isinstance(request_id, str | int):
+        return None
+    return jsonrpc.Response(request_id, answer.get("result"), _dict(error) if error else None)
 
 
 def _dict(value: Any) -> dict[str, Any]:

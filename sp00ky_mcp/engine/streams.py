@@ -8,10 +8,12 @@ server replays only messages of the stream the id belongs to).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import anyio
+
+from .events import CUT, END, EVENT, Entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,9 @@ class EventStream:
         self.closed = False
         # Sequence numbers after which the HTTP response then following must end.
         self.cuts: list[int] = []
+        # Told of each event, cut and end, in order (a shared log keeps them for replay
+        # from other replicas).
+        self.on_entry: Callable[[Entry], None] | None = None
         self._wake = anyio.Event()
 
     def event_id(self, seq: int) -> str:
@@ -39,6 +44,8 @@ class EventStream:
             return
         self.seq += 1
         self.items.append(StreamItem(self.seq, data, final))
+        if self.on_entry is not None:
+            self.on_entry(Entry(EVENT, self.seq, data, final))
         self._wakeup()
 
     def interrupt(self) -> None:
@@ -46,11 +53,15 @@ class EventStream:
         client reconnects with Last-Event-ID (2025-11-25 transports, SSE polling)."""
         if not self.cuts or self.cuts[-1] != self.seq:
             self.cuts.append(self.seq)
+            if self.on_entry is not None:
+                self.on_entry(Entry(CUT, self.seq))
         self._wakeup()
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            if self.on_entry is not None:
+                self.on_entry(Entry(END, self.seq))
             self._wakeup()
 
     def _wakeup(self) -> None:

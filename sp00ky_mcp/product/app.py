@@ -11,8 +11,9 @@ from typing import Any
 from ..engine.catalogue import Catalogue, Tool
 from ..engine.config import ServerConfig
 from ..engine.context import CallContext
+from ..engine.ports import Ports
 from ..engine.protocol import ToolResult
-from ..engine.quotas import LocalQuotas
+from ..engine.quotas import LocalQuotas, Quotas
 from ..engine.server import McpServer
 from . import scopes
 from .accounts import Accounts, AuditEntry, arguments_digest
@@ -130,12 +131,19 @@ def build_product(config: ServerConfig, store: Store, shared: SharedState | None
         scope_hint=scopes.missing_scope_message,
         observer=audit,
         on_stop=lambda: _settle(audit, authenticate),
-        signing_keys=FileKeyRing(lambda: store.secrets),
-        quotas=quotas,
-        sessions=shared.sessions if shared is not None else None,
+        ports=_ports(store, quotas, shared),
         background=[shared.link.keep_alive] if shared is not None else [],
     )
     return Product(server, store, accounts, cloud)
+
+
+def _ports(store: Store, quotas: Quotas, shared: SharedState | None) -> Ports:
+    """Sessions, events and quotas shared with other replicas through Redis when given;
+    signing keys from the secret key file every replica shares, in either case."""
+    keys = FileKeyRing(lambda: store.secrets)
+    if shared is None:
+        return Ports(quotas=quotas, keys=keys)
+    return Ports(shared.sessions, shared.events, shared.bus, quotas, keys)
 
 
 def _said(exc: StoreError) -> str:

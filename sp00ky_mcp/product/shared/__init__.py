@@ -1,4 +1,5 @@
-"""State that replicas share on Redis (`--redis-url`): sessions and quotas.  Without it, each
+"""State that replicas share on Redis (`--redis-url`): sessions, their event streams, quotas
+and a bus between replicas.  Without it, each
 process keeps its own in memory (the engine's defaults), which is right for one process."""
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from ...engine.config import Limits
 from ...engine.errors import SharedStateUnavailable
 
 if TYPE_CHECKING:  # the Redis client is imported only by a server that uses it
+    from .bus import RedisBus
+    from .events import RedisEventLog
     from .quotas import RedisQuotas
     from .redis import SharedLink
     from .sessions import RedisSessions
@@ -29,6 +32,8 @@ class SharedState:
     link: SharedLink
     quotas: RedisQuotas
     sessions: RedisSessions
+    events: RedisEventLog
+    bus: RedisBus
 
     async def close(self) -> None:
         await self.link.close()
@@ -42,6 +47,8 @@ def redis_url(given: str | None = None) -> str | None:
 async def connect_shared(url: str, limits: Limits, pause: float = BREAK_SECONDS) -> SharedState:
     """The shared state on the Redis at `url`, once it answers (see `SharedLink` for
     `pause`)."""
+    from .bus import RedisBus
+    from .events import RedisEventLog
     from .quotas import RedisQuotas
     from .redis import SharedLink, public_url
     from .sessions import RedisSessions
@@ -60,7 +67,8 @@ async def connect_shared(url: str, limits: Limits, pause: float = BREAK_SECONDS)
     sessions = RedisSessions(
         link, limits.max_sessions, limits.max_sessions_per_principal, limits.session_idle_ttl
     )
-    return SharedState(link, RedisQuotas(link), sessions)
+    events = RedisEventLog(link, limits.sse_replay_events, limits.session_idle_ttl)
+    return SharedState(link, RedisQuotas(link), sessions, events, RedisBus(link))
 
 
 __all__ = ["SharedState", "SharedStateError", "connect_shared", "redis_url"]

@@ -36,6 +36,7 @@ T = TypeVar("T")
 PREFIX = "sp00ky:"
 TIMEOUT = 1.0
 POOL_SIZE = 64
+WAITING_POOL_SIZE = 256
 # A replica's key lives this long; it is renewed three times as often.
 ALIVE_MS = 15_000
 NO_EXTRA = (
@@ -60,6 +61,16 @@ class SharedLink:
             retry=Retry(NoBackoff(), 0),
         )
         self.client = Redis(connection_pool=pool)
+        # Reads that wait for what another replica writes (a resumed stream) hold their
+        # connection while they wait: a pool of their own, so they never starve the rest.
+        self.waiting_pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=WAITING_POOL_SIZE,
+            timeout=TIMEOUT,
+            socket_connect_timeout=TIMEOUT,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self.waiting = Redis(connection_pool=self.waiting_pool)
         # After a failure, how long calls fail at once before Redis is tried again.
         self.pause = pause
         self._broken_until = 0.0
@@ -81,6 +92,18 @@ class SharedLink:
             raise SharedStateUnavailable()
         try:
             return await call(self.client)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._break(exc)
+            raise SharedStateUnavailable() from None
+
+    async def run_blocking(self, call: Callable[[Any], Awaitable[T]], wait: float) -> T:
+        """`call(client)` on a connection for waiting reads, which may block up to `wait`
+        seconds on the server; SharedStateUnavailable when Redis does not answer."""
+        if time.monotonic() < self._broken_until:
+            raise SharedStateUnavailable()
+        try:
+            with anyio.fail_after(wait + TIMEOUT):
+                return await call(self.waiting)
         except (RedisError, OSError, TimeoutError) as exc:
             self._break(exc)
             raise SharedStateUnavailable() from None
@@ -108,8 +131,10 @@ class SharedLink:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 await self.client.delete(self.alive_key)
             await self.client.aclose()
-            # A pool given to the client is the giver's to close.
+            await self.waiting.aclose()
+            # A pool given to a client is the giver's to close.
             await self.pool.disconnect()
+            await self.waiting_pool.disconnect()
 
 
 def public_url(url: str) -> str:

@@ -35,7 +35,9 @@ end
 """
 
 # ARGV: id, value, ttl ms, max per owner, max in all, key prefix.  KEYS: value, owner's, all.
-ADD = CLOCK + """
+ADD = (
+    CLOCK
+    + """
 local now = now(ARGV[6])
 local cutoff = now - tonumber(ARGV[3]) * 1000
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)
@@ -60,9 +62,12 @@ redis.call('ZADD', KEYS[2], now, ARGV[1])
 redis.call('ZADD', KEYS[3], now, ARGV[1])
 return evicted
 """
+)
 
 # ARGV: id, ttl ms, key prefix.  KEYS: value, all.
-GET = CLOCK + """
+GET = (
+    CLOCK
+    + """
 local value = redis.call('GET', KEYS[1])
 if not value then return false end
 local now = now(ARGV[3])
@@ -71,6 +76,7 @@ redis.call('ZADD', KEYS[2], now, ARGV[1])
 redis.call('ZADD', ARGV[3] .. 'so:' .. cjson.decode(value)['k'], now, ARGV[1])
 return value
 """
+)
 
 # ARGV: id, key prefix.  KEYS: value, all.
 REMOVE = """
