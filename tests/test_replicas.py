@@ -6,17 +6,26 @@ the same way."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.from_thread
+import httpx
+import orjson
 import pytest
 
+from tests.faults_support import PROCESS_BOUND, PYTHON_M, Served
+from tests.product_support import Progress, accept, sdk_client
 from tests.replicas_support import replicas, round_robin, shared_key_file
 from tests.test_conformance import COUNTS, LEGS, RUNNER
+from tests.test_shared_state import sse_events
+from tests.wire import BOTH, LATEST, initialize_body, modern_headers, modern_meta
 
 pytestmark = pytest.mark.anyio
 
@@ -54,3 +63,244 @@ def test_every_conformance_check_passes_against_three_replicas_behind_a_round_ro
     counts = COUNTS.search(run.stdout)
     assert counts, run.stdout[-4000:] + run.stderr[-2000:]
     assert (int(counts.group(3)), run.returncode) == (0, 0), run.stdout[-6000:]
+
+
+# --- the product: three replicas on one PostgreSQL and one Redis ----------------------------
+
+
+class Deployment:
+    """Product replicas with what a test needs to reach them: their URLs, the shared key
+    file, and `spky mcp` pointed at the same database."""
+
+    def __init__(self, directory: Path, database_url: str, key: Path, started: list[Served]):
+        self.directory = directory
+        self.database_url = database_url
+        self.key = key
+        self.replicas = started
+
+    @property
+    def backends(self) -> list[str]:
+        return [server.url.removesuffix("/v1/mcp") for server in self.replicas]
+
+    def spky(self, *args: str) -> str:
+        where = ["--data-dir", str(self.directory / "admin"), "--database-url", self.database_url]
+        done = subprocess.run(
+            [*PYTHON_M, *args, *where, "--secret-key-file", str(self.key)],
+            capture_output=True,
+            text=True,
+            timeout=PROCESS_BOUND,
+            check=True,
+        )
+        return done.stdout
+
+    def mint(self, name: str) -> str:
+        out = self.spky("token", "--scopes", "mcp:full", "--yes", "--json", "--name", name)
+        token: str = orjson.loads(out)["token"]
+        return token
+
+
+@contextmanager
+def deployment(
+    directory: Path, database_url: str, redis_url: str, extra: tuple[str, ...] = ()
+) -> Iterator[Deployment]:
+    key = shared_key_file(directory)
+    (directory / "admin").mkdir()
+    with replicas(directory, 3, database_url, redis_url, key, extra) as started:
+        yield Deployment(directory, database_url, key, started)
+
+
+def structured(result: Any) -> Any:
+    assert result.is_error is False, result
+    return result.structured_content
+
+
+async def test_one_client_sees_one_server_whichever_replica_serves_each_request(
+    tmp_path: Path, postgres_database_url: str, redis_url: str
+) -> None:
+    with deployment(tmp_path, postgres_database_url, redis_url) as live:
+        token = live.mint("laptop")
+        async with round_robin(live.backends) as proxy:
+            progress = Progress()
+            async with sdk_client(proxy.url(), token, elicitation_callback=accept) as client:
+                await client.call_tool("create_project", {"name": "api"})
+                await client.call_tool("create_project", {"name": "web"})
+                backup = await client.call_tool(
+                    "create_backup", {"project": "api"}, progress_callback=progress
+                )
+                destroyed = await client.call_tool("destroy_project", {"project": "web"})
+                listed = structured(await client.call_tool("list_projects", {}))
+            async with sdk_client(
+                proxy.url(), token, "auto", elicitation_callback=accept
+            ) as modern:
+                again = await modern.call_tool("destroy_project", {"project": "api"})
+                after = structured(await modern.call_tool("list_projects", {}))
+            served = set(proxy.served)
+    assert served == {0, 1, 2}
+    assert structured(backup)["project"] == "api"
+    assert [round(p) for p, _, _ in progress] == [0, 1, 2, 3]
+    assert destroyed.is_error is False and again.is_error is False
+    assert [project["name"] for project in listed["items"]] == ["api"]
+    assert after["items"] == []
+
+
+async def test_a_revoked_token_is_refused_by_every_replica_at_its_next_request(
+    tmp_path: Path, postgres_database_url: str, redis_url: str
+) -> None:
+    with deployment(tmp_path, postgres_database_url, redis_url) as live:
+        token = live.mint("laptop")
+        async with httpx.AsyncClient() as http:
+            before = [await modern_list(http, server.url, token) for server in live.replicas]
+            live.spky("revoke", "laptop")
+            after = [await modern_list(http, server.url, token) for server in live.replicas]
+    assert before == [200, 200, 200]
+    assert after == [401, 401, 401]
+
+
+async def test_one_rate_limit_holds_across_the_replicas(
+    tmp_path: Path, postgres_database_url: str, redis_url: str
+) -> None:
+    limits = ("--rate-per-minute", "60", "--rate-burst", "3")
+    with deployment(tmp_path, postgres_database_url, redis_url, limits) as live:
+        token = live.mint("laptop")
+        async with httpx.AsyncClient() as http:
+            codes = [
+                await modern_list(http, live.replicas[index % 3].url, token) for index in range(4)
+            ]
+    assert codes == [200, 200, 200, 429]
+
+
+async def modern_list(http: httpx.AsyncClient, url: str, token: str) -> int:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": modern_meta()}}
+    headers = modern_headers("tools/list") | {"authorization": f"Bearer {token}"}
+    return (await http.post(url, json=body, headers=headers)).status_code
+
+
+async def test_a_stream_broken_by_a_killed_replica_resumes_on_another_with_every_event_sent(
+    tmp_path: Path, postgres_database_url: str, redis_url: str
+) -> None:
+    with deployment(tmp_path, postgres_database_url, redis_url) as live:
+        token = live.mint("laptop")
+        a, b = live.replicas[0], live.replicas[1]
+        async with httpx.AsyncClient(timeout=PROCESS_BOUND) as http:
+            session_id = await handshake(http, a.url, token)
+            await rpc(http, b.url, token, session_id, "tools/call", create("api"))
+            primed = await first_event_of_a_prompt(http, a.url, token, session_id)
+            os.kill(a.process.pid, signal.SIGKILL)
+            replayed = await replay_until_the_prompt(http, b.url, token, session_id, primed)
+    assert replayed["method"] == "elicitation/create"
+
+
+async def test_a_call_on_one_replica_is_cancelled_through_another(
+    tmp_path: Path, postgres_database_url: str, redis_url: str
+) -> None:
+    with deployment(tmp_path, postgres_database_url, redis_url) as live:
+        token = live.mint("laptop")
+        a, b, c = live.replicas
+        async with httpx.AsyncClient(timeout=PROCESS_BOUND) as http:
+            session_id = await handshake(http, a.url, token)
+            await rpc(http, b.url, token, session_id, "tools/call", create("api"))
+            primed = await first_event_of_a_prompt(http, a.url, token, session_id)
+            cancel = {"requestId": 5, "reason": "no"}
+            await notify(http, c.url, token, session_id, "notifications/cancelled", cancel)
+            ended = await replay_to_the_end(http, b.url, token, session_id, primed)
+            listed = await rpc(
+                http,
+                c.url,
+                token,
+                session_id,
+                "tools/call",
+                {"name": "list_projects", "arguments": {}},
+            )
+    assert [m.get("method") for m in ended] == ["elicitation/create"]
+    assert [p["name"] for p in listed["result"]["structuredContent"]["items"]] == ["api"]
+
+
+def create(name: str) -> dict[str, Any]:
+    return {"name": "create_project", "arguments": {"name": name}}
+
+
+def session_headers(token: str, session_id: str | None = None) -> dict[str, str]:
+    headers = {
+        "authorization": f"Bearer {token}",
+        "accept": BOTH,
+        "content-type": "application/json",
+    }
+    if session_id is not None:
+        headers |= {"mcp-session-id": session_id, "mcp-protocol-version": LATEST}
+    return headers
+
+
+async def handshake(http: httpx.AsyncClient, url: str, token: str) -> str:
+    body = initialize_body(capabilities={"elicitation": {}})
+    reply = await http.post(url, content=body, headers=session_headers(token))
+    assert reply.status_code == 200, reply.text
+    return reply.headers["mcp-session-id"]
+
+
+async def rpc(
+    http: httpx.AsyncClient, url: str, token: str, session_id: str, method: str, params: Any
+) -> Any:
+    body = {"jsonrpc": "2.0", "id": 9, "method": method, "params": params}
+    reply = await http.post(
+        url, json=body, headers=session_headers(token, session_id)
+    )
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
+async def notify(
+    http: httpx.AsyncClient, url: str, token: str, session_id: str, method: str, params: Any
+) -> None:
+    body = {"jsonrpc": "2.0", "method": method, "params": params}
+    reply = await http.post(url, json=body, headers=session_headers(token, session_id))
+    assert reply.status_code == 202, reply.text
+
+
+async def first_event_of_a_prompt(
+    http: httpx.AsyncClient, url: str, token: str, session_id: str
+) -> str:
+    """destroy_project called on `url`: the id of its stream's priming event, once the
+    stream began (the prompt that follows is sent, and the connection is then dropped)."""
+    body = {
+        "jsonrpc": "2.0",
+        "id": 5,
+        "method": "tools/call",
+        "params": {"name": "destroy_project", "arguments": {"project": "api"}},
+    }
+    async with http.stream(
+        "POST", url, json=body, headers=session_headers(token, session_id)
+    ) as sent:
+        async for event_id, message in sse_events(sent):
+            if message is not None and message.get("method") == "elicitation/create":
+                assert event_id is not None
+                return event_id.rsplit("_", 1)[0] + "_0"
+    raise AssertionError("the call asked nothing")
+
+
+async def replay_until_the_prompt(
+    http: httpx.AsyncClient, url: str, token: str, session_id: str, last: str
+) -> Any:
+    headers = session_headers(token, session_id) | {
+        "last-event-id": last,
+        "accept": "text/event-stream",
+    }
+    with anyio.fail_after(PROCESS_BOUND):
+        async with http.stream("GET", url, headers=headers) as stream:
+            assert stream.status_code == 200
+            async for _, message in sse_events(stream):
+                if message is not None:
+                    return message
+    raise AssertionError("nothing was replayed")
+
+
+async def replay_to_the_end(
+    http: httpx.AsyncClient, url: str, token: str, session_id: str, last: str
+) -> list[Any]:
+    headers = session_headers(token, session_id) | {
+        "last-event-id": last,
+        "accept": "text/event-stream",
+    }
+    with anyio.fail_after(PROCESS_BOUND):
+        async with http.stream("GET", url, headers=headers) as stream:
+            assert stream.status_code == 200
+            return [message async for _, message in sse_events(stream) if message is not None]

@@ -299,6 +299,8 @@ async def test_without_redis_the_handshake_era_is_refused_and_the_stateless_era_
         stateless = await a.rpc(token, "tools/list")
         own_redis.start()
         back = await in_session(a, token, session_id, "tools/list")
+        anew = await initialize(a, token)
+        served = await in_session(a, token, anew, "tools/list")
     assert refused.status_code == 503
     assert refused.headers["retry-after"] == "1"
     assert refused.json() == {
@@ -309,6 +311,7 @@ async def test_without_redis_the_handshake_era_is_refused_and_the_stateless_era_
     assert stateless.status_code == 200
     # Redis kept nothing on disk: the session died with it, and the client starts again.
     assert back.status_code == 404
+    assert served.status_code == 200
 
 
 async def test_a_redis_that_does_not_answer_at_start_is_refused_with_a_sentence(
