@@ -21,6 +21,7 @@ def report(
     macros: dict[str, macro.Sample],
     memory: tuple[float, float],
     sdk_memory: tuple[float, float],
+    redis_session: float,
 ) -> str:
     ours = macros["sp00ky-mcp (handshake, JSON)"]
     modern = macros["sp00ky-mcp (2026-07-28)"]
@@ -38,6 +39,10 @@ def report(
     sdk_alone = macros["official SDK (JSON replies)" + macro.ONE_CONNECTION]
     on_uvloop = macros["sp00ky-mcp (handshake, JSON, uvloop)"]
     bare_uvloop = macros["bare h11 ceiling (uvloop)"]
+    on_redis = macros["sp00ky-mcp (handshake, JSON, sessions on Redis)"]
+    modern_redis = macros["sp00ky-mcp (2026-07-28, calls in flight counted on Redis)"]
+    one_worker = macros["sp00ky-mcp (2026-07-28, on Redis, 1 worker, cores 0-1)"]
+    two_workers = macros["sp00ky-mcp (2026-07-28, on Redis, --workers 2, cores 0-1)"]
     lines = [
         "# Benchmark results",
         "",
@@ -81,6 +86,13 @@ def report(
         f"{ratio(sse_reply.cpu_us, ours.cpu_us)} | ≤ 2x |",
         f"| progress (3 notifications) over SSE vs JSON reply, CPU per call | "
         f"{ratio(progress.cpu_us, ours.cpu_us)} | ≤ 2x |",
+        f"| handshake tools/call, sessions on Redis vs in memory, CPU per call | "
+        f"{on_redis.cpu_us / ours.cpu_us - 1:+.0%} | ≤ +30% |",
+        f"| 2026-07-28 tools/call, calls in flight on Redis vs in memory, CPU per call | "
+        f"{modern_redis.cpu_us / modern.cpu_us - 1:+.0%} | reported |",
+        f"| 2026-07-28, `--workers 2` vs 1 (2 cores, wrk on one of them) | "
+        f"{two_workers.rps / one_worker.rps:.2f}x | reported |",
+        f"| Redis memory per idle handshake-era session | {redis_session:,.0f} bytes | reported |",
         f"| memory at rest | {memory[0]:.1f} MiB (SDK {sdk_memory[0]:.1f}) | ≤ 30 MiB |",
         f"| per idle session | {memory[1]:.1f} KiB (SDK {sdk_memory[1]:.1f}) | ≤ 4 KiB |",
         "",
@@ -104,7 +116,9 @@ def main() -> None:
     macros = macro.run(rounds=1 if quick else 3, seconds=2 if quick else 5)
     memory = macro.idle_memory(macro.TARGETS["sp00ky-mcp (handshake, JSON)"], 200)
     sdk_memory = macro.idle_memory(macro.TARGETS["official SDK (JSON replies)"], 200)
-    text = report(micros, macros, memory, sdk_memory)
+    redis_session = macro.redis_session_bytes(200)
+    micros += macro.shared_quota_costs()
+    text = report(micros, macros, memory, sdk_memory, redis_session)
     RESULTS.write_text(text)
     print(text)
 

@@ -3,6 +3,7 @@ rounds alternating A B A B ..., medians reported with their ratios."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
@@ -12,13 +13,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 
+from tests import redis_support
 from tests.pg_support import TRUNCATE_ALL, postgres_server_url, psql
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +50,8 @@ class Target:
     command: Callable[[int], list[str]]
     prepare: Callable[[str, int], Load]
     env: dict[str, str] = field(default_factory=dict)
+    # The cores the server may run on (wrk runs on core 1).
+    cores: str = "0"
 
 
 @dataclass
@@ -191,8 +197,29 @@ def wait_for_port(port: int, seconds: float = 20.0) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """The CPU time of the process and of its children (a supervisor's workers)."""
+    return _own_cpu(pid) + sum(_own_cpu(child) for child in children(pid))
+
+
+def _own_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
 
 
 def rss_kib(pid: int) -> int:
@@ -207,7 +234,7 @@ class Running:
         self.port = free_port()
         env = {**os.environ, **target.env}
         self.process = subprocess.Popen(
-            ["taskset", "-c", "0", *target.command(self.port)],
+            ["taskset", "-c", target.cores, *target.command(self.port)],
             stdout=subprocess.PIPE,
             text=True,
             env=env,
@@ -315,6 +342,19 @@ def ours(port: int) -> list[str]:
 PRODUCT_DIR = Path(tempfile.gettempdir()) / "sp00ky-bench-product"
 # The PostgreSQL database of the runs on PostgreSQL (set by `run`, emptied after each target).
 DATABASE: dict[str, str] = {}
+
+
+# The Redis of the rows that share state on it (set by `run`), and the key file replicas share.
+REDIS: dict[str, str] = {}
+KEY_FILE = Path(tempfile.gettempdir()) / "sp00ky-bench-secret.key"
+
+
+def shared_flags() -> list[str]:
+    return ["--redis-url", REDIS["url"], "--secret-key-file", str(KEY_FILE)]
+
+
+def on_redis(*extra: str) -> Callable[[int], list[str]]:
+    return lambda port: [*ours(port), *shared_flags(), *extra]
 
 
 def store_flags(backend: str) -> list[str]:
@@ -433,6 +473,18 @@ TARGETS = {
     "sp00ky-mcp write path on PostgreSQL (set_env_var)": Target(
         "sp00ky-write-pg", product_on("postgres"), on_postgres(write_load)
     ),
+    "sp00ky-mcp (handshake, JSON, sessions on Redis)": Target(
+        "sp00ky-redis", on_redis(), handshake_load
+    ),
+    "sp00ky-mcp (2026-07-28, calls in flight counted on Redis)": Target(
+        "sp00ky-modern-redis", on_redis(), modern_load
+    ),
+    "sp00ky-mcp (2026-07-28, on Redis, 1 worker, cores 0-1)": Target(
+        "sp00ky-w1", on_redis(), modern_load, cores="0,1"
+    ),
+    "sp00ky-mcp (2026-07-28, on Redis, --workers 2, cores 0-1)": Target(
+        "sp00ky-w2", on_redis("--workers", "2"), modern_load, cores="0,1"
+    ),
     "bare h11 ceiling": Target(
         "bare", lambda p: [PY, "-m", "bench.servers.bare_h11", str(p)], ceiling_load
     ),
@@ -454,15 +506,95 @@ ONE_CONNECTION = ", 1 connection"
 
 
 def run(rounds: int = 3, seconds: float = 5.0, connections: int = 16) -> dict[str, Sample]:
-    """Every target, `rounds` times in turn, on a throwaway PostgreSQL for the rows on it."""
+    """Every target, `rounds` times in turn, on a throwaway PostgreSQL and a throwaway Redis
+    for the rows on them."""
     servers = postgres_server_url.__wrapped__()  # type: ignore[attr-defined]
     DATABASE["url"] = next(servers)
     try:
-        return run_all(rounds, seconds, connections)
+        with throwaway_redis():
+            return run_all(rounds, seconds, connections)
     finally:
         DATABASE.clear()
         for _ in servers:
             pass
+
+
+@contextmanager
+def throwaway_redis() -> Iterator[str]:
+    directory = Path(tempfile.mkdtemp(prefix="sp00ky-bench-redis-"))
+    port = redis_support.free_port()
+    process = redis_support.start(directory, port)
+    KEY_FILE.unlink(missing_ok=True)
+    REDIS["url"] = redis_support.url_of(port)
+    try:
+        yield REDIS["url"]
+    finally:
+        REDIS.clear()
+        redis_support.stop(process)
+        shutil.rmtree(directory, ignore_errors=True)
+        KEY_FILE.unlink(missing_ok=True)
+
+
+def redis_session_bytes(sessions: int) -> float:
+    """Bytes Redis holds per idle handshake-era session of a server that shares them."""
+    with throwaway_redis() as url:
+        client = redis_support.client(url)
+        running = Running(Target("sp00ky-redis", on_redis(), handshake_load))
+        try:
+            before = int(client.info("memory")["used_memory"])
+            for _ in range(sessions):
+                handshake(running.url)
+            grown = int(client.info("memory")["used_memory"])
+        finally:
+            running.stop()
+            client.close()
+    return (grown - before) / sessions
+
+
+def shared_quota_costs(calls: int = 2000) -> list[tuple[str, float]]:
+    """Wall µs per decision of the shared quotas (a round trip to a local Redis each), beside
+    the in-process ones."""
+    return asyncio.run(_quota_costs(calls))
+
+
+async def _quota_costs(calls: int) -> list[tuple[str, float]]:
+    from sp00ky_mcp.engine.quotas import LocalQuotas
+    from sp00ky_mcp.product.shared.quotas import RedisQuotas
+    from sp00ky_mcp.product.shared.redis import SharedLink
+
+    with throwaway_redis() as url:
+        link = SharedLink(url)
+        try:
+            shared, local = RedisQuotas(link), LocalQuotas()
+            rows = []
+            for name, quotas in (("shared (Redis)", shared), ("in process", local)):
+                rows.append(
+                    (
+                        f"rate limit decision, {name}",
+                        await _timed(calls, quotas.throttle, "t", 0.0, 1e9, 1e9),
+                    )
+                )
+                rows.append(
+                    (f"call slot claim + release, {name}", await _timed_slot(calls, quotas))
+                )
+            return rows
+        finally:
+            await link.close()
+
+
+async def _timed(calls: int, step: Callable[..., Awaitable[object]], *args: object) -> float:
+    began = time.perf_counter()
+    for _ in range(calls):
+        await step(*args)
+    return (time.perf_counter() - began) / calls * 1e6
+
+
+async def _timed_slot(calls: int, quotas: Any) -> float:
+    began = time.perf_counter()
+    for _ in range(calls):
+        await quotas.claim("t", 32)
+        await quotas.release("t")
+    return (time.perf_counter() - began) / calls * 1e6
 
 
 def run_all(rounds: int, seconds: float, connections: int) -> dict[str, Sample]:
