@@ -241,9 +241,7 @@ async def rpc(
     http: httpx.AsyncClient, url: str, token: str, session_id: str, method: str, params: Any
 ) -> Any:
     body = {"jsonrpc": "2.0", "id": 9, "method": method, "params": params}
-    reply = await http.post(
-        url, json=body, headers=session_headers(token, session_id)
-    )
+    reply = await http.post(url, json=body, headers=session_headers(token, session_id))
     assert reply.status_code == 200, reply.text
     return reply.json()
 
