@@ -499,7 +499,9 @@ async def test_serve_refuses_a_key_file_other_users_can_read_before_it_listens(
     create_keys(key_file, [Key.new()])
     key_file.chmod(0o604)
     config = ServerConfig(port=0, data_dir=str(tmp_path / "data"))
-    args = argparse.Namespace(user=None, secret_key_file=str(key_file), database_url=None)
+    args = argparse.Namespace(
+        user=None, secret_key_file=str(key_file), database_url=None, redis_url=None, worker=False
+    )
     started: list[McpServer] = []
     with pytest.raises(CliError) as refused:
         await run_server(config, args, started)
