@@ -537,8 +537,10 @@ async def test_a_store_locked_while_serving_answers_a_write_with_a_clear_error_a
     before = await variables(product, reveal)
     await store.set_busy_timeout(0.05)
     arguments = {"project": "api", "key": "LATE", "value": "1"}
-    with closing(sqlite3.connect(store.path, isolation_level=None)) as holder:
-        holder.execute("BEGIN EXCLUSIVE")
+    holding = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
+    with closing(holding) as holder:
+        # Off the event loop, as the lock of another process would be taken (see below).
+        await anyio.to_thread.run_sync(holder.execute, "BEGIN EXCLUSIVE")
         refused = await product.rpc(
             fresh, "tools/call", {"name": "set_env_var", "arguments": arguments}
         )
