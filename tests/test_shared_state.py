@@ -516,3 +516,41 @@ async def test_a_call_on_one_replica_is_cancelled_through_another(
     assert posted.status_code == 202
     assert replayed == []
     assert [project["name"] for project in listed["items"]] == ["api"]
+
+
+# --- decisions batched into one round trip ---------------------------------------------------
+
+
+async def test_decisions_made_at_once_share_a_round_trip_and_each_gets_its_answer(
+    redis_url: str,
+) -> None:
+    async with replicas(redis_url, 1) as (quotas,):
+        answers: list[bool] = []
+
+        async def claim() -> None:
+            answers.append(await quotas.claim("tok", 5))
+
+        async with anyio.create_task_group() as tasks:
+            for _ in range(10):
+                tasks.start_soon(claim)
+        held = await quotas.link.client.hget(quotas.link.key("calls", "tok"), quotas.link.replica)
+    assert sorted(answers) == [False] * 5 + [True] * 5
+    assert held == b"5"
+
+
+async def test_a_slot_claimed_for_a_caller_that_left_is_given_back(redis_url: str) -> None:
+    async with replicas(redis_url, 1) as (quotas,):
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await quotas.claim("tok", 1)  # enqueued, then abandoned at once
+        await quotas.batch.settle()
+        claimed = await quotas.claim("tok", 1)
+    assert claimed is True
+
+
+async def test_a_script_redis_forgot_is_loaded_again_and_run(redis_url: str) -> None:
+    async with replicas(redis_url, 1) as (quotas,):
+        assert await quotas.claim("tok", 2)
+        await quotas.link.client.script_flush()
+        again = await quotas.claim("tok", 2)
+    assert again is True

@@ -47,6 +47,7 @@ def redis_url(given: str | None = None) -> str | None:
 async def connect_shared(url: str, limits: Limits, pause: float = BREAK_SECONDS) -> SharedState:
     """The shared state on the Redis at `url`, once it answers (see `SharedLink` for
     `pause`)."""
+    from .batch import ScriptBatch
     from .bus import RedisBus
     from .events import RedisEventLog
     from .quotas import RedisQuotas
@@ -64,11 +65,16 @@ async def connect_shared(url: str, limits: Limits, pause: float = BREAK_SECONDS)
         raise SharedStateError(
             f"Redis at {public_url(url)} does not answer; start it, or correct --redis-url."
         ) from None
+    batch = ScriptBatch(link)
     sessions = RedisSessions(
-        link, limits.max_sessions, limits.max_sessions_per_principal, limits.session_idle_ttl
+        link,
+        limits.max_sessions,
+        limits.max_sessions_per_principal,
+        limits.session_idle_ttl,
+        batch=batch,
     )
     events = RedisEventLog(link, limits.sse_replay_events, limits.session_idle_ttl)
-    return SharedState(link, RedisQuotas(link), sessions, events, RedisBus(link))
+    return SharedState(link, RedisQuotas(link, batch), sessions, events, RedisBus(link))
 
 
 __all__ = ["SharedState", "SharedStateError", "connect_shared", "redis_url"]

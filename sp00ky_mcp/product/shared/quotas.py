@@ -10,11 +10,14 @@ that way it releases that way.
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 
 from ...engine.errors import SharedStateUnavailable
 from ...engine.quotas import LocalQuotas, Quotas
 from ...engine.tally import Tally
+from .batch import ScriptBatch
 from .redis import SharedLink
 
 # Token bucket: hash {t: tokens, s: stamp}; a clock that stepped back refills nothing.
@@ -58,8 +61,9 @@ return 1
 
 
 class RedisQuotas(Quotas):
-    def __init__(self, link: SharedLink) -> None:
+    def __init__(self, link: SharedLink, batch: ScriptBatch | None = None) -> None:
         self.link = link
+        self.batch = batch or ScriptBatch(link)
         client = link.client
         self._throttle = client.register_script(THROTTLE)
         self._claim = client.register_script(CLAIM)
@@ -73,7 +77,7 @@ class RedisQuotas(Quotas):
     async def throttle(self, key: str, now: float, rate: float, burst: float) -> float:
         keys = [self.link.key("rate", key)]
         try:
-            wait = await self.link.run(lambda c: self._throttle(keys, [now, rate, burst]))
+            wait = await self.batch(self._throttle, keys, [now, rate, burst])
         except SharedStateUnavailable:
             return await self.fallback.throttle(key, now, rate, burst)
         return float(wait)
@@ -84,12 +88,19 @@ class RedisQuotas(Quotas):
         keys = [self.link.key("calls", key)]
         args: list[str | int] = [self.link.replica, cap, self.link.key("replica", "")]
         try:
-            claimed = await self.link.run(lambda c: self._claim(keys, args))
+            # A caller gone before the answer came leaves a slot taken: it is given back.
+            claimed = await self.batch(
+                self._claim, keys, args, lambda taken: self._abandoned(key, taken)
+            )
         except SharedStateUnavailable:
             return self._claim_locally(key, cap)
         if claimed:
             self._held.add(key)
         return bool(claimed)
+
+    def _abandoned(self, key: str, taken: Any) -> None:
+        if taken:
+            self._owed.add(key)
 
     def _claim_locally(self, key: str, cap: int) -> bool:
         if self._local.get(key, 0) >= cap:
@@ -110,7 +121,7 @@ class RedisQuotas(Quotas):
     async def _release_shared(self, key: str) -> bool:
         keys = [self.link.key("calls", key)]
         try:
-            await self.link.run(lambda c: self._release(keys, [self.link.replica]))
+            await self.batch(self._release, keys, [self.link.replica])
         except SharedStateUnavailable:
             return False
         return True

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from ...engine.sessions import Session, SessionState, SessionStore
+from .batch import ScriptBatch
 from .redis import SharedLink
 
 CLOCK = """
@@ -108,8 +109,10 @@ class RedisSessions(SessionStore):
         max_per_owner: int,
         idle_ttl: float,
         on_end: Callable[[str], None] = lambda session_id: None,
+        batch: ScriptBatch | None = None,
     ) -> None:
         self.link = link
+        self.batch = batch or ScriptBatch(link)
         self.max_sessions = max_sessions
         self.max_per_owner = max_per_owner
         self.ttl_ms = max(1, int(idle_ttl * 1000))
@@ -147,7 +150,7 @@ class RedisSessions(SessionStore):
     async def get(self, session_id: str, now: float) -> Session | None:
         keys = [self._value_key(session_id), self._all_key]
         args: list[str | int] = [session_id, self.ttl_ms, self.link.prefix]
-        value = await self.link.run(lambda c: self._get(keys, args))
+        value = await self.batch(self._get, keys, args)
         return None if value is None else decode(session_id, value)
 
     async def save(self, session: Session) -> None:
