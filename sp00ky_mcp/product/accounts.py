@@ -160,6 +160,9 @@ class Accounts:
                 await tx.accounts.touch_token(token_id, when)
         except StoreUnavailable as exc:
             log.warning("last use of token %s not recorded: %s", token_id, exc.message)
+        except Exception:
+            # It runs in the background, where nothing would hear of it.
+            log.exception("last use of token %s not recorded", token_id)
 
     # --- audit -----------------------------------------------------------------------------
 

@@ -91,6 +91,10 @@ class AuditTrail:
             await self.accounts.audit(pending)
         except StoreError as exc:
             log.error("%d audit records were not written: %s", len(pending), _said(exc))
+        except Exception:
+            # In the background: nothing above it would hear of it, and it must not end the
+            # server; the traceback is for the operator.
+            log.exception("%d audit records were not written", len(pending))
 
     async def drain(self) -> None:
         """Writes what is pending and waits for the writes under way (at shutdown); no timer

@@ -19,6 +19,7 @@ docs/performance.md for why).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -310,7 +311,10 @@ class PostgresStore(Store):
         try:
             await self.pool.release(connection)
         except Exception:
-            connection.terminate()
+            # A reset that failed may leave the connection counted as released already, when
+            # it refuses to be closed; the pool replaces it either way.
+            with contextlib.suppress(Exception):
+                connection.terminate()
 
     # --- version, schema, keys -------------------------------------------------------------
 
