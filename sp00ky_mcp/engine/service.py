@@ -264,8 +264,16 @@ class McpService:
             return await self._post_in_session(request, batch, session, principal)
         finally:
             if session.mark() != mark:
-                with anyio.CancelScope(shield=True):
-                    await self.sessions.save(session)
+                await self._save(session)
+
+    async def _save(self, session: Session) -> None:
+        """Records what a request changed in its session.  The request has been answered by
+        now, so a shared store that cannot take it is logged, not answered again."""
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.sessions.save(session)
+            except SharedStateUnavailable:
+                log.warning("a change to session %s was not kept", session.id[:8])
 
     async def _initialize(
         self, message: jsonrpc.Request, batch: transport.Batch, principal: Principal
