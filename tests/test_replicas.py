@@ -302,3 +302,32 @@ async def replay_to_the_end(
         async with http.stream("GET", url, headers=headers) as stream:
             assert stream.status_code == 200
             return [message async for _, message in sse_events(stream) if message is not None]
+
+
+async def test_the_log_level_set_through_one_replica_governs_a_call_on_another(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The SDK sets the session's log level at start; the call that logs lands on another
+    replica, which reads the level from the shared session; its progress comes back too."""
+    key = shared_key_file(tmp_path)
+    logged: list[tuple[str, Any]] = []
+
+    async def on_log(params: Any) -> None:
+        logged.append((params.level, params.data))
+
+    with replicas(tmp_path, 3, None, redis_url, key, profile="conformance") as started:
+        backends = [server.url.removesuffix("/v1/mcp") for server in started]
+        async with round_robin(backends) as proxy:
+            progress = Progress()
+            options: dict[str, Any] = {"logging_callback": on_log, "log_level": "info"}
+            async with sdk_client(proxy.url(), "anonymous", **options) as client:
+                await client.call_tool("test_tool_with_logging", {})
+                await client.call_tool("test_tool_with_progress", {}, progress_callback=progress)
+            served = set(proxy.served)
+    assert served == {0, 1, 2}
+    assert logged == [
+        ("info", "Tool execution started"),
+        ("info", "Tool processing data"),
+        ("info", "Tool execution completed"),
+    ]
+    assert [p for p, _, _ in progress] == [0, 50, 100]

@@ -15,9 +15,13 @@ import httpx
 import orjson
 import pytest
 
-from sp00ky_mcp.engine.config import Limits
+from sp00ky_mcp.engine.config import Limits, ServerConfig
 from sp00ky_mcp.engine.events import CUT, END, EVENT, Entry
+from sp00ky_mcp.engine.fixtures import conformance_catalogue
+from sp00ky_mcp.engine.keys import KeyRing
+from sp00ky_mcp.engine.ports import Ports
 from sp00ky_mcp.engine.runtime import MAX_RETAINED_STREAMS
+from sp00ky_mcp.engine.server import McpServer, anonymous
 from sp00ky_mcp.engine.sessions import Session, SessionState
 from sp00ky_mcp.product.shared import SharedStateError, connect_shared
 from sp00ky_mcp.product.shared.bus import RedisBus
@@ -554,3 +558,51 @@ async def test_a_script_redis_forgot_is_loaded_again_and_run(redis_url: str) -> 
         await quotas.link.client.script_flush()
         again = await quotas.claim("tok", 2)
     assert again is True
+
+
+@asynccontextmanager
+async def conformance_replicas(url: str, key: bytes) -> AsyncIterator[list[McpServer]]:
+    """Two conformance servers sharing their state on the Redis at `url` and one signing key."""
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tasks:
+        servers = []
+        for _ in range(2):
+            shared = await connect_shared(url, UNLIMITED, pause=0.0)
+            stack.push_async_callback(shared.close)
+            ports = Ports(shared.sessions, shared.events, shared.bus, shared.quotas, KeyRing([key]))
+            config = ServerConfig(port=0, profile="conformance")
+            server = McpServer(
+                config, conformance_catalogue(), authenticate=anonymous(), ports=ports
+            )
+            await tasks.start(server.serve)
+            servers.append(server)
+        yield servers
+        for server in servers:
+            server.shutdown()
+
+
+async def test_the_log_level_set_on_one_replica_holds_for_calls_on_the_other(
+    redis_url: str,
+) -> None:
+    async with conformance_replicas(redis_url, b"k" * 32) as (a, b), httpx.AsyncClient() as http:
+        plain = {"accept": BOTH, "content-type": "application/json"}
+        opened = await http.post(a.url, content=initialize_body(), headers=plain)
+        session = plain | {
+            "mcp-session-id": opened.headers["mcp-session-id"],
+            "mcp-protocol-version": LATEST,
+        }
+        quiet = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "logging/setLevel",
+            "params": {"level": "error"},
+        }
+        await http.post(b.url, json=quiet, headers=session)
+        call = {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "test_tool_with_logging", "arguments": {}},
+        }
+        replies = [(await http.post(s.url, json=call, headers=session)).text for s in (a, b)]
+    assert [reply.count("notifications/message") for reply in replies] == [0, 0]
+    assert all('"id":2' in reply for reply in replies)
