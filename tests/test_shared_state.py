@@ -606,3 +606,23 @@ async def test_the_log_level_set_on_one_replica_holds_for_calls_on_the_other(
         replies = [(await http.post(s.url, json=call, headers=session)).text for s in (a, b)]
     assert [reply.count("notifications/message") for reply in replies] == [0, 0]
     assert all('"id":2' in reply for reply in replies)
+
+
+async def test_a_get_stream_with_no_event_yet_is_resumed_on_the_other_replica(
+    redis_url: str,
+) -> None:
+    async with conformance_replicas(redis_url, b"k" * 32) as (a, b), httpx.AsyncClient() as http:
+        plain = {"accept": BOTH, "content-type": "application/json"}
+        opened = await http.post(a.url, content=initialize_body(), headers=plain)
+        session = {
+            "accept": "text/event-stream",
+            "mcp-session-id": opened.headers["mcp-session-id"],
+            "mcp-protocol-version": LATEST,
+        }
+        with anyio.fail_after(10):
+            async with http.stream("GET", a.url, headers=session) as stream:
+                primed = await anext(sse_events(stream))
+            resume = session | {"last-event-id": str(primed[0])}
+            async with http.stream("GET", b.url, headers=resume) as resumed:
+                status = resumed.status_code
+    assert status == 200

@@ -989,7 +989,13 @@ async def conformance_server(
     assert shared is not None
     keys = file_key_ring(Path(path))
     ports = Ports(shared.sessions, shared.events, shared.bus, shared.quotas, keys)
-    server = McpServer(config, catalogue, authenticate=anonymous(), ports=ports)
+    server = McpServer(
+        config,
+        catalogue,
+        authenticate=anonymous(),
+        ports=ports,
+        background=[shared.link.keep_alive],
+    )
     return server, no_notes, shared.close
 
 

@@ -146,6 +146,8 @@ class Supervisor:
     async def _run_once(self, index: int) -> int | None:
         async with await anyio.open_process(self.command, stdout=-1, stderr=None) as process:
             self._processes.add(process)
+            if self._stopped():
+                process.send_signal(signal.SIGTERM)  # started while the others were stopped
             try:
                 assert process.stdout is not None
                 await self._relay(process.stdout)

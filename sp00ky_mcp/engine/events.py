@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 # What happened on a stream, in the order it happened: an event, a cut (the HTTP response
-# following the stream ends there; 2025-11-25 SSE polling), or its end.
-EVENT, CUT, END = 0, 1, 2
+# following the stream ends there; 2025-11-25 SSE polling), its end; and its opening, kept
+# before its priming event is sent (at sequence 0, after any cut there).
+EVENT, CUT, END, OPEN = 0, 1, 2, 3
 
 
 @dataclass(frozen=True, slots=True)

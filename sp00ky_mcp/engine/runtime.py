@@ -15,7 +15,7 @@ import anyio
 
 from . import jsonrpc, sse
 from .errors import ToolError
-from .events import EventLog, LocalEventLog
+from .events import OPEN, Entry, EventLog, LocalEventLog
 from .http import ResponseChannel
 from .streams import EventStream
 
@@ -92,12 +92,16 @@ class SessionRuntime:
         # The session as this process last saw it (its subscriptions filter announcements).
         self.session: Any = None
         self._next_id = 0
+        self._id_prefix = secrets.token_hex(3) + "-" if self.events.shared else ""
         self._sizes: dict[str, int] = {}
 
     def new_stream(self) -> EventStream:
         stream = EventStream(secrets.token_hex(8), self.replay_capacity)
         if self.events.shared:
             stream.on_entry = partial(self.events.record, self.session_id, stream.stream_id)
+            # Kept from its start, so that its priming event id names a stream other
+            # replicas can resume even before its first event.
+            stream.on_entry(Entry(OPEN, 0))
         self.streams[stream.stream_id] = stream
         while len(self.streams) > MAX_RETAINED_STREAMS:
             _, oldest = self.streams.popitem(last=False)
@@ -134,8 +138,10 @@ class SessionRuntime:
             self.standalone.publish(data)
 
     def next_request_id(self) -> str:
+        """Unique to this runtime: calls of one session on two replicas may both ask the
+        client something, and an answer must not settle the other replica's question."""
         self._next_id += 1
-        return f"s-{self._next_id}"
+        return f"s-{self._id_prefix}{self._next_id}"
 
     def resolve(self, response: jsonrpc.Response) -> bool:
         waiter = self.pending.get(response.id)
@@ -284,5 +290,7 @@ class InlinePeer:
         self.stream = stream
         self.channel.start(200, list(sse.HEADERS))
         if self.prime:
+            if self.runtime is not None and self.runtime.events.shared:
+                await self.runtime.events.settle()
             await self.channel.send(sse.priming(stream.event_id(0), self.retry_ms))
         return stream

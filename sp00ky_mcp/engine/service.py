@@ -169,16 +169,24 @@ class McpService:
 
     def _tell(self, message: Message) -> None:
         """Sends `message` to the other replicas in the background (none in one process)."""
-        if not self.bus.shared:
-            return
-        sending = asyncio.ensure_future(self.bus.publish(message))
+        if self.bus.shared:
+            self._spawn(self.bus.publish(message))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        sending = asyncio.ensure_future(work)
         self._sending.add(sending)
         sending.add_done_callback(self._sent)
+
+    async def _reread(self, session_id: str, runtime: SessionRuntime) -> None:
+        session = await self.sessions.get(session_id, time.monotonic())
+        if session is not None:
+            session.runtime = runtime
+            runtime.session = session
 
     def _sent(self, sending: asyncio.Future[None]) -> None:
         self._sending.discard(sending)
         if not sending.cancelled() and sending.exception() is not None:
-            log.warning("a message to the other replicas was lost: %s", sending.exception())
+            log.warning("work shared with the other replicas failed: %s", sending.exception())
 
     def _delivered(self, message: Message) -> None:
         """What another replica sent: an answer or a cancellation for a call running here,
@@ -189,6 +197,8 @@ class McpService:
             self._announce_here(str(message.get("method")), _dict(message.get("params")))
         elif kind == "ended" and isinstance(session_id, str):
             self._release(session_id)
+        elif kind == "changed" and runtime is not None and isinstance(session_id, str):
+            self._spawn(self._reread(session_id, runtime))
         elif kind == "answer" and runtime is not None:
             response = _response_of(_dict(message.get("m")))
             if response is not None:
@@ -274,6 +284,10 @@ class McpService:
                 await self.sessions.save(session)
             except SharedStateUnavailable:
                 log.warning("a change to session %s was not kept", session.id[:8])
+                return
+        # A replica holding the session's GET stream filters announcements by its
+        # subscriptions: it reads the session again.
+        self._tell({"t": "changed", "s": session.id})
 
     async def _initialize(
         self, message: jsonrpc.Request, batch: transport.Batch, principal: Principal
@@ -534,6 +548,8 @@ class McpService:
     ) -> AsyncIterator[bytes]:
         limits = self.config.limits
         if prime:
+            if self.events.shared:
+                await self.events.settle()  # the stream's opening is kept first
             yield sse.priming(stream.event_id(after), limits.sse_retry_ms)
         async for item in stream.follow(after, limits.sse_keepalive):
             yield _sse_chunk(stream, item, with_ids)

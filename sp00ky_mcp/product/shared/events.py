@@ -1,7 +1,8 @@
 """The event streams of handshake-era sessions, kept on Redis so that a client whose stream
 broke (its replica killed, its connection cut) resumes it with Last-Event-ID on any replica.
 
-Each stream is a Redis stream whose entry ids are `<seq>-<kind>` (an event, a cut, the end),
+Each stream is a Redis stream whose entry ids are `<seq>-<order>` (its opening, an event, a
+cut, the end),
 bounded by length (the replay buffer) and by age (the session's idle time), with the replica
 that writes it named beside it.  Entries are written in order by one task per replica, many
 to a round trip; an event is kept before it is sent to the client (`settle`), so whatever a
@@ -21,11 +22,16 @@ from typing import Any
 import anyio
 
 from ...engine.errors import SharedStateUnavailable
-from ...engine.events import CUT, END, EVENT, Entry, EventLog
+from ...engine.events import CUT, END, EVENT, OPEN, Entry, EventLog
 from ...engine.runtime import MAX_RETAINED_STREAMS
 from .redis import SharedLink
 
 log = logging.getLogger("sp00ky_mcp.shared")
+# Entry ids are `<seq>-<order>`: Redis wants each id above the last, and at one sequence number
+# the opening (only at 0) comes before the event, the event before its cut, the cut before the
+# end.
+ORDER = {OPEN: 1, EVENT: 2, CUT: 3, END: 4}
+KIND = {order: kind for kind, order in ORDER.items()}
 # Entries written per round trip, at most.
 BATCH = 256
 # A follower reads this many entries at a time.
@@ -117,7 +123,7 @@ class RedisEventLog(EventLog):
         await self._append(
             keys=[key, key + ":owner", self.link.key("evs", session_id)],
             args=[
-                f"{entry.seq}-{entry.kind}",
+                f"{entry.seq}-{ORDER[entry.kind]}",
                 entry.data,
                 int(entry.final),
                 self.capacity,
@@ -140,12 +146,14 @@ class RedisEventLog(EventLog):
     ) -> AsyncIterator[Entry | None]:
         key = self._stream_key(session_id, stream_id)
         # Past the event `after` and its cut: a response cut there already ended.
-        last = f"{after}-{CUT}"
+        last = f"{after}-{ORDER[CUT]}"
         while True:
             page = await self._page(key, last)
             for entry_id, fields in page:
                 last = entry_id.decode()
                 entry = _entry(last, fields)
+                if entry.kind == OPEN:
+                    continue
                 if entry.kind != EVENT:
                     return
                 yield entry
@@ -184,8 +192,9 @@ class RedisEventLog(EventLog):
 
 
 def _entry(entry_id: str, fields: dict[bytes, bytes]) -> Entry:
-    seq, _, kind = entry_id.partition("-")
-    return Entry(int(kind), int(seq), fields.get(b"d", b""), fields.get(b"f") == b"1")
+    seq, _, order = entry_id.partition("-")
+    kind = KIND[int(order)]
+    return Entry(kind, int(seq), fields.get(b"d", b""), fields.get(b"f") == b"1")
 
 
 __all__ = ["CUT", "END", "EVENT", "RedisEventLog"]

@@ -105,7 +105,9 @@ class SharedLink:
             with anyio.fail_after(wait + TIMEOUT):
                 return await call(self.waiting)
         except (RedisError, OSError, TimeoutError) as exc:
-            self._break(exc)
+            # Every waiting connection taken is this request's refusal, not Redis failing.
+            if not _pool_exhausted(exc):
+                self._break(exc)
             raise SharedStateUnavailable() from None
 
     def _break(self, exc: BaseException) -> None:
@@ -135,6 +137,10 @@ class SharedLink:
             # A pool given to a client is the giver's to close.
             await self.pool.disconnect()
             await self.waiting_pool.disconnect()
+
+
+def _pool_exhausted(exc: BaseException) -> bool:
+    return "No connection available" in str(exc) or "Too many connections" in str(exc)
 
 
 def public_url(url: str) -> str:
