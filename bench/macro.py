@@ -23,6 +23,7 @@ import httpx
 import orjson
 
 from tests import redis_support
+from tests.faults_support import children
 from tests.pg_support import TRUNCATE_ALL, postgres_server_url, psql
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,19 +208,6 @@ def _own_cpu(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def rss_kib(pid: int) -> int:

@@ -101,6 +101,20 @@ class StreamingGate(Gate):
 # --- `spky mcp serve` as a child process ---------------------------------------------------
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
 def store_flags(data_dir: Path, database_url: str | None) -> list[str]:
     """The flags that put a command on the embedded store in `data_dir`, or on PostgreSQL at
     `database_url` (with its secret key file in `data_dir`)."""

@@ -23,9 +23,9 @@ import pytest
 from tests.faults_support import PROCESS_BOUND, PYTHON_M, Served
 from tests.product_support import Progress, accept, sdk_client
 from tests.replicas_support import replicas, round_robin, shared_key_file
-from tests.test_conformance import COUNTS, LEGS, RUNNER
+from tests.test_conformance import LEGS, run_leg
 from tests.test_shared_state import sse_events
-from tests.wire import BOTH, LATEST, initialize_body, modern_headers, modern_meta
+from tests.wire import initialize_body, modern_headers, modern_meta, token_headers
 
 pytestmark = pytest.mark.anyio
 
@@ -53,16 +53,7 @@ def conformance_proxy(tmp_path: Path, redis_url: str) -> Iterator[str]:
 def test_every_conformance_check_passes_against_three_replicas_behind_a_round_robin(
     leg: str, conformance_proxy: str
 ) -> None:
-    run = subprocess.run(
-        ["bash", str(RUNNER), leg, conformance_proxy],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    counts = COUNTS.search(run.stdout)
-    assert counts, run.stdout[-4000:] + run.stderr[-2000:]
-    assert (int(counts.group(3)), run.returncode) == (0, 0), run.stdout[-6000:]
+    run_leg(leg, conformance_proxy)
 
 
 # --- the product: three replicas on one PostgreSQL and one Redis ----------------------------
@@ -219,20 +210,9 @@ def create(name: str) -> dict[str, Any]:
     return {"name": "create_project", "arguments": {"name": name}}
 
 
-def session_headers(token: str, session_id: str | None = None) -> dict[str, str]:
-    headers = {
-        "authorization": f"Bearer {token}",
-        "accept": BOTH,
-        "content-type": "application/json",
-    }
-    if session_id is not None:
-        headers |= {"mcp-session-id": session_id, "mcp-protocol-version": LATEST}
-    return headers
-
-
 async def handshake(http: httpx.AsyncClient, url: str, token: str) -> str:
     body = initialize_body(capabilities={"elicitation": {}})
-    reply = await http.post(url, content=body, headers=session_headers(token))
+    reply = await http.post(url, content=body, headers=token_headers(token))
     assert reply.status_code == 200, reply.text
     return reply.headers["mcp-session-id"]
 
@@ -241,7 +221,7 @@ async def rpc(
     http: httpx.AsyncClient, url: str, token: str, session_id: str, method: str, params: Any
 ) -> Any:
     body = {"jsonrpc": "2.0", "id": 9, "method": method, "params": params}
-    reply = await http.post(url, json=body, headers=session_headers(token, session_id))
+    reply = await http.post(url, json=body, headers=token_headers(token, session_id))
     assert reply.status_code == 200, reply.text
     return reply.json()
 
@@ -250,7 +230,7 @@ async def notify(
     http: httpx.AsyncClient, url: str, token: str, session_id: str, method: str, params: Any
 ) -> None:
     body = {"jsonrpc": "2.0", "method": method, "params": params}
-    reply = await http.post(url, json=body, headers=session_headers(token, session_id))
+    reply = await http.post(url, json=body, headers=token_headers(token, session_id))
     assert reply.status_code == 202, reply.text
 
 
@@ -266,7 +246,7 @@ async def first_event_of_a_prompt(
         "params": {"name": "destroy_project", "arguments": {"project": "api"}},
     }
     async with http.stream(
-        "POST", url, json=body, headers=session_headers(token, session_id)
+        "POST", url, json=body, headers=token_headers(token, session_id)
     ) as sent:
         async for event_id, message in sse_events(sent):
             if message is not None and message.get("method") == "elicitation/create":
@@ -278,7 +258,7 @@ async def first_event_of_a_prompt(
 async def replay_until_the_prompt(
     http: httpx.AsyncClient, url: str, token: str, session_id: str, last: str
 ) -> Any:
-    headers = session_headers(token, session_id) | {
+    headers = token_headers(token, session_id) | {
         "last-event-id": last,
         "accept": "text/event-stream",
     }
@@ -294,7 +274,7 @@ async def replay_until_the_prompt(
 async def replay_to_the_end(
     http: httpx.AsyncClient, url: str, token: str, session_id: str, last: str
 ) -> list[Any]:
-    headers = session_headers(token, session_id) | {
+    headers = token_headers(token, session_id) | {
         "last-event-id": last,
         "accept": "text/event-stream",
     }

@@ -32,7 +32,7 @@ from sp00ky_mcp.product.shared.sessions import RedisSessions
 from sp00ky_mcp.product.store import open_store
 from tests.product_support import UNLIMITED, ProductEnv, product_server
 from tests.redis_support import OwnRedis
-from tests.wire import BOTH, LATEST, initialize_body
+from tests.wire import BOTH, LATEST, initialize_body, token_headers
 
 pytestmark = pytest.mark.anyio
 
@@ -234,26 +234,17 @@ async def two_replicas(
         yield envs[0], envs[1]
 
 
-def headers(token: str, session_id: str | None = None) -> dict[str, str]:
-    found = {
-        "authorization": f"Bearer {token}",
-        "accept": BOTH,
-        "content-type": "application/json",
-    }
-    if session_id is not None:
-        found |= {"mcp-session-id": session_id, "mcp-protocol-version": LATEST}
-    return found
-
-
 async def initialize(env: ProductEnv, token: str) -> str:
-    reply = await env.http.post(env.server.url, content=initialize_body(), headers=headers(token))
+    reply = await env.http.post(
+        env.server.url, content=initialize_body(), headers=token_headers(token)
+    )
     assert reply.status_code == 200, reply.text
     return reply.headers["mcp-session-id"]
 
 
 async def in_session(env: ProductEnv, token: str, session_id: str, method: str) -> httpx.Response:
     body = {"jsonrpc": "2.0", "id": 7, "method": method, "params": {}}
-    return await env.http.post(env.server.url, json=body, headers=headers(token, session_id))
+    return await env.http.post(env.server.url, json=body, headers=token_headers(token, session_id))
 
 
 async def test_a_session_made_on_one_replica_is_used_and_ended_through_another(
@@ -263,7 +254,7 @@ async def test_a_session_made_on_one_replica_is_used_and_ended_through_another(
         token = await a.token(await a.user())
         session_id = await initialize(a, token)
         listed = await in_session(b, token, session_id, "tools/list")
-        ended = await b.http.delete(b.server.url, headers=headers(token, session_id))
+        ended = await b.http.delete(b.server.url, headers=token_headers(token, session_id))
         after = await in_session(a, token, session_id, "tools/list")
     assert listed.status_code == 200 and "tools" in listed.json()["result"]
     assert ended.status_code == 200
@@ -457,7 +448,9 @@ async def asked_for_confirmation(
         "params": {"name": "destroy_project", "arguments": {"project": "api"}},
     }
     url = env.server.url
-    async with env.http.stream("POST", url, json=body, headers=headers(token, session_id)) as sent:
+    async with env.http.stream(
+        "POST", url, json=body, headers=token_headers(token, session_id)
+    ) as sent:
         async for event_id, message in sse_events(sent):
             if message is not None and message.get("method") == "elicitation/create":
                 assert event_id is not None
@@ -467,7 +460,10 @@ async def asked_for_confirmation(
 
 async def resumed(env: ProductEnv, token: str, session_id: str, last: str) -> list[Any]:
     """The messages a GET with Last-Event-ID on `env` replays and follows to the stream's end."""
-    resume = headers(token, session_id) | {"last-event-id": last, "accept": "text/event-stream"}
+    resume = token_headers(token, session_id) | {
+        "last-event-id": last,
+        "accept": "text/event-stream",
+    }
     with anyio.fail_after(15):
         async with env.http.stream("GET", env.server.url, headers=resume) as stream:
             assert stream.status_code == 200, (await stream.aread()).decode()
@@ -479,7 +475,7 @@ async def elicitation_session(env: ProductEnv) -> tuple[str, str]:
     token = await env.token(user)
     await env.make_project(user)
     body = initialize_body(capabilities={"elicitation": {}})
-    reply = await env.http.post(env.server.url, content=body, headers=headers(token))
+    reply = await env.http.post(env.server.url, content=body, headers=token_headers(token))
     return token, reply.headers["mcp-session-id"]
 
 
@@ -494,7 +490,9 @@ async def test_a_prompt_asked_on_one_replica_is_answered_and_its_stream_resumed_
             "id": asked["id"],
             "result": {"action": "accept", "content": {"confirm": True}},
         }
-        posted = await b.http.post(b.server.url, json=answer, headers=headers(token, session_id))
+        posted = await b.http.post(
+            b.server.url, json=answer, headers=token_headers(token, session_id)
+        )
         replayed = await resumed(b, token, session_id, asked_at)
         listed = await b.structured(token, "list_projects", {})
     assert posted.status_code == 202
@@ -514,7 +512,9 @@ async def test_a_call_on_one_replica_is_cancelled_through_another(
             "method": "notifications/cancelled",
             "params": {"requestId": 5, "reason": "changed my mind"},
         }
-        posted = await b.http.post(b.server.url, json=cancel, headers=headers(token, session_id))
+        posted = await b.http.post(
+            b.server.url, json=cancel, headers=token_headers(token, session_id)
+        )
         replayed = await resumed(b, token, session_id, asked_at)
         listed = await b.structured(token, "list_projects", {})
     assert posted.status_code == 202

@@ -13,37 +13,12 @@ import httpx
 import pytest
 
 from sp00ky_mcp.cli.commands import main
-from tests.faults_support import PYTHON_M, mint_token, run_to_exit, served
-from tests.wire import BOTH, LATEST, initialize_body, modern_headers, modern_meta
-
-
-def children(pid: int) -> list[int]:
-    """The processes whose parent is `pid`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
+from tests.faults_support import PYTHON_M, children, mint_token, run_to_exit, served
+from tests.wire import initialize_body, modern_headers, modern_meta, token_headers
 
 
 def workers_options(redis_url: str, count: int = 2) -> tuple[str, ...]:
     return ("--workers", str(count), "--redis-url", redis_url, "--log-level", "warning")
-
-
-def session_headers(token: str, session_id: str | None = None) -> dict[str, str]:
-    headers = {
-        "authorization": f"Bearer {token}",
-        "accept": BOTH,
-        "content-type": "application/json",
-    }
-    if session_id is not None:
-        headers |= {"mcp-session-id": session_id, "mcp-protocol-version": LATEST}
-    return headers
 
 
 def test_workers_serve_one_port_and_a_session_holds_on_every_connection(
@@ -52,14 +27,12 @@ def test_workers_serve_one_port_and_a_session_holds_on_every_connection(
     token = mint_token(tmp_path)
     with served(tmp_path, options=workers_options(redis_url)) as server:
         workers = children(server.process.pid)
-        opened = httpx.post(server.url, content=initialize_body(), headers=session_headers(token))
+        opened = httpx.post(server.url, content=initialize_body(), headers=token_headers(token))
         session_id = opened.headers["mcp-session-id"]
         body = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
         # A new connection each time: the kernel spreads them over the workers.
         codes = {
-            httpx.post(
-                server.url, json=body, headers=session_headers(token, session_id)
-            ).status_code
+            httpx.post(server.url, json=body, headers=token_headers(token, session_id)).status_code
             for _ in range(12)
         }
         server.signal(signal.SIGTERM)

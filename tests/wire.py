@@ -495,3 +495,15 @@ def local_sessions(service: McpService) -> LocalSessions:
     sessions = service.sessions
     assert isinstance(sessions, LocalSessions)
     return sessions
+
+
+def token_headers(token: str, session_id: str | None = None) -> dict[str, str]:
+    """A POST's headers with a bearer token, and within a session when `session_id` is given."""
+    headers = {
+        "authorization": f"Bearer {token}",
+        "accept": BOTH,
+        "content-type": "application/json",
+    }
+    if session_id is not None:
+        headers |= {"mcp-session-id": session_id, "mcp-protocol-version": LATEST}
+    return headers
