@@ -255,33 +255,39 @@ async def first_event_of_a_prompt(
     raise AssertionError("the call asked nothing")
 
 
-async def replay_until_the_prompt(
-    http: httpx.AsyncClient, url: str, token: str, session_id: str, last: str
-) -> Any:
+async def replayed(
+    http: httpx.AsyncClient, url: str, token: str, session_id: str, last: str, until_first: bool
+) -> list[Any]:
+    """The messages a GET with Last-Event-ID on `url` replays: the first one only, or all of
+    them to the stream's end."""
     headers = token_headers(token, session_id) | {
         "last-event-id": last,
         "accept": "text/event-stream",
     }
+    found: list[Any] = []
     with anyio.fail_after(PROCESS_BOUND):
         async with http.stream("GET", url, headers=headers) as stream:
             assert stream.status_code == 200
             async for _, message in sse_events(stream):
                 if message is not None:
-                    return message
-    raise AssertionError("nothing was replayed")
+                    found.append(message)
+                    if until_first:
+                        break
+    return found
+
+
+async def replay_until_the_prompt(
+    http: httpx.AsyncClient, url: str, token: str, session_id: str, last: str
+) -> Any:
+    found = await replayed(http, url, token, session_id, last, until_first=True)
+    assert found, "nothing was replayed"
+    return found[0]
 
 
 async def replay_to_the_end(
     http: httpx.AsyncClient, url: str, token: str, session_id: str, last: str
 ) -> list[Any]:
-    headers = token_headers(token, session_id) | {
-        "last-event-id": last,
-        "accept": "text/event-stream",
-    }
-    with anyio.fail_after(PROCESS_BOUND):
-        async with http.stream("GET", url, headers=headers) as stream:
-            assert stream.status_code == 200
-            return [message async for _, message in sse_events(stream) if message is not None]
+    return await replayed(http, url, token, session_id, last, until_first=False)
 
 
 async def test_the_log_level_set_through_one_replica_governs_a_call_on_another(
