@@ -280,6 +280,9 @@ async def product_server(
     parts = build_product(config, store, shared)
     async with anyio.create_task_group() as tasks, httpx.AsyncClient() as http:
         await tasks.start(parts.server.serve)
+        if shared is not None:  # sessions are kept in memory only while the bus hears
+            with anyio.fail_after(10):
+                await shared.bus.listening.wait()
         try:
             yield ProductEnv(parts.server, store, parts.accounts, parts.cloud, http)
         finally:

@@ -156,19 +156,95 @@ async def test_a_sweep_names_the_held_sessions_ended_elsewhere(redis_url: str) -
     assert gone == ["ended"]
 
 
+@asynccontextmanager
+async def kept_sessions(url: str) -> AsyncIterator[tuple[RedisSessions, RedisBus, SharedLink]]:
+    """One replica's sessions with its bus listening, so that it keeps copies in memory."""
+    link = SharedLink(url)
+    bus = RedisBus(link)
+    try:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(bus.run)
+            with anyio.fail_after(10):
+                await bus.listening.wait()
+            yield RedisSessions(link, 100, 4, 3600.0, hearing=bus.hearing), bus, link
+            tasks.cancel_scope.cancel()
+    finally:
+        await link.close()
+
+
+async def test_a_session_in_use_is_served_from_the_replicas_copy_until_it_is_told_otherwise(
+    redis_url: str,
+) -> None:
+    async with kept_sessions(redis_url) as (sessions, _, link):
+        await sessions.add(a_session("s1"))
+        await link.client.delete(link.key("s", "s1"))  # behind the replica's back
+        served = await sessions.get("s1", 0.0)
+        sessions.forget("s1")  # what the bus does when another replica ends it
+        after = await sessions.get("s1", 0.0)
+    assert served is not None and served.id == "s1"
+    assert after is None
+
+
+async def test_a_copy_is_not_trusted_once_the_bus_no_longer_hears(redis_url: str) -> None:
+    async with kept_sessions(redis_url) as (sessions, bus, link):
+        await sessions.add(a_session("s1"))
+        await link.client.delete(link.key("s", "s1"))
+        await link.client.client_kill_filter(_type="pubsub")
+        with anyio.fail_after(10):
+            await bus.deaf.wait()
+        found = await sessions.get("s1", 0.0)
+    assert found is None
+
+
+async def test_the_sessions_used_from_copies_are_renewed_on_redis_and_those_gone_dropped(
+    redis_url: str,
+) -> None:
+    async with kept_sessions(redis_url) as (sessions, _, link):
+        await sessions.add(a_session("used"))
+        await sessions.add(a_session("gone"))
+        await link.client.pexpire(link.key("s", "used"), 50)
+        await link.client.delete(link.key("s", "gone"))
+        assert await sessions.get("used", 0.0) is not None  # from the copies
+        assert await sessions.get("gone", 0.0) is not None
+        await sessions.confirm()
+        left = await link.client.pttl(link.key("s", "used"))
+        gone = await sessions.get("gone", 0.0)
+    assert 3_590_000 < left <= 3_600_000
+    assert gone is None
+
+
+async def test_a_read_under_way_when_a_copy_is_dropped_is_not_kept(redis_url: str) -> None:
+    async with kept_sessions(redis_url) as (sessions, _, link):
+        async with sessions_on(redis_url) as (elsewhere, _, _):
+            await elsewhere.add(a_session("s1"))
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(sessions.get, "s1", 0.0)
+            await anyio.lowlevel.checkpoint()  # the read is on its way to Redis
+            sessions.forget("s1")  # told of a change meanwhile
+        await link.client.delete(link.key("s", "s1"))
+        found = await sessions.get("s1", 0.0)
+    assert found is None
+
+
 # --- quotas --------------------------------------------------------------------------------
 
 
 @asynccontextmanager
 async def replicas(url: str, count: int) -> AsyncIterator[list[RedisQuotas]]:
-    async with AsyncExitStack() as stack:
+    """`count` replicas' quotas, each with its key alive and its bus listening."""
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tasks:
         quotas = []
         for _ in range(count):
             link = SharedLink(url)
             stack.push_async_callback(link.close)
             await link.client.set(link.alive_key, b"1")
-            quotas.append(RedisQuotas(link))
+            bus = RedisBus(link)
+            tasks.start_soon(bus.run)
+            with anyio.fail_after(10):
+                await bus.listening.wait()
+            quotas.append(RedisQuotas(link, bus=bus))
         yield quotas
+        tasks.cancel_scope.cancel()
 
 
 async def test_one_tokens_rate_is_counted_once_across_replicas(redis_url: str) -> None:
@@ -190,6 +266,24 @@ async def test_one_tokens_calls_in_flight_are_capped_across_replicas(redis_url: 
         await b.release("tok")
         after_release = await a.claim("tok", 2)
     assert (first, second, refused, after_release) == (True, True, False, True)
+
+
+async def test_a_slot_stays_leased_for_the_next_call_and_goes_back_once_idle(
+    redis_url: str,
+) -> None:
+    async with replicas(redis_url, 1) as (quotas,):
+        calls = quotas.link.key("calls", "tok")
+        await quotas.claim("tok", 4)
+        await quotas.release("tok")
+        leased = await quotas.link.client.hget(calls, quotas.link.replica)
+        again = await quotas.claim("tok", 4)
+        await quotas.release("tok")
+        await quotas.trim()  # it was needed since the last trim: kept
+        kept = await quotas.link.client.hget(calls, quotas.link.replica)
+        await quotas.trim()  # idle since: given back
+        after = await quotas.link.client.hget(calls, quotas.link.replica)
+        held = quotas.held()
+    assert (leased, again, kept, after, held) == (b"1", True, b"1", None, {})
 
 
 async def test_the_calls_of_a_replica_that_died_are_let_go(redis_url: str) -> None:
@@ -261,6 +355,18 @@ async def test_a_session_made_on_one_replica_is_used_and_ended_through_another(
     assert after.status_code == 404
 
 
+async def test_a_session_ended_through_one_replica_is_ended_on_one_that_kept_a_copy(
+    tmp_path: Path, redis_url: str
+) -> None:
+    async with two_replicas(tmp_path, redis_url) as (a, b):
+        token = await a.token(await a.user())
+        session_id = await initialize(a, token)
+        used = await in_session(b, token, session_id, "tools/list")  # b keeps a copy
+        ended = await a.http.delete(a.server.url, headers=token_headers(token, session_id))
+        after = await in_session(b, token, session_id, "tools/list")
+    assert (used.status_code, ended.status_code, after.status_code) == (200, 200, 404)
+
+
 async def test_a_revoked_token_loses_its_sessions_on_every_replica(
     tmp_path: Path, redis_url: str
 ) -> None:
@@ -283,6 +389,14 @@ async def test_one_rate_limit_holds_across_replicas(tmp_path: Path, redis_url: s
     assert codes == [200, 200, 429]
 
 
+async def lost_redis(env: ProductEnv) -> None:
+    """Once the replica has found Redis gone (its bus no longer hears)."""
+    bus = env.server.service.bus
+    assert isinstance(bus, RedisBus)
+    with anyio.fail_after(10):
+        await bus.deaf.wait()
+
+
 async def test_without_redis_the_handshake_era_is_refused_and_the_stateless_era_serves(
     tmp_path: Path, own_redis: OwnRedis
 ) -> None:
@@ -290,6 +404,7 @@ async def test_without_redis_the_handshake_era_is_refused_and_the_stateless_era_
         token = await a.token(await a.user())
         session_id = await initialize(a, token)
         own_redis.stop()
+        await lost_redis(a)
         refused = await in_session(a, token, session_id, "tools/list")
         stateless = await a.rpc(token, "tools/list")
         own_redis.start()
@@ -420,6 +535,55 @@ async def test_the_bus_carries_a_message_to_the_other_replicas_and_not_back(
         tasks.cancel_scope.cancel()
     assert heard[0].messages == []
     assert heard[1].messages == [{"t": "announce", "method": "m", "params": {}}]
+
+
+async def test_a_confirmed_message_is_acted_on_by_every_replica_before_its_sender_goes_on(
+    redis_url: str,
+) -> None:
+    heard = [Heard(), Heard(), Heard()]
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tasks:
+        buses = []
+        for index in range(3):
+            link = SharedLink(redis_url)
+            stack.push_async_callback(link.close)
+            bus = RedisBus(link)
+            bus.deliver = heard[index]
+            tasks.start_soon(bus.run)
+            buses.append(bus)
+        with anyio.fail_after(10):
+            for bus in buses:
+                await bus.listening.wait()
+            await buses[0].publish({"t": "ended", "s": "s1"}, confirm=True)
+        tasks.cancel_scope.cancel()
+    ended = {"t": "ended", "s": "s1"}
+    assert [h.messages for h in heard] == [[], [ended], [ended]]
+
+
+async def test_a_replica_that_does_not_confirm_holds_its_sender_no_longer_than_the_bound(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sp00ky_mcp.product.shared.bus.CONFIRM_SECONDS", 0.05)
+    stuck = anyio.Event()
+
+    async def never_done(message: dict[str, Any]) -> None:
+        stuck.set()
+        await anyio.sleep_forever()
+
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tasks:
+        buses = []
+        for _ in range(2):
+            link = SharedLink(redis_url)
+            stack.push_async_callback(link.close)
+            bus = RedisBus(link)
+            tasks.start_soon(bus.run)
+            buses.append(bus)
+        buses[1].handlers["spare"] = never_done
+        with anyio.fail_after(10):
+            for bus in buses:
+                await bus.listening.wait()
+            await buses[0].publish({"t": "spare", "k": "tok"}, confirm=True)
+        tasks.cancel_scope.cancel()
+    assert stuck.is_set()
 
 
 async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str | None, Any]]:
@@ -574,6 +738,8 @@ async def conformance_replicas(url: str, key: bytes) -> AsyncIterator[list[McpSe
                 config, conformance_catalogue(), authenticate=anonymous(), ports=ports
             )
             await tasks.start(server.serve)
+            with anyio.fail_after(10):
+                await shared.bus.listening.wait()
             servers.append(server)
         yield servers
         for server in servers:

@@ -76,8 +76,10 @@ class Bus(ABC):
     shared = False
 
     @abstractmethod
-    async def publish(self, message: Message) -> None:
-        """Sends `message` (JSON-serialisable) to every other replica, at most once."""
+    async def publish(self, message: Message, confirm: bool = False) -> None:
+        """Sends `message` (JSON-serialisable) to every other replica, at most once; with
+        `confirm`, returns once every replica that heard it has acted on it (or a bounded
+        wait has passed), so that what a request changed holds at the client's next one."""
 
     async def run(self) -> None:
         """Receives for as long as the server serves."""
@@ -87,5 +89,5 @@ class Bus(ABC):
 class LocalBus(Bus):
     """One process: there is no other replica to tell."""
 
-    async def publish(self, message: Message) -> None:
+    async def publish(self, message: Message, confirm: bool = False) -> None:
         return None

@@ -32,6 +32,10 @@ class Quotas(ABC):
         """What this process holds, by key (for tests and shutdown)."""
         return {}
 
+    async def run(self) -> None:
+        """Background upkeep for as long as the server serves (none in one process)."""
+        return None
+
     async def close(self) -> None:
         return None
 

@@ -91,6 +91,8 @@ class McpServer:
                 tasks.start_soon(self._sweep_sessions)
                 tasks.start_soon(self.service.events.run)
                 tasks.start_soon(self.service.bus.run)
+                tasks.start_soon(self.service.sessions.run)
+                tasks.start_soon(self.service.quotas.run)
                 for job in self.background:
                     tasks.start_soon(job)
                 task_status.started()

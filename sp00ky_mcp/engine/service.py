@@ -128,6 +128,7 @@ class McpService:
         self.bus = ports.bus
         self.bus.deliver = self._delivered
         self._sending: set[asyncio.Future[None]] = set()
+        self._ending: set[asyncio.Future[None]] = set()
         self.hosts = transport.allowed_hosts(config.allowed_hosts, config.host, config.public_url)
         self.origins = frozenset(o.rstrip("/") for o in config.allowed_origins)
         # Without configured keys, one process signs with a key of its own (see `keys`).
@@ -156,9 +157,23 @@ class McpService:
             self._release(session_id)
 
     def _session_ended(self, session_id: str) -> None:
-        """Ended by this replica's store: released here, and by the others when told."""
+        """Ended by this replica's store: released here, and by the others when told (see
+        `_told`)."""
         self._release(session_id)
-        self._tell({"t": "ended", "s": session_id})
+        if self.bus.shared:
+            telling = asyncio.ensure_future(
+                self.bus.publish({"t": "ended", "s": session_id}, confirm=True)
+            )
+            self._ending.add(telling)
+            telling.add_done_callback(self._sent)
+            telling.add_done_callback(self._ending.discard)
+
+    async def _told(self) -> None:
+        """Once the other replicas have let go of the sessions ended here so far: a client
+        told its session ended finds it ended on every replica."""
+        if self._ending:
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait(list(self._ending))
 
     def _release(self, session_id: str) -> None:
         runtime = self.runtimes.pop(session_id, None)
@@ -196,9 +211,12 @@ class McpService:
         if kind == "announce":
             self._announce_here(str(message.get("method")), _dict(message.get("params")))
         elif kind == "ended" and isinstance(session_id, str):
+            self.sessions.forget(session_id)
             self._release(session_id)
-        elif kind == "changed" and runtime is not None and isinstance(session_id, str):
-            self._spawn(self._reread(session_id, runtime))
+        elif kind == "changed" and isinstance(session_id, str):
+            self.sessions.forget(session_id)
+            if runtime is not None:
+                self._spawn(self._reread(session_id, runtime))
         elif kind == "answer" and runtime is not None:
             response = _response_of(_dict(message.get("m")))
             if response is not None:
@@ -282,12 +300,12 @@ class McpService:
         with anyio.CancelScope(shield=True):
             try:
                 await self.sessions.save(session)
+                if self.bus.shared:
+                    # Every replica reads the session again before the client is answered;
+                    # one holding its GET stream filters announcements by its subscriptions.
+                    await self.bus.publish({"t": "changed", "s": session.id}, confirm=True)
             except SharedStateUnavailable:
                 log.warning("a change to session %s was not kept", session.id[:8])
-                return
-        # A replica holding the session's GET stream filters announcements by its
-        # subscriptions: it reads the session again.
-        self._tell({"t": "changed", "s": session.id})
 
     async def _initialize(
         self, message: jsonrpc.Request, batch: transport.Batch, principal: Principal
@@ -316,6 +334,7 @@ class McpService:
             last_seen=time.monotonic(),
         )
         await self.sessions.add(session)
+        await self._told()  # of the sessions evicted to make room
         return self._attach(session)
 
     async def _session(self, request: HttpRequest, principal: Principal) -> Session:
@@ -620,6 +639,7 @@ class McpService:
         _raise(_stateless_refusal(request))
         session = await self._session(request, principal)
         await self.sessions.remove(session.id)
+        await self._told()
         return HttpResponse(200, [])
 
     # --- the stateless era -----------------------------------------------------------------

@@ -177,6 +177,15 @@ class SessionStore(ABC):
         """Ends what idled past its TTL; of `held` (sessions this process holds something
         for), the ids that have ended, wherever that happened."""
 
+    def forget(self, session_id: str) -> None:
+        """Another replica ended or changed the session: what this process keeps of it (a
+        store that caches) is dropped, so its next use reads it again."""
+        return None
+
+    async def run(self) -> None:
+        """Background upkeep for as long as the server serves (none in one process)."""
+        return None
+
     async def close(self) -> None:
         return None
 

@@ -66,15 +66,17 @@ async def connect_shared(url: str, limits: Limits, pause: float = BREAK_SECONDS)
             f"Redis at {public_url(url)} does not answer; start it, or correct --redis-url."
         ) from None
     batch = ScriptBatch(link)
+    bus = RedisBus(link)
     sessions = RedisSessions(
         link,
         limits.max_sessions,
         limits.max_sessions_per_principal,
         limits.session_idle_ttl,
         batch=batch,
+        hearing=bus.hearing,
     )
     events = RedisEventLog(link, limits.sse_replay_events, limits.session_idle_ttl)
-    return SharedState(link, RedisQuotas(link, batch), sessions, events, RedisBus(link))
+    return SharedState(link, RedisQuotas(link, batch, bus), sessions, events, bus)
 
 
 __all__ = ["SharedState", "SharedStateError", "connect_shared", "redis_url"]

@@ -1,24 +1,36 @@
 """Quotas shared by every replica on one Redis: a token's rate and its calls in flight are
 counted once for all of them, each decision in one atomic script.
 
-Calls in flight are counted per replica, in a hash per token, and a replica's count is
-dropped by the next claim once the replica's key has lapsed: a killed replica does not hold
-its calls for ever.  While Redis does not answer, each replica falls back to counting on
-its own (the quotas of one process), so the stateless era keeps working; what it claimed
-that way it releases that way.
+Calls in flight are counted against slots each replica leases from Redis, one at a time, in a
+hash per token ({replica: slots}), never more than the cap in all: a call takes a slot its
+replica already leases without a round trip, and a replica gives back each second the slots
+it did not need at its busiest.  A replica refused at the cap asks the others, on the bus, to
+give back their idle slots at once, and tries once more, so that a cap is refused only while
+calls really hold it.  A replica's slots are dropped by the next lease once its key has
+lapsed: a killed replica does not hold them for ever.  While Redis does not answer, each
+replica falls back to counting on its own (the quotas of one process), so the stateless era
+keeps working; what it claimed that way it releases that way.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from ...engine.errors import SharedStateUnavailable
+from ...engine.events import Message
 from ...engine.quotas import LocalQuotas, Quotas
 from ...engine.tally import Tally
 from .batch import ScriptBatch
 from .redis import SharedLink
+
+if TYPE_CHECKING:
+    from .bus import RedisBus
+
+# How often a replica gives back the slots it leases beyond its busiest moment.
+TRIM_SECONDS = 1.0
 
 # Token bucket: hash {t: tokens, s: stamp}; a clock that stepped back refills nothing.
 THROTTLE = """
@@ -37,8 +49,8 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 return tostring(wait)
 """
 
-# Calls in flight: hash {replica: count}; ARGV: replica, cap, prefix of replicas' keys.
-CLAIM = """
+# Calls in flight: hash {replica: slots leased}; ARGV: replica, cap, prefix of replicas' keys.
+LEASE = """
 local held = redis.call('HGETALL', KEYS[1])
 local total = 0
 for i = 1, #held, 2 do
@@ -54,25 +66,34 @@ redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 return 1
 """
 
-RELEASE = """
-if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+# ARGV: replica, slots given back.
+GIVE_BACK = """
+local left = redis.call('HINCRBY', KEYS[1], ARGV[1], -tonumber(ARGV[2]))
+if left <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
 return 1
 """
 
 
 class RedisQuotas(Quotas):
-    def __init__(self, link: SharedLink, batch: ScriptBatch | None = None) -> None:
+    def __init__(
+        self, link: SharedLink, batch: ScriptBatch | None = None, bus: RedisBus | None = None
+    ) -> None:
         self.link = link
         self.batch = batch or ScriptBatch(link)
+        self.bus = bus
         client = link.client
         self._throttle = client.register_script(THROTTLE)
-        self._claim = client.register_script(CLAIM)
-        self._release = client.register_script(RELEASE)
+        self._lease = client.register_script(LEASE)
+        self._give_back = client.register_script(GIVE_BACK)
         self.fallback = LocalQuotas()
         self._local = Tally()
-        self._held = Tally()
-        # Releases Redis did not take: made again before the next claim.
-        self._owed = Tally()
+        # Slots leased from Redis, those of them calls hold, and the most held at once since
+        # the last trim, by key.
+        self._leased = Tally()
+        self._busy = Tally()
+        self._peak: dict[str, int] = {}
+        if bus is not None:
+            bus.handlers["spare"] = self._asked
 
     async def throttle(self, key: str, now: float, rate: float, burst: float) -> float:
         keys = [self.link.key("rate", key)]
@@ -83,24 +104,39 @@ class RedisQuotas(Quotas):
         return float(wait)
 
     async def claim(self, key: str, cap: int) -> bool:
-        if self._owed:
-            await self._repay()
-        keys = [self.link.key("calls", key)]
-        args: list[str | int] = [self.link.replica, cap, self.link.key("replica", "")]
+        if self._take(key):
+            return True
         try:
-            # A caller gone before the answer came leaves a slot taken: it is given back.
-            claimed = await self.batch(
-                self._claim, keys, args, lambda taken: self._abandoned(key, taken)
-            )
+            if await self._lease_one(key, cap):
+                return self._take(key)
+            if self.bus is None:
+                return False
+            await self.bus.publish({"t": "spare", "k": key}, confirm=True)
+            return await self._lease_one(key, cap) and self._take(key)
         except SharedStateUnavailable:
             return self._claim_locally(key, cap)
-        if claimed:
-            self._held.add(key)
-        return bool(claimed)
 
-    def _abandoned(self, key: str, taken: Any) -> None:
-        if taken:
-            self._owed.add(key)
+    def _take(self, key: str) -> bool:
+        """A slot this replica leases and no call holds, taken; False if there is none."""
+        busy = self._busy.get(key, 0)
+        if busy >= self._leased.get(key, 0):
+            return False
+        self._busy.add(key)
+        self._peak[key] = max(self._peak.get(key, 0), busy + 1)
+        return True
+
+    async def _lease_one(self, key: str, cap: int) -> bool:
+        keys = [self.link.key("calls", key)]
+        args: list[str | int] = [self.link.replica, cap, self.link.key("replica", "")]
+        # A caller gone before the answer came still leased the slot: it is kept as spare.
+        leased = await self.batch(self._lease, keys, args, partial(self._leased_anyway, key))
+        if leased:
+            self._leased.add(key)
+        return bool(leased)
+
+    def _leased_anyway(self, key: str, got: Any) -> None:
+        if got:
+            self._leased.add(key)
 
     def _claim_locally(self, key: str, cap: int) -> bool:
         if self._local.get(key, 0) >= cap:
@@ -111,29 +147,48 @@ class RedisQuotas(Quotas):
     async def release(self, key: str) -> None:
         if self._local.get(key, 0):
             self._local.remove(key)
+        else:
+            self._busy.remove(key)
+
+    async def run(self) -> None:
+        while True:
+            await anyio.sleep(TRIM_SECONDS)
+            await self.trim()
+
+    async def trim(self) -> None:
+        """Gives back the slots beyond the most held at once since the last trim."""
+        for key in list(self._leased):
+            busy = self._busy.get(key, 0)
+            spare = self._leased.get(key, 0) - max(self._peak.pop(key, 0), busy)
+            if busy:
+                self._peak[key] = busy
+            await self._return(key, spare)
+
+    async def _asked(self, message: Message) -> None:
+        """Another replica is refused at the cap: the slots idle here are given back now."""
+        key = message.get("k")
+        if isinstance(key, str):
+            await self._return(key, self._leased.get(key, 0) - self._busy.get(key, 0))
+
+    async def _return(self, key: str, slots: int) -> None:
+        if slots <= 0:
             return
-        self._held.remove(key)
-        with anyio.CancelScope(shield=True):
-            released = await self._release_shared(key)
-        if not released:
-            self._owed.add(key)
-
-    async def _release_shared(self, key: str) -> bool:
-        keys = [self.link.key("calls", key)]
+        self._give(key, -slots)  # not to be taken while they go back
         try:
-            await self.batch(self._release, keys, [self.link.replica])
+            keys = [self.link.key("calls", key)]
+            await self.batch(self._give_back, keys, [self.link.replica, slots])
         except SharedStateUnavailable:
-            return False
-        return True
+            self._give(key, slots)  # still leased: given back at the next trim
 
-    async def _repay(self) -> None:
-        for key in list(self._owed):
-            if not await self._release_shared(key):
-                return
-            self._owed.remove(key)
+    def _give(self, key: str, slots: int) -> None:
+        left = self._leased.get(key, 0) + slots
+        if left > 0:
+            self._leased[key] = left
+        else:
+            self._leased.pop(key, None)
 
     def held(self) -> dict[str, int]:
-        both = Tally(self._held)
+        both = Tally(self._busy)
         for key, count in self._local.items():
             both[key] = both.get(key, 0) + count
         return dict(both)

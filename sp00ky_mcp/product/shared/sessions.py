@@ -8,16 +8,27 @@ timed by Redis's own clock so that replicas' clocks need not agree.
 What a replica holds for a session (its event streams, the calls it runs) stays in that
 replica; a session ended anywhere is found gone by every replica at its next use, and what a
 replica held for it is let go at its next sweep.
+
+A replica keeps the sessions it uses in memory, so that a request costs no round trip to
+Redis: the bus tells every replica of a session ended or changed elsewhere, and its sender
+waits until each has dropped its copy before it answers, so the client's next request, on
+any replica, reads it again.  A copy is trusted only while the bus is sure to hear (see
+`RedisBus.hearing`) and for at most `TRUST_SECONDS` since Redis last confirmed it (and never
+for more than half the idle TTL, so Redis has not expired it meanwhile); each second, the
+sessions used are confirmed, their TTL and order of use renewed, many to a pipeline.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import orjson
 
+from ...engine.errors import SharedStateUnavailable
 from ...engine.sessions import Session, SessionState, SessionStore
 from .batch import ScriptBatch
 from .redis import SharedLink
@@ -101,6 +112,20 @@ return ids
 """
 
 
+TRUST_SECONDS = 2.0
+
+
+@dataclass(slots=True)
+class _Copy:
+    session: Session
+    epoch: int
+    confirmed: float
+
+
+def never() -> int | None:
+    return None
+
+
 class RedisSessions(SessionStore):
     def __init__(
         self,
@@ -110,6 +135,7 @@ class RedisSessions(SessionStore):
         idle_ttl: float,
         on_end: Callable[[str], None] = lambda session_id: None,
         batch: ScriptBatch | None = None,
+        hearing: Callable[[], int | None] = never,
     ) -> None:
         self.link = link
         self.batch = batch or ScriptBatch(link)
@@ -117,6 +143,13 @@ class RedisSessions(SessionStore):
         self.max_per_owner = max_per_owner
         self.ttl_ms = max(1, int(idle_ttl * 1000))
         self.on_end = on_end
+        # The bus's epoch while it hears every message (None: copies are not trusted).
+        self.hearing = hearing
+        self.trust = min(TRUST_SECONDS, idle_ttl / 2)
+        self._copies: dict[str, _Copy] = {}
+        self._used: set[str] = set()
+        # Counts the copies dropped: a read under way when one was is not kept.
+        self._forgotten = 0
         client = link.client
         self._add = client.register_script(ADD)
         self._get = client.register_script(GET)
@@ -143,22 +176,61 @@ class RedisSessions(SessionStore):
             self.max_sessions,
             self.link.prefix,
         ]
+        forgotten = self._forgotten
         evicted = await self.link.run(lambda c: self._add(keys, args))
+        self._keep(session, time.monotonic(), forgotten)
         for session_id in evicted:
+            self._drop(session_id.decode())
             self.on_end(session_id.decode())
 
     async def get(self, session_id: str, now: float) -> Session | None:
+        copy = self._copies.get(session_id)
+        if copy is not None and self._trusted(copy, now):
+            self._used.add(session_id)
+            copy.session.last_seen = now
+            return copy.session
+        forgotten = self._forgotten
         keys = [self._value_key(session_id), self._all_key]
         args: list[str | int] = [session_id, self.ttl_ms, self.link.prefix]
         value = await self.batch(self._get, keys, args)
-        return None if value is None else decode(session_id, value)
+        if value is None:
+            self._drop(session_id)
+            return None
+        session = decode(session_id, value)
+        self._keep(session, now, forgotten)
+        return session
+
+    def _trusted(self, copy: _Copy, now: float) -> bool:
+        return copy.epoch == self.hearing() and now - copy.confirmed < self.trust
+
+    def _keep(self, session: Session, now: float, forgotten: int) -> None:
+        """Kept as read at `now`, unless a copy was dropped since the read began (it may be
+        this one, changed meanwhile) or the bus may miss what ends it."""
+        epoch = self.hearing()
+        if epoch is None or forgotten != self._forgotten:
+            return
+        if session.id not in self._copies and len(self._copies) >= self.max_sessions:
+            del self._copies[next(iter(self._copies))]
+        self._copies[session.id] = _Copy(session, epoch, now)
+
+    def _drop(self, session_id: str) -> None:
+        self._forgotten += 1
+        self._copies.pop(session_id, None)
+
+    def forget(self, session_id: str) -> None:
+        self._drop(session_id)
 
     async def save(self, session: Session) -> None:
         key, value = self._value_key(session.id), encode(session)
-        # Only while it lasts: a session ended meanwhile is not brought back.
-        await self.link.run(lambda c: c.set(key, value, xx=True, keepttl=True))
+        try:
+            # Only while it lasts: a session ended meanwhile is not brought back.
+            await self.link.run(lambda c: c.set(key, value, xx=True, keepttl=True))
+        except SharedStateUnavailable:
+            self._drop(session.id)  # this copy now differs from what Redis holds
+            raise
 
     async def remove(self, session_id: str) -> bool:
+        self._drop(session_id)
         keys = [self._value_key(session_id), self._all_key]
         removed = await self.link.run(lambda c: self._remove(keys, [session_id, self.link.prefix]))
         if removed:
@@ -166,13 +238,48 @@ class RedisSessions(SessionStore):
         return bool(removed)
 
     async def remove_owner(self, owner: str) -> None:
+        for copy in list(self._copies.values()):
+            if copy.session.owner == owner:
+                self._drop(copy.session.id)
         keys = [self._owner_key(owner), self._all_key]
         ids = await self.link.run(lambda c: self._remove_owner(keys, [self.link.prefix]))
         for session_id in ids:
+            self._drop(session_id.decode())
             self.on_end(session_id.decode())
+
+    async def run(self) -> None:
+        """Confirms the copies used since the last time, twice per trust period."""
+        while True:
+            await anyio.sleep(self.trust / 2)
+            await self.confirm()
+
+    async def confirm(self) -> None:
+        """Renews on Redis the sessions used from copies (their TTL and order of use) and
+        confirms the copies; a session gone or changed there is dropped, to be read again."""
+        used, self._used = self._used, set()
+        copies = [copy for copy in map(self._copies.get, used) if copy is not None]
+        now, forgotten = time.monotonic(), self._forgotten
+        try:
+            async with anyio.create_task_group() as tasks:
+                for copy in copies:
+                    tasks.start_soon(self._confirm_one, copy, now, forgotten)
+        except* SharedStateUnavailable:
+            self._copies.clear()
+
+    async def _confirm_one(self, copy: _Copy, now: float, forgotten: int) -> None:
+        session_id = copy.session.id
+        keys = [self._value_key(session_id), self._all_key]
+        value = await self.batch(self._get, keys, [session_id, self.ttl_ms, self.link.prefix])
+        if value is None or value != encode(copy.session):
+            self._drop(session_id)
+        elif forgotten == self._forgotten:
+            copy.confirmed = now
 
     async def sweep(self, now: float, held: list[str]) -> list[str]:
         """Redis expires idle sessions itself; of `held`, those no longer there."""
+        for session_id, copy in list(self._copies.items()):
+            if now - copy.confirmed >= self.trust:
+                del self._copies[session_id]
         if not held:
             return []
         keys = [self._value_key(session_id) for session_id in held]
