@@ -5,10 +5,12 @@ is refused with 503 and the stateless era keeps working, until Redis is back."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -70,10 +72,11 @@ async def test_a_session_reads_back_as_it_was_stored_and_changes_are_kept(redis_
     async with sessions_on(redis_url) as (sessions, _, _):
         session = a_session("s1")
         await sessions.add(session)
+        before = session.mark()
         session.state = SessionState.READY
         session.log_level = "debug"
         session.subscriptions.add("sp00ky://projects/api")
-        await sessions.save(session)
+        await sessions.save(session, before)
         found = await sessions.get("s1", 0.0)
     assert found is not None
     assert (found.owner, found.protocol_version, found.client_capabilities) == (
@@ -87,6 +90,21 @@ async def test_a_session_reads_back_as_it_was_stored_and_changes_are_kept(redis_
         "debug",
         {"sp00ky://projects/api"},
     )
+
+
+async def test_changes_made_at_once_through_two_replicas_are_both_kept(redis_url: str) -> None:
+    async with sessions_on(redis_url) as (here, _, _), sessions_on(redis_url) as (there, _, _):
+        await here.add(a_session("s1"))
+        mine, theirs = await here.get("s1", 0.0), await there.get("s1", 0.0)
+        assert mine is not None and theirs is not None
+        before_mine, before_theirs = mine.mark(), theirs.mark()
+        mine.log_level = "debug"
+        theirs.subscriptions.add("sp00ky://projects/api")
+        await here.save(mine, before_mine)
+        await there.save(theirs, before_theirs)
+        found = await here.get("s1", 0.0)
+    assert found is not None
+    assert (found.log_level, found.subscriptions) == ("debug", {"sp00ky://projects/api"})
 
 
 async def test_a_session_expires_after_its_idle_time_and_each_use_restarts_it(
@@ -107,7 +125,9 @@ async def test_an_ended_session_is_gone_and_saving_it_does_not_bring_it_back(
         session = a_session("s1")
         await sessions.add(session)
         assert await sessions.remove("s1") is True
-        await sessions.save(session)
+        before = session.mark()
+        session.log_level = "debug"
+        await sessions.save(session, before)
         found = await sessions.get("s1", 0.0)
         again = await sessions.remove("s1")
     assert (found, again, ended) == (None, False, ["s1"])
@@ -284,6 +304,55 @@ async def test_a_slot_stays_leased_for_the_next_call_and_goes_back_once_idle(
         after = await quotas.link.client.hget(calls, quotas.link.replica)
         held = quotas.held()
     assert (leased, again, kept, after, held) == (b"1", True, b"1", None, {})
+
+
+@asynccontextmanager
+async def muting_proxy(url: str) -> AsyncIterator[tuple[str, dict[str, bool]]]:
+    """A TCP proxy to the Redis at `url` that, while `muted["on"]`, passes requests on and
+    drops the answers: Redis acts, and its client never hears."""
+    target = urlsplit(url)
+    muted = {"on": False}
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+
+    async def pipe(source: Any, sink: Any, mutable: bool) -> None:
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            async for chunk in source:
+                if not (mutable and muted["on"]):
+                    await sink.send(chunk)
+        await sink.aclose()
+
+    async def serve(client: Any) -> None:
+        redis = await anyio.connect_tcp(str(target.hostname), target.port or 6379)
+        async with client, redis, anyio.create_task_group() as both:
+            both.start_soon(pipe, client, redis, False)
+            both.start_soon(pipe, redis, client, True)
+
+    async with listener, anyio.create_task_group() as tasks:
+        tasks.start_soon(listener.serve, serve)
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        yield f"redis://127.0.0.1:{port}/0", muted
+        tasks.cancel_scope.cancel()
+
+
+async def test_a_slot_leased_whose_answer_was_lost_is_set_right_at_the_next_trim(
+    redis_url: str,
+) -> None:
+    async with muting_proxy(redis_url) as (url, muted):
+        link = SharedLink(url, pause=0.0)
+        try:
+            await link.client.set(link.alive_key, b"1")
+            quotas = RedisQuotas(link)
+            muted["on"] = True
+            claimed = await quotas.claim("tok", 4)  # Redis leased it; the answer was lost
+            muted["on"] = False
+            await quotas.release("tok")
+            calls = link.key("calls", "tok")
+            left = await link.client.hget(calls, link.replica)
+            await quotas.trim()
+            after = await link.client.hget(calls, link.replica)
+        finally:
+            await link.close()
+    assert (claimed, left, after) == (True, b"1", None)
 
 
 async def test_the_calls_of_a_replica_that_died_are_let_go(redis_url: str) -> None:

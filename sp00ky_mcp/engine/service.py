@@ -45,7 +45,7 @@ from .mrtr import RequestStateSigner, input_required_result
 from .ports import Ports
 from .protocol import Engine, client_description_problem
 from .runtime import CallInterrupt, DetachedPeer, InlinePeer, SessionRuntime
-from .sessions import LocalSessions, Session, SessionEvent, new_session_id
+from .sessions import LocalSessions, Mark, Session, SessionEvent, new_session_id
 from .streams import EventStream, StreamItem, split_event_id
 from .tally import Tally
 from .versions import (
@@ -292,14 +292,14 @@ class McpService:
             return await self._post_in_session(request, batch, session, principal)
         finally:
             if session.mark() != mark:
-                await self._save(session)
+                await self._save(session, mark)
 
-    async def _save(self, session: Session) -> None:
+    async def _save(self, session: Session, before: Mark) -> None:
         """Records what a request changed in its session.  The request has been answered by
         now, so a shared store that cannot take it is logged, not answered again."""
         with anyio.CancelScope(shield=True):
             try:
-                await self.sessions.save(session)
+                await self.sessions.save(session, before)
                 if self.bus.shared:
                     # Every replica reads the session again before the client is answered;
                     # one holding its GET stream filters announcements by its subscriptions.

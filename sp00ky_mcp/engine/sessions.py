@@ -42,6 +42,10 @@ TRANSITIONS: dict[tuple[SessionState, SessionEvent], SessionState] = {
 }
 
 
+# What a request may change in a session: its state, log level and subscriptions.
+Mark = tuple[SessionState, str | None, frozenset[str]]
+
+
 def new_session_id() -> str:
     return secrets.token_urlsafe(24)
 
@@ -61,7 +65,7 @@ class Session:
     # they belong to this process and are never shared.
     runtime: Any = None
 
-    def mark(self) -> tuple[SessionState, str | None, frozenset[str]]:
+    def mark(self) -> Mark:
         """What a request may change and a shared store must then be told."""
         return self.state, self.log_level, frozenset(self.subscriptions)
 
@@ -163,8 +167,9 @@ class SessionStore(ABC):
         """The session, marked as used now; None if it ended or idled past its TTL."""
 
     @abstractmethod
-    async def save(self, session: Session) -> None:
-        """Records what a request changed (state, log level, subscriptions)."""
+    async def save(self, session: Session, before: Mark) -> None:
+        """Records what a request changed (state, log level, subscriptions) since `before`,
+        and only that: a change another replica made meanwhile is kept."""
 
     @abstractmethod
     async def remove(self, session_id: str) -> bool: ...
@@ -216,7 +221,7 @@ class LocalSessions(SessionStore):
     async def get(self, session_id: str, now: float) -> Session | None:
         return self.registry.get(session_id, now)
 
-    async def save(self, session: Session) -> None:
+    async def save(self, session: Session, before: Mark) -> None:
         return None  # the session is the stored object itself
 
     async def remove(self, session_id: str) -> bool:

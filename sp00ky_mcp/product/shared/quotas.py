@@ -73,6 +73,13 @@ if left <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
 return 1
 """
 
+# ARGV: replica, slots it leases (what Redis holds for it is set to that).
+SET_LEASED = """
+if tonumber(ARGV[2]) > 0 then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+else redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 1
+"""
+
 
 class RedisQuotas(Quotas):
     def __init__(
@@ -85,6 +92,7 @@ class RedisQuotas(Quotas):
         self._throttle = client.register_script(THROTTLE)
         self._lease = client.register_script(LEASE)
         self._give_back = client.register_script(GIVE_BACK)
+        self._set_leased = client.register_script(SET_LEASED)
         self.fallback = LocalQuotas()
         self._local = Tally()
         # Slots leased from Redis, those of them calls hold, and the most held at once since
@@ -92,6 +100,10 @@ class RedisQuotas(Quotas):
         self._leased = Tally()
         self._busy = Tally()
         self._peak: dict[str, int] = {}
+        # Leases under way, and keys whose count on Redis may differ from ours (an answer
+        # lost after Redis acted): set right at the next trim with no lease under way.
+        self._leasing = Tally()
+        self._unsure: set[str] = set()
         if bus is not None:
             bus.handlers["spare"] = self._asked
 
@@ -128,8 +140,15 @@ class RedisQuotas(Quotas):
     async def _lease_one(self, key: str, cap: int) -> bool:
         keys = [self.link.key("calls", key)]
         args: list[str | int] = [self.link.replica, cap, self.link.key("replica", "")]
-        # A caller gone before the answer came still leased the slot: it is kept as spare.
-        leased = await self.batch(self._lease, keys, args, partial(self._leased_anyway, key))
+        self._leasing.add(key)
+        try:
+            # A caller gone before the answer came still leased the slot: kept as spare.
+            leased = await self.batch(self._lease, keys, args, partial(self._leased_anyway, key))
+        except SharedStateUnavailable:
+            self._unsure.add(key)
+            raise
+        finally:
+            self._leasing.remove(key)
         if leased:
             self._leased.add(key)
         return bool(leased)
@@ -156,13 +175,31 @@ class RedisQuotas(Quotas):
             await self.trim()
 
     async def trim(self) -> None:
-        """Gives back the slots beyond the most held at once since the last trim."""
-        for key in list(self._leased):
+        """Gives back the slots beyond the most held at once since the last trim, and sets
+        right what Redis may hold wrongly for this replica."""
+        returns = []
+        for key in set(self._leased) | self._unsure:
             busy = self._busy.get(key, 0)
-            spare = self._leased.get(key, 0) - max(self._peak.pop(key, 0), busy)
+            returns.append((key, self._leased.get(key, 0) - max(self._peak.pop(key, 0), busy)))
             if busy:
                 self._peak[key] = busy
-            await self._return(key, spare)
+        async with anyio.create_task_group() as tasks:
+            for key, spare in returns:
+                if key in self._unsure and not self._leasing.get(key):
+                    tasks.start_soon(self._set_right, key, spare)
+                else:
+                    tasks.start_soon(self._return, key, spare)
+
+    async def _set_right(self, key: str, spare: int) -> None:
+        self._give(key, -max(spare, 0))
+        keys = [self.link.key("calls", key)]
+        leased = self._leased.get(key, 0)
+        try:
+            await self.batch(self._set_leased, keys, [self.link.replica, leased])
+        except SharedStateUnavailable:
+            self._give(key, max(spare, 0))
+            return
+        self._unsure.discard(key)
 
     async def _asked(self, message: Message) -> None:
         """Another replica is refused at the cap: the slots idle here are given back now."""
@@ -179,6 +216,7 @@ class RedisQuotas(Quotas):
             await self.batch(self._give_back, keys, [self.link.replica, slots])
         except SharedStateUnavailable:
             self._give(key, slots)  # still leased: given back at the next trim
+            self._unsure.add(key)  # unless Redis took it and the answer was lost
 
     def _give(self, key: str, slots: int) -> None:
         left = self._leased.get(key, 0) + slots

@@ -29,7 +29,7 @@ import anyio
 import orjson
 
 from ...engine.errors import SharedStateUnavailable
-from ...engine.sessions import Session, SessionState, SessionStore
+from ...engine.sessions import Mark, Session, SessionState, SessionStore
 from .batch import ScriptBatch
 from .redis import SharedLink
 
@@ -220,11 +220,21 @@ class RedisSessions(SessionStore):
     def forget(self, session_id: str) -> None:
         self._drop(session_id)
 
-    async def save(self, session: Session) -> None:
-        key, value = self._value_key(session.id), encode(session)
+    async def save(self, session: Session, before: Mark) -> None:
+        """What the request changed, applied to the session as Redis holds it now (read and
+        written under WATCH, again if it changed meanwhile): a change another replica made at
+        the same time (another field, another subscription) is kept, and a session ended
+        meanwhile is not brought back."""
+        key, after = self._value_key(session.id), session.mark()
+
+        async def change(pipe: Any) -> None:
+            value = await pipe.get(key)
+            if value is not None:
+                pipe.multi()
+                pipe.set(key, changed(value, before, after), keepttl=True)
+
         try:
-            # Only while it lasts: a session ended meanwhile is not brought back.
-            await self.link.run(lambda c: c.set(key, value, xx=True, keepttl=True))
+            await self.link.run(lambda c: c.transaction(change, key))
         except SharedStateUnavailable:
             self._drop(session.id)  # this copy now differs from what Redis holds
             raise
@@ -270,7 +280,7 @@ class RedisSessions(SessionStore):
         session_id = copy.session.id
         keys = [self._value_key(session_id), self._all_key]
         value = await self.batch(self._get, keys, [session_id, self.ttl_ms, self.link.prefix])
-        if value is None or value != encode(copy.session):
+        if value is None or changed_there(copy.session, value):
             self._drop(session_id)
         elif forgotten == self._forgotten:
             copy.confirmed = now
@@ -307,6 +317,27 @@ def encode(session: Session) -> bytes:
             "l": session.log_level,
             "u": sorted(session.subscriptions),
         }
+    )
+
+
+def changed(value: bytes, before: Mark, after: Mark) -> bytes:
+    """The stored session `value` with what changed from `before` to `after`, and only that."""
+    fields = orjson.loads(value)
+    if after[0] != before[0]:
+        fields["s"] = after[0].value
+    if after[1] != before[1]:
+        fields["l"] = after[1]
+    fields["u"] = sorted((set(fields["u"]) | (after[2] - before[2])) - (before[2] - after[2]))
+    return orjson.dumps(fields)
+
+
+def changed_there(session: Session, value: bytes) -> bool:
+    """Whether what requests may change differs on Redis from this copy."""
+    fields = orjson.loads(value)
+    return (fields["s"], fields["l"], set(fields["u"])) != (
+        session.state.value,
+        session.log_level,
+        session.subscriptions,
     )
 
 
