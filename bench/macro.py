@@ -568,6 +568,8 @@ async def _quota_costs(calls: int) -> list[tuple[str, float]]:
                 rows.append(
                     (f"call slot claim + release, {name}", await _timed_slot(calls, quotas))
                 )
+            # A slot no replica leases yet: one round trip to lease it.
+            rows.append(("call slot claim needing a lease, shared (Redis)", await _fresh(shared)))
             return rows
         finally:
             await link.close()
@@ -585,6 +587,14 @@ async def _timed_slot(calls: int, quotas: Any) -> float:
     for _ in range(calls):
         await quotas.claim("t", 32)
         await quotas.release("t")
+    return (time.perf_counter() - began) / calls * 1e6
+
+
+async def _fresh(quotas: Any, calls: int = 2000) -> float:
+    began = time.perf_counter()
+    for index in range(calls):
+        await quotas.claim(f"fresh-{index}", 32)
+        await quotas.release(f"fresh-{index}")
     return (time.perf_counter() - began) / calls * 1e6
 
 
