@@ -40,6 +40,7 @@ def report(
     on_uvloop = macros["sp00ky-mcp (handshake, JSON, uvloop)"]
     bare_uvloop = macros["bare h11 ceiling (uvloop)"]
     on_redis = macros["sp00ky-mcp (handshake, JSON, sessions on Redis)"]
+    observed = macros["sp00ky-mcp (handshake, JSON, metrics and JSON access logs)"]
     modern_redis = macros["sp00ky-mcp (2026-07-28, calls in flight counted on Redis)"]
     one_worker = macros["sp00ky-mcp (2026-07-28, on Redis, 1 worker, cores 0-1)"]
     two_workers = macros["sp00ky-mcp (2026-07-28, on Redis, --workers 2, cores 0-1)"]
@@ -86,6 +87,8 @@ def report(
         f"{ratio(sse_reply.cpu_us, ours.cpu_us)} | ≤ 2x |",
         f"| progress (3 notifications) over SSE vs JSON reply, CPU per call | "
         f"{ratio(progress.cpu_us, ours.cpu_us)} | ≤ 2x |",
+        f"| handshake tools/call, metrics and JSON access logs on vs off, CPU per call | "
+        f"{observed.cpu_us / ours.cpu_us - 1:+.0%} | ≤ +5% |",
         f"| handshake tools/call, sessions on Redis vs in memory, CPU per call | "
         f"{on_redis.cpu_us / ours.cpu_us - 1:+.0%} | ≤ +30% |",
         f"| 2026-07-28 tools/call, calls in flight on Redis vs in memory, CPU per call | "

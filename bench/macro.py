@@ -53,6 +53,8 @@ class Target:
     env: dict[str, str] = field(default_factory=dict)
     # The cores the server may run on (wrk runs on core 1).
     cores: str = "0"
+    # Its standard error thrown away (a server writing a line per request), not shown.
+    quiet: bool = False
 
 
 @dataclass
@@ -224,6 +226,7 @@ class Running:
         self.process = subprocess.Popen(
             ["taskset", "-c", target.cores, *target.command(self.port)],
             stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL if target.quiet else None,
             text=True,
             env=env,
             cwd=ROOT,
@@ -325,6 +328,11 @@ def ours(port: int) -> list[str]:
         "--log-level",
         "warning",
     ]
+
+
+def observed(port: int) -> list[str]:
+    """Ours with metrics kept and an access and audit line per request, as JSON."""
+    return [*ours(port)[:-2], "--log-level", "info", "--log-format", "json", "--metrics"]
 
 
 PRODUCT_DIR = Path(tempfile.gettempdir()) / "sp00ky-bench-product"
@@ -434,6 +442,9 @@ def on_postgres(load: Callable[[str, int, str], Load]) -> Callable[[str, int], L
 TARGETS = {
     "sp00ky-mcp (handshake, JSON)": Target("sp00ky", ours, handshake_load),
     "sp00ky-mcp (2026-07-28)": Target("sp00ky-modern", ours, modern_load),
+    "sp00ky-mcp (handshake, JSON, metrics and JSON access logs)": Target(
+        "sp00ky-observed", observed, handshake_load, quiet=True
+    ),
     "sp00ky-mcp (handshake, SSE reply)": Target("sp00ky-sse", ours, sse_reply_load),
     "sp00ky-mcp (handshake, progress over SSE)": Target("sp00ky-progress", ours, progress_load),
     "official SDK (JSON replies)": Target(

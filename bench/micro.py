@@ -148,4 +148,39 @@ def run() -> list[tuple[str, float]]:
         ("redact + encode 50 env vars", per_op(lambda: orjson.dumps(env, default=mask))),
         ("JSON-RPC parse → dispatch → encode", per_op(dispatch)),
         *masking(),
+        *metric_updates(),
+    ]
+
+
+def metric_updates() -> list[tuple[str, float]]:
+    """What one tools/call adds to the metrics (a request counted and timed, a tool call
+    counted and timed): by hand, as served, and with prometheus-client, the alternative."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client import Counter as PromCounter
+    from prometheus_client import Histogram as PromHistogram
+
+    from sp00ky_mcp.engine.ops import Operations, RequestFacts
+
+    ops = Operations(metrics=True, methods=frozenset({"tools/call"}))
+    facts = RequestFacts(0.0, "1.1", "handshake", "tools/call")
+
+    def by_hand() -> None:
+        ops.completed("POST", "/v1/mcp", facts, 200)
+        ops.tool_called(None, "test_simple_text", {}, "ok", 0.0001, None)
+
+    registry = CollectorRegistry()
+    requests = PromCounter("r", "r", ("method", "era", "status"), registry=registry)
+    request_seconds = PromHistogram("rs", "rs", ("method",), registry=registry)
+    calls = PromCounter("c", "c", ("tool", "outcome"), registry=registry)
+    call_seconds = PromHistogram("cs", "cs", ("tool",), registry=registry)
+
+    def with_client() -> None:
+        requests.labels("tools/call", "handshake", "200").inc()
+        request_seconds.labels("tools/call").observe(0.0002)
+        calls.labels("test_simple_text", "ok").inc()
+        call_seconds.labels("test_simple_text").observe(0.0001)
+
+    return [
+        ("metrics of one tools/call, by hand (served)", per_op(by_hand)),
+        ("metrics of one tools/call, prometheus-client", per_op(with_client)),
     ]

@@ -170,8 +170,11 @@ class ProductEnv:
         method: str,
         params: dict[str, Any] | None = None,
         capabilities: dict[str, Any] | None = None,
+        url: str | None = None,
+        extra: dict[str, str] | None = None,
     ) -> httpx.Response:
-        """One stateless (2026-07-28) request, headers as a conformant client sends them."""
+        """One stateless (2026-07-28) request, headers as a conformant client sends them (and
+        `extra`), to the endpoint or to `url`."""
         meta = {**MODERN_META, "io.modelcontextprotocol/clientCapabilities": capabilities or {}}
         body = {
             "jsonrpc": "2.0",
@@ -189,7 +192,8 @@ class ProductEnv:
         name = (params or {}).get("name") or (params or {}).get("uri")
         if name is not None:
             headers["mcp-name"] = str(name)
-        return await self.http.post(self.server.url, json=body, headers=headers)
+        headers |= extra or {}
+        return await self.http.post(url or self.server.url, json=body, headers=headers)
 
     async def call(self, token: str, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
         """tools/call; returns the JSON-RPC result object (or raises on a JSON-RPC error)."""
@@ -272,11 +276,12 @@ async def product_server(
     data_dir: str | Path,
     limits: Limits = UNLIMITED,
     shared: SharedState | None = None,
+    **settings: Any,
 ) -> AsyncIterator[ProductEnv]:
     """The product server on `store` (and `shared`, as one replica of several), listening on
     a free loopback port, with an HTTP client; stopped (and its audit records written) when
     the block ends.  The store and the shared state stay open."""
-    config = ServerConfig(port=0, data_dir=str(data_dir), limits=limits)
+    config = ServerConfig(port=0, data_dir=str(data_dir), limits=limits, **settings)
     parts = build_product(config, store, shared)
     async with anyio.create_task_group() as tasks, httpx.AsyncClient() as http:
         await tasks.start(parts.server.serve)

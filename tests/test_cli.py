@@ -596,3 +596,109 @@ def test_token_with_install_writes_the_cursor_config_and_keeps_the_json_clean(
     assert config["mcpServers"]["sp00ky"]["headers"] == {
         "Authorization": f"Bearer {minted['token']}"
     }
+
+
+# --- audit -----------------------------------------------------------------------------------
+
+
+def calls_through(data_dir: str, *calls: tuple[str, str]) -> None:
+    """Each (token, tool) called, without arguments, on a server over `data_dir`."""
+
+    async def run() -> None:
+        async with serving(data_dir) as env:
+            for token, tool in calls:
+                await env.call(token, tool, {})
+
+    anyio.run(run)
+
+
+def test_audit_lists_the_calls_of_each_token_oldest_first(
+    capsys: pytest.CaptureFixture[str], data_dir: str
+) -> None:
+    laptop = mint(capsys, data_dir, "--name", "laptop")
+    ci = mint(capsys, data_dir, "--name", "ci")
+    calls_through(data_dir, (laptop["token"], "list_projects"), (ci["token"], "list_teams"))
+    status, out, err = spky(capsys, "audit", "--data-dir", data_dir, "--user", USER, "--json")
+    assert (status, err) == (0, "")
+    rows = orjson.loads(out)
+    assert [(r["token_name"], r["tool"], r["outcome"]) for r in rows] == [
+        ("laptop", "list_projects", "ok"),
+        ("ci", "list_teams", "ok"),
+    ]
+    assert set(rows[0]) == {
+        "at",
+        "token_id",
+        "token_name",
+        "tenant_id",
+        "tool",
+        "outcome",
+        "duration_ms",
+        "arguments_digest",
+    }
+    assert laptop["token"] not in out and ci["token"] not in out
+
+
+def test_audit_narrows_to_one_token_and_to_a_moment_on(
+    capsys: pytest.CaptureFixture[str], data_dir: str
+) -> None:
+    laptop = mint(capsys, data_dir, "--name", "laptop")
+    ci = mint(capsys, data_dir, "--name", "ci")
+    calls_through(data_dir, (laptop["token"], "list_projects"), (ci["token"], "list_teams"))
+    base = ("audit", "--data-dir", data_dir, "--user", USER, "--json")
+    _, by_name, _ = spky(capsys, *base, "--token", "ci")
+    _, by_id, _ = spky(capsys, *base, "--token", laptop["id"])
+    _, lately, _ = spky(capsys, *base, "--since", "1h")
+    _, later, _ = spky(capsys, *base, "--since", "2999-01-01")
+    assert [r["tool"] for r in orjson.loads(by_name)] == ["list_teams"]
+    assert [r["tool"] for r in orjson.loads(by_id)] == ["list_projects"]
+    assert len(orjson.loads(lately)) == 2
+    assert orjson.loads(later) == []
+
+
+def test_audit_as_a_table_and_its_refusals(
+    capsys: pytest.CaptureFixture[str], data_dir: str
+) -> None:
+    laptop = mint(capsys, data_dir, "--name", "laptop")
+    calls_through(data_dir, (laptop["token"], "list_teams"))
+    status, out, _ = spky(capsys, "audit", "--data-dir", data_dir, "--user", USER)
+    header, row = out.splitlines()
+    assert status == 0
+    assert header.split() == ["AT", "TOKEN", "TOOL", "OUTCOME", "MS", "TENANT"]
+    assert row.split()[1:4] == ["laptop", "list_teams", "ok"]
+    base = ("audit", "--data-dir", data_dir, "--user", USER)
+    status, _, err = spky(capsys, *base, "--since", "yesterday")
+    assert (status, err.strip()) == (
+        1,
+        "spky: --since 'yesterday' is neither an age nor a date; use e.g. 2h, 7d, 2026-12-01 or "
+        "2026-12-01T09:30Z.",
+    )
+    status, _, err = spky(capsys, *base, "--token", "desktop")
+    assert (status, err.strip()) == (1, "spky: No token 'desktop'; `spky mcp tokens` lists them.")
+
+
+def test_install_writes_the_narrowing_into_the_servers_url(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    narrowing = ("--read-only", "--toolsets", "env, logs", "--tools", "list_env_vars")
+    result = spky(
+        capsys, "install", "--client", "cursor", "--token", TOKEN, "--url", URL, *narrowing
+    )
+    config = orjson.loads((home / ".cursor" / "mcp.json").read_bytes())
+    assert result[0] == 0
+    assert config["mcpServers"]["sp00ky"]["url"] == (
+        URL + "?read_only=true&toolsets=env,logs&tools=list_env_vars"
+    )
+
+
+def test_install_refuses_a_toolset_it_does_not_know(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    status, _, err = spky(
+        capsys, "install", "--client", "cursor", "--token", TOKEN, "--toolsets", "env,mail"
+    )
+    assert (status, err.strip()) == (
+        1,
+        "spky: --toolsets 'env,mail' names mail unknown; use backups, billing, deployments, "
+        "domains, env, links, logs, projects, teams, tenants, vault.",
+    )
+    assert not (home / ".cursor" / "mcp.json").exists()

@@ -22,6 +22,7 @@ PURE_MODULES = (
     "sp00ky_mcp.engine.context",
     "sp00ky_mcp.engine.errors",
     "sp00ky_mcp.engine.jsonrpc",
+    "sp00ky_mcp.engine.metrics",
     "sp00ky_mcp.engine.mrtr",
     "sp00ky_mcp.engine.protocol",
     "sp00ky_mcp.engine.redaction",
@@ -32,6 +33,7 @@ PURE_MODULES = (
     "sp00ky_mcp.engine.transport",
     "sp00ky_mcp.engine.uritemplate",
     "sp00ky_mcp.engine.versions",
+    "sp00ky_mcp.product.narrowing",
 )
 
 

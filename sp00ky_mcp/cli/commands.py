@@ -29,7 +29,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import anyio
 import anyio.abc
@@ -37,14 +37,16 @@ import orjson
 
 from ..engine.config import Limits, ServerConfig
 from ..engine.keys import KeyRing
+from ..engine.ops import JsonFormatter
 from ..engine.ports import Ports
 from ..engine.server import McpServer, anonymous
 from ..engine.transport import LOOPBACK_HOSTS
-from ..product import scopes, tokens
+from ..product import narrowing, scopes, tokens
 from ..product.accounts import (
     DEFAULT_TOKEN_DAYS,
     AccountError,
     Accounts,
+    AuditEntry,
     TokenRecord,
     User,
     default_email,
@@ -54,6 +56,7 @@ from ..product.shared import SharedState, SharedStateError, connect_shared, redi
 from ..product.signing import FileKeyRing
 from ..product.store import Store, StoreError, database_url, default_data_dir, open_store
 from ..product.store.sqlite import DB_NAME
+from ..product.tools import all_specs
 from . import editors, workers
 
 if TYPE_CHECKING:
@@ -277,7 +280,28 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
         help="'conformance' serves the official suite's fixtures, without auth, on loopback only",
     )
     parser.add_argument(
-        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="info and debug write one access line per request and one audit line per tool call",
+    )
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=("text", "json"),
+        help="log lines for people (text) or one JSON object per line (json)",
+    )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="serve Prometheus metrics at /metrics on the MCP port (unauthenticated)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=tcp_port,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics at /metrics on this port, on loopback only",
     )
     parser.add_argument(
         "--loop",
@@ -354,6 +378,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(commands.add_parser("serve", help="run the MCP server"))
     add_token_arguments(commands.add_parser("token", help="mint an MCP token"))
     add_store_arguments(commands.add_parser("tokens", help="list MCP tokens"))
+    audit = commands.add_parser("audit", help="read the audit records of your tool calls")
+    add_store_arguments(audit)
+    audit.add_argument("--token", default=None, metavar="ID|NAME", help="one token's calls only")
+    audit.add_argument(
+        "--since",
+        default=None,
+        metavar="WHEN",
+        help="from a moment on: an ISO date or time (UTC unless it says), or an age (e.g. 2h, 7d)",
+    )
     revoke = commands.add_parser("revoke", help="revoke an MCP token")
     add_store_arguments(revoke)
     revoke.add_argument("token", metavar="ID|NAME")
@@ -368,6 +401,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Cursor: write .cursor/mcp.json in this directory, with ${env:SP00KY_MCP_TOKEN} "
         "in place of the token",
+    )
+    install.add_argument(
+        "--read-only", action="store_true", help="the editor sees the read tools only"
+    )
+    install.add_argument(
+        "--toolsets",
+        default=None,
+        metavar="A,B",
+        help=f"the editor sees these areas only: {', '.join(narrowing.TOOLSETS)}",
+    )
+    install.add_argument(
+        "--tools", default=None, metavar="T,U", help="the editor sees these tools only"
     )
     check = commands.add_parser("doctor", help="check the connection from this terminal")
     check.add_argument(
@@ -765,6 +810,60 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_since(text: str, now: float) -> float:
+    """A moment from `--since`: an age back from now (30m, 2h, 7d, 2w) or an ISO date/time."""
+    match = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", text.lower())
+    if match:
+        seconds = {"m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
+        return now - int(match.group(1)) * seconds
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(
+            f"--since '{text}' is neither an age nor a date; use e.g. 2h, 7d, 2026-12-01 or "
+            "2026-12-01T09:30Z."
+        ) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def audit_row(entry: AuditEntry, names: dict[str, str]) -> dict[str, Any]:
+    return {
+        "at": iso(entry.at),
+        "token_id": entry.token_id,
+        "token_name": names.get(entry.token_id),
+        "tenant_id": entry.tenant_id,
+        "tool": entry.tool,
+        "outcome": entry.outcome,
+        "duration_ms": round(entry.duration_ms, 3),
+        "arguments_digest": entry.arguments_digest,
+    }
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+
+    async def read(accounts: Accounts, user: User) -> list[dict[str, Any]]:
+        since = None if args.since is None else parse_since(args.since, accounts.clock())
+        names = {t.id: t.name for t in await accounts.list_tokens(user)}
+        entries = await accounts.audit_trail(user, args.token, since)
+        return [audit_row(entry, names) for entry in entries]
+
+    rows, user = with_existing_accounts(args, read)
+    if args.json:
+        emit_json(rows)
+        return 0
+    if not rows:
+        say(f"No audit records for {user.email} yet.")
+        return 0
+    say(f"{'AT':<21} {'TOKEN':<20} {'TOOL':<24} {'OUTCOME':<9} {'MS':>9}  TENANT")
+    for row in rows:
+        say(
+            f"{row['at']:<21} {(row['token_name'] or row['token_id'])[:20]:<20} "
+            f"{row['tool'][:24]:<24} {row['outcome']:<9} {row['duration_ms']:>9.1f}  "
+            f"{row['tenant_id'] or '-'}"
+        )
+    return 0
+
+
 def cmd_revoke(args: argparse.Namespace) -> int:
 
     async def revoke(accounts: Accounts, user: User) -> TokenRecord:
@@ -870,7 +969,7 @@ def cmd_install(args: argparse.Namespace) -> int:
             "--project is for Cursor (VS Code's config is always the workspace's); Claude Code "
             "registers at user scope, so drop --project."
         )
-    url = server_url(args.url)
+    url = narrowed_url(server_url(args.url), args.read_only, args.toolsets, args.tools)
     # VS Code prompts for the token itself, and a Cursor config that may be committed refers
     # to the environment: neither needs (nor writes) the token.
     cursor = editors.cursor_path(args.project, Path.home(), Path.cwd())
@@ -879,6 +978,30 @@ def cmd_install(args: argparse.Namespace) -> int:
     )
     token = checked_token(args.token) if needs_token else ""
     return install(args.client, url, token, args.project)
+
+
+def narrowed_url(url: str, read_only: bool, toolsets: str | None, tools: str | None) -> str:
+    """The server URL with the narrowing an editor's connection asks for (checked here, so a
+    mistyped name is refused now rather than by every request)."""
+    asked: list[tuple[str, str]] = [("read_only", "true")] if read_only else []
+    for name, given, known in (
+        ("toolsets", toolsets, narrowing.TOOLSETS.keys()),
+        ("tools", tools, {spec.name for spec in all_specs()}),
+    ):
+        if given is None:
+            continue
+        names = [n.strip() for n in given.split(",") if n.strip()]
+        unknown = [n for n in names if n not in known]
+        if unknown or not names:
+            choices = ", ".join(sorted(known)) if name == "toolsets" else "names from tools/list"
+            raise CliError(
+                f"--{name} '{given}' names {', '.join(unknown) or 'nothing'} unknown; "
+                f"use {choices}."
+            )
+        asked.append((name, ",".join(names)))
+    if not asked:
+        return url
+    return url + ("&" if "?" in url else "?") + urlencode(asked, safe=",")
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -910,6 +1033,10 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
             max_connections_per_peer=args.max_connections_per_peer,
         ),
         reuse_port=getattr(args, "worker", False),
+        metrics=args.metrics,
+        metrics_port=args.metrics_port,
+        access_log=args.log_level in ("debug", "info"),
+        log_format=args.log_format,
     )
 
 
@@ -1101,9 +1228,7 @@ async def _stop_on_signal(
 
 def cmd_serve(args: argparse.Namespace) -> int:
     config = config_from(args)
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    set_up_logging(config)
     options = {"use_uvloop": _uvloop_wanted(args.loop)}
     if args.workers > 1:
         return serve_workers(args, config)
@@ -1122,12 +1247,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def set_up_logging(config: ServerConfig) -> None:
+    handler = logging.StreamHandler()
+    if config.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=config.log_level.upper(), handlers=[handler])
+
+
 def serve_workers(args: argparse.Namespace, config: ServerConfig) -> int:
     """`--workers N`: N processes on one port, supervised (see `workers`)."""
     if redis_url(args.redis_url) is None:
         raise CliError(
             f"--workers {args.workers} needs --redis-url: the workers share sessions and "
             "quotas through Redis. Pass one, or serve with --workers 1."
+        )
+    if config.metrics_port is not None:
+        raise CliError(
+            "--metrics-port serves the metrics of one process, and --workers starts several: "
+            "run one process per port for metrics on a port of their own, or leave out "
+            "--metrics-port."
         )
     warn_plain_http(config)
     try:
@@ -1211,6 +1351,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "token": cmd_token,
     "tokens": cmd_tokens,
     "revoke": cmd_revoke,
+    "audit": cmd_audit,
     "install": cmd_install,
     "doctor": cmd_doctor,
     "rotate-key": cmd_rotate_key,

@@ -151,7 +151,13 @@ class Catalogue:
         self._tool_lists: dict[frozenset[str] | None, tuple[dict[str, Any], ...]] = {}
         self._tool_bytes: dict[frozenset[str] | None, orjson.Fragment] = {}
 
-    def visible_tools(self, scopes: frozenset[str] | None) -> tuple[dict[str, Any], ...]:
+    def visible_tools(
+        self, scopes: frozenset[str] | None, only: frozenset[str] | None = None
+    ) -> tuple[dict[str, Any], ...]:
+        if only is not None:
+            # Narrowed by the connection: filtered each time, since the sets a client may ask
+            # for are too many to keep.
+            return tuple(d for d in self.visible_tools(scopes) if d["name"] in only)
         listing = self._tool_lists.get(scopes)
         if listing is None:
             # Registration order: deterministic (2026-07-28 tools: SHOULD be) and chosen by
@@ -160,9 +166,13 @@ class Catalogue:
             self._tool_lists[scopes] = listing
         return listing
 
-    def visible_tools_json(self, scopes: frozenset[str] | None) -> orjson.Fragment:
+    def visible_tools_json(
+        self, scopes: frozenset[str] | None, only: frozenset[str] | None = None
+    ) -> orjson.Fragment:
         """The same listing, encoded once per scope set: tools/list writes these bytes as
         they are."""
+        if only is not None:
+            return orjson.Fragment(orjson.dumps(self.visible_tools(scopes, only)))
         encoded = self._tool_bytes.get(scopes)
         if encoded is None:
             encoded = orjson.Fragment(orjson.dumps(self.visible_tools(scopes)))

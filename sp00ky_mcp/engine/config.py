@@ -52,6 +52,12 @@ class ServerConfig:
     # SO_REUSEPORT: several processes listen on one port, the kernel spreading connections
     # over them (`spky mcp serve --workers N`).
     reuse_port: bool = False
+    # Operability: Prometheus metrics at /metrics on the MCP port, or on a port of their own
+    # on loopback; one access line per request and one audit line per tool call; their format.
+    metrics: bool = False
+    metrics_port: int | None = None
+    access_log: bool = False
+    log_format: str = "text"
 
     @property
     def url(self) -> str:

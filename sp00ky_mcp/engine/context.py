@@ -48,6 +48,12 @@ class Principal:
     user_id: str | None
     scopes: frozenset[str] | None
     can_reveal: bool = False
+    # The token's name, for logs (never its value).
+    name: str | None = None
+    # The tools this connection asked to be narrowed to (None: all its scopes allow), and a
+    # sentence saying how it was narrowed, for the server's instructions.
+    tools: frozenset[str] | None = None
+    narrowed: str | None = None
 
 
 # No authentication: every tool is visible, and secret values stay masked (a program that wants
@@ -71,6 +77,8 @@ class CallContext:
     session: Any = None
     # The tenant a product tool acted in, once resolved (for the audit log).
     tenant_id: str | None = None
+    # What the request's access line will say (see `ops.RequestFacts`); None when not logged.
+    facts: Any = None
     # Delivers a server-wide notification (list changed, resource updated) to the listeners.
     announce: Callable[[str, dict[str, Any]], None] = _no_announcement
     _inputs_asked: int = 0

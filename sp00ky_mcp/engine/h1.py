@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 import h11
@@ -55,6 +55,8 @@ class HttpRequest:
     # the longer `idle_timeout` between requests.
     authenticated: bool = False
     channel: ResponseChannel | None = field(default=None, repr=False)
+    # What the application learns of the request as it answers it (see `ops.RequestFacts`).
+    facts: Any = field(default=None, repr=False)
     _on_gone: list[Callable[[], None]] | None = field(default=None, repr=False)
 
     def header(self, name: str) -> str | None:

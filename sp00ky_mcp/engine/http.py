@@ -112,6 +112,8 @@ class Connection(asyncio.Protocol):
         self.phase = Phase.IDLE
         self.current: HttpRequest | None = None
         self.streaming = False
+        # The status of the response to the current request, and whether it is streamed.
+        self.status, self._streamed = 500, False
         self.gone = False
         self.lingered = 0
         self.lingering = False
@@ -356,6 +358,7 @@ class Connection(asyncio.Protocol):
         self.current = request
         request.channel = self
         self.streaming = False
+        self.status, self._streamed = 500, False
         try:
             response = await self._call_handler(request)
             if request.authenticated:
@@ -366,6 +369,14 @@ class Connection(asyncio.Protocol):
                 await self._write_response(response, request)
         finally:
             self.current = None
+            if self._streamed:
+                self.server.streams_open -= 1
+            if request.facts is not None:
+                self.server.completed(request.method, request.path, request.facts, self.status)
+
+    def _streaming(self, status: int) -> None:
+        self.status, self._streamed = status, True
+        self.server.streams_open += 1
 
     # --- the response channel: an application answering while it works --------------------
 
@@ -375,6 +386,7 @@ class Connection(asyncio.Protocol):
 
     def start(self, status: int, headers: list[Header]) -> None:
         self.streaming = True
+        self._streaming(status)
         self._send(self.core.begin_body(status, headers))
 
     async def send(self, chunk: bytes) -> None:
@@ -406,6 +418,7 @@ class Connection(asyncio.Protocol):
     async def _write_response(self, response: Response, request: HttpRequest) -> None:
         if isinstance(response, Streamed):
             return
+        self.status = response.status
         closing = self.server.lifecycle.closing
         if request.method == "HEAD":
             await self._write_head_only(response, closing)
@@ -426,6 +439,7 @@ class Connection(asyncio.Protocol):
         self._send(self.core.head_only(response.status, headers))
 
     async def _write_stream(self, response: StreamingResponse) -> None:
+        self._streaming(response.status)
         self._send(self.core.begin_body(response.status, response.headers))
         try:
             with anyio.CancelScope() as self._stream_scope:
@@ -529,6 +543,10 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
 
+def _ignore(method: str, path: str, facts: Any, status: int) -> None:
+    return None
+
+
 def _address(transport: asyncio.BaseTransport) -> str:
     peer = transport.get_extra_info("peername")
     return str(peer[0]) if isinstance(peer, tuple) and peer else ""
@@ -560,9 +578,17 @@ class HttpServer:
     """Listens, runs one worker task per connection, and drains gracefully on `shutdown()`:
     stop accepting, let in-flight requests finish within the grace period, then cancel."""
 
-    def __init__(self, handler: Handler, limits: Limits) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        limits: Limits,
+        completed: Callable[[str, str, Any, int], None] | None = None,
+    ) -> None:
         self.handler = handler
         self.limits = limits
+        # Told of each request whose `facts` the application set, once it is answered.
+        self.completed = completed or _ignore
+        self.streams_open = 0
         self.lifecycle = Lifecycle()
         self.transports: set[asyncio.Transport] = set()
         self.port: int | None = None

@@ -240,9 +240,10 @@ def paginate(kind: str, items: Sequence[Any], params: dict[str, Any]) -> Result:
 
 
 async def list_tools(engine: Engine, params: dict[str, Any], ctx: CallContext) -> Result:
-    listing = engine.catalogue.visible_tools(ctx.principal.scopes)
+    principal = ctx.principal
+    listing = engine.catalogue.visible_tools(principal.scopes, principal.tools)
     if "cursor" not in params and len(listing) <= PAGE_SIZE:
-        return {"tools": engine.catalogue.visible_tools_json(ctx.principal.scopes)}
+        return {"tools": engine.catalogue.visible_tools_json(principal.scopes, principal.tools)}
     return paginate("tools", listing, params)
 
 
@@ -276,6 +277,12 @@ async def call_tool(engine: Engine, params: dict[str, Any], ctx: CallContext) ->
 async def run_tool(
     engine: Engine, tool: Tool, arguments: dict[str, Any], ctx: CallContext
 ) -> ToolResult:
+    only = ctx.principal.tools
+    if only is not None and tool.name not in only:
+        return error_result(
+            f"The tool '{tool.name}' is not on this connection: it asked for fewer tools "
+            f"({ctx.principal.narrowed}). Connect without that narrowing to use it."
+        )
     if not grants(tool, ctx.principal.scopes):
         assert tool.scope is not None
         return error_result(engine.scope_hint(tool.scope))

@@ -15,6 +15,7 @@ test-suite another.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import replace
 from typing import Any
@@ -22,15 +23,35 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from .catalogue import Catalogue
+from .catalogue import Catalogue, Tool
 from .config import ServerConfig
 from .context import ANONYMOUS, CallContext, Principal
-from .http import HttpRequest, HttpServer
+from .h1 import plain_response
+from .http import HttpRequest, HttpServer, Response
+from .ops import Check, LineWriter, Operations, Readiness
 from .ports import Ports
-from .protocol import Engine, ToolObserver
-from .service import Authenticator, McpService
+from .protocol import METHODS, Engine, ToolObserver, ToolResult
+from .service import LISTEN, Authenticator, McpService
 
 log = logging.getLogger("sp00ky_mcp")
+LOOPBACK = "127.0.0.1"
+# Notifications a client sends, counted by name; any other is counted as "POST".
+NOTIFICATIONS = (
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+)
+
+
+def operations(config: ServerConfig) -> Operations:
+    """Metrics and access lines as configured (neither: nothing is counted or written)."""
+    return Operations(
+        metrics=config.metrics or config.metrics_port is not None,
+        lines=LineWriter() if config.access_log else None,
+        json=config.log_format == "json",
+        methods=frozenset(METHODS) | {"initialize", LISTEN, "batch", *NOTIFICATIONS},
+    )
 
 
 def anonymous(*, reveal_secrets: bool = False) -> Authenticator:
@@ -60,15 +81,26 @@ class McpServer:
         on_stop: Callable[[], Awaitable[None]] | None = None,
         ports: Ports | None = None,
         background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+        ready: dict[str, Check] | None = None,
     ) -> None:
         self.config = config
         self.on_stop = on_stop
+        self.ops = operations(config)
+        if self.ops.enabled:
+            observer = self._observing(observer)
         self.engine = Engine(catalogue or Catalogue(), instructions, scope_hint, observer)
-        self.service = McpService(config, self.engine, authenticate, ports)
+        readiness = Readiness(dict(ready or {}))
+        self.service = McpService(config, self.engine, authenticate, ports, self.ops, readiness)
         # Run for as long as the server serves (a shared state's heartbeat, say).
         self.background = tuple(background)
-        self.http = HttpServer(self.service, config.limits)
+        self.http = HttpServer(self.service, config.limits, self.ops.completed)
+        self.ops.streams_open = lambda: float(self.http.streams_open)
+        # Metrics on a port of their own, on loopback only, when asked for.
+        self.metrics_http: HttpServer | None = None
+        if config.metrics_port is not None:
+            self.metrics_http = HttpServer(self._metrics_only, config.limits)
         self.port: int | None = None
+        self.metrics_port: int | None = None
         self._stopped: anyio.Event | None = None
 
     @property
@@ -95,8 +127,13 @@ class McpServer:
                 tasks.start_soon(self.service.quotas.run)
                 for job in self.background:
                     tasks.start_soon(job)
+                if self.metrics_http is not None:
+                    port = self.config.metrics_port
+                    self.metrics_port = await tasks.start(self.metrics_http.serve, LOOPBACK, port)
                 task_status.started()
                 await self.http.stopped()
+                if self.metrics_http is not None:
+                    self.metrics_http.shutdown()
                 tasks.cancel_scope.cancel()
         finally:
             if self.on_stop is not None:
@@ -114,6 +151,30 @@ class McpServer:
                 # A session's release that fails must not stop the server; the next sweep
                 # tries again.
                 log.exception("sweeping idle sessions failed")
+
+    def _observing(self, observer: ToolObserver | None) -> ToolObserver:
+        """The product's observer (the audit trail), and the tool call counted and logged."""
+        ops = self.ops
+
+        def observe(
+            ctx: CallContext,
+            tool: Tool,
+            arguments: dict[str, Any],
+            outcome: ToolResult | None,
+            started: float,
+        ) -> None:
+            verdict = "exception" if outcome is None else ("error" if outcome.is_error else "ok")
+            seconds = time.perf_counter() - started
+            ops.tool_called(ctx.facts, tool.name, arguments, verdict, seconds, ctx.tenant_id)
+            if observer is not None:
+                observer(ctx, tool, arguments, outcome, started)
+
+        return observe
+
+    async def _metrics_only(self, request: HttpRequest) -> Response:
+        if request.path != "/metrics":
+            return plain_response(404, "Not found: metrics are at /metrics.")
+        return await self.service.metrics()
 
     def shutdown(self) -> None:
         self.service.begin_shutdown()

@@ -42,6 +42,7 @@ from .http import (
 )
 from .listen import Listener, Listeners
 from .mrtr import RequestStateSigner, input_required_result
+from .ops import Operations, Readiness, RequestFacts
 from .ports import Ports
 from .protocol import Engine, client_description_problem
 from .runtime import CallInterrupt, DetachedPeer, InlinePeer, SessionRuntime
@@ -102,6 +103,18 @@ def modern_status(code: int | None) -> int:
     return 200
 
 
+METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+def _note_post(facts: RequestFacts, batch: transport.Batch, era: Era) -> None:
+    facts.era = "2026-07-28" if era is Era.MODERN else "handshake"
+    first = batch.first
+    if batch.is_batch:
+        facts.method = "batch"
+    elif isinstance(first, jsonrpc.Request | jsonrpc.Notification):
+        facts.method = first.method
+
+
 class McpService:
     def __init__(
         self,
@@ -109,10 +122,22 @@ class McpService:
         engine: Engine,
         authenticate: Authenticator,
         ports: Ports | None = None,
+        ops: Operations | None = None,
+        readiness: Readiness | None = None,
     ) -> None:
         limits = config.limits
         ports = ports or Ports()
         self.config = config
+        self.ops = ops or Operations()
+        self.ops.sessions_open = lambda: float(len(self.runtimes))
+        self.readiness = readiness or Readiness()
+        # Beside the MCP endpoint, unauthenticated and revealing nothing but status.
+        self.side: dict[str, Callable[[], Awaitable[Response]]] = {
+            "/healthz": self._healthz,
+            "/readyz": self._readyz,
+        }
+        if config.metrics:
+            self.side["/metrics"] = self.metrics
         self.engine = engine
         self.authenticate = authenticate
         # What this process holds for each session it served (streams, calls, waiters).
@@ -236,6 +261,8 @@ class McpService:
         return session
 
     async def __call__(self, request: HttpRequest) -> Response:
+        if self.ops.enabled:
+            request.facts = self.ops.begin(getattr(request.channel, "request_id", "-"))
         try:
             return await self._route(request)
         except HttpError as exc:
@@ -246,11 +273,14 @@ class McpService:
 
     async def _route(self, request: HttpRequest) -> Response:
         if request.path != self.config.endpoint:
-            return plain_response(404, f"Not found: the MCP endpoint is {self.config.endpoint}.")
+            return await self._beside(request)
         _raise(transport.check_host(request.header("host"), self.hosts))
         _raise(transport.check_origin(request.header("origin"), self.hosts, self.origins))
         principal = await self._authenticate(request)
         request.authenticated = True
+        facts = request.facts
+        if facts is not None:
+            facts.token_id, facts.token_name = principal.token_id, principal.name
         if request.method == "POST":
             return await self._post(request, principal)
         if request.method == "GET":
@@ -260,6 +290,32 @@ class McpService:
         raise HttpError(
             405, "Method not allowed: use POST, GET or DELETE.", (("allow", "GET, POST, DELETE"),)
         )
+
+    # --- beside the endpoint: health, readiness, metrics --------------------------------------
+
+    async def _beside(self, request: HttpRequest) -> Response:
+        answer = self.side.get(request.path)
+        if answer is None:
+            return plain_response(404, f"Not found: the MCP endpoint is {self.config.endpoint}.")
+        if request.method not in ("GET", "HEAD"):
+            raise HttpError(405, "Method not allowed: use GET.", (("allow", "GET, HEAD"),))
+        return await answer()
+
+    async def _healthz(self) -> Response:
+        """The process serves (liveness): nothing else is looked at."""
+        return json_response(200, b'{"status":"ok"}')
+
+    async def _readyz(self) -> Response:
+        """What the server depends on answers (readiness): 503 while anything does not."""
+        ready, checks = await self.readiness.probe()
+        body = {"status": "ready" if ready else "unavailable", "checks": checks}
+        return json_response(200 if ready else 503, orjson.dumps(body))
+
+    async def metrics(self) -> Response:
+        registry = self.ops.registry
+        assert registry is not None, "metrics are served only when kept"
+        body = registry.render()
+        return HttpResponse(200, [(b"content-type", METRICS_TYPE)], body)
 
     async def _authenticate(self, request: HttpRequest) -> Principal:
         """A known token that is refused (revoked, expired) also ends the sessions it opened."""
@@ -277,11 +333,14 @@ class McpService:
         headers = request.headers
         _raise(transport.check_post_headers(headers.get("accept"), headers.get("content-type")))
         batch = _value(transport.read_messages(request.body))
-        if transport.choose_era(batch, headers) is Era.MODERN:
+        era = transport.choose_era(batch, headers)
+        if request.facts is not None:
+            _note_post(request.facts, batch, era)
+        if era is Era.MODERN:
             return await self._post_modern(request, batch, principal)
         first = batch.first
         if isinstance(first, jsonrpc.Request) and first.method == "initialize":
-            return await self._initialize(first, batch, principal)
+            return await self._initialize(first, batch, principal, request.facts)
         session = await self._session(request, principal)
         version = _value(transport.header_version(headers.get("mcp-protocol-version")))
         _raise(
@@ -308,7 +367,11 @@ class McpService:
                 log.warning("a change to session %s was not kept", session.id[:8])
 
     async def _initialize(
-        self, message: jsonrpc.Request, batch: transport.Batch, principal: Principal
+        self,
+        message: jsonrpc.Request,
+        batch: transport.Batch,
+        principal: Principal,
+        facts: RequestFacts | None,
     ) -> Response:
         if batch.is_batch:
             raise HttpError(
@@ -320,7 +383,9 @@ class McpService:
         if too_large is not None:
             return json_response(200, jsonrpc.encode_error(message.id, too_large))
         session = await self._new_session(message.params, principal)
-        ctx = self._session_context(session, principal, DetachedPeer(), message)
+        if facts is not None:
+            facts.session = session.id[:8]
+        ctx = self._session_context(session, principal, DetachedPeer(), message, facts)
         body = await self._answer(message, ctx)
         return json_response(200, body, [(b"mcp-session-id", session.id.encode())])
 
@@ -355,6 +420,8 @@ class McpService:
                 "Session not found: it ended or expired; send initialize to start a new session.",
                 rpc_code=INVALID_REQUEST,
             )
+        if request.facts is not None:
+            request.facts.session = session_id[:8]
         return self._attach(session)
 
     async def _post_in_session(
@@ -375,7 +442,7 @@ class McpService:
         session.advance(SessionEvent.REQUEST)
         prime = has_priming_events(session.protocol_version)
         peer = self._inline_peer(request, session.runtime, prime)
-        ctx = self._session_context(session, principal, peer, message)
+        ctx = self._session_context(session, principal, peer, message, request.facts)
         return await self._answer_inline(request, message, ctx, peer, session.runtime)
 
     @staticmethod
@@ -424,7 +491,7 @@ class McpService:
                     continue
             paid = True
             # A batch is answered as one JSON array: its calls have no stream to go on.
-            ctx = self._session_context(session, principal, DetachedPeer(), message)
+            ctx = self._session_context(session, principal, DetachedPeer(), message, request.facts)
             replies.append(await self._answer(message, ctx))
         headers = [(k.encode(), v.encode()) for k, v in refused.headers] if refused else []
         return json_response(200, b"[" + b",".join(replies) + b"]", headers)
@@ -444,6 +511,7 @@ class McpService:
         principal: Principal,
         peer: Peer,
         message: jsonrpc.Request,
+        facts: RequestFacts | None,
     ) -> CallContext:
         return CallContext(
             era=Era.HANDSHAKE,
@@ -456,6 +524,7 @@ class McpService:
             progress_token=_progress_token(message.params),
             session=session,
             announce=self.announce,
+            facts=facts,
         )
 
     # --- answering -------------------------------------------------------------------------
@@ -659,7 +728,7 @@ class McpService:
         if not isinstance(message, jsonrpc.Request):
             return HttpResponse(202, [])
         peer = self._inline_peer(request, None, prime=False)
-        ctx = self._modern_context(message, principal, peer)
+        ctx = self._modern_context(message, principal, peer, request.facts)
         problem = self._modern_problem(message, request, ctx)
         if problem is not None:
             status = 404 if problem.code == METHOD_NOT_FOUND else 400
@@ -706,7 +775,11 @@ class McpService:
         return None
 
     def _modern_context(
-        self, message: jsonrpc.Request, principal: Principal, peer: Peer
+        self,
+        message: jsonrpc.Request,
+        principal: Principal,
+        peer: Peer,
+        facts: RequestFacts | None,
     ) -> CallContext:
         meta = transport.meta_of(message)
         level = meta.get(META_LOG_LEVEL)
@@ -720,6 +793,7 @@ class McpService:
             log_level=level if isinstance(level, str) else None,
             progress_token=_progress_token(message.params),
             announce=self.announce,
+            facts=facts,
         )
 
     def announce(self, method: str, params: dict[str, Any]) -> None:

@@ -152,6 +152,23 @@ class Accounts:
             await tx.accounts.revoke_token(matches[0].id, self.clock())
         return matches[0]
 
+    async def audit_trail(
+        self, user: User, token: str | None = None, since: float | None = None
+    ) -> list[AuditEntry]:
+        """The audit records of the user's tool calls, oldest first; of one of their tokens
+        (by id or name, revoked ones too) when named, from `since` on."""
+        token_id = None
+        if token is not None:
+            wanted = normal(token.strip())
+            found = [t for t in await self.list_tokens(user) if wanted in (t.id, normal(t.name))]
+            if not found:
+                raise AccountError(f"No token '{token}'; `spky mcp tokens` lists them.")
+            if len(found) > 1:
+                raise AccountError(f"Several tokens are named '{token}'; name it by id.")
+            token_id = found[0].id
+        records = await self.store.reads.accounts.audit_records(token_id, since)
+        return [entry for _, entry in records if entry.user_id == user.id]
+
     async def touch(self, token_id: str, when: float) -> None:
         """Best effort: last use is a hint kept to the minute, not worth refusing a request
         over, so a store that cannot take the write (full, locked) skips it."""

@@ -11,6 +11,7 @@ from typing import Any
 from ..engine.catalogue import Catalogue, Tool
 from ..engine.config import ServerConfig
 from ..engine.context import CallContext
+from ..engine.ops import Check
 from ..engine.ports import Ports
 from ..engine.protocol import ToolResult
 from ..engine.quotas import LocalQuotas, Quotas
@@ -123,22 +124,43 @@ def build_product(config: ServerConfig, store: Store, shared: SharedState | None
     cloud = Cloud(store, accounts)
     limits = config.limits
     quotas = shared.quotas if shared is not None else LocalQuotas()
+    catalogue = Catalogue(product_tools(cloud))
     authenticate = TokenAuthenticator(
-        accounts, limits.rate_per_minute, limits.rate_burst, quotas=quotas
+        accounts,
+        limits.rate_per_minute,
+        limits.rate_burst,
+        quotas=quotas,
+        tools={tool.name: tool.scope for tool in catalogue.tools.values()},
     )
     audit = AuditTrail(accounts)
     server = McpServer(
         config,
-        Catalogue(product_tools(cloud)),
+        catalogue,
         authenticate=authenticate,
-        instructions=lambda ctx: scopes.instructions(ctx.principal.scopes),
+        instructions=lambda ctx: scopes.instructions(
+            ctx.principal.scopes, ctx.principal.narrowed, ctx.principal.tools
+        ),
         scope_hint=scopes.missing_scope_message,
         observer=audit,
         on_stop=lambda: _settle(audit, authenticate),
         ports=_ports(store, quotas, shared),
         background=[shared.link.keep_alive] if shared is not None else [],
+        ready=_checks(store, shared),
     )
+    if server.ops.registry is not None:
+        ops = server.ops
+        store.timings.observe = lambda seconds, ok: ops.backend("store", seconds, ok)
+        if shared is not None:
+            shared.link.observe = lambda seconds, ok: ops.backend("redis", seconds, ok)
     return Product(server, store, accounts, cloud)
+
+
+def _checks(store: Store, shared: SharedState | None) -> dict[str, Check]:
+    """What the server is ready only while it answers: the store, and Redis when shared."""
+    checks: dict[str, Check] = {"store": store.version}
+    if shared is not None:
+        checks["redis"] = shared.link.ping
+    return checks
 
 
 def _ports(store: Store, quotas: Quotas, shared: SharedState | None) -> Ports:

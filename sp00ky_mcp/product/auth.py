@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
@@ -20,6 +21,7 @@ from ..engine.http import HttpRequest
 from ..engine.quotas import LocalQuotas, Quotas
 from . import scopes, tokens
 from .accounts import Accounts, Clock, TokenRecord
+from .narrowing import narrow, requested
 from .store import ReadCache, StoreUnavailable
 
 REALM = 'Bearer realm="sp00ky-mcp"'
@@ -63,8 +65,11 @@ class TokenAuthenticator:
         burst: int,
         clock: Clock = time.time,
         quotas: Quotas | None = None,
+        tools: Mapping[str, str | None] | None = None,
     ) -> None:
         self.accounts = accounts
+        # Every tool's name and scope: what a connection may narrow its surface to.
+        self.tools = tools
         self.rate = rate_per_minute / 60.0
         self.burst = float(burst)
         self.clock = clock
@@ -93,7 +98,14 @@ class TokenAuthenticator:
             raise refusal(record, status)
         await self._throttle(record.id, now)
         self._touch(record.id, now)
+        if self.tools is not None and (request.query or NARROWING_HEADERS & request.headers.keys()):
+            return self._narrowed(principal, request)
         return principal
+
+    def _narrowed(self, principal: Principal, request: HttpRequest) -> Principal:
+        assert self.tools is not None
+        narrowing = requested(request.query, request.headers, self.tools)
+        return narrow(principal, narrowing, self.tools) if narrowing else principal
 
     def _credential(self, request: HttpRequest) -> str:
         if _token_in_query(request.query):
@@ -157,9 +169,14 @@ class TokenAuthenticator:
             task.add_done_callback(self._touching.discard)
 
 
+NARROWING_HEADERS = frozenset({"x-mcp-readonly", "x-mcp-toolsets", "x-mcp-tools"})
+
+
 def principal_of(record: TokenRecord) -> Principal:
     granted = scopes.expand(record.scopes)
-    return Principal(record.id, record.user_id, granted, can_reveal=scopes.REVEAL in granted)
+    return Principal(
+        record.id, record.user_id, granted, can_reveal=scopes.REVEAL in granted, name=record.name
+    )
 
 
 def _token_in_query(query: str) -> bool:

@@ -73,8 +73,24 @@ def missing_scope_message(scope: str) -> str:
     )
 
 
-def instructions(granted: frozenset[str] | None) -> str:
-    """A few lines for the model: what this token can do, and what would unlock the rest."""
+def instructions(
+    granted: frozenset[str] | None,
+    narrowed: str | None = None,
+    tools: frozenset[str] | None = None,
+) -> str:
+    """A few lines for the model: what this token can do, and what would unlock the rest; for
+    a connection that asked for fewer tools, which ones it has."""
+    text = _token_instructions(granted)
+    if narrowed is None or tools is None:
+        return text
+    listed = ", ".join(sorted(tools)) if tools else "none"
+    return (
+        f"{text}\nThis connection asked for fewer tools ({narrowed}); of those the token "
+        f"allows, it has only: {listed}."
+    )
+
+
+def _token_instructions(granted: frozenset[str] | None) -> str:
     if granted is None:
         return "This server runs without authentication; every tool is available."
     can = [GRANTS[s] for s in CONCRETE if s in granted and s != REVEAL]

@@ -74,6 +74,8 @@ class SharedLink:
         # After a failure, how long calls fail at once before Redis is tried again.
         self.pause = pause
         self._broken_until = 0.0
+        # Told how long each operation took and whether it failed (the server's metrics).
+        self.observe: Callable[[float, bool], None] = _unobserved
 
     @property
     def describe(self) -> str:
@@ -90,11 +92,16 @@ class SharedLink:
         """`call(client)`, or SharedStateUnavailable when Redis does not answer."""
         if time.monotonic() < self._broken_until:
             raise SharedStateUnavailable()
+        started, ok = time.perf_counter(), False
         try:
-            return await call(self.client)
+            result = await call(self.client)
+            ok = True
+            return result
         except (RedisError, OSError, TimeoutError) as exc:
             self._break(exc)
             raise SharedStateUnavailable() from None
+        finally:
+            self.observe(time.perf_counter() - started, ok)
 
     async def run_blocking(self, call: Callable[[Any], Awaitable[T]], wait: float) -> T:
         """`call(client)` on a connection for waiting reads, which may block up to `wait`
@@ -137,6 +144,10 @@ class SharedLink:
             # A pool given to a client is the giver's to close.
             await self.pool.disconnect()
             await self.waiting_pool.disconnect()
+
+
+def _unobserved(seconds: float, ok: bool) -> None:
+    return None
 
 
 def _pool_exhausted(exc: BaseException) -> bool:

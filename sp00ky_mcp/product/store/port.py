@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from ...engine.errors import INTERNAL_ERROR, JsonRpcError, ToolError
 from ..secretbox import Key, SecretBox, replace_keys
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from .repos import Repos
@@ -93,12 +96,34 @@ class Db(Protocol):
     async def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
 
 
+class Timings:
+    """Where a store tells how long each statement (or SQLite job) took and whether it
+    failed: the server's metrics, when kept."""
+
+    def __init__(self) -> None:
+        self.observe: Callable[[float, bool], None] = _unobserved
+
+    async def timed(self, work: Awaitable[T]) -> T:
+        started, ok = time.perf_counter(), False
+        try:
+            result = await work
+            ok = True
+            return result
+        finally:
+            self.observe(time.perf_counter() - started, ok)
+
+
+def _unobserved(seconds: float, ok: bool) -> None:
+    return None
+
+
 class Store(ABC):
     """A storage backend.  `secrets` seals and opens secret values; `reads` serves reads
     outside a transaction; `describe` names the store for people (no credentials)."""
 
     secrets: SecretBox
     describe: str
+    timings: Timings
     # The migrations that opening this store applied (`spky mcp migrate` reports them).
     applied_at_open: list[int]
 

@@ -46,6 +46,7 @@ from .port import (
     Store,
     StoreError,
     StoreUnavailable,
+    Timings,
     TurnMemo,
     Unstorable,
     Vanished,
@@ -133,31 +134,32 @@ class PostgresDb:
 
     dialect = "postgres"
 
-    def __init__(self, connection: Any) -> None:
+    def __init__(self, connection: Any, timings: Timings) -> None:
         self.connection = connection
+        self.timed = timings.timed
 
     async def one(self, sql: str, *params: Any) -> Row | None:
         if _holds_nul(params):
             return None
-        row: Row | None = await self.connection.fetchrow(numbered(sql), *params)
+        row: Row | None = await self.timed(self.connection.fetchrow(numbered(sql), *params))
         return row
 
     async def all(self, sql: str, *params: Any) -> list[Row]:
         if _holds_nul(params):
             return []
-        rows: list[Row] = await self.connection.fetch(numbered(sql), *params)
+        rows: list[Row] = await self.timed(self.connection.fetch(numbered(sql), *params))
         return rows
 
     async def run(self, sql: str, *params: Any) -> int:
         if _holds_nul(params):
             raise Unstorable()
-        return _rowcount(await self.connection.execute(numbered(sql), *params))
+        return _rowcount(await self.timed(self.connection.execute(numbered(sql), *params)))
 
     async def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if any(_holds_nul(row) for row in rows):
             raise Unstorable()
         if rows:
-            await self.connection.executemany(numbered(sql), rows)
+            await self.timed(self.connection.executemany(numbered(sql), rows))
 
 
 class PooledDb:
@@ -177,7 +179,8 @@ class PooledDb:
         for attempt in (1, 2):
             try:
                 async with self.store.pool.acquire() as connection:
-                    return await getattr(connection, method)(numbered(sql), *params)
+                    work = getattr(connection, method)(numbered(sql), *params)
+                    return await self.store.timings.timed(work)
             except Exception as exc:
                 error = port_error(exc, reading=True)
                 if attempt == 2 or not isinstance(error, StoreUnavailable):
@@ -222,6 +225,7 @@ class PostgresStore(Store):
         self.describe = public_url(url)
         self.pool = pool
         self.secrets = secrets
+        self.timings = Timings()
         self.writes = 0
         self.applied_at_open: list[int] = []
         self._seen = TurnMemo()
@@ -281,7 +285,7 @@ class PostgresStore(Store):
         try:
             transaction = await _begin(connection)
             try:
-                yield Repos(PostgresDb(connection), self.secrets)
+                yield Repos(PostgresDb(connection, self.timings), self.secrets)
                 if bump:
                     await connection.execute("UPDATE store_version SET n = n + 1")
             except BaseException as exc:

@@ -50,6 +50,7 @@ from .port import (
     Store,
     StoreError,
     StoreUnavailable,
+    Timings,
     TurnMemo,
     Vanished,
     Version,
@@ -119,7 +120,10 @@ class Worker:
     """One thread that owns one connection and runs the jobs it is given, in order; the
     event loop awaits each job's result without ever blocking on SQLite."""
 
-    def __init__(self, name: str, connect: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(
+        self, name: str, connect: Callable[[], sqlite3.Connection], timings: Timings
+    ) -> None:
+        self.timings = timings
         self._jobs: queue.SimpleQueue[tuple[Job, asyncio.AbstractEventLoop | None, Any] | None]
         self._jobs = queue.SimpleQueue()
         self._connect = connect
@@ -140,7 +144,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._jobs.put((job, loop, future))
-        return await future
+        return await self.timings.timed(future)
 
     def call_now(self, job: Job) -> Any:
         """Runs `job` and waits for it on this thread: for opening and closing, outside any
@@ -258,11 +262,12 @@ class SqliteStore(Store):
         self._on_disk = path != ":memory:"
         if self._on_disk:
             _private_files(path)
-        self._writer = Worker("sp00ky-sqlite-writer", lambda: _connect(path))
+        self.timings = Timings()
+        self._writer = Worker("sp00ky-sqlite-writer", lambda: _connect(path), self.timings)
         self.secrets = self._load_secrets(key_file)
         self._writer.call_now(lambda db: _add_seal_function(db, lambda: self.secrets))
         self._reader = (
-            Worker("sp00ky-sqlite-reader", lambda: _connect(path, reader=True))
+            Worker("sp00ky-sqlite-reader", lambda: _connect(path, reader=True), self.timings)
             if self._on_disk
             else self._writer
         )

@@ -1,0 +1,300 @@
+"""What an operator sees of a running server: liveness and readiness, metrics, and one access
+line per request and one audit line per tool call.
+
+Lines are written to standard error once per turn of the event loop, all of that turn's in one
+write (a write per line costs a system call per request); human-readable by default, one JSON
+object per line with `--log-format json`.  Nothing secret is written: a token is named by its
+id and name (never its value), a session by the first eight characters of its id, and a tool
+call by its argument names (never their values).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import anyio
+import orjson
+
+from .metrics import Counter, Gauge, Histogram, Registry
+
+Check = Callable[[], Awaitable[object]]
+# How long a readiness check may take, and how long its answer is reused: a load balancer
+# probing every replica often costs the store one query per second at most.
+CHECK_SECONDS = 2.0
+READY_REUSE_SECONDS = 1.0
+
+
+@dataclass(slots=True)
+class RequestFacts:
+    """What the server learns of a request as it answers it, for its access line."""
+
+    started: float
+    request: str
+    era: str = "-"
+    method: str = "-"
+    session: str | None = None
+    tool: str | None = None
+    token_id: str | None = None
+    token_name: str | None = None
+    tenant: str | None = None
+    outcome: str | None = None
+
+
+# --- readiness -------------------------------------------------------------------------------
+
+
+@dataclass
+class Readiness:
+    """Whether what the server depends on (its store, Redis) answers now."""
+
+    checks: dict[str, Check] = field(default_factory=dict)
+    _answer: tuple[float, bool, dict[str, str]] | None = None
+    _probing: asyncio.Future[tuple[bool, dict[str, str]]] | None = None
+
+    async def probe(self) -> tuple[bool, dict[str, str]]:
+        now = time.monotonic()
+        if self._answer is not None and now - self._answer[0] < READY_REUSE_SECONDS:
+            return self._answer[1], self._answer[2]
+        if self._probing is None:  # concurrent probes share one round of checks
+            self._probing = asyncio.ensure_future(self._run())
+            self._probing.add_done_callback(self._probed)
+        return await asyncio.shield(self._probing)
+
+    def _probed(self, probing: asyncio.Future[tuple[bool, dict[str, str]]]) -> None:
+        self._probing = None
+        if not probing.cancelled() and probing.exception() is None:
+            ready, states = probing.result()
+            self._answer = (time.monotonic(), ready, states)
+
+    async def _run(self) -> tuple[bool, dict[str, str]]:
+        states: dict[str, str] = {}
+        async with anyio.create_task_group() as tasks:
+            for name, check in self.checks.items():
+                tasks.start_soon(self._check, name, check, states)
+        return all(state == "ok" for state in states.values()), dict(sorted(states.items()))
+
+    @staticmethod
+    async def _check(name: str, check: Check, states: dict[str, str]) -> None:
+        states[name] = "unavailable"
+        try:
+            with anyio.fail_after(CHECK_SECONDS):
+                await check()
+        except Exception:
+            return
+        states[name] = "ok"
+
+
+# --- lines -----------------------------------------------------------------------------------
+
+
+class LineWriter:
+    """Lines gathered during one turn of the event loop and written together."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream
+        self._lines: list[str] = []
+
+    def write(self, line: str) -> None:
+        if not self._lines:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop: at once
+                self._lines.append(line)
+                self.flush()
+                return
+        self._lines.append(line)
+
+    def flush(self) -> None:
+        lines, self._lines = self._lines, []
+        stream = self.stream or sys.stderr
+        try:
+            stream.write("".join(lines))
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed or full standard error must not end a request
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def json_line(kind: str, fields: dict[str, Any]) -> str:
+    return orjson.dumps({"ts": _stamp(), "kind": kind, **fields}).decode() + "\n"
+
+
+def human_line(kind: str, fields: dict[str, Any]) -> str:
+    words = [_stamp(), kind]
+    words += [f"{key}={_word(value)}" for key, value in fields.items() if value is not None]
+    return " ".join(words) + "\n"
+
+
+def _word(value: Any) -> str:
+    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    return text if text and " " not in text and '"' not in text else orjson.dumps(text).decode()
+
+
+class JsonFormatter(logging.Formatter):
+    """The server's own log records (warnings, errors) as JSON lines, beside the access lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] = {
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            fields["exception"] = self.formatException(record.exc_info)
+        return json_line("log", fields).rstrip("\n")
+
+
+# --- metrics and lines together ---------------------------------------------------------------
+
+
+class Operations:
+    """Counts and writes what each request and tool call did, when asked to: `metrics` keeps
+    the Prometheus series, `lines` writes access and audit lines (None: neither)."""
+
+    def __init__(
+        self,
+        metrics: bool = False,
+        lines: LineWriter | None = None,
+        json: bool = False,
+        methods: frozenset[str] = frozenset(),
+    ) -> None:
+        self.lines = lines
+        self.format = json_line if json else human_line
+        self.methods = methods
+        self.registry: Registry | None = Registry() if metrics else None
+        self.enabled = metrics or lines is not None
+        self.sessions_open: Callable[[], float] = lambda: 0.0
+        self.streams_open: Callable[[], float] = lambda: 0.0
+        if self.registry is not None:
+            self._series(self.registry)
+
+    def _series(self, registry: Registry) -> None:
+        self.requests = Counter(
+            "mcp_requests_total",
+            "Requests answered, by MCP method (or HTTP method), era and HTTP status.",
+            ("method", "era", "status"),
+        )
+        self.request_seconds = Histogram(
+            "mcp_request_duration_seconds", "Time to answer a request, by MCP method.", ("method",)
+        )
+        self.tool_calls = Counter(
+            "mcp_tool_calls_total", "Tool calls, by tool and outcome.", ("tool", "outcome")
+        )
+        self.tool_seconds = Histogram(
+            "mcp_tool_call_duration_seconds", "Time a tool call ran, by tool.", ("tool",)
+        )
+        self.refusals = Counter(
+            "mcp_rate_limit_refusals_total",
+            "Requests refused with 429 (rate limit, or calls in flight at the token's cap).",
+        )
+        self.backend_seconds = Histogram(
+            "mcp_backend_duration_seconds",
+            "Time of each operation on a backend (store, redis).",
+            ("backend",),
+        )
+        self.backend_errors = Counter(
+            "mcp_backend_errors_total", "Failed operations on a backend.", ("backend",)
+        )
+        for metric in (self.requests, self.request_seconds, self.tool_calls, self.tool_seconds):
+            registry.add(metric)
+        registry.add(
+            Gauge(
+                "mcp_sessions_open", "Handshake-era sessions this process serves.", self._sessions
+            )
+        )
+        registry.add(Gauge("mcp_sse_streams_open", "SSE responses open now.", self._streams))
+        for metric in (self.refusals, self.backend_seconds, self.backend_errors):
+            registry.add(metric)
+
+    def _sessions(self) -> float:
+        return self.sessions_open()
+
+    def _streams(self) -> float:
+        return self.streams_open()
+
+    def begin(self, request_id: str) -> RequestFacts | None:
+        return RequestFacts(time.perf_counter(), request_id) if self.enabled else None
+
+    def completed(self, http_method: str, path: str, facts: Any, status: int) -> None:
+        """A request answered (its whole response written, or its stream ended)."""
+        if not isinstance(facts, RequestFacts):
+            return
+        seconds = time.perf_counter() - facts.started
+        if self.registry is not None:
+            method = facts.method if facts.method in self.methods else http_method
+            self.requests.inc(method, facts.era, str(status))
+            self.request_seconds.observe(seconds, method)
+            if status == 429:
+                self.refusals.inc()
+        if self.lines is not None:
+            fields = _access(http_method, path, facts, status, seconds)
+            self.lines.write(self.format("access", fields))
+
+    def tool_called(
+        self,
+        facts: Any,
+        tool: str,
+        arguments: dict[str, Any],
+        outcome: str,
+        seconds: float,
+        tenant: str | None,
+    ) -> None:
+        if isinstance(facts, RequestFacts):
+            facts.tool, facts.outcome, facts.tenant = tool, outcome, tenant
+        if self.registry is not None:
+            self.tool_calls.inc(tool, outcome)
+            self.tool_seconds.observe(seconds, tool)
+        if self.lines is not None and isinstance(facts, RequestFacts):
+            self.lines.write(self.format("audit", _audit(facts, tool, arguments, outcome, seconds)))
+
+    def backend(self, name: str, seconds: float, ok: bool) -> None:
+        if self.registry is not None:
+            self.backend_seconds.observe(seconds, name)
+            if not ok:
+                self.backend_errors.inc(name)
+
+
+def _access(
+    http_method: str, path: str, facts: RequestFacts, status: int, seconds: float
+) -> dict[str, Any]:
+    return {
+        "request": facts.request,
+        "http": http_method,
+        "path": path,
+        "method": facts.method,
+        "era": facts.era,
+        "session": facts.session,
+        "tool": facts.tool,
+        "token_id": facts.token_id,
+        "token_name": facts.token_name,
+        "tenant": facts.tenant,
+        "status": status,
+        "outcome": facts.outcome,
+        "duration_ms": round(seconds * 1000, 3),
+    }
+
+
+def _audit(
+    facts: RequestFacts, tool: str, arguments: dict[str, Any], outcome: str, seconds: float
+) -> dict[str, Any]:
+    return {
+        "request": facts.request,
+        "tool": tool,
+        "arguments": sorted(arguments),
+        "token_id": facts.token_id,
+        "token_name": facts.token_name,
+        "tenant": facts.tenant,
+        "session": facts.session,
+        "outcome": outcome,
+        "duration_ms": round(seconds * 1000, 3),
+    }

@@ -1,0 +1,240 @@
+"""An operator can tell whether the server is alive and ready, read its Prometheus metrics, and
+follow one access line per request and one audit line per tool call, in text or JSON, with
+nothing secret in them."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sp00ky_mcp.engine.config import Limits, ServerConfig
+from sp00ky_mcp.engine.fixtures import conformance_catalogue
+from sp00ky_mcp.engine.server import McpServer, anonymous
+from sp00ky_mcp.product.shared import connect_shared
+from sp00ky_mcp.product.store import Store
+from tests.product_support import UNLIMITED, ProductEnv, product_server
+from tests.redis_support import OwnRedis
+from tests.wire import BOTH, initialize_body
+
+pytestmark = pytest.mark.anyio
+
+PLAIN = {"accept": BOTH, "content-type": "application/json"}
+
+
+@asynccontextmanager
+async def fixture_server(**settings: Any) -> AsyncIterator[tuple[McpServer, httpx.AsyncClient]]:
+    config = ServerConfig(port=0, profile="conformance", **settings)
+    server = McpServer(config, conformance_catalogue(), authenticate=anonymous())
+    async with anyio.create_task_group() as tasks, httpx.AsyncClient() as http:
+        await tasks.start(server.serve)
+        yield server, http
+        server.shutdown()
+
+
+def root(server: McpServer) -> str:
+    return f"http://127.0.0.1:{server.port}"
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus exposition, by name and labels, read by prometheus-client's
+    own parser."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+async def call_tool(http: httpx.AsyncClient, url: str, name: str) -> httpx.Response:
+    opened = await http.post(url, content=initialize_body(), headers=PLAIN)
+    session = PLAIN | {"mcp-session-id": opened.headers["mcp-session-id"]}
+    body = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": name}}
+    return await http.post(url, json=body, headers=session)
+
+
+# --- health -----------------------------------------------------------------------------------
+
+
+async def test_healthz_answers_ok_to_anyone_whatever_host_they_name() -> None:
+    async with fixture_server() as (server, http):
+        reply = await http.get(root(server) + "/healthz", headers={"host": "10.0.0.5:8765"})
+    assert (reply.status_code, reply.json()) == (200, {"status": "ok"})
+
+
+async def test_readyz_says_ready_when_every_check_answers(tmp_path: Path, store: Store) -> None:
+    async with product_server(store, tmp_path) as env:
+        reply = await env.http.get(root(env.server) + "/readyz")
+    assert (reply.status_code, reply.json()) == (
+        200,
+        {"status": "ready", "checks": {"store": "ok"}},
+    )
+
+
+async def test_readyz_answers_503_naming_the_check_that_fails_and_recovers_with_redis(
+    tmp_path: Path, store: Store, own_redis: OwnRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sp00ky_mcp.engine.ops.READY_REUSE_SECONDS", 0.0)
+    shared = await connect_shared(own_redis.url, UNLIMITED, pause=0.0)
+    try:
+        async with product_server(store, tmp_path, shared=shared) as env:
+            ready = await env.http.get(root(env.server) + "/readyz")
+            own_redis.stop()
+            down = await env.http.get(root(env.server) + "/readyz")
+            own_redis.start()
+            back = await env.http.get(root(env.server) + "/readyz")
+    finally:
+        await shared.close()
+    assert ready.json() == {"status": "ready", "checks": {"redis": "ok", "store": "ok"}}
+    assert (down.status_code, down.json()) == (
+        503,
+        {"status": "unavailable", "checks": {"redis": "unavailable", "store": "ok"}},
+    )
+    assert back.status_code == 200
+
+
+async def test_health_endpoints_take_only_get() -> None:
+    async with fixture_server() as (server, http):
+        reply = await http.post(root(server) + "/healthz")
+    assert (reply.status_code, reply.headers["allow"]) == (405, "GET, HEAD")
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+async def test_metrics_are_not_served_unless_asked_for() -> None:
+    async with fixture_server() as (server, http):
+        reply = await http.get(root(server) + "/metrics")
+    assert reply.status_code == 404
+
+
+async def test_metrics_count_requests_tool_calls_and_what_is_open() -> None:
+    async with fixture_server(metrics=True) as (server, http):
+        await call_tool(http, server.url, "test_simple_text")
+        reply = await http.get(root(server) + "/metrics")
+    found = samples(reply.text)
+    assert reply.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    calls = (
+        "mcp_requests_total",
+        (("era", "handshake"), ("method", "tools/call"), ("status", "200")),
+    )
+    assert found[calls] == 1.0
+    opened = (
+        "mcp_requests_total",
+        (("era", "handshake"), ("method", "initialize"), ("status", "200")),
+    )
+    assert found[opened] == 1.0
+    tool = (("outcome", "ok"), ("tool", "test_simple_text"))
+    assert found[("mcp_tool_calls_total", tool)] == 1.0
+    duration = ("mcp_tool_call_duration_seconds_count", (("tool", "test_simple_text"),))
+    assert found[duration] == 1.0
+    assert found[("mcp_sessions_open", ())] == 1.0
+    assert found[("mcp_sse_streams_open", ())] == 0.0
+    assert found[("mcp_rate_limit_refusals_total", ())] == 0.0
+
+
+async def test_a_method_the_server_does_not_know_is_counted_under_the_http_method() -> None:
+    async with fixture_server(metrics=True) as (server, http):
+        opened = await http.post(server.url, content=initialize_body(), headers=PLAIN)
+        session = PLAIN | {"mcp-session-id": opened.headers["mcp-session-id"]}
+        body = {"jsonrpc": "2.0", "id": 2, "method": "made/up", "params": {}}
+        await http.post(server.url, json=body, headers=session)
+        reply = await http.get(root(server) + "/metrics")
+    names = {labels for name, labels in samples(reply.text) if name == "mcp_requests_total"}
+    assert (("era", "handshake"), ("method", "POST"), ("status", "200")) in names
+    assert not any(("method", "made/up") in labels for labels in names)
+
+
+async def test_metrics_on_their_own_port_are_served_on_loopback_only() -> None:
+    async with fixture_server(metrics_port=0) as (server, http):
+        own = await http.get(f"http://127.0.0.1:{server.metrics_port}/metrics")
+        beside = await http.get(root(server) + "/metrics")
+        elsewhere = await http.get(f"http://127.0.0.1:{server.metrics_port}/v1/mcp")
+    assert own.status_code == 200 and "mcp_requests_total" in own.text
+    assert (beside.status_code, elsewhere.status_code) == (404, 404)
+
+
+async def test_refusals_and_the_store_are_counted(tmp_path: Path, store: Store) -> None:
+    limits = Limits(rate_per_minute=60, rate_burst=1)
+    async with product_server(store, tmp_path, limits, metrics=True) as env:
+        token = await env.token(await env.user())
+        codes = [(await env.rpc(token, "tools/list")).status_code for _ in range(2)]
+        reply = await env.http.get(root(env.server) + "/metrics")
+    found = samples(reply.text)
+    assert codes == [200, 429]
+    assert found[("mcp_rate_limit_refusals_total", ())] == 1.0
+    assert found[("mcp_backend_duration_seconds_count", (("backend", "store"),))] > 0
+    assert found.get(("mcp_backend_errors_total", (("backend", "store"),)), 0.0) == 0.0
+
+
+# --- access and audit lines -------------------------------------------------------------------
+
+
+def lines_of(server: McpServer) -> io.StringIO:
+    written = io.StringIO()
+    assert server.ops.lines is not None
+    server.ops.lines.stream = written
+    return written
+
+
+async def test_each_request_gets_one_access_line_in_json() -> None:
+    async with fixture_server(access_log=True, log_format="json") as (server, http):
+        written = lines_of(server)
+        await call_tool(http, server.url, "test_simple_text")
+    records = [orjson.loads(line) for line in written.getvalue().splitlines()]
+    access = [r for r in records if r["kind"] == "access"]
+    assert [(r["method"], r["status"], r["era"], r["http"]) for r in access] == [
+        ("initialize", 200, "handshake", "POST"),
+        ("tools/call", 200, "handshake", "POST"),
+    ]
+    assert access[1]["tool"] == "test_simple_text" and access[1]["outcome"] == "ok"
+    assert access[0]["session"] == access[1]["session"] and len(access[1]["session"]) == 8
+    assert isinstance(access[1]["duration_ms"], float)
+
+
+async def test_a_tool_call_gets_an_audit_line_naming_the_token_never_its_value_or_arguments(
+    tmp_path: Path, store: Store
+) -> None:
+    async with product_server(store, tmp_path, access_log=True, log_format="json") as env:
+        written = lines_of(env.server)
+        user = await env.user()
+        token = await env.token(user, name="laptop")
+        await env.make_project(user)
+        secret = "s3cr3t-value-never-logged"
+        arguments = {"project": "api", "key": "API_KEY", "value": secret}
+        await env.call(token, "set_env_var", arguments)
+    text = written.getvalue()
+    records = [orjson.loads(line) for line in text.splitlines()]
+    audit = [r for r in records if r["kind"] == "audit"]
+    assert [(r["tool"], r["outcome"], r["token_name"]) for r in audit] == [
+        ("set_env_var", "ok", "laptop")
+    ]
+    assert audit[0]["arguments"] == ["key", "project", "value"]
+    assert audit[0]["tenant"] == await env.personal(user)
+    assert audit[0]["token_id"].startswith("tok_")
+    assert secret not in text and token not in text
+
+
+async def test_access_lines_are_for_people_by_default() -> None:
+    async with fixture_server(access_log=True) as (server, http):
+        written = lines_of(server)
+        await http.get(root(server) + "/healthz")
+    (line,) = written.getvalue().splitlines()
+    assert " access request=" in line and " path=/healthz " in line and " status=200 " in line
+
+
+async def test_nothing_is_written_or_counted_unless_asked_for() -> None:
+    async with fixture_server() as (server, http):
+        await call_tool(http, server.url, "test_simple_text")
+    assert (server.ops.enabled, server.ops.lines, server.ops.registry) == (False, None, None)
+
+
+__all__ = ["ProductEnv"]
