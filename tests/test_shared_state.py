@@ -6,6 +6,7 @@ is refused with 503 and the stateless era keeps working, until Redis is back."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ import orjson
 import pytest
 
 from sp00ky_mcp.engine.config import Limits, ServerConfig
+from sp00ky_mcp.engine.errors import SharedStateUnavailable
 from sp00ky_mcp.engine.events import CUT, END, EVENT, Entry
 from sp00ky_mcp.engine.fixtures import conformance_catalogue
 from sp00ky_mcp.engine.keys import KeyRing
@@ -246,6 +248,96 @@ async def test_a_read_under_way_when_a_copy_is_dropped_is_not_kept(redis_url: st
     assert found is None
 
 
+async def test_a_read_racing_this_replicas_own_removal_is_not_kept(redis_url: str) -> None:
+    async with kept_sessions(redis_url) as (sessions, _, _):
+        removing = sessions._remove
+
+        async def slow(keys: Any, args: Any) -> Any:  # the removal reaches Redis last
+            await anyio.lowlevel.checkpoint()
+            await anyio.lowlevel.checkpoint()
+            return await removing(keys, args)
+
+        sessions._remove = slow  # type: ignore[assignment]
+        await sessions.add(a_session("s1"))
+        sessions.forget("s1")
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(sessions.remove, "s1")
+            tasks.start_soon(sessions.get, "s1", 0.0)  # a request sent with the DELETE
+        after = await sessions.get("s1", 0.0)
+    assert after is None
+
+
+async def test_a_lookup_of_an_unknown_id_does_not_keep_another_read_from_being_kept(
+    redis_url: str,
+) -> None:
+    async with kept_sessions(redis_url) as (sessions, _, link):
+        await sessions.add(a_session("s1"))
+        sessions.forget("s1")
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(sessions.get, "bogus", 0.0)
+            tasks.start_soon(sessions.get, "s1", 0.0)
+        await link.client.delete(link.key("s", "s1"))
+        kept = await sessions.get("s1", 0.0)  # from the copy
+    assert kept is not None
+
+
+async def test_a_change_a_replica_did_not_confirm_is_waited_out_before_its_sender_goes_on(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sp00ky_mcp.product.shared.bus.CONFIRM_SECONDS", 0.05)
+    monkeypatch.setattr("sp00ky_mcp.product.shared.sessions.TRUST_SECONDS", 0.2)
+    async with (
+        kept_sessions(redis_url) as (here, here_bus, _),
+        kept_sessions(redis_url) as (there, there_bus, _),
+    ):
+        here_bus.trusted_for = 0.2
+        there_bus.deliver = lambda message: None  # hears, but does not act or confirm
+        there_bus._confirm = _silent  # type: ignore[method-assign]
+        await here.add(a_session("s1"))
+        assert (await there.get("s1", time.monotonic())) is not None  # a copy there
+        mine = await here.get("s1", time.monotonic())
+        assert mine is not None
+        before = mine.mark()
+        mine.log_level = "error"
+        await here.save(mine, before)
+        await here_bus.publish({"t": "changed", "s": "s1"}, confirm=True)
+        seen = await there.get("s1", time.monotonic())
+    assert seen is not None and seen.log_level == "error"
+
+
+async def _silent(sender: str, ticket: str) -> None:
+    return None
+
+
+async def test_a_listener_whose_connection_went_silent_subscribes_again(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sp00ky_mcp.product.shared.bus.DEAF_SECONDS", 0.3)
+    monkeypatch.setattr("sp00ky_mcp.product.shared.bus.BEAT_SECONDS", 0.1)
+    monkeypatch.setattr("sp00ky_mcp.product.shared.bus.RETRY_SECONDS", 0.0)
+    async with redis_proxy(redis_url) as (url, faults):
+        link = SharedLink(url, pause=0.0)
+        bus = RedisBus(link)
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(bus.run)
+                with anyio.fail_after(10):
+                    await bus.listening.wait()
+                    faults["generation"] += 1  # the connections open now pass nothing more
+                    await bus.deaf.wait()
+                    await _listening_again(bus)
+                epoch = bus.epoch
+                tasks.cancel_scope.cancel()
+        finally:
+            await link.close()
+    assert epoch >= 2
+
+
+async def _listening_again(bus: RedisBus) -> None:
+    while not bus.listening.is_set():
+        await bus.listening.wait()
+
+
 # --- quotas --------------------------------------------------------------------------------
 
 
@@ -307,44 +399,48 @@ async def test_a_slot_stays_leased_for_the_next_call_and_goes_back_once_idle(
 
 
 @asynccontextmanager
-async def muting_proxy(url: str) -> AsyncIterator[tuple[str, dict[str, bool]]]:
-    """A TCP proxy to the Redis at `url` that, while `muted["on"]`, passes requests on and
-    drops the answers: Redis acts, and its client never hears."""
+async def redis_proxy(url: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """A TCP proxy to the Redis at `url`, with faults to switch on: while `faults["mute"]`,
+    requests pass and answers are dropped (Redis acts, its client never hears); once
+    `faults["generation"]` moves on, the connections opened before pass nothing either way
+    and stay open (as after a lost NAT entry), while new ones work."""
     target = urlsplit(url)
-    muted = {"on": False}
+    faults: dict[str, Any] = {"mute": False, "generation": 0}
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
 
-    async def pipe(source: Any, sink: Any, mutable: bool) -> None:
+    async def pipe(source: Any, sink: Any, answers: bool, generation: int) -> None:
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
             async for chunk in source:
-                if not (mutable and muted["on"]):
+                dropped = answers and faults["mute"]
+                if faults["generation"] == generation and not dropped:
                     await sink.send(chunk)
         await sink.aclose()
 
     async def serve(client: Any) -> None:
+        generation = faults["generation"]
         redis = await anyio.connect_tcp(str(target.hostname), target.port or 6379)
         async with client, redis, anyio.create_task_group() as both:
-            both.start_soon(pipe, client, redis, False)
-            both.start_soon(pipe, redis, client, True)
+            both.start_soon(pipe, client, redis, False, generation)
+            both.start_soon(pipe, redis, client, True, generation)
 
     async with listener, anyio.create_task_group() as tasks:
         tasks.start_soon(listener.serve, serve)
         port = listener.extra(anyio.abc.SocketAttribute.local_port)
-        yield f"redis://127.0.0.1:{port}/0", muted
+        yield f"redis://127.0.0.1:{port}/0", faults
         tasks.cancel_scope.cancel()
 
 
 async def test_a_slot_leased_whose_answer_was_lost_is_set_right_at_the_next_trim(
     redis_url: str,
 ) -> None:
-    async with muting_proxy(redis_url) as (url, muted):
+    async with redis_proxy(redis_url) as (url, faults):
         link = SharedLink(url, pause=0.0)
         try:
             await link.client.set(link.alive_key, b"1")
             quotas = RedisQuotas(link)
-            muted["on"] = True
+            faults["mute"] = True
             claimed = await quotas.claim("tok", 4)  # Redis leased it; the answer was lost
-            muted["on"] = False
+            faults["mute"] = False
             await quotas.release("tok")
             calls = link.key("calls", "tok")
             left = await link.client.hget(calls, link.replica)
@@ -353,6 +449,56 @@ async def test_a_slot_leased_whose_answer_was_lost_is_set_right_at_the_next_trim
         finally:
             await link.close()
     assert (claimed, left, after) == (True, b"1", None)
+
+
+async def test_a_trim_never_gives_back_a_slot_a_call_took_while_it_ran(redis_url: str) -> None:
+    async with replicas(redis_url, 2) as (a, b):
+        assert await a.claim("tok", 2) and await a.claim("tok", 2)
+        await a.release("tok")
+        await a.trim()  # both were needed since the last trim: kept
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(a.trim)  # one is idle now
+            tasks.start_soon(a.claim, "tok", 2)  # and is taken at once
+        refused = await b.claim("tok", 2)
+    assert (a.held(), refused) == ({"tok": 2}, False)
+
+
+async def test_a_replica_whose_leases_redis_lost_sets_them_right(own_redis: OwnRedis) -> None:
+    async with replicas(own_redis.url, 2) as (a, b):
+        a.link.pause = b.link.pause = 0.0  # no pause after the first failure
+        await a.link.renew()
+        assert await a.claim("tok", 1)
+        own_redis.stop()
+        own_redis.start()  # empty: a's lease is gone with the rest
+        with contextlib.suppress(SharedStateUnavailable):
+            await a.link.renew()  # the first use may meet the old connection
+        await a.link.renew()
+        await a.trim()
+        calls = a.link.key("calls", "tok")
+        on_redis = await a.link.client.hget(calls, a.link.replica)
+        refused = await b.claim("tok", 1)
+    assert (on_redis, refused) == (b"1", False)
+
+
+async def test_a_lease_whose_caller_left_and_whose_answer_was_lost_is_set_right(
+    redis_url: str,
+) -> None:
+    async with redis_proxy(redis_url) as (url, faults):
+        link = SharedLink(url, pause=0.0)
+        try:
+            await link.client.set(link.alive_key, b"1")
+            quotas = RedisQuotas(link)
+            faults["mute"] = True
+            with anyio.move_on_after(0.2):
+                await quotas.claim("tok", 1)  # Redis leases it; its caller leaves unanswered
+            await quotas.batch.settle()
+            faults["mute"] = False
+            await quotas.trim()
+            left = await link.client.hget(link.key("calls", "tok"), link.replica)
+            claimed = await quotas.claim("tok", 1)
+        finally:
+            await link.close()
+    assert (left, claimed) == (None, True)
 
 
 async def test_the_calls_of_a_replica_that_died_are_let_go(redis_url: str) -> None:
@@ -815,8 +961,9 @@ async def conformance_replicas(url: str, key: bytes) -> AsyncIterator[list[McpSe
             server.shutdown()
 
 
+@pytest.mark.parametrize("accept", [BOTH, "text/event-stream, application/json"])
 async def test_the_log_level_set_on_one_replica_holds_for_calls_on_the_other(
-    redis_url: str,
+    redis_url: str, accept: str
 ) -> None:
     async with conformance_replicas(redis_url, b"k" * 32) as (a, b), httpx.AsyncClient() as http:
         plain = {"accept": BOTH, "content-type": "application/json"}
@@ -831,7 +978,8 @@ async def test_the_log_level_set_on_one_replica_holds_for_calls_on_the_other(
             "method": "logging/setLevel",
             "params": {"level": "error"},
         }
-        await http.post(b.url, json=quiet, headers=session)
+        # Answered on a stream or as JSON: either way after the change holds everywhere.
+        await http.post(b.url, json=quiet, headers=session | {"accept": accept})
         call = {
             "jsonrpc": "2.0",
             "id": 2,

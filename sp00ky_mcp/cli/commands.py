@@ -24,7 +24,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +36,9 @@ import anyio.abc
 import orjson
 
 from ..engine.config import Limits, ServerConfig
+from ..engine.context import Principal
+from ..engine.errors import HttpError
+from ..engine.h1 import HttpRequest
 from ..engine.keys import KeyRing
 from ..engine.ops import JsonFormatter
 from ..engine.ports import Ports
@@ -378,6 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(commands.add_parser("serve", help="run the MCP server"))
     add_token_arguments(commands.add_parser("token", help="mint an MCP token"))
     add_store_arguments(commands.add_parser("tokens", help="list MCP tokens"))
+    stdio = commands.add_parser(
+        "stdio", help="serve over standard input and output, with the token in $SP00KY_MCP_TOKEN"
+    )
+    add_location_arguments(stdio)
     audit = commands.add_parser("audit", help="read the audit records of your tool calls")
     add_store_arguments(audit)
     audit.add_argument("--token", default=None, metavar="ID|NAME", help="one token's calls only")
@@ -862,6 +869,71 @@ def cmd_audit(args: argparse.Namespace) -> int:
             f"{row['tenant_id'] or '-'}"
         )
     return 0
+
+
+def cmd_stdio(args: argparse.Namespace) -> int:
+    """The same catalogue, scopes, redaction and audit as over HTTP, for a local client that
+    starts this command itself; standard output carries MCP messages only."""
+    token = os.environ.get("SP00KY_MCP_TOKEN", "").strip()
+    if not tokens.well_formed(token):
+        raise CliError(
+            "spky mcp stdio takes its token from SP00KY_MCP_TOKEN, which "
+            + ("is not set" if not token else "does not hold an mcp_live_ token")
+            + "; mint one with `spky mcp token` and set it in the client's config."
+        )
+    logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+    anyio.run(serve_stdio, args, token)
+    return 0
+
+
+async def serve_stdio(args: argparse.Namespace, token: str) -> None:
+    from ..engine.stdio import StdioServer
+    from ..product.app import build_product
+
+    config = ServerConfig(data_dir=args.data_dir or os.environ.get("SP00KY_MCP_DATA_DIR"))
+    store = await open_store(config.data_dir, args.secret_key_file, database_url_of(args))
+    try:
+        product = build_product(config, store)
+        request = HttpRequest("POST", config.endpoint, "", {"authorization": f"Bearer {token}"})
+        authenticate = product.server.service.authenticate
+
+        async def principal() -> Principal:
+            found = authenticate(request)
+            return found if isinstance(found, Principal) else await found
+
+        try:
+            await principal()
+        except HttpError as exc:
+            raise CliError(f"SP00KY_MCP_TOKEN was refused: {exc.message}") from None
+        limit = config.limits.max_body_bytes
+        server = StdioServer(product.server.engine, principal, write_stdout, limit)
+        await server.serve(stdin_lines(limit))
+        if product.server.on_stop is not None:
+            await product.server.on_stop()  # the audit records written
+    finally:
+        await store.close()
+
+
+async def stdin_lines(limit: int) -> AsyncIterator[bytes]:
+    """Lines of standard input; one longer than `limit` is cut there (and refused)."""
+    stream = sys.stdin.buffer
+    while True:
+        line: bytes = await anyio.to_thread.run_sync(stream.readline, limit + 1)
+        if not line:
+            return
+        while len(line) > limit and not line.endswith(b"\n"):
+            rest: bytes = await anyio.to_thread.run_sync(stream.readline, 65536)
+            if not rest or rest.endswith(b"\n"):
+                break
+        yield line
+
+
+async def write_stdout(data: bytes) -> None:
+    def write() -> None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+
+    await anyio.to_thread.run_sync(write)
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
@@ -1352,6 +1424,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "tokens": cmd_tokens,
     "revoke": cmd_revoke,
     "audit": cmd_audit,
+    "stdio": cmd_stdio,
     "install": cmd_install,
     "doctor": cmd_doctor,
     "rotate-key": cmd_rotate_key,

@@ -155,3 +155,10 @@ _CAPABILITY_OF = {
     "sampling/createMessage": "sampling",
     "roots/list": "roots",
 }
+
+
+def progress_token_of(params: dict[str, Any]) -> str | int | None:
+    """The request's progress token (basic/utilities/progress), if it gave a valid one."""
+    meta = params.get("_meta")
+    token = meta.get("progressToken") if isinstance(meta, dict) else None
+    return token if isinstance(token, str | int) and not isinstance(token, bool) else None

@@ -139,6 +139,8 @@ class McpServer:
             if self.on_stop is not None:
                 with anyio.CancelScope(shield=True):
                     await self.on_stop()
+            if self.ops.lines is not None:
+                self.ops.lines.flush()
             self._stopped.set()
 
     async def _sweep_sessions(self) -> None:

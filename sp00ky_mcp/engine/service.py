@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -20,7 +21,7 @@ import orjson
 
 from . import jsonrpc, sse, transport
 from .config import ServerConfig
-from .context import CallContext, InputRequired, Peer, Principal
+from .context import CallContext, InputRequired, Peer, Principal, progress_token_of
 from .errors import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
@@ -104,6 +105,14 @@ def modern_status(code: int | None) -> int:
 
 
 METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(slots=True)
+class Changes:
+    """A request's session and what its changeable parts were when last saved."""
+
+    session: Session
+    mark: Mark
 
 
 def _note_post(facts: RequestFacts, batch: transport.Batch, era: Era) -> None:
@@ -346,16 +355,23 @@ class McpService:
         _raise(
             transport.check_batch(batch, session.protocol_version if batch.is_batch else version)
         )
-        mark = session.mark()
+        changes = Changes(session, session.mark())
         try:
-            return await self._post_in_session(request, batch, session, principal)
+            return await self._post_in_session(request, batch, session, principal, changes)
         finally:
-            if session.mark() != mark:
-                await self._save(session, mark)
+            await self._settle(changes)
+
+    async def _settle(self, changes: Changes) -> None:
+        """Saves what the request changed in its session so far, once: before its answer is
+        sent (on a stream, the answer ends the response), else as the request ends."""
+        session, before = changes.session, changes.mark
+        if session.mark() != before:
+            changes.mark = session.mark()
+            await self._save(session, before)
 
     async def _save(self, session: Session, before: Mark) -> None:
-        """Records what a request changed in its session.  The request has been answered by
-        now, so a shared store that cannot take it is logged, not answered again."""
+        """Records what a request changed in its session.  The answer may be on its way, so
+        a shared store that cannot take it is logged, not answered again."""
         with anyio.CancelScope(shield=True):
             try:
                 await self.sessions.save(session, before)
@@ -425,7 +441,12 @@ class McpService:
         return self._attach(session)
 
     async def _post_in_session(
-        self, request: HttpRequest, batch: transport.Batch, session: Session, principal: Principal
+        self,
+        request: HttpRequest,
+        batch: transport.Batch,
+        session: Session,
+        principal: Principal,
+        changes: Changes,
     ) -> Response:
         for message in batch.messages:
             forward = self._absorb(message, session)
@@ -443,7 +464,7 @@ class McpService:
         prime = has_priming_events(session.protocol_version)
         peer = self._inline_peer(request, session.runtime, prime)
         ctx = self._session_context(session, principal, peer, message, request.facts)
-        return await self._answer_inline(request, message, ctx, peer, session.runtime)
+        return await self._answer_inline(request, message, ctx, peer, session.runtime, changes)
 
     @staticmethod
     def _absorb(message: jsonrpc.Message, session: Session) -> Message | None:
@@ -521,7 +542,7 @@ class McpService:
             client_capabilities=session.client_capabilities,
             client_info=session.client_info,
             log_level=session.log_level,
-            progress_token=_progress_token(message.params),
+            progress_token=progress_token_of(message.params),
             session=session,
             announce=self.announce,
             facts=facts,
@@ -545,6 +566,7 @@ class McpService:
         ctx: CallContext,
         peer: InlinePeer,
         runtime: SessionRuntime | None,
+        changes: Changes | None = None,
     ) -> Response:
         """Runs the handler in this connection's own task.  Handshake era: only
         notifications/cancelled stops it, a disconnect does not (2025-11-25 transports).
@@ -564,6 +586,8 @@ class McpService:
         if answer is None:
             await peer.abandon()
             return STREAMED
+        if changes is not None:
+            await self._settle(changes)
         return await self._deliver(request, peer, answer, modern=runtime is None)
 
     async def _claim_call(self, message: jsonrpc.Request, principal: Principal) -> str | None:
@@ -791,7 +815,7 @@ class McpService:
             client_capabilities=_dict(meta.get(META_CLIENT_CAPABILITIES)),
             client_info=_dict(meta.get(META_CLIENT_INFO)),
             log_level=level if isinstance(level, str) else None,
-            progress_token=_progress_token(message.params),
+            progress_token=progress_token_of(message.params),
             announce=self.announce,
             facts=facts,
         )
@@ -944,12 +968,6 @@ def _response_of(answer: dict[str, Any]) -> jsonrpc.Response | None:
 
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-def _progress_token(params: dict[str, Any]) -> str | int | None:
-    meta = params.get("_meta")
-    token = meta.get("progressToken") if isinstance(meta, dict) else None
-    return token if isinstance(token, str | int) and not isinstance(token, bool) else None
 
 
 async def _principal(answer: Principal | Awaitable[Principal]) -> Principal:

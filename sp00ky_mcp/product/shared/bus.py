@@ -1,20 +1,26 @@
 """The bus between replicas on Redis pub/sub: one channel all replicas listen on, each message
-stamped with its sender so that a replica skips its own, and one channel per replica for what
-is meant for it alone (confirmations, its own heartbeat).  Delivery is at most once (pub/sub
-keeps nothing): what a message carries (a client's answer, a cancellation, an announcement,
-a session ended) is either acted on at once or of no use later.  While Redis does not answer,
-the listener tries again every second, and publishing fails quietly.
+stamped with its sender so that a replica skips its own, and one channel per replica for the
+confirmations meant for it.  Delivery is at most once (pub/sub keeps nothing): what a message
+carries (a client's answer, a cancellation, an announcement, a session ended) is either acted
+on at once or of no use later.  While Redis does not answer, the listener tries again every
+second, and publishing fails quietly.
+
+Every replica beats on the shared channel every half second: others learn who is alive, and a
+listener that hears nothing, not even its own beat, for DEAF_SECONDS takes its connection as
+lost without a word and subscribes again.  What replicas keep in memory of shared state
+(sessions they copy) is trusted only while `hearing()` says the listener is subscribed and
+heard lately: a message missed while it was not is never relied on.
 
 A message sent with `confirm` is acted on by every replica before its sender goes on: each
-replica that heard it answers on the sender's channel once it has, and the sender waits for as
-many answers as Redis counted listeners (at most `CONFIRM_SECONDS`).  What replicas keep in
-memory of shared state (sessions they cache) is trusted only while `hearing()` says the
-listener is subscribed and has heard something (at least its own heartbeat) lately: a message
-missed while it was not is then never relied on.
+replica that heard it answers on the sender's channel once it has, and the sender waits for
+every replica heard beating lately (at most CONFIRM_SECONDS).  When one does not confirm, the
+sender waits until `trusted_for` has passed since it sent: no copy made before is trusted
+longer, so what the message said holds everywhere all the same.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
@@ -37,6 +43,8 @@ RETRY_SECONDS = 1.0
 BEAT_SECONDS = 0.5
 DEAF_SECONDS = 2.0
 CONFIRM_SECONDS = 1.0
+# How long a replica trusts a copy of a session since Redis confirmed it (see sessions.py).
+TRUST_SECONDS = 2.0
 
 Handler = Callable[[Message], Awaitable[None]]
 
@@ -74,9 +82,15 @@ class RedisBus(Bus):
         # a message sent while nobody listened.
         self.epoch = 0
         self.heard_at = float("-inf")
+        # How long a copy of shared state may be trusted after Redis confirmed it: a message
+        # not confirmed by every replica is waited out for that long (see `publish`).
+        self.trusted_for = TRUST_SECONDS
         # Kinds the product acts on itself before confirming (a call slot asked back).
         self.handlers: dict[str, Handler] = {}
         self._waiting: dict[str, _Confirmations] = {}
+        # The other replicas, by when each was last heard beating.
+        self._peers: dict[str, float] = {}
+        self._acting: set[asyncio.Future[None]] = set()
 
     def hearing(self) -> int | None:
         """The current subscription's epoch while it is sure to hear every message, else None."""
@@ -88,17 +102,37 @@ class RedisBus(Bus):
         if not confirm:
             await self._send(self.channel, {**message, "from": self.link.replica})
             return
+        started = time.monotonic()
+        if not await self._confirmed(message):
+            # A replica may still trust a copy it had before this message: once the longest
+            # such trust has run out, none does.
+            log.warning("not every replica confirmed a %s message; waiting it out", message["t"])
+            await anyio.sleep(max(0.0, started + self.trusted_for - time.monotonic()))
+
+    async def _confirmed(self, message: Message) -> bool:
+        """Whether every replica alive confirmed `message` within CONFIRM_SECONDS."""
         ticket = secrets.token_hex(8)
         waiting = self._waiting[ticket] = _Confirmations()
         try:
             sent = {**message, "from": self.link.replica, "ack": ticket}
-            waiting.expect(await self._send(self.channel, sent))
+            listeners = await self._send(self.channel, sent)
+            # A replica gone without closing its connection stays counted by Redis for a
+            # while: only those heard beating lately are waited for.
+            waiting.expect(min(listeners, self._alive() + (self.hearing() is not None)))
             with anyio.move_on_after(CONFIRM_SECONDS):
                 await waiting.done.wait()
-            if not waiting.done.is_set():
-                log.warning("a replica did not confirm a %s message in time", message.get("t"))
+            return waiting.done.is_set()
+        except SharedStateUnavailable:
+            return False
         finally:
             del self._waiting[ticket]
+
+    def _alive(self) -> int:
+        now = time.monotonic()
+        for replica, heard in list(self._peers.items()):
+            if now - heard > DEAF_SECONDS:
+                del self._peers[replica]
+        return len(self._peers)
 
     async def _send(self, channel: str, message: Message) -> int:
         body = orjson.dumps(message)
@@ -116,9 +150,10 @@ class RedisBus(Bus):
                 await anyio.sleep(RETRY_SECONDS)
 
     async def _beat(self) -> None:
+        """Heard by every replica (and by this one: the proof its listener still hears)."""
         while True:
             with contextlib.suppress(SharedStateUnavailable):
-                await self._send(self.own_channel, {"t": "beat"})
+                await self._send(self.channel, {"t": "beat", "from": self.link.replica})
             await anyio.sleep(BEAT_SECONDS)
 
     async def _listen(self) -> None:
@@ -129,8 +164,13 @@ class RedisBus(Bus):
             self.heard_at = time.monotonic()
             self.deaf = anyio.Event()
             self.listening.set()
-            async for raw in pubsub.listen():
-                await self._received(raw)
+            while True:
+                raw = await pubsub.get_message(timeout=BEAT_SECONDS)
+                if raw is not None:
+                    self._received(raw)
+                if time.monotonic() - self.heard_at > DEAF_SECONDS:
+                    # Not even its own heartbeat: a connection lost without a word.
+                    raise TimeoutError("nothing heard, not even this replica's heartbeat")
         finally:
             # Deaf from this moment, before the connection is even closed.
             self.listening = anyio.Event()
@@ -138,7 +178,7 @@ class RedisBus(Bus):
             with anyio.CancelScope(shield=True):
                 await pubsub.aclose()
 
-    async def _received(self, raw: dict[str, Any]) -> None:
+    def _received(self, raw: dict[str, Any]) -> None:
         if raw.get("type") != "message":
             return
         self.heard_at = time.monotonic()
@@ -147,31 +187,51 @@ class RedisBus(Bus):
         except orjson.JSONDecodeError:
             log.warning("a message on the replicas' bus is not JSON; ignored")
             return
-        if not isinstance(message, dict) or message.get("t") == "beat":
+        if not isinstance(message, dict):
             return
-        if message.get("t") == "confirmed":
+        kind, sender = message.get("t"), message.get("from")
+        if kind == "beat":
+            if isinstance(sender, str) and sender != self.link.replica:
+                self._peers[sender] = self.heard_at
+        elif kind == "confirmed":
             waiting = self._waiting.get(str(message.get("ack")))
             if waiting is not None:
                 waiting.count()
-            return
-        await self._act(message)
+        else:
+            self._act(message)
 
-    async def _act(self, message: Message) -> None:
+    def _act(self, message: Message) -> None:
+        """Acted on without holding up the listener: what the service does is done at once,
+        what the product does (a round trip) in a task of its own; then confirmed."""
         sender, ticket = message.get("from"), message.pop("ack", None)
-        if sender != self.link.replica:
+        handler = self.handlers.get(str(message.get("t")))
+        if sender == self.link.replica:
+            work = None
+        elif handler is not None:
+            work = handler(message)
+        else:
+            self._delivered(message)
+            work = None
+        if work is None and not isinstance(ticket, str):
+            return
+        acting = asyncio.ensure_future(self._finish(work, sender, ticket))
+        self._acting.add(acting)
+        acting.add_done_callback(self._acting.discard)
+
+    def _delivered(self, message: Message) -> None:
+        try:
+            self.deliver(message)
+        except Exception:
+            log.exception("a message from another replica could not be acted on")
+
+    async def _finish(self, work: Awaitable[None] | None, sender: Any, ticket: Any) -> None:
+        if work is not None:
             try:
-                await self._deliver(message)
+                await work
             except Exception:
                 log.exception("a message from another replica could not be acted on")
         if isinstance(ticket, str) and isinstance(sender, str):
             await self._confirm(sender, ticket)
-
-    async def _deliver(self, message: Message) -> None:
-        handler = self.handlers.get(str(message.get("t")))
-        if handler is not None:
-            await handler(message)
-        else:
-            self.deliver(message)
 
     async def _confirm(self, sender: str, ticket: str) -> None:
         if sender == self.link.replica:

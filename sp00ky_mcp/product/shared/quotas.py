@@ -104,6 +104,7 @@ class RedisQuotas(Quotas):
         # lost after Redis acted): set right at the next trim with no lease under way.
         self._leasing = Tally()
         self._unsure: set[str] = set()
+        link.lost.append(self.lost)
         if bus is not None:
             bus.handlers["spare"] = self._asked
 
@@ -144,7 +145,8 @@ class RedisQuotas(Quotas):
         try:
             # A caller gone before the answer came still leased the slot: kept as spare.
             leased = await self.batch(self._lease, keys, args, partial(self._leased_anyway, key))
-        except SharedStateUnavailable:
+        except BaseException:
+            # Failed, or its caller left: Redis may have leased it all the same.
             self._unsure.add(key)
             raise
         finally:
@@ -177,29 +179,32 @@ class RedisQuotas(Quotas):
     async def trim(self) -> None:
         """Gives back the slots beyond the most held at once since the last trim, and sets
         right what Redis may hold wrongly for this replica."""
-        returns = []
-        for key in set(self._leased) | self._unsure:
-            busy = self._busy.get(key, 0)
-            returns.append((key, self._leased.get(key, 0) - max(self._peak.pop(key, 0), busy)))
-            if busy:
-                self._peak[key] = busy
         async with anyio.create_task_group() as tasks:
-            for key, spare in returns:
+            for key in set(self._leased) | self._unsure:
+                busy = self._busy.get(key, 0)
+                spare = max(0, self._leased.get(key, 0) - max(self._peak.pop(key, 0), busy))
+                if busy:
+                    self._peak[key] = busy
+                # Taken off now, before any call can take them, and sent back after.
+                self._give(key, -spare)
                 if key in self._unsure and not self._leasing.get(key):
-                    tasks.start_soon(self._set_right, key, spare)
-                else:
-                    tasks.start_soon(self._return, key, spare)
+                    tasks.start_soon(self._set_right, key, spare, self._leased.get(key, 0))
+                elif spare:
+                    tasks.start_soon(self._send_back, key, spare)
 
-    async def _set_right(self, key: str, spare: int) -> None:
-        self._give(key, -max(spare, 0))
+    async def _set_right(self, key: str, spare: int, leased: int) -> None:
         keys = [self.link.key("calls", key)]
-        leased = self._leased.get(key, 0)
         try:
             await self.batch(self._set_leased, keys, [self.link.replica, leased])
         except SharedStateUnavailable:
-            self._give(key, max(spare, 0))
+            self._give(key, spare)
             return
         self._unsure.discard(key)
+
+    def lost(self) -> None:
+        """Redis lost what it held for this replica (restarted, or the replica's key lapsed):
+        each lease is set right at the next trim."""
+        self._unsure |= set(self._leased)
 
     async def _asked(self, message: Message) -> None:
         """Another replica is refused at the cap: the slots idle here are given back now."""
@@ -211,6 +216,10 @@ class RedisQuotas(Quotas):
         if slots <= 0:
             return
         self._give(key, -slots)  # not to be taken while they go back
+        await self._send_back(key, slots)
+
+    async def _send_back(self, key: str, slots: int) -> None:
+        """Slots already taken off this replica's count, given back on Redis."""
         try:
             keys = [self.link.key("calls", key)]
             await self.batch(self._give_back, keys, [self.link.replica, slots])

@@ -74,6 +74,9 @@ class SharedLink:
         # After a failure, how long calls fail at once before Redis is tried again.
         self.pause = pause
         self._broken_until = 0.0
+        # Told when Redis lost what it held for this replica (see `keep_alive`).
+        self.lost: list[Callable[[], None]] = []
+        self._renewed = False
         # Told how long each operation took and whether it failed (the server's metrics).
         self.observe: Callable[[float, bool], None] = _unobserved
 
@@ -131,8 +134,18 @@ class SharedLink:
         while True:
             # A failure is said in the log once; the next renewal tries again.
             with contextlib.suppress(SharedStateUnavailable):
-                await self.run(lambda c: c.set(self.alive_key, b"1", px=ALIVE_MS))
+                await self.renew()
             await anyio.sleep(ALIVE_MS / 3000)
+
+    async def renew(self) -> None:
+        """Renews this replica's key.  A key found gone after the first renewal (Redis
+        restarted empty, or the replica was cut off for longer than its key lives) means
+        what this replica holds there may be gone too: `lost` is told."""
+        before = await self.run(lambda c: c.set(self.alive_key, b"1", px=ALIVE_MS, get=True))
+        if before is None and self._renewed:
+            for lost in self.lost:
+                lost()
+        self._renewed = True
 
     async def close(self) -> None:
         with anyio.CancelScope(shield=True):

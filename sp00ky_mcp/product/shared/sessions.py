@@ -30,7 +30,9 @@ import orjson
 
 from ...engine.errors import SharedStateUnavailable
 from ...engine.sessions import Mark, Session, SessionState, SessionStore
+from ...engine.tally import Tally
 from .batch import ScriptBatch
+from .bus import TRUST_SECONDS
 from .redis import SharedLink
 
 CLOCK = """
@@ -112,9 +114,6 @@ return ids
 """
 
 
-TRUST_SECONDS = 2.0
-
-
 @dataclass(slots=True)
 class _Copy:
     session: Session
@@ -148,8 +147,10 @@ class RedisSessions(SessionStore):
         self.trust = min(TRUST_SECONDS, idle_ttl / 2)
         self._copies: dict[str, _Copy] = {}
         self._used: set[str] = set()
-        # Counts the copies dropped: a read under way when one was is not kept.
-        self._forgotten = 0
+        # Reads under way, by session id, and how often each such id was dropped meanwhile:
+        # a read that saw a drop of its session (it may have been changed) is not kept.
+        self._reading = Tally()
+        self._drops: dict[str, int] = {}
         client = link.client
         self._add = client.register_script(ADD)
         self._get = client.register_script(GET)
@@ -176,9 +177,12 @@ class RedisSessions(SessionStore):
             self.max_sessions,
             self.link.prefix,
         ]
-        forgotten = self._forgotten
-        evicted = await self.link.run(lambda c: self._add(keys, args))
-        self._keep(session, time.monotonic(), forgotten)
+        read = self._begin_read(session.id)
+        try:
+            evicted = await self.link.run(lambda c: self._add(keys, args))
+            self._keep(session, time.monotonic(), read)
+        finally:
+            self._end_read(session.id)
         for session_id in evicted:
             self._drop(session_id.decode())
             self.on_end(session_id.decode())
@@ -189,33 +193,49 @@ class RedisSessions(SessionStore):
             self._used.add(session_id)
             copy.session.last_seen = now
             return copy.session
-        forgotten = self._forgotten
         keys = [self._value_key(session_id), self._all_key]
         args: list[str | int] = [session_id, self.ttl_ms, self.link.prefix]
-        value = await self.batch(self._get, keys, args)
-        if value is None:
-            self._drop(session_id)
-            return None
-        session = decode(session_id, value)
-        self._keep(session, now, forgotten)
-        return session
+        read = self._begin_read(session_id)
+        try:
+            value = await self.batch(self._get, keys, args)
+            if value is None:
+                self._drop(session_id)
+                return None
+            session = decode(session_id, value)
+            self._keep(session, now, read)
+            return session
+        finally:
+            self._end_read(session_id)
 
     def _trusted(self, copy: _Copy, now: float) -> bool:
         return copy.epoch == self.hearing() and now - copy.confirmed < self.trust
 
-    def _keep(self, session: Session, now: float, forgotten: int) -> None:
-        """Kept as read at `now`, unless a copy was dropped since the read began (it may be
-        this one, changed meanwhile) or the bus may miss what ends it."""
-        epoch = self.hearing()
-        if epoch is None or forgotten != self._forgotten:
+    def _begin_read(self, session_id: str) -> tuple[int, int | None]:
+        """What `_keep` compares against once the read is back: the drops of the session so
+        far, and the bus's subscription the read began under."""
+        self._reading.add(session_id)
+        return self._drops.get(session_id, 0), self.hearing()
+
+    def _end_read(self, session_id: str) -> None:
+        self._reading.remove(session_id)
+        if session_id not in self._reading:
+            self._drops.pop(session_id, None)
+
+    def _keep(self, session: Session, now: float, read: tuple[int, int | None]) -> None:
+        """Kept as read at `now`, unless the session was dropped since the read began (it
+        may have changed meanwhile), or the bus may have missed what ends it: it does not
+        hear now, or heard under another subscription when the read began."""
+        drops, epoch = read
+        if epoch is None or epoch != self.hearing() or self._drops.get(session.id, 0) != drops:
             return
         if session.id not in self._copies and len(self._copies) >= self.max_sessions:
             del self._copies[next(iter(self._copies))]
         self._copies[session.id] = _Copy(session, epoch, now)
 
     def _drop(self, session_id: str) -> None:
-        self._forgotten += 1
         self._copies.pop(session_id, None)
+        if session_id in self._reading:
+            self._drops[session_id] = self._drops.get(session_id, 0) + 1
 
     def forget(self, session_id: str) -> None:
         self._drop(session_id)
@@ -235,14 +255,20 @@ class RedisSessions(SessionStore):
 
         try:
             await self.link.run(lambda c: c.transaction(change, key))
-        except SharedStateUnavailable:
-            self._drop(session.id)  # this copy now differs from what Redis holds
-            raise
+        finally:
+            # Read again at the next use: a read of this replica's that raced the write may
+            # hold what was there before, and a failed write leaves this copy unlike Redis.
+            self._drop(session.id)
 
     async def remove(self, session_id: str) -> bool:
         self._drop(session_id)
         keys = [self._value_key(session_id), self._all_key]
-        removed = await self.link.run(lambda c: self._remove(keys, [session_id, self.link.prefix]))
+        try:
+            removed = await self.link.run(
+                lambda c: self._remove(keys, [session_id, self.link.prefix])
+            )
+        finally:
+            self._drop(session_id)  # a read of this replica's that raced the removal
         if removed:
             self.on_end(session_id)
         return bool(removed)
@@ -268,21 +294,21 @@ class RedisSessions(SessionStore):
         confirms the copies; a session gone or changed there is dropped, to be read again."""
         used, self._used = self._used, set()
         copies = [copy for copy in map(self._copies.get, used) if copy is not None]
-        now, forgotten = time.monotonic(), self._forgotten
+        now = time.monotonic()
         try:
             async with anyio.create_task_group() as tasks:
                 for copy in copies:
-                    tasks.start_soon(self._confirm_one, copy, now, forgotten)
+                    tasks.start_soon(self._confirm_one, copy, now)
         except* SharedStateUnavailable:
             self._copies.clear()
 
-    async def _confirm_one(self, copy: _Copy, now: float, forgotten: int) -> None:
+    async def _confirm_one(self, copy: _Copy, now: float) -> None:
         session_id = copy.session.id
         keys = [self._value_key(session_id), self._all_key]
         value = await self.batch(self._get, keys, [session_id, self.ttl_ms, self.link.prefix])
         if value is None or changed_there(copy.session, value):
             self._drop(session_id)
-        elif forgotten == self._forgotten:
+        elif self._copies.get(session_id) is copy:  # not dropped (nor replaced) meanwhile
             copy.confirmed = now
 
     async def sweep(self, now: float, held: list[str]) -> list[str]:

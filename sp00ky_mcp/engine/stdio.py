@@ -1,0 +1,181 @@
+"""The stdio transport (transports, "stdio"): the client starts the server as a subprocess and
+they exchange JSON-RPC messages, one per line, UTF-8, on its standard input and output; the
+server writes nothing else there (logs go to standard error).  One handshake-era session for
+the life of the process; it ends when the client closes standard input.
+
+Requests are answered concurrently, each in a task of its own (a long call does not hold up a
+ping), and `notifications/cancelled` cancels one; a tool may notify (progress, logs) and ask
+the client (elicitation, sampling) as over HTTP.  Every request is authenticated again, so a
+token revoked or expired meanwhile is refused from its next request.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+import orjson
+
+from . import jsonrpc, transport
+from .context import CallContext, Principal, progress_token_of
+from .errors import INTERNAL_ERROR, INVALID_REQUEST, HttpError, JsonRpcError
+from .protocol import Engine
+from .runtime import Waiter, answer_of
+from .sessions import Session, SessionEvent
+from .versions import Era, negotiate
+
+log = logging.getLogger("sp00ky_mcp.stdio")
+INTERNAL = JsonRpcError(INTERNAL_ERROR, "Internal error.")
+Write = Callable[[bytes], Awaitable[None]]
+
+
+class StdioPeer:
+    """What a handler sends the client while it runs: on standard output, between answers."""
+
+    def __init__(self, server: StdioServer) -> None:
+        self.server = server
+
+    async def notify(self, method: str, params: dict[str, Any]) -> None:
+        await self.server.send(jsonrpc.encode_notification(method, params))
+
+    async def request(self, method: str, params: dict[str, Any]) -> Any:
+        return await self.server.ask(method, params)
+
+    def interrupt(self) -> None:
+        return None
+
+
+class StdioServer:
+    def __init__(
+        self,
+        engine: Engine,
+        authenticate: Callable[[], Awaitable[Principal]],
+        write: Write,
+        max_line_bytes: int,
+    ) -> None:
+        self.engine = engine
+        self.authenticate = authenticate
+        self.write = write
+        self.max_line_bytes = max_line_bytes
+        self.session = Session("stdio", None, negotiate(None), {}, None, 0.0)
+        self.peer = StdioPeer(self)
+        self._writing = anyio.Lock()
+        self._running: dict[Any, anyio.CancelScope] = {}
+        self._asked: dict[str, Waiter] = {}
+        self._numbers = itertools.count(1)
+        self.closed = False
+
+    async def serve(self, lines: AsyncIterator[bytes], grace: float = 10.0) -> None:
+        """Until standard input closes; requests still running then are answered (a question
+        to the client can no longer be, and fails) within `grace` seconds, then cancelled."""
+        async with anyio.create_task_group() as tasks:
+            async for line in lines:
+                await self._received(line.strip(), tasks)
+            self.closed = True
+            for waiter in self._asked.values():
+                waiter.event.set()
+            tasks.cancel_scope.deadline = anyio.current_time() + grace
+
+    async def send(self, message: bytes) -> None:
+        async with self._writing:
+            await self.write(message + b"\n")
+
+    async def ask(self, method: str, params: dict[str, Any]) -> Any:
+        if self.closed:
+            return answer_of(method, None)
+        request_id = f"s-{next(self._numbers)}"
+        waiter = self._asked[request_id] = Waiter()
+        try:
+            await self.send(jsonrpc.encode_request(request_id, method, params))
+            await waiter.event.wait()
+        finally:
+            self._asked.pop(request_id, None)
+        return answer_of(method, waiter.response)
+
+    async def _received(self, line: bytes, tasks: anyio.abc.TaskGroup) -> None:
+        if not line:
+            return
+        if len(line) > self.max_line_bytes:
+            limit = self.max_line_bytes
+            await self._refuse(f"Invalid Request: a message may be at most {limit} bytes.")
+            return
+        batch = transport.read_messages(line)
+        if isinstance(batch, HttpError):
+            await self._refuse(batch.message, batch.rpc_code or INVALID_REQUEST)
+            return
+        for message in batch.messages:
+            await self._take(message, tasks)
+
+    async def _refuse(self, text: str, code: int = INVALID_REQUEST) -> None:
+        await self.send(jsonrpc.encode_error(None, JsonRpcError(code, text)))
+
+    async def _take(self, message: jsonrpc.Message, tasks: anyio.abc.TaskGroup) -> None:
+        if isinstance(message, jsonrpc.Request):
+            tasks.start_soon(self._answer, message)
+        elif isinstance(message, jsonrpc.Invalid):
+            await self.send(jsonrpc.encode_error(message.id, message.error))
+        elif isinstance(message, jsonrpc.Response):
+            waiter = self._asked.get(str(message.id))
+            if waiter is not None:
+                waiter.response = message
+                waiter.event.set()
+        elif message.method == "notifications/initialized":
+            self.session.advance(SessionEvent.INITIALIZED)
+        elif message.method == "notifications/cancelled":
+            scope = self._running.get(message.params.get("requestId"))
+            if scope is not None:
+                scope.cancel()
+
+    async def _answer(self, message: jsonrpc.Request) -> None:
+        with anyio.CancelScope() as scope:
+            self._running[message.id] = scope
+            try:
+                body = await self._answered(message)
+            finally:
+                self._running.pop(message.id, None)
+            await self.send(body)
+        # A cancelled request gets no response (basic/utilities/cancellation).
+
+    async def _answered(self, message: jsonrpc.Request) -> bytes:
+        """The boundary: exactly one JSON-RPC response, whatever the handler does."""
+        try:
+            ctx = self._context(message, await self.authenticate())
+            if message.method == "initialize":
+                self._initialize(message.params)
+            result = await self.engine.call(message.method, message.params, ctx)
+            return orjson.dumps(
+                {"jsonrpc": "2.0", "id": message.id, "result": result},
+                default=self.engine.encode_default(ctx),
+            )
+        except JsonRpcError as exc:
+            return jsonrpc.encode_error(message.id, exc)
+        except HttpError as exc:  # the token refused: said as the request's error
+            return jsonrpc.encode_error(message.id, JsonRpcError(INVALID_REQUEST, exc.message))
+        except Exception:
+            log.exception("unhandled error in %s", message.method)
+            return jsonrpc.encode_error(message.id, INTERNAL)
+
+    def _initialize(self, params: dict[str, Any]) -> None:
+        session = self.session
+        session.protocol_version = negotiate(params.get("protocolVersion"))
+        capabilities, info = params.get("capabilities"), params.get("clientInfo")
+        session.client_capabilities = capabilities if isinstance(capabilities, dict) else {}
+        session.client_info = info if isinstance(info, dict) else None
+
+    def _context(self, message: jsonrpc.Request, principal: Principal) -> CallContext:
+        session = self.session
+        return CallContext(
+            era=Era.HANDSHAKE,
+            protocol_version=session.protocol_version,
+            principal=principal,
+            peer=self.peer,
+            client_capabilities=session.client_capabilities,
+            client_info=session.client_info,
+            log_level=session.log_level,
+            progress_token=progress_token_of(message.params),
+            session=session,
+        )
