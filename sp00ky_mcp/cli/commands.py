@@ -282,30 +282,7 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
         default="product",
         help="'conformance' serves the official suite's fixtures, without auth, on loopback only",
     )
-    parser.add_argument(
-        "--log-level",
-        default="info",
-        choices=("debug", "info", "warning", "error"),
-        help="info and debug write one access line per request and one audit line per tool call",
-    )
-    parser.add_argument(
-        "--log-format",
-        default="text",
-        choices=("text", "json"),
-        help="log lines for people (text) or one JSON object per line (json)",
-    )
-    parser.add_argument(
-        "--metrics",
-        action="store_true",
-        help="serve Prometheus metrics at /metrics on the MCP port (unauthenticated)",
-    )
-    parser.add_argument(
-        "--metrics-port",
-        type=tcp_port,
-        default=None,
-        metavar="PORT",
-        help="serve Prometheus metrics at /metrics on this port, on loopback only",
-    )
+    add_observing_arguments(parser)
     parser.add_argument(
         "--loop",
         choices=("asyncio", "uvloop"),
@@ -339,6 +316,34 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="EMAIL",
         help="who a first-run token is minted for (default: you@localhost)",
+    )
+
+
+def add_observing_arguments(parser: argparse.ArgumentParser) -> None:
+    """What the server tells an operator: its log lines and its metrics."""
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="info and debug write one access line per request and one audit line per tool call",
+    )
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=("text", "json"),
+        help="log lines for people (text) or one JSON object per line (json)",
+    )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="serve Prometheus metrics at /metrics on the MCP port (unauthenticated)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=tcp_port,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics at /metrics on this port, on loopback only",
     )
 
 

@@ -48,6 +48,12 @@ MAX_SUBSCRIPTIONS = 100
 MAX_CLIENT_DESCRIPTION_BYTES = 16 * 1024
 
 
+def verdict(outcome: ToolResult | None) -> str:
+    """A tool call's outcome in one word (audit records, logs, metrics): None is a call that
+    raised."""
+    return "exception" if outcome is None else ("error" if outcome.is_error else "ok")
+
+
 @dataclass(frozen=True, slots=True)
 class ToolResult:
     content: list[dict[str, Any]]

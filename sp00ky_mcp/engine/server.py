@@ -30,7 +30,7 @@ from .h1 import plain_response
 from .http import HttpRequest, HttpServer, Response
 from .ops import Check, LineWriter, Operations, Readiness
 from .ports import Ports
-from .protocol import METHODS, Engine, ToolObserver, ToolResult
+from .protocol import METHODS, Engine, ToolObserver, ToolResult, verdict
 from .service import LISTEN, Authenticator, McpService
 
 log = logging.getLogger("sp00ky_mcp")
@@ -165,9 +165,9 @@ class McpServer:
             outcome: ToolResult | None,
             started: float,
         ) -> None:
-            verdict = "exception" if outcome is None else ("error" if outcome.is_error else "ok")
+            outcome_word = verdict(outcome)
             seconds = time.perf_counter() - started
-            ops.tool_called(ctx.facts, tool.name, arguments, verdict, seconds, ctx.tenant_id)
+            ops.tool_called(ctx.facts, tool.name, arguments, outcome_word, seconds, ctx.tenant_id)
             if observer is not None:
                 observer(ctx, tool, arguments, outcome, started)
 

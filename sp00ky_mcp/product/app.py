@@ -13,7 +13,7 @@ from ..engine.config import ServerConfig
 from ..engine.context import CallContext
 from ..engine.ops import Check
 from ..engine.ports import Ports
-from ..engine.protocol import ToolResult
+from ..engine.protocol import ToolResult, verdict
 from ..engine.quotas import LocalQuotas, Quotas
 from ..engine.server import McpServer
 from . import scopes
@@ -57,7 +57,7 @@ class AuditTrail:
         principal = ctx.principal
         if principal.token_id is None or principal.user_id is None:
             return
-        verdict = "exception" if outcome is None else ("error" if outcome.is_error else "ok")
+        outcome_word = verdict(outcome)
         # Positional: a NamedTuple built from keywords costs twice as much, on every call.
         self._pending.append(
             AuditEntry(
@@ -67,7 +67,7 @@ class AuditTrail:
                 ctx.tenant_id,
                 tool.name,
                 arguments_digest(arguments),
-                verdict,
+                outcome_word,
                 (time.perf_counter() - started) * 1000,
             )
         )
