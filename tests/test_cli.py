@@ -4,6 +4,7 @@ as a real process, to show it never prompts when standard input is not a termina
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -702,3 +703,184 @@ def test_install_refuses_a_toolset_it_does_not_know(
         "domains, env, links, logs, projects, teams, tenants, vault.",
     )
     assert not (home / ".cursor" / "mcp.json").exists()
+
+
+def stdio_start() -> list[str]:
+    """How `install --stdio` starts the server: this spky, else this Python's module."""
+    spky_path = shutil.which("spky")
+    return [spky_path] if spky_path else [sys.executable, "-m", "sp00ky_mcp"]
+
+
+def test_install_cursor_with_stdio_writes_the_command_and_the_token_in_its_environment(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    result = spky(capsys, "install", "--client", "cursor", "--token", TOKEN, "--stdio")
+    start = stdio_start()
+    config = orjson.loads((home / ".cursor" / "mcp.json").read_bytes())
+    assert result[0] == 0
+    assert config["mcpServers"]["sp00ky"] == {
+        "command": start[0],
+        "args": [*start[1:], "mcp", "stdio"],
+        "env": {"SP00KY_MCP_TOKEN": TOKEN},
+    }
+
+
+def test_install_vscode_with_stdio_prompts_for_the_token_it_hands_the_command(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    spky(capsys, "install", "--client", "vscode", "--token", TOKEN, "--stdio")
+    start = stdio_start()
+    config = orjson.loads((Path.cwd() / ".vscode" / "mcp.json").read_bytes())
+    assert config["servers"]["sp00ky"] == {
+        "type": "stdio",
+        "command": start[0],
+        "args": [*start[1:], "mcp", "stdio"],
+        "env": {"SP00KY_MCP_TOKEN": "${input:sp00ky-mcp-token}"},
+    }
+    assert TOKEN not in (Path.cwd() / ".vscode" / "mcp.json").read_text()
+
+
+def test_install_claude_with_stdio_runs_claude_mcp_add_with_the_command(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = fake_claude(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    start = stdio_start()
+    result = spky(capsys, "install", "--client", "claude", "--token", TOKEN, "--stdio")
+    assert result[0] == 0
+    assert argv.read_text().splitlines() == [
+        "mcp",
+        "add",
+        "--scope",
+        "user",
+        "-e",
+        f"SP00KY_MCP_TOKEN={TOKEN}",
+        "sp00ky",
+        "--",
+        *start,
+        "mcp",
+        "stdio",
+    ]
+
+
+def test_install_with_stdio_refuses_a_url_or_a_narrowing(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    status, _, err = spky(
+        capsys, "install", "--client", "cursor", "--token", TOKEN, "--stdio", "--read-only"
+    )
+    assert (status, err.strip()) == (
+        1,
+        "spky: --stdio starts the server for the editor, with no URL to narrow: drop --url, "
+        "--read-only, --toolsets and --tools, and mint a token with fewer scopes instead.",
+    )
+
+
+# --- invitations -----------------------------------------------------------------------------
+
+
+def invited(data_dir: str, email: str, teams: tuple[str, ...]) -> list[str]:
+    """Ada owns each of `teams` and invites `email` to it as a member: the invitation ids."""
+
+    async def run() -> list[str]:
+        async with serving(data_dir) as env:
+            ada = await env.user(USER)
+            token = await env.token(ada)
+            ids = []
+            for name in teams:
+                tenant_id = await env.make_team({ada: "owner"}, name=name)
+                arguments = {"tenant_id": tenant_id, "email": email, "role": "member"}
+                result = await env.structured(token, "invite_team_member", arguments)
+                ids.append(result["invitation_id"])
+            return ids
+
+    return anyio.run(run)
+
+
+def test_an_invitee_sees_their_invitations_and_accepts_one_and_declines_the_other(
+    capsys: pytest.CaptureFixture[str], data_dir: str
+) -> None:
+    bob = "bob@example.com"
+    acme, globex = invited(data_dir, bob, ("Acme", "Globex"))
+    base = ("invitations", "--data-dir", data_dir, "--user", bob)
+    status, out, _ = spky(capsys, *base, "--json")
+    listed = orjson.loads(out)
+    assert status == 0
+    assert [(r["invitation_id"], r["team"], r["role"]) for r in listed] == [
+        (acme, "Acme", "member"),
+        (globex, "Globex", "member"),
+    ]
+    assert spky(capsys, *base, "accept", acme) == (
+        0,
+        "Joined team ten_team_acme as member.\n",
+        "",
+    )
+    assert spky(capsys, *base, "decline", globex) == (
+        0,
+        "Declined the invitation to team ten_team_globex.\n",
+        "",
+    )
+    assert spky(capsys, *base) == (0, f"No invitations for {bob}.\n", "")
+
+
+def test_an_invitation_for_someone_else_cannot_be_answered(
+    capsys: pytest.CaptureFixture[str], data_dir: str
+) -> None:
+    (acme,) = invited(data_dir, "bob@example.com", ("Acme",))
+    base = ("invitations", "--data-dir", data_dir, "--user", "mallory@example.com")
+    assert spky(capsys, *base, "accept", acme) == (
+        1,
+        "",
+        f"spky: No pending invitation '{acme}' for this user. `spky mcp invitations` lists "
+        "yours.\n",
+    )
+    assert spky(capsys, *base, "accept") == (
+        1,
+        "",
+        "spky: Say which invitation: spky mcp invitations accept ID.\n",
+    )
+
+
+def test_install_reads_an_editor_config_with_comments_and_trailing_commas(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    path = Path.cwd() / ".vscode" / "mcp.json"
+    path.parent.mkdir()
+    path.write_text(
+        '{\n  // my servers\n  "servers": {"other": {"type": "stdio", "command": "x",},},\n'
+        '  /* prompts */ "inputs": [],\n}\n'
+    )
+    first = spky(capsys, "install", "--client", "vscode", "--token", TOKEN)
+    once = path.read_bytes()
+    second = spky(capsys, "install", "--client", "vscode", "--token", TOKEN)
+    config = orjson.loads(path.read_bytes())
+    assert (first[0], second[0]) == (0, 0)
+    assert path.read_bytes() == once  # the same config again: nothing changes
+    assert config["servers"]["other"] == {"type": "stdio", "command": "x"}
+    assert config["servers"]["sp00ky"]["url"] == DEFAULT_URL
+
+
+def test_install_claude_with_project_registers_at_project_scope_reading_the_environment(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = fake_claude(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    result = spky(capsys, "install", "--client", "claude", "--project", "--url", URL)
+    assert result == (
+        0,
+        "Registered 'sp00ky' with Claude Code (project scope; it reads the token from "
+        "SP00KY_MCP_TOKEN). Verify with `claude mcp list`.\n",
+        "",
+    )
+    assert argv.read_text().splitlines() == [
+        "mcp",
+        "add",
+        "--transport",
+        "http",
+        "--scope",
+        "project",
+        "sp00ky",
+        URL,
+        "--header",
+        "Authorization: Bearer ${SP00KY_MCP_TOKEN}",
+    ]

@@ -608,17 +608,6 @@ def test_install_takes_a_pasted_token_without_its_trailing_newline(
     assert config["mcpServers"]["sp00ky"]["headers"] == {"Authorization": f"Bearer {TOKEN}"}
 
 
-def test_install_claude_with_project_is_refused(
-    capsys: pytest.CaptureFixture[str], home: Path
-) -> None:
-    assert spky(capsys, "install", "--client", "claude", "--project", "--token", TOKEN) == (
-        1,
-        "",
-        "spky: --project is for Cursor (VS Code's config is always the workspace's); Claude "
-        "Code registers at user scope, so drop --project.\n",
-    )
-
-
 def test_install_where_the_config_dir_is_a_file_says_what_is_in_the_way(
     capsys: pytest.CaptureFixture[str], home: Path
 ) -> None:

@@ -263,8 +263,56 @@ async def test_an_unreachable_server_is_reported_with_the_curl_command(
     status, lines = await run_doctor(capsys, url, tokens.mint())
     assert (status, lines) == (
         1,
-        [f"✗ Cannot reach {url}: ConnectError. Is the server running?", *ending(url)],
+        [
+            f"✗ Cannot reach {url}: nothing listens there (connection refused). Is the server "
+            "running? ([Errno 111] Connection refused)",
+            *ending(url),
+        ],
     )
+
+
+async def test_a_host_that_does_not_resolve_is_reported_as_dns(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = "http://no-such-host.invalid/v1/mcp"
+    status, lines = await run_doctor(capsys, url, tokens.mint())
+    assert (status, lines[0]) == (
+        1,
+        f"✗ Cannot reach {url}: the host name does not resolve (DNS). Check the host in the "
+        "URL. ([Errno -2] Name or service not known)",
+    )
+
+
+async def test_https_against_a_plain_http_server_says_to_use_http(
+    capsys: pytest.CaptureFixture[str], known: KnownServer
+) -> None:
+    url = known.server.url.replace("http://", "https://")
+    status, lines = await run_doctor(capsys, url, await known.token("logs:read"))
+    assert status == 1
+    assert lines[0].startswith(
+        f"✗ Cannot reach {url}: the TLS handshake failed: the server speaks plain HTTP there? "
+        "Try http:// instead."
+    )
+
+
+async def test_a_wrong_path_shows_the_servers_own_hint(
+    capsys: pytest.CaptureFixture[str], known: KnownServer
+) -> None:
+    url = known.server.url.replace("/v1/mcp", "/mcp")
+    status, lines = await run_doctor(capsys, url, await known.token("logs:read"))
+    assert (status, lines[0]) == (
+        1,
+        "✗ The server answered initialize with HTTP 404, saying 'Not found: the MCP endpoint "
+        "is /v1/mcp.'.",
+    )
+
+
+async def test_a_pasted_bearer_prefix_is_taken_off_the_token(
+    capsys: pytest.CaptureFixture[str], known: KnownServer
+) -> None:
+    token = await known.token("logs:read")
+    status, lines = await run_doctor(capsys, known.server.url, f"Bearer {token}\n")
+    assert status == 0 and not any(line.startswith("✗") for line in lines)
 
 
 def test_the_doctor_never_prints_the_token(capsys: pytest.CaptureFixture[str]) -> None:

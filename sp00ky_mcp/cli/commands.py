@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -35,9 +36,10 @@ import anyio
 import anyio.abc
 import orjson
 
+from ..engine import tracing
 from ..engine.config import Limits, ServerConfig
 from ..engine.context import Principal
-from ..engine.errors import HttpError
+from ..engine.errors import HttpError, ToolError
 from ..engine.h1 import HttpRequest
 from ..engine.keys import KeyRing
 from ..engine.ops import JsonFormatter
@@ -60,7 +62,7 @@ from ..product.signing import FileKeyRing
 from ..product.store import Store, StoreError, database_url, default_data_dir, open_store
 from ..product.store.sqlite import DB_NAME
 from ..product.tools import all_specs
-from . import editors, workers
+from . import editors, settings, workers
 
 if TYPE_CHECKING:
     from ..product.app import Product
@@ -272,6 +274,16 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="a Host header value to accept (repeatable)",
     )
     add_serving_arguments(parser)
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="PATH",
+        help='a TOML file of settings (keys as the options: log-level = "debug"); flags win '
+        "over SP00KY_MCP_* variables, which win over the file",
+    )
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the settings in effect and exit"
+    )
 
 
 def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
@@ -339,6 +351,12 @@ def add_observing_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve Prometheus metrics at /metrics on the MCP port (unauthenticated)",
     )
     parser.add_argument(
+        "--otel",
+        action="store_true",
+        help="OpenTelemetry spans for requests and tool calls (pip install 'sp00ky-mcp[otel]'; "
+        "exported as the OTEL_* variables and the SDK say)",
+    )
+    parser.add_argument(
         "--metrics-port",
         type=tcp_port,
         default=None,
@@ -383,9 +401,19 @@ def build_parser() -> argparse.ArgumentParser:
     mcp = top.add_parser("mcp", help="the Sp00ky MCP server and its tokens")
     mcp.set_defaults(help_of=mcp)
     commands = mcp.add_subparsers(dest="command")
-    add_serve_arguments(commands.add_parser("serve", help="run the MCP server"))
+    serve = commands.add_parser("serve", help="run the MCP server")
+    add_serve_arguments(serve)
+    serve.set_defaults(settings_of=serve)
     add_token_arguments(commands.add_parser("token", help="mint an MCP token"))
     add_store_arguments(commands.add_parser("tokens", help="list MCP tokens"))
+    invitations = commands.add_parser(
+        "invitations", help="see, accept or decline your team invitations"
+    )
+    add_store_arguments(invitations)
+    invitations.add_argument(
+        "answer", nargs="?", choices=("accept", "decline"), help="answer one invitation"
+    )
+    invitations.add_argument("invitation", nargs="?", metavar="ID", help="the invitation's id")
     stdio = commands.add_parser(
         "stdio", help="serve over standard input and output, with the token in $SP00KY_MCP_TOKEN"
     )
@@ -411,8 +439,14 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument(
         "--project",
         action="store_true",
-        help="Cursor: write .cursor/mcp.json in this directory, with ${env:SP00KY_MCP_TOKEN} "
-        "in place of the token",
+        help="register for this project (Claude Code: project scope; Cursor: "
+        ".cursor/mcp.json here; VS Code: always the workspace), the token read from "
+        "$SP00KY_MCP_TOKEN rather than written",
+    )
+    install.add_argument(
+        "--stdio",
+        action="store_true",
+        help="the editor starts `spky mcp stdio` itself (token in its environment), no URL",
     )
     install.add_argument(
         "--read-only", action="store_true", help="the editor sees the read tools only"
@@ -876,6 +910,44 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_invitations(args: argparse.Namespace) -> int:
+    """The invitations addressed to you, or your answer to one (`accept ID`, `decline ID`)."""
+    if args.answer is not None and args.invitation is None:
+        raise CliError(f"Say which invitation: spky mcp invitations {args.answer} ID.")
+
+    async def work(accounts: Accounts, user: User) -> Any:
+        from ..product.cloud import teams as team_ops
+        from ..product.cloud.base import Cloud
+
+        cloud = Cloud(accounts.store, accounts)
+        try:
+            if args.answer == "accept":
+                return await team_ops.accept_invitation(cloud, user.id, args.invitation)
+            if args.answer == "decline":
+                return await team_ops.decline_invitation(cloud, user.id, args.invitation)
+            return await team_ops.invitations_of(cloud, user.id)
+        except ToolError as exc:
+            raise CliError(f"{exc.message} `spky mcp invitations` lists yours.") from None
+
+    result, user = with_existing_accounts(args, work)
+    if args.json:
+        emit_json(result)
+    elif args.answer is not None:
+        done = "Joined" if args.answer == "accept" else "Declined the invitation to"
+        say(
+            f"{done} team {result['tenant_id']}"
+            + (f" as {result['role']}." if "role" in result else ".")
+        )
+    elif not result:
+        say(f"No invitations for {user.email}.")
+    else:
+        for row in result:
+            invited = row["invited_at"]
+            say(f"{row['invitation_id']}  {row['team']} ({row['role']}), invited {invited}")
+        say("Answer with `spky mcp invitations accept ID` or `spky mcp invitations decline ID`.")
+    return 0
+
+
 def cmd_stdio(args: argparse.Namespace) -> int:
     """The same catalogue, scopes, redaction and audit as over HTTP, for a local client that
     starts this command itself; standard output carries MCP messages only."""
@@ -958,12 +1030,14 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def token_for(given: str | None) -> str:
-    # A pasted token often comes with a trailing newline or spaces.
-    token = (given or os.environ.get("SP00KY_MCP_TOKEN") or "").strip()
+    from .doctor import pasted
+
+    # A pasted token often comes with a trailing newline or spaces, or a `Bearer ` prefix.
+    token = pasted(given or os.environ.get("SP00KY_MCP_TOKEN") or "")
     if token:
         return token
     if interactive():
-        return getpass.getpass("MCP token (mcp_live_…): ").strip()
+        return pasted(getpass.getpass("MCP token (mcp_live_…): "))
     raise CliError("No token: pass --token or set SP00KY_MCP_TOKEN.")
 
 
@@ -987,11 +1061,11 @@ def cursor_reference_reason(path: Path, project: bool) -> str | None:
     return f"{path} is inside the git work tree {tree}" if tree else None
 
 
-def install(client: str, url: str, token: str, project: bool, quiet: bool = False) -> int:
+def install(client: str, url: editors.Where, token: str, project: bool, quiet: bool = False) -> int:
     out: Callable[[str], None] = (lambda _: None) if quiet else say
     try:
         if client == "claude":
-            return install_claude(url, token, out)
+            return install_claude(url, token, out, project)
         if client == "cursor":
             path = install_cursor(url, token, project, out)
         else:
@@ -1004,7 +1078,9 @@ def install(client: str, url: str, token: str, project: bool, quiet: bool = Fals
     return 0
 
 
-def install_cursor(url: str, token: str, project: bool, out: Callable[[str], None]) -> Path:
+def install_cursor(
+    url: editors.Where, token: str, project: bool, out: Callable[[str], None]
+) -> Path:
     path = editors.cursor_path(project, Path.home(), Path.cwd())
     reason = cursor_reference_reason(path, project)
     value = editors.CURSOR_TOKEN_REFERENCE if reason else token
@@ -1017,9 +1093,18 @@ def install_cursor(url: str, token: str, project: bool, out: Callable[[str], Non
     return path
 
 
-def install_claude(url: str, token: str, out: Callable[[str], None]) -> int:
-    command = editors.claude_command(url, token)
-    by_hand = editors.claude_command_from_environment(url)
+def install_claude(
+    url: editors.Where, token: str, out: Callable[[str], None], project: bool = False
+) -> int:
+    """At user scope with the token; at project scope (`.mcp.json`, which may be committed)
+    with a reference to SP00KY_MCP_TOKEN that Claude Code expands."""
+    scope = "project" if project else "user"
+    if project:
+        command = editors.claude_command(url, editors.CLAUDE_TOKEN_REFERENCE, scope)
+        by_hand = shlex.join(command)
+    else:
+        command = editors.claude_command(url, token)
+        by_hand = editors.claude_command_from_environment(url)
     if shutil.which("claude") is None:
         out(
             "The claude CLI is not on your PATH; once it is, run this with "
@@ -1033,28 +1118,40 @@ def install_claude(url: str, token: str, out: Callable[[str], None]) -> int:
         raise CliError(f"Cannot run claude ({exc.strerror}); run it yourself: {by_hand}") from None
     if done.returncode != 0:
         raise CliError(f"`claude mcp add` failed; run it yourself: {by_hand}")
+    reads = f"; it reads the token from {editors.TOKEN_VARIABLE}" if project else ""
     out(
-        f"Registered '{editors.SERVER_NAME}' with Claude Code (user scope). "
+        f"Registered '{editors.SERVER_NAME}' with Claude Code ({scope} scope{reads}). "
         "Verify with `claude mcp list`."
     )
     return 0
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    if args.project and args.client == "claude":
-        raise CliError(
-            "--project is for Cursor (VS Code's config is always the workspace's); Claude Code "
-            "registers at user scope, so drop --project."
-        )
-    url = narrowed_url(server_url(args.url), args.read_only, args.toolsets, args.tools)
+    url: editors.Where = narrowed_url(
+        server_url(args.url), args.read_only, args.toolsets, args.tools
+    )
+    if args.stdio:
+        url = stdio_where(args)
     # VS Code prompts for the token itself, and a Cursor config that may be committed refers
     # to the environment: neither needs (nor writes) the token.
     cursor = editors.cursor_path(args.project, Path.home(), Path.cwd())
-    needs_token = args.client == "claude" or (
+    needs_token = (args.client == "claude" and not args.project) or (
         args.client == "cursor" and cursor_reference_reason(cursor, args.project) is None
     )
     token = checked_token(args.token) if needs_token else ""
     return install(args.client, url, token, args.project)
+
+
+def stdio_where(args: argparse.Namespace) -> editors.Stdio:
+    """`spky mcp stdio` by the path of this spky (an editor's PATH may not hold it)."""
+    if args.read_only or args.toolsets or args.tools or args.url:
+        raise CliError(
+            "--stdio starts the server for the editor, with no URL to narrow: drop --url, "
+            "--read-only, --toolsets and --tools, and mint a token with fewer scopes instead."
+        )
+    spky = shutil.which("spky")
+    start = (spky,) if spky else (sys.executable, "-m", "sp00ky_mcp")
+    return editors.Stdio((*start, "mcp", "stdio"))
 
 
 def narrowed_url(url: str, read_only: bool, toolsets: str | None, tools: str | None) -> str:
@@ -1086,7 +1183,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     # Without a token the check still runs, so the server's own diagnosis and the curl
     # command are printed.
-    given = (args.token or os.environ.get("SP00KY_MCP_TOKEN") or "").strip()
+    given = doctor.pasted(args.token or os.environ.get("SP00KY_MCP_TOKEN") or "")
     token = given or (token_for(None) if interactive() else "")
     return doctor.run(server_url(args.url), token, say)
 
@@ -1114,6 +1211,7 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         metrics_port=args.metrics_port,
         access_log=args.log_level in ("debug", "info"),
         log_format=args.log_format,
+        traces=args.otel,
     )
 
 
@@ -1305,6 +1403,10 @@ async def _stop_on_signal(
 
 def cmd_serve(args: argparse.Namespace) -> int:
     config = config_from(args)
+    if config.traces and not tracing.available():
+        raise CliError(
+            "--otel needs OpenTelemetry: pip install 'sp00ky-mcp[otel]', or leave out --otel."
+        )
     set_up_logging(config)
     options = {"use_uvloop": _uvloop_wanted(args.loop)}
     if args.workers > 1:
@@ -1430,6 +1532,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "revoke": cmd_revoke,
     "audit": cmd_audit,
     "stdio": cmd_stdio,
+    "invitations": cmd_invitations,
     "install": cmd_install,
     "doctor": cmd_doctor,
     "rotate-key": cmd_rotate_key,
@@ -1449,6 +1552,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.help_of.print_help()
         return 0
     try:
+        if args.command == "serve":
+            return serve_with_settings(args.settings_of, args)
         status = COMMANDS[args.command](args)
         # Flushed here, so that a reader gone away is caught below, not at interpreter exit.
         sys.stdout.flush()
@@ -1461,6 +1566,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except BrokenPipeError:
         return reader_gone()
+
+
+def serve_with_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """`serve` with the settings its flags leave out taken from the environment and the
+    config file; `--print-config` shows them instead."""
+    try:
+        args = settings.layered(parser, args, args.given, os.environ)
+    except settings.SettingsError as exc:
+        raise CliError(str(exc)) from None
+    if args.print_config:
+        say(settings.printed(parser, args))
+        return 0
+    return cmd_serve(args)
 
 
 def reader_gone() -> int:
@@ -1479,7 +1597,7 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(given)
     args.given = given
     try:
-        return cmd_serve(args)
+        return serve_with_settings(parser, args)
     except CliError as exc:
         print(f"sp00ky-mcp: {exc}", file=sys.stderr)
         return 1

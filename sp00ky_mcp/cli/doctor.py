@@ -91,11 +91,35 @@ def unreachable(url: str, exc: httpx.HTTPError) -> str:
     if isinstance(exc, httpx.TimeoutException):
         return f"{url} did not answer within {TIMEOUT:g} seconds ({exc.__class__.__name__})."
     if isinstance(exc, httpx.ConnectError):
-        return f"Cannot reach {url}: ConnectError. Is the server running?"
+        return connect_failure(url, str(exc))
     return (
         f"{url} does not answer as an HTTP server does ({exc.__class__.__name__}); "
         "check the URL and the port."
     )
+
+
+# What the cause of a failed connection says, and the sentence for it.
+CONNECT_CAUSES = (
+    (("refused",), "nothing listens there (connection refused). Is the server running?"),
+    (
+        ("name or service not known", "nodename nor servname", "getaddrinfo", "name resolution"),
+        "the host name does not resolve (DNS). Check the host in the URL.",
+    ),
+    (
+        ("wrong_version_number", "ssl", "tls"),
+        "the TLS handshake failed: the server speaks plain HTTP there? Try http:// instead.",
+    ),
+    (("unreachable",), "the network cannot reach that address."),
+)
+
+
+def connect_failure(url: str, cause: str) -> str:
+    said = cause.lower()
+    for words, sentence in CONNECT_CAUSES:
+        if any(word in said for word in words):
+            return f"Cannot reach {url}: {sentence} ({cause.strip()[:120]})"
+    detail = cause.strip()[:120] or "no detail"
+    return f"Cannot reach {url}: ConnectError ({detail}). Is the server running?"
 
 
 def message(reply: httpx.Response, method: str) -> dict[str, Any]:
@@ -114,7 +138,8 @@ def message(reply: httpx.Response, method: str) -> dict[str, Any]:
         shown = kind or "no content type"
         raise NotMcp(
             f"The server answered {method} with HTTP {reply.status_code} ({shown}) but no "
-            "MCP result; check that the URL is the MCP endpoint (it ends in /v1/mcp)."
+            f"MCP result{_its_hint(reply)}; check that the URL is the MCP endpoint (it ends "
+            "in /v1/mcp)."
         )
     result: dict[str, Any] = value["result"]
     return result
@@ -137,7 +162,7 @@ def _check(client: httpx.Client, url: str, say: Say) -> int:
         say(f"✗ {unauthorized(reply.text)}")
         return 1
     if reply.status_code != 200:
-        say(f"✗ The server answered initialize with HTTP {reply.status_code}.")
+        say(f"✗ The server answered initialize with HTTP {reply.status_code}{_its_hint(reply)}.")
         return 1
     session = {
         "mcp-session-id": reply.headers.get("mcp-session-id", ""),
@@ -166,3 +191,21 @@ def tool_names(result: dict[str, Any]) -> list[str]:
     listed = result.get("tools")
     tools = listed if isinstance(listed, list) else []
     return [t["name"] for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)]
+
+
+def _its_hint(reply: httpx.Response) -> str:
+    """A short plain-text answer, quoted: a server's own hint (sp00ky-mcp names its endpoint
+    on a wrong path)."""
+    kind = reply.headers.get("content-type", "").split(";")[0].strip().lower()
+    text = reply.text.strip() if kind == "text/plain" else ""
+    if not text or len(text) > 200 or not text.isprintable():
+        return ""
+    return f", saying '{text}'"
+
+
+def pasted(token: str) -> str:
+    """A token as pasted, less what often comes with it: spaces and a `Bearer ` prefix."""
+    token = token.strip()
+    if token[:7].lower() == "bearer ":
+        token = token[7:].strip()
+    return token

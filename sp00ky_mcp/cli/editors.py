@@ -7,6 +7,9 @@
   expands from its environment, never the token itself.
 - VS Code: `.vscode/mcp.json`, `{"servers": {name: {"type": "http", "url", "headers"}},
   "inputs": [...]}` with a password prompt, so the token is never written into the workspace.
+
+With `--stdio` each gets the command form instead (`spky mcp stdio`, the token in
+SP00KY_MCP_TOKEN): `claude mcp add -e …`, `{"command", "args", "env"}`, `"type": "stdio"`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import contextlib
 import os
 import shlex
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +29,32 @@ INPUT_ID = "sp00ky-mcp-token"
 CLIENTS = ("claude", "cursor", "vscode")
 TOKEN_VARIABLE = "SP00KY_MCP_TOKEN"
 CURSOR_TOKEN_REFERENCE = f"${{env:{TOKEN_VARIABLE}}}"
+# Claude Code expands ${VAR} in a project's .mcp.json from the environment it starts in.
+CLAUDE_TOKEN_REFERENCE = f"${{{TOKEN_VARIABLE}}}"
 
 
 class EditorError(Exception):
     """The editor's config could not be written; the message says what to fix."""
 
 
-def claude_command(url: str, token: str) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class Stdio:
+    """The server as a command the editor starts (`spky mcp stdio`), the token in its
+    environment, in place of an HTTP URL."""
+
+    command: tuple[str, ...]
+
+
+# Where an editor reaches the server: its HTTP URL, or the stdio command.
+Where = str | Stdio
+
+
+def claude_command(url: Where, token: str, scope: str = "user") -> list[str]:
+    """`claude mcp add` at user scope, or at project scope (the project's `.mcp.json`, which
+    may be committed: pass CLAUDE_TOKEN_REFERENCE as the token there)."""
+    if isinstance(url, Stdio):
+        head = ["claude", "mcp", "add", "--scope", scope, SERVER_NAME, "--", *url.command]
+        return [*head[:5], "-e", f"{TOKEN_VARIABLE}={token}", *head[5:]]
     return [
         "claude",
         "mcp",
@@ -39,7 +62,7 @@ def claude_command(url: str, token: str) -> list[str]:
         "--transport",
         "http",
         "--scope",
-        "user",
+        scope,
         SERVER_NAME,
         url,
         "--header",
@@ -47,23 +70,41 @@ def claude_command(url: str, token: str) -> list[str]:
     ]
 
 
-def claude_command_text(url: str, token: str) -> str:
+def claude_command_text(url: Where, token: str) -> str:
     return shlex.join(claude_command(url, token))
 
 
-def claude_command_from_environment(url: str) -> str:
+def claude_command_from_environment(url: Where) -> str:
     """The command with the token read from $SP00KY_MCP_TOKEN when a shell runs it: the
-    header is double-quoted so that the shell expands the variable, and the token stays out
-    of the shell's history file."""
+    header (or the variable given to the stdio command) is double-quoted so that the shell
+    expands it, and the token stays out of the shell's history file."""
+    if isinstance(url, Stdio):
+        words = claude_command(url, "")
+        given = f'"{TOKEN_VARIABLE}=${TOKEN_VARIABLE}"'
+        return f"{shlex.join(words[:6])} {given} {shlex.join(words[7:])}"
     command = shlex.join(claude_command(url, "")[:-1])
     return f'{command} "Authorization: Bearer ${TOKEN_VARIABLE}"'
 
 
-def cursor_entry(url: str, token: str) -> dict[str, Any]:
+def cursor_entry(url: Where, token: str) -> dict[str, Any]:
+    if isinstance(url, Stdio):
+        return {
+            "command": url.command[0],
+            "args": list(url.command[1:]),
+            "env": {TOKEN_VARIABLE: token},
+        }
     return {"url": url, "headers": {"Authorization": f"Bearer {token}"}}
 
 
-def vscode_config(url: str) -> dict[str, Any]:
+def vscode_server(url: Where) -> dict[str, Any]:
+    token = f"${{input:{INPUT_ID}}}"
+    if isinstance(url, Stdio):
+        command, args = url.command[0], list(url.command[1:])
+        return {"type": "stdio", "command": command, "args": args, "env": {TOKEN_VARIABLE: token}}
+    return {"type": "http", "url": url, "headers": {"Authorization": f"Bearer {token}"}}
+
+
+def vscode_config(url: Where) -> dict[str, Any]:
     return {
         "inputs": [
             {
@@ -73,13 +114,7 @@ def vscode_config(url: str) -> dict[str, Any]:
                 "password": True,
             }
         ],
-        "servers": {
-            SERVER_NAME: {
-                "type": "http",
-                "url": url,
-                "headers": {"Authorization": f"Bearer ${{input:{INPUT_ID}}}"},
-            }
-        },
+        "servers": {SERVER_NAME: vscode_server(url)},
     }
 
 
@@ -101,13 +136,15 @@ def git_work_tree(path: Path) -> Path | None:
 
 
 def read_json(path: Path) -> dict[str, Any]:
+    """An editor's config; VS Code and Cursor allow comments and trailing commas (JSONC),
+    which are read past (and not written back)."""
     if not path.exists():
         return {}
     try:
-        value = orjson.loads(path.read_bytes())
+        value = orjson.loads(without_comments(path.read_text(encoding="utf-8")))
     except OSError as exc:
         raise EditorError(f"Cannot read {path}: {exc.strerror}; fix or move it first.") from None
-    except orjson.JSONDecodeError:
+    except (orjson.JSONDecodeError, UnicodeDecodeError):
         message = f"{path} is not valid JSON; fix or move it, then run this again."
         raise EditorError(message) from None
     if not isinstance(value, dict):
@@ -115,14 +152,79 @@ def read_json(path: Path) -> dict[str, Any]:
     return value
 
 
-def merge_cursor(existing: dict[str, Any], url: str, token: str) -> dict[str, Any]:
+def without_comments(text: str) -> str:
+    """JSONC as JSON: `//` and `/* */` comments and trailing commas dropped, strings kept."""
+    out: list[str] = []
+    i, size = 0, len(text)
+    while i < size:
+        if text[i] == '"':
+            end = _string_end(text, i)
+            out.append(text[i:end])
+            i = end
+        elif text.startswith(("//", "/*"), i):
+            i = _comment_end(text, i)
+        elif text[i] == "," and _after_value(out) and _closes(text, _blank_end(text, i + 1)):
+            i += 1  # a trailing comma: after a value, before the bracket that closes
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def _after_value(out: list[str]) -> bool:
+    """Whether what was kept so far ends in a value (not `{`, `[` or `,`)."""
+    for piece in reversed(out):
+        kept = piece.rstrip()
+        if kept:
+            return kept[-1] not in "{[,"
+    return False
+
+
+def _closes(text: str, at: int) -> bool:
+    return at < len(text) and text[at] in "}]"
+
+
+def _string_end(text: str, start: int) -> int:
+    i = start + 1
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+        elif text[i] == '"':
+            return i + 1
+        else:
+            i += 1
+    return len(text)
+
+
+def _comment_end(text: str, start: int) -> int:
+    if text.startswith("//", start):
+        end = text.find("\n", start)
+        return len(text) if end < 0 else end
+    end = text.find("*/", start + 2)
+    return len(text) if end < 0 else end + 2
+
+
+def _blank_end(text: str, start: int) -> int:
+    """Past the whitespace and comments from `start` on."""
+    i = start
+    while i < len(text):
+        if text[i].isspace():
+            i += 1
+        elif text.startswith(("//", "/*"), i):
+            i = _comment_end(text, i)
+        else:
+            break
+    return i
+
+
+def merge_cursor(existing: dict[str, Any], url: Where, token: str) -> dict[str, Any]:
     servers = existing.get("mcpServers")
     servers = dict(servers) if isinstance(servers, dict) else {}
     servers[SERVER_NAME] = cursor_entry(url, token)
     return {**existing, "mcpServers": servers}
 
 
-def merge_vscode(existing: dict[str, Any], url: str) -> dict[str, Any]:
+def merge_vscode(existing: dict[str, Any], url: Where) -> dict[str, Any]:
     fresh = vscode_config(url)
     servers = existing.get("servers")
     servers = dict(servers) if isinstance(servers, dict) else {}

@@ -58,6 +58,8 @@ class ServerConfig:
     metrics_port: int | None = None
     access_log: bool = False
     log_format: str = "text"
+    # OpenTelemetry spans for requests and tool calls (needs the [otel] extra).
+    traces: bool = False
 
     @property
     def url(self) -> str:

@@ -32,6 +32,7 @@ from .ops import Check, LineWriter, Operations, Readiness
 from .ports import Ports
 from .protocol import METHODS, Engine, ToolObserver, ToolResult, verdict
 from .service import LISTEN, Authenticator, McpService
+from .tracing import Tracing
 
 log = logging.getLogger("sp00ky_mcp")
 LOOPBACK = "127.0.0.1"
@@ -86,11 +87,14 @@ class McpServer:
         self.config = config
         self.on_stop = on_stop
         self.ops = operations(config)
-        if self.ops.enabled:
+        self.tracing = Tracing() if config.traces else None
+        if self.ops.enabled or self.tracing is not None:
             observer = self._observing(observer)
         self.engine = Engine(catalogue or Catalogue(), instructions, scope_hint, observer)
         readiness = Readiness(dict(ready or {}))
-        self.service = McpService(config, self.engine, authenticate, ports, self.ops, readiness)
+        self.service = McpService(
+            config, self.engine, authenticate, ports, self.ops, readiness, self.tracing
+        )
         # Run for as long as the server serves (a shared state's heartbeat, say).
         self.background = tuple(background)
         self.http = HttpServer(self.service, config.limits, self.ops.completed)
@@ -156,7 +160,7 @@ class McpServer:
 
     def _observing(self, observer: ToolObserver | None) -> ToolObserver:
         """The product's observer (the audit trail), and the tool call counted and logged."""
-        ops = self.ops
+        ops, tracing = self.ops, self.tracing
 
         def observe(
             ctx: CallContext,
@@ -168,6 +172,8 @@ class McpServer:
             outcome_word = verdict(outcome)
             seconds = time.perf_counter() - started
             ops.tool_called(ctx.facts, tool.name, arguments, outcome_word, seconds, ctx.tenant_id)
+            if tracing is not None:
+                tracing.tool_ran(tool.name, outcome_word, started)
             if observer is not None:
                 observer(ctx, tool, arguments, outcome, started)
 

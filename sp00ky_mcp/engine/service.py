@@ -50,6 +50,7 @@ from .runtime import CallInterrupt, DetachedPeer, InlinePeer, SessionRuntime
 from .sessions import LocalSessions, Mark, Session, SessionEvent, new_session_id
 from .streams import EventStream, StreamItem, split_event_id
 from .tally import Tally
+from .tracing import Tracing
 from .versions import (
     META_CLIENT_CAPABILITIES,
     META_CLIENT_INFO,
@@ -133,11 +134,13 @@ class McpService:
         ports: Ports | None = None,
         ops: Operations | None = None,
         readiness: Readiness | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         limits = config.limits
         ports = ports or Ports()
         self.config = config
         self.ops = ops or Operations()
+        self.tracing = tracing
         self.ops.sessions_open = lambda: float(len(self.runtimes))
         self.readiness = readiness or Readiness()
         # Beside the MCP endpoint, unauthenticated and revealing nothing but status.
@@ -629,6 +632,17 @@ class McpService:
         return (await self._answer_coded(message, ctx))[0]
 
     async def _answer_coded(
+        self, message: jsonrpc.Request, ctx: CallContext
+    ) -> tuple[bytes, int | None]:
+        if self.tracing is None:
+            return await self._answered(message, ctx)
+        with self.tracing.request(message.method, message.id, message.params, ctx) as span:
+            body, code = await self._answered(message, ctx)
+            if code is not None:
+                self.tracing.failed(span, code)
+            return body, code
+
+    async def _answered(
         self, message: jsonrpc.Request, ctx: CallContext
     ) -> tuple[bytes, int | None]:
         """The boundary: a request always ends in exactly one JSON-RPC response, also when

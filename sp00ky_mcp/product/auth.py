@@ -98,7 +98,8 @@ class TokenAuthenticator:
             raise refusal(record, status)
         await self._throttle(record.id, now)
         self._touch(record.id, now)
-        if self.tools is not None and (request.query or NARROWING_HEADERS & request.headers.keys()):
+        narrows = request.query or not NARROWING_HEADERS.isdisjoint(request.headers)
+        if self.tools is not None and narrows:
             return self._narrowed(principal, request)
         return principal
 

@@ -306,12 +306,44 @@ async def accept_invitation(cloud: Cloud, user_id: str, invitation_id: str) -> d
     }
 
 
+async def invitations_of(cloud: Cloud, user_id: str) -> list[dict[str, Any]]:
+    """The invitations waiting for the user's answer (the CLI's `spky mcp invitations`)."""
+    user = await cloud.accounts.user(user_id)
+    if user is None:
+        return []
+    found = await cloud.reads.teams.invitations_to(user.email)
+    return [
+        {
+            "invitation_id": invitation.id,
+            "tenant_id": invitation.tenant_id,
+            "team": team,
+            "role": invitation.role,
+            "invited_at": iso(invitation.created_at),
+        }
+        for invitation, team in found
+        if folded(invitation.email) == folded(user.email)
+    ]
+
+
+async def decline_invitation(cloud: Cloud, user_id: str, invitation_id: str) -> dict[str, Any]:
+    """The invitee says no: the invitation is gone, and the team may invite again."""
+    user = await cloud.accounts.user(user_id)
+    async with cloud.transaction() as tx:
+        found = await tx.teams.invitation(invitation_id)
+        if user is None or found is None or folded(found.email) != folded(user.email):
+            raise NotFound(f"No pending invitation '{invitation_id}' for this user.")
+        await tx.teams.remove_invitation(invitation_id)
+    return {"invitation_id": invitation_id, "tenant_id": found.tenant_id, "declined": True}
+
+
 __all__ = [
     "ROLES",
     "accept_invitation",
     "check_removal",
     "create_team",
+    "decline_invitation",
     "find_invitation",
+    "invitations_of",
     "invite",
     "list_teams",
     "members",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -239,12 +240,25 @@ class ReadCache(Generic[K, V]):
 
 
 def default_data_dir() -> Path:
-    """$SP00KY_MCP_DATA_DIR, else the platform's user data directory (XDG on Linux)."""
+    """$SP00KY_MCP_DATA_DIR, else the platform's user data directory."""
     configured = os.environ.get("SP00KY_MCP_DATA_DIR")
     if configured:
         return Path(configured).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "sp00ky-mcp"
+    return user_data_dir(sys.platform, os.environ, Path.home())
+
+
+def user_data_dir(platform: str, environ: Mapping[str, str], home: Path) -> Path:
+    """Where a user's application data lives, by the rules platformdirs follows: XDG on
+    Linux and other Unixes, Application Support on macOS, the local AppData on Windows."""
+    if platform == "darwin":
+        return home / "Library" / "Application Support" / "sp00ky-mcp"
+    if platform.startswith(("win32", "cygwin")):
+        return Path(environ.get("LOCALAPPDATA") or home / "AppData" / "Local") / "sp00ky-mcp"
+    base = environ.get("XDG_DATA_HOME", "").strip()
+    # XDG: a relative path is invalid and is ignored.
+    return (Path(base) if base and Path(base).is_absolute() else home / ".local" / "share") / (
+        "sp00ky-mcp"
+    )
 
 
 def database_url(given: str | None) -> str | None:

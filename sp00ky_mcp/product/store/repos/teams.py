@@ -149,6 +149,16 @@ class TeamsRepo:
         rows = await self.db.all("SELECT email FROM invitations WHERE tenant_id = ?", tenant_id)
         return [str(r["email"]) for r in rows]
 
+    async def invitations_to(self, email: str) -> list[tuple[Invitation, str]]:
+        """Pending invitations addressed to `email` (ASCII case aside: the caller compares
+        folded), with their team's name, oldest first."""
+        rows = await self.db.all(
+            "SELECT i.*, t.name AS team FROM invitations i JOIN tenants t ON t.id = i.tenant_id "
+            "WHERE lower(i.email) = lower(?) ORDER BY i.created_at, i.id",
+            email,
+        )
+        return [(_invitation(row), str(row["team"])) for row in rows]
+
     async def invitation(
         self, invitation_id: str, tenant_id: str | None = None
     ) -> Invitation | None:
