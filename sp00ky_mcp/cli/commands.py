@@ -406,6 +406,28 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(settings_of=serve)
     add_token_arguments(commands.add_parser("token", help="mint an MCP token"))
     add_store_arguments(commands.add_parser("tokens", help="list MCP tokens"))
+    add_account_commands(commands)
+    revoke = commands.add_parser("revoke", help="revoke an MCP token")
+    add_store_arguments(revoke)
+    revoke.add_argument("token", metavar="ID|NAME")
+    add_install_command(commands)
+    check = commands.add_parser("doctor", help="check the connection from this terminal")
+    check.add_argument(
+        "--url", type=http_url, default=None, help=f"the server URL (default {DEFAULT_URL})"
+    )
+    check.add_argument("--token", default=None, help="default: $SP00KY_MCP_TOKEN")
+    rotate = commands.add_parser(
+        "rotate-key", help="encrypt every stored secret under a new key and retire the old one"
+    )
+    add_location_arguments(rotate)
+    add_location_arguments(
+        commands.add_parser("migrate", help="bring the store's schema up to this version's")
+    )
+    return parser
+
+
+def add_account_commands(commands: Any) -> None:
+    """What a user reads and answers of their account: invitations, stdio, audit records."""
     invitations = commands.add_parser(
         "invitations", help="see, accept or decline your team invitations"
     )
@@ -427,9 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="WHEN",
         help="from a moment on: an ISO date or time (UTC unless it says), or an age (e.g. 2h, 7d)",
     )
-    revoke = commands.add_parser("revoke", help="revoke an MCP token")
-    add_store_arguments(revoke)
-    revoke.add_argument("token", metavar="ID|NAME")
+
+
+def add_install_command(commands: Any) -> None:
     install = commands.add_parser("install", help="register the server with an editor")
     install.add_argument("--client", choices=editors.CLIENTS, required=True)
     install.add_argument("--token", default=None, help="default: $SP00KY_MCP_TOKEN or a prompt")
@@ -460,19 +482,6 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument(
         "--tools", default=None, metavar="T,U", help="the editor sees these tools only"
     )
-    check = commands.add_parser("doctor", help="check the connection from this terminal")
-    check.add_argument(
-        "--url", type=http_url, default=None, help=f"the server URL (default {DEFAULT_URL})"
-    )
-    check.add_argument("--token", default=None, help="default: $SP00KY_MCP_TOKEN")
-    rotate = commands.add_parser(
-        "rotate-key", help="encrypt every stored secret under a new key and retire the old one"
-    )
-    add_location_arguments(rotate)
-    add_location_arguments(
-        commands.add_parser("migrate", help="bring the store's schema up to this version's")
-    )
-    return parser
 
 
 # --- helpers ---------------------------------------------------------------------------------
