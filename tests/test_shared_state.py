@@ -729,25 +729,33 @@ class Heard:
         self.got.set()
 
 
-async def test_the_bus_carries_a_message_to_the_other_replicas_and_not_back(
-    redis_url: str,
-) -> None:
-    heard = [Heard(), Heard()]
+@asynccontextmanager
+async def listening_buses(url: str, heard: list[Heard]) -> AsyncIterator[list[RedisBus]]:
+    """One replica's bus per `heard`, each delivering to it, all listening."""
     async with AsyncExitStack() as stack, anyio.create_task_group() as tasks:
         buses = []
-        for index in range(2):
-            link = SharedLink(redis_url)
+        for deliver in heard:
+            link = SharedLink(url)
             stack.push_async_callback(link.close)
             bus = RedisBus(link)
-            bus.deliver = heard[index]
+            bus.deliver = deliver
             tasks.start_soon(bus.run)
             buses.append(bus)
         with anyio.fail_after(10):
             for bus in buses:
                 await bus.listening.wait()
+        yield buses
+        tasks.cancel_scope.cancel()
+
+
+async def test_the_bus_carries_a_message_to_the_other_replicas_and_not_back(
+    redis_url: str,
+) -> None:
+    heard = [Heard(), Heard()]
+    async with listening_buses(redis_url, heard) as buses:
+        with anyio.fail_after(10):
             await buses[0].publish({"t": "announce", "method": "m", "params": {}})
             await heard[1].got.wait()
-        tasks.cancel_scope.cancel()
     assert heard[0].messages == []
     assert heard[1].messages == [{"t": "announce", "method": "m", "params": {}}]
 
@@ -756,20 +764,9 @@ async def test_a_confirmed_message_is_acted_on_by_every_replica_before_its_sende
     redis_url: str,
 ) -> None:
     heard = [Heard(), Heard(), Heard()]
-    async with AsyncExitStack() as stack, anyio.create_task_group() as tasks:
-        buses = []
-        for index in range(3):
-            link = SharedLink(redis_url)
-            stack.push_async_callback(link.close)
-            bus = RedisBus(link)
-            bus.deliver = heard[index]
-            tasks.start_soon(bus.run)
-            buses.append(bus)
+    async with listening_buses(redis_url, heard) as buses:
         with anyio.fail_after(10):
-            for bus in buses:
-                await bus.listening.wait()
             await buses[0].publish({"t": "ended", "s": "s1"}, confirm=True)
-        tasks.cancel_scope.cancel()
     ended = {"t": "ended", "s": "s1"}
     assert [h.messages for h in heard] == [[], [ended], [ended]]
 
@@ -784,20 +781,12 @@ async def test_a_replica_that_does_not_confirm_holds_its_sender_no_longer_than_t
         stuck.set()
         await anyio.sleep_forever()
 
-    async with AsyncExitStack() as stack, anyio.create_task_group() as tasks:
-        buses = []
-        for _ in range(2):
-            link = SharedLink(redis_url)
-            stack.push_async_callback(link.close)
-            bus = RedisBus(link)
-            tasks.start_soon(bus.run)
-            buses.append(bus)
+    async with listening_buses(redis_url, [Heard(), Heard()]) as buses:
+        buses[0].trusted_for = 0.1
         buses[1].handlers["spare"] = never_done
         with anyio.fail_after(10):
-            for bus in buses:
-                await bus.listening.wait()
             await buses[0].publish({"t": "spare", "k": "tok"}, confirm=True)
-        tasks.cancel_scope.cancel()
+            await stuck.wait()
     assert stuck.is_set()
 
 

@@ -17,6 +17,10 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
+from sp00ky_mcp.engine.catalogue import Catalogue, Tool
+from sp00ky_mcp.engine.context import ANONYMOUS, CallContext, Principal
+from sp00ky_mcp.engine.protocol import Engine
+from sp00ky_mcp.engine.stdio import BUSY, StdioServer
 from sp00ky_mcp.product.store.sqlite import SqliteStore
 from tests.product_support import product_server
 
@@ -137,3 +141,42 @@ def test_a_line_that_is_not_json_gets_a_parse_error_and_the_server_goes_on(data_
     assert done.returncode == 0
     assert replies[0]["error"]["code"] == -32700 and replies[0]["id"] is None
     assert replies[1] == {"jsonrpc": "2.0", "id": 1, "result": {}}
+
+
+async def test_requests_beyond_the_bound_at_once_are_refused_and_the_rest_answered() -> None:
+    release = anyio.Event()
+
+    async def waits(arguments: dict[str, Any], ctx: CallContext) -> str:
+        await release.wait()
+        return "done"
+
+    engine = Engine(Catalogue([Tool("waits", "Waits.", {"type": "object"}, waits)]))
+    written: list[dict[str, Any]] = []
+
+    async def write(data: bytes) -> None:
+        written.append(orjson.loads(data))
+        if len(written) == 1:
+            release.set()  # the refusal is out: the running call may end
+
+    async def principal() -> Principal:
+        return ANONYMOUS
+
+    def call(request_id: int) -> bytes:
+        params = {"name": "waits", "arguments": {}}
+        return orjson.dumps(
+            {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+        )
+
+    async def lines() -> AsyncIterator[bytes]:
+        yield call(1)
+        yield call(2)
+
+    server = StdioServer(engine, principal, write, 1 << 20, max_running=1)
+    with anyio.fail_after(10):
+        await server.serve(lines())
+    assert written[0] == {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "error": {"code": -32600, "message": BUSY.message},
+    }
+    assert written[1]["id"] == 1 and written[1]["result"]["isError"] is False

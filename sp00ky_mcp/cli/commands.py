@@ -992,7 +992,8 @@ async def serve_stdio(args: argparse.Namespace, token: str) -> None:
         except HttpError as exc:
             raise CliError(f"SP00KY_MCP_TOKEN was refused: {exc.message}") from None
         limit = config.limits.max_body_bytes
-        server = StdioServer(product.server.engine, principal, write_stdout, limit)
+        calls = config.limits.max_calls_per_token
+        server = StdioServer(product.server.engine, principal, write_stdout, limit, calls)
         await server.serve(stdin_lines(limit))
         if product.server.on_stop is not None:
             await product.server.on_stop()  # the audit records written

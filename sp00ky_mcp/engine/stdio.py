@@ -30,6 +30,10 @@ from .versions import Era, negotiate
 
 log = logging.getLogger("sp00ky_mcp.stdio")
 INTERNAL = JsonRpcError(INTERNAL_ERROR, "Internal error.")
+BUSY = JsonRpcError(
+    INVALID_REQUEST,
+    "Too many requests at once on this connection; wait for an answer, then send the next.",
+)
 Write = Callable[[bytes], Awaitable[None]]
 
 
@@ -56,11 +60,14 @@ class StdioServer:
         authenticate: Callable[[], Awaitable[Principal]],
         write: Write,
         max_line_bytes: int,
+        max_running: int = 32,
     ) -> None:
         self.engine = engine
         self.authenticate = authenticate
         self.write = write
         self.max_line_bytes = max_line_bytes
+        # Requests answered at once, as a token's calls in flight are bounded over HTTP.
+        self.max_running = max_running
         self.session = Session("stdio", None, negotiate(None), {}, None, 0.0)
         self.peer = StdioPeer(self)
         self._writing = anyio.Lock()
@@ -68,6 +75,7 @@ class StdioServer:
         self._asked: dict[str, Waiter] = {}
         self._numbers = itertools.count(1)
         self.closed = False
+        self._answering = 0
 
     async def serve(self, lines: AsyncIterator[bytes], grace: float = 10.0) -> None:
         """Until standard input closes; requests still running then are answered (a question
@@ -115,7 +123,11 @@ class StdioServer:
 
     async def _take(self, message: jsonrpc.Message, tasks: anyio.abc.TaskGroup) -> None:
         if isinstance(message, jsonrpc.Request):
-            tasks.start_soon(self._answer, message)
+            if self._answering >= self.max_running:
+                await self.send(jsonrpc.encode_error(message.id, BUSY))
+            else:
+                self._answering += 1  # counted now: its task may start after the next line
+                tasks.start_soon(self._answer, message)
         elif isinstance(message, jsonrpc.Invalid):
             await self.send(jsonrpc.encode_error(message.id, message.error))
         elif isinstance(message, jsonrpc.Response):
@@ -131,13 +143,16 @@ class StdioServer:
                 scope.cancel()
 
     async def _answer(self, message: jsonrpc.Request) -> None:
-        with anyio.CancelScope() as scope:
-            self._running[message.id] = scope
-            try:
-                body = await self._answered(message)
-            finally:
-                self._running.pop(message.id, None)
-            await self.send(body)
+        try:
+            with anyio.CancelScope() as scope:
+                self._running[message.id] = scope
+                try:
+                    body = await self._answered(message)
+                finally:
+                    self._running.pop(message.id, None)
+                await self.send(body)
+        finally:
+            self._answering -= 1
         # A cancelled request gets no response (basic/utilities/cancellation).
 
     async def _answered(self, message: jsonrpc.Request) -> bytes:

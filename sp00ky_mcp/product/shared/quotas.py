@@ -14,6 +14,7 @@ keeps working; what it claimed that way it releases that way.
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -103,6 +104,7 @@ class RedisQuotas(Quotas):
         # Leases under way, and keys whose count on Redis may differ from ours (an answer
         # lost after Redis acted): set right at the next trim with no lease under way.
         self._leasing = Tally()
+        self._asking: dict[str, asyncio.Future[None]] = {}
         self._unsure: set[str] = set()
         link.lost.append(self.lost)
         if bus is not None:
@@ -124,10 +126,21 @@ class RedisQuotas(Quotas):
                 return self._take(key)
             if self.bus is None:
                 return False
-            await self.bus.publish({"t": "spare", "k": key}, confirm=True)
+            await self._ask_back(key)
             return await self._lease_one(key, cap) and self._take(key)
         except SharedStateUnavailable:
             return self._claim_locally(key, cap)
+
+    async def _ask_back(self, key: str) -> None:
+        """The other replicas asked to give back their idle slots of `key`: once per key at a
+        time, however many calls are refused meanwhile (each would cost every replica)."""
+        asking = self._asking.get(key)
+        if asking is None:
+            assert self.bus is not None
+            asking = asyncio.ensure_future(self.bus.publish({"t": "spare", "k": key}, confirm=True))
+            self._asking[key] = asking
+            asking.add_done_callback(lambda _: self._asking.pop(key, None))
+        await asyncio.shield(asking)
 
     def _take(self, key: str) -> bool:
         """A slot this replica leases and no call holds, taken; False if there is none."""
