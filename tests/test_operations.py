@@ -153,6 +153,28 @@ async def test_a_method_the_server_does_not_know_is_counted_under_the_http_metho
     assert not any(("method", "made/up") in labels for labels in names)
 
 
+async def test_request_durations_are_one_histogram_a_method_whatever_the_era_or_status() -> None:
+    async with fixture_server(metrics=True) as (server, http):
+        await call_tool(http, server.url, "test_simple_text")
+        refused = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {}}
+        await http.post(server.url, json=refused, headers=PLAIN)
+        reply = await http.get(root(server) + "/metrics")
+    found = samples(reply.text)
+    counted = {
+        labels: value
+        for (name, labels), value in found.items()
+        if name == "mcp_requests_total" and ("method", "tools/call") in labels
+    }
+    assert counted == {
+        (("era", "handshake"), ("method", "tools/call"), ("status", "200")): 1.0,
+        (("era", "handshake"), ("method", "tools/call"), ("status", "400")): 1.0,
+    }
+    timed = ("mcp_request_duration_seconds_count", (("method", "tools/call"),))
+    assert found[timed] == 2.0
+    every = ("mcp_request_duration_seconds_bucket", (("le", "+Inf"), ("method", "tools/call")))
+    assert found[every] == 2.0
+
+
 async def test_metrics_on_their_own_port_are_served_on_loopback_only() -> None:
     async with fixture_server(metrics_port=0) as (server, http):
         own = await http.get(f"http://127.0.0.1:{server.metrics_port}/metrics")
@@ -221,6 +243,24 @@ async def test_a_tool_call_gets_an_audit_line_naming_the_token_never_its_value_o
     assert audit[0]["tenant"] == await env.personal(user)
     assert audit[0]["token_id"].startswith("tok_")
     assert secret not in text and token not in text
+
+
+async def test_a_json_line_stays_one_valid_object_whatever_a_client_or_user_chose(
+    tmp_path: Path, store: Store
+) -> None:
+    chosen = 'la"p\\top é'
+    async with product_server(store, tmp_path, access_log=True, log_format="json") as env:
+        written = lines_of(env.server)
+        user = await env.user()
+        token = await env.token(user, name=chosen)
+        await env.call(token, "list_projects", {'od"d\\\n': 1})
+    lines = written.getvalue().splitlines()
+    records = [orjson.loads(line) for line in lines]
+    audit = [r for r in records if r["kind"] == "audit"]
+    access = [r for r in records if r["kind"] == "access" and r["tool"] == "list_projects"]
+    assert [r["token_name"] for r in audit + access] == [chosen, chosen]
+    assert audit[0]["arguments"] == ['od"d\\\n']
+    assert len(lines) == len(records)
 
 
 async def test_access_lines_are_for_people_by_default() -> None:

@@ -44,8 +44,11 @@ class Counter:
         values = self.values
         values[labels] = values.get(labels, 0.0) + 1.0
 
+    def totals(self) -> dict[Labels, float]:
+        return self.values
+
     def lines(self) -> Iterator[str]:
-        for labels, value in sorted(self.values.items()):
+        for labels, value in sorted(self.totals().items()):
             yield f"{_series(self.name, self.labels, labels)} {_number(value)}"
 
 
@@ -83,8 +86,11 @@ class Histogram:
         counts[-2] += seconds
         counts[-1] += 1
 
+    def series(self) -> dict[Labels, list[float]]:
+        return self.values
+
     def lines(self) -> Iterator[str]:
-        for labels, counts in sorted(self.values.items()):
+        for labels, counts in sorted(self.series().items()):
             running, bucket = 0.0, self.name + "_bucket"
             for bound, count in zip((*self.buckets, float("inf")), counts, strict=False):
                 running += count
@@ -92,6 +98,61 @@ class Histogram:
                 yield f"{_series(bucket, self.labels, labels, le)} {_number(running)}"
             yield f"{_series(self.name + '_sum', self.labels, labels)} {counts[-2]!r}"
             yield f"{_series(self.name + '_count', self.labels, labels)} {_number(counts[-1])}"
+
+
+class Timings:
+    """Durations by a full set of labels, shown as two metrics: how many there were by every
+    label (`counts`), and a histogram by the first few (`histogram`).  One record a label set
+    instead of a counter and a histogram each halves what an update costs; the two are
+    added up when the metrics are read.  Label values may be any value `str()` shows."""
+
+    def __init__(self, labels: Labels, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.labels, self.buckets = labels, buckets
+        self.values: dict[tuple[object, ...], list[float]] = {}
+
+    def observe(self, seconds: float, labels: tuple[object, ...]) -> None:
+        counts = self.values.get(labels)
+        if counts is None:
+            counts = self.values[labels] = [0.0] * (len(self.buckets) + 3)
+        counts[bisect_left(self.buckets, seconds)] += 1
+        counts[-2] += seconds
+        counts[-1] += 1
+
+    def counts(self, name: str, help_text: str) -> Counter:
+        return _CountsOf(name, help_text, self)
+
+    def histogram(self, name: str, help_text: str, labels: int) -> Histogram:
+        return _HistogramOf(name, help_text, self, labels)
+
+    def merged(self, kept: int) -> dict[Labels, list[float]]:
+        """The records with only their first `kept` labels, those alike added up."""
+        merged: dict[Labels, list[float]] = {}
+        for labels, counts in self.values.items():
+            key = tuple(str(label) for label in labels[:kept])
+            into = merged.setdefault(key, [0.0] * len(counts))
+            for index, count in enumerate(counts):
+                into[index] += count
+        return merged
+
+
+class _CountsOf(Counter):
+    def __init__(self, name: str, help_text: str, timings: Timings) -> None:
+        super().__init__(name, help_text, timings.labels)
+        self.timings = timings
+
+    def totals(self) -> dict[Labels, float]:
+        return {
+            labels: counts[-1] for labels, counts in self.timings.merged(len(self.labels)).items()
+        }
+
+
+class _HistogramOf(Histogram):
+    def __init__(self, name: str, help_text: str, timings: Timings, kept: int) -> None:
+        super().__init__(name, help_text, timings.labels[:kept], timings.buckets)
+        self.timings, self.kept = timings, kept
+
+    def series(self) -> dict[Labels, list[float]]:
+        return self.timings.merged(self.kept)
 
 
 Metric = Counter | Gauge | Histogram

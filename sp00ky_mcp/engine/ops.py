@@ -22,7 +22,7 @@ from typing import Any, TextIO
 import anyio
 import orjson
 
-from .metrics import Counter, Gauge, Histogram, Registry
+from .metrics import Counter, Gauge, Histogram, Registry, Timings
 
 Check = Callable[[], Awaitable[object]]
 # How long a readiness check may take, and how long its answer is reused: a load balancer
@@ -34,20 +34,30 @@ FLUSH_SECONDS = 0.1
 FLUSH_LINES = 512
 
 
-@dataclass(slots=True)
 class RequestFacts:
     """What the server learns of a request as it answers it, for its access line."""
 
-    started: float
-    request: str
-    era: str = "-"
-    method: str = "-"
-    session: str | None = None
-    tool: str | None = None
-    token_id: str | None = None
-    token_name: str | None = None
-    tenant: str | None = None
-    outcome: str | None = None
+    __slots__ = (
+        "era",
+        "method",
+        "outcome",
+        "request",
+        "session",
+        "started",
+        "tenant",
+        "token_id",
+        "token_name",
+        "tool",
+    )
+
+    def __init__(self, started: float, request: str, era: str = "-", method: str = "-") -> None:
+        self.started, self.request, self.era, self.method = started, request, era, method
+        self.session: str | None = None
+        self.tool: str | None = None
+        self.token_id: str | None = None
+        self.token_name: str | None = None
+        self.tenant: str | None = None
+        self.outcome: str | None = None
 
 
 # --- readiness -------------------------------------------------------------------------------
@@ -99,15 +109,19 @@ class Readiness:
 
 class LineWriter:
     """Lines gathered for up to `FLUSH_SECONDS` (or `FLUSH_LINES` lines) and written together:
-    a write per request would cost a system call each, more than the rest of its line."""
+    a write per request would cost a system call each, more than the rest of its line.
+
+    A line is kept as its formatter and the values it shows, and formatted when written: one
+    tight loop over many lines costs a request's hot path a fraction of formatting each
+    line as it happens."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream
-        self._lines: list[str] = []
+        self._lines: list[tuple[Callable[..., str], tuple[Any, ...]]] = []
 
-    def write(self, line: str) -> None:
+    def add(self, form: Callable[..., str], *values: Any) -> None:
         lines = self._lines
-        lines.append(line)
+        lines.append((form, values))
         if len(lines) == 1:
             try:
                 asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
@@ -118,9 +132,12 @@ class LineWriter:
 
     def flush(self) -> None:
         lines, self._lines = self._lines, []
+        if not lines:
+            return
+        text = "".join([form(*values) for form, values in lines])
         stream = self.stream or sys.stderr
         try:
-            stream.write("".join(lines))
+            stream.write(text)
             stream.flush()
         except (OSError, ValueError):
             pass  # a closed or full standard error must not end a request
@@ -129,9 +146,10 @@ class LineWriter:
 _stamped: list[Any] = [-1, ""]
 
 
-def _stamp() -> str:
-    """The time to the millisecond, formatted once per millisecond."""
-    now = time.time()
+def _stamp(now: float | None = None) -> str:
+    """The time (`now`, or the present) to the millisecond, formatted once per millisecond."""
+    if now is None:
+        now = time.time()
     millisecond = int(now * 1000)
     if millisecond != _stamped[0]:
         moment = datetime.fromtimestamp(millisecond / 1000, UTC)
@@ -146,13 +164,9 @@ def json_line(kind: str, fields: dict[str, Any]) -> str:
     return orjson.dumps(fields).decode() + "\n"
 
 
-def human_line(kind: str, fields: dict[str, Any]) -> str:
-    words = [_stamp(), kind]
-    words += [
-        f"{key}={_word(value)}"
-        for key, value in fields.items()
-        if value is not None and key not in ("ts", "kind")
-    ]
+def human_line(now: float, kind: str, fields: dict[str, Any]) -> str:
+    words = [_stamp(now), kind]
+    words += [f"{key}={_word(value)}" for key, value in fields.items() if value is not None]
     return " ".join(words) + "\n"
 
 
@@ -190,7 +204,8 @@ class Operations:
         methods: frozenset[str] = frozenset(),
     ) -> None:
         self.lines = lines
-        self.format = json_line if json else human_line
+        self.access_line = _access_json if json else _access_human
+        self.audit_line = _audit_json if json else _audit_human
         self.methods = methods
         self.registry: Registry | None = Registry() if metrics else None
         self.enabled = metrics or lines is not None
@@ -200,20 +215,8 @@ class Operations:
             self._series(self.registry)
 
     def _series(self, registry: Registry) -> None:
-        self.requests = Counter(
-            "mcp_requests_total",
-            "Requests answered, by MCP method (or HTTP method), era and HTTP status.",
-            ("method", "era", "status"),
-        )
-        self.request_seconds = Histogram(
-            "mcp_request_duration_seconds", "Time to answer a request, by MCP method.", ("method",)
-        )
-        self.tool_calls = Counter(
-            "mcp_tool_calls_total", "Tool calls, by tool and outcome.", ("tool", "outcome")
-        )
-        self.tool_seconds = Histogram(
-            "mcp_tool_call_duration_seconds", "Time a tool call ran, by tool.", ("tool",)
-        )
+        self.requests = Timings(("method", "era", "status"))
+        self.tool_calls = Timings(("tool", "outcome"))
         self.refusals = Counter(
             "mcp_rate_limit_refusals_total",
             "Requests refused with 429 (rate limit, or calls in flight at the token's cap).",
@@ -226,15 +229,26 @@ class Operations:
         self.backend_errors = Counter(
             "mcp_backend_errors_total", "Failed operations on a backend.", ("backend",)
         )
-        for metric in (self.requests, self.request_seconds, self.tool_calls, self.tool_seconds):
-            registry.add(metric)
-        registry.add(
+        for metric in (
+            self.requests.counts(
+                "mcp_requests_total",
+                "Requests answered, by MCP method (or HTTP method), era and HTTP status.",
+            ),
+            self.requests.histogram(
+                "mcp_request_duration_seconds", "Time to answer a request, by MCP method.", 1
+            ),
+            self.tool_calls.counts("mcp_tool_calls_total", "Tool calls, by tool and outcome."),
+            self.tool_calls.histogram(
+                "mcp_tool_call_duration_seconds", "Time a tool call ran, by tool.", 1
+            ),
             Gauge(
                 "mcp_sessions_open", "Handshake-era sessions this process serves.", self._sessions
-            )
-        )
-        registry.add(Gauge("mcp_sse_streams_open", "SSE responses open now.", self._streams))
-        for metric in (self.refusals, self.backend_seconds, self.backend_errors):
+            ),
+            Gauge("mcp_sse_streams_open", "SSE responses open now.", self._streams),
+            self.refusals,
+            self.backend_seconds,
+            self.backend_errors,
+        ):
             registry.add(metric)
 
     def _sessions(self) -> float:
@@ -243,8 +257,15 @@ class Operations:
     def _streams(self) -> float:
         return self.streams_open()
 
-    def begin(self, request_id: str) -> RequestFacts | None:
-        return RequestFacts(time.perf_counter(), request_id) if self.enabled else None
+    def begin(self, channel: object) -> RequestFacts | None:
+        """The facts of a request on `channel`; its id (for the lines) is read only when
+        lines are written."""
+        if not self.enabled:
+            return None
+        named = self.lines is not None
+        return RequestFacts(
+            time.perf_counter(), getattr(channel, "request_id", "-") if named else "-"
+        )
 
     def completed(self, http_method: str, path: str, facts: Any, status: int) -> None:
         """A request answered (its whole response written, or its stream ended)."""
@@ -253,13 +274,11 @@ class Operations:
         seconds = time.perf_counter() - facts.started
         if self.registry is not None:
             method = facts.method if facts.method in self.methods else http_method
-            self.requests.inc(method, facts.era, str(status))
-            self.request_seconds.observe(seconds, method)
+            self.requests.observe(seconds, (method, facts.era, status))
             if status == 429:
                 self.refusals.inc()
         if self.lines is not None:
-            fields = _access(http_method, path, facts, status, seconds)
-            self.lines.write(self.format("access", fields))
+            self.lines.add(self.access_line, time.time(), http_method, path, facts, status, seconds)
 
     def tool_called(
         self,
@@ -272,11 +291,13 @@ class Operations:
     ) -> None:
         if isinstance(facts, RequestFacts):
             facts.tool, facts.outcome, facts.tenant = tool, outcome, tenant
+            if self.lines is not None:
+                names = tuple(arguments) if arguments else ()
+                self.lines.add(
+                    self.audit_line, time.time(), facts, tool, names, outcome, tenant, seconds
+                )
         if self.registry is not None:
-            self.tool_calls.inc(tool, outcome)
-            self.tool_seconds.observe(seconds, tool)
-        if self.lines is not None and isinstance(facts, RequestFacts):
-            self.lines.write(self.format("audit", _audit(facts, tool, arguments, outcome, seconds)))
+            self.tool_calls.observe(seconds, (tool, outcome))
 
     def backend(self, name: str, seconds: float, ok: bool) -> None:
         if self.registry is not None:
@@ -285,41 +306,127 @@ class Operations:
                 self.backend_errors.inc(name)
 
 
-def _access(
-    http_method: str, path: str, facts: RequestFacts, status: int, seconds: float
-) -> dict[str, Any]:
-    return {
-        "ts": None,
-        "kind": None,
-        "request": facts.request,
-        "http": http_method,
-        "path": path,
-        "method": facts.method,
-        "era": facts.era,
-        "session": facts.session,
-        "tool": facts.tool,
-        "token_id": facts.token_id,
-        "token_name": facts.token_name,
-        "tenant": facts.tenant,
-        "status": status,
-        "outcome": facts.outcome,
-        "duration_ms": round(seconds * 1000, 3),
-    }
+# --- the lines of a request and of a tool call -------------------------------------------------
+
+# A JSON line from a template: the server's own values (request ids, eras, outcome words,
+# numbers) go in as they are; anything a client or a user chose is encoded (`_json`).  A line
+# then costs one string format, not a dict and an encoder pass over every field.
+ACCESS_JSON = (
+    '{"ts":"%s","kind":"access","request":"%s","http":%s,"path":%s,"method":%s,"era":"%s",'
+    '"session":%s,"tool":%s,"token_id":%s,"token_name":%s,"tenant":%s,"status":%d,'
+    '"outcome":%s,"duration_ms":%.3f}\n'
+)
+AUDIT_JSON = (
+    '{"ts":"%s","kind":"audit","request":"%s","tool":%s,"arguments":%s,"token_id":%s,'
+    '"token_name":%s,"tenant":%s,"session":%s,"outcome":"%s","duration_ms":%.3f}\n'
+)
+# Encoded values kept for reuse (a token's name, a path, a tool), up to this many of this size.
+ENCODED_KEPT = 1024
+ENCODED_LONGEST = 64
+_encoded: dict[str | None, str] = {}
 
 
-def _audit(
-    facts: RequestFacts, tool: str, arguments: dict[str, Any], outcome: str, seconds: float
-) -> dict[str, Any]:
-    return {
-        "ts": None,
-        "kind": None,
-        "request": facts.request,
-        "tool": tool,
-        "arguments": sorted(arguments),
-        "token_id": facts.token_id,
-        "token_name": facts.token_name,
-        "tenant": facts.tenant,
-        "session": facts.session,
-        "outcome": outcome,
-        "duration_ms": round(seconds * 1000, 3),
-    }
+def _json(value: str | None) -> str:
+    """`value` as JSON, from the values seen lately when it is one of them."""
+    text = _encoded.get(value)
+    if text is None:
+        text = orjson.dumps(value).decode()
+        if value is None or len(value) <= ENCODED_LONGEST:
+            if len(_encoded) >= ENCODED_KEPT:
+                _encoded.clear()  # bounded whatever clients send; the usual ones come back
+            _encoded[value] = text
+    return text
+
+
+def _access_json(
+    now: float, http_method: str, path: str, facts: RequestFacts, status: int, seconds: float
+) -> str:
+    return ACCESS_JSON % (
+        _stamp(now),
+        facts.request,
+        _json(http_method),
+        _json(path),
+        _json(facts.method),
+        facts.era,
+        _json(facts.session),
+        _json(facts.tool),
+        _json(facts.token_id),
+        _json(facts.token_name),
+        _json(facts.tenant),
+        status,
+        _json(facts.outcome),
+        seconds * 1000,
+    )
+
+
+def _audit_json(
+    now: float,
+    facts: RequestFacts,
+    tool: str,
+    names: tuple[str, ...],
+    outcome: str,
+    tenant: str | None,
+    seconds: float,
+) -> str:
+    return AUDIT_JSON % (
+        _stamp(now),
+        facts.request,
+        _json(tool),
+        orjson.dumps(sorted(names)).decode() if names else "[]",
+        _json(facts.token_id),
+        _json(facts.token_name),
+        _json(tenant),
+        _json(facts.session),
+        outcome,
+        seconds * 1000,
+    )
+
+
+def _access_human(
+    now: float, http_method: str, path: str, facts: RequestFacts, status: int, seconds: float
+) -> str:
+    return human_line(
+        now,
+        "access",
+        {
+            "request": facts.request,
+            "http": http_method,
+            "path": path,
+            "method": facts.method,
+            "era": facts.era,
+            "session": facts.session,
+            "tool": facts.tool,
+            "token_id": facts.token_id,
+            "token_name": facts.token_name,
+            "tenant": facts.tenant,
+            "status": status,
+            "outcome": facts.outcome,
+            "duration_ms": round(seconds * 1000, 3),
+        },
+    )
+
+
+def _audit_human(
+    now: float,
+    facts: RequestFacts,
+    tool: str,
+    names: tuple[str, ...],
+    outcome: str,
+    tenant: str | None,
+    seconds: float,
+) -> str:
+    return human_line(
+        now,
+        "audit",
+        {
+            "request": facts.request,
+            "tool": tool,
+            "arguments": sorted(names),
+            "token_id": facts.token_id,
+            "token_name": facts.token_name,
+            "tenant": tenant,
+            "session": facts.session,
+            "outcome": outcome,
+            "duration_ms": round(seconds * 1000, 3),
+        },
+    )

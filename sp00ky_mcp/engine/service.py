@@ -116,12 +116,17 @@ class Changes:
     mark: Mark
 
 
+# Tuples, not unions: `isinstance` with `A | B` builds the union on every call.
+CALLS_AND_NOTES = (jsonrpc.Request, jsonrpc.Notification)
+ANSWERABLE = (jsonrpc.Request, jsonrpc.Invalid)
+
+
 def _note_post(facts: RequestFacts, batch: transport.Batch, era: Era) -> None:
     facts.era = "2026-07-28" if era is Era.MODERN else "handshake"
     first = batch.first
     if batch.is_batch:
         facts.method = "batch"
-    elif isinstance(first, jsonrpc.Request | jsonrpc.Notification):
+    elif isinstance(first, CALLS_AND_NOTES):
         facts.method = first.method
 
 
@@ -274,7 +279,7 @@ class McpService:
 
     async def __call__(self, request: HttpRequest) -> Response:
         if self.ops.enabled:
-            request.facts = self.ops.begin(getattr(request.channel, "request_id", "-"))
+            request.facts = self.ops.begin(request.channel)
         try:
             return await self._route(request)
         except HttpError as exc:
@@ -455,7 +460,7 @@ class McpService:
             forward = self._absorb(message, session)
             if forward is not None:
                 self._tell(forward)
-        calls = [m for m in batch.messages if isinstance(m, jsonrpc.Request | jsonrpc.Invalid)]
+        calls = [m for m in batch.messages if isinstance(m, ANSWERABLE)]
         if not calls:
             return HttpResponse(202, [])
         if batch.is_batch:
