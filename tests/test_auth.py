@@ -5,6 +5,7 @@ tokens kept out of logs and the audit log."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +19,9 @@ from sp00ky_mcp.engine.config import Limits
 from sp00ky_mcp.product import tokens
 from sp00ky_mcp.product.accounts import Accounts, arguments_digest
 from sp00ky_mcp.product.auth import TokenAuthenticator
+from sp00ky_mcp.product.oauth.metadata import PRM_PATH as PRM
+from sp00ky_mcp.product.oauth.metadata import quotable
+from sp00ky_mcp.product.scopes import READ_SCOPES
 from sp00ky_mcp.product.store import Store, open_store
 from sp00ky_mcp.product.store.sqlite import SqliteStore
 from tests.wire import local_sessions
@@ -96,9 +100,26 @@ def authenticator(product: ProductEnv) -> TokenAuthenticator:
     return auth
 
 
+def challenge_of(reply: httpx.Response) -> tuple[str, dict[str, str]]:
+    """A WWW-Authenticate value's scheme and parameters."""
+    scheme, _, rest = reply.headers["www-authenticate"].partition(" ")
+    return scheme, dict(re.findall(r'([a-z_]+)="([^"]*)"', rest))
+
+
 def assert_refused(reply: httpx.Response, body: str, challenge: str = INVALID) -> None:
+    """Refused with `body`, and a challenge that says where sign-in starts (RFC 9728 section
+    5.1) and, for a bad token, why it was refused."""
     assert (reply.status_code, reply.text) == (401, body)
-    assert reply.headers["www-authenticate"] == challenge
+    url = reply.request.url
+    expected = {
+        "realm": "sp00ky-mcp",
+        "resource_metadata": f"{url.scheme}://{url.netloc.decode()}{PRM}/v1/mcp",
+        "scope": " ".join(READ_SCOPES),
+    }
+    if challenge == INVALID:
+        said = body.removeprefix("401 Unauthorized: ").rstrip("\n")
+        expected |= {"error": "invalid_token", "error_description": quotable(said)}
+    assert challenge_of(reply) == ("Bearer", expected)
 
 
 @pytest.fixture
@@ -119,12 +140,29 @@ async def elsewhere(
 # --- the 401 causes --------------------------------------------------------------------------
 
 
-async def test_a_request_without_a_token_gets_401_with_a_bare_bearer_challenge(
+async def test_a_request_without_a_token_gets_401_pointing_to_where_sign_in_starts(
     product: ProductEnv,
 ) -> None:
     reply = await product.http.post(product.server.url, json=INITIALIZE, headers=HEADERS)
     assert_refused(reply, MISSING, challenge=REALM)
     assert reply.headers["content-type"] == "text/plain; charset=utf-8"
+    root = product.server.url.removesuffix("/v1/mcp")
+    assert reply.headers["www-authenticate"] == (
+        f'Bearer realm="sp00ky-mcp", resource_metadata="{root}'
+        '/.well-known/oauth-protected-resource/v1/mcp", scope="projects:read deployments:read '
+        'logs:read env:read vault:read backups:read domains:read links:read tenants:read '
+        'billing:read"'
+    )
+
+
+async def test_a_bad_token_is_refused_saying_why_in_the_challenge(product: ProductEnv) -> None:
+    reply = await product.rpc("mcp_live_" + "x" * 38, "tools/list")
+    scheme, params = challenge_of(reply)
+    assert (scheme, params["error"]) == ("Bearer", "invalid_token")
+    assert params["error_description"] == (
+        "the token is malformed; the header must be exactly 'Authorization: Bearer mcp_live_'', "
+        "so mint a new one with 'spky mcp token' and re-add it."
+    )
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,17 @@ WARNING = (
     "This is the only time the full token is shown. Store it like a password; if you lose it, "
     "revoke it (spky mcp revoke) and mint a new one."
 )
-ROW_KEYS = {"id", "name", "token", "scopes", "created_at", "expires_at", "last_used_at", "status"}
+ROW_KEYS = {
+    "id",
+    "name",
+    "token",
+    "scopes",
+    "created_at",
+    "expires_at",
+    "last_used_at",
+    "status",
+    "issued_by",
+}
 Run = tuple[int, str, str]
 PYTHON_M = (sys.executable, "-m", "sp00ky_mcp")
 TOKEN = tokens.mint()
@@ -297,6 +307,7 @@ def test_tokens_json_lists_masked_tokens_and_never_the_secret(
         (second["id"], "laptop", second["token"][:13] + "••••••", ["mcp:read"], None, None),
     ]
     assert [r["status"] for r in rows] == ["revoked", "active"]
+    assert [r["issued_by"] for r in rows] == ["cli", "cli"]
     assert [r["created_at"] for r in rows] == [first["created_at"], second["created_at"]]
 
 

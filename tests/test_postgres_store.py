@@ -14,7 +14,7 @@ from sp00ky_mcp.cli.commands import main
 from sp00ky_mcp.product.accounts import Accounts
 from sp00ky_mcp.product.store import Clash, StoreError, StoreUnavailable, open_store
 from sp00ky_mcp.product.store.postgres import UNREADABLE, public_url
-from sp00ky_mcp.product.store.postgres_schema import LATEST
+from sp00ky_mcp.product.store.postgres_schema import LATEST, MIGRATIONS
 from tests.pg_support import OwnPostgres, psql
 from tests.product_support import product_server
 
@@ -30,7 +30,7 @@ async def test_a_new_database_is_migrated_once(tmp_path: Path, postgres_database
     again = second.applied_at_open
     await first.close()
     await second.close()
-    assert applied == ([1], LATEST)
+    assert applied == ([version for version, _ in MIGRATIONS], LATEST)
     assert again == []
 
 

@@ -258,6 +258,18 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="the https URL clients use, if proxied (e.g. https://mcp.example.com)",
     )
     parser.add_argument(
+        "--no-oauth",
+        dest="oauth",
+        action="store_false",
+        help="no OAuth sign-in: only tokens minted with `spky mcp token` are accepted",
+    )
+    parser.add_argument(
+        "--oauth-private-clients",
+        action="store_true",
+        help="fetch OAuth client metadata documents from private and loopback addresses, "
+        "over http too (development only)",
+    )
+    parser.add_argument(
         "--allowed-origin",
         type=web_origin,
         action="append",
@@ -440,6 +452,16 @@ def add_account_commands(commands: Any) -> None:
         "stdio", help="serve over standard input and output, with the token in $SP00KY_MCP_TOKEN"
     )
     add_location_arguments(stdio)
+    user = commands.add_parser("user", help="set the password a user signs in with (OAuth)")
+    add_location_arguments(user)
+    user.add_argument("--json", action="store_true", help="print JSON for scripts")
+    user.add_argument("action", choices=("passwd",))
+    user.add_argument("email", metavar="EMAIL")
+    user.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input instead of a prompt",
+    )
     audit = commands.add_parser("audit", help="read the audit records of your tool calls")
     add_store_arguments(audit)
     audit.add_argument("--token", default=None, metavar="ID|NAME", help="one token's calls only")
@@ -644,6 +666,8 @@ def token_row(record: TokenRecord, now: float) -> dict[str, Any]:
         "expires_at": iso(record.expires_at),
         "last_used_at": iso(record.last_used_at),
         "status": record.status(now),
+        # Minted here, or issued to a client by OAuth sign-in (named after the client).
+        "issued_by": "sign-in" if record.grant_id is not None else "cli",
     }
 
 
@@ -1023,6 +1047,32 @@ async def write_stdout(data: bytes) -> None:
     await anyio.to_thread.run_sync(write)
 
 
+def cmd_user(args: argparse.Namespace) -> int:
+    password = new_password(args.password_stdin)
+    args.user = args.email
+
+    async def set_it(accounts: Accounts, user: User) -> None:
+        await accounts.set_password(user, password)
+
+    _, user = with_accounts(args, set_it)
+    if args.json:
+        emit_json({"user": user.email, "password": "set"})
+    else:
+        say(f"Password set for {user.email}; they can now sign in from an MCP client.")
+    return 0
+
+
+def new_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if not interactive():
+        raise CliError("No terminal to ask for the password: pass --password-stdin.")
+    first = getpass.getpass("New password: ")
+    if getpass.getpass("Again: ") != first:
+        raise CliError("The two passwords differ; nothing was changed.")
+    return first
+
+
 def cmd_revoke(args: argparse.Namespace) -> int:
 
     async def revoke(accounts: Accounts, user: User) -> TokenRecord:
@@ -1222,6 +1272,8 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         access_log=args.log_level in ("debug", "info"),
         log_format=args.log_format,
         traces=args.otel,
+        oauth=args.oauth,
+        oauth_private_clients=args.oauth_private_clients,
     )
 
 
@@ -1540,6 +1592,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "token": cmd_token,
     "tokens": cmd_tokens,
     "revoke": cmd_revoke,
+    "user": cmd_user,
     "audit": cmd_audit,
     "stdio": cmd_stdio,
     "invitations": cmd_invitations,

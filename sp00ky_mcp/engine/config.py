@@ -60,6 +60,10 @@ class ServerConfig:
     log_format: str = "text"
     # OpenTelemetry spans for requests and tool calls (needs the [otel] extra).
     traces: bool = False
+    # Sign-in with OAuth (the product profile): the authorization server built in, and
+    # whether client metadata documents may be fetched from private addresses (development).
+    oauth: bool = True
+    oauth_private_clients: bool = False
 
     @property
     def url(self) -> str:

@@ -54,6 +54,11 @@ class Principal:
     # sentence saying how it was narrowed, for the server's instructions.
     tools: frozenset[str] | None = None
     narrowed: str | None = None
+    # A call that needs a scope the token lacks is refused at the HTTP level with a
+    # challenge naming it (403 insufficient_scope), so that an OAuth client can ask the user
+    # for it (MCP authorization, "Scope Challenge Handling"); otherwise it gets an error
+    # result saying how to get the scope.
+    step_up: bool = False
 
 
 # No authentication: every tool is visible, and secret values stay masked (a program that wants

@@ -18,11 +18,12 @@ import orjson
 
 from .. import SERVER_NAME, __version__
 from .catalogue import Catalogue, Prompt, ResourceReader, Tool, grants
-from .context import LOG_LEVELS, CallContext, InputRequired
+from .context import LOG_LEVELS, CallContext, InputRequired, Principal
 from .errors import (
     INVALID_PARAMS,
     METHOD_NOT_FOUND,
     RESOURCE_NOT_FOUND,
+    HttpError,
     JsonRpcError,
     ToolError,
     invalid_params,
@@ -93,6 +94,21 @@ class Engine:
         self.server_info = {"name": SERVER_NAME, "version": __version__}
         self.instructions = instructions
         self.scope_hint = scope_hint or (lambda scope: f"This tool needs the '{scope}' scope.")
+        # The HTTP refusal of a call that needs `scope`, for principals that `step_up`.
+        self.scope_challenge: Callable[[str], HttpError] | None = None
+
+    def step_up(
+        self, method: str, params: dict[str, Any], principal: Principal
+    ) -> HttpError | None:
+        """The challenge for a tools/call whose tool needs a scope `principal` lacks, when
+        its client can ask the user for more; None when the call may go on."""
+        if not principal.step_up or self.scope_challenge is None or method != "tools/call":
+            return None
+        name = params.get("name")
+        tool = self.catalogue.tools.get(name) if isinstance(name, str) else None
+        if tool is None or tool.scope is None or grants(tool, principal.scopes):
+            return None
+        return self.scope_challenge(tool.scope)
 
     def method(self, name: str, era: Era) -> Method:
         spec = METHODS.get(name)

@@ -26,12 +26,13 @@ import anyio.abc
 from .catalogue import Catalogue, Tool
 from .config import ServerConfig
 from .context import ANONYMOUS, CallContext, Principal
+from .errors import HttpError
 from .h1 import plain_response
 from .http import HttpRequest, HttpServer, Response
 from .ops import Check, LineWriter, Operations, Readiness
 from .ports import Ports
 from .protocol import METHODS, Engine, ToolObserver, ToolResult, verdict
-from .service import LISTEN, Authenticator, McpService
+from .service import LISTEN, Authenticator, McpService, Pages
 from .tracing import Tracing
 
 log = logging.getLogger("sp00ky_mcp")
@@ -83,6 +84,8 @@ class McpServer:
         ports: Ports | None = None,
         background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
         ready: dict[str, Check] | None = None,
+        pages: Pages | None = None,
+        scope_challenge: Callable[[str], HttpError] | None = None,
     ) -> None:
         self.config = config
         self.on_stop = on_stop
@@ -92,9 +95,11 @@ class McpServer:
             observer = self._observing(observer)
         self.engine = Engine(catalogue or Catalogue(), instructions, scope_hint, observer)
         readiness = Readiness(dict(ready or {}))
+        self.engine.scope_challenge = scope_challenge
         self.service = McpService(
             config, self.engine, authenticate, ports, self.ops, readiness, self.tracing
         )
+        self.service.pages = pages
         # Run for as long as the server serves (a shared state's heartbeat, say).
         self.background = tuple(background)
         self.http = HttpServer(self.service, config.limits, self.ops.completed)

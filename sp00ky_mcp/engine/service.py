@@ -121,6 +121,9 @@ CALLS_AND_NOTES = (jsonrpc.Request, jsonrpc.Notification)
 ANSWERABLE = (jsonrpc.Request, jsonrpc.Invalid)
 
 
+Pages = Callable[[HttpRequest], Awaitable[Response | None]]
+
+
 def _note_post(facts: RequestFacts, batch: transport.Batch, era: Era) -> None:
     facts.era = "2026-07-28" if era is Era.MODERN else "handshake"
     first = batch.first
@@ -155,6 +158,9 @@ class McpService:
         }
         if config.metrics:
             self.side["/metrics"] = self.metrics
+        # The application's own pages beside the endpoint (sign-in, its metadata), if any:
+        # None from them is a 404.
+        self.pages: Pages | None = None
         self.engine = engine
         self.authenticate = authenticate
         # What this process holds for each session it served (streams, calls, waiters).
@@ -313,10 +319,19 @@ class McpService:
     async def _beside(self, request: HttpRequest) -> Response:
         answer = self.side.get(request.path)
         if answer is None:
+            page = await self._page(request)
+            if page is not None:
+                return page
             return plain_response(404, f"Not found: the MCP endpoint is {self.config.endpoint}.")
         if request.method not in ("GET", "HEAD"):
             raise HttpError(405, "Method not allowed: use GET.", (("allow", "GET, HEAD"),))
         return await answer()
+
+    async def _page(self, request: HttpRequest) -> Response | None:
+        if self.pages is None:
+            return None
+        _raise(transport.check_host(request.header("host"), self.hosts))
+        return await self.pages(request)
 
     async def _healthz(self) -> Response:
         """The process serves (liveness): nothing else is looked at."""
@@ -468,6 +483,7 @@ class McpService:
         message = calls[0]
         if isinstance(message, jsonrpc.Invalid):
             return json_response(400, jsonrpc.encode_error(message.id, message.error))
+        _raise(self.engine.step_up(message.method, message.params, principal))
         session.advance(SessionEvent.REQUEST)
         prime = has_priming_events(session.protocol_version)
         peer = self._inline_peer(request, session.runtime, prime)
@@ -778,6 +794,7 @@ class McpService:
             return json_response(status, jsonrpc.encode_error(message.id, problem))
         if message.method == LISTEN:
             return self._listen(message, principal)
+        _raise(self.engine.step_up(message.method, message.params, principal))
         return await self._answer_inline(request, message, ctx, peer, None)
 
     def _modern_problem(

@@ -13,6 +13,7 @@ from ..engine.digest import canonical_digest
 from . import scopes as scope_catalogue
 from . import tokens
 from .names import folded, hidden_problem, normal
+from .oauth import passwords
 from .store import Clash, Store, StoreUnavailable
 from .store.repos.accounts import AuditEntry, TokenRecord, User
 
@@ -150,7 +151,18 @@ class Accounts:
             raise AccountError(f"Several active tokens are named '{id_or_name}'; revoke by id.")
         async with self.store.transaction() as tx:
             await tx.accounts.revoke_token(matches[0].id, self.clock())
+            if matches[0].grant_id is not None:  # its client can no longer refresh it either
+                await tx.oauth.revoke_grant(matches[0].grant_id, self.clock())
         return matches[0]
+
+    async def set_password(self, user: User, password: str) -> None:
+        """The password the user signs in with (OAuth sign-in), stored as a scrypt hash."""
+        problem = passwords.problem(password)
+        if problem is not None:
+            raise AccountError(problem)
+        hashed = await passwords.hash_in_worker(password)
+        async with self.store.transaction() as tx:
+            await tx.oauth.set_password(user.id, hashed, self.clock())
 
     async def audit_trail(
         self, user: User, token: str | None = None, since: float | None = None

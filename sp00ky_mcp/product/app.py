@@ -11,6 +11,7 @@ from typing import Any
 from ..engine.catalogue import Catalogue, Tool
 from ..engine.config import ServerConfig
 from ..engine.context import CallContext
+from ..engine.errors import HttpError
 from ..engine.ops import Check
 from ..engine.ports import Ports
 from ..engine.protocol import ToolResult, verdict
@@ -20,8 +21,13 @@ from . import scopes
 from .accounts import Accounts, AuditEntry, arguments_digest
 from .auth import TokenAuthenticator
 from .cloud.base import Cloud
+from .oauth.authority import Authority
+from .oauth.clients import Clients, document_fetcher
+from .oauth.metadata import Urls, challenge
+from .oauth.signed import Signer
+from .oauth.web import SIGNED_IN_SECONDS, OAuthWeb
 from .shared import SharedState
-from .signing import FileKeyRing
+from .signing import SIGN_IN, FileKeyRing
 from .store import Store, StoreError, StoreUnavailable
 from .tools import product_tools
 
@@ -133,6 +139,9 @@ def build_product(config: ServerConfig, store: Store, shared: SharedState | None
         tools={tool.name: tool.scope for tool in catalogue.tools.values()},
     )
     audit = AuditTrail(accounts)
+    site = Site(config)
+    if config.oauth:
+        authenticate.urls = site.urls
     server = McpServer(
         config,
         catalogue,
@@ -146,13 +155,53 @@ def build_product(config: ServerConfig, store: Store, shared: SharedState | None
         ports=_ports(store, quotas, shared),
         background=[shared.link.keep_alive] if shared is not None else [],
         ready=_checks(store, shared),
+        pages=_sign_in(config, store, accounts, quotas, site) if config.oauth else None,
+        scope_challenge=site.scope_challenge if config.oauth else None,
     )
+    site.server = server
     if server.ops.registry is not None:
         ops = server.ops
         store.timings.observe = lambda seconds, ok: ops.backend("store", seconds, ok)
         if shared is not None:
             shared.link.observe = lambda seconds, ok: ops.backend("redis", seconds, ok)
     return Product(server, store, accounts, cloud)
+
+
+class Site:
+    """Where the server is reached (its public URL, or where it listens once it does), for
+    OAuth metadata, challenges and the audience of the tokens sign-in issues."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.server: McpServer | None = None
+
+    def urls(self) -> Urls:
+        config = self.config
+        issuer = config.public_url
+        if not issuer:
+            assert self.server is not None, "the server listens before anyone asks"
+            issuer = self.server.url.removesuffix(config.endpoint)
+        return Urls.of(issuer, config.endpoint)
+
+    def scope_challenge(self, scope: str) -> HttpError:
+        """403 insufficient_scope naming the one scope the call needs (MCP authorization,
+        "Scope Challenge Handling"), so that the client can ask the user for it."""
+        sentence = (
+            f"this call needs the '{scope}' scope, which the token lacks; sign in again "
+            "and allow it."
+        )
+        value = challenge(self.urls(), scope, "insufficient_scope", sentence)
+        return HttpError(403, f"403 Forbidden: {sentence}", (("www-authenticate", value),))
+
+
+def _sign_in(
+    config: ServerConfig, store: Store, accounts: Accounts, quotas: Quotas, site: Site
+) -> OAuthWeb:
+    """The authorization server's pages and endpoints."""
+    keys = FileKeyRing(lambda: store.secrets, SIGN_IN, window=SIGNED_IN_SECONDS)
+    clients = Clients(store, document_fetcher(config.oauth_private_clients))
+    authority = Authority(store, site.urls)
+    return OAuthWeb(accounts, clients, authority, Signer(keys), quotas, config.endpoint)
 
 
 def _checks(store: Store, shared: SharedState | None) -> dict[str, Check]:

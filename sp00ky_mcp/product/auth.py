@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
@@ -22,6 +22,8 @@ from ..engine.quotas import LocalQuotas, Quotas
 from . import scopes, tokens
 from .accounts import Accounts, Clock, TokenRecord
 from .narrowing import narrow, requested
+from .oauth.metadata import Urls, challenge
+from .scopes import READ_SCOPES
 from .store import ReadCache, StoreUnavailable
 
 REALM = 'Bearer realm="sp00ky-mcp"'
@@ -38,6 +40,16 @@ class TokenRefused(HttpError):
         challenge = f'{REALM}, error="invalid_token"' if invalid else REALM
         super().__init__(401, f"401 Unauthorized: {message}", (("www-authenticate", challenge),))
         self.token_id = token_id
+        self.invalid, self.reason = invalid, message
+
+    def pointing_to(self, urls: Urls) -> TokenRefused:
+        """The challenge names the resource metadata (RFC 9728 section 5.1) and the scopes
+        to ask for, so that a client can start signing in; a bad token says why in
+        error_description, so that whoever pasted a static token sees the cause."""
+        error, description = ("invalid_token", self.reason) if self.invalid else (None, None)
+        value = challenge(urls, " ".join(READ_SCOPES), error, description)
+        self.headers = (("www-authenticate", f"{REALM}, {value.removeprefix('Bearer ')}"),)
+        return self
 
 
 def missing() -> TokenRefused:
@@ -66,8 +78,11 @@ class TokenAuthenticator:
         clock: Clock = time.time,
         quotas: Quotas | None = None,
         tools: Mapping[str, str | None] | None = None,
+        urls: Callable[[], Urls] | None = None,
     ) -> None:
         self.accounts = accounts
+        # Where sign-in starts, when the server signs users in with OAuth: the 401s point there.
+        self.urls = urls
         # Every tool's name and scope: what a connection may narrow its surface to.
         self.tools = tools
         self.rate = rate_per_minute / 60.0
@@ -90,18 +105,35 @@ class TokenAuthenticator:
             await asyncio.gather(*self._touching, return_exceptions=True)
 
     async def __call__(self, request: HttpRequest) -> Principal:
+        try:
+            return await self._authenticated(request)
+        except TokenRefused as exc:
+            if self.urls is not None:
+                exc.pointing_to(self.urls())
+            raise
+
+    async def _authenticated(self, request: HttpRequest) -> Principal:
         credential = self._credential(request)
         record, principal = await self._checked(credential)
         now = self.clock()
         status = record.status(now)
         if status != "active":
             raise refusal(record, status)
+        if record.resource is not None and not self._here(record.resource):
+            raise TokenRefused(
+                "the token was issued for another resource; sign in to this server again.",
+                token_id=record.id,
+            )
         await self._throttle(record.id, now)
         self._touch(record.id, now)
         narrows = request.query or not NARROWING_HEADERS.isdisjoint(request.headers)
         if self.tools is not None and narrows:
             return self._narrowed(principal, request)
         return principal
+
+    def _here(self, resource: str) -> bool:
+        """RFC 8707: a token issued by sign-in is good only at the resource it names."""
+        return self.urls is not None and resource == self.urls().resource
 
     def _narrowed(self, principal: Principal, request: HttpRequest) -> Principal:
         assert self.tools is not None
@@ -176,7 +208,12 @@ NARROWING_HEADERS = frozenset({"x-mcp-readonly", "x-mcp-toolsets", "x-mcp-tools"
 def principal_of(record: TokenRecord) -> Principal:
     granted = scopes.expand(record.scopes)
     return Principal(
-        record.id, record.user_id, granted, can_reveal=scopes.REVEAL in granted, name=record.name
+        record.id,
+        record.user_id,
+        granted,
+        can_reveal=scopes.REVEAL in granted,
+        name=record.name,
+        step_up=record.grant_id is not None,
     )
 
 

@@ -23,6 +23,8 @@ from .secretbox import Key, KeyFileError, SecretBox
 log = logging.getLogger("sp00ky_mcp.secrets")
 
 REQUEST_STATE = b"sp00ky-mcp requestState signing key, version 1"
+# The values a browser carries through a sign-in (see `oauth.signed`).
+SIGN_IN = b"sp00ky-mcp sign-in signing key, version 1"
 
 
 def derive(key: Key, purpose: bytes) -> bytes:

@@ -212,5 +212,57 @@ CREATE TABLE store_version (n BIGINT NOT NULL);
 INSERT INTO store_version VALUES (0);
 """
 
-MIGRATIONS: list[tuple[int, str]] = [(1, SCHEMA)]
+# OAuth 2.1 sign-in: users' passwords, the clients that ask, the grants users give them, the
+# codes and refresh tokens of those grants.  An OAuth access token is an ordinary token row
+# that names its grant and the resource (audience) it was issued for.
+OAUTH = """
+CREATE TABLE passwords (
+    user_id TEXT COLLATE "C" PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+    hash TEXT COLLATE "C" NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE oauth_clients (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    kind TEXT COLLATE "C" NOT NULL CHECK (kind IN ('registered', 'document')),
+    name TEXT COLLATE "C" NOT NULL,
+    redirect_uris TEXT COLLATE "C" NOT NULL,
+    auth_method TEXT COLLATE "C" NOT NULL,
+    secret_hash TEXT COLLATE "C",
+    created_at DOUBLE PRECISION NOT NULL,
+    fetched_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE oauth_grants (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    client_id TEXT COLLATE "C" NOT NULL,
+    client_name TEXT COLLATE "C" NOT NULL,
+    user_id TEXT COLLATE "C" NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    scopes TEXT COLLATE "C" NOT NULL,
+    resource TEXT COLLATE "C" NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    revoked_at DOUBLE PRECISION
+);
+CREATE INDEX oauth_grants_by_user ON oauth_grants(user_id);
+CREATE TABLE oauth_codes (
+    hash TEXT COLLATE "C" PRIMARY KEY,
+    grant_id TEXT COLLATE "C" NOT NULL REFERENCES oauth_grants(id) ON DELETE CASCADE,
+    redirect_uri TEXT COLLATE "C" NOT NULL,
+    challenge TEXT COLLATE "C" NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL,
+    used_at DOUBLE PRECISION
+);
+CREATE TABLE oauth_refresh (
+    hash TEXT COLLATE "C" PRIMARY KEY,
+    grant_id TEXT COLLATE "C" NOT NULL REFERENCES oauth_grants(id) ON DELETE CASCADE,
+    created_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL,
+    used_at DOUBLE PRECISION
+);
+CREATE INDEX oauth_refresh_by_grant ON oauth_refresh(grant_id);
+ALTER TABLE tokens ADD COLUMN grant_id TEXT COLLATE "C"
+    REFERENCES oauth_grants(id) ON DELETE CASCADE;
+ALTER TABLE tokens ADD COLUMN resource TEXT COLLATE "C";
+CREATE INDEX tokens_by_grant ON tokens(grant_id)
+"""
+
+MIGRATIONS: list[tuple[int, str]] = [(1, SCHEMA), (2, OAUTH)]
 LATEST = MIGRATIONS[-1][0]

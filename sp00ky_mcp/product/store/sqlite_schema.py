@@ -265,6 +265,57 @@ CREATE TABLE store_version (n INTEGER NOT NULL);
 INSERT INTO store_version VALUES (0)
 """
 
+# OAuth 2.1 sign-in: users' passwords, the clients that ask, the grants users give them, the
+# codes and refresh tokens of those grants.  An OAuth access token is an ordinary token row
+# that names its grant and the resource (audience) it was issued for.
+OAUTH = """
+CREATE TABLE passwords (
+    user_id TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+    hash TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE oauth_clients (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('registered', 'document')),
+    name TEXT NOT NULL,
+    redirect_uris TEXT NOT NULL,
+    auth_method TEXT NOT NULL,
+    secret_hash TEXT,
+    created_at REAL NOT NULL,
+    fetched_at REAL NOT NULL
+);
+CREATE TABLE oauth_grants (
+    id TEXT PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    client_name TEXT NOT NULL,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    scopes TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+CREATE INDEX oauth_grants_by_user ON oauth_grants(user_id);
+CREATE TABLE oauth_codes (
+    hash TEXT PRIMARY KEY,
+    grant_id TEXT NOT NULL REFERENCES oauth_grants(id) ON DELETE CASCADE,
+    redirect_uri TEXT NOT NULL,
+    challenge TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    used_at REAL
+);
+CREATE TABLE oauth_refresh (
+    hash TEXT PRIMARY KEY,
+    grant_id TEXT NOT NULL REFERENCES oauth_grants(id) ON DELETE CASCADE,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    used_at REAL
+);
+CREATE INDEX oauth_refresh_by_grant ON oauth_refresh(grant_id);
+ALTER TABLE tokens ADD COLUMN grant_id TEXT REFERENCES oauth_grants(id) ON DELETE CASCADE;
+ALTER TABLE tokens ADD COLUMN resource TEXT;
+CREATE INDEX tokens_by_grant ON tokens(grant_id)
+"""
+
 MIGRATIONS: list[Migration] = [
     (1, USERS_TOKENS_AUDIT),
     (2, CONTROL_PLANE),
@@ -274,6 +325,7 @@ MIGRATIONS: list[Migration] = [
     (70, _seal_env),
     (71, _seal_vault),
     (72, STORE_VERSION),
+    (80, OAUTH),
 ]
 LATEST = MIGRATIONS[-1][0]
 

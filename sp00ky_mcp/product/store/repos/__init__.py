@@ -19,6 +19,7 @@ from .env import EnvRepo
 from .idempotency import IdempotencyRepo
 from .links import LinksRepo
 from .logs import LogsRepo
+from .oauth import OAuthRepo
 from .projects import ProjectsRepo
 from .support import SupportRepo
 from .teams import TeamsRepo
@@ -36,6 +37,10 @@ class Repos:
     @cached_property
     def accounts(self) -> AccountsRepo:
         return AccountsRepo(self.db)
+
+    @cached_property
+    def oauth(self) -> OAuthRepo:
+        return OAuthRepo(self.db)
 
     @cached_property
     def tenancy(self) -> TenancyRepo:

@@ -31,6 +31,9 @@ class TokenRecord:
     expires_at: float | None
     last_used_at: float | None
     revoked_at: float | None
+    # Issued by OAuth sign-in: the grant it belongs to and the resource it is for.
+    grant_id: str | None = None
+    resource: str | None = None
 
     def status(self, now: float) -> str:
         if self.revoked_at is not None:
@@ -68,6 +71,8 @@ def _token(row: Row) -> TokenRecord:
         row["expires_at"],
         row["last_used_at"],
         row["revoked_at"],
+        row["grant_id"],
+        row["resource"],
     )
 
 
@@ -128,8 +133,8 @@ class AccountsRepo:
 
     async def add_token(self, record: TokenRecord, digest: str) -> None:
         await self.db.run(
-            "INSERT INTO tokens (id, user_id, name, hash, hint, scopes, created_at, expires_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tokens (id, user_id, name, hash, hint, scopes, created_at, expires_at, "
+            "grant_id, resource) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             record.id,
             record.user_id,
             record.name,
@@ -138,6 +143,8 @@ class AccountsRepo:
             " ".join(record.scopes),
             record.created_at,
             record.expires_at,
+            record.grant_id,
+            record.resource,
         )
 
     async def token_by_digest(self, digest: str) -> TokenRecord | None:
@@ -147,6 +154,24 @@ class AccountsRepo:
     async def token(self, token_id: str) -> TokenRecord | None:
         row = await self.db.one("SELECT * FROM tokens WHERE id = ?", token_id)
         return _token(row) if row else None
+
+    async def grant_token(self, grant_id: str) -> TokenRecord | None:
+        """The access token of an OAuth grant (one a grant: a refresh rotates its secret)."""
+        row = await self.db.one("SELECT * FROM tokens WHERE grant_id = ?", grant_id)
+        return _token(row) if row else None
+
+    async def rotate_token(
+        self, token_id: str, digest: str, hint: str, scopes: tuple[str, ...], expires: float
+    ) -> None:
+        """A new secret for the token (the old one stops working), with its scopes and expiry."""
+        await self.db.run(
+            "UPDATE tokens SET hash = ?, hint = ?, scopes = ?, expires_at = ? WHERE id = ?",
+            digest,
+            hint,
+            " ".join(scopes),
+            expires,
+            token_id,
+        )
 
     async def tokens_of(self, user_id: str) -> list[TokenRecord]:
         rows = await self.db.all(

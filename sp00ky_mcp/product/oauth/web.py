@@ -1,0 +1,507 @@
+"""The HTTP side of sign-in: the metadata documents, the authorization endpoint with its
+sign-in and consent pages, and the token, registration and revocation endpoints.
+
+Errors before the redirect URI is known to be the client's are shown on a page, never sent to
+the URI given (no open redirect, OAuth 2.1 section 4.1.2.1); after it, they go back to the
+client.  The endpoints a program calls answer JSON with `Cache-Control: no-store`, and allow
+any origin (browser-based clients), without credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+
+import orjson
+
+from ...engine.errors import HttpError
+from ...engine.h1 import HttpRequest, HttpResponse, Response
+from ...engine.quotas import Quotas
+from .. import scopes as catalogue
+from ..accounts import Accounts, Clock
+from ..names import folded
+from ..store import StoreUnavailable
+from ..store.repos.oauth import OAuthClient
+from . import metadata, pages, passwords, pkce, redirects
+from .authority import Authority, OAuthError
+from .clients import ClientRefused, Clients, authenticated
+from .signed import Signer
+
+Route = Callable[[HttpRequest], Awaitable[Response]]
+FORM = "application/x-www-form-urlencoded"
+# How long a sign-in page may be answered, and how long a browser stays signed in.
+REQUEST_SECONDS = 600.0
+SIGNED_IN_SECONDS = 3600.0
+# Sign-in attempts: five at once for an address (email), then one a minute; and a peer's
+# attempts over every email, twenty at once, then one every ten seconds.
+EMAIL_BURST, EMAIL_RATE = 5.0, 1 / 60
+PEER_BURST, PEER_RATE = 20.0, 1 / 10
+# Registrations from one peer: ten at once, then one every six minutes.
+REGISTER_BURST, REGISTER_RATE = 10.0, 1 / 360
+MOST_FIELDS = 64
+
+
+class BadRequest(Exception):
+    """A request to a page that cannot be answered: shown on a page, or as JSON."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
+class OAuthWeb:
+    def __init__(
+        self,
+        accounts: Accounts,
+        clients: Clients,
+        authority: Authority,
+        signer: Signer,
+        quotas: Quotas,
+        endpoint: str,
+        clock: Clock = time.time,
+    ) -> None:
+        self.accounts, self.clients, self.authority = accounts, clients, authority
+        self.signer, self.quotas, self.clock = signer, quotas, clock
+        self.routes: dict[str, dict[str, Route]] = {
+            metadata.PRM_PATH + endpoint: {"GET": self._resource},
+            metadata.PRM_PATH: {"GET": self._resource},
+            metadata.AS_PATH: {"GET": self._server},
+            metadata.AUTHORIZE_PATH: {"GET": self._authorize, "POST": self._answer},
+            metadata.TOKEN_PATH: {"POST": self._token},
+            metadata.REGISTER_PATH: {"POST": self._register},
+            metadata.REVOKE_PATH: {"POST": self._revoke},
+        }
+
+    @property
+    def urls(self) -> metadata.Urls:
+        return self.authority.urls
+
+    @property
+    def secure(self) -> bool:
+        return self.urls.issuer.startswith("https://")
+
+    @property
+    def signin_cookie(self) -> str:
+        # __Host-: only ever sent back to this host, over https, for every path.
+        return ("__Host-" if self.secure else "") + "sp00ky-signin"
+
+    @property
+    def nonce_cookie(self) -> str:
+        return ("__Host-" if self.secure else "") + "sp00ky-nonce"
+
+    async def __call__(self, request: HttpRequest) -> Response | None:
+        methods = self.routes.get(request.path)
+        if methods is None:
+            return None
+        if request.method == "OPTIONS":
+            return _preflight(methods)
+        route = methods.get("GET" if request.method == "HEAD" else request.method)
+        if route is None:
+            allowed = ", ".join(sorted(methods))
+            raise HttpError(405, f"Method not allowed: use {allowed}.", (("allow", allowed),))
+        try:
+            return await route(request)
+        except StoreUnavailable as exc:
+            raise HttpError(503, exc.message, (("retry-after", "1"),)) from None
+        except BadRequest as exc:  # a page's request: the person reads it
+            return _html(exc.status, pages.failure("This sign-in cannot go on", exc.message))
+        except OAuthError as exc:  # a program's request: it reads the error code
+            return _json(exc.status, exc.body())
+
+    # --- metadata --------------------------------------------------------------------------
+
+    async def _resource(self, request: HttpRequest) -> Response:
+        return _json(200, metadata.protected_resource(self.urls))
+
+    async def _server(self, request: HttpRequest) -> Response:
+        return _json(200, metadata.authorization_server(self.urls))
+
+    # --- the authorization endpoint --------------------------------------------------------
+
+    async def _authorize(self, request: HttpRequest) -> Response:
+        try:
+            params = _query(request.query)
+            client, redirect_uri = await self._asking(params)
+        except BadRequest as exc:
+            return _html(exc.status, pages.failure("This sign-in cannot go on", exc.message))
+        try:
+            pending = self._pending(params, client, redirect_uri)
+        except OAuthError as exc:
+            return self._back(redirect_uri, params.get("state"), exc.error, exc.message)
+        signed = self.signer.sign("authorize", pending, REQUEST_SECONDS)
+        return await self._page(request, client, signed, pending)
+
+    async def _asking(self, params: dict[str, str]) -> tuple[OAuthClient, str]:
+        """The client and its redirect URI, or BadRequest: until both are known good, nothing
+        is sent to the URI given."""
+        client_id = params.get("client_id")
+        if not client_id:
+            raise BadRequest("The request names no client_id; start again from your client.")
+        try:
+            client = await self.clients.find(client_id)
+        except ClientRefused as exc:
+            raise BadRequest(f"The client cannot be used: {exc.message}") from None
+        redirect_uri = params.get("redirect_uri")
+        if redirect_uri is None and len(client.redirect_uris) == 1:
+            redirect_uri = client.redirect_uris[0]
+        if redirect_uri is None or not redirects.matches(client.redirect_uris, redirect_uri):
+            raise BadRequest(
+                "The redirect_uri is not one this client registered, so this server will not "
+                "send you there; start again from your client."
+            )
+        return client, redirect_uri
+
+    def _pending(
+        self, params: dict[str, str], client: OAuthClient, redirect_uri: str
+    ) -> dict[str, Any]:
+        if params.get("response_type") != "code":
+            raise OAuthError("unsupported_response_type", "response_type must be code.")
+        challenge = params.get("code_challenge", "")
+        if params.get("code_challenge_method") != "S256" or not pkce.valid_challenge(challenge):
+            raise OAuthError(
+                "invalid_request", "PKCE is required: send a code_challenge with method S256."
+            )
+        self.authority.check_resource(params.get("resource"))
+        return {
+            "c": client.id,
+            "r": redirect_uri,
+            "s": params.get("state"),
+            "ch": challenge,
+            "sc": sorted(_asked(params.get("scope"))),
+        }
+
+    async def _page(
+        self,
+        request: HttpRequest,
+        client: OAuthClient,
+        signed: str,
+        pending: dict[str, Any],
+        error: str | None = None,
+        status: int = 200,
+    ) -> Response:
+        nonce = _cookies(request).get(self.nonce_cookie) or secrets.token_urlsafe(24)
+        csrf = self.signer.csrf(nonce, signed)
+        host = _host(pending["r"])
+        who = self.signer.open("signin", _cookies(request).get(self.signin_cookie))
+        if who is None or error is not None:
+            body = pages.signin(client.name, host, signed, csrf, error=error)
+        else:
+            body = pages.consent(
+                who["e"], client.name, host, signed, csrf, frozenset(pending["sc"])
+            )
+        return _html(status, body, [self._cookie(self.nonce_cookie, nonce, REQUEST_SECONDS)])
+
+    async def _answer(self, request: HttpRequest) -> Response:
+        """A sign-in or consent form, posted back."""
+        try:
+            form = _page_form(request)
+            signed = _one(form, "request")
+            pending = self.signer.open("authorize", signed)
+            if pending is None:
+                raise BadRequest(
+                    "This page expired or was changed; start the sign-in again from your client."
+                )
+            nonce = _cookies(request).get(self.nonce_cookie)
+            if not self.signer.csrf_holds(nonce, signed, form.get("csrf", [None])[0]):
+                raise BadRequest(
+                    "This form could not be verified as sent from this page in this browser; "
+                    "start the sign-in again from your client.",
+                    403,
+                )
+            client = await self.clients.find(pending["c"])
+        except BadRequest as exc:
+            return _html(exc.status, pages.failure("This sign-in cannot go on", exc.message))
+        except ClientRefused as exc:
+            return _html(400, pages.failure("This sign-in cannot go on", exc.message))
+        if form.get("step", [""])[0] == "signin":
+            return await self._signin(request, form, client, signed, pending)
+        return await self._consent(request, form, client, signed, pending)
+
+    async def _signin(
+        self,
+        request: HttpRequest,
+        form: dict[str, list[str]],
+        client: OAuthClient,
+        signed: str,
+        pending: dict[str, Any],
+    ) -> Response:
+        email = form.get("email", [""])[0].strip()
+        password = form.get("password", [""])[0]
+        wait = await self._attempt(request, email)
+        if wait:
+            minutes = max(1, round(wait / 60))
+            message = f"Too many sign-in attempts; try again in {minutes} minute(s)."
+            return await self._page(request, client, signed, pending, message, 429)
+        user = await self.accounts.user_by_email(email) if "@" in email else None
+        stored = None if user is None else await self.accounts.store.reads.oauth.password(user.id)
+        if user is None or not await passwords.verify_in_worker(password, stored):
+            message = "The email or password is not right."
+            return await self._page(request, client, signed, pending, message, 403)
+        who = self.signer.sign("signin", {"u": user.id, "e": user.email}, SIGNED_IN_SECONDS)
+        signed_in = self._cookie(self.signin_cookie, who, SIGNED_IN_SECONDS)
+        nonce = _cookies(request).get(self.nonce_cookie) or ""
+        csrf = self.signer.csrf(nonce, signed)
+        body = pages.consent(
+            user.email, client.name, _host(pending["r"]), signed, csrf, frozenset(pending["sc"])
+        )
+        return _html(200, body, [signed_in])
+
+    async def _attempt(self, request: HttpRequest, email: str) -> float:
+        """Takes one sign-in attempt from the email's allowance and the peer's: the seconds to
+        wait when either is spent, else 0."""
+        now = self.clock()
+        peer = getattr(request.channel, "peer", "") or "-"
+        by_email = await self.quotas.throttle(
+            "signin:" + folded(email), now, EMAIL_RATE, EMAIL_BURST
+        )
+        by_peer = await self.quotas.throttle("signin-from:" + peer, now, PEER_RATE, PEER_BURST)
+        return max(by_email, by_peer)
+
+    async def _consent(
+        self,
+        request: HttpRequest,
+        form: dict[str, list[str]],
+        client: OAuthClient,
+        signed: str,
+        pending: dict[str, Any],
+    ) -> Response:
+        who = self.signer.open("signin", _cookies(request).get(self.signin_cookie))
+        if who is None:
+            message = "Your sign-in expired; sign in again."
+            return await self._page(request, client, signed, pending, message, 401)
+        if form.get("decision", [""])[0] != "allow":
+            return self._back(pending["r"], pending["s"], "access_denied", "The user said no.")
+        chosen = tuple(s for s in catalogue.CONCRETE if s in set(form.get("scope", [])))
+        if not chosen:
+            message = "The user allowed no scope."
+            return self._back(pending["r"], pending["s"], "access_denied", message)
+        code = await self.authority.grant_code(
+            who["u"], client, chosen, pending["r"], pending["ch"]
+        )
+        return self._back(pending["r"], pending["s"], code=code)
+
+    def _back(
+        self,
+        redirect_uri: str,
+        state: str | None,
+        error: str | None = None,
+        description: str | None = None,
+        code: str | None = None,
+    ) -> Response:
+        """A redirect to the client (RFC 6749 section 4.1.2, with `iss`: RFC 9207)."""
+        answer: dict[str, str] = {"code": code} if code else {}
+        if error is not None:
+            answer |= {"error": error, "error_description": description or error}
+        if state is not None:
+            answer["state"] = state
+        answer["iss"] = self.urls.issuer
+        joiner = "&" if urlsplit(redirect_uri).query else "?"
+        location = redirect_uri + joiner + urlencode(answer)
+        headers = [(b"location", location.encode()), *_page_headers()]
+        return HttpResponse(303, headers)
+
+    def _cookie(self, name: str, value: str, seconds: float) -> tuple[bytes, bytes]:
+        secure = "; Secure" if self.secure else ""
+        text = f"{name}={value}; Path=/; Max-Age={int(seconds)}; HttpOnly; SameSite=Lax{secure}"
+        return b"set-cookie", text.encode()
+
+    # --- the endpoints a client program calls ------------------------------------------------
+
+    async def _token(self, request: HttpRequest) -> Response:
+        try:
+            form = _single(_form(request))
+            client = await self._client(request, form)
+            grant_type = form.get("grant_type")
+            if grant_type == "authorization_code":
+                answer = await self.authority.redeem(
+                    client,
+                    _need(form, "code"),
+                    form.get("redirect_uri"),
+                    form.get("code_verifier"),
+                    form.get("resource"),
+                )
+            elif grant_type == "refresh_token":
+                answer = await self.authority.refresh(
+                    client, _need(form, "refresh_token"), form.get("scope"), form.get("resource")
+                )
+            else:
+                raise OAuthError(
+                    "unsupported_grant_type",
+                    "grant_type must be authorization_code or refresh_token.",
+                )
+        except OAuthError as exc:
+            return _json(exc.status, exc.body())
+        return _json(200, answer)
+
+    async def _client(self, request: HttpRequest, form: dict[str, str]) -> OAuthClient:
+        """The client the request comes from, authenticated (RFC 6749 section 2.3.1)."""
+        client_id, secret = _basic(request.header("authorization"))
+        if client_id is None:
+            client_id, secret = form.get("client_id"), form.get("client_secret")
+        if not client_id:
+            raise OAuthError("invalid_client", "Name the client: send client_id.", 401)
+        try:
+            client = await self.clients.find(client_id)
+        except ClientRefused as exc:
+            raise OAuthError("invalid_client", exc.message, 401) from None
+        if not authenticated(client, secret):
+            raise OAuthError("invalid_client", "The client secret is missing or wrong.", 401)
+        return client
+
+    async def _register(self, request: HttpRequest) -> Response:
+        peer = getattr(request.channel, "peer", "") or "-"
+        wait = await self.quotas.throttle(
+            "oauth-register:" + peer, self.clock(), REGISTER_RATE, REGISTER_BURST
+        )
+        if wait:
+            message = "Too many registrations from this address; retry later."
+            return _json(429, {"error": "too_many_requests", "error_description": message})
+        try:
+            body = orjson.loads(request.body)
+        except orjson.JSONDecodeError:
+            body = None
+        try:
+            _, answer = await self.clients.register(body)
+        except ClientRefused as exc:
+            return _json(400, {"error": exc.error, "error_description": exc.message})
+        return _json(201, answer)
+
+    async def _revoke(self, request: HttpRequest) -> Response:
+        try:
+            form = _single(_form(request))
+            client = await self._client(request, form)
+            await self.authority.revoke(client, _need(form, "token"))
+        except OAuthError as exc:
+            return _json(exc.status, exc.body())
+        return HttpResponse(200, _api_headers())
+
+
+# --- requests and responses ---------------------------------------------------------------------
+
+
+def _form(request: HttpRequest) -> dict[str, list[str]]:
+    kind = (request.header("content-type") or "").split(";")[0].strip().lower()
+    if kind != FORM:
+        raise OAuthError("invalid_request", f"Send the parameters as {FORM}.")
+    try:
+        text = request.body.decode("utf-8")
+        return parse_qs(text, keep_blank_values=True, max_num_fields=MOST_FIELDS)
+    except (UnicodeDecodeError, ValueError):
+        raise OAuthError("invalid_request", "The form is not valid UTF-8 form data.") from None
+
+
+def _page_form(request: HttpRequest) -> dict[str, list[str]]:
+    try:
+        return _form(request)
+    except OAuthError as exc:
+        raise BadRequest(exc.message) from None
+
+
+def _single(fields: dict[str, list[str]]) -> dict[str, str]:
+    """RFC 6749 section 3.1: no parameter may be sent twice."""
+    twice = sorted(name for name, values in fields.items() if len(values) > 1)
+    if twice:
+        raise OAuthError("invalid_request", f"Parameters sent more than once: {', '.join(twice)}.")
+    return {name: values[0] for name, values in fields.items()}
+
+
+def _query(query: str) -> dict[str, str]:
+    try:
+        return _single(parse_qs(query, keep_blank_values=True, max_num_fields=MOST_FIELDS))
+    except (OAuthError, ValueError) as exc:
+        message = exc.message if isinstance(exc, OAuthError) else "The request is malformed."
+        raise BadRequest(message) from None
+
+
+def _one(fields: dict[str, list[str]], name: str) -> str:
+    values = fields.get(name, [])
+    if len(values) != 1:
+        raise BadRequest(f"The form must carry exactly one {name}.")
+    return values[0]
+
+
+def _need(form: dict[str, str], name: str) -> str:
+    value = form.get(name)
+    if not value:
+        raise OAuthError("invalid_request", f"The request lacks {name}.")
+    return value
+
+
+def _asked(scope: str | None) -> set[str]:
+    """The concrete scopes a request asks for; conveniences expanded, unknown ones left out."""
+    names = (scope or "").split()
+    known = [name for name in names if name in catalogue.VALID]
+    return set(catalogue.expand(known))
+
+
+def _basic(header: str | None) -> tuple[str | None, str | None]:
+    if not header or header[:6].lower() != "basic ":
+        return None, None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise OAuthError("invalid_client", "The Basic credentials are not valid.", 401) from None
+    client_id, _, secret = decoded.partition(":")
+    return unquote(client_id), unquote(secret)
+
+
+def _cookies(request: HttpRequest) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for part in (request.header("cookie") or "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name and name not in found:
+            found[name] = value
+    return found
+
+
+def _host(uri: str) -> str:
+    parts = urlsplit(uri)
+    return parts.netloc or f"{parts.scheme}:"
+
+
+def _page_headers() -> list[tuple[bytes, bytes]]:
+    return [
+        (b"cache-control", b"no-store"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-frame-options", b"DENY"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"content-security-policy", pages.POLICY.encode()),
+    ]
+
+
+def _html(status: int, body: str, extra: list[tuple[bytes, bytes]] | None = None) -> HttpResponse:
+    headers = [(b"content-type", b"text/html; charset=utf-8"), *_page_headers(), *(extra or [])]
+    return HttpResponse(status, headers, body.encode("utf-8"))
+
+
+def _api_headers() -> list[tuple[bytes, bytes]]:
+    return [
+        (b"cache-control", b"no-store"),
+        (b"pragma", b"no-cache"),
+        (b"access-control-allow-origin", b"*"),
+    ]
+
+
+def _json(status: int, body: dict[str, Any]) -> HttpResponse:
+    headers = [(b"content-type", b"application/json"), *_api_headers()]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Basic realm="sp00ky-mcp"'))
+    return HttpResponse(status, headers, orjson.dumps(body))
+
+
+def _preflight(methods: dict[str, Route]) -> HttpResponse:
+    allowed = ", ".join(sorted({*methods, "OPTIONS"})).encode()
+    return HttpResponse(
+        204,
+        [
+            (b"access-control-allow-origin", b"*"),
+            (b"access-control-allow-methods", allowed),
+            (b"access-control-allow-headers", b"authorization, content-type, mcp-protocol-version"),
+            (b"access-control-max-age", b"600"),
+        ],
+    )
