@@ -150,7 +150,7 @@ async def test_a_request_without_a_token_gets_401_pointing_to_where_sign_in_star
     assert reply.headers["www-authenticate"] == (
         f'Bearer realm="sp00ky-mcp", resource_metadata="{root}'
         '/.well-known/oauth-protected-resource/v1/mcp", scope="projects:read deployments:read '
-        'logs:read env:read vault:read backups:read domains:read links:read tenants:read '
+        "logs:read env:read vault:read backups:read domains:read links:read tenants:read "
         'billing:read"'
     )
 

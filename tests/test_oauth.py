@@ -1,0 +1,444 @@
+"""Sign in with Sp00ky: the resource server's metadata and challenges, the authorization
+server's endpoints, and the attacks each has to stand, over real HTTP on both stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sp00ky_mcp.product import scopes
+from sp00ky_mcp.product.store import Store
+
+from .oauth_support import (
+    FORM,
+    PASSWORD,
+    REDIRECT,
+    allow,
+    answer_of,
+    ask,
+    code_for,
+    redeem,
+    register,
+    root,
+    sign_in,
+    signed_in_tokens,
+    ticked_scopes,
+    token_request,
+    with_password,
+)
+from .product_support import ProductEnv, product_server
+
+pytestmark = pytest.mark.anyio
+
+READ = list(scopes.READ_SCOPES)
+
+
+async def tools_list(env: ProductEnv, token: str) -> httpx.Response:
+    return await env.rpc(token, "tools/list")
+
+
+# --- metadata ---------------------------------------------------------------------------------
+
+
+async def test_protected_resource_metadata_is_served_at_both_well_known_urls(
+    product: ProductEnv,
+) -> None:
+    base = root(product)
+    suffixed = await product.http.get(base + "/.well-known/oauth-protected-resource/v1/mcp")
+    bare = await product.http.get(base + "/.well-known/oauth-protected-resource")
+    expected = {
+        "resource": product.server.url,
+        "authorization_servers": [base],
+        "scopes_supported": list(scopes.CONCRETE),
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Sp00ky Cloud MCP server",
+        "resource_documentation": "https://sp00ky.cloud/docs/mcp",
+    }
+    assert (suffixed.status_code, suffixed.json()) == (200, expected)
+    assert (bare.status_code, bare.json()) == (200, expected)
+    assert suffixed.headers["access-control-allow-origin"] == "*"
+
+
+async def test_authorization_server_metadata_says_pkce_s256_and_metadata_documents(
+    product: ProductEnv,
+) -> None:
+    base = root(product)
+    reply = await product.http.get(base + "/.well-known/oauth-authorization-server")
+    assert reply.status_code == 200
+    assert reply.json() == {
+        "issuer": base,
+        "authorization_endpoint": base + "/oauth/authorize",
+        "token_endpoint": base + "/oauth/token",
+        "registration_endpoint": base + "/oauth/register",
+        "revocation_endpoint": base + "/oauth/revoke",
+        "scopes_supported": list(scopes.CONCRETE),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "token_endpoint_auth_methods_supported": [
+            "none",
+            "client_secret_post",
+            "client_secret_basic",
+        ],
+        "revocation_endpoint_auth_methods_supported": [
+            "none",
+            "client_secret_post",
+            "client_secret_basic",
+        ],
+        "code_challenge_methods_supported": ["S256"],
+        "client_id_metadata_document_supported": True,
+        "authorization_response_iss_parameter_supported": True,
+    }
+
+
+async def test_the_public_url_is_the_issuer(store: Store, tmp_path: Path) -> None:
+    public = "https://mcp.sp00ky.example"
+    async with product_server(store, tmp_path, public_url=public) as env:
+        reply = await env.http.get(root(env) + "/.well-known/oauth-protected-resource/v1/mcp")
+        missing = await env.http.post(env.server.url, json={})
+    assert reply.json()["resource"] == public + "/v1/mcp"
+    assert reply.json()["authorization_servers"] == [public]
+    assert (
+        f'resource_metadata="{public}/.well-known/oauth-protected-resource/v1/mcp"'
+        in missing.headers["www-authenticate"]
+    )
+
+
+async def test_without_oauth_nothing_of_it_is_served(store: Store, tmp_path: Path) -> None:
+    async with product_server(store, tmp_path, oauth=False) as env:
+        metadata = await env.http.get(root(env) + "/.well-known/oauth-authorization-server")
+        missing = await env.http.post(env.server.url, json={})
+    assert metadata.status_code == 404
+    assert missing.headers["www-authenticate"] == 'Bearer realm="sp00ky-mcp"'
+
+
+# --- the whole flow ---------------------------------------------------------------------------
+
+
+async def test_a_signed_in_client_gets_a_token_that_works_like_a_minted_one(
+    product: ProductEnv,
+) -> None:
+    _, issued = await signed_in_tokens(product)
+    assert set(issued) == {"access_token", "token_type", "expires_in", "refresh_token", "scope"}
+    assert (issued["token_type"], issued["expires_in"]) == ("Bearer", 3600)
+    assert issued["scope"] == " ".join(READ)
+    assert issued["access_token"].startswith("mcp_live_")
+    listed = await tools_list(product, issued["access_token"])
+    names = {tool["name"] for tool in listed.json()["result"]["tools"]}
+    assert "list_projects" in names and "create_project" not in names
+    user = await product.accounts.ensure_user("ada@example.com")
+    (row,) = await product.accounts.list_tokens(user)
+    assert (row.name, row.grant_id is not None, row.resource) == (
+        "Test Client",
+        True,
+        product.server.url,
+    )
+
+
+async def test_the_consent_page_ticks_read_scopes_only(product: ProductEnv) -> None:
+    await with_password(product)
+    client_id = await register(product)
+    async with httpx.AsyncClient() as browser:
+        asked = await ask(browser, product, client_id, scope="mcp:full secrets:reveal")
+        consent = await sign_in(browser, product, asked)
+    assert consent.status_code == 200
+    assert ticked_scopes(consent.text) == READ
+    assert "Test Client" in consent.text and "127.0.0.1:43210" in consent.text
+    assert "env:write</code>: set, delete and bulk-load environment variables <em>(asked for)" in (
+        consent.text
+    )
+    assert "unmasked" in consent.text
+    assert consent.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in consent.headers["content-security-policy"]
+
+
+async def test_write_scopes_and_reveal_are_granted_only_when_ticked(product: ProductEnv) -> None:
+    _, issued = await signed_in_tokens(product, [*READ, "env:write", "secrets:reveal"])
+    assert issued["scope"].split() == [*READ, "env:write", "secrets:reveal"]
+
+
+async def test_a_refresh_rotates_both_tokens_and_the_old_access_token_stops(
+    product: ProductEnv,
+) -> None:
+    client_id, issued = await signed_in_tokens(product)
+    reply = await token_request(
+        product,
+        grant_type="refresh_token",
+        refresh_token=issued["refresh_token"],
+        client_id=client_id,
+    )
+    assert reply.status_code == 200, reply.text
+    fresh = reply.json()
+    assert fresh["access_token"] != issued["access_token"]
+    assert fresh["refresh_token"] != issued["refresh_token"]
+    assert (await tools_list(product, fresh["access_token"])).status_code == 200
+    assert (await tools_list(product, issued["access_token"])).status_code == 401
+
+
+async def test_a_refresh_may_ask_for_fewer_scopes_never_more(product: ProductEnv) -> None:
+    client_id, issued = await signed_in_tokens(product)
+    more = await token_request(
+        product,
+        grant_type="refresh_token",
+        refresh_token=issued["refresh_token"],
+        client_id=client_id,
+        scope="env:write",
+    )
+    assert (more.status_code, more.json()["error"]) == (400, "invalid_scope")
+
+
+async def test_revocation_ends_the_access_and_refresh_tokens(product: ProductEnv) -> None:
+    client_id, issued = await signed_in_tokens(product)
+    revoke = await product.http.post(
+        root(product) + "/oauth/revoke",
+        data={"token": issued["refresh_token"], "client_id": client_id},
+        headers=FORM,
+    )
+    assert revoke.status_code == 200
+    assert (await tools_list(product, issued["access_token"])).status_code == 401
+    again = await token_request(
+        product,
+        grant_type="refresh_token",
+        refresh_token=issued["refresh_token"],
+        client_id=client_id,
+    )
+    assert (again.status_code, again.json()["error"]) == (400, "invalid_grant")
+
+
+async def test_revoking_a_signed_in_token_from_the_cli_ends_its_refresh_too(
+    product: ProductEnv,
+) -> None:
+    client_id, issued = await signed_in_tokens(product)
+    user = await product.accounts.ensure_user("ada@example.com")
+    await product.accounts.revoke(user, "Test Client")
+    refreshed = await token_request(
+        product,
+        grant_type="refresh_token",
+        refresh_token=issued["refresh_token"],
+        client_id=client_id,
+    )
+    assert (refreshed.status_code, refreshed.json()["error"]) == (400, "invalid_grant")
+
+
+async def test_a_confidential_client_must_prove_its_secret(product: ProductEnv) -> None:
+    await with_password(product)
+    reply = await product.http.post(
+        root(product) + "/oauth/register",
+        json={"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "client_secret_post"},
+    )
+    registered = reply.json()
+    code, asked = await code_for(product, registered["client_id"])
+    wrong = await redeem(product, code, asked, client_secret="nope")
+    assert (wrong.status_code, wrong.json()["error"]) == (401, "invalid_client")
+    code, asked = await code_for(product, registered["client_id"])
+    right = await redeem(product, code, asked, client_secret=registered["client_secret"])
+    assert right.status_code == 200
+
+
+# --- step-up ----------------------------------------------------------------------------------
+
+
+async def test_a_signed_in_token_lacking_a_scope_gets_403_naming_only_that_scope(
+    product: ProductEnv,
+) -> None:
+    _, issued = await signed_in_tokens(product)
+    reply = await product.rpc(
+        issued["access_token"],
+        "tools/call",
+        {"name": "create_project", "arguments": {"name": "api"}},
+    )
+    assert reply.status_code == 403
+    value = reply.headers["www-authenticate"]
+    assert value.startswith('Bearer resource_metadata="')
+    assert ', scope="projects:write", error="insufficient_scope", ' in value
+
+
+async def test_a_minted_token_lacking_a_scope_still_gets_the_error_result(
+    product: ProductEnv,
+) -> None:
+    user = await product.user()
+    token = await product.token(user, scopes="mcp:read")
+    text = await product.error_text(token, "create_project", {"name": "api"})
+    assert "spky mcp token --scopes projects:write" in text
+
+
+# --- attacks ----------------------------------------------------------------------------------
+
+
+async def test_a_wrong_or_missing_verifier_gets_no_token(product: ProductEnv) -> None:
+    await with_password(product)
+    client_id = await register(product)
+    code, asked = await code_for(product, client_id)
+    wrong = await redeem(product, code, asked, code_verifier="x" * 43)
+    assert (wrong.status_code, wrong.json()["error"]) == (400, "invalid_grant")
+    code, asked = await code_for(product, client_id)
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT}
+    missing = await token_request(product, client_id=client_id, **form)
+    assert (missing.status_code, missing.json()["error"]) == (400, "invalid_grant")
+
+
+async def test_an_authorization_request_without_pkce_goes_back_refused(
+    product: ProductEnv,
+) -> None:
+    await with_password(product)
+    client_id = await register(product)
+    async with httpx.AsyncClient() as browser:
+        asked = await ask(browser, product, client_id, code_challenge_method="plain")
+    answer = answer_of(asked.page)
+    assert answer["error"] == "invalid_request" and answer["state"] == asked.state
+
+
+async def test_a_code_used_twice_revokes_what_the_first_use_gave(product: ProductEnv) -> None:
+    await with_password(product)
+    client_id = await register(product)
+    code, asked = await code_for(product, client_id)
+    first = await redeem(product, code, asked)
+    second = await redeem(product, code, asked)
+    assert (second.status_code, second.json()["error"]) == (400, "invalid_grant")
+    assert (await tools_list(product, first.json()["access_token"])).status_code == 401
+
+
+async def test_a_redirect_uri_not_registered_is_shown_a_page_and_never_redirected_to(
+    product: ProductEnv,
+) -> None:
+    client_id = await register(product)
+    async with httpx.AsyncClient() as browser:
+        evil = await ask(browser, product, client_id, redirect_uri="https://evil.example/cb")
+        near = await ask(browser, product, client_id, redirect_uri=REDIRECT + "/../x")
+    for reply in (evil, near):
+        assert reply.page.status_code == 400
+        assert "location" not in reply.page.headers
+        assert "not one this client registered" in reply.page.text
+
+
+async def test_a_loopback_redirect_may_use_another_port(product: ProductEnv) -> None:
+    await with_password(product)
+    client_id = await register(product)
+    async with httpx.AsyncClient() as browser:
+        asked = await ask(
+            browser, product, client_id, redirect_uri="http://127.0.0.1:50001/callback"
+        )
+    assert asked.page.status_code == 200
+
+
+async def test_an_unknown_client_is_shown_a_page(product: ProductEnv) -> None:
+    async with httpx.AsyncClient() as browser:
+        asked = await ask(browser, product, "cli_nobody")
+    assert asked.page.status_code == 400
+    assert "location" not in asked.page.headers
+
+
+async def test_a_consent_form_without_its_csrf_token_is_refused(product: ProductEnv) -> None:
+    await with_password(product)
+    client_id = await register(product)
+    async with httpx.AsyncClient() as browser:
+        asked = await ask(browser, product, client_id)
+        consent = await sign_in(browser, product, asked)
+        forged = {"request": asked.fields()["request"], "step": "consent"}
+        no_token = await browser.post(
+            root(product) + "/oauth/authorize", data=forged | {"decision": "allow"}
+        )
+        other_browser = await _from_another_browser(product, consent)
+    assert no_token.status_code == 403 and "location" not in no_token.headers
+    assert other_browser.status_code == 403 and "location" not in other_browser.headers
+
+
+async def _from_another_browser(env: ProductEnv, consent: httpx.Response) -> httpx.Response:
+    """The consent form posted with its own fields but another browser's cookies: what a
+    cross-site form would send."""
+    async with httpx.AsyncClient() as other:
+        return await allow(other, env, consent)
+
+
+async def test_a_token_issued_for_another_resource_is_refused(store: Store, tmp_path: Path) -> None:
+    # Two deployments on one store, known by different URLs (plain http: the test's browser
+    # reaches them directly, where https would keep its Secure cookies from them).
+    async with product_server(store, tmp_path, public_url="http://a.localhost") as first:
+        _, issued = await signed_in_tokens(first)
+    async with product_server(store, tmp_path, public_url="http://b.localhost") as second:
+        reply = await tools_list(second, issued["access_token"])
+    assert reply.status_code == 401
+    assert "issued for another resource" in reply.text
+
+
+async def test_a_token_request_for_another_resource_is_refused(product: ProductEnv) -> None:
+    await with_password(product)
+    client_id = await register(product)
+    code, asked = await code_for(product, client_id)
+    reply = await redeem(product, code, asked, resource="https://elsewhere.example/v1/mcp")
+    assert (reply.status_code, reply.json()["error"]) == (400, "invalid_target")
+
+
+async def test_a_refresh_token_used_again_after_rotation_revokes_the_grant(
+    product: ProductEnv,
+) -> None:
+    client_id, issued = await signed_in_tokens(product)
+    form: dict[str, Any] = {"grant_type": "refresh_token", "client_id": client_id}
+    fresh = await token_request(product, refresh_token=issued["refresh_token"], **form)
+    replay = await token_request(product, refresh_token=issued["refresh_token"], **form)
+    assert (replay.status_code, replay.json()["error"]) == (400, "invalid_grant")
+    assert (await tools_list(product, fresh.json()["access_token"])).status_code == 401
+    after = await token_request(product, refresh_token=fresh.json()["refresh_token"], **form)
+    assert after.status_code == 400
+
+
+async def test_a_client_metadata_document_on_a_private_address_is_not_fetched(
+    product: ProductEnv,
+) -> None:
+    async with httpx.AsyncClient() as browser:
+        for client_id in (
+            "https://127.0.0.1/client.json",
+            "https://10.0.0.8/client.json",
+            "https://169.254.169.254/latest/meta-data",
+            "https://localhost/client.json",
+        ):
+            asked = await ask(browser, product, client_id)
+            assert asked.page.status_code == 400, client_id
+            assert "private or local address" in asked.page.text, client_id
+
+
+async def test_sign_in_attempts_are_limited(product: ProductEnv) -> None:
+    await with_password(product)
+    client_id = await register(product)
+    async with httpx.AsyncClient() as browser:
+        asked = await ask(browser, product, client_id)
+        codes = [
+            (await sign_in(browser, product, asked, password=f"wrong-{n}-password")).status_code
+            for n in range(6)
+        ]
+        right = await sign_in(browser, product, asked, password=PASSWORD)
+    assert codes == [403] * 5 + [429]
+    assert right.status_code == 429 and "Too many sign-in attempts" in right.text
+
+
+async def test_a_wrong_password_says_so_without_telling_which_part(product: ProductEnv) -> None:
+    await with_password(product)
+    client_id = await register(product)
+    async with httpx.AsyncClient() as browser:
+        asked = await ask(browser, product, client_id)
+        nobody = await sign_in(browser, product, asked, email="nobody@example.com")
+        wrong = await sign_in(browser, product, asked, password="not the password")
+    assert nobody.status_code == wrong.status_code == 403
+    assert "The email or password is not right." in nobody.text
+    assert "The email or password is not right." in wrong.text
+
+
+async def test_registration_refuses_redirects_a_client_cannot_own(product: ProductEnv) -> None:
+    for uri in ("http://evil.example/cb", "javascript:alert(1)", "https://x.example/#frag"):
+        reply = await product.http.post(
+            root(product) + "/oauth/register", json={"redirect_uris": [uri]}
+        )
+        assert (reply.status_code, reply.json()["error"]) == (400, "invalid_redirect_uri"), uri
+
+
+async def test_the_user_saying_no_goes_back_as_access_denied(product: ProductEnv) -> None:
+    await with_password(product)
+    client_id = await register(product)
+    async with httpx.AsyncClient() as browser:
+        asked = await ask(browser, product, client_id)
+        consent = await sign_in(browser, product, asked)
+        answer = answer_of(await allow(browser, product, consent, decision="deny"))
+    assert answer["error"] == "access_denied" and "code" not in answer
