@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.runtime-installed
 TOOLING := $(VENV)/.test-installed
 NODE_DEPS := tests/conformance/node_modules/.installed
+# The browser the sign-in tests drive: Debian's, never one a test tool downloads.
+CHROMIUM := /usr/bin/chromium
 ARGS ?=
 
 .PHONY: run test lint unit conformance bench soak clean
@@ -21,6 +23,9 @@ $(TOOLING): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
 	touch $(RUNTIME) $@
 
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
 $(NODE_DEPS): tests/conformance/package.json tests/conformance/package-lock.json
 	cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
@@ -33,13 +38,13 @@ lint: $(TOOLING)
 	$(BIN)/ruff format --check sp00ky_mcp tests bench
 	$(BIN)/mypy
 
-unit: $(TOOLING)
+unit: $(TOOLING) $(CHROMIUM)
 	$(BIN)/pytest -m "not conformance"
 
 conformance: $(TOOLING) $(NODE_DEPS)
 	$(BIN)/pytest -m conformance --no-cov
 
-test: lint $(NODE_DEPS)
+test: lint $(NODE_DEPS) $(CHROMIUM)
 	$(BIN)/pytest
 
 BENCH := $(VENV)/.bench-installed
