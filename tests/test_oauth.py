@@ -3,10 +3,14 @@ server's endpoints, and the attacks each has to stand, over real HTTP on both st
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from sp00ky_mcp.product import scopes
@@ -442,3 +446,84 @@ async def test_the_user_saying_no_goes_back_as_access_denied(product: ProductEnv
         consent = await sign_in(browser, product, asked)
         answer = answer_of(await allow(browser, product, consent, decision="deny"))
     assert answer["error"] == "access_denied" and "code" not in answer
+
+
+# --- client ID metadata documents ----------------------------------------------------------------
+
+
+@asynccontextmanager
+async def documents(served: dict[str, bytes]) -> AsyncIterator[str]:
+    """An HTTP server on loopback serving `served` (path -> body): a client's metadata
+    documents where a developer's machine would have them."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        path = head.split(b" ", 2)[1].decode()
+        body = served.get(path)
+        status = b"200 OK" if body is not None else b"404 Not Found"
+        body = body if body is not None else b"{}"
+        writer.write(
+            b"HTTP/1.1 "
+            + status
+            + b"\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            + f"content-length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def document(client_id: str, **fields: Any) -> bytes:
+    return orjson.dumps(
+        {"client_id": client_id, "client_name": "Doc Client", "redirect_uris": [REDIRECT]} | fields
+    )
+
+
+async def test_a_client_named_by_its_metadata_document_signs_in(
+    store: Store, tmp_path: Path
+) -> None:
+    served: dict[str, bytes] = {}
+    async with documents(served) as base:
+        client_id = base + "/clients/doc.json"
+        served["/clients/doc.json"] = document(client_id)
+        async with product_server(store, tmp_path, oauth_private_clients=True) as env:
+            await with_password(env)
+            code, asked = await code_for(env, client_id)
+            reply = await redeem(env, code, asked)
+            user = await env.accounts.ensure_user("ada@example.com")
+            (row,) = await env.accounts.list_tokens(user)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["access_token"].startswith("mcp_live_")
+    assert row.name == "Doc Client"
+
+
+async def test_a_metadata_document_that_names_another_client_or_is_too_big_is_refused(
+    store: Store, tmp_path: Path
+) -> None:
+    served: dict[str, bytes] = {}
+    async with documents(served) as base:
+        served["/other.json"] = document(base + "/elsewhere.json")
+        served["/big.json"] = document(base + "/big.json", padding="x" * 20_000)
+        served["/bad-redirect.json"] = document(
+            base + "/bad-redirect.json", redirect_uris=["http://evil.example/cb"]
+        )
+        async with (
+            product_server(store, tmp_path, oauth_private_clients=True) as env,
+            httpx.AsyncClient() as browser,
+        ):
+            pages = {
+                name: (await ask(browser, env, base + name)).page
+                for name in ("/other.json", "/big.json", "/bad-redirect.json", "/missing.json")
+            }
+    assert {name: page.status_code for name, page in pages.items()} == dict.fromkeys(pages, 400)
+    assert "must name its own URL as client_id" in pages["/other.json"].text
+    assert "larger than 16384 bytes" in pages["/big.json"].text
+    assert "plain http away from loopback" in pages["/bad-redirect.json"].text
+    assert "answered 404, not 200" in pages["/missing.json"].text

@@ -75,6 +75,7 @@ class Authority:
             tokens.digest(code), grant.id, redirect_uri, challenge, now + CODE_SECONDS, None
         )
         async with self.store.transaction() as tx:
+            await tx.oauth.forget_expired(now)
             await tx.oauth.add_grant(grant)
             await tx.oauth.add_code(stored)
         return code
