@@ -3,6 +3,7 @@ as a real process, to show it never prompts when standard input is not a termina
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import stat
@@ -21,6 +22,7 @@ import pytest
 from sp00ky_mcp.cli.commands import main
 from sp00ky_mcp.engine.config import Limits
 from sp00ky_mcp.product import tokens
+from sp00ky_mcp.product.oauth import passwords
 from sp00ky_mcp.product.store.sqlite import SqliteStore
 
 from .product_support import ProductEnv, product_server
@@ -895,3 +897,100 @@ def test_install_claude_with_project_registers_at_project_scope_reading_the_envi
         "--header",
         "Authorization: Bearer ${SP00KY_MCP_TOKEN}",
     ]
+
+
+# --- install by URL alone (OAuth sign-in) -----------------------------------------------------
+
+SIGN_IN_NOTE = (
+    "The editor signs you in to Sp00ky in your browser when it first connects (set your "
+    "password with `spky mcp user passwd EMAIL` on the server).\n"
+)
+
+
+def test_install_cursor_with_oauth_writes_the_url_alone(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    result = spky(capsys, "install", "--client", "cursor", "--oauth", "--url", URL)
+    path = home / ".cursor" / "mcp.json"
+    assert result == (0, f"Registered 'sp00ky' in {path}.\n" + SIGN_IN_NOTE, "")
+    assert orjson.loads(path.read_bytes()) == {"mcpServers": {"sp00ky": {"url": URL}}}
+
+
+def test_install_vscode_with_oauth_asks_for_no_token(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    result = spky(capsys, "install", "--client", "vscode", "--oauth", "--url", URL)
+    path = Path.cwd() / ".vscode" / "mcp.json"
+    assert result == (0, f"Registered 'sp00ky' in {path}.\n" + SIGN_IN_NOTE, "")
+    assert orjson.loads(path.read_bytes()) == {
+        "inputs": [],
+        "servers": {"sp00ky": {"type": "http", "url": URL}},
+    }
+
+
+def test_install_claude_with_oauth_adds_the_url_without_a_header(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = fake_claude(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    status, _, err = spky(capsys, "install", "--client", "claude", "--oauth", "--url", URL)
+    assert (status, err) == (0, "")
+    assert argv.read_text().splitlines() == [
+        "mcp",
+        "add",
+        "--transport",
+        "http",
+        "--scope",
+        "user",
+        "sp00ky",
+        URL,
+    ]
+
+
+def test_install_with_oauth_refuses_a_token_or_stdio(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    for extra in (("--token", TOKEN), ("--stdio",)):
+        status, _, err = spky(capsys, "install", "--client", "cursor", "--oauth", *extra)
+        assert (status, err) == (
+            1,
+            "spky: --oauth registers the URL alone, for the editor to sign in: drop --stdio "
+            "and --token.\n",
+        )
+    assert not (home / ".cursor").exists()
+
+
+def test_user_passwd_sets_the_password_a_user_signs_in_with(
+    capsys: pytest.CaptureFixture[str], data_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a long enough password\n"))
+    result = spky(
+        capsys, "user", "passwd", "grace@example.com", "--data-dir", data_dir, "--password-stdin"
+    )
+    assert result == (
+        0,
+        "Password set for grace@example.com; they can now sign in from an MCP client.\n",
+        "",
+    )
+
+    async def stored() -> str | None:
+        store = await SqliteStore.open(data_dir)
+        try:
+            user = await store.reads.accounts.user_by_email("grace@example.com")
+            assert user is not None
+            return await store.reads.oauth.password(user.id)
+        finally:
+            await store.close()
+
+    hashed = anyio.run(stored)
+    assert hashed is not None and passwords.verifies("a long enough password", hashed)
+
+
+def test_user_passwd_refuses_a_short_password_and_changes_nothing(
+    capsys: pytest.CaptureFixture[str], data_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("short\n"))
+    result = spky(
+        capsys, "user", "passwd", "grace@example.com", "--data-dir", data_dir, "--password-stdin"
+    )
+    assert result == (1, "", "spky: A password needs at least 10 characters.\n")

@@ -493,6 +493,11 @@ def add_install_command(commands: Any) -> None:
         help="the editor starts `spky mcp stdio` itself (token in its environment), no URL",
     )
     install.add_argument(
+        "--oauth",
+        action="store_true",
+        help="register the URL alone: the editor signs you in with OAuth, no token written",
+    )
+    install.add_argument(
         "--read-only", action="store_true", help="the editor sees the read tools only"
     )
     install.add_argument(
@@ -1131,7 +1136,8 @@ def install(client: str, url: editors.Where, token: str, project: bool, quiet: b
         else:
             path = editors.vscode_path(Path.cwd())
             editors.write_private_json(path, editors.merge_vscode(editors.read_json(path), url))
-            out("VS Code will ask for the token when it starts the server.")
+            if not isinstance(url, editors.SignIn):
+                out("VS Code will ask for the token when it starts the server.")
     except editors.EditorError as exc:
         raise CliError(str(exc)) from None
     out(f"Registered '{editors.SERVER_NAME}' in {path}.")
@@ -1144,6 +1150,8 @@ def install_cursor(
     path = editors.cursor_path(project, Path.home(), Path.cwd())
     reason = cursor_reference_reason(path, project)
     value = editors.CURSOR_TOKEN_REFERENCE if reason else token
+    if isinstance(url, editors.SignIn):
+        reason = None  # no token anywhere: the editor signs in
     editors.write_private_json(path, editors.merge_cursor(editors.read_json(path), url, value))
     if reason:
         out(
@@ -1159,7 +1167,10 @@ def install_claude(
     """At user scope with the token; at project scope (`.mcp.json`, which may be committed)
     with a reference to SP00KY_MCP_TOKEN that Claude Code expands."""
     scope = "project" if project else "user"
-    if project:
+    if isinstance(url, editors.SignIn):
+        command = editors.claude_command(url, "", scope)
+        by_hand = shlex.join(command)
+    elif project:
         command = editors.claude_command(url, editors.CLAUDE_TOKEN_REFERENCE, scope)
         by_hand = shlex.join(command)
     else:
@@ -1187,9 +1198,10 @@ def install_claude(
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    url: editors.Where = narrowed_url(
-        server_url(args.url), args.read_only, args.toolsets, args.tools
-    )
+    address = narrowed_url(server_url(args.url), args.read_only, args.toolsets, args.tools)
+    if args.oauth:
+        return install_signed_in(args, address)
+    url: editors.Where = address
     if args.stdio:
         url = stdio_where(args)
     # VS Code prompts for the token itself, and a Cursor config that may be committed refers
@@ -1200,6 +1212,20 @@ def cmd_install(args: argparse.Namespace) -> int:
     )
     token = checked_token(args.token) if needs_token else ""
     return install(args.client, url, token, args.project)
+
+
+def install_signed_in(args: argparse.Namespace, url: str) -> int:
+    """By URL alone: the editor signs the user in with OAuth on the server's first 401."""
+    if args.stdio or args.token:
+        raise CliError(
+            "--oauth registers the URL alone, for the editor to sign in: drop --stdio and --token."
+        )
+    status = install(args.client, editors.SignIn(url), "", args.project)
+    say(
+        "The editor signs you in to Sp00ky in your browser when it first connects (set your "
+        "password with `spky mcp user passwd EMAIL` on the server)."
+    )
+    return status
 
 
 def stdio_where(args: argparse.Namespace) -> editors.Stdio:

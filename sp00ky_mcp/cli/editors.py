@@ -45,8 +45,17 @@ class Stdio:
     command: tuple[str, ...]
 
 
-# Where an editor reaches the server: its HTTP URL, or the stdio command.
-Where = str | Stdio
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    """The server's HTTP URL alone: the editor signs the user in with OAuth when the server
+    first answers 401, and keeps the tokens itself; no token is written anywhere."""
+
+    url: str
+
+
+# Where an editor reaches the server: its HTTP URL with a token, the stdio command, or its URL
+# to sign in at.
+Where = str | Stdio | SignIn
 
 
 def claude_command(url: Where, token: str, scope: str = "user") -> list[str]:
@@ -55,6 +64,18 @@ def claude_command(url: Where, token: str, scope: str = "user") -> list[str]:
     if isinstance(url, Stdio):
         head = ["claude", "mcp", "add", "--scope", scope, SERVER_NAME, "--", *url.command]
         return [*head[:5], "-e", f"{TOKEN_VARIABLE}={token}", *head[5:]]
+    if isinstance(url, SignIn):
+        return [
+            "claude",
+            "mcp",
+            "add",
+            "--transport",
+            "http",
+            "--scope",
+            scope,
+            SERVER_NAME,
+            url.url,
+        ]
     return [
         "claude",
         "mcp",
@@ -78,6 +99,8 @@ def claude_command_from_environment(url: Where) -> str:
     """The command with the token read from $SP00KY_MCP_TOKEN when a shell runs it: the
     header (or the variable given to the stdio command) is double-quoted so that the shell
     expands it, and the token stays out of the shell's history file."""
+    if isinstance(url, SignIn):
+        return shlex.join(claude_command(url, ""))
     if isinstance(url, Stdio):
         words = claude_command(url, "")
         given = f'"{TOKEN_VARIABLE}=${TOKEN_VARIABLE}"'
@@ -93,6 +116,8 @@ def cursor_entry(url: Where, token: str) -> dict[str, Any]:
             "args": list(url.command[1:]),
             "env": {TOKEN_VARIABLE: token},
         }
+    if isinstance(url, SignIn):
+        return {"url": url.url}
     return {"url": url, "headers": {"Authorization": f"Bearer {token}"}}
 
 
@@ -101,10 +126,14 @@ def vscode_server(url: Where) -> dict[str, Any]:
     if isinstance(url, Stdio):
         command, args = url.command[0], list(url.command[1:])
         return {"type": "stdio", "command": command, "args": args, "env": {TOKEN_VARIABLE: token}}
+    if isinstance(url, SignIn):
+        return {"type": "http", "url": url.url}
     return {"type": "http", "url": url, "headers": {"Authorization": f"Bearer {token}"}}
 
 
 def vscode_config(url: Where) -> dict[str, Any]:
+    if isinstance(url, SignIn):  # VS Code signs in itself: nothing to ask for
+        return {"inputs": [], "servers": {SERVER_NAME: vscode_server(url)}}
     return {
         "inputs": [
             {
