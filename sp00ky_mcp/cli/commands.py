@@ -1700,11 +1700,13 @@ async def connect_notes(product: Product, user: User, url: str, where: str) -> l
     """What someone who just started the server needs in order to connect.  On a store with
     no tokens at all, a read-only token is minted and shown this once.  `where`: the flags
     that point `spky mcp token` at the same store."""
+    signing_in = sign_in_notes(product, user, url, where)
     if await product.accounts.list_tokens(user):
         return [
             f"Store: {product.store.describe} (user {user.email})",
             f"Mint a token:  spky mcp token {where} --url {url}",
             f"Check a token: spky mcp doctor --url {url} --token mcp_live_…",
+            *signing_in,
         ]
     accounts = product.accounts
     record, secret = await accounts.mint(user, "first-run", scopes.DEFAULT, DEFAULT_TOKEN_DAYS)
@@ -1717,4 +1719,16 @@ async def connect_notes(product: Product, user: User, url: str, where: str) -> l
         f"  {editors.claude_command_text(url, secret)}",
         f"Any MCP client: POST {url} with the header 'Authorization: Bearer {secret}'.",
         f"More tokens: spky mcp token {where} --url {url}",
+        *signing_in,
+    ]
+
+
+def sign_in_notes(product: Product, user: User, url: str, where: str) -> list[str]:
+    """How a client adds the server by URL alone, when the server signs users in."""
+    if not product.server.config.oauth:
+        return []
+    return [
+        f"Or add {url} alone to a client that signs in with OAuth (Claude Desktop, claude.ai, "
+        "VS Code, Cursor, Claude Code); a user signs in with a password set by",
+        f"  spky mcp user passwd {user.email} {where}".rstrip(),
     ]
