@@ -524,12 +524,19 @@ ALLOWED: dict[str, Callable[[str], bool]] = {
     "x-accel-buffering": {"no"}.__contains__,
     "connection": {"close", "keep-alive"}.__contains__,
     "allow": {"GET, POST, DELETE", "POST"}.__contains__,
-    "www-authenticate": {REALM, f'{REALM}, error="invalid_token"'}.__contains__,
+    "www-authenticate": lambda value: CHALLENGE.fullmatch(value) is not None,
     "retry-after": str.isdigit,
     "mcp-session-id": lambda value: SESSION_ID.fullmatch(value) is not None,
     "date": lambda value: IMF_FIXDATE.fullmatch(value) is not None,
 }
 MARK = "injected"
+# The 401 challenge: where sign-in starts, the scopes to ask for, and for a refused token the
+# server's own sentence of why (RFC 6750's characters only).
+CHALLENGE = re.compile(
+    r'Bearer realm="sp00ky-mcp", resource_metadata="http://127\.0\.0\.1:\d+'
+    r'/\.well-known/oauth-protected-resource/v1/mcp", scope="[a-z: ]+"'
+    r'(, error="invalid_token", error_description="[ !#-\[\]-~]+")?'
+)
 
 
 def b64(text: str) -> str:
