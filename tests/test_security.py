@@ -512,6 +512,13 @@ IMF_FIXDATE = re.compile(r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:
 REALM = 'Bearer realm="sp00ky-mcp"'
 # Every header field the server may send, with the values it may have: fixed ones, or a form
 # the server fills in itself.  Nothing a client sends may shape a name or a value.
+# The 401 challenge: where sign-in starts, the scopes to ask for, and for a refused token the
+# server's own sentence of why (RFC 6750's characters only).
+CHALLENGE = re.compile(
+    r'Bearer realm="sp00ky-mcp", resource_metadata="http://127\.0\.0\.1:\d+'
+    r'/\.well-known/oauth-protected-resource/v1/mcp", scope="[a-z: ]+"'
+    r'(, error="invalid_token", error_description="[ !#-\[\]-~]+")?'
+)
 ALLOWED: dict[str, Callable[[str], bool]] = {
     "content-type": {
         "application/json",
@@ -530,13 +537,6 @@ ALLOWED: dict[str, Callable[[str], bool]] = {
     "date": lambda value: IMF_FIXDATE.fullmatch(value) is not None,
 }
 MARK = "injected"
-# The 401 challenge: where sign-in starts, the scopes to ask for, and for a refused token the
-# server's own sentence of why (RFC 6750's characters only).
-CHALLENGE = re.compile(
-    r'Bearer realm="sp00ky-mcp", resource_metadata="http://127\.0\.0\.1:\d+'
-    r'/\.well-known/oauth-protected-resource/v1/mcp", scope="[a-z: ]+"'
-    r'(, error="invalid_token", error_description="[ !#-\[\]-~]+")?'
-)
 
 
 def b64(text: str) -> str:
