@@ -4,6 +4,7 @@ server's endpoints, and the attacks each has to stand, over real HTTP on both st
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ import orjson
 import pytest
 
 from sp00ky_mcp.product import scopes
+from sp00ky_mcp.product.oauth.web import OAuthWeb
 from sp00ky_mcp.product.store import Store
 
 from .oauth_support import (
@@ -527,3 +529,40 @@ async def test_a_metadata_document_that_names_another_client_or_is_too_big_is_re
     assert "larger than 16384 bytes" in pages["/big.json"].text
     assert "plain http away from loopback" in pages["/bad-redirect.json"].text
     assert "answered 404, not 200" in pages["/missing.json"].text
+
+
+async def test_a_code_expires_a_minute_after_consent(product: ProductEnv) -> None:
+    web = product.server.service.pages
+    assert isinstance(web, OAuthWeb)
+    now = [time.time()]
+    web.authority.clock = lambda: now[0]
+    await with_password(product)
+    client_id = await register(product)
+    code, asked = await code_for(product, client_id)
+    now[0] += 61
+    late = await redeem(product, code, asked)
+    assert late.json() == {
+        "error": "invalid_grant",
+        "error_description": "The code expired (codes last a minute); sign in again.",
+    }
+    code, asked = await code_for(product, client_id)
+    now[0] += 59
+    assert (await redeem(product, code, asked)).status_code == 200
+
+
+async def test_a_refresh_token_expires_thirty_days_after_it_was_issued(
+    product: ProductEnv,
+) -> None:
+    web = product.server.service.pages
+    assert isinstance(web, OAuthWeb)
+    now = [time.time()]
+    web.authority.clock = lambda: now[0]
+    client_id, issued = await signed_in_tokens(product)
+    now[0] += 30 * 86400 + 1
+    late = await token_request(
+        product,
+        grant_type="refresh_token",
+        refresh_token=issued["refresh_token"],
+        client_id=client_id,
+    )
+    assert late.json()["error_description"] == "The refresh token expired; sign in again."
