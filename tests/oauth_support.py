@@ -63,8 +63,9 @@ async def with_password(env: ProductEnv, email: str = "ada@example.com") -> None
     await env.accounts.set_password(user, PASSWORD)
 
 
-def authorize_url(env: ProductEnv, client_id: str, challenge: str, **extra: str) -> str:
-    params = {
+def authorize_url(env: ProductEnv, client_id: str, challenge: str, **extra: str | None) -> str:
+    """The authorization request; an `extra` parameter given as None is left out."""
+    params: dict[str, str | None] = {
         "response_type": "code",
         "client_id": client_id,
         "redirect_uri": REDIRECT,
@@ -73,11 +74,18 @@ def authorize_url(env: ProductEnv, client_id: str, challenge: str, **extra: str)
         "state": "st-" + secrets.token_hex(4),
         "resource": resource(env),
         "scope": "mcp:read",
-    } | extra
-    return root(env) + "/oauth/authorize?" + urlencode(params)
+    }
+    params.update(extra)
+    return root(env) + "/oauth/authorize?" + urlencode(present(params))
 
 
-async def ask(browser: httpx.AsyncClient, env: ProductEnv, client_id: str, **extra: str) -> Asked:
+def present(params: dict[str, str | None]) -> dict[str, str]:
+    return {name: value for name, value in params.items() if value is not None}
+
+
+async def ask(
+    browser: httpx.AsyncClient, env: ProductEnv, client_id: str, **extra: str | None
+) -> Asked:
     verifier = secrets.token_urlsafe(48)
     url = authorize_url(env, client_id, pkce.s256(verifier), **extra)
     page = await browser.get(url)
@@ -122,7 +130,7 @@ def answer_of(reply: httpx.Response) -> dict[str, str]:
 
 
 async def code_for(
-    env: ProductEnv, client_id: str, scopes: list[str] | None = None, **extra: str
+    env: ProductEnv, client_id: str, scopes: list[str] | None = None, **extra: str | None
 ) -> tuple[str, Asked]:
     """A code, through the whole browser part: request, sign-in, consent."""
     async with httpx.AsyncClient() as browser:
@@ -138,16 +146,17 @@ async def token_request(env: ProductEnv, **form: str) -> httpx.Response:
     return await env.http.post(root(env) + "/oauth/token", data=form, headers=FORM)
 
 
-async def redeem(env: ProductEnv, code: str, asked: Asked, **extra: str) -> httpx.Response:
-    form = {
+async def redeem(env: ProductEnv, code: str, asked: Asked, **extra: str | None) -> httpx.Response:
+    form: dict[str, str | None] = {
         "grant_type": "authorization_code",
         "code": code,
         "redirect_uri": REDIRECT,
         "client_id": asked.client_id,
         "code_verifier": asked.verifier,
         "resource": resource(env),
-    } | extra
-    return await token_request(env, **form)
+    }
+    form.update(extra)
+    return await token_request(env, **present(form))
 
 
 async def signed_in_tokens(

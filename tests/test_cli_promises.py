@@ -132,6 +132,16 @@ def test_serve_refuses_an_allowed_host_that_no_host_header_could_match(
     )
 
 
+@pytest.mark.parametrize("proxy", ["proxy.internal", "10.0.0.0/33", ""])
+def test_serve_refuses_a_trusted_proxy_that_is_not_an_address_or_network(
+    capsys: pytest.CaptureFixture[str], proxy: str
+) -> None:
+    assert usage_error(capsys, "mcp", "serve", f"--trusted-proxy={proxy}") == (
+        f"spky mcp serve: error: argument --trusted-proxy: '{proxy}' is not an address or "
+        "network; give one such as 10.0.0.0/8 or 127.0.0.1."
+    )
+
+
 @pytest.mark.parametrize("given", ["https://mcp.example.com", "https://mcp.example.com/v1/mcp"])
 def test_behind_a_proxy_the_first_run_notes_give_the_public_url(tmp_path: Path, given: str) -> None:
     server = Served([*serve_argv(tmp_path), "--public-url", given])

@@ -4,17 +4,20 @@ server's endpoints, and the attacks each has to stand, over real HTTP on both st
 from __future__ import annotations
 
 import asyncio
+import gzip
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
 import pytest
 
 from sp00ky_mcp.product import scopes
+from sp00ky_mcp.product.oauth import passwords
 from sp00ky_mcp.product.oauth.web import OAuthWeb
 from sp00ky_mcp.product.store import Store
 
@@ -196,6 +199,54 @@ async def test_a_refresh_may_ask_for_fewer_scopes_never_more(product: ProductEnv
     assert (more.status_code, more.json()["error"]) == (400, "invalid_scope")
 
 
+async def test_a_refresh_refused_for_its_scope_or_client_leaves_the_token_good(
+    product: ProductEnv,
+) -> None:
+    client_id, issued = await signed_in_tokens(product)
+    other = await register(product)
+    form: dict[str, Any] = {"grant_type": "refresh_token", "refresh_token": issued["refresh_token"]}
+    wider = await token_request(product, client_id=client_id, scope="env:write", **form)
+    stranger = await token_request(product, client_id=other, **form)
+    honest = await token_request(product, client_id=client_id, **form)
+    assert (wider.status_code, wider.json()["error"]) == (400, "invalid_scope")
+    assert (stranger.status_code, stranger.json()["error"]) == (400, "invalid_grant")
+    assert honest.status_code == 200, honest.text
+    assert (await tools_list(product, honest.json()["access_token"])).status_code == 200
+
+
+async def test_a_refresh_with_an_empty_or_shortcut_scope_gets_concrete_scopes(
+    product: ProductEnv,
+) -> None:
+    client_id, issued = await signed_in_tokens(product)
+    form: dict[str, Any] = {"grant_type": "refresh_token", "client_id": client_id}
+    empty = await token_request(product, refresh_token=issued["refresh_token"], scope="", **form)
+    assert empty.json()["scope"] == " ".join(READ)
+    shortcut = await token_request(
+        product, refresh_token=empty.json()["refresh_token"], scope="mcp:read", **form
+    )
+    assert shortcut.json()["scope"] == " ".join(READ)
+
+
+async def test_a_client_that_never_sends_its_redirect_uri_gets_a_token(
+    product: ProductEnv,
+) -> None:
+    await with_password(product)
+    client_id = await register(product)
+    code, asked = await code_for(product, client_id, redirect_uri=None)
+    reply = await redeem(product, code, asked, redirect_uri=None)
+    assert reply.status_code == 200, reply.text
+
+
+async def test_a_redirect_uri_sent_when_asking_must_be_repeated_for_the_code(
+    product: ProductEnv,
+) -> None:
+    await with_password(product)
+    client_id = await register(product)
+    code, asked = await code_for(product, client_id)
+    reply = await redeem(product, code, asked, redirect_uri=None)
+    assert (reply.status_code, reply.json()["error"]) == (400, "invalid_grant")
+
+
 async def test_revocation_ends_the_access_and_refresh_tokens(product: ProductEnv) -> None:
     client_id, issued = await signed_in_tokens(product)
     revoke = await product.http.post(
@@ -320,6 +371,40 @@ async def test_a_redirect_uri_not_registered_is_shown_a_page_and_never_redirecte
         assert "not one this client registered" in reply.page.text
 
 
+# Each reads as 127.0.0.1 to a lax parser and as another host (or no URI) to a browser.
+DISGUISED_REDIRECTS = (
+    "http://evil.example%5C@127.0.0.1:9999/callback",
+    "http://evil.example\\@127.0.0.1:9999/callback",
+    "http://127.0.0.1:9999\\@evil.example/callback",
+    "http://ada@127.0.0.1:9999/callback",
+    "http://127.0.0.1:9999/callback\r\nSet-Cookie: x=1",
+    "http://127.0.0.1:9999/call\tback",
+)
+
+
+@pytest.mark.parametrize("disguised", DISGUISED_REDIRECTS)
+async def test_a_loopback_redirect_in_disguise_is_shown_a_page_and_never_redirected_to(
+    product: ProductEnv, disguised: str
+) -> None:
+    await with_password(product)
+    client_id = await register(product)
+    async with httpx.AsyncClient() as browser:
+        asked = await ask(browser, product, client_id, redirect_uri=disguised)
+    assert asked.page.status_code == 400
+    assert "location" not in asked.page.headers
+    assert "not one this client registered" in asked.page.text
+
+
+async def test_registration_refuses_a_redirect_a_browser_would_read_differently(
+    product: ProductEnv,
+) -> None:
+    for uri in DISGUISED_REDIRECTS:
+        reply = await product.http.post(
+            root(product) + "/oauth/register", json={"redirect_uris": [uri]}
+        )
+        assert (reply.status_code, reply.json()["error"]) == (400, "invalid_redirect_uri"), uri
+
+
 async def test_a_loopback_redirect_may_use_another_port(product: ProductEnv) -> None:
     await with_password(product)
     client_id = await register(product)
@@ -420,6 +505,61 @@ async def test_sign_in_attempts_are_limited(product: ProductEnv) -> None:
     assert right.status_code == 429 and "Too many sign-in attempts" in right.text
 
 
+async def test_registrations_through_a_trusted_proxy_are_counted_per_client(
+    store: Store, tmp_path: Path
+) -> None:
+    async with product_server(store, tmp_path, trusted_proxies=("127.0.0.0/8",)) as env:
+        spent = [await _register_from(env, "203.0.113.7") for _ in range(11)]
+        other = await _register_from(env, "203.0.113.8")
+        forged = await _register_from(env, "203.0.113.8, 203.0.113.7")
+    assert spent == [201] * 10 + [429]
+    assert other == 201
+    assert forged == 429  # the proxy appended .7; the .8 before it is the client's own word
+
+
+async def test_without_a_trusted_proxy_x_forwarded_for_is_not_believed(
+    product: ProductEnv,
+) -> None:
+    spent = [await _register_from(product, f"203.0.113.{n}") for n in range(11)]
+    assert spent == [201] * 10 + [429]
+
+
+async def _register_from(env: ProductEnv, forwarded_for: str) -> int:
+    reply = await env.http.post(
+        root(env) + "/oauth/register",
+        json={"redirect_uris": [REDIRECT]},
+        headers={"x-forwarded-for": forwarded_for},
+    )
+    return reply.status_code
+
+
+async def test_an_unknown_email_costs_a_password_hash_as_a_wrong_password_does(
+    product: ProductEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await with_password(product)
+    client_id = await register(product)
+    hashed: list[str] = []
+    verified: list[str] = []
+    real_hashed, real_verifies = passwords.hashed, passwords.verifies
+
+    def counted_hashed(password: str) -> str:
+        hashed.append(password)
+        return real_hashed(password)
+
+    def counted_verifies(password: str, stored: str) -> bool:
+        verified.append(password)
+        return real_verifies(password, stored)
+
+    monkeypatch.setattr(passwords, "hashed", counted_hashed)
+    monkeypatch.setattr(passwords, "verifies", counted_verifies)
+    async with httpx.AsyncClient() as browser:
+        asked = await ask(browser, product, client_id)
+        await sign_in(browser, product, asked, email="nobody@example.com", password="guess-one")
+        await sign_in(browser, product, asked, email="not-an-email", password="guess-two")
+        await sign_in(browser, product, asked, password="guess-three")
+    assert (hashed, verified) == (["guess-one", "guess-two"], ["guess-three"])
+
+
 async def test_a_wrong_password_says_so_without_telling_which_part(product: ProductEnv) -> None:
     await with_password(product)
     client_id = await register(product)
@@ -454,20 +594,30 @@ async def test_the_user_saying_no_goes_back_as_access_denied(product: ProductEnv
 
 
 @asynccontextmanager
-async def documents(served: dict[str, bytes]) -> AsyncIterator[str]:
+async def documents(
+    served: dict[str, bytes], heard: list[tuple[str, bytes]] | None = None
+) -> AsyncIterator[str]:
     """An HTTP server on loopback serving `served` (path -> body): a client's metadata
-    documents where a developer's machine would have them."""
+    documents where a developer's machine would have them.  Like a web server with
+    compression on, it gzips what it serves when the request accepts gzip, and always under
+    /gzipped/; each request's path and head go to `heard`."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         path = head.split(b" ", 2)[1].decode()
+        if heard is not None:
+            heard.append((path, head.lower()))
         body = served.get(path)
         status = b"200 OK" if body is not None else b"404 Not Found"
         body = body if body is not None else b"{}"
+        encoding = b""
+        if path.startswith("/gzipped/") or b"gzip" in _accepted_encodings(head):
+            body, encoding = gzip.compress(body), b"content-encoding: gzip\r\n"
         writer.write(
             b"HTTP/1.1 "
             + status
             + b"\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            + encoding
             + f"content-length: {len(body)}\r\n\r\n".encode()
             + body
         )
@@ -480,6 +630,13 @@ async def documents(served: dict[str, bytes]) -> AsyncIterator[str]:
     finally:
         server.close()
         await server.wait_closed()
+
+
+def _accepted_encodings(head: bytes) -> bytes:
+    for line in head.lower().split(b"\r\n"):
+        if line.startswith(b"accept-encoding:"):
+            return line
+    return b""
 
 
 def document(client_id: str, **fields: Any) -> bytes:
@@ -504,6 +661,61 @@ async def test_a_client_named_by_its_metadata_document_signs_in(
     assert reply.status_code == 200, reply.text
     assert reply.json()["access_token"].startswith("mcp_live_")
     assert row.name == "Doc Client"
+
+
+async def test_the_consent_page_names_where_a_document_client_is_described(
+    store: Store, tmp_path: Path
+) -> None:
+    served: dict[str, bytes] = {}
+    heard: list[tuple[str, bytes]] = []
+    async with documents(served, heard) as base:
+        client_id = base + "/clients/doc.json"
+        served["/clients/doc.json"] = document(client_id)
+        async with (
+            product_server(store, tmp_path, oauth_private_clients=True) as env,
+            httpx.AsyncClient() as browser,
+        ):
+            await with_password(env)
+            asked = await ask(browser, env, client_id)
+            consent = await sign_in(browser, env, asked)
+    described = urlsplit(base).netloc
+    assert (
+        f'<strong>Doc Client</strong> (described at <span class="host">{described}</span>) '
+        "asks to use your Sp00ky account." in consent.text
+    )
+    assert b"accept-encoding: identity" in heard[0][1]
+
+
+async def test_a_metadata_document_sent_compressed_anyway_is_refused(
+    store: Store, tmp_path: Path
+) -> None:
+    served: dict[str, bytes] = {}
+    async with documents(served) as base:
+        client_id = base + "/gzipped/doc.json"
+        served["/gzipped/doc.json"] = document(client_id)
+        async with (
+            product_server(store, tmp_path, oauth_private_clients=True) as env,
+            httpx.AsyncClient() as browser,
+        ):
+            asked = await ask(browser, env, client_id)
+    assert asked.page.status_code == 400
+    assert "came gzip-encoded though this server asked for it uncompressed" in asked.page.text
+
+
+async def test_a_metadata_document_that_failed_is_not_fetched_again_for_a_minute(
+    store: Store, tmp_path: Path
+) -> None:
+    heard: list[tuple[str, bytes]] = []
+    async with (
+        documents({}, heard) as base,
+        product_server(store, tmp_path, oauth_private_clients=True) as env,
+        httpx.AsyncClient() as browser,
+    ):
+        first = await ask(browser, env, base + "/missing.json")
+        again = await ask(browser, env, base + "/missing.json")
+    assert first.page.status_code == again.page.status_code == 400
+    assert "answered 404, not 200" in again.page.text
+    assert [path for path, _ in heard] == ["/missing.json"]
 
 
 async def test_a_metadata_document_that_names_another_client_or_is_too_big_is_refused(
@@ -566,3 +778,17 @@ async def test_a_refresh_token_expires_thirty_days_after_it_was_issued(
         client_id=client_id,
     )
     assert late.json()["error_description"] == "The refresh token expired; sign in again."
+
+
+async def test_a_request_with_too_many_fields_is_told_so(product: ProductEnv) -> None:
+    crowded = "&".join(f"f{n}=x" for n in range(65))
+    token = await product.http.post(
+        root(product) + "/oauth/token", content=crowded.encode(), headers=FORM
+    )
+    page = await product.http.get(root(product) + "/oauth/authorize?" + crowded)
+    said = "has more than 64 fields; send fewer."
+    assert (token.status_code, token.json()) == (
+        400,
+        {"error": "invalid_request", "error_description": "The form " + said},
+    )
+    assert page.status_code == 400 and "The request " + said in page.text

@@ -27,6 +27,11 @@ REGISTERED = ("http://127.0.0.1:3000/callback", "https://app.example/cb", "curso
         ("http://127.0.0.1:49152/other", False),
         ("http://localhost:3000/callback", False),
         ("https://APP.example/cb", False),
+        ("http://evil.example%5C@127.0.0.1:9/callback", False),
+        ("http://evil.example\\@127.0.0.1:9/callback", False),
+        ("http://x@127.0.0.1:9/callback", False),
+        ("http://127.0.0.1:9/callback\n", False),
+        ("http://127.0.0.1:9/callback\u00a0", False),
     ],
 )
 def test_a_redirect_uri_matches_exactly_but_for_a_loopback_port(given: str, matches: bool) -> None:
@@ -43,7 +48,19 @@ def test_redirect_uris_a_client_can_own_are_accepted(uri: str) -> None:
 
 @pytest.mark.parametrize(
     "uri",
-    ["http://a.example/cb", "javascript:alert(1)", "data:text/html,x", "https://a/cb#f", "", "x y"],
+    [
+        "http://a.example/cb",
+        "javascript:alert(1)",
+        "data:text/html,x",
+        "https://a/cb#f",
+        "",
+        "x y",
+        "https://a.example\\@b.example/cb",
+        "https://u:p@a.example/cb",
+        "https://a%2eexample/cb",
+        "https://a.example/c\u0000b",
+        "https://\u00e9.example/cb",
+    ],
 )
 def test_redirect_uris_a_client_cannot_own_are_refused(uri: str) -> None:
     assert redirects.problem(uri) is not None
@@ -100,6 +117,14 @@ def test_a_csrf_token_holds_for_its_browser_and_request_only() -> None:
         ("::ffff:127.0.0.1", False),
         ("fd00::1", False),
         ("2606:2800:21f:cb07:6820:80da:af6b:8b2c", True),
+        ("64:ff9b::a00:1", False),  # NAT64 to 10.0.0.1
+        ("64:ff9b::a9fe:a9fe", False),  # NAT64 to 169.254.169.254
+        ("64:ff9b:1::7f00:1", False),  # local-use NAT64 to 127.0.0.1
+        ("64:ff9b::808:808", True),  # NAT64 to 8.8.8.8
+        ("2002:a00:1::", False),  # 6to4 from 10.0.0.1
+        ("2002:808:808::1", True),
+        ("::a00:1", False),  # IPv4-compatible 10.0.0.1
+        ("::", False),
     ],
 )
 def test_only_public_addresses_are_fetched_from(address: str, public: bool) -> None:

@@ -59,6 +59,14 @@ def test_the_config_file_may_also_be_named_by_the_environment(
     assert shown["allowed-host"] == '["mcp.example.com", "other.example.com"]'
 
 
+def test_trusted_proxies_come_from_the_environment_as_networks(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SP00KY_MCP_TRUSTED_PROXY", "10.1.2.3/8, ::1")
+    _, out, _ = serve(capsys, "--print-config")
+    assert settings_of(out)["trusted-proxy"] == '["10.0.0.0/8", "::1/128"]'
+
+
 def test_credentials_in_urls_are_masked_when_printed(capsys: pytest.CaptureFixture[str]) -> None:
     url = "postgresql://sp00ky:hunter22@db.internal/sp00ky"
     _, out, _ = serve(capsys, "--database-url", url, "--print-config")

@@ -40,6 +40,7 @@ from ..engine import tracing
 from ..engine.config import Limits, ServerConfig
 from ..engine.context import Principal
 from ..engine.errors import HttpError, ToolError
+from ..engine.forwarded import network_text
 from ..engine.h1 import HttpRequest
 from ..engine.keys import KeyRing
 from ..engine.ops import JsonFormatter
@@ -130,6 +131,13 @@ def host_name(text: str) -> str:
             "(no scheme, port or path)."
         )
     return name
+
+
+def proxy_network(text: str) -> str:
+    try:
+        return network_text(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def bind_address(text: str) -> str:
@@ -268,6 +276,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="fetch OAuth client metadata documents from private and loopback addresses, "
         "over http too (development only)",
+    )
+    parser.add_argument(
+        "--trusted-proxy",
+        type=proxy_network,
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="a proxy (address or network) whose X-Forwarded-For names the client, for limits "
+        "kept per address (repeatable)",
     )
     parser.add_argument(
         "--allowed-origin",
@@ -1300,6 +1317,7 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         traces=args.otel,
         oauth=args.oauth,
         oauth_private_clients=args.oauth_private_clients,
+        trusted_proxies=tuple(args.trusted_proxy),
     )
 
 

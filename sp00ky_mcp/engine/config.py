@@ -64,6 +64,9 @@ class ServerConfig:
     # whether client metadata documents may be fetched from private addresses (development).
     oauth: bool = True
     oauth_private_clients: bool = False
+    # Proxies (addresses or networks) whose X-Forwarded-For is believed, so that limits kept
+    # per address count the client behind them rather than the proxy.
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:

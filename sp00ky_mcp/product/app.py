@@ -12,6 +12,7 @@ from ..engine.catalogue import Catalogue, Tool
 from ..engine.config import ServerConfig
 from ..engine.context import CallContext
 from ..engine.errors import HttpError
+from ..engine.forwarded import ClientAddress
 from ..engine.ops import Check
 from ..engine.ports import Ports
 from ..engine.protocol import ToolResult, verdict
@@ -201,7 +202,10 @@ def _sign_in(
     keys = FileKeyRing(lambda: store.secrets, SIGN_IN, window=SIGNED_IN_SECONDS)
     clients = Clients(store, document_fetcher(config.oauth_private_clients))
     authority = Authority(store, site.urls)
-    return OAuthWeb(accounts, clients, authority, Signer(keys), quotas, config.endpoint)
+    addresses = ClientAddress(config.trusted_proxies)
+    return OAuthWeb(
+        accounts, clients, authority, Signer(keys), quotas, config.endpoint, addresses=addresses
+    )
 
 
 def _checks(store: Store, shared: SharedState | None) -> dict[str, Check]:

@@ -120,7 +120,7 @@ class Authority:
             raise invalid_grant("The code expired (codes last a minute); sign in again.")
         if grant.client_id != client.id:
             raise invalid_grant("The code was issued to another client.")
-        if redirect_uri != code.redirect_uri:
+        if not _same_redirect(code.redirect_uri, redirect_uri, client):
             raise invalid_grant("redirect_uri must be the one the authorization request sent.")
         if verifier is None or not pkce.verifies(verifier, code.challenge):
             raise invalid_grant("The code_verifier does not match the code_challenge.")
@@ -137,26 +137,41 @@ class Authority:
     async def refresh(
         self, client: OAuthClient, refresh_token: str, scope: str | None, resource: str | None
     ) -> dict[str, Any]:
-        """OAuth 2.1 section 4.3, rotating the refresh token."""
+        """OAuth 2.1 section 4.3, rotating the refresh token.  Everything the client could
+        have got wrong is checked before the token is spent, so a refused request leaves it
+        good for the client's next, corrected one."""
         self.check_resource(resource)
+        digest = tokens.digest(refresh_token)
+        grant = await self._grant_refreshed_by(digest)
+        if grant.client_id != client.id:
+            raise invalid_grant("The refresh token was issued to another client.")
+        granted = narrowed(grant.scopes, scope)
+        await self._spend_refresh(digest, grant.id)
+        return await self._issue(grant, granted, grant.id)
+
+    async def _grant_refreshed_by(self, digest: str) -> Grant:
+        grant_id = await self.store.reads.oauth.grant_of_refresh(digest)
+        if grant_id is None:
+            raise invalid_grant("The refresh token is not one this server issued; sign in again.")
+        return await self._grant(grant_id)
+
+    async def _spend_refresh(self, digest: str, grant_id: str) -> None:
+        """Marks the refresh token used, atomically: of two requests racing with it, one wins
+        and the other is a replay, which revokes the grant (OAuth 2.1 section 4.3.1)."""
         now = self.clock()
         async with self.store.transaction() as tx:
-            used = await tx.oauth.use_refresh(tokens.digest(refresh_token), now)
+            used = await tx.oauth.use_refresh(digest, now)
         if used is None:
             raise invalid_grant("The refresh token is not one this server issued; sign in again.")
-        grant_id, expires, first = used
-        grant = await self._grant(grant_id)
+        _, expires, first = used
         if not first:
-            await self._revoke(grant.id)
+            await self._revoke(grant_id)
             raise invalid_grant(
                 "The refresh token was already used, so the access it gave is revoked; "
                 "sign in again."
             )
         if now >= expires:
             raise invalid_grant("The refresh token expired; sign in again.")
-        if grant.client_id != client.id:
-            raise invalid_grant("The refresh token was issued to another client.")
-        return await self._issue(grant, narrowed(grant.scopes, scope), grant_id)
 
     async def _grant(self, grant_id: str) -> Grant:
         grant = await self.store.reads.oauth.grant(grant_id)
@@ -228,13 +243,23 @@ class Authority:
             await tx.oauth.revoke_grant(grant_id, self.clock())
 
 
+def _same_redirect(sent: str, given: str | None, client: OAuthClient) -> bool:
+    """The token request repeats the authorization request's redirect_uri; when that sent
+    none (`""`, the client's only one was used) it may send none or that one."""
+    if sent:
+        return given == sent
+    return given is None or given in client.redirect_uris
+
+
 def narrowed(granted: tuple[str, ...], scope: str | None) -> tuple[str, ...]:
-    """A refresh may ask for fewer scopes than the grant gave, never more."""
-    if scope is None:
+    """A refresh may ask for fewer scopes than the grant gave, never more; no scope (or an
+    empty one) means all the grant gave (RFC 6749 section 6).  Shortcuts such as `mcp:full`
+    are stored as the scopes they stand for."""
+    asked = catalogue.expand((scope or "").split())
+    if not asked:
         return granted
-    asked = tuple(dict.fromkeys(scope.split()))
-    if not set(catalogue.expand(asked)) <= set(catalogue.expand(granted)):
+    if not asked <= catalogue.expand(granted):
         raise OAuthError(
             "invalid_scope", "A refresh may not ask for scopes the user did not grant."
         )
-    return asked
+    return tuple(name for name in catalogue.CONCRETE if name in asked)

@@ -17,6 +17,7 @@ import ipaddress
 import secrets
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,6 +35,10 @@ DOCUMENT_TIMEOUT = 5.0
 DOCUMENT_BYTES = 16 * 1024
 # A document is used for an hour before it is fetched again.
 DOCUMENT_SECONDS = 3600.0
+# A document that could not be fetched or used is not asked for again for a minute; at most
+# this many such answers are remembered.
+REFUSED_SECONDS = 60.0
+MOST_REFUSED = 1024
 AUTH_METHODS = ("none", "client_secret_post", "client_secret_basic")
 LONGEST_NAME = 100
 MOST_REDIRECTS = 20
@@ -64,6 +69,9 @@ class Clients:
         self.store = store
         self.fetch = fetch
         self.clock = clock
+        # Documents that could not be used lately, so a page reloaded (or a URL that is slow
+        # on purpose) costs this server one fetch a minute, not one a request.
+        self.refused: OrderedDict[str, tuple[float, ClientRefused]] = OrderedDict()
 
     async def find(self, client_id: str) -> OAuthClient:
         """The client `client_id` names, fetching (or fetching again) its metadata document if
@@ -75,10 +83,28 @@ class Clients:
             return known
         if known is not None and self.clock() - known.fetched_at < DOCUMENT_SECONDS:
             return known
-        client = document_client(client_id, await self._document(client_id), self.clock())
+        client = await self._described(client_id)
         async with self.store.transaction() as tx:
             await tx.oauth.put_client(client)
         return client
+
+    async def _described(self, client_id: str) -> OAuthClient:
+        """The client its document describes, or the reason it could not be used: remembered
+        for a minute either way."""
+        remembered = self.refused.get(client_id)
+        if remembered is not None and self.clock() < remembered[0]:
+            raise remembered[1]
+        try:
+            return document_client(client_id, await self._document(client_id), self.clock())
+        except ClientRefused as exc:
+            self._remember(client_id, exc)
+            raise
+
+    def _remember(self, client_id: str, refused: ClientRefused) -> None:
+        self.refused.pop(client_id, None)
+        self.refused[client_id] = (self.clock() + REFUSED_SECONDS, refused)
+        while len(self.refused) > MOST_REFUSED:
+            self.refused.popitem(last=False)
 
     async def _document(self, client_id: str) -> bytes:
         try:
@@ -237,11 +263,30 @@ def document_client(client_id: str, body: bytes, now: float) -> OAuthClient:
     return OAuthClient(client_id, "document", fields["client_name"], uris, "none", None, now, now)
 
 
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits: NAT64 (RFC 6052, RFC 8215)
+# and the deprecated IPv4-compatible form (RFC 4291 section 2.5.5.1).
+_EMBEDDING_IPV4 = tuple(
+    ipaddress.ip_network(prefix) for prefix in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96")
+)
+
+
 def public_address(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    """Whether `address` is on the public internet, judging an IPv6 address that stands for
+    an IPv4 one (mapped, 6to4, NAT64, compatible) by the IPv4 address it reaches."""
+    ip = _reached(ipaddress.ip_address(address.split("%", 1)[0]))
     return ip.is_global and not ip.is_multicast
+
+
+def _reached(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Any:
+    if isinstance(ip, ipaddress.IPv4Address):
+        return ip
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if any(ip in prefix for prefix in _EMBEDDING_IPV4):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip
 
 
 def document_fetcher(allow_private: bool) -> Fetch:
@@ -253,8 +298,10 @@ def document_fetcher(allow_private: bool) -> Fetch:
             raise ClientRefused("invalid_client", problem)
         parts = urlsplit(url)
         assert parts.hostname is not None
-        address = await _address(parts.hostname, parts.port, allow_private)
+        # One bound over the lookup and the fetch: a slow resolver holds a page no longer
+        # than a slow server does.
         with anyio.fail_after(DOCUMENT_TIMEOUT):
+            address = await _address(parts.hostname, parts.port, allow_private)
             return await _get(url, parts.hostname, address)
 
     return fetch
@@ -285,7 +332,12 @@ async def _get(url: str, host: str, address: str) -> bytes:
     shown = f"[{address}]" if ":" in address else address
     netloc = shown if parts.port is None else f"{shown}:{parts.port}"
     pinned = parts._replace(netloc=netloc).geturl()
-    headers = {"host": parts.netloc.rpartition("@")[2], "accept": "application/json"}
+    # Asked for uncompressed, so the size bound is on what is parsed (no decompression bomb).
+    headers = {
+        "host": parts.netloc.rpartition("@")[2],
+        "accept": "application/json",
+        "accept-encoding": "identity",
+    }
     async with httpx.AsyncClient(follow_redirects=False, timeout=DOCUMENT_TIMEOUT) as http:
         request = http.build_request(
             "GET", pinned, headers=headers, extensions={"sni_hostname": host}
@@ -297,9 +349,20 @@ async def _get(url: str, host: str, address: str) -> bytes:
                     "invalid_client",
                     f"The client's metadata document answered {response.status_code}, not 200.",
                 )
+            _plainly_encoded(response)
             return await _bounded(response)
         finally:
             await response.aclose()
+
+
+def _plainly_encoded(response: httpx.Response) -> None:
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise ClientRefused(
+            "invalid_client",
+            f"The client's metadata document came {encoding}-encoded though this server asked "
+            "for it uncompressed; serve it with no Content-Encoding.",
+        )
 
 
 async def _bounded(response: httpx.Response) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from html import escape
+from typing import NamedTuple
 
 from .. import scopes
 
@@ -48,17 +49,31 @@ def _hidden(request: str, csrf: str) -> str:
     )
 
 
-def _asker(client_name: str, redirect_host: str) -> str:
+class Asker(NamedTuple):
+    """Who asks, as the page shows it: the client's name, the host its redirect goes to, and
+    for a client described by a metadata document the host that document is served from
+    (the one a user can trust the name to, MCP authorization 2025-11-25)."""
+
+    name: str
+    redirect_host: str
+    described_at: str | None = None
+
+
+def _asker(asker: Asker) -> str:
+    where = (
+        f' (described at <span class="host">{escape(asker.described_at)}</span>)'
+        if asker.described_at
+        else ""
+    )
     return (
-        f"<p><strong>{escape(client_name)}</strong> asks to use your Sp00ky account. "
-        f'After you answer, you go back to <span class="host">{escape(redirect_host)}</span>.'
-        "</p>"
+        f"<p><strong>{escape(asker.name)}</strong>{where} asks to use your Sp00ky account. "
+        f'After you answer, you go back to <span class="host">{escape(asker.redirect_host)}'
+        "</span>.</p>"
     )
 
 
 def signin(
-    client_name: str,
-    redirect_host: str,
+    asker: Asker,
     request: str,
     csrf: str,
     email: str = "",
@@ -67,7 +82,7 @@ def signin(
     problem = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
     body = (
         "<h1>Sign in to Sp00ky</h1>"
-        + _asker(client_name, redirect_host)
+        + _asker(asker)
         + problem
         + '<form method="post" action="/oauth/authorize">'
         + _hidden(request, csrf)
@@ -85,8 +100,7 @@ def signin(
 
 def consent(
     email: str,
-    client_name: str,
-    redirect_host: str,
+    asker: Asker,
     request: str,
     csrf: str,
     asked: frozenset[str],
@@ -95,7 +109,7 @@ def consent(
     ones the client asked for marked as such."""
     body = (
         "<h1>Allow access?</h1>"
-        + _asker(client_name, redirect_host)
+        + _asker(asker)
         + f"<p>Signed in as <strong>{escape(email)}</strong>.</p>"
         + '<form method="post" action="/oauth/authorize">'
         + _hidden(request, csrf)

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 import orjson
 
 from ...engine.errors import HttpError
+from ...engine.forwarded import ClientAddress
 from ...engine.h1 import HttpRequest, HttpResponse, Response
 from ...engine.quotas import Quotas
 from .. import scopes as catalogue
@@ -64,9 +65,11 @@ class OAuthWeb:
         quotas: Quotas,
         endpoint: str,
         clock: Clock = time.time,
+        addresses: ClientAddress | None = None,
     ) -> None:
         self.accounts, self.clients, self.authority = accounts, clients, authority
         self.signer, self.quotas, self.clock = signer, quotas, clock
+        self.addresses = addresses or ClientAddress()
         self.routes: dict[str, dict[str, Route]] = {
             metadata.PRM_PATH + endpoint: {"GET": self._resource},
             metadata.PRM_PATH: {"GET": self._resource},
@@ -170,6 +173,7 @@ class OAuthWeb:
         return {
             "c": client.id,
             "r": redirect_uri,
+            "rs": "redirect_uri" in params,
             "s": params.get("state"),
             "ch": challenge,
             "sc": sorted(_asked(params.get("scope"))),
@@ -186,14 +190,11 @@ class OAuthWeb:
     ) -> Response:
         nonce = _cookies(request).get(self.nonce_cookie) or secrets.token_urlsafe(24)
         csrf = self.signer.csrf(nonce, signed)
-        host = _host(pending["r"])
         who = self.signer.open("signin", _cookies(request).get(self.signin_cookie))
         if who is None or error is not None:
-            body = pages.signin(client.name, host, signed, csrf, error=error)
+            body = pages.signin(_asker(client, pending), signed, csrf, error=error)
         else:
-            body = pages.consent(
-                who["e"], client.name, host, signed, csrf, frozenset(pending["sc"])
-            )
+            body = _consent_page(who["e"], client, signed, csrf, pending)
         return _html(status, body, [self._cookie(self.nonce_cookie, nonce, REQUEST_SECONDS)])
 
     async def _answer(self, request: HttpRequest) -> Response:
@@ -239,28 +240,33 @@ class OAuthWeb:
             return await self._page(request, client, signed, pending, message, 429)
         user = await self.accounts.user_by_email(email) if "@" in email else None
         stored = None if user is None else await self.accounts.store.reads.oauth.password(user.id)
-        if user is None or not await passwords.verify_in_worker(password, stored):
+        # Always hash, so an unknown email takes as long as a wrong password.
+        right = await passwords.verify_in_worker(password, stored)
+        if user is None or not right:
             message = "The email or password is not right."
             return await self._page(request, client, signed, pending, message, 403)
         who = self.signer.sign("signin", {"u": user.id, "e": user.email}, SIGNED_IN_SECONDS)
         signed_in = self._cookie(self.signin_cookie, who, SIGNED_IN_SECONDS)
         nonce = _cookies(request).get(self.nonce_cookie) or ""
         csrf = self.signer.csrf(nonce, signed)
-        body = pages.consent(
-            user.email, client.name, _host(pending["r"]), signed, csrf, frozenset(pending["sc"])
-        )
+        body = _consent_page(user.email, client, signed, csrf, pending)
         return _html(200, body, [signed_in])
 
     async def _attempt(self, request: HttpRequest, email: str) -> float:
         """Takes one sign-in attempt from the email's allowance and the peer's: the seconds to
         wait when either is spent, else 0."""
         now = self.clock()
-        peer = getattr(request.channel, "peer", "") or "-"
+        peer = self._address(request)
         by_email = await self.quotas.throttle(
             "signin:" + folded(email), now, EMAIL_RATE, EMAIL_BURST
         )
         by_peer = await self.quotas.throttle("signin-from:" + peer, now, PEER_RATE, PEER_BURST)
         return max(by_email, by_peer)
+
+    def _address(self, request: HttpRequest) -> str:
+        """Whom per-address limits count against: the client, seen through trusted proxies."""
+        peer = getattr(request.channel, "peer", "") or "-"
+        return self.addresses.of(peer, request.header("x-forwarded-for"))
 
     async def _consent(
         self,
@@ -280,9 +286,10 @@ class OAuthWeb:
         if not chosen:
             message = "The user allowed no scope."
             return self._back(pending["r"], pending["s"], "access_denied", message)
-        code = await self.authority.grant_code(
-            who["u"], client, chosen, pending["r"], pending["ch"]
-        )
+        # A code remembers the redirect URI only when the request sent one, which the token
+        # request must then repeat (OAuth 2.1 section 4.1.3).
+        sent = pending["r"] if pending.get("rs", True) else ""
+        code = await self.authority.grant_code(who["u"], client, chosen, sent, pending["ch"])
         return self._back(pending["r"], pending["s"], code=code)
 
     def _back(
@@ -354,7 +361,7 @@ class OAuthWeb:
         return client
 
     async def _register(self, request: HttpRequest) -> Response:
-        peer = getattr(request.channel, "peer", "") or "-"
+        peer = self._address(request)
         wait = await self.quotas.throttle(
             "oauth-register:" + peer, self.clock(), REGISTER_RATE, REGISTER_BURST
         )
@@ -390,9 +397,18 @@ def _form(request: HttpRequest) -> dict[str, list[str]]:
         raise OAuthError("invalid_request", f"Send the parameters as {FORM}.")
     try:
         text = request.body.decode("utf-8")
-        return parse_qs(text, keep_blank_values=True, max_num_fields=MOST_FIELDS)
-    except (UnicodeDecodeError, ValueError):
+    except UnicodeDecodeError:
         raise OAuthError("invalid_request", "The form is not valid UTF-8 form data.") from None
+    return _fields(text, "form")
+
+
+def _fields(text: str, what: str) -> dict[str, list[str]]:
+    """`text` parsed as form fields, or OAuthError naming what is wrong with it."""
+    if text.count("&") >= MOST_FIELDS:
+        raise OAuthError(
+            "invalid_request", f"The {what} has more than {MOST_FIELDS} fields; send fewer."
+        )
+    return parse_qs(text, keep_blank_values=True)
 
 
 def _page_form(request: HttpRequest) -> dict[str, list[str]]:
@@ -412,10 +428,9 @@ def _single(fields: dict[str, list[str]]) -> dict[str, str]:
 
 def _query(query: str) -> dict[str, str]:
     try:
-        return _single(parse_qs(query, keep_blank_values=True, max_num_fields=MOST_FIELDS))
-    except (OAuthError, ValueError) as exc:
-        message = exc.message if isinstance(exc, OAuthError) else "The request is malformed."
-        raise BadRequest(message) from None
+        return _single(_fields(query, "request"))
+    except OAuthError as exc:
+        raise BadRequest(exc.message) from None
 
 
 def _one(fields: dict[str, list[str]], name: str) -> str:
@@ -457,6 +472,17 @@ def _cookies(request: HttpRequest) -> dict[str, str]:
         if name and name not in found:
             found[name] = value
     return found
+
+
+def _consent_page(
+    email: str, client: OAuthClient, signed: str, csrf: str, pending: dict[str, Any]
+) -> str:
+    return pages.consent(email, _asker(client, pending), signed, csrf, frozenset(pending["sc"]))
+
+
+def _asker(client: OAuthClient, pending: dict[str, Any]) -> pages.Asker:
+    described_at = _host(client.id) if client.kind == "document" else None
+    return pages.Asker(client.name, _host(pending["r"]), described_at)
 
 
 def _host(uri: str) -> str:
