@@ -64,31 +64,10 @@ def claude_command(url: Where, token: str, scope: str = "user") -> list[str]:
     if isinstance(url, Stdio):
         head = ["claude", "mcp", "add", "--scope", scope, SERVER_NAME, "--", *url.command]
         return [*head[:5], "-e", f"{TOKEN_VARIABLE}={token}", *head[5:]]
+    http = ["claude", "mcp", "add", "--transport", "http", "--scope", scope, SERVER_NAME]
     if isinstance(url, SignIn):
-        return [
-            "claude",
-            "mcp",
-            "add",
-            "--transport",
-            "http",
-            "--scope",
-            scope,
-            SERVER_NAME,
-            url.url,
-        ]
-    return [
-        "claude",
-        "mcp",
-        "add",
-        "--transport",
-        "http",
-        "--scope",
-        scope,
-        SERVER_NAME,
-        url,
-        "--header",
-        f"Authorization: Bearer {token}",
-    ]
+        return [*http, url.url]
+    return [*http, url, "--header", f"Authorization: Bearer {token}"]
 
 
 def claude_command_text(url: Where, token: str) -> str:

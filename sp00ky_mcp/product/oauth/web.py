@@ -14,6 +14,7 @@ import binascii
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
@@ -53,6 +54,21 @@ class BadRequest(Exception):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.message, self.status = message, status
+
+
+@dataclass(frozen=True, slots=True)
+class Posted:
+    """A sign-in or consent form posted back, verified: its request, fields and client, and
+    the authorization request it answers (signed, and opened)."""
+
+    request: HttpRequest
+    form: dict[str, list[str]]
+    client: OAuthClient
+    signed: str
+    pending: dict[str, Any]
+
+    def field(self, name: str) -> str:
+        return self.form.get(name, [""])[0]
 
 
 class OAuthWeb:
@@ -219,37 +235,35 @@ class OAuthWeb:
             return _html(exc.status, pages.failure("This sign-in cannot go on", exc.message))
         except ClientRefused as exc:
             return _html(400, pages.failure("This sign-in cannot go on", exc.message))
-        if form.get("step", [""])[0] == "signin":
-            return await self._signin(request, form, client, signed, pending)
-        return await self._consent(request, form, client, signed, pending)
+        posted = Posted(request, form, client, signed, pending)
+        if posted.field("step") == "signin":
+            return await self._signin(posted)
+        return await self._consent(posted)
 
-    async def _signin(
-        self,
-        request: HttpRequest,
-        form: dict[str, list[str]],
-        client: OAuthClient,
-        signed: str,
-        pending: dict[str, Any],
-    ) -> Response:
-        email = form.get("email", [""])[0].strip()
-        password = form.get("password", [""])[0]
-        wait = await self._attempt(request, email)
+    async def _again(self, posted: Posted, message: str, status: int) -> Response:
+        """The page the form came from, shown again with what went wrong."""
+        return await self._page(
+            posted.request, posted.client, posted.signed, posted.pending, message, status
+        )
+
+    async def _signin(self, posted: Posted) -> Response:
+        email, password = posted.field("email").strip(), posted.field("password")
+        wait = await self._attempt(posted.request, email)
         if wait:
             minutes = max(1, round(wait / 60))
             message = f"Too many sign-in attempts; try again in {minutes} minute(s)."
-            return await self._page(request, client, signed, pending, message, 429)
+            return await self._again(posted, message, 429)
         user = await self.accounts.user_by_email(email) if "@" in email else None
         stored = None if user is None else await self.accounts.store.reads.oauth.password(user.id)
         # Always hash, so an unknown email takes as long as a wrong password.
         right = await passwords.verify_in_worker(password, stored)
         if user is None or not right:
-            message = "The email or password is not right."
-            return await self._page(request, client, signed, pending, message, 403)
+            return await self._again(posted, "The email or password is not right.", 403)
         who = self.signer.sign("signin", {"u": user.id, "e": user.email}, SIGNED_IN_SECONDS)
         signed_in = self._cookie(self.signin_cookie, who, SIGNED_IN_SECONDS)
-        nonce = _cookies(request).get(self.nonce_cookie) or ""
-        csrf = self.signer.csrf(nonce, signed)
-        body = _consent_page(user.email, client, signed, csrf, pending)
+        nonce = _cookies(posted.request).get(self.nonce_cookie) or ""
+        csrf = self.signer.csrf(nonce, posted.signed)
+        body = _consent_page(user.email, posted.client, posted.signed, csrf, posted.pending)
         return _html(200, body, [signed_in])
 
     async def _attempt(self, request: HttpRequest, email: str) -> float:
@@ -268,28 +282,22 @@ class OAuthWeb:
         peer = getattr(request.channel, "peer", "") or "-"
         return self.addresses.of(peer, request.header("x-forwarded-for"))
 
-    async def _consent(
-        self,
-        request: HttpRequest,
-        form: dict[str, list[str]],
-        client: OAuthClient,
-        signed: str,
-        pending: dict[str, Any],
-    ) -> Response:
-        who = self.signer.open("signin", _cookies(request).get(self.signin_cookie))
+    async def _consent(self, posted: Posted) -> Response:
+        pending = posted.pending
+        who = self.signer.open("signin", _cookies(posted.request).get(self.signin_cookie))
         if who is None:
-            message = "Your sign-in expired; sign in again."
-            return await self._page(request, client, signed, pending, message, 401)
-        if form.get("decision", [""])[0] != "allow":
+            return await self._again(posted, "Your sign-in expired; sign in again.", 401)
+        if posted.field("decision") != "allow":
             return self._back(pending["r"], pending["s"], "access_denied", "The user said no.")
-        chosen = tuple(s for s in catalogue.CONCRETE if s in set(form.get("scope", [])))
+        ticked = set(posted.form.get("scope", []))
+        chosen = tuple(s for s in catalogue.CONCRETE if s in ticked)
         if not chosen:
             message = "The user allowed no scope."
             return self._back(pending["r"], pending["s"], "access_denied", message)
         # A code remembers the redirect URI only when the request sent one, which the token
         # request must then repeat (OAuth 2.1 section 4.1.3).
         sent = pending["r"] if pending.get("rs", True) else ""
-        code = await self.authority.grant_code(who["u"], client, chosen, sent, pending["ch"])
+        code = await self.authority.grant_code(who["u"], posted.client, chosen, sent, pending["ch"])
         return self._back(pending["r"], pending["s"], code=code)
 
     def _back(
