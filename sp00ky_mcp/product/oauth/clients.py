@@ -93,7 +93,9 @@ class Clients:
         for a minute either way."""
         remembered = self.refused.get(client_id)
         if remembered is not None and self.clock() < remembered[0]:
-            raise remembered[1]
+            # A fresh exception each time: raising a kept one would grow its traceback, and
+            # with it every request's frames, on every raise.
+            raise ClientRefused(remembered[1].error, remembered[1].message)
         try:
             return document_client(client_id, await self._document(client_id), self.clock())
         except ClientRefused as exc:
