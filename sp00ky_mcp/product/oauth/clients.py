@@ -71,7 +71,7 @@ class Clients:
         self.clock = clock
         # Documents that could not be used lately, so a page reloaded (or a URL that is slow
         # on purpose) costs this server one fetch a minute, not one a request.
-        self.refused: OrderedDict[str, tuple[float, ClientRefused]] = OrderedDict()
+        self.refused: OrderedDict[str, tuple[float, str]] = OrderedDict()
 
     async def find(self, client_id: str) -> OAuthClient:
         """The client `client_id` names, fetching (or fetching again) its metadata document if
@@ -91,20 +91,20 @@ class Clients:
     async def _described(self, client_id: str) -> OAuthClient:
         """The client its document describes, or the reason it could not be used: remembered
         for a minute either way."""
+        # Only the sentence is kept: a kept exception, raised again, would grow its traceback
+        # (and hold every request's frames) with each raise.
         remembered = self.refused.get(client_id)
         if remembered is not None and self.clock() < remembered[0]:
-            # A fresh exception each time: raising a kept one would grow its traceback, and
-            # with it every request's frames, on every raise.
-            raise ClientRefused(remembered[1].error, remembered[1].message)
+            raise ClientRefused("invalid_client", remembered[1])
         try:
             return document_client(client_id, await self._document(client_id), self.clock())
         except ClientRefused as exc:
-            self._remember(client_id, exc)
+            self._remember(client_id, exc.message)
             raise
 
-    def _remember(self, client_id: str, refused: ClientRefused) -> None:
+    def _remember(self, client_id: str, message: str) -> None:
         self.refused.pop(client_id, None)
-        self.refused[client_id] = (self.clock() + REFUSED_SECONDS, refused)
+        self.refused[client_id] = (self.clock() + REFUSED_SECONDS, message)
         while len(self.refused) > MOST_REFUSED:
             self.refused.popitem(last=False)
 
@@ -279,7 +279,10 @@ def public_address(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def _reached(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Any:
+IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _reached(ip: IP) -> IP:
     if isinstance(ip, ipaddress.IPv4Address):
         return ip
     if ip.ipv4_mapped is not None:
