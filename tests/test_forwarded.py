@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sp00ky_mcp.engine.forwarded import ClientAddress
+from sp00ky_mcp.engine.forwarded import ClientAddress, limited
 
 BEHIND = ClientAddress(["10.0.0.0/8", "::1"])
 
@@ -20,6 +20,8 @@ BEHIND = ClientAddress(["10.0.0.0/8", "::1"])
         ("10.0.0.2", "junk, 203.0.113.7", "203.0.113.7"),
         ("10.0.0.2", "203.0.113.7, junk", "10.0.0.2"),  # a proxy wrote junk: only the peer
         ("10.0.0.2", "[2001:db8::1]:4711", "2001:db8::1"),
+        ("10.0.0.2", "[2001:db8::1", "10.0.0.2"),  # unclosed: junk
+        ("10.0.0.2", "[2001:db8::1]x", "10.0.0.2"),
         ("10.0.0.2", "203.0.113.7:4711", "203.0.113.7"),
         ("::1", "2001:db8::2", "2001:db8::2"),
         ("10.0.0.2", None, "10.0.0.2"),
@@ -35,3 +37,17 @@ def test_the_client_is_the_first_address_no_trusted_proxy_passed_on(
 
 def test_with_no_trusted_proxy_the_peer_is_the_client() -> None:
     assert ClientAddress().of("10.0.0.2", "203.0.113.7") == "10.0.0.2"
+
+
+@pytest.mark.parametrize(
+    ("address", "counted_as"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("-", "-"),
+    ],
+)
+def test_an_ipv6_client_is_limited_by_its_slash_64(address: str, counted_as: str) -> None:
+    assert limited(address) == counted_as

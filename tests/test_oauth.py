@@ -792,3 +792,38 @@ async def test_a_request_with_too_many_fields_is_told_so(product: ProductEnv) ->
         {"error": "invalid_request", "error_description": "The form " + said},
     )
     assert page.status_code == 400 and "The request " + said in page.text
+
+
+async def test_document_fetches_are_counted_per_client_address(
+    store: Store, tmp_path: Path
+) -> None:
+    served: dict[str, bytes] = {}
+    async with documents(served) as base:
+        names = [f"/c{n}.json" for n in range(11)]
+        served.update({name: document(base + name) for name in names})
+        async with (
+            product_server(
+                store, tmp_path, oauth_private_clients=True, trusted_proxies=("127.0.0.0/8",)
+            ) as env,
+            httpx.AsyncClient(headers={"x-forwarded-for": "2001:db8:7::1"}) as one,
+            httpx.AsyncClient(headers={"x-forwarded-for": "2001:db8:8::1"}) as other,
+        ):
+            # One address: its /64, whichever of its addresses it uses.
+            for n, name in enumerate(names[:10]):
+                one.headers["x-forwarded-for"] = f"2001:db8:7::{n + 1:x}"
+                assert (await ask(one, env, base + name)).page.status_code == 200
+            spent = await ask(one, env, base + names[10])
+            elsewhere = await ask(other, env, base + names[10])
+    assert spent.page.status_code == 400
+    assert "Too many client documents were looked up from your address" in spent.page.text
+    assert elsewhere.page.status_code == 200
+
+
+async def test_a_redirect_uri_ending_in_a_question_mark_gets_one(product: ProductEnv) -> None:
+    await with_password(product)
+    client_id = await register(product, redirect=REDIRECT + "?")
+    async with httpx.AsyncClient() as browser:
+        asked = await ask(browser, product, client_id, redirect_uri=REDIRECT + "?")
+        consent = await sign_in(browser, product, asked)
+        back = await allow(browser, product, consent)
+    assert back.headers["location"].startswith(REDIRECT + "?code=")

@@ -7,7 +7,8 @@ import pytest
 
 from sp00ky_mcp.engine.keys import KeyRing
 from sp00ky_mcp.product.oauth import passwords, pkce, redirects
-from sp00ky_mcp.product.oauth.clients import document_problem, public_address
+from sp00ky_mcp.product.oauth.clients import document_problem
+from sp00ky_mcp.product.oauth.fetching import public_address
 from sp00ky_mcp.product.oauth.metadata import quotable
 from sp00ky_mcp.product.oauth.signed import Signer
 
@@ -40,7 +41,14 @@ def test_a_redirect_uri_matches_exactly_but_for_a_loopback_port(given: str, matc
 
 @pytest.mark.parametrize(
     "uri",
-    ["https://a.example/cb", "http://127.0.0.1:8/cb", "http://[::1]/cb", "com.example.app:/cb"],
+    [
+        "https://a.example/cb",
+        "http://127.0.0.1:8/cb",
+        "http://[::1]/cb",
+        "http://[::1]:8/cb",
+        "com.example.app:/cb",
+        "https://a.example:8443/cb?tenant=x",
+    ],
 )
 def test_redirect_uris_a_client_can_own_are_accepted(uri: str) -> None:
     assert redirects.problem(uri) is None
@@ -60,6 +68,10 @@ def test_redirect_uris_a_client_can_own_are_accepted(uri: str) -> None:
         "https://a%2eexample/cb",
         "https://a.example/c\u0000b",
         "https://\u00e9.example/cb",
+        "http://[::1]evil.example:9/cb",
+        "http://[::1]:9evil.example/cb",
+        "https://a.example:80:81/cb",
+        "https://a.example;b.example/cb",
     ],
 )
 def test_redirect_uris_a_client_cannot_own_are_refused(uri: str) -> None:
@@ -119,11 +131,24 @@ def test_a_csrf_token_holds_for_its_browser_and_request_only() -> None:
         ("2606:2800:21f:cb07:6820:80da:af6b:8b2c", True),
         ("64:ff9b::a00:1", False),  # NAT64 to 10.0.0.1
         ("64:ff9b::a9fe:a9fe", False),  # NAT64 to 169.254.169.254
-        ("64:ff9b:1::7f00:1", False),  # local-use NAT64 to 127.0.0.1
+        ("64:ff9b:1::7f00:1", False),  # local-use NAT64 (RFC 8215): refused, whatever it holds
+        ("64:ff9b:1:808:8:800::", False),  # 8.8.8.8 in the /48 layout of RFC 6052: still refused
+        ("::ffff:0:808:808", False),  # IPv4-translated (RFC 2765)
+        ("::ffff:8.8.8.8", True),  # IPv4-mapped, judged by 8.8.8.8
+        ("100::1", False),  # discard-only
+        ("2001:db8::1", False),  # documentation
+        ("2001::1", False),  # Teredo: its IPv4 address hidden
+        ("fe80::1", False),
+        ("ff02::1", False),
+        ("100.64.0.1", False),  # shared address space (carrier NAT)
+        ("198.18.0.1", False),  # benchmarking
+        ("224.0.0.1", False),
+        ("255.255.255.255", False),
         ("64:ff9b::808:808", True),  # NAT64 to 8.8.8.8
         ("2002:a00:1::", False),  # 6to4 from 10.0.0.1
         ("2002:808:808::1", True),
         ("::a00:1", False),  # IPv4-compatible 10.0.0.1
+        ("::808:808", False),  # IPv4-compatible (deprecated): refused, whatever it holds
         ("::", False),
     ],
 )
@@ -138,6 +163,15 @@ def test_a_client_id_url_must_be_https_with_a_path() -> None:
     assert document_problem("https://app.example/", False) is not None
     assert document_problem("https://app.example/a/../b", False) is not None
     assert document_problem("https://u:p@app.example/c", False) is not None
+    assert document_problem("https://xn--pple-43d.example/c", False) is None
+
+
+def test_a_client_id_url_with_an_international_host_must_spell_it_in_ascii() -> None:
+    # A Cyrillic a first: it would read as apple.example on the consent page.
+    assert document_problem("https://\u0430pple.example/c", False) == (
+        "A client_id URL must be printable ASCII without spaces; write an international "
+        "host name in its xn-- form."
+    )
 
 
 def test_an_error_description_keeps_to_the_characters_rfc_6750_allows() -> None:

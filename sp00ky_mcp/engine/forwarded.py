@@ -49,11 +49,25 @@ class ClientAddress:
         return address is not None and any(address in net for net in self.networks)
 
 
+def limited(address: str) -> str:
+    """Whom a per-address limit counts `address` against: an IPv6 address by its /64, the
+    block one subscriber is usually given (RFC 6177), so a host cannot pick a fresh address
+    for each attempt."""
+    parsed = _parsed(address)
+    if not isinstance(parsed, IPv6Address):
+        return address
+    if parsed.ipv4_mapped is not None:
+        return str(parsed.ipv4_mapped)
+    return str(ip_network(f"{parsed}/64", strict=False))
+
+
 def _parsed(text: str) -> Address | None:
     """An address as proxies write it: bare, or IPv6 in brackets (a port after is dropped)."""
     text = text.strip()
     if text.startswith("["):
-        text = text[1 : text.find("]")]
+        text, closed, rest = text[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
+            return None
     elif text.count(":") == 1:
         text = text.partition(":")[0]
     try:

@@ -23,7 +23,8 @@ from .accounts import Accounts, AuditEntry, arguments_digest
 from .auth import TokenAuthenticator
 from .cloud.base import Cloud
 from .oauth.authority import Authority
-from .oauth.clients import Clients, document_fetcher
+from .oauth.clients import Clients
+from .oauth.fetching import document_fetcher
 from .oauth.metadata import Urls, challenge
 from .oauth.signed import Signer
 from .oauth.web import SIGNED_IN_SECONDS, OAuthWeb
@@ -200,7 +201,7 @@ def _sign_in(
 ) -> OAuthWeb:
     """The authorization server's pages and endpoints."""
     keys = FileKeyRing(lambda: store.secrets, SIGN_IN, window=SIGNED_IN_SECONDS)
-    clients = Clients(store, document_fetcher(config.oauth_private_clients))
+    clients = Clients(store, document_fetcher(config.oauth_private_clients), quotas=quotas)
     authority = Authority(store, site.urls)
     addresses = ClientAddress(config.trusted_proxies)
     return OAuthWeb(

@@ -1,44 +1,43 @@
 """The clients that may ask users for access: registered here (RFC 7591), or described by a
 client ID metadata document at the HTTPS URL that is their id (MCP authorization 2025-11-25,
-"Client ID Metadata Documents").
+"Client ID Metadata Documents"; fetched by `fetching`).
 
-A document is fetched with bounds (a few seconds, a few kilobytes, no redirects) and only from
-public addresses: the host is resolved first and the connection made to the address that was
-checked, so a name that resolves to a private or loopback address (or changes its answer in
-between) cannot make the server reach inside its network.  The operator may allow private
-addresses, and plain http with them, for development.
+A document client stays usable while its document cannot be had for a while (its server down,
+its name servers slow, this server's own lookups all taken): the copy stored at the last fetch
+serves for a day, so no one can lock a working client out by making fetches fail.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import secrets
-import socket
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 import anyio
-import httpx
 import orjson
 
+from ...engine.quotas import LocalQuotas, Quotas
 from ..accounts import Clock
 from ..store import Store
 from ..store.repos.oauth import OAuthClient
 from . import redirects
 
-DOCUMENT_TIMEOUT = 5.0
-DOCUMENT_BYTES = 16 * 1024
-# A document is used for an hour before it is fetched again.
+# A document is used for an hour before it is fetched again, and its stored copy for a day
+# while fetching it again fails.
 DOCUMENT_SECONDS = 3600.0
+STALE_SECONDS = 86400.0
 # A document that could not be fetched or used is not asked for again for a minute; at most
 # this many such answers are remembered.
 REFUSED_SECONDS = 60.0
 MOST_REFUSED = 1024
+# Documents fetched for one address: ten at once, then one every thirty seconds.
+FETCH_BURST, FETCH_RATE = 10.0, 1 / 30
 AUTH_METHODS = ("none", "client_secret_post", "client_secret_basic")
 LONGEST_NAME = 100
 MOST_REDIRECTS = 20
@@ -53,6 +52,19 @@ class ClientRefused(Exception):
         self.message = message
 
 
+class DocumentUnreachable(ClientRefused):
+    """A document that could not be had just now (network, resolver, a 5xx): a stored copy
+    still serves."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("invalid_client", message)
+
+
+class FetchBusy(DocumentUnreachable):
+    """This server's own bounds on fetching were reached: about this server, not the
+    document, so never remembered against it."""
+
+
 Fetch = Callable[[str], Awaitable[bytes]]
 
 
@@ -65,46 +77,93 @@ def secret_digest(secret: str) -> str:
 
 
 class Clients:
-    def __init__(self, store: Store, fetch: Fetch, clock: Clock = time.time) -> None:
-        self.store = store
-        self.fetch = fetch
-        self.clock = clock
+    def __init__(
+        self,
+        store: Store,
+        fetch: Fetch,
+        clock: Clock = time.time,
+        quotas: Quotas | None = None,
+    ) -> None:
+        self.store, self.fetch, self.clock = store, fetch, clock
+        self.quotas = quotas or LocalQuotas()
         # Documents that could not be used lately, so a page reloaded (or a URL that is slow
-        # on purpose) costs this server one fetch a minute, not one a request.
-        self.refused: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        # on purpose) costs this server one fetch a minute, not one a request.  Only the
+        # sentence is kept: a kept exception, raised again, would grow its traceback.
+        self.refused: OrderedDict[str, tuple[float, bool, str]] = OrderedDict()
+        self.fetching: dict[str, anyio.Lock] = {}
 
-    async def find(self, client_id: str) -> OAuthClient:
+    async def find(self, client_id: str, asker: str = "-") -> OAuthClient:
         """The client `client_id` names, fetching (or fetching again) its metadata document if
-        it is a URL; ClientRefused if there is none."""
+        it is a URL, counted against `asker`'s address; ClientRefused if there is none."""
         known = await self.store.reads.oauth.client(client_id)
         if not is_document_id(client_id):
             if known is None:
                 raise ClientRefused("invalid_client", "This client is not registered here.")
             return known
-        if known is not None and self.clock() - known.fetched_at < DOCUMENT_SECONDS:
+        if self._fresh(known, DOCUMENT_SECONDS):
             return known
-        client = await self._described(client_id)
+        async with self._turn(client_id):
+            return await self._described(client_id, asker)
+
+    def _fresh(self, known: OAuthClient | None, seconds: float) -> TypeGuard[OAuthClient]:
+        return known is not None and self.clock() - known.fetched_at < seconds
+
+    @asynccontextmanager
+    async def _turn(self, client_id: str) -> AsyncIterator[None]:
+        """One fetch of a document at a time: those asking meanwhile wait for it, then find
+        the document stored or its failure remembered."""
+        lock = self.fetching.setdefault(client_id, anyio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting:
+                self.fetching.pop(client_id, None)
+
+    async def _described(self, client_id: str, asker: str) -> OAuthClient:
+        known = await self.store.reads.oauth.client(client_id)
+        if self._fresh(known, DOCUMENT_SECONDS):  # fetched while this request waited
+            return known
+        try:
+            client = await self._fetched(client_id, asker)
+        except DocumentUnreachable:
+            if self._fresh(known, STALE_SECONDS):
+                return known
+            raise
         async with self.store.transaction() as tx:
             await tx.oauth.put_client(client)
         return client
 
-    async def _described(self, client_id: str) -> OAuthClient:
+    async def _fetched(self, client_id: str, asker: str) -> OAuthClient:
         """The client its document describes, or the reason it could not be used: remembered
         for a minute either way."""
-        # Only the sentence is kept: a kept exception, raised again, would grow its traceback
-        # (and hold every request's frames) with each raise.
         remembered = self.refused.get(client_id)
         if remembered is not None and self.clock() < remembered[0]:
-            raise ClientRefused("invalid_client", remembered[1])
+            raise _refusal(*remembered[1:])
+        await self._allowance(asker)
         try:
             return document_client(client_id, await self._document(client_id), self.clock())
+        except FetchBusy:
+            raise
         except ClientRefused as exc:
-            self._remember(client_id, exc.message)
+            self._remember(client_id, exc)
             raise
 
-    def _remember(self, client_id: str, message: str) -> None:
+    async def _allowance(self, asker: str) -> None:
+        """FetchBusy once `asker` has had its share of fetches."""
+        wait = await self.quotas.throttle(
+            "oauth-fetch:" + asker, self.clock(), FETCH_RATE, FETCH_BURST
+        )
+        if wait:
+            raise FetchBusy(
+                "Too many client documents were looked up from your address; try again in "
+                f"{max(1, round(wait / 60))} minute(s)."
+            )
+
+    def _remember(self, client_id: str, exc: ClientRefused) -> None:
+        unreachable = isinstance(exc, DocumentUnreachable)
         self.refused.pop(client_id, None)
-        self.refused[client_id] = (self.clock() + REFUSED_SECONDS, message)
+        self.refused[client_id] = (self.clock() + REFUSED_SECONDS, unreachable, exc.message)
         while len(self.refused) > MOST_REFUSED:
             self.refused.popitem(last=False)
 
@@ -114,10 +173,9 @@ class Clients:
         except ClientRefused:
             raise
         except Exception:
-            raise ClientRefused(
-                "invalid_client",
+            raise DocumentUnreachable(
                 "The client's metadata document could not be fetched; check that its URL "
-                "answers with the document.",
+                "answers with the document."
             ) from None
 
     async def register(self, body: Any) -> tuple[OAuthClient, dict[str, Any]]:
@@ -143,6 +201,13 @@ class Clients:
         if secret is not None:
             answer |= {"client_secret": secret, "client_secret_expires_at": 0}
         return client, answer
+
+
+def _refusal(unreachable: bool, message: str) -> ClientRefused:
+    """A remembered failure raised afresh, of the kind it was."""
+    if unreachable:
+        return DocumentUnreachable(message)
+    return ClientRefused("invalid_client", message)
 
 
 def authenticated(client: OAuthClient, secret: str | None) -> bool:
@@ -230,6 +295,11 @@ def document_problem(url: str, allow_private: bool) -> str | None:
     schemes = ("https", "http") if allow_private else ("https",)
     if parts.scheme not in schemes:
         return "A client_id URL must use https."
+    if not (url.isascii() and url.isprintable()) or " " in url:
+        return (
+            "A client_id URL must be printable ASCII without spaces; write an international "
+            "host name in its xn-- form."
+        )
     if not parts.hostname or parts.username or parts.password or parts.fragment:
         return "A client_id URL needs a host, and no user info or fragment."
     if parts.path in ("", "/") or any(s in (".", "..") for s in parts.path.split("/")):
@@ -263,120 +333,3 @@ def document_client(client_id: str, body: bytes, now: float) -> OAuthClient:
         )
     uris = tuple(fields["redirect_uris"])
     return OAuthClient(client_id, "document", fields["client_name"], uris, "none", None, now, now)
-
-
-# IPv6 prefixes that carry an IPv4 address in their last 32 bits: NAT64 (RFC 6052, RFC 8215)
-# and the deprecated IPv4-compatible form (RFC 4291 section 2.5.5.1).
-_EMBEDDING_IPV4 = tuple(
-    ipaddress.ip_network(prefix) for prefix in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96")
-)
-
-
-def public_address(address: str) -> bool:
-    """Whether `address` is on the public internet, judging an IPv6 address that stands for
-    an IPv4 one (mapped, 6to4, NAT64, compatible) by the IPv4 address it reaches."""
-    ip = _reached(ipaddress.ip_address(address.split("%", 1)[0]))
-    return ip.is_global and not ip.is_multicast
-
-
-IP = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def _reached(ip: IP) -> IP:
-    if isinstance(ip, ipaddress.IPv4Address):
-        return ip
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if any(ip in prefix for prefix in _EMBEDDING_IPV4):
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return ip
-
-
-def document_fetcher(allow_private: bool) -> Fetch:
-    """Fetches a metadata document by the rules above."""
-
-    async def fetch(url: str) -> bytes:
-        problem = document_problem(url, allow_private)
-        if problem is not None:
-            raise ClientRefused("invalid_client", problem)
-        parts = urlsplit(url)
-        assert parts.hostname is not None
-        # One bound over the lookup and the fetch: a slow resolver holds a page no longer
-        # than a slow server does.
-        with anyio.fail_after(DOCUMENT_TIMEOUT):
-            address = await _address(parts.hostname, parts.port, allow_private)
-            return await _get(url, parts.hostname, address)
-
-    return fetch
-
-
-async def _address(host: str, port: int | None, allow_private: bool) -> str:
-    try:
-        found = await anyio.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
-    except OSError:
-        raise ClientRefused(
-            "invalid_client", f"The client_id's host {host} does not resolve."
-        ) from None
-    addresses = [str(info[4][0]) for info in found]
-    if not addresses:
-        raise ClientRefused("invalid_client", f"The client_id's host {host} does not resolve.")
-    if not allow_private and not all(public_address(a) for a in addresses):
-        raise ClientRefused(
-            "invalid_client",
-            "The client_id's host resolves to a private or local address, which this server "
-            "does not fetch from.",
-        )
-    return addresses[0]
-
-
-async def _get(url: str, host: str, address: str) -> bytes:
-    """GET `url` from `address` (the one checked), naming `host` in the request and TLS."""
-    parts = urlsplit(url)
-    shown = f"[{address}]" if ":" in address else address
-    netloc = shown if parts.port is None else f"{shown}:{parts.port}"
-    pinned = parts._replace(netloc=netloc).geturl()
-    # Asked for uncompressed, so the size bound is on what is parsed (no decompression bomb).
-    headers = {
-        "host": parts.netloc.rpartition("@")[2],
-        "accept": "application/json",
-        "accept-encoding": "identity",
-    }
-    async with httpx.AsyncClient(follow_redirects=False, timeout=DOCUMENT_TIMEOUT) as http:
-        request = http.build_request(
-            "GET", pinned, headers=headers, extensions={"sni_hostname": host}
-        )
-        response = await http.send(request, stream=True)
-        try:
-            if response.status_code != 200:
-                raise ClientRefused(
-                    "invalid_client",
-                    f"The client's metadata document answered {response.status_code}, not 200.",
-                )
-            _plainly_encoded(response)
-            return await _bounded(response)
-        finally:
-            await response.aclose()
-
-
-def _plainly_encoded(response: httpx.Response) -> None:
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
-        raise ClientRefused(
-            "invalid_client",
-            f"The client's metadata document came {encoding}-encoded though this server asked "
-            "for it uncompressed; serve it with no Content-Encoding.",
-        )
-
-
-async def _bounded(response: httpx.Response) -> bytes:
-    body = bytearray()
-    async for chunk in response.aiter_raw():
-        body += chunk
-        if len(body) > DOCUMENT_BYTES:
-            raise ClientRefused(
-                "invalid_client",
-                f"The client's metadata document is larger than {DOCUMENT_BYTES} bytes.",
-            )
-    return bytes(body)

@@ -7,18 +7,22 @@ redirect URI, which a native app picks when it starts (RFC 8252 section 7.3).
 Browsers parse URLs more loosely than `urllib` does (the WHATWG URL standard turns `\\` into
 `/` for http and https, and drops tabs and newlines), so a URI that the two could read as
 different hosts is refused outright rather than compared: only printable ASCII without `\\`,
-no user information and no percent-escapes in the authority.
+no user information and no percent-escapes in the authority, which must be a host (a name, or
+an IPv6 address in brackets) and at most a port.
 """
 
 from __future__ import annotations
 
+import re
 from urllib.parse import SplitResult, urlsplit
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "[::1]", "localhost"})
 # Schemes that would run or read something in the browser rather than reach an app.
 FORBIDDEN_SCHEMES = frozenset({"javascript", "data", "file", "vbscript", "about", "blob"})
 LONGEST = 2000
-_UNSAFE_IN_AUTHORITY = frozenset("@%\\")
+# RFC 3986 section 3.2: host [":" port], the host a DNS-style name, an IPv4 address or an
+# IPv6 address in brackets; nothing else (a browser would read `[::1]evil.example` its own way).
+_AUTHORITY = re.compile(r"(?:[A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
 
 
 def problem(uri: str) -> str | None:
@@ -43,7 +47,7 @@ def _parsed(uri: str) -> SplitResult | None:
         parts.port  # noqa: B018 - an invalid port raises here
     except ValueError:
         return None
-    if _UNSAFE_IN_AUTHORITY & set(parts.netloc):
+    if _AUTHORITY.fullmatch(parts.netloc) is None:
         return None
     return parts
 

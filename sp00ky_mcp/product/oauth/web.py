@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 import orjson
 
 from ...engine.errors import HttpError
-from ...engine.forwarded import ClientAddress
+from ...engine.forwarded import ClientAddress, limited
 from ...engine.h1 import HttpRequest, HttpResponse, Response
 from ...engine.quotas import Quotas
 from .. import scopes as catalogue
@@ -145,7 +145,7 @@ class OAuthWeb:
     async def _authorize(self, request: HttpRequest) -> Response:
         try:
             params = _query(request.query)
-            client, redirect_uri = await self._asking(params)
+            client, redirect_uri = await self._asking(params, self._address(request))
         except BadRequest as exc:
             return _html(exc.status, pages.failure("This sign-in cannot go on", exc.message))
         try:
@@ -155,14 +155,14 @@ class OAuthWeb:
         signed = self.signer.sign("authorize", pending, REQUEST_SECONDS)
         return await self._page(request, client, signed, pending)
 
-    async def _asking(self, params: dict[str, str]) -> tuple[OAuthClient, str]:
+    async def _asking(self, params: dict[str, str], asker: str) -> tuple[OAuthClient, str]:
         """The client and its redirect URI, or BadRequest: until both are known good, nothing
         is sent to the URI given."""
         client_id = params.get("client_id")
         if not client_id:
             raise BadRequest("The request names no client_id; start again from your client.")
         try:
-            client = await self.clients.find(client_id)
+            client = await self.clients.find(client_id, asker)
         except ClientRefused as exc:
             raise BadRequest(f"The client cannot be used: {exc.message}") from None
         redirect_uri = params.get("redirect_uri")
@@ -230,7 +230,7 @@ class OAuthWeb:
                     "start the sign-in again from your client.",
                     403,
                 )
-            client = await self.clients.find(pending["c"])
+            client = await self.clients.find(pending["c"], self._address(request))
         except BadRequest as exc:
             return _html(exc.status, pages.failure("This sign-in cannot go on", exc.message))
         except ClientRefused as exc:
@@ -280,7 +280,7 @@ class OAuthWeb:
     def _address(self, request: HttpRequest) -> str:
         """Whom per-address limits count against: the client, seen through trusted proxies."""
         peer = getattr(request.channel, "peer", "") or "-"
-        return self.addresses.of(peer, request.header("x-forwarded-for"))
+        return limited(self.addresses.of(peer, request.header("x-forwarded-for")))
 
     async def _consent(self, posted: Posted) -> Response:
         pending = posted.pending
@@ -315,8 +315,7 @@ class OAuthWeb:
         if state is not None:
             answer["state"] = state
         answer["iss"] = self.urls.issuer
-        joiner = "&" if urlsplit(redirect_uri).query else "?"
-        location = redirect_uri + joiner + urlencode(answer)
+        location = _joined(redirect_uri, urlencode(answer))
         headers = [(b"location", location.encode()), *_page_headers()]
         return HttpResponse(303, headers)
 
@@ -361,7 +360,7 @@ class OAuthWeb:
         if not client_id:
             raise OAuthError("invalid_client", "Name the client: send client_id.", 401)
         try:
-            client = await self.clients.find(client_id)
+            client = await self.clients.find(client_id, self._address(request))
         except ClientRefused as exc:
             raise OAuthError("invalid_client", exc.message, 401) from None
         if not authenticated(client, secret):
@@ -394,6 +393,13 @@ class OAuthWeb:
         except OAuthError as exc:
             return _json(exc.status, exc.body())
         return HttpResponse(200, _api_headers())
+
+
+def _joined(uri: str, query: str) -> str:
+    """`uri` with `query` added to any query it has (RFC 6749 section 3.1.2: keep it)."""
+    if "?" not in uri:
+        return uri + "?" + query
+    return uri + ("" if uri.endswith(("?", "&")) else "&") + query
 
 
 # --- requests and responses ---------------------------------------------------------------------

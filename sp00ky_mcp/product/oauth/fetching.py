@@ -1,0 +1,194 @@
+"""Fetching client ID metadata documents, from the public internet only.
+
+The host is resolved first and the connection made to the address that was checked, so a name
+that resolves to a private or loopback address (or changes its answer in between) cannot make
+the server reach inside its network.  Addresses are judged by explicit lists of the
+special-purpose blocks (the IANA IPv4 and IPv6 special-purpose address registries), not by
+`ipaddress.is_global`, whose answers have changed between Python versions.
+
+Lookups run on threads of their own, a few at a time: a host whose name servers never answer
+holds a thread for as long as the system resolver waits, and must not hold the ones the rest
+of the server (its store, its connections to Redis or PostgreSQL) looks up names on.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from functools import partial
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.to_thread
+import httpx
+
+from .clients import ClientRefused, DocumentUnreachable, Fetch, FetchBusy, document_problem
+
+DOCUMENT_TIMEOUT = 5.0
+DOCUMENT_BYTES = 16 * 1024
+# Host lookups running at once, across every request.
+RESOLVING = 8
+# Statuses that say the document may be had later, so a stored copy keeps serving meanwhile.
+PASSING_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+_V4_DENIED = tuple(
+    IPv4Network(block)
+    for block in (
+        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+        "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.31.196.0/24", "192.52.193.0/24",
+        "192.88.99.0/24", "192.168.0.0/16", "192.175.48.0/24", "198.18.0.0/15",
+        "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+    )
+)  # fmt: skip
+# Only global unicast space (RFC 4291 section 2.4) is public, less what is set apart in it.
+_V6_GLOBAL = IPv6Network("2000::/3")
+_V6_DENIED = tuple(
+    IPv6Network(block)
+    for block in ("2001::/23", "2001:db8::/32", "3fff::/20", "5f00::/16")
+)  # fmt: skip
+# Prefixes that carry the IPv4 address reached in their last 32 bits: the well-known NAT64
+# prefix (RFC 6052 section 2.1).  The local-use prefix 64:ff9b:1::/48 (RFC 8215) may place it
+# elsewhere, so it is outside global unicast space and refused with the rest.
+_V6_NAT64 = IPv6Network("64:ff9b::/96")
+
+Lookup = Callable[[str, int], Sequence[Any]]
+
+
+def public_address(text: str) -> bool:
+    """Whether `text` is an address on the public internet, judging an IPv6 address that
+    stands for an IPv4 one (mapped, 6to4, well-known NAT64) by the IPv4 address it reaches."""
+    ip = ip_address(text.split("%", 1)[0])
+    if isinstance(ip, IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded is None:
+            return ip in _V6_GLOBAL and not any(ip in block for block in _V6_DENIED)
+        ip = embedded
+    return not any(ip in block for block in _V4_DENIED)
+
+
+def _embedded_ipv4(ip: IPv6Address) -> IPv4Address | None:
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _V6_NAT64:
+        return IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+class Resolver:
+    """Looks host names up on at most `most` threads at a time; past that, FetchBusy at once
+    rather than a wait."""
+
+    def __init__(self, most: int = RESOLVING, lookup: Lookup | None = None) -> None:
+        self.lookup = lookup or partial(socket.getaddrinfo, type=socket.SOCK_STREAM)
+        # Held by the thread for as long as the lookup really runs, which may be longer than
+        # its caller waits: a lookup given up on still counts until the resolver lets go.
+        self.slots = threading.BoundedSemaphore(most)
+        self.limiter = anyio.CapacityLimiter(most)
+
+    async def addresses(self, host: str, port: int) -> list[str]:
+        found = await anyio.to_thread.run_sync(
+            self._addresses, host, port, abandon_on_cancel=True, limiter=self.limiter
+        )
+        if found is None:
+            raise FetchBusy(
+                "This server is looking up too many client hosts at once; try again in a minute."
+            )
+        return found
+
+    def _addresses(self, host: str, port: int) -> list[str] | None:
+        if not self.slots.acquire(blocking=False):
+            return None
+        try:
+            return [str(info[4][0]) for info in self.lookup(host, port)]
+        except OSError:
+            return []
+        finally:
+            self.slots.release()
+
+
+def document_fetcher(allow_private: bool, resolver: Resolver | None = None) -> Fetch:
+    """Fetches a metadata document with bounds (a few seconds, a few kilobytes, no redirects)
+    from public addresses only, unless the operator allows private ones (and plain http with
+    them) for development."""
+    resolver = resolver or Resolver()
+
+    async def fetch(url: str) -> bytes:
+        problem = document_problem(url, allow_private)
+        if problem is not None:
+            raise ClientRefused("invalid_client", problem)
+        parts = urlsplit(url)
+        assert parts.hostname is not None
+        # One bound over the lookup and the fetch: a slow resolver holds a page no longer
+        # than a slow server does.
+        with anyio.fail_after(DOCUMENT_TIMEOUT):
+            address = await _address(resolver, parts.hostname, parts.port, allow_private)
+            return await _get(url, parts.hostname, address)
+
+    return fetch
+
+
+async def _address(resolver: Resolver, host: str, port: int | None, allow_private: bool) -> str:
+    addresses = await resolver.addresses(host, port or 443)
+    if not addresses:
+        raise DocumentUnreachable(f"The client_id's host {host} does not resolve.")
+    if not allow_private and not all(public_address(a) for a in addresses):
+        raise ClientRefused(
+            "invalid_client",
+            "The client_id's host resolves to a private or local address, which this server "
+            "does not fetch from.",
+        )
+    return addresses[0]
+
+
+async def _get(url: str, host: str, address: str) -> bytes:
+    """GET `url` from `address` (the one checked), naming `host` in the request and TLS."""
+    parts = urlsplit(url)
+    shown = f"[{address}]" if ":" in address else address
+    netloc = shown if parts.port is None else f"{shown}:{parts.port}"
+    pinned = parts._replace(netloc=netloc).geturl()
+    # Asked for uncompressed, so the size bound is on what is parsed (no decompression bomb).
+    headers = {"host": parts.netloc, "accept": "application/json", "accept-encoding": "identity"}
+    async with httpx.AsyncClient(follow_redirects=False, timeout=DOCUMENT_TIMEOUT) as http:
+        request = http.build_request(
+            "GET", pinned, headers=headers, extensions={"sni_hostname": host}
+        )
+        response = await http.send(request, stream=True)
+        try:
+            _answered(response)
+            return await _bounded(response)
+        finally:
+            await response.aclose()
+
+
+def _answered(response: httpx.Response) -> None:
+    """ClientRefused unless the response is a 200 with a plainly encoded body."""
+    status = response.status_code
+    if status != 200:
+        message = f"The client's metadata document answered {status}, not 200."
+        if status in PASSING_STATUSES:
+            raise DocumentUnreachable(message)
+        raise ClientRefused("invalid_client", message)
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise ClientRefused(
+            "invalid_client",
+            f"The client's metadata document came {encoding}-encoded though this server asked "
+            "for it uncompressed; serve it with no Content-Encoding.",
+        )
+
+
+async def _bounded(response: httpx.Response) -> bytes:
+    body = bytearray()
+    async for chunk in response.aiter_raw():
+        body += chunk
+        if len(body) > DOCUMENT_BYTES:
+            raise ClientRefused(
+                "invalid_client",
+                f"The client's metadata document is larger than {DOCUMENT_BYTES} bytes.",
+            )
+    return bytes(body)

@@ -1,0 +1,218 @@
+"""Clients described by metadata documents: a stored copy outlives fetches that fail for a
+while, one fetch of a document runs at a time, each address has a share of fetches, and host
+lookups keep to threads of their own."""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+
+from sp00ky_mcp.product.oauth.clients import (
+    DOCUMENT_SECONDS,
+    FETCH_BURST,
+    STALE_SECONDS,
+    ClientRefused,
+    Clients,
+    DocumentUnreachable,
+    FetchBusy,
+)
+from sp00ky_mcp.product.oauth.fetching import Resolver
+from sp00ky_mcp.product.store import Store
+
+pytestmark = pytest.mark.anyio
+
+CLIENT_ID = "https://app.example/client.json"
+
+
+def document(client_id: str = CLIENT_ID, name: str = "Doc Client") -> bytes:
+    return orjson.dumps(
+        {"client_id": client_id, "client_name": name, "redirect_uris": ["https://app.example/cb"]}
+    )
+
+
+class Documents:
+    """The web as far as these tests need it: a document per URL, or a failure to raise."""
+
+    def __init__(self) -> None:
+        self.served: dict[str, bytes | ClientRefused] = {}
+        self.asked: list[str] = []
+        self.gate: anyio.Event | None = None
+
+    async def fetch(self, url: str) -> bytes:
+        self.asked.append(url)
+        if self.gate is not None:
+            await self.gate.wait()
+        answer = self.served[url]
+        if isinstance(answer, ClientRefused):
+            raise answer
+        return answer
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def web() -> Documents:
+    return Documents()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def clients(store: Store, web: Documents, clock: Clock) -> Clients:
+    return Clients(store, web.fetch, clock)
+
+
+async def test_a_stored_document_serves_for_a_day_while_fetching_it_again_fails(
+    clients: Clients, web: Documents, clock: Clock
+) -> None:
+    web.served[CLIENT_ID] = document()
+    await clients.find(CLIENT_ID)
+    web.served[CLIENT_ID] = DocumentUnreachable("The document's server is down.")
+    clock.now += DOCUMENT_SECONDS + 1
+    assert (await clients.find(CLIENT_ID)).name == "Doc Client"
+    clock.now += STALE_SECONDS
+    with pytest.raises(DocumentUnreachable, match="The document's server is down"):
+        await clients.find(CLIENT_ID)
+
+
+async def test_a_document_its_owner_withdrew_stops_serving_at_the_next_fetch(
+    clients: Clients, web: Documents, clock: Clock
+) -> None:
+    web.served[CLIENT_ID] = document()
+    await clients.find(CLIENT_ID)
+    web.served[CLIENT_ID] = document(client_id="https://elsewhere.example/c.json")
+    clock.now += DOCUMENT_SECONDS + 1
+    with pytest.raises(ClientRefused, match="must name its own URL as client_id"):
+        await clients.find(CLIENT_ID)
+
+
+async def test_a_document_fetched_again_after_an_hour_replaces_the_stored_copy(
+    clients: Clients, web: Documents, clock: Clock
+) -> None:
+    web.served[CLIENT_ID] = document()
+    await clients.find(CLIENT_ID)
+    web.served[CLIENT_ID] = document(name="Renamed Client")
+    clock.now += DOCUMENT_SECONDS - 1
+    assert (await clients.find(CLIENT_ID)).name == "Doc Client"
+    clock.now += 2
+    assert (await clients.find(CLIENT_ID)).name == "Renamed Client"
+    assert web.asked == [CLIENT_ID, CLIENT_ID]
+
+
+async def test_many_asking_for_one_document_at_once_cause_one_fetch(
+    clients: Clients, web: Documents
+) -> None:
+    web.served[CLIENT_ID] = document()
+    web.gate = anyio.Event()
+    found: list[str] = []
+
+    async def find() -> None:
+        found.append((await clients.find(CLIENT_ID)).name)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for _ in range(5):
+                tg.start_soon(find)
+            await anyio.wait_all_tasks_blocked()
+            web.gate.set()
+    assert found == ["Doc Client"] * 5
+    assert web.asked == [CLIENT_ID]
+    assert clients.fetching == {}
+
+
+async def test_one_address_has_its_share_of_fetches_and_no_more(
+    clients: Clients, web: Documents, clock: Clock
+) -> None:
+    ids = [f"https://app.example/c{n}.json" for n in range(int(FETCH_BURST) + 1)]
+    for client_id in ids:
+        web.served[client_id] = document(client_id)
+    for client_id in ids[:-1]:
+        await clients.find(client_id, "203.0.113.7")
+    with pytest.raises(FetchBusy, match="Too many client documents were looked up from your"):
+        await clients.find(ids[-1], "203.0.113.7")
+    assert (await clients.find(ids[-1], "203.0.113.8")).id == ids[-1]
+
+
+async def test_a_busy_refusal_is_not_remembered_against_the_document(
+    clients: Clients, web: Documents, clock: Clock
+) -> None:
+    ids = [f"https://app.example/c{n}.json" for n in range(int(FETCH_BURST) + 1)]
+    for client_id in ids:
+        web.served[client_id] = document(client_id)
+    for client_id in ids[:-1]:
+        await clients.find(client_id, "203.0.113.7")
+    with pytest.raises(FetchBusy):
+        await clients.find(ids[-1], "203.0.113.7")
+    clock.now += 30
+    assert (await clients.find(ids[-1], "203.0.113.7")).id == ids[-1]
+
+
+async def test_a_remembered_refusal_raised_many_times_carries_a_short_traceback(
+    clients: Clients, web: Documents
+) -> None:
+    web.served[CLIENT_ID] = ClientRefused("invalid_client", "The document is not JSON.")
+    depths = []
+    for _ in range(50):
+        with pytest.raises(ClientRefused) as raised:
+            await clients.find(CLIENT_ID)
+        depths.append(len(traceback.extract_tb(raised.value.__traceback__)))
+    assert web.asked == [CLIENT_ID]
+    assert depths[-1] == depths[1]
+
+
+# --- host lookups ------------------------------------------------------------------------------
+
+
+class StuckResolver:
+    """A system resolver whose name servers answer only when the test says so."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+
+    def __call__(self, host: str, port: int) -> Sequence[Any]:
+        if host == "stuck.example":
+            self.started.set()
+            self.release.wait(30)
+        return [(2, 1, 6, "", ("203.0.113.5", port))]
+
+
+async def test_lookups_past_their_threads_are_refused_at_once_not_queued() -> None:
+    stuck = StuckResolver()
+    resolver = Resolver(most=1, lookup=stuck)
+    try:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:  # a caller that gives up, as a
+                tg.start_soon(resolver.addresses, "stuck.example", 443)  # fetch's bound does
+                await anyio.to_thread.run_sync(stuck.started.wait, 10)
+                tg.cancel_scope.cancel()
+            with pytest.raises(FetchBusy, match="too many client hosts"):
+                await resolver.addresses("app.example", 443)
+    finally:
+        stuck.release.set()
+    # The abandoned lookup lets go of its thread once its resolver answers.
+    assert await anyio.to_thread.run_sync(resolver.slots.acquire, True, 10)
+    resolver.slots.release()
+    assert await resolver.addresses("app.example", 443) == ["203.0.113.5"]
+
+
+async def test_a_host_that_does_not_resolve_is_unreachable_for_now() -> None:
+    def nothing(host: str, port: int) -> Sequence[Any]:
+        raise OSError("Name or service not known")
+
+    assert await Resolver(lookup=nothing).addresses("gone.example", 443) == []
