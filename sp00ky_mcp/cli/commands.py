@@ -245,6 +245,28 @@ def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    add_listening_arguments(parser)
+    parser.add_argument("--data-dir", default=None, help="where the embedded store lives")
+    add_database_argument(parser)
+    add_secret_key_argument(parser)
+    add_shared_arguments(parser)
+    add_sign_in_arguments(parser)
+    add_browser_arguments(parser)
+    add_serving_arguments(parser)
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="PATH",
+        help='a TOML file of settings (keys as the options: log-level = "debug"); flags win '
+        "over SP00KY_MCP_* variables, which win over the file",
+    )
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the settings in effect and exit"
+    )
+
+
+def add_listening_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the server listens."""
     parser.add_argument(
         "--host",
         type=bind_address,
@@ -255,10 +277,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port", type=tcp_port, default=DEFAULT_PORT, help="TCP port (0: any free)"
     )
-    parser.add_argument("--data-dir", default=None, help="where the embedded store lives")
-    add_database_argument(parser)
-    add_secret_key_argument(parser)
-    add_shared_arguments(parser)
+
+
+def add_sign_in_arguments(parser: argparse.ArgumentParser) -> None:
+    """The URL clients use, OAuth sign-in, and the proxies whose word on clients counts."""
     parser.add_argument(
         "--public-url",
         type=public_url,
@@ -286,6 +308,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="a proxy (address or network) whose X-Forwarded-For names the client, for limits "
         "kept per address (repeatable)",
     )
+
+
+def add_browser_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which pages and names browsers may reach the server from (DNS rebinding, CORS)."""
     parser.add_argument(
         "--allowed-origin",
         type=web_origin,
@@ -301,17 +327,6 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="HOST",
         help="a Host header value to accept (repeatable)",
-    )
-    add_serving_arguments(parser)
-    parser.add_argument(
-        "--config",
-        default=None,
-        metavar="PATH",
-        help='a TOML file of settings (keys as the options: log-level = "debug"); flags win '
-        "over SP00KY_MCP_* variables, which win over the file",
-    )
-    parser.add_argument(
-        "--print-config", action="store_true", help="print the settings in effect and exit"
     )
 
 
