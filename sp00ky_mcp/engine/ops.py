@@ -143,19 +143,19 @@ class LineWriter:
             pass  # a closed or full standard error must not end a request
 
 
-_stamped: list[Any] = [-1, ""]
+_second: list[Any] = [-1, ""]
 
 
 def _stamp(now: float | None = None) -> str:
-    """The time (`now`, or the present) to the millisecond, formatted once per millisecond."""
+    """The time (`now`, or the present) to the millisecond; the date and time of day are
+    formatted once a second, the milliseconds each time."""
     if now is None:
         now = time.time()
-    millisecond = int(now * 1000)
-    if millisecond != _stamped[0]:
-        moment = datetime.fromtimestamp(millisecond / 1000, UTC)
-        _stamped[:] = [millisecond, moment.isoformat(timespec="milliseconds")[:-6] + "Z"]
-    text: str = _stamped[1]
-    return text
+    second = int(now)
+    if second != _second[0]:
+        moment = datetime.fromtimestamp(second, UTC)
+        _second[:] = [second, moment.strftime("%Y-%m-%dT%H:%M:%S.")]
+    return f"{_second[1]}{int((now - second) * 1000):03d}Z"
 
 
 def json_line(kind: str, fields: dict[str, Any]) -> str:
@@ -323,19 +323,22 @@ AUDIT_JSON = (
 # Encoded values kept for reuse (a token's name, a path, a tool), up to this many of this size.
 ENCODED_KEPT = 1024
 ENCODED_LONGEST = 64
-_encoded: dict[str | None, str] = {}
 
 
-def _json(value: str | None) -> str:
-    """`value` as JSON, from the values seen lately when it is one of them."""
-    text = _encoded.get(value)
-    if text is None:
+class _Encoded(dict[str | None, str]):
+    """A value as JSON (`_json[value]`), from the values seen lately when it is one of them:
+    a hit is one dictionary lookup, with no Python call, for each of a line's dozen fields."""
+
+    def __missing__(self, value: str | None) -> str:
         text = orjson.dumps(value).decode()
         if value is None or len(value) <= ENCODED_LONGEST:
-            if len(_encoded) >= ENCODED_KEPT:
-                _encoded.clear()  # bounded whatever clients send; the usual ones come back
-            _encoded[value] = text
-    return text
+            if len(self) >= ENCODED_KEPT:
+                self.clear()  # bounded whatever clients send; the usual ones come back
+            self[value] = text
+        return text
+
+
+_json = _Encoded()
 
 
 def _access_json(
@@ -344,17 +347,17 @@ def _access_json(
     return ACCESS_JSON % (
         _stamp(now),
         facts.request,
-        _json(http_method),
-        _json(path),
-        _json(facts.method),
+        _json[http_method],
+        _json[path],
+        _json[facts.method],
         facts.era,
-        _json(facts.session),
-        _json(facts.tool),
-        _json(facts.token_id),
-        _json(facts.token_name),
-        _json(facts.tenant),
+        _json[facts.session],
+        _json[facts.tool],
+        _json[facts.token_id],
+        _json[facts.token_name],
+        _json[facts.tenant],
         status,
-        _json(facts.outcome),
+        _json[facts.outcome],
         seconds * 1000,
     )
 
@@ -371,12 +374,12 @@ def _audit_json(
     return AUDIT_JSON % (
         _stamp(now),
         facts.request,
-        _json(tool),
+        _json[tool],
         orjson.dumps(sorted(names)).decode() if names else "[]",
-        _json(facts.token_id),
-        _json(facts.token_name),
-        _json(tenant),
-        _json(facts.session),
+        _json[facts.token_id],
+        _json[facts.token_name],
+        _json[tenant],
+        _json[facts.session],
         outcome,
         seconds * 1000,
     )
