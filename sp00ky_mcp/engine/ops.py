@@ -143,19 +143,25 @@ class LineWriter:
             pass  # a closed or full standard error must not end a request
 
 
+# The last second formatted (its date and time of day) and the last millisecond (the whole
+# stamp): lines written together mostly share their millisecond, and all their second.
 _second: list[Any] = [-1, ""]
+_millisecond: list[Any] = [-1, ""]
 
 
 def _stamp(now: float | None = None) -> str:
-    """The time (`now`, or the present) to the millisecond; the date and time of day are
-    formatted once a second, the milliseconds each time."""
+    """The time (`now`, or the present) to the millisecond."""
     if now is None:
         now = time.time()
-    second = int(now)
-    if second != _second[0]:
-        moment = datetime.fromtimestamp(second, UTC)
-        _second[:] = [second, moment.strftime("%Y-%m-%dT%H:%M:%S.")]
-    return f"{_second[1]}{int((now - second) * 1000):03d}Z"
+    millisecond = int(now * 1000)
+    if millisecond != _millisecond[0]:
+        second, fraction = divmod(millisecond, 1000)
+        if second != _second[0]:
+            moment = datetime.fromtimestamp(second, UTC)
+            _second[:] = [second, moment.strftime("%Y-%m-%dT%H:%M:%S.")]
+        _millisecond[:] = [millisecond, f"{_second[1]}{fraction:03d}Z"]
+    text: str = _millisecond[1]
+    return text
 
 
 def json_line(kind: str, fields: dict[str, Any]) -> str:
