@@ -4,6 +4,7 @@ lookups keep to threads of their own."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import traceback
 from collections.abc import Sequence
@@ -216,3 +217,23 @@ async def test_a_host_that_does_not_resolve_is_unreachable_for_now() -> None:
         raise OSError("Name or service not known")
 
     assert await Resolver(lookup=nothing).addresses("gone.example", 443) == []
+
+
+NEVER_ANSWERED = """
+import threading, anyio
+from sp00ky_mcp.product.oauth.fetching import Resolver
+
+async def main():
+    resolver = Resolver(lookup=lambda host, port: threading.Event().wait())
+    with anyio.move_on_after(0.1):
+        await resolver.addresses("stuck.example", 443)
+    print("gave up")
+
+anyio.run(main)
+"""
+
+
+async def test_a_lookup_that_never_ends_does_not_keep_the_process_from_exiting() -> None:
+    with anyio.fail_after(60):
+        done = await anyio.run_process([sys.executable, "-c", NEVER_ANSWERED])
+    assert done.stdout == b"gave up\n"

@@ -8,21 +8,23 @@ special-purpose blocks (the IANA IPv4 and IPv6 special-purpose address registrie
 
 Lookups run on threads of their own, a few at a time: a host whose name servers never answer
 holds a thread for as long as the system resolver waits, and must not hold the ones the rest
-of the server (its store, its connections to Redis or PostgreSQL) looks up names on.
+of the server (its store, its connections to Redis or PostgreSQL) looks up names on, nor keep
+the process from exiting.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from functools import partial
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
-import anyio.to_thread
 import httpx
 
 from .clients import ClientRefused, DocumentUnreachable, Fetch, FetchBusy, document_problem
@@ -55,6 +57,7 @@ _V6_DENIED = tuple(
 _V6_NAT64 = IPv6Network("64:ff9b::/96")
 
 Lookup = Callable[[str, int], Sequence[Any]]
+Future = asyncio.Future[list[str]]
 
 
 def public_address(text: str) -> bool:
@@ -85,30 +88,44 @@ class Resolver:
 
     def __init__(self, most: int = RESOLVING, lookup: Lookup | None = None) -> None:
         self.lookup = lookup or partial(socket.getaddrinfo, type=socket.SOCK_STREAM)
-        # Held by the thread for as long as the lookup really runs, which may be longer than
+        # Held by a lookup's thread for as long as it really runs, which may be longer than
         # its caller waits: a lookup given up on still counts until the resolver lets go.
         self.slots = threading.BoundedSemaphore(most)
-        self.limiter = anyio.CapacityLimiter(most)
 
     async def addresses(self, host: str, port: int) -> list[str]:
-        found = await anyio.to_thread.run_sync(
-            self._addresses, host, port, abandon_on_cancel=True, limiter=self.limiter
-        )
-        if found is None:
+        """The addresses `host` resolves to (none when it does not resolve)."""
+        if not self.slots.acquire(blocking=False):
             raise FetchBusy(
                 "This server is looking up too many client hosts at once; try again in a minute."
             )
-        return found
-
-    def _addresses(self, host: str, port: int) -> list[str] | None:
-        if not self.slots.acquire(blocking=False):
-            return None
+        loop = asyncio.get_running_loop()
+        answer: Future = loop.create_future()
+        # A daemon thread of its own: a lookup that never ends neither holds a thread the
+        # store or the event loop needs nor keeps the process from exiting.
+        thread = threading.Thread(
+            target=self._run, args=(host, port, loop, answer), name="client-lookup", daemon=True
+        )
         try:
-            return [str(info[4][0]) for info in self.lookup(host, port)]
-        except OSError:
-            return []
+            thread.start()
+        except RuntimeError:  # no thread to be had
+            self.slots.release()
+            raise FetchBusy("This server cannot look client hosts up now; try again.") from None
+        return await answer
+
+    def _run(self, host: str, port: int, loop: asyncio.AbstractEventLoop, answer: Future) -> None:
+        try:
+            found = [str(info[4][0]) for info in self.lookup(host, port)]
+        except (OSError, UnicodeError):
+            found = []
         finally:
             self.slots.release()
+        with suppress(RuntimeError):  # the loop closed while the resolver took its time
+            loop.call_soon_threadsafe(_settle, answer, found)
+
+
+def _settle(answer: Future, found: list[str]) -> None:
+    if not answer.done():  # its caller may have given up
+        answer.set_result(found)
 
 
 def document_fetcher(allow_private: bool, resolver: Resolver | None = None) -> Fetch:
