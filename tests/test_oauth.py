@@ -16,6 +16,7 @@ import httpx
 import orjson
 import pytest
 
+from sp00ky_mcp.engine.quotas import LocalQuotas
 from sp00ky_mcp.product import scopes
 from sp00ky_mcp.product.oauth import passwords
 from sp00ky_mcp.product.oauth.web import OAuthWeb
@@ -433,7 +434,12 @@ async def test_a_consent_form_without_its_csrf_token_is_refused(product: Product
             root(product) + "/oauth/authorize", data=forged | {"decision": "allow"}
         )
         other_browser = await _from_another_browser(product, consent)
+        not_ascii = await browser.post(
+            root(product) + "/oauth/authorize",
+            data=forged | {"decision": "allow", "csrf": "\u00e9t\u00e9"},
+        )
     assert no_token.status_code == 403 and "location" not in no_token.headers
+    assert not_ascii.status_code == 403 and "location" not in not_ascii.headers
     assert other_browser.status_code == 403 and "location" not in other_browser.headers
 
 
@@ -827,3 +833,70 @@ async def test_a_redirect_uri_ending_in_a_question_mark_gets_one(product: Produc
         consent = await sign_in(browser, product, asked)
         back = await allow(browser, product, consent)
     assert back.headers["location"].startswith(REDIRECT + "?code=")
+
+
+async def test_wrong_passwords_from_one_address_do_not_lock_the_user_out_elsewhere(
+    store: Store, tmp_path: Path
+) -> None:
+    async with product_server(store, tmp_path, trusted_proxies=("127.0.0.0/8",)) as env:
+        await with_password(env)
+        client_id = await register(env)
+        async with (
+            httpx.AsyncClient(headers={"x-forwarded-for": "203.0.113.7"}) as attacker,
+            httpx.AsyncClient(headers={"x-forwarded-for": "198.51.100.9"}) as user,
+        ):
+            asked = await ask(attacker, env, client_id)
+            codes = [
+                (await sign_in(attacker, env, asked, password=f"guess-{n}-guess")).status_code
+                for n in range(6)
+            ]
+            mine = await sign_in(user, env, await ask(user, env, client_id))
+    assert codes == [403] * 5 + [429]
+    assert mine.status_code == 200 and "asks to use your Sp00ky account" in mine.text
+
+
+async def test_an_email_longer_than_any_address_is_refused_before_it_is_counted(
+    product: ProductEnv,
+) -> None:
+    client_id = await register(product)
+    async with httpx.AsyncClient() as browser:
+        asked = await ask(browser, product, client_id)
+        long = await sign_in(browser, product, asked, email="a" * 250 + "@example.com")
+    assert long.status_code == 400
+    assert "An email address has at most 254 characters." in long.text
+    web = product.server.service.pages
+    assert isinstance(web, OAuthWeb) and isinstance(web.quotas, LocalQuotas)
+    assert not any("@example.com" in key for key in web.quotas._buckets)
+
+
+async def test_a_client_id_longer_than_any_url_is_refused_unfetched(product: ProductEnv) -> None:
+    async with httpx.AsyncClient() as browser:
+        asked = await ask(browser, product, "https://app.example/" + "c" * 2000)
+    reply = await token_request(
+        product,
+        grant_type="refresh_token",
+        refresh_token="x",
+        client_id="https://app.example/" + "c" * 2000,
+    )
+    assert asked.page.status_code == 400
+    assert "A client_id has at most 2000 characters." in asked.page.text
+    assert reply.json()["error_description"] == "A client_id has at most 2000 characters."
+
+
+async def test_basic_credentials_that_are_not_ascii_are_refused_as_such(
+    product: ProductEnv,
+) -> None:
+    for path in ("/oauth/token", "/oauth/revoke"):
+        reply = await product.http.post(
+            root(product) + path,
+            content=b"grant_type=refresh_token&refresh_token=x&token=x",
+            headers={
+                b"content-type": b"application/x-www-form-urlencoded",
+                b"authorization": "Basic \u00e9\u00e9\u00e9\u00e9".encode("latin-1"),
+            },
+        )
+        assert reply.status_code == 401, path
+        assert reply.json() == {
+            "error": "invalid_client",
+            "error_description": "The Basic credentials are not valid.",
+        }

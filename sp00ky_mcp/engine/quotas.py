@@ -46,9 +46,12 @@ class Bucket:
 
     tokens: float
     stamp: float
+    rate: float = 0.0
+    capacity: float = 0.0
 
     def take(self, now: float, rate: float, capacity: float) -> float:
         """Take one; returns 0 when allowed, else the seconds until one is available."""
+        self.rate, self.capacity = rate, capacity
         # A clock that stepped back refills nothing (and takes nothing away).
         self.tokens = min(capacity, self.tokens + max(0.0, now - self.stamp) * rate)
         self.stamp = max(self.stamp, now)
@@ -57,19 +60,39 @@ class Bucket:
             return 0.0
         return (1 - self.tokens) / rate
 
+    def full(self, now: float) -> bool:
+        """Refilled by `now`: no different from a bucket never used."""
+        return self.tokens + max(0.0, now - self.stamp) * self.rate >= self.capacity
+
+
+# Buckets kept before the full ones are dropped; then twice as many as remain.
+SWEEP_AT = 4096
+
 
 class LocalQuotas(Quotas):
     """One process's quotas, in memory."""
 
     def __init__(self) -> None:
         self._buckets: dict[str, Bucket] = {}
+        self._sweep_at = SWEEP_AT
         self._held = Tally()
 
     async def throttle(self, key: str, now: float, rate: float, burst: float) -> float:
         bucket = self._buckets.get(key)
         if bucket is None:
+            if len(self._buckets) >= self._sweep_at:
+                self._sweep(now)
             bucket = self._buckets[key] = Bucket(burst, now)
         return bucket.take(now, rate, burst)
+
+    def _sweep(self, now: float) -> None:
+        """Drops the buckets that have refilled, so that keys seen once (an address, an
+        email tried) do not stay for the life of the process."""
+        self._buckets = {k: b for k, b in self._buckets.items() if not b.full(now)}
+        self._sweep_at = max(SWEEP_AT, 2 * len(self._buckets))
+
+    def buckets(self) -> int:
+        return len(self._buckets)
 
     async def claim(self, key: str, cap: int) -> bool:
         if self._held.get(key, 0) >= cap:

@@ -38,6 +38,8 @@ REFUSED_SECONDS = 60.0
 MOST_REFUSED = 1024
 # Documents fetched for one address: ten at once, then one every thirty seconds.
 FETCH_BURST, FETCH_RATE = 10.0, 1 / 30
+# A client_id longer than any URL a browser keeps is no one's (and is not worth remembering).
+LONGEST_CLIENT_ID = 2000
 AUTH_METHODS = ("none", "client_secret_post", "client_secret_basic")
 LONGEST_NAME = 100
 MOST_REDIRECTS = 20
@@ -95,6 +97,10 @@ class Clients:
     async def find(self, client_id: str, asker: str = "-") -> OAuthClient:
         """The client `client_id` names, fetching (or fetching again) its metadata document if
         it is a URL, counted against `asker`'s address; ClientRefused if there is none."""
+        if len(client_id) > LONGEST_CLIENT_ID:
+            raise ClientRefused(
+                "invalid_client", f"A client_id has at most {LONGEST_CLIENT_ID} characters."
+            )
         known = await self.store.reads.oauth.client(client_id)
         if not is_document_id(client_id):
             if known is None:

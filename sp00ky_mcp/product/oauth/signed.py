@@ -69,8 +69,10 @@ class Signer:
             return False
         digest = hashlib.sha256(request.encode()).digest()
         body = nonce.encode() + b"|" + digest
+        # Compared as bytes: compare_digest refuses str holding anything but ASCII.
+        given = token.encode("utf-8", "surrogatepass")
         return any(
-            hmac.compare_digest(_b64(self._mac(key, "csrf", body)), token)
+            hmac.compare_digest(_b64(self._mac(key, "csrf", body)).encode(), given)
             for key in self.ring.verifying()
         )
 

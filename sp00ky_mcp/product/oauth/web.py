@@ -39,10 +39,15 @@ FORM = "application/x-www-form-urlencoded"
 # How long a sign-in page may be answered, and how long a browser stays signed in.
 REQUEST_SECONDS = 600.0
 SIGNED_IN_SECONDS = 3600.0
-# Sign-in attempts: five at once for an address (email), then one a minute; and a peer's
-# attempts over every email, twenty at once, then one every ten seconds.
-EMAIL_BURST, EMAIL_RATE = 5.0, 1 / 60
+# Sign-in attempts: a peer's over every email, twenty at once, then one every ten seconds; an
+# email's from one peer, five at once, then one a minute; and an email's from everywhere,
+# thirty at once, then one every twenty seconds (so that a guesser spread over many addresses
+# is slowed too, while locking a user out takes many addresses, not one).
 PEER_BURST, PEER_RATE = 20.0, 1 / 10
+EMAIL_BURST, EMAIL_RATE = 5.0, 1 / 60
+EVERYWHERE_BURST, EVERYWHERE_RATE = 30.0, 1 / 20
+# RFC 5321 section 4.5.3.1: no address is longer.
+LONGEST_EMAIL = 254
 # Registrations from one peer: ten at once, then one every six minutes.
 REGISTER_BURST, REGISTER_RATE = 10.0, 1 / 360
 MOST_FIELDS = 64
@@ -248,6 +253,9 @@ class OAuthWeb:
 
     async def _signin(self, posted: Posted) -> Response:
         email, password = posted.field("email").strip(), posted.field("password")
+        if len(email) > LONGEST_EMAIL:
+            message = f"An email address has at most {LONGEST_EMAIL} characters."
+            return await self._again(posted, message, 400)
         wait = await self._attempt(posted.request, email)
         if wait:
             minutes = max(1, round(wait / 60))
@@ -267,15 +275,19 @@ class OAuthWeb:
         return _html(200, body, [signed_in])
 
     async def _attempt(self, request: HttpRequest, email: str) -> float:
-        """Takes one sign-in attempt from the email's allowance and the peer's: the seconds to
-        wait when either is spent, else 0."""
-        now = self.clock()
-        peer = self._address(request)
-        by_email = await self.quotas.throttle(
-            "signin:" + folded(email), now, EMAIL_RATE, EMAIL_BURST
-        )
-        by_peer = await self.quotas.throttle("signin-from:" + peer, now, PEER_RATE, PEER_BURST)
-        return max(by_email, by_peer)
+        """Takes one sign-in attempt from the peer's allowance, then the email's: the seconds
+        to wait when one is spent, else 0.  A peer past its allowance takes nothing from the
+        email's, so it cannot spend another user's attempts for them."""
+        now, peer, who = self.clock(), self._address(request), folded(email)
+        for key, rate, burst in (
+            ("signin-from:" + peer, PEER_RATE, PEER_BURST),
+            (f"signin-pair:{peer} {who}", EMAIL_RATE, EMAIL_BURST),
+            ("signin-email:" + who, EVERYWHERE_RATE, EVERYWHERE_BURST),
+        ):
+            wait = await self.quotas.throttle(key, now, rate, burst)
+            if wait:
+                return wait
+        return 0.0
 
     def _address(self, request: HttpRequest) -> str:
         """Whom per-address limits count against: the client, seen through trusted proxies."""
@@ -473,7 +485,7 @@ def _basic(header: str | None) -> tuple[str | None, str | None]:
         return None, None
     try:
         decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):  # ValueError: not ASCII to begin with
         raise OAuthError("invalid_client", "The Basic credentials are not valid.", 401) from None
     client_id, _, secret = decoded.partition(":")
     return unquote(client_id), unquote(secret)
