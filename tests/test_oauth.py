@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import html
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import orjson
@@ -338,15 +340,33 @@ async def test_a_wrong_or_missing_verifier_gets_no_token(product: ProductEnv) ->
     assert (missing.status_code, missing.json()["error"]) == (400, "invalid_grant")
 
 
-async def test_an_authorization_request_without_pkce_goes_back_refused(
+async def test_an_authorization_request_without_pkce_is_refused_on_a_page_with_a_way_back(
     product: ProductEnv,
 ) -> None:
     await with_password(product)
     client_id = await register(product)
     async with httpx.AsyncClient() as browser:
         asked = await ask(browser, product, client_id, code_challenge_method="plain")
-    answer = answer_of(asked.page)
-    assert answer["error"] == "invalid_request" and answer["state"] == asked.state
+    assert asked.page.status_code == 400 and "location" not in asked.page.headers
+    assert "PKCE is required: send a code_challenge with method S256." in asked.page.text
+    (back,) = re.findall(r'<a href="([^"]+)">Go back to 127.0.0.1:43210</a>', asked.page.text)
+    answer = parse_qs(urlsplit(html.unescape(back)).query)
+    assert answer["error"] == ["invalid_request"] and answer["state"] == [asked.state]
+
+
+async def test_no_request_a_user_has_not_seen_is_redirected_anywhere(
+    product: ProductEnv,
+) -> None:
+    client_id = await register(product, redirect="https://evil.example/cb")
+    async with httpx.AsyncClient() as browser:
+        asked = await ask(
+            browser,
+            product,
+            client_id,
+            redirect_uri="https://evil.example/cb",
+            response_type="token",
+        )
+    assert asked.page.status_code == 400 and "location" not in asked.page.headers
 
 
 async def test_a_code_used_twice_revokes_what_the_first_use_gave(product: ProductEnv) -> None:

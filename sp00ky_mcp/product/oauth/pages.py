@@ -151,3 +151,14 @@ def _reveal(asked: frozenset[str]) -> str:
 
 def failure(title: str, message: str) -> str:
     return _page(title, f"<h1>{escape(title)}</h1><p>{escape(message)}</p>")
+
+
+def refused(message: str, back: str, host: str) -> str:
+    """A request that cannot go on, with a link that takes the answer back to the client:
+    followed only if the user chooses to."""
+    return _page(
+        "This sign-in cannot go on",
+        "<h1>This sign-in cannot go on</h1>"
+        f"<p>{escape(message)}</p>"
+        f'<p><a href="{escape(back)}">Go back to {escape(host)}</a> to tell the app.</p>',
+    )

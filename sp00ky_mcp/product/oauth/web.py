@@ -156,7 +156,12 @@ class OAuthWeb:
         try:
             pending = self._pending(params, client, redirect_uri)
         except OAuthError as exc:
-            return self._back(redirect_uri, params.get("state"), exc.error, exc.message)
+            # Not sent back at once: anyone may register a client, so an automatic redirect
+            # on a request no user has seen would make this server an open redirector
+            # (RFC 9700 section 4.11.2).  The user is shown why, and may take it back.
+            back = self._location(redirect_uri, params.get("state"), exc.error, exc.message)
+            body = pages.refused(exc.message, back, _host(redirect_uri))
+            return _html(400, body)
         signed = self.signer.sign("authorize", pending, REQUEST_SECONDS)
         return await self._page(request, client, signed, pending)
 
@@ -321,15 +326,25 @@ class OAuthWeb:
         code: str | None = None,
     ) -> Response:
         """A redirect to the client (RFC 6749 section 4.1.2, with `iss`: RFC 9207)."""
+        location = self._location(redirect_uri, state, error, description, code)
+        headers = [(b"location", location.encode()), *_page_headers()]
+        return HttpResponse(303, headers)
+
+    def _location(
+        self,
+        redirect_uri: str,
+        state: str | None,
+        error: str | None = None,
+        description: str | None = None,
+        code: str | None = None,
+    ) -> str:
         answer: dict[str, str] = {"code": code} if code else {}
         if error is not None:
             answer |= {"error": error, "error_description": description or error}
         if state is not None:
             answer["state"] = state
         answer["iss"] = self.urls.issuer
-        location = _joined(redirect_uri, urlencode(answer))
-        headers = [(b"location", location.encode()), *_page_headers()]
-        return HttpResponse(303, headers)
+        return _joined(redirect_uri, urlencode(answer))
 
     def _cookie(self, name: str, value: str, seconds: float) -> tuple[bytes, bytes]:
         secure = "; Secure" if self.secure else ""
