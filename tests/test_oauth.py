@@ -514,7 +514,9 @@ async def test_a_client_metadata_document_on_a_private_address_is_not_fetched(
         ):
             asked = await ask(browser, product, client_id)
             assert asked.page.status_code == 400, client_id
-            assert "private or local address" in asked.page.text, client_id
+            assert (
+                "does not resolve to public addresses this server fetches from" in asked.page.text
+            ), client_id
 
 
 async def test_sign_in_attempts_are_limited(product: ProductEnv) -> None:
@@ -920,3 +922,18 @@ async def test_basic_credentials_that_are_not_ascii_are_refused_as_such(
             "error": "invalid_client",
             "error_description": "The Basic credentials are not valid.",
         }
+
+
+async def test_the_token_endpoint_fetches_no_document_of_a_client_never_seen(
+    store: Store, tmp_path: Path
+) -> None:
+    heard: list[tuple[str, bytes]] = []
+    served: dict[str, bytes] = {}
+    async with documents(served, heard) as base:
+        served["/new.json"] = document(base + "/new.json")
+        async with product_server(store, tmp_path, oauth_private_clients=True) as env:
+            reply = await token_request(
+                env, grant_type="refresh_token", refresh_token="x", client_id=base + "/new.json"
+            )
+    assert (reply.status_code, reply.json()["error"]) == (401, "invalid_client")
+    assert heard == []

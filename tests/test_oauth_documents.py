@@ -43,10 +43,12 @@ class Documents:
     def __init__(self) -> None:
         self.served: dict[str, bytes | ClientRefused] = {}
         self.asked: list[str] = []
+        self.renewals: list[bool] = []
         self.gate: anyio.Event | None = None
 
-    async def fetch(self, url: str) -> bytes:
+    async def fetch(self, url: str, renewing: bool) -> bytes:
         self.asked.append(url)
+        self.renewals.append(renewing)
         if self.gate is not None:
             await self.gate.wait()
         answer = self.served[url]
@@ -113,6 +115,18 @@ async def test_a_document_fetched_again_after_an_hour_replaces_the_stored_copy(
     clock.now += 2
     assert (await clients.find(CLIENT_ID)).name == "Renamed Client"
     assert web.asked == [CLIENT_ID, CLIENT_ID]
+    assert web.renewals == [False, True]
+
+
+async def test_a_document_never_stored_is_not_fetched_where_none_is_new(
+    clients: Clients, web: Documents
+) -> None:
+    web.served[CLIENT_ID] = document()
+    with pytest.raises(ClientRefused, match="has not signed anyone in here"):
+        await clients.find(CLIENT_ID, new=False)
+    assert web.asked == []
+    await clients.find(CLIENT_ID)
+    assert (await clients.find(CLIENT_ID, new=False)).name == "Doc Client"
 
 
 async def test_many_asking_for_one_document_at_once_cause_one_fetch(
@@ -210,6 +224,22 @@ async def test_lookups_past_their_threads_are_refused_at_once_not_queued() -> No
     assert await anyio.to_thread.run_sync(resolver.slots.acquire, True, 10)
     resolver.slots.release()
     assert await resolver.addresses("app.example", 443) == ["203.0.113.5"]
+
+
+async def test_lookups_for_new_clients_leave_room_for_renewals() -> None:
+    stuck = StuckResolver()
+    resolver = Resolver(most=2, lookup=stuck, kept=1)
+    try:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(resolver.addresses, "stuck.example", 443)
+                await anyio.to_thread.run_sync(stuck.started.wait, 10)
+                with pytest.raises(FetchBusy):
+                    await resolver.addresses("new.example", 443)
+                assert await resolver.addresses("known.example", 443, True) == ["203.0.113.5"]
+                tg.cancel_scope.cancel()
+    finally:
+        stuck.release.set()
 
 
 async def test_a_host_that_does_not_resolve_is_unreachable_for_now() -> None:

@@ -164,6 +164,9 @@ def test_a_client_id_url_must_be_https_with_a_path() -> None:
     assert document_problem("https://app.example/a/../b", False) is not None
     assert document_problem("https://u:p@app.example/c", False) is not None
     assert document_problem("https://xn--pple-43d.example/c", False) is None
+    assert document_problem("https://app.example:99999/c", False) == (
+        "The client_id is not a URL (or its port is out of range)."
+    )
 
 
 def test_a_client_id_url_with_an_international_host_must_spell_it_in_ascii() -> None:

@@ -67,7 +67,8 @@ class FetchBusy(DocumentUnreachable):
     document, so never remembered against it."""
 
 
-Fetch = Callable[[str], Awaitable[bytes]]
+# Fetches the document at a URL; told whether a stored copy is being renewed.
+Fetch = Callable[[str, bool], Awaitable[bytes]]
 
 
 def is_document_id(client_id: str) -> bool:
@@ -94,9 +95,11 @@ class Clients:
         self.refused: OrderedDict[str, tuple[float, bool, str]] = OrderedDict()
         self.fetching: dict[str, anyio.Lock] = {}
 
-    async def find(self, client_id: str, asker: str = "-") -> OAuthClient:
+    async def find(self, client_id: str, asker: str = "-", new: bool = True) -> OAuthClient:
         """The client `client_id` names, fetching (or fetching again) its metadata document if
-        it is a URL, counted against `asker`'s address; ClientRefused if there is none."""
+        it is a URL, counted against `asker`'s address; ClientRefused if there is none.  With
+        `new` False a document never stored is not fetched: a client that has signed no one
+        in holds no code or token to bring to the token or revocation endpoint."""
         if len(client_id) > LONGEST_CLIENT_ID:
             raise ClientRefused(
                 "invalid_client", f"A client_id has at most {LONGEST_CLIENT_ID} characters."
@@ -108,6 +111,12 @@ class Clients:
             return known
         if self._fresh(known, DOCUMENT_SECONDS):
             return known
+        if known is None and not new:
+            raise ClientRefused(
+                "invalid_client",
+                "This client has not signed anyone in here; a client named by its metadata "
+                "document starts at the authorization endpoint.",
+            )
         async with self._turn(client_id):
             return await self._described(client_id, asker)
 
@@ -131,7 +140,7 @@ class Clients:
         if self._fresh(known, DOCUMENT_SECONDS):  # fetched while this request waited
             return known
         try:
-            client = await self._fetched(client_id, asker)
+            client = await self._fetched(client_id, asker, renewing=known is not None)
         except DocumentUnreachable:
             if self._fresh(known, STALE_SECONDS):
                 return known
@@ -140,7 +149,7 @@ class Clients:
             await tx.oauth.put_client(client)
         return client
 
-    async def _fetched(self, client_id: str, asker: str) -> OAuthClient:
+    async def _fetched(self, client_id: str, asker: str, renewing: bool) -> OAuthClient:
         """The client its document describes, or the reason it could not be used: remembered
         for a minute either way."""
         remembered = self.refused.get(client_id)
@@ -148,7 +157,8 @@ class Clients:
             raise _refusal(*remembered[1:])
         await self._allowance(asker)
         try:
-            return document_client(client_id, await self._document(client_id), self.clock())
+            body = await self._document(client_id, renewing)
+            return document_client(client_id, body, self.clock())
         except FetchBusy:
             raise
         except ClientRefused as exc:
@@ -173,9 +183,9 @@ class Clients:
         while len(self.refused) > MOST_REFUSED:
             self.refused.popitem(last=False)
 
-    async def _document(self, client_id: str) -> bytes:
+    async def _document(self, client_id: str, renewing: bool) -> bytes:
         try:
-            return await self.fetch(client_id)
+            return await self.fetch(client_id, renewing)
         except ClientRefused:
             raise
         except Exception:
@@ -296,8 +306,9 @@ def document_problem(url: str, allow_private: bool) -> str | None:
     with a path, no fragment, no user info, no dot segments."""
     try:
         parts = urlsplit(url)
+        parts.port  # noqa: B018 - a port out of range raises here
     except ValueError:
-        return "The client_id is not a URL."
+        return "The client_id is not a URL (or its port is out of range)."
     schemes = ("https", "http") if allow_private else ("https",)
     if parts.scheme not in schemes:
         return "A client_id URL must use https."

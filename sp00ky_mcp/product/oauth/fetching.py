@@ -31,8 +31,11 @@ from .clients import ClientRefused, DocumentUnreachable, Fetch, FetchBusy, docum
 
 DOCUMENT_TIMEOUT = 5.0
 DOCUMENT_BYTES = 16 * 1024
-# Host lookups running at once, across every request.
+# Host lookups running at once, across every request, and how many of them are kept for
+# renewing the documents of clients already known (so that slow names looked up for new
+# clients cannot lock known ones out).
 RESOLVING = 8
+KEPT_FOR_RENEWALS = 3
 # Statuses that say the document may be had later, so a stored copy keeps serving meanwhile.
 PASSING_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -83,44 +86,67 @@ def _embedded_ipv4(ip: IPv6Address) -> IPv4Address | None:
 
 
 class Resolver:
-    """Looks host names up on at most `most` threads at a time; past that, FetchBusy at once
-    rather than a wait."""
+    """Looks host names up on at most `most` threads at a time, `kept` of them for renewing
+    the documents of clients already known; past that, FetchBusy at once rather than a wait."""
 
-    def __init__(self, most: int = RESOLVING, lookup: Lookup | None = None) -> None:
+    def __init__(
+        self, most: int = RESOLVING, lookup: Lookup | None = None, kept: int = KEPT_FOR_RENEWALS
+    ) -> None:
         self.lookup = lookup or partial(socket.getaddrinfo, type=socket.SOCK_STREAM)
         # Held by a lookup's thread for as long as it really runs, which may be longer than
         # its caller waits: a lookup given up on still counts until the resolver lets go.
         self.slots = threading.BoundedSemaphore(most)
+        self.newcomers = threading.BoundedSemaphore(max(1, most - kept))
 
-    async def addresses(self, host: str, port: int) -> list[str]:
+    async def addresses(self, host: str, port: int, renewing: bool = False) -> list[str]:
         """The addresses `host` resolves to (none when it does not resolve)."""
-        if not self.slots.acquire(blocking=False):
-            raise FetchBusy(
-                "This server is looking up too many client hosts at once; try again in a minute."
-            )
+        held = self._hold(renewing)
         loop = asyncio.get_running_loop()
         answer: Future = loop.create_future()
         # A daemon thread of its own: a lookup that never ends neither holds a thread the
         # store or the event loop needs nor keeps the process from exiting.
         thread = threading.Thread(
-            target=self._run, args=(host, port, loop, answer), name="client-lookup", daemon=True
+            target=self._run, args=(host, port, loop, answer, held), daemon=True
         )
         try:
             thread.start()
         except RuntimeError:  # no thread to be had
-            self.slots.release()
+            _release(held)
             raise FetchBusy("This server cannot look client hosts up now; try again.") from None
         return await answer
 
-    def _run(self, host: str, port: int, loop: asyncio.AbstractEventLoop, answer: Future) -> None:
+    def _hold(self, renewing: bool) -> Held:
+        """The slots a lookup takes (a new client's may not take those kept for renewals),
+        or FetchBusy when there are none for it."""
+        wanted = (self.slots,) if renewing else (self.newcomers, self.slots)
+        for index, slots in enumerate(wanted):
+            if not slots.acquire(blocking=False):
+                _release(wanted[:index])
+                raise FetchBusy(
+                    "This server is looking up too many client hosts at once; try again in "
+                    "a minute."
+                )
+        return wanted
+
+    def _run(
+        self, host: str, port: int, loop: asyncio.AbstractEventLoop, answer: Future, held: Held
+    ) -> None:
         try:
             found = [str(info[4][0]) for info in self.lookup(host, port)]
         except (OSError, UnicodeError):
             found = []
         finally:
-            self.slots.release()
+            _release(held)
         with suppress(RuntimeError):  # the loop closed while the resolver took its time
             loop.call_soon_threadsafe(_settle, answer, found)
+
+
+Held = tuple[threading.BoundedSemaphore, ...]
+
+
+def _release(held: Held) -> None:
+    for slots in held:
+        slots.release()
 
 
 def _settle(answer: Future, found: list[str]) -> None:
@@ -134,7 +160,7 @@ def document_fetcher(allow_private: bool, resolver: Resolver | None = None) -> F
     them) for development."""
     resolver = resolver or Resolver()
 
-    async def fetch(url: str) -> bytes:
+    async def fetch(url: str, renewing: bool) -> bytes:
         problem = document_problem(url, allow_private)
         if problem is not None:
             raise ClientRefused("invalid_client", problem)
@@ -143,23 +169,31 @@ def document_fetcher(allow_private: bool, resolver: Resolver | None = None) -> F
         # One bound over the lookup and the fetch: a slow resolver holds a page no longer
         # than a slow server does.
         with anyio.fail_after(DOCUMENT_TIMEOUT):
-            address = await _address(resolver, parts.hostname, parts.port, allow_private)
-            return await _get(url, parts.hostname, address)
+            found = await resolver.addresses(parts.hostname, parts.port or 443, renewing)
+            return await _from_any(url, parts.hostname, _checked(found, allow_private))
 
     return fetch
 
 
-async def _address(resolver: Resolver, host: str, port: int | None, allow_private: bool) -> str:
-    addresses = await resolver.addresses(host, port or 443)
-    if not addresses:
-        raise DocumentUnreachable(f"The client_id's host {host} does not resolve.")
-    if not allow_private and not all(public_address(a) for a in addresses):
-        raise ClientRefused(
-            "invalid_client",
-            "The client_id's host resolves to a private or local address, which this server "
-            "does not fetch from.",
-        )
-    return addresses[0]
+def _checked(addresses: list[str], allow_private: bool) -> list[str]:
+    """The addresses to try, when every one is public (or private ones are allowed).  Which
+    of the two went wrong is not said: the answer would tell anyone which names this server's
+    resolver knows inside its network."""
+    if addresses and (allow_private or all(public_address(a) for a in addresses)):
+        return addresses
+    message = "The client_id's host does not resolve to public addresses this server fetches from."
+    raise (ClientRefused("invalid_client", message) if addresses else DocumentUnreachable(message))
+
+
+async def _from_any(url: str, host: str, addresses: list[str]) -> bytes:
+    """The document from the first address that takes the connection (a host whose IPv6
+    route is broken may still answer on IPv4)."""
+    for address in addresses[:-1]:
+        try:
+            return await _get(url, host, address)
+        except httpx.ConnectError:
+            continue
+    return await _get(url, host, addresses[-1])
 
 
 async def _get(url: str, host: str, address: str) -> bytes:
@@ -170,7 +204,10 @@ async def _get(url: str, host: str, address: str) -> bytes:
     pinned = parts._replace(netloc=netloc).geturl()
     # Asked for uncompressed, so the size bound is on what is parsed (no decompression bomb).
     headers = {"host": parts.netloc, "accept": "application/json", "accept-encoding": "identity"}
-    async with httpx.AsyncClient(follow_redirects=False, timeout=DOCUMENT_TIMEOUT) as http:
+    # trust_env off: no proxy from the environment stands between the check and the fetch.
+    async with httpx.AsyncClient(
+        follow_redirects=False, timeout=DOCUMENT_TIMEOUT, trust_env=False
+    ) as http:
         request = http.build_request(
             "GET", pinned, headers=headers, extensions={"sni_hostname": host}
         )

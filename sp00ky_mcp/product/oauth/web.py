@@ -387,7 +387,8 @@ class OAuthWeb:
         if not client_id:
             raise OAuthError("invalid_client", "Name the client: send client_id.", 401)
         try:
-            client = await self.clients.find(client_id, self._address(request))
+            # No fetch for a document never stored: that client holds no code or token yet.
+            client = await self.clients.find(client_id, self._address(request), new=False)
         except ClientRefused as exc:
             raise OAuthError("invalid_client", exc.message, 401) from None
         if not authenticated(client, secret):
