@@ -21,6 +21,7 @@ import pytest
 from sp00ky_mcp.engine.quotas import LocalQuotas
 from sp00ky_mcp.product import scopes
 from sp00ky_mcp.product.oauth import passwords
+from sp00ky_mcp.product.oauth.authority import OAuthError
 from sp00ky_mcp.product.oauth.web import OAuthWeb
 from sp00ky_mcp.product.store import Store
 
@@ -937,3 +938,26 @@ async def test_the_token_endpoint_fetches_no_document_of_a_client_never_seen(
             )
     assert (reply.status_code, reply.json()["error"]) == (401, "invalid_client")
     assert heard == []
+
+
+async def test_no_token_is_issued_under_a_grant_revoked_while_it_was_being_issued(
+    product: ProductEnv,
+) -> None:
+    web = product.server.service.pages
+    assert isinstance(web, OAuthWeb)
+    await signed_in_tokens(product)
+    user = await product.accounts.ensure_user("ada@example.com")
+    (row,) = await product.accounts.list_tokens(user)
+    assert row.grant_id is not None
+    grant = await product.store.reads.oauth.grant(row.grant_id)
+    assert grant is not None
+    # As a replayed code does between a redemption's checks and its write.
+    async with product.store.transaction() as tx:
+        await tx.oauth.revoke_grant(grant.id, time.time())
+    with pytest.raises(OAuthError) as refused:
+        await web.authority._issue(grant, grant.scopes, None)
+    assert refused.value.body()["error"] == "invalid_grant"
+    assert [t.revoked_at is not None for t in await product.accounts.list_tokens(user)] in (
+        [True],
+        [],
+    )

@@ -185,6 +185,10 @@ class Authority:
         secret, refresh = tokens.mint(), REFRESH_PREFIX + secrets.token_urlsafe(32)
         now = self.clock()
         async with self.store.transaction() as tx:
+            # Checked again where the token is written: a code replayed meanwhile has revoked
+            # the grant, and no token may outlive that.
+            if not await tx.oauth.hold_grant(grant.id):
+                raise invalid_grant("This access was revoked; sign in again.")
             record = await tx.accounts.grant_token(grant.id)
             if record is None:
                 record = TokenRecord(

@@ -151,6 +151,16 @@ class OAuthRepo:
         row = await self.db.one("SELECT * FROM oauth_grants WHERE id = ?", grant_id)
         return None if row is None else _grant(row)
 
+    async def hold_grant(self, grant_id: str) -> bool:
+        """Whether the grant stands, kept from being revoked until this transaction ends:
+        the row is written (a row lock on PostgreSQL; SQLite writes one transaction at a
+        time), so a revocation racing a token being issued waits for it and then ends it."""
+        held = await self.db.run(
+            "UPDATE oauth_grants SET revoked_at = NULL WHERE id = ? AND revoked_at IS NULL",
+            grant_id,
+        )
+        return held == 1
+
     async def revoke_grant(self, grant_id: str, now: float) -> None:
         """The grant and every access token issued under it; its refresh tokens then lead
         nowhere."""
