@@ -961,3 +961,28 @@ async def test_no_token_is_issued_under_a_grant_revoked_while_it_was_being_issue
         [True],
         [],
     )
+
+
+async def test_the_consent_page_shows_an_app_scheme_for_what_it_is(product: ProductEnv) -> None:
+    await with_password(product)
+    client_id = await register(product, redirect="x-evil://claude.ai/callback")
+    async with httpx.AsyncClient() as browser:
+        asked = await ask(browser, product, client_id, redirect_uri="x-evil://claude.ai/callback")
+        consent = await sign_in(browser, product, asked)
+    assert (
+        'After you answer, you go back to <span class="host">x-evil://claude.ai</span>.'
+        in consent.text
+    )
+
+
+async def test_the_consent_page_says_a_registered_clients_name_is_its_own_word(
+    product: ProductEnv,
+) -> None:
+    await with_password(product)
+    client_id = await register(product, client_name="Claude")
+    async with httpx.AsyncClient() as browser:
+        consent = await sign_in(browser, product, await ask(browser, product, client_id))
+    assert (
+        "<strong>Claude</strong> (the name it gave itself) asks to use your Sp00ky account."
+        in consent.text
+    )

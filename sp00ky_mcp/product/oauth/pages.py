@@ -60,10 +60,11 @@ class Asker(NamedTuple):
 
 
 def _asker(asker: Asker) -> str:
+    # A registered client's name is its own word (RFC 7591 section 5): say so.
     where = (
         f' (described at <span class="host">{escape(asker.described_at)}</span>)'
         if asker.described_at
-        else ""
+        else " (the name it gave itself)"
     )
     return (
         f"<p><strong>{escape(asker.name)}</strong>{where} asks to use your Sp00ky account. "
