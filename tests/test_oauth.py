@@ -7,6 +7,7 @@ import asyncio
 import gzip
 import html
 import re
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import anyio
 import httpx
 import orjson
 import pytest
@@ -986,3 +988,39 @@ async def test_the_consent_page_says_a_registered_clients_name_is_its_own_word(
         "<strong>Claude</strong> (the name it gave itself) asks to use your Sp00ky account."
         in consent.text
     )
+
+
+async def test_sign_ins_past_those_waiting_for_a_hash_are_turned_away_at_once(
+    product: ProductEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+
+    def slow_hash(password: str) -> str:
+        release.wait(30)
+        return "scrypt$1$1$1$AA==$AA=="
+
+    monkeypatch.setattr(passwords, "hashed", slow_hash)
+    client_id = await register(product)
+    waiting = 2 + passwords.MOST_WAITING  # two hashing, the rest in line
+    codes: list[int] = []
+    try:
+        async with httpx.AsyncClient() as browser:
+            asked = await ask(browser, product, client_id)
+
+            async def attempt(n: int) -> None:
+                reply = await sign_in(browser, product, asked, email=f"u{n}@example.com")
+                codes.append(reply.status_code)
+
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as tg:
+                    for n in range(waiting):
+                        tg.start_soon(attempt, n)
+                    while passwords._hashing.statistics().tasks_waiting < passwords.MOST_WAITING:
+                        await anyio.wait_all_tasks_blocked()
+                    turned_away = await sign_in(browser, product, asked, email="late@example.com")
+                    release.set()
+    finally:
+        release.set()
+    assert turned_away.status_code == 503
+    assert "Too many sign-ins at once; try again in a moment." in turned_away.text
+    assert codes == [403] * waiting

@@ -18,6 +18,13 @@ N, R, P = 2**15, 8, 1
 MAXMEM = 64 * 1024 * 1024
 SHORTEST, LONGEST = 10, 1024
 _hashing = anyio.CapacityLimiter(2)
+# Sign-ins waiting for a hash at most; past that one is turned away at once, so that a crowd
+# of attempts (each a few tens of milliseconds of scrypt) cannot queue without end.
+MOST_WAITING = 16
+
+
+class HashingBusy(Exception):
+    """Too many passwords wait to be checked."""
 
 
 def problem(password: str) -> str | None:
@@ -57,6 +64,10 @@ async def hash_in_worker(password: str) -> str:
 async def verify_in_worker(password: str, stored: str | None) -> bool:
     """Whether `password` is the one `stored` was made from; with no hash stored (no such user,
     or no password set) a hash is still computed, so the answer takes as long either way."""
+    if _hashing.statistics().tasks_waiting >= MOST_WAITING:
+        raise HashingBusy
+    if len(password) > LONGEST:  # no one's password: not worth hashing
+        return False
     if stored is None:
         await anyio.to_thread.run_sync(hashed, password, limiter=_hashing)
         return False

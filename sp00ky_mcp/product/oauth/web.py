@@ -269,7 +269,11 @@ class OAuthWeb:
         user = await self.accounts.user_by_email(email) if "@" in email else None
         stored = None if user is None else await self.accounts.store.reads.oauth.password(user.id)
         # Always hash, so an unknown email takes as long as a wrong password.
-        right = await passwords.verify_in_worker(password, stored)
+        try:
+            right = await passwords.verify_in_worker(password, stored)
+        except passwords.HashingBusy:
+            message = "Too many sign-ins at once; try again in a moment."
+            return await self._again(posted, message, 503)
         if user is None or not right:
             return await self._again(posted, "The email or password is not right.", 403)
         who = self.signer.sign("signin", {"u": user.id, "e": user.email}, SIGNED_IN_SECONDS)
