@@ -309,28 +309,23 @@ class OAuthWeb:
         if who is None:
             return await self._again(posted, "Your sign-in expired; sign in again.", 401)
         if posted.field("decision") != "allow":
-            return self._back(pending["r"], pending["s"], "access_denied", "The user said no.")
+            return self._back(
+                self._location(pending["r"], pending["s"], "access_denied", "The user said no.")
+            )
         ticked = set(posted.form.get("scope", []))
         chosen = tuple(s for s in catalogue.CONCRETE if s in ticked)
         if not chosen:
             message = "The user allowed no scope."
-            return self._back(pending["r"], pending["s"], "access_denied", message)
+            return self._back(self._location(pending["r"], pending["s"], "access_denied", message))
         # A code remembers the redirect URI only when the request sent one, which the token
         # request must then repeat (OAuth 2.1 section 4.1.3).
         sent = pending["r"] if pending.get("rs", True) else ""
         code = await self.authority.grant_code(who["u"], posted.client, chosen, sent, pending["ch"])
-        return self._back(pending["r"], pending["s"], code=code)
+        return self._back(self._location(pending["r"], pending["s"], code=code))
 
-    def _back(
-        self,
-        redirect_uri: str,
-        state: str | None,
-        error: str | None = None,
-        description: str | None = None,
-        code: str | None = None,
-    ) -> Response:
-        """A redirect to the client (RFC 6749 section 4.1.2, with `iss`: RFC 9207)."""
-        location = self._location(redirect_uri, state, error, description, code)
+    @staticmethod
+    def _back(location: str) -> Response:
+        """The browser sent back to the client, to `location` (from `_location`)."""
         headers = [(b"location", location.encode()), *_page_headers()]
         return HttpResponse(303, headers)
 
@@ -342,6 +337,7 @@ class OAuthWeb:
         description: str | None = None,
         code: str | None = None,
     ) -> str:
+        """Where the client hears the answer (RFC 6749 section 4.1.2, with `iss`: RFC 9207)."""
         answer: dict[str, str] = {"code": code} if code else {}
         if error is not None:
             answer |= {"error": error, "error_description": description or error}
