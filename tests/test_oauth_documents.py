@@ -150,14 +150,20 @@ async def test_many_asking_for_one_document_at_once_cause_one_fetch(
     assert clients.fetching == {}
 
 
-async def test_one_address_has_its_share_of_fetches_and_no_more(
-    clients: Clients, web: Documents, clock: Clock
-) -> None:
+async def _share_spent(clients: Clients, web: Documents, asker: str) -> list[str]:
+    """Documents one more than an address's share, all but the last fetched for `asker`."""
     ids = [f"https://app.example/c{n}.json" for n in range(int(FETCH_BURST) + 1)]
     for client_id in ids:
         web.served[client_id] = document(client_id)
     for client_id in ids[:-1]:
-        await clients.find(client_id, "203.0.113.7")
+        await clients.find(client_id, asker)
+    return ids
+
+
+async def test_one_address_has_its_share_of_fetches_and_no_more(
+    clients: Clients, web: Documents, clock: Clock
+) -> None:
+    ids = await _share_spent(clients, web, "203.0.113.7")
     with pytest.raises(FetchBusy, match="Too many client documents were looked up from your"):
         await clients.find(ids[-1], "203.0.113.7")
     assert (await clients.find(ids[-1], "203.0.113.8")).id == ids[-1]
@@ -166,11 +172,7 @@ async def test_one_address_has_its_share_of_fetches_and_no_more(
 async def test_a_busy_refusal_is_not_remembered_against_the_document(
     clients: Clients, web: Documents, clock: Clock
 ) -> None:
-    ids = [f"https://app.example/c{n}.json" for n in range(int(FETCH_BURST) + 1)]
-    for client_id in ids:
-        web.served[client_id] = document(client_id)
-    for client_id in ids[:-1]:
-        await clients.find(client_id, "203.0.113.7")
+    ids = await _share_spent(clients, web, "203.0.113.7")
     with pytest.raises(FetchBusy):
         await clients.find(ids[-1], "203.0.113.7")
     clock.now += 30
