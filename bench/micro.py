@@ -154,20 +154,13 @@ def run() -> list[tuple[str, float]]:
 
 def metric_updates() -> list[tuple[str, float]]:
     """What one tools/call adds to the metrics (a request counted and timed, a tool call
-    counted and timed): by hand, as served, and with prometheus-client, the alternative."""
+    counted and timed): by hand, as served, and with prometheus-client, the alternative; then
+    the same with its access and audit lines as JSON, formatted and written too."""
     from prometheus_client import CollectorRegistry
     from prometheus_client import Counter as PromCounter
     from prometheus_client import Histogram as PromHistogram
 
-    from sp00ky_mcp.engine.ops import Operations, RequestFacts
-
-    ops = Operations(metrics=True, methods=frozenset({"tools/call"}))
-    facts = RequestFacts(0.0, "1.1", "handshake", "tools/call")
-
-    def by_hand() -> None:
-        ops.completed("POST", "/v1/mcp", facts, 200)
-        ops.tool_called(None, "test_simple_text", {}, "ok", 0.0001, None)
-
+    by_hand, with_lines = observed_call(lines=False), observed_call(lines=True)
     registry = CollectorRegistry()
     requests = PromCounter("r", "r", ("method", "era", "status"), registry=registry)
     request_seconds = PromHistogram("rs", "rs", ("method",), registry=registry)
@@ -183,4 +176,39 @@ def metric_updates() -> list[tuple[str, float]]:
     return [
         ("metrics of one tools/call, by hand (served)", per_op(by_hand)),
         ("metrics of one tools/call, prometheus-client", per_op(with_client)),
+        ("metrics and JSON lines of one tools/call (served)", asyncio.run(in_loop(with_lines))),
     ]
+
+
+async def in_loop(func: Callable[[], object]) -> float:
+    """`per_op` on a running event loop: lines wait to be written together, as served."""
+    return per_op(func)
+
+
+def observed_call(lines: bool) -> Callable[[], None]:
+    """What the server does to observe one tools/call, from its request's facts to its
+    access and audit lines written (when `lines`) to a stream in memory."""
+    import io
+
+    from sp00ky_mcp.engine.ops import LineWriter, Operations
+    from sp00ky_mcp.engine.protocol import ToolResult
+    from sp00ky_mcp.engine.runtime import DetachedPeer
+
+    stream = io.StringIO()
+    writer = LineWriter(stream, json=True) if lines else None
+    ops = Operations(metrics=True, lines=writer, methods=frozenset({"tools/call"}))
+    ctx = CallContext(Era.HANDSHAKE, "2025-06-18", ANONYMOUS, DetachedPeer())
+    tool, result = conformance_catalogue().tools["test_simple_text"], ToolResult([])
+    arguments = {"name": "value"}
+
+    def observe() -> None:
+        facts = ctx.facts = ops.begin(None)
+        assert facts is not None
+        facts["era"], facts["method"], facts["session"] = "handshake", "tools/call", "0123abcd"
+        ops.tool_ran(ctx, tool, arguments, result, 0.0)
+        ops.completed("POST", "/v1/mcp", facts, 200)
+        if stream.tell() > 1 << 20:
+            stream.seek(0)
+            stream.truncate()
+
+    return observe

@@ -14,10 +14,13 @@ import anyio
 import httpx
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from sp00ky_mcp.engine.config import Limits, ServerConfig
 from sp00ky_mcp.engine.fixtures import conformance_catalogue
+from sp00ky_mcp.engine.ops import human_record, json_lines
 from sp00ky_mcp.engine.server import McpServer, anonymous
 from sp00ky_mcp.product.shared import connect_shared
 from sp00ky_mcp.product.store import Store
@@ -261,6 +264,27 @@ async def test_a_json_line_stays_one_valid_object_whatever_a_client_or_user_chos
     assert [r["token_name"] for r in audit + access] == [chosen, chosen]
     assert audit[0]["arguments"] == ['od"d\\\n']
     assert len(lines) == len(records)
+
+
+text_values = st.one_of(st.none(), st.text(), st.sampled_from(['},{"ts":', '"},{"ts":"', "\n"]))
+
+
+@given(st.lists(st.lists(text_values, min_size=3, max_size=3), max_size=8))
+def test_records_written_together_are_each_one_line_whatever_their_values(
+    values: list[list[str | None]],
+) -> None:
+    records = [
+        {"ts": a, "kind": "audit", "tool": b, "arguments": [c or ""], "n": 1.5}
+        for a, b, c in values
+    ]
+    text = json_lines(records) if records else ""
+    # JSON Lines are split on "\n" alone (U+2028 and the like may stay bare inside a string).
+    assert [orjson.loads(line) for line in text.split("\n")[:-1]] == records
+
+
+def test_a_record_for_people_shows_its_time_and_kind_bare_and_leaves_out_the_unknown() -> None:
+    record = {"ts": "2026-12-05T10:00:00.000Z", "kind": "audit", "tool": "a b", "tenant": None}
+    assert human_record(record) == '2026-12-05T10:00:00.000Z audit tool="a b"\n'
 
 
 async def test_access_lines_are_for_people_by_default() -> None:

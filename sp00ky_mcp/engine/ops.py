@@ -17,12 +17,17 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 import orjson
 
 from .metrics import Counter, Gauge, Histogram, Registry, Timings
+
+if TYPE_CHECKING:
+    from .catalogue import Tool
+    from .context import CallContext
+    from .protocol import ToolResult
 
 Check = Callable[[], Awaitable[object]]
 # How long a readiness check may take, and how long its answer is reused: a load balancer
@@ -34,30 +39,31 @@ FLUSH_SECONDS = 0.1
 FLUSH_LINES = 512
 
 
-class RequestFacts:
-    """What the server learns of a request as it answers it, for its access line."""
+# What the server learns of a request as it answers it: its access line, filled in as the
+# request goes (`Operations.begin`), keys in the line's order.  A plain dict, because the
+# line is then the dict itself, encoded with the others when written: no copy, no formatter.
+# Until the request is answered, "duration_ms" holds the time it began (perf_counter).
+RequestFacts = dict[str, Any]
 
-    __slots__ = (
-        "era",
-        "method",
-        "outcome",
-        "request",
-        "session",
-        "started",
-        "tenant",
-        "token_id",
-        "token_name",
-        "tool",
-    )
 
-    def __init__(self, started: float, request: str, era: str = "-", method: str = "-") -> None:
-        self.started, self.request, self.era, self.method = started, request, era, method
-        self.session: str | None = None
-        self.tool: str | None = None
-        self.token_id: str | None = None
-        self.token_name: str | None = None
-        self.tenant: str | None = None
-        self.outcome: str | None = None
+def request_facts(started: float, request: str, era: str = "-", method: str = "-") -> RequestFacts:
+    return {
+        "ts": None,
+        "kind": "access",
+        "request": request,
+        "http": None,
+        "path": None,
+        "method": method,
+        "era": era,
+        "session": None,
+        "tool": None,
+        "token_id": None,
+        "token_name": None,
+        "tenant": None,
+        "status": 0,
+        "outcome": None,
+        "duration_ms": started,
+    }
 
 
 # --- readiness -------------------------------------------------------------------------------
@@ -108,39 +114,56 @@ class Readiness:
 
 
 class LineWriter:
-    """Lines gathered for up to `FLUSH_SECONDS` (or `FLUSH_LINES` lines) and written together:
-    a write per request would cost a system call each, more than the rest of its line.
+    """Lines kept as their records (flat dicts whose first keys are "ts" and "kind") for up
+    to `FLUSH_SECONDS` (or `FLUSH_LINES` lines), then written together: a write per request
+    would cost a system call each, and one encoder pass over many records costs a request's
+    hot path a fraction of formatting its lines one by one."""
 
-    A line is kept as its formatter and the values it shows, and formatted when written: one
-    tight loop over many lines costs a request's hot path a fraction of formatting each
-    line as it happens."""
-
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, json: bool = False) -> None:
         self.stream = stream
-        self._lines: list[tuple[Callable[..., str], tuple[Any, ...]]] = []
+        self.json = json
+        self._records: list[dict[str, Any]] = []
 
-    def add(self, form: Callable[..., str], *values: Any) -> None:
-        lines = self._lines
-        lines.append((form, values))
-        if len(lines) == 1:
+    def add(self, record: dict[str, Any]) -> None:
+        records = self._records
+        records.append(record)
+        if len(records) == 1:
             try:
                 asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
             except RuntimeError:  # no loop: at once
                 self.flush()
-        elif len(lines) >= FLUSH_LINES:
+        elif len(records) >= FLUSH_LINES:
             self.flush()
 
     def flush(self) -> None:
-        lines, self._lines = self._lines, []
-        if not lines:
+        records, self._records = self._records, []
+        if not records:
             return
-        text = "".join([form(*values) for form, values in lines])
+        text = json_lines(records) if self.json else "".join(map(human_record, records))
         stream = self.stream or sys.stderr
         try:
             stream.write(text)
             stream.flush()
         except (OSError, ValueError):
             pass  # a closed or full standard error must not end a request
+
+
+def json_lines(records: list[dict[str, Any]]) -> str:
+    """Flat records (no value an object) whose first key is "ts", one JSON object a line.
+
+    One encoder call for all of them, then each `},{"ts":` made a line break.  Safe: in
+    encoded text a `"` inside a string is always escaped, so `{"ts":` with a bare quote
+    before `ts` opens an object, and with flat records only a record opens one."""
+    encoded = orjson.dumps(records)[1:-1]
+    return encoded.replace(b'},{"ts":', b'}\n{"ts":').decode() + "\n"
+
+
+def human_record(record: dict[str, Any]) -> str:
+    """A record as `ts kind key=value ...`, leaving out what is unknown (None)."""
+    items = iter(record.items())
+    words = [next(items)[1], next(items)[1]]  # the time and the kind, shown bare
+    words += [f"{key}={_word(value)}" for key, value in items if value is not None]
+    return " ".join(words) + "\n"
 
 
 # The last second formatted (its date and time of day) and the last millisecond (the whole
@@ -168,12 +191,6 @@ def json_line(kind: str, fields: dict[str, Any]) -> str:
     """`fields` (whose first two keys are "ts" and "kind", to be filled) as one JSON line."""
     fields["ts"], fields["kind"] = _stamp(), kind
     return orjson.dumps(fields).decode() + "\n"
-
-
-def human_line(now: float, kind: str, fields: dict[str, Any]) -> str:
-    words = [_stamp(now), kind]
-    words += [f"{key}={_word(value)}" for key, value in fields.items() if value is not None]
-    return " ".join(words) + "\n"
 
 
 def _word(value: Any) -> str:
@@ -206,12 +223,9 @@ class Operations:
         self,
         metrics: bool = False,
         lines: LineWriter | None = None,
-        json: bool = False,
         methods: frozenset[str] = frozenset(),
     ) -> None:
         self.lines = lines
-        self.access_line = _access_json if json else _access_human
-        self.audit_line = _audit_json if json else _audit_human
         self.methods = methods
         self.registry: Registry | None = Registry() if metrics else None
         self.enabled = metrics or lines is not None
@@ -269,41 +283,46 @@ class Operations:
         if not self.enabled:
             return None
         named = self.lines is not None
-        return RequestFacts(
+        return request_facts(
             time.perf_counter(), getattr(channel, "request_id", "-") if named else "-"
         )
 
     def completed(self, http_method: str, path: str, facts: Any, status: int) -> None:
         """A request answered (its whole response written, or its stream ended)."""
-        if not isinstance(facts, RequestFacts):
+        if not isinstance(facts, dict):
             return
-        seconds = time.perf_counter() - facts.started
+        seconds = time.perf_counter() - facts["duration_ms"]
         if self.registry is not None:
-            method = facts.method if facts.method in self.methods else http_method
-            self.requests.observe(seconds, (method, facts.era, status))
+            method = facts["method"]
+            self.requests.observe(
+                seconds, (method if method in self.methods else http_method, facts["era"], status)
+            )
             if status == 429:
                 self.refusals.inc()
         if self.lines is not None:
-            self.lines.add(self.access_line, time.time(), http_method, path, facts, status, seconds)
+            facts["ts"], facts["http"], facts["path"] = _stamp(), http_method, path
+            facts["status"], facts["duration_ms"] = status, _milliseconds(seconds)
+            self.lines.add(facts)
 
-    def tool_called(
+    def tool_ran(
         self,
-        facts: Any,
-        tool: str,
+        ctx: CallContext,
+        tool: Tool,
         arguments: dict[str, Any],
-        outcome: str,
-        seconds: float,
-        tenant: str | None,
+        outcome: ToolResult | None,
+        started: float,
     ) -> None:
-        if isinstance(facts, RequestFacts):
-            facts.tool, facts.outcome, facts.tenant = tool, outcome, tenant
+        """A tool call ended (the engine's observer, called once a call): counted, and its
+        audit line written.  The outcome word is `protocol.verdict`'s, inline here."""
+        seconds = time.perf_counter() - started
+        word = "exception" if outcome is None else ("error" if outcome.is_error else "ok")
+        facts, name, tenant = ctx.facts, tool.name, ctx.tenant_id
+        if facts is not None:
+            facts["tool"], facts["outcome"], facts["tenant"] = name, word, tenant
             if self.lines is not None:
-                names = tuple(arguments) if arguments else ()
-                self.lines.add(
-                    self.audit_line, time.time(), facts, tool, names, outcome, tenant, seconds
-                )
+                self.lines.add(_audit(facts, name, arguments, word, tenant, seconds))
         if self.registry is not None:
-            self.tool_calls.observe(seconds, (tool, outcome))
+            self.tool_calls.observe(seconds, (name, word))
 
     def backend(self, name: str, seconds: float, ok: bool) -> None:
         if self.registry is not None:
@@ -312,130 +331,33 @@ class Operations:
                 self.backend_errors.inc(name)
 
 
-# --- the lines of a request and of a tool call -------------------------------------------------
-
-# A JSON line from a template: the server's own values (request ids, eras, outcome words,
-# numbers) go in as they are; anything a client or a user chose is encoded (`_json`).  A line
-# then costs one string format, not a dict and an encoder pass over every field.
-ACCESS_JSON = (
-    '{"ts":"%s","kind":"access","request":"%s","http":%s,"path":%s,"method":%s,"era":"%s",'
-    '"session":%s,"tool":%s,"token_id":%s,"token_name":%s,"tenant":%s,"status":%d,'
-    '"outcome":%s,"duration_ms":%.3f}\n'
-)
-AUDIT_JSON = (
-    '{"ts":"%s","kind":"audit","request":"%s","tool":%s,"arguments":%s,"token_id":%s,'
-    '"token_name":%s,"tenant":%s,"session":%s,"outcome":"%s","duration_ms":%.3f}\n'
-)
-# Encoded values kept for reuse (a token's name, a path, a tool), up to this many of this size.
-ENCODED_KEPT = 1024
-ENCODED_LONGEST = 64
+# --- the audit line of a tool call -------------------------------------------------------------
 
 
-class _Encoded(dict[str | None, str]):
-    """A value as JSON (`_json[value]`), from the values seen lately when it is one of them:
-    a hit is one dictionary lookup, with no Python call, for each of a line's dozen fields."""
-
-    def __missing__(self, value: str | None) -> str:
-        text = orjson.dumps(value).decode()
-        if value is None or len(value) <= ENCODED_LONGEST:
-            if len(self) >= ENCODED_KEPT:
-                self.clear()  # bounded whatever clients send; the usual ones come back
-            self[value] = text
-        return text
-
-
-_json = _Encoded()
-
-
-def _access_json(
-    now: float, http_method: str, path: str, facts: RequestFacts, status: int, seconds: float
-) -> str:
-    return ACCESS_JSON % (
-        _stamp(now),
-        facts.request,
-        _json[http_method],
-        _json[path],
-        _json[facts.method],
-        facts.era,
-        _json[facts.session],
-        _json[facts.tool],
-        _json[facts.token_id],
-        _json[facts.token_name],
-        _json[facts.tenant],
-        status,
-        _json[facts.outcome],
-        seconds * 1000,
-    )
-
-
-def _audit_json(
-    now: float,
+def _audit(
     facts: RequestFacts,
     tool: str,
-    names: tuple[str, ...],
+    arguments: dict[str, Any],
     outcome: str,
     tenant: str | None,
     seconds: float,
-) -> str:
-    return AUDIT_JSON % (
-        _stamp(now),
-        facts.request,
-        _json[tool],
-        orjson.dumps(sorted(names)).decode() if names else "[]",
-        _json[facts.token_id],
-        _json[facts.token_name],
-        _json[tenant],
-        _json[facts.session],
-        outcome,
-        seconds * 1000,
-    )
+) -> dict[str, Any]:
+    """A tool call's audit record: its argument names, never their values."""
+    return {
+        "ts": _stamp(),
+        "kind": "audit",
+        "request": facts["request"],
+        "tool": tool,
+        "arguments": sorted(arguments) if arguments else [],
+        "token_id": facts["token_id"],
+        "token_name": facts["token_name"],
+        "tenant": tenant,
+        "session": facts["session"],
+        "outcome": outcome,
+        "duration_ms": _milliseconds(seconds),
+    }
 
 
-def _access_human(
-    now: float, http_method: str, path: str, facts: RequestFacts, status: int, seconds: float
-) -> str:
-    return human_line(
-        now,
-        "access",
-        {
-            "request": facts.request,
-            "http": http_method,
-            "path": path,
-            "method": facts.method,
-            "era": facts.era,
-            "session": facts.session,
-            "tool": facts.tool,
-            "token_id": facts.token_id,
-            "token_name": facts.token_name,
-            "tenant": facts.tenant,
-            "status": status,
-            "outcome": facts.outcome,
-            "duration_ms": round(seconds * 1000, 3),
-        },
-    )
-
-
-def _audit_human(
-    now: float,
-    facts: RequestFacts,
-    tool: str,
-    names: tuple[str, ...],
-    outcome: str,
-    tenant: str | None,
-    seconds: float,
-) -> str:
-    return human_line(
-        now,
-        "audit",
-        {
-            "request": facts.request,
-            "tool": tool,
-            "arguments": sorted(names),
-            "token_id": facts.token_id,
-            "token_name": facts.token_name,
-            "tenant": tenant,
-            "session": facts.session,
-            "outcome": outcome,
-            "duration_ms": round(seconds * 1000, 3),
-        },
-    )
+def _milliseconds(seconds: float) -> float:
+    """To the microsecond: `round` costs several times this."""
+    return int(seconds * 1e6) / 1000

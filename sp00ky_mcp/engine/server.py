@@ -15,7 +15,6 @@ test-suite another.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import replace
 from typing import Any
@@ -50,8 +49,7 @@ def operations(config: ServerConfig) -> Operations:
     """Metrics and access lines as configured (neither: nothing is counted or written)."""
     return Operations(
         metrics=config.metrics or config.metrics_port is not None,
-        lines=LineWriter() if config.access_log else None,
-        json=config.log_format == "json",
+        lines=LineWriter(json=config.log_format == "json") if config.access_log else None,
         methods=frozenset(METHODS) | {"initialize", LISTEN, "batch", *NOTIFICATIONS},
     )
 
@@ -164,10 +162,11 @@ class McpServer:
                 log.exception("sweeping idle sessions failed")
 
     def _observing(self, observer: ToolObserver | None) -> ToolObserver:
-        """The product's observer (the audit trail), and the tool call counted and logged."""
+        """The tool call counted and logged, traced, then the product's observer (the audit
+        trail); only counted and logged is the operations' own observer, one call fewer."""
         ops, tracing = self.ops, self.tracing
         if tracing is None and observer is None:
-            return self._counting()
+            return ops.tool_ran
 
         def observe(
             ctx: CallContext,
@@ -176,31 +175,13 @@ class McpServer:
             outcome: ToolResult | None,
             started: float,
         ) -> None:
-            outcome_word = verdict(outcome)
-            seconds = time.perf_counter() - started
-            ops.tool_called(ctx.facts, tool.name, arguments, outcome_word, seconds, ctx.tenant_id)
+            ops.tool_ran(ctx, tool, arguments, outcome, started)
             if tracing is not None:
-                tracing.tool_ran(tool.name, outcome_word, started)
+                tracing.tool_ran(tool.name, verdict(outcome), started)
             if observer is not None:
                 observer(ctx, tool, arguments, outcome, started)
 
         return observe
-
-    def _counting(self) -> ToolObserver:
-        """The tool call counted and logged, and nothing else: one call fewer on every call."""
-        tool_called, clock = self.ops.tool_called, time.perf_counter
-
-        def count(
-            ctx: CallContext,
-            tool: Tool,
-            arguments: dict[str, Any],
-            outcome: ToolResult | None,
-            started: float,
-        ) -> None:
-            seconds = clock() - started
-            tool_called(ctx.facts, tool.name, arguments, verdict(outcome), seconds, ctx.tenant_id)
-
-        return count
 
     async def _metrics_only(self, request: HttpRequest) -> Response:
         if request.path != "/metrics":

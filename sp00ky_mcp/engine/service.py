@@ -125,12 +125,12 @@ Pages = Callable[[HttpRequest], Awaitable[Response | None]]
 
 
 def _note_post(facts: RequestFacts, batch: transport.Batch, era: Era) -> None:
-    facts.era = "2026-07-28" if era is Era.MODERN else "handshake"
+    facts["era"] = "2026-07-28" if era is Era.MODERN else "handshake"
     first = batch.first
     if batch.is_batch:
-        facts.method = "batch"
+        facts["method"] = "batch"
     elif isinstance(first, CALLS_AND_NOTES):
-        facts.method = first.method
+        facts["method"] = first.method
 
 
 class McpService:
@@ -303,7 +303,7 @@ class McpService:
         request.authenticated = True
         facts = request.facts
         if facts is not None:
-            facts.token_id, facts.token_name = principal.token_id, principal.name
+            facts["token_id"], facts["token_name"] = principal.token_id, principal.name
         if request.method == "POST":
             return await self._post(request, principal)
         if request.method == "GET":
@@ -423,7 +423,7 @@ class McpService:
             return json_response(200, jsonrpc.encode_error(message.id, too_large))
         session = await self._new_session(message.params, principal)
         if facts is not None:
-            facts.session = session.id[:8]
+            facts["session"] = session.id[:8]
         ctx = self._session_context(session, principal, DetachedPeer(), message, facts)
         body = await self._answer(message, ctx)
         return json_response(200, body, [(b"mcp-session-id", session.id.encode())])
@@ -460,7 +460,7 @@ class McpService:
                 rpc_code=INVALID_REQUEST,
             )
         if request.facts is not None:
-            request.facts.session = session_id[:8]
+            request.facts["session"] = session_id[:8]
         return self._attach(session)
 
     async def _post_in_session(
