@@ -23,6 +23,7 @@ import pytest
 from sp00ky_mcp.engine.quotas import LocalQuotas
 from sp00ky_mcp.product import scopes
 from sp00ky_mcp.product.oauth import passwords
+from sp00ky_mcp.product.oauth import web as web_module
 from sp00ky_mcp.product.oauth.authority import OAuthError
 from sp00ky_mcp.product.oauth.web import OAuthWeb
 from sp00ky_mcp.product.store import Store
@@ -880,6 +881,32 @@ async def test_wrong_passwords_from_one_address_do_not_lock_the_user_out_elsewhe
     assert mine.status_code == 200 and "asks to use your Sp00ky account" in mine.text
 
 
+async def test_guesses_from_many_addresses_do_not_lock_the_user_out_of_a_browser_they_used(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(web_module, "EVERYWHERE_BURST", 4.0)  # the first sign-in takes one
+    monkeypatch.setattr(web_module, "EVERYWHERE_RATE", 1e-9)
+    async with product_server(store, tmp_path, trusted_proxies=("127.0.0.0/8",)) as env:
+        await with_password(env)
+        client_id = await register(env)
+        async with httpx.AsyncClient(headers={"x-forwarded-for": "198.51.100.9"}) as user:
+            first = await sign_in(user, env, await ask(user, env, client_id))
+            codes = []
+            for n in range(4):
+                address = {"x-forwarded-for": f"203.0.113.{n + 1}"}
+                async with httpx.AsyncClient(headers=address) as guesser:
+                    asked = await ask(guesser, env, client_id)
+                    guess = await sign_in(guesser, env, asked, password=f"guess-{n}-guess")
+                    codes.append(guess.status_code)
+            async with httpx.AsyncClient(headers={"x-forwarded-for": "192.0.2.5"}) as stranger:
+                unknown = await sign_in(stranger, env, await ask(stranger, env, client_id))
+            user.cookies.delete("sp00ky-signin")  # an hour later: signed out, still known
+            again = await sign_in(user, env, await ask(user, env, client_id))
+    assert first.status_code == 200 and codes == [403, 403, 403, 429]
+    assert unknown.status_code == 429  # a browser never signed in waits with the guessers
+    assert again.status_code == 200 and "asks to use your Sp00ky account" in again.text
+
+
 async def test_an_email_longer_than_any_address_is_refused_before_it_is_counted(
     product: ProductEnv,
 ) -> None:
@@ -1024,3 +1051,6 @@ async def test_sign_ins_past_those_waiting_for_a_hash_are_turned_away_at_once(
     assert turned_away.status_code == 503
     assert "Too many sign-ins at once; try again in a moment." in turned_away.text
     assert codes == [403] * waiting
+    web = product.server.service.pages
+    assert isinstance(web, OAuthWeb) and isinstance(web.quotas, LocalQuotas)
+    assert not any("late@example.com" in key for key in web.quotas._buckets)  # not counted

@@ -61,10 +61,15 @@ async def hash_in_worker(password: str) -> str:
     return await anyio.to_thread.run_sync(hashed, password, limiter=_hashing)
 
 
+def busy() -> bool:
+    """As many passwords wait to be checked as may: another would be turned away."""
+    return _hashing.statistics().tasks_waiting >= MOST_WAITING
+
+
 async def verify_in_worker(password: str, stored: str | None) -> bool:
     """Whether `password` is the one `stored` was made from; with no hash stored (no such user,
     or no password set) a hash is still computed, so the answer takes as long either way."""
-    if _hashing.statistics().tasks_waiting >= MOST_WAITING:
+    if busy():
         raise HashingBusy
     if len(password) > LONGEST:  # no one's password: not worth hashing
         return False

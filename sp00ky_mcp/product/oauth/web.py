@@ -39,6 +39,10 @@ FORM = "application/x-www-form-urlencoded"
 # How long a sign-in page may be answered, and how long a browser stays signed in.
 REQUEST_SECONDS = 600.0
 SIGNED_IN_SECONDS = 3600.0
+# A browser that signed in to an account is known to it for this long: its attempts for that
+# email skip the email's from-everywhere allowance, so guesses spread over many addresses
+# cannot lock the user out of the browser they use (OWASP's "device cookies").
+KNOWN_BROWSER_SECONDS = 90 * 86400.0
 # Sign-in attempts: a peer's over every email, twenty at once, then one every ten seconds; an
 # email's from one peer, five at once, then one a minute; and an email's from everywhere,
 # thirty at once, then one every twenty seconds (so that a guesser spread over many addresses
@@ -117,6 +121,10 @@ class OAuthWeb:
     @property
     def nonce_cookie(self) -> str:
         return ("__Host-" if self.secure else "") + "sp00ky-nonce"
+
+    @property
+    def known_cookie(self) -> str:
+        return ("__Host-" if self.secure else "") + "sp00ky-known"
 
     async def __call__(self, request: HttpRequest) -> Response | None:
         methods = self.routes.get(request.path)
@@ -261,6 +269,8 @@ class OAuthWeb:
         if len(email) > LONGEST_EMAIL:
             message = f"An email address has at most {LONGEST_EMAIL} characters."
             return await self._again(posted, message, 400)
+        if passwords.busy():  # before the attempt is counted: the user did not get to try
+            return await self._busy(posted)
         wait = await self._attempt(posted.request, email)
         if wait:
             minutes = max(1, round(wait / 60))
@@ -272,31 +282,44 @@ class OAuthWeb:
         try:
             right = await passwords.verify_in_worker(password, stored)
         except passwords.HashingBusy:
-            message = "Too many sign-ins at once; try again in a moment."
-            return await self._again(posted, message, 503)
+            return await self._busy(posted)
         if user is None or not right:
             return await self._again(posted, "The email or password is not right.", 403)
         who = self.signer.sign("signin", {"u": user.id, "e": user.email}, SIGNED_IN_SECONDS)
         signed_in = self._cookie(self.signin_cookie, who, SIGNED_IN_SECONDS)
+        known = self.signer.sign("known", {"e": folded(email)}, KNOWN_BROWSER_SECONDS)
         nonce = _cookies(posted.request).get(self.nonce_cookie) or ""
         csrf = self.signer.csrf(nonce, posted.signed)
         body = _consent_page(user.email, posted.client, posted.signed, csrf, posted.pending)
-        return _html(200, body, [signed_in])
+        return _html(
+            200, body, [signed_in, self._cookie(self.known_cookie, known, KNOWN_BROWSER_SECONDS)]
+        )
+
+    async def _busy(self, posted: Posted) -> Response:
+        message = "Too many sign-ins at once; try again in a moment."
+        return await self._again(posted, message, 503)
 
     async def _attempt(self, request: HttpRequest, email: str) -> float:
         """Takes one sign-in attempt from the peer's allowance, then the email's: the seconds
         to wait when one is spent, else 0.  A peer past its allowance takes nothing from the
-        email's, so it cannot spend another user's attempts for them."""
+        email's, so it cannot spend another user's attempts for them; a browser that signed
+        in to this email before takes nothing from its from-everywhere allowance."""
         now, peer, who = self.clock(), self._address(request), folded(email)
-        for key, rate, burst in (
+        limits = [
             ("signin-from:" + peer, PEER_RATE, PEER_BURST),
             (f"signin-pair:{peer} {who}", EMAIL_RATE, EMAIL_BURST),
-            ("signin-email:" + who, EVERYWHERE_RATE, EVERYWHERE_BURST),
-        ):
+        ]
+        if not self._known(request, who):
+            limits.append(("signin-email:" + who, EVERYWHERE_RATE, EVERYWHERE_BURST))
+        for key, rate, burst in limits:
             wait = await self.quotas.throttle(key, now, rate, burst)
             if wait:
                 return wait
         return 0.0
+
+    def _known(self, request: HttpRequest, who: str) -> bool:
+        known = self.signer.open("known", _cookies(request).get(self.known_cookie))
+        return known is not None and known.get("e") == who
 
     def _address(self, request: HttpRequest) -> str:
         """Whom per-address limits count against: the client, seen through trusted proxies."""
