@@ -23,7 +23,7 @@ from sp00ky_mcp.product.oauth.clients import (
     DocumentUnreachable,
     FetchBusy,
 )
-from sp00ky_mcp.product.oauth.fetching import Resolver
+from sp00ky_mcp.product.oauth.fetching import Resolver, _to_try
 from sp00ky_mcp.product.store import Store
 
 pytestmark = pytest.mark.anyio
@@ -249,6 +249,22 @@ async def test_a_host_that_does_not_resolve_is_unreachable_for_now() -> None:
         raise OSError("Name or service not known")
 
     assert await Resolver(lookup=nothing).addresses("gone.example", 443) == []
+
+
+async def test_a_resolver_that_fails_in_an_unforeseen_way_answers_does_not_resolve_at_once() -> (
+    None
+):
+    def broken(host: str, port: int) -> Sequence[Any]:
+        raise LookupError("a resolver's own bug")
+
+    with anyio.fail_after(2):
+        assert await Resolver(lookup=broken).addresses("app.example", 443) == []
+
+
+def test_a_fetch_tries_two_addresses_of_each_family_in_the_resolvers_order() -> None:
+    listed = ["2001:db8::1", "203.0.113.1", "2001:db8::1", "2001:db8::2", "2001:db8::3"]
+    listed += ["203.0.113.2", "203.0.113.3"]
+    assert _to_try(listed) == ["2001:db8::1", "203.0.113.1", "2001:db8::2", "203.0.113.2"]
 
 
 NEVER_ANSWERED = """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sp00ky_mcp.engine.quotas import SWEEP_AT, LocalQuotas
+from sp00ky_mcp.engine.quotas import SWEEP_AT, SWEPT_PER_NEW, Bucket, LocalQuotas
 
 pytestmark = pytest.mark.anyio
 
@@ -28,3 +28,22 @@ async def test_a_dropped_bucket_comes_back_full() -> None:
     for n in range(SWEEP_AT):
         await quotas.throttle(f"other:{n}", 100.0, 1.0, 1.0)
     assert [await quotas.throttle("k", 100.0, 0.5, 2.0) for _ in range(3)] == [0.0, 0.0, 2.0]
+
+
+async def test_a_new_key_sweeps_a_few_buckets_never_the_whole_map(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    quotas = LocalQuotas()
+    for n in range(3 * SWEEP_AT):
+        await quotas.throttle(f"held:{n}", 0.0, 1 / 3600, 1.0)
+    looked: list[Bucket] = []
+    full = Bucket.full
+
+    def counted(bucket: Bucket, now: float) -> bool:
+        looked.append(bucket)
+        return full(bucket, now)
+
+    monkeypatch.setattr(Bucket, "full", counted)
+    await quotas.throttle("new", 1.0, 1.0, 1.0)
+    assert len(looked) == SWEPT_PER_NEW
+    assert quotas.buckets() == 3 * SWEEP_AT + 1  # none refilled: all kept

@@ -7,6 +7,7 @@ N replicas do not multiply a token's allowance by N.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from .tally import Tally
@@ -67,29 +68,38 @@ class Bucket:
 
 # Buckets kept before the full ones are dropped; then twice as many as remain.
 SWEEP_AT = 4096
+# Buckets looked at for each new one past SWEEP_AT, the longest unchecked first: the map is
+# swept a step at a time, never in one pass that would hold the event loop.
+SWEPT_PER_NEW = 2
 
 
 class LocalQuotas(Quotas):
     """One process's quotas, in memory."""
 
     def __init__(self) -> None:
-        self._buckets: dict[str, Bucket] = {}
-        self._sweep_at = SWEEP_AT
+        # In the order they were last looked at by the sweep (an OrderedDict: taking from
+        # the front of a plain dict slows as the front fills with holes).
+        self._buckets: OrderedDict[str, Bucket] = OrderedDict()
         self._held = Tally()
 
     async def throttle(self, key: str, now: float, rate: float, burst: float) -> float:
         bucket = self._buckets.get(key)
         if bucket is None:
-            if len(self._buckets) >= self._sweep_at:
+            if len(self._buckets) >= SWEEP_AT:
                 self._sweep(now)
             bucket = self._buckets[key] = Bucket(burst, now)
         return bucket.take(now, rate, burst)
 
     def _sweep(self, now: float) -> None:
-        """Drops the buckets that have refilled, so that keys seen once (an address, an
-        email tried) do not stay for the life of the process."""
-        self._buckets = {k: b for k, b in self._buckets.items() if not b.full(now)}
-        self._sweep_at = max(SWEEP_AT, 2 * len(self._buckets))
+        """Drops the longest-unchecked buckets that have refilled and sends the others to the
+        back, so that keys seen once (an address, an email tried) do not stay for the life of
+        the process: with two looked at for each one added, every bucket is looked at again
+        before the map has doubled."""
+        buckets = self._buckets
+        for _ in range(SWEPT_PER_NEW):
+            key, bucket = buckets.popitem(last=False)
+            if not bucket.full(now):
+                buckets[key] = bucket
 
     def buckets(self) -> int:
         return len(self._buckets)

@@ -31,6 +31,8 @@ from .clients import ClientRefused, DocumentUnreachable, Fetch, FetchBusy, docum
 
 DOCUMENT_TIMEOUT = 5.0
 DOCUMENT_BYTES = 16 * 1024
+# Addresses of each family (IPv4, IPv6) a fetch tries in turn before it gives up.
+TRIED_PER_FAMILY = 2
 # Host lookups running at once, across every request, and how many of them are kept for
 # renewing the documents of clients already known (so that slow names looked up for new
 # clients cannot lock known ones out).
@@ -133,8 +135,8 @@ class Resolver:
     ) -> None:
         try:
             found = [str(info[4][0]) for info in self.lookup(host, port)]
-        except (OSError, UnicodeError):
-            found = []
+        except Exception:  # whatever the resolver raises, the host does not resolve: the
+            found = []  # caller gets that now, not after waiting out its bound
         finally:
             _release(held)
         with suppress(RuntimeError):  # the loop closed while the resolver took its time
@@ -185,9 +187,21 @@ def _checked(addresses: list[str], allow_private: bool) -> list[str]:
     raise (ClientRefused("invalid_client", message) if addresses else DocumentUnreachable(message))
 
 
+def _to_try(addresses: list[str]) -> list[str]:
+    """The first `TRIED_PER_FAMILY` distinct addresses of each family, in the resolver's
+    order: a host listing dozens of unreachable addresses holds a fetch no longer."""
+    kept: list[str] = []
+    for address in addresses:
+        family = ":" in address
+        if address not in kept and sum((":" in a) == family for a in kept) < TRIED_PER_FAMILY:
+            kept.append(address)
+    return kept
+
+
 async def _from_any(url: str, host: str, addresses: list[str]) -> bytes:
     """The document from the first address that takes the connection (a host whose IPv6
     route is broken may still answer on IPv4)."""
+    addresses = _to_try(addresses)
     for address in addresses[:-1]:
         try:
             return await _get(url, host, address)
