@@ -7,7 +7,7 @@ import pytest
 
 from sp00ky_mcp.engine.keys import KeyRing
 from sp00ky_mcp.product.oauth import passwords, pkce, redirects
-from sp00ky_mcp.product.oauth.clients import document_problem
+from sp00ky_mcp.product.oauth.clients import client_name, document_problem
 from sp00ky_mcp.product.oauth.fetching import public_address
 from sp00ky_mcp.product.oauth.metadata import quotable
 from sp00ky_mcp.product.oauth.signed import Signer
@@ -179,3 +179,18 @@ def test_a_client_id_url_with_an_international_host_must_spell_it_in_ascii() -> 
 
 def test_an_error_description_keeps_to_the_characters_rfc_6750_allows() -> None:
     assert quotable('say "`spky`" \\ …') == "say ''spky'' ' '"
+
+
+@pytest.mark.parametrize(
+    ("redirect_uri", "name"),
+    [
+        ("https://app.example:8443/cb", "app.example:8443"),
+        ("x-app://claude.ai/cb", "x-app://claude.ai"),
+        ("com.example.app:/cb", "com.example.app:"),
+    ],
+)
+def test_a_client_that_gave_no_name_is_named_after_where_it_sends_the_user(
+    redirect_uri: str, name: str
+) -> None:
+    assert client_name(None, redirect_uri) == name
+    assert client_name(" \n ", redirect_uri) == name

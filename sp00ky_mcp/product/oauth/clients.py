@@ -290,12 +290,12 @@ def _strings(body: dict[str, Any], key: str, default: list[str]) -> list[str]:
 
 def client_name(value: Any, redirect_uri: str) -> str:
     """The name the consent page shows: the client's own if it is a short line of visible
-    text, else the host it redirects to."""
+    text, else where it redirects to (an app's own scheme in full, never just its host)."""
     if isinstance(value, str):
         name = " ".join(value.split())
         if name and len(name) <= LONGEST_NAME and name.isprintable():
             return name
-    return urlsplit(redirect_uri).hostname or redirect_uri[:LONGEST_NAME]
+    return redirects.destination(redirect_uri)[:LONGEST_NAME]
 
 
 # --- client ID metadata documents -------------------------------------------------------------

@@ -94,3 +94,13 @@ def _host(parts: SplitResult) -> str:
     if netloc.startswith("["):
         return netloc[: netloc.find("]") + 1]
     return netloc.partition(":")[0].lower()
+
+
+def destination(redirect_uri: str) -> str:
+    """Where a redirect URI goes, as a user should read it: the host of a web address, but an
+    app's own scheme in full (`x-app://claude.ai` is an app on this device that chose to
+    name itself so, not claude.ai)."""
+    parts = urlsplit(redirect_uri)
+    if parts.scheme in ("https", "http"):
+        return parts.netloc
+    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else f"{parts.scheme}:"

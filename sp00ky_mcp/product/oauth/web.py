@@ -168,7 +168,7 @@ class OAuthWeb:
             # on a request no user has seen would make this server an open redirector
             # (RFC 9700 section 4.11.2).  The user is shown why, and may take it back.
             back = self._location(redirect_uri, params.get("state"), exc.error, exc.message)
-            body = pages.refused(exc.message, back, _destination(redirect_uri))
+            body = pages.refused(exc.message, back, redirects.destination(redirect_uri))
             return _html(400, body)
         signed = self.signer.sign("authorize", pending, REQUEST_SECONDS)
         return await self._page(request, client, signed, pending)
@@ -547,22 +547,12 @@ def _consent_page(
 
 def _asker(client: OAuthClient, pending: dict[str, Any]) -> pages.Asker:
     described_at = _host(client.id) if client.kind == "document" else None
-    return pages.Asker(client.name, _destination(pending["r"]), described_at)
+    return pages.Asker(client.name, redirects.destination(pending["r"]), described_at)
 
 
 def _host(uri: str) -> str:
     parts = urlsplit(uri)
     return parts.netloc or f"{parts.scheme}:"
-
-
-def _destination(redirect_uri: str) -> str:
-    """Where a redirect URI goes, as a user should read it: the host of a web address, but an
-    app's own scheme in full (`x-app://claude.ai` is an app on this device that chose to
-    name itself so, not claude.ai)."""
-    parts = urlsplit(redirect_uri)
-    if parts.scheme in ("https", "http"):
-        return parts.netloc
-    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else f"{parts.scheme}:"
 
 
 def _page_headers() -> list[tuple[bytes, bytes]]:

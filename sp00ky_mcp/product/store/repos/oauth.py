@@ -152,9 +152,11 @@ class OAuthRepo:
         return None if row is None else _grant(row)
 
     async def hold_grant(self, grant_id: str) -> bool:
-        """Whether the grant stands, kept from being revoked until this transaction ends:
-        the row is written (a row lock on PostgreSQL; SQLite writes one transaction at a
-        time), so a revocation racing a token being issued waits for it and then ends it."""
+        """Whether the grant stands, read in the write transaction that issues under it.
+        Write transactions run one at a time (one advisory lock on PostgreSQL, SQLite's own
+        writer lock), so a revocation racing a token being issued runs before it (the grant
+        no longer stands) or after it (and ends the new token too).  The row is written, not
+        only read, so that this holds even for a store whose writes were not serialised."""
         held = await self.db.run(
             "UPDATE oauth_grants SET revoked_at = NULL WHERE id = ? AND revoked_at IS NULL",
             grant_id,
