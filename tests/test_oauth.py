@@ -27,6 +27,7 @@ from sp00ky_mcp.product.oauth import web as web_module
 from sp00ky_mcp.product.oauth.authority import OAuthError
 from sp00ky_mcp.product.oauth.web import OAuthWeb
 from sp00ky_mcp.product.store import Store
+from sp00ky_mcp.product.store.repos.oauth import OAuthRepo
 
 from .oauth_support import (
     FORM,
@@ -990,6 +991,49 @@ async def test_no_token_is_issued_under_a_grant_revoked_while_it_was_being_issue
         [True],
         [],
     )
+
+
+async def test_a_revocation_racing_a_token_being_issued_ends_that_token_too(
+    product: ProductEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    web = product.server.service.pages
+    assert isinstance(web, OAuthWeb)
+    await signed_in_tokens(product)
+    user = await product.accounts.ensure_user("ada@example.com")
+    (row,) = await product.accounts.list_tokens(user)
+    grant = await product.store.reads.oauth.grant(row.grant_id or "")
+    assert grant is not None
+    held, go_on, revoked = anyio.Event(), anyio.Event(), anyio.Event()
+    hold = OAuthRepo.hold_grant
+
+    async def hold_then_wait(repo: OAuthRepo, grant_id: str) -> bool:
+        stands = await hold(repo, grant_id)
+        held.set()
+        await go_on.wait()  # the issuing transaction stays open, its grant held
+        return stands
+
+    async def revoke() -> None:
+        async with product.store.transaction() as tx:
+            await tx.oauth.revoke_grant(grant.id, time.time())
+        revoked.set()
+
+    issued: list[dict[str, Any]] = []
+
+    async def issue() -> None:
+        issued.append(await web.authority._issue(grant, grant.scopes, None))
+
+    monkeypatch.setattr(OAuthRepo, "hold_grant", hold_then_wait)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(issue)
+            await held.wait()
+            tg.start_soon(revoke)
+            await anyio.wait_all_tasks_blocked()
+            assert not revoked.is_set()  # it waits for the token being issued
+            go_on.set()
+    (token,) = issued
+    assert (await tools_list(product, token["access_token"])).status_code == 401
+    assert all(r.revoked_at is not None for r in await product.accounts.list_tokens(user))
 
 
 async def test_the_consent_page_shows_an_app_scheme_for_what_it_is(product: ProductEnv) -> None:
