@@ -282,6 +282,21 @@ def test_records_written_together_are_each_one_line_whatever_their_values(
     assert [orjson.loads(line) for line in text.split("\n")[:-1]] == records
 
 
+def test_a_record_holding_a_lone_surrogate_is_written_with_it_replaced_not_lost() -> None:
+    records = [
+        {"ts": "t1", "kind": "access", "token_name": "bad\udcff", "names": ["x\ud800"]},
+        {"ts": "t2", "kind": "access", "token_name": "fine", "names": []},
+    ]
+    assert human_record(records[0] | {"tool": "a \udcff"}) == (
+        't1 access token_name=bad? names="[\\"x?\\"]" tool="a ?"\n'
+    )
+    lines = json_lines(records).split("\n")[:-1]
+    assert [orjson.loads(line) for line in lines] == [
+        {"ts": "t1", "kind": "access", "token_name": "bad?", "names": ["x?"]},
+        records[1],
+    ]
+
+
 def test_a_record_for_people_shows_its_time_and_kind_bare_and_leaves_out_the_unknown() -> None:
     record = {"ts": "2026-12-05T10:00:00.000Z", "kind": "audit", "tool": "a b", "tenant": None}
     assert human_record(record) == '2026-12-05T10:00:00.000Z audit tool="a b"\n'

@@ -154,12 +154,34 @@ def json_lines(records: list[dict[str, Any]]) -> str:
     One encoder call for all of them, then each `},{"ts":` made a line break.  Safe: in
     encoded text a `"` inside a string is always escaped, so `{"ts":` with a bare quote
     before `ts` opens an object, and with flat records only a record opens one."""
-    encoded = orjson.dumps(records)[1:-1]
+    try:
+        encoded = orjson.dumps(records)[1:-1]
+    except orjson.JSONEncodeError:  # a string with a lone surrogate: shown replaced, not lost
+        encoded = orjson.dumps([_valid(record) for record in records])[1:-1]
     return encoded.replace(b'},{"ts":', b'}\n{"ts":').decode() + "\n"
+
+
+def _valid(record: dict[str, Any]) -> dict[str, Any]:
+    return {key: _valid_value(value) for key, value in record.items()}
+
+
+def _valid_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, list):
+        return [_valid_value(item) for item in value]
+    return value
 
 
 def human_record(record: dict[str, Any]) -> str:
     """A record as `ts kind key=value ...`, leaving out what is unknown (None)."""
+    try:
+        return _human(record)
+    except orjson.JSONEncodeError:  # a string with a lone surrogate: shown replaced
+        return _human(_valid(record))
+
+
+def _human(record: dict[str, Any]) -> str:
     items = iter(record.items())
     words = [next(items)[1], next(items)[1]]  # the time and the kind, shown bare
     words += [f"{key}={_word(value)}" for key, value in items if value is not None]
