@@ -14,6 +14,7 @@ import anyio
 import orjson
 import pytest
 
+from sp00ky_mcp.product.accounts import Accounts
 from sp00ky_mcp.product.oauth.clients import (
     DOCUMENT_SECONDS,
     FETCH_BURST,
@@ -25,6 +26,7 @@ from sp00ky_mcp.product.oauth.clients import (
 )
 from sp00ky_mcp.product.oauth.fetching import Resolver, _to_try
 from sp00ky_mcp.product.store import Store
+from sp00ky_mcp.product.store.repos.oauth import Grant
 
 pytestmark = pytest.mark.anyio
 
@@ -115,7 +117,27 @@ async def test_a_document_fetched_again_after_an_hour_replaces_the_stored_copy(
     clock.now += 2
     assert (await clients.find(CLIENT_ID)).name == "Renamed Client"
     assert web.asked == [CLIENT_ID, CLIENT_ID]
-    assert web.renewals == [False, True]
+    assert web.renewals == [False, False]  # no user has allowed it anything
+
+
+async def test_only_a_client_a_user_allowed_renews_its_document_with_the_kept_lookups(
+    clients: Clients, web: Documents, clock: Clock, store: Store
+) -> None:
+    web.served[CLIENT_ID] = document()
+    await clients.find(CLIENT_ID)
+    clock.now += DOCUMENT_SECONDS + 1
+    await clients.find(CLIENT_ID)
+    user = await Accounts(store).ensure_user("ada@example.com")
+    grant = Grant("grt_1", CLIENT_ID, "Doc Client", user.id, ("mcp:read",), "r", 0.0, None)
+    async with store.transaction() as tx:
+        await tx.oauth.add_grant(grant)
+    clock.now += DOCUMENT_SECONDS + 1
+    await clients.find(CLIENT_ID)
+    async with store.transaction() as tx:
+        await tx.oauth.revoke_grant(grant.id, clock.now)
+    clock.now += DOCUMENT_SECONDS + 1
+    await clients.find(CLIENT_ID)
+    assert web.renewals == [False, False, True, False]
 
 
 async def test_a_document_never_stored_is_not_fetched_where_none_is_new(

@@ -139,8 +139,12 @@ class Clients:
         known = await self.store.reads.oauth.client(client_id)
         if self._fresh(known, DOCUMENT_SECONDS):  # fetched while this request waited
             return known
+        # Only a client some user allowed may use the lookups kept for renewals: anyone can
+        # have a document stored, and slow name servers behind many of them would else take
+        # those lookups from the clients people use.
+        renewing = known is not None and await self.store.reads.oauth.client_has_grant(client_id)
         try:
-            client = await self._fetched(client_id, asker, renewing=known is not None)
+            client = await self._fetched(client_id, asker, renewing)
         except DocumentUnreachable:
             if self._fresh(known, STALE_SECONDS):
                 return known

@@ -34,8 +34,8 @@ DOCUMENT_BYTES = 16 * 1024
 # Addresses of each family (IPv4, IPv6) a fetch tries in turn before it gives up.
 TRIED_PER_FAMILY = 2
 # Host lookups running at once, across every request, and how many of them are kept for
-# renewing the documents of clients already known (so that slow names looked up for new
-# clients cannot lock known ones out).
+# renewing the documents of clients a user allowed (so that slow names looked up for other
+# clients cannot lock those out).
 RESOLVING = 8
 KEPT_FOR_RENEWALS = 3
 # Statuses that say the document may be had later, so a stored copy keeps serving meanwhile.

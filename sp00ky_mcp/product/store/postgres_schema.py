@@ -264,5 +264,8 @@ ALTER TABLE tokens ADD COLUMN resource TEXT COLLATE "C";
 CREATE INDEX tokens_by_grant ON tokens(grant_id)
 """
 
-MIGRATIONS: list[tuple[int, str]] = [(1, SCHEMA), (2, OAUTH)]
+# Whether a client holds a grant decides which host lookups it may use (`fetching.Resolver`).
+GRANTS_BY_CLIENT = "CREATE INDEX oauth_grants_by_client ON oauth_grants(client_id)"
+
+MIGRATIONS: list[tuple[int, str]] = [(1, SCHEMA), (2, OAUTH), (3, GRANTS_BY_CLIENT)]
 LATEST = MIGRATIONS[-1][0]

@@ -316,6 +316,9 @@ ALTER TABLE tokens ADD COLUMN resource TEXT;
 CREATE INDEX tokens_by_grant ON tokens(grant_id)
 """
 
+# Whether a client holds a grant decides which host lookups it may use (`fetching.Resolver`).
+GRANTS_BY_CLIENT = "CREATE INDEX oauth_grants_by_client ON oauth_grants(client_id)"
+
 MIGRATIONS: list[Migration] = [
     (1, USERS_TOKENS_AUDIT),
     (2, CONTROL_PLANE),
@@ -326,6 +329,7 @@ MIGRATIONS: list[Migration] = [
     (71, _seal_vault),
     (72, STORE_VERSION),
     (80, OAUTH),
+    (81, GRANTS_BY_CLIENT),
 ]
 LATEST = MIGRATIONS[-1][0]
 

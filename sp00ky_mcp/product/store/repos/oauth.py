@@ -147,6 +147,14 @@ class OAuthRepo:
             grant.created_at,
         )
 
+    async def client_has_grant(self, client_id: str) -> bool:
+        """Whether a user allowed the client something that still stands."""
+        row = await self.db.one(
+            "SELECT 1 AS held FROM oauth_grants WHERE client_id = ? AND revoked_at IS NULL LIMIT 1",
+            client_id,
+        )
+        return row is not None
+
     async def grant(self, grant_id: str) -> Grant | None:
         row = await self.db.one("SELECT * FROM oauth_grants WHERE id = ?", grant_id)
         return None if row is None else _grant(row)
