@@ -27,7 +27,8 @@ from sp00ky_mcp.product.oauth import web as web_module
 from sp00ky_mcp.product.oauth.authority import OAuthError
 from sp00ky_mcp.product.oauth.web import OAuthWeb
 from sp00ky_mcp.product.store import Store
-from sp00ky_mcp.product.store.repos.oauth import OAuthRepo
+from sp00ky_mcp.product.store.repos.accounts import User
+from sp00ky_mcp.product.store.repos.oauth import Grant, OAuthRepo
 
 from .oauth_support import (
     FORM,
@@ -970,9 +971,8 @@ async def test_the_token_endpoint_fetches_no_document_of_a_client_never_seen(
     assert heard == []
 
 
-async def test_no_token_is_issued_under_a_grant_revoked_while_it_was_being_issued(
-    product: ProductEnv,
-) -> None:
+async def granted(product: ProductEnv) -> tuple[OAuthWeb, User, Grant]:
+    """A user signed in through a client: the sign-in pages, the user, and their grant."""
     web = product.server.service.pages
     assert isinstance(web, OAuthWeb)
     await signed_in_tokens(product)
@@ -981,6 +981,13 @@ async def test_no_token_is_issued_under_a_grant_revoked_while_it_was_being_issue
     assert row.grant_id is not None
     grant = await product.store.reads.oauth.grant(row.grant_id)
     assert grant is not None
+    return web, user, grant
+
+
+async def test_no_token_is_issued_under_a_grant_revoked_while_it_was_being_issued(
+    product: ProductEnv,
+) -> None:
+    web, user, grant = await granted(product)
     # As a replayed code does between a redemption's checks and its write.
     async with product.store.transaction() as tx:
         await tx.oauth.revoke_grant(grant.id, time.time())
@@ -996,13 +1003,7 @@ async def test_no_token_is_issued_under_a_grant_revoked_while_it_was_being_issue
 async def test_a_revocation_racing_a_token_being_issued_ends_that_token_too(
     product: ProductEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    web = product.server.service.pages
-    assert isinstance(web, OAuthWeb)
-    await signed_in_tokens(product)
-    user = await product.accounts.ensure_user("ada@example.com")
-    (row,) = await product.accounts.list_tokens(user)
-    grant = await product.store.reads.oauth.grant(row.grant_id or "")
-    assert grant is not None
+    web, user, grant = await granted(product)
     held, go_on, revoked = anyio.Event(), anyio.Event(), anyio.Event()
     hold = OAuthRepo.hold_grant
 
