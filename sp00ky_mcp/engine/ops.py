@@ -23,6 +23,7 @@ import anyio
 import orjson
 
 from .metrics import Counter, Gauge, Histogram, Registry, Timings
+from .protocol import verdict
 
 if TYPE_CHECKING:
     from .catalogue import Tool
@@ -194,11 +195,9 @@ _second: list[Any] = [-1, ""]
 _millisecond: list[Any] = [-1, ""]
 
 
-def _stamp(now: float | None = None) -> str:
-    """The time (`now`, or the present) to the millisecond."""
-    if now is None:
-        now = time.time()
-    millisecond = int(now * 1000)
+def _stamp() -> str:
+    """The present time to the millisecond."""
+    millisecond = int(time.time() * 1000)
     if millisecond != _millisecond[0]:
         second, fraction = divmod(millisecond, 1000)
         if second != _second[0]:
@@ -335,9 +334,9 @@ class Operations:
         started: float,
     ) -> None:
         """A tool call ended (the engine's observer, called once a call): counted, and its
-        audit line written.  The outcome word is `protocol.verdict`'s, inline here."""
+        audit line written."""
         seconds = time.perf_counter() - started
-        word = "exception" if outcome is None else ("error" if outcome.is_error else "ok")
+        word = verdict(outcome)
         facts, name, tenant = ctx.facts, tool.name, ctx.tenant_id
         if facts is not None:
             facts["tool"], facts["outcome"], facts["tenant"] = name, word, tenant
