@@ -142,7 +142,8 @@ async def test_the_product_refuses_a_subscription_to_a_resource_it_does_not_serv
     [reply] = await in_session(
         env.server, session_id, [rpc("resources/subscribe", 7, uri=uri)], token
     )
-    assert reply == rpc_error(7, -32002, f"Resource not found: '{uri}'.", {"uri": uri})
+    quoted = f"'{uri[:100]}…'"  # an error quotes at most 100 characters of the client's URI
+    assert reply == rpc_error(7, -32002, f"Resource not found: {quoted}.", {"uri": uri})
 
 
 async def test_a_session_holds_a_bounded_number_of_subscriptions(
@@ -390,6 +391,41 @@ async def test_a_session_keeps_a_bounded_number_of_bytes_for_replay(
     replayed = parse_event(newest.body.split(b"\n\n")[0])
     assert replayed is not None
     assert replayed.json()["result"]["content"] == [{"type": "text", "text": "x" * 200_000}]
+
+
+async def test_all_sessions_together_keep_a_bounded_number_of_bytes_for_replay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runtime, "MAX_RETAINED_BYTES_ALL", 1_000_000)
+    async with running(catalogue=BLOBS) as server:
+        first, second = await open_session(server), await open_session(server)
+        early = [await streamed_call(server, first, i, 200_000) for i in range(3)]
+        late = [await streamed_call(server, second, i, 200_000) for i in range(3)]
+        held = server.service.retained.held
+        gone = await exchange(
+            server, "GET", {**post_headers(first, LATEST), "Last-Event-ID": early[0]}
+        )
+        kept = await exchange(
+            server, "GET", {**post_headers(second, LATEST), "Last-Event-ID": late[-1]}
+        )
+        await exchange(server, "DELETE", post_headers(second, LATEST))
+        released = server.service.retained.held
+    assert 800_000 < held <= 1_000_000
+    assert (gone.status, kept.status) == (404, 200)
+    replayed = parse_event(kept.body.split(b"\n\n")[0])
+    assert replayed is not None
+    assert released == held - 3 * len(replayed.data)
+
+
+async def test_an_error_quotes_at_most_100_characters_of_a_name_the_client_sent(
+    conformance_server: McpServer,
+) -> None:
+    session_id = await open_session(conformance_server)
+    body = rpc("tools/call", 5, name="x" * 1_000_000)
+    reply = await exchange(conformance_server, "POST", post_headers(session_id, LATEST), body)
+    assert reply.json() == rpc_error(
+        5, -32602, f"Unknown tool: '{'x' * 100}…'. Call tools/list to see the available tools."
+    )
 
 
 # --- what a session keeps of its client -----------------------------------------------------

@@ -27,6 +27,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from sp00ky_mcp.engine.jsonrpc import MAX_DEPTH, too_deep
 from sp00ky_mcp.engine.server import McpServer
 from tests.wire import (
     BOTH,
@@ -673,7 +674,8 @@ async def test_a_batch_is_answered_one_reply_per_request_in_2025_03_26_and_refus
         headers = session_headers(target.session_id, version)
     answer = await post(target.http, target.url, body, headers)
     check(answer, messages)
-    if version != "2025-03-26":
+    if version != "2025-03-26" or too_deep(messages, MAX_DEPTH):
+        # Refused whole: a batch elsewhere, a body nesting too deep anywhere.
         assert answer.status == 400, answer
         assert [r["error"]["code"] for r in answer.replies] == [-32600]
         return
@@ -1378,15 +1380,20 @@ async def first_message(target: Target, message: Any) -> dict[str, Any]:
     raise AssertionError("the stream ended without a message")
 
 
-async def test_a_last_event_id_with_a_superscript_digit_is_not_found(
-    conformance_server: McpServer,
+@pytest.mark.parametrize(
+    "event_id",
+    ["abc_\xb2", "abc_" + "9" * 5000, "abc_" + "0" * 19],
+    ids=["superscript", "5000 digits", "19 digits"],
+)
+async def test_a_last_event_id_whose_number_is_no_sequence_number_is_not_found(
+    conformance_server: McpServer, event_id: str
 ) -> None:
     session_id = await open_session(conformance_server)
     fields = {
         "Accept": "text/event-stream",
         "Mcp-Session-Id": session_id,
         "MCP-Protocol-Version": LATEST,
-        "Last-Event-ID": "abc_\xb2",
+        "Last-Event-ID": event_id,
     }
     async with connect(conformance_server) as wire:
         await wire.request("GET", ENDPOINT, fields)

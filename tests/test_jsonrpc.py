@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from sp00ky_mcp.engine.errors import INVALID_REQUEST, PARSE_ERROR, JsonRpcError
@@ -19,6 +20,7 @@ from sp00ky_mcp.engine.jsonrpc import (
     encode_request,
     encode_result,
     readable_id,
+    too_deep,
 )
 
 EXPECTED_OBJECT = "Invalid Request: expected an object."
@@ -46,6 +48,38 @@ def test_a_json_object_body_decodes_to_a_dict() -> None:
         "id": 1,
         "method": "ping",
     }
+
+
+TOO_DEEP = (
+    "Invalid Request: arrays and objects may nest at most 128 levels deep; send a flatter body."
+)
+
+
+def nested(depth: int) -> bytes:
+    """`{}` inside arrays, `depth` levels in all."""
+    return b"[" * (depth - 1) + b"{}" + b"]" * (depth - 1)
+
+
+def test_arrays_and_objects_may_nest_128_levels_deep() -> None:
+    assert decode_json(nested(128)) == orjson.loads(nested(128))
+
+
+def test_a_body_nesting_deeper_than_128_levels_is_an_invalid_request() -> None:
+    with pytest.raises(JsonRpcError) as caught:
+        decode_json(b'{"params":{"a":' + nested(128) + b"}}")
+    assert (caught.value.code, caught.value.message) == (INVALID_REQUEST, TOO_DEEP)
+
+
+def test_brackets_inside_strings_and_many_shallow_values_are_not_nesting() -> None:
+    body = orjson.dumps({"text": "[{" * 500, "items": [[{}]] * 500})
+    assert decode_json(body) == orjson.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("value", "depth"), [(1, 0), ({}, 1), ([[]], 2), ({"a": [1, {"b": {}}]}, 4), ([1, [2, [3]]], 3)]
+)
+def test_too_deep_counts_each_array_and_object_as_a_level(value: object, depth: int) -> None:
+    assert (too_deep(value, depth), too_deep(value, depth - 1) if depth else True) == (False, True)
 
 
 def test_a_json_array_body_decodes_to_a_list() -> None:

@@ -156,6 +156,20 @@ async def test_a_method_the_server_does_not_know_is_counted_under_the_http_metho
     assert not any(("method", "made/up") in labels for labels in names)
 
 
+async def test_an_http_method_the_server_does_not_know_is_counted_as_other() -> None:
+    async with fixture_server(metrics=True) as (server, http):
+        for word in ("MADEUP", "MADEUP2", "X" * 4000):
+            await http.request(word, root(server) + "/nowhere")
+        await http.get(root(server) + "/nowhere")
+        reply = await http.get(root(server) + "/metrics")
+    methods = {
+        dict(labels)["method"]
+        for name, labels in samples(reply.text)
+        if name == "mcp_requests_total"
+    }
+    assert methods == {"other", "GET"}
+
+
 async def test_request_durations_are_one_histogram_a_method_whatever_the_era_or_status() -> None:
     async with fixture_server(metrics=True) as (server, http):
         await call_tool(http, server.url, "test_simple_text")

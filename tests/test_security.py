@@ -291,6 +291,7 @@ FOREIGN_ORIGINS = [
     "chrome-extension://abcdefghijklmnop",
     "javascript:alert(1)",
     "ftp://localhost",
+    "http://[::1",
 ]
 LOOPBACK_HOSTS = [
     "127.0.0.1:{port}",
@@ -357,6 +358,25 @@ async def test_a_foreign_host_is_misdirected_and_a_foreign_origin_forbidden_befo
     assert await alive(product, token, session_id)
     assert await product.count("env_vars") == 0
     assert len(await product.audit_log()) == audited
+
+
+@pytest.mark.parametrize("method", ["POST", "GET", "DELETE"])
+async def test_an_absolute_form_target_is_judged_by_its_own_host_not_the_host_field(
+    product: ProductEnv, victim_session: tuple[str, str, list[str]], method: str
+) -> None:
+    token, session_id, _ = victim_session
+    headers, body = rebinding_request(method, "handshake", token, session_id)
+    own = f"127.0.0.1:{product.server.port}"
+    async with connect(product.server) as wire:
+        foreign = f"http://user@evil.example{ENDPOINT}"
+        await wire.request(method, foreign, {"Host": own, **headers}, body)
+        refused = await wire.final()
+    async with connect(product.server) as wire:
+        await wire.request("POST", f"http://{own}{ENDPOINT}", {"Host": "evil.example"}, b"{}")
+        served = await wire.final()
+    assert (refused.status, refused.body.decode()) == (421, MISDIRECTED)
+    assert served.status == 401  # past the host check, at the token check
+    assert await alive(product, token, session_id)
 
 
 @pytest.mark.parametrize("origin", [None, *LOOPBACK_ORIGINS])

@@ -197,6 +197,8 @@ def test_a_configured_origin_passes_with_or_without_a_trailing_slash() -> None:
         "chrome-extension://localhost",
         "https://app.example.com:444",
         "",
+        "http://[::1",
+        "http://[not-an-address]",
     ],
 )
 def test_any_other_origin_is_forbidden(origin: str) -> None:

@@ -339,6 +339,24 @@ async def test_a_body_that_is_not_json_gets_400_with_a_parse_error(
     )
 
 
+async def test_a_body_nesting_too_deep_to_be_written_back_gets_400_and_the_server_goes_on(
+    conformance_server: McpServer,
+) -> None:
+    shallow = initialize_body(capabilities={"experimental": {"x": "DEEP"}})
+    body = shallow.replace(b'"DEEP"', b"[" * 300 + b"]" * 300)
+    reply = await post(conformance_server, body, version=None)
+    assert (reply.status, reply.json()) == (
+        400,
+        rpc_error(
+            None,
+            -32600,
+            "Invalid Request: arrays and objects may nest at most 128 levels deep; "
+            "send a flatter body.",
+        ),
+    )
+    assert (await post(conformance_server, initialize_body(), version=None)).status == 200
+
+
 async def test_a_boolean_id_is_an_invalid_request_answered_with_a_null_id(
     conformance_server: McpServer,
 ) -> None:
@@ -525,6 +543,29 @@ async def test_cancelling_a_running_request_stops_it_and_no_response_is_delivere
     assert (accepted.status, accepted.body) == (202, b"")
     assert rest == []
     assert (late_answer.status, late_answer.body) == (202, b"")
+
+
+async def test_a_request_reusing_the_id_of_a_running_call_is_refused_and_the_call_stays_cancellable(
+    conformance_server: McpServer,
+) -> None:
+    async with connect(conformance_server) as wire:
+        session_id, _, events = await start_elicitation(conformance_server, wire, 9)
+        async with aclosing(events):
+            again = rpc("tools/call", 9, name="test_simple_text", arguments={})
+            refused = await post(conformance_server, again, session_id)
+            cancel = notification("notifications/cancelled", requestId=9)
+            await post(conformance_server, cancel, session_id)
+            rest = [event async for event in events]
+    assert (refused.status, refused.json()) == (
+        200,
+        rpc_error(
+            9,
+            -32600,
+            "Invalid Request: a request with this id is still running in this session; "
+            "give each request an id of its own.",
+        ),
+    )
+    assert rest == []
 
 
 async def test_a_stream_cut_mid_call_is_resumed_with_last_event_id_and_delivers_the_rest(

@@ -63,6 +63,21 @@ class ToolError(Exception):
         self.structured = structured
 
 
+# How much of a client's own string an error message quotes: enough to recognise it (a name,
+# a URI); a name of megabytes echoed whole would only be kept (an SSE reply is kept for
+# replay) and sent back.
+QUOTED_CHARS = 100
+
+
+def quoted(value: object) -> str:
+    """A client's value as a message quotes it, cut short past QUOTED_CHARS: a string in
+    quotes, anything else as Python writes it (so `20260728` reads as no string)."""
+    if not isinstance(value, str):
+        shown = repr(value)
+        return shown if len(shown) <= QUOTED_CHARS else f"{shown[:QUOTED_CHARS]}…"
+    return f"'{value}'" if len(value) <= QUOTED_CHARS else f"'{value[:QUOTED_CHARS]}…'"
+
+
 def invalid_params(message: str, data: Any = None) -> JsonRpcError:
     return JsonRpcError(INVALID_PARAMS, message, data)
 

@@ -153,16 +153,28 @@ def head_size(event: h11.Request) -> int:
 
 def make_request(event: h11.Request) -> HttpRequest:
     target = event.target.decode("latin-1")
+    headers = fold_headers(event.headers.raw_items())
     if target[:1] != "/" and "://" in target:
-        # RFC 9112 section 3.2.2: a server MUST accept the absolute form of a target.
-        target = "/" + target.split("://", 1)[1].partition("/")[2]
+        # RFC 9112 section 3.2.2: a server MUST accept the absolute form of a target, and
+        # then take its host from the target, ignoring the Host field.
+        headers["host"], target = split_absolute(target)
     path, _, query = target.partition("?")
     return HttpRequest(
         method=event.method.decode("ascii"),
         path=unquote(path) if "%" in path else path,
         query=query,
-        headers=fold_headers(event.headers.raw_items()),
+        headers=headers,
     )
+
+
+def split_absolute(target: str) -> tuple[str, str]:
+    """`http://user@host:8765/v1/mcp?x` as its host (`host:8765`) and its origin form."""
+    rest = target.split("://", 1)[1]
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority, origin_form = rest[:cut], rest[cut:]
+    return authority.rpartition("@")[2], origin_form if origin_form[
+        :1
+    ] == "/" else "/" + origin_form
 
 
 class H1Core:

@@ -49,13 +49,45 @@ class Invalid:
 Message = Request | Notification | Response | Invalid
 
 
+# How deep a request's arrays and objects may nest.  What a client sends is written again
+# (a signed request state holds its answers; the session keeps its description), and orjson
+# writes at most 254 levels: a value that could not be written back is refused on the way in.
+MAX_DEPTH = 128
+
+
 def decode_json(body: bytes) -> Any:
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise JsonRpcError(
             PARSE_ERROR, "Parse error: the request body is not valid JSON."
         ) from None
+    # Counting brackets is a fast bound on the depth: only a body with many needs the walk.
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and too_deep(value, MAX_DEPTH):
+        raise JsonRpcError(
+            INVALID_REQUEST,
+            f"Invalid Request: arrays and objects may nest at most {MAX_DEPTH} levels deep; "
+            "send a flatter body.",
+        )
+    return value
+
+
+def too_deep(value: Any, limit: int) -> bool:
+    """Whether arrays and objects in `value` nest more than `limit` levels (`{}` is one)."""
+    level = [value] if _nests(value) else []
+    for _ in range(limit):
+        if not level:
+            return False
+        level = [child for item in level for child in _children(item) if _nests(child)]
+    return bool(level)
+
+
+def _children(item: dict[str, Any] | list[Any]) -> Any:
+    return item.values() if isinstance(item, dict) else item
+
+
+def _nests(value: Any) -> bool:
+    return isinstance(value, (dict, list))
 
 
 def readable_id(obj: dict[str, Any]) -> RequestId | None:

@@ -18,7 +18,7 @@ import orjson
 
 from .context import CallContext, InputRequired
 from .digest import canonical_digest
-from .errors import JsonRpcError, invalid_params
+from .errors import JsonRpcError, invalid_params, quoted
 from .keys import KeyRing
 
 STATE_TTL_SECONDS = 600.0
@@ -130,7 +130,7 @@ def _adopt(
     for key, answer in fresh.items():
         if not valid_answer(expected[key], answer):
             return invalid_params(
-                f"Invalid params: inputResponses['{key}'] is not a valid "
+                f"Invalid params: inputResponses[{quoted(key)}] is not a valid "
                 f"result for {expected[key] or 'its request'}."
             )
     ctx.input_responses = {**earlier, **fresh}

@@ -35,6 +35,9 @@ Check = Callable[[], Awaitable[object]]
 # probing every replica often costs the store one query per second at most.
 CHECK_SECONDS = 2.0
 READY_REUSE_SECONDS = 1.0
+# The HTTP methods counted by name; a client may send any token as a method (RFC 9110
+# section 9.1), and each name counted would be a series kept for good.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 # How long access and audit lines may wait to be written, and how many may wait.
 FLUSH_SECONDS = 0.1
 FLUSH_LINES = 512
@@ -315,9 +318,9 @@ class Operations:
         seconds = time.perf_counter() - facts["duration_ms"]
         if self.registry is not None:
             method = facts["method"]
-            self.requests.observe(
-                seconds, (method if method in self.methods else http_method, facts["era"], status)
-            )
+            if method not in self.methods:  # not MCP: counted by its HTTP method, if a known one
+                method = http_method if http_method in HTTP_METHODS else "other"
+            self.requests.observe(seconds, (method, facts["era"], status))
             if status == 429:
                 self.refusals.inc()
         if self.lines is not None:

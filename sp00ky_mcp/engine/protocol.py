@@ -27,6 +27,7 @@ from .errors import (
     JsonRpcError,
     ToolError,
     invalid_params,
+    quoted,
 )
 from .redaction import encoder_default
 from .uritemplate import match_template
@@ -113,7 +114,7 @@ class Engine:
     def method(self, name: str, era: Era) -> Method:
         spec = METHODS.get(name)
         if spec is None or era not in spec.eras:
-            raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: '{name}'.")
+            raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: {quoted(name)}.")
         return spec
 
     async def call(self, name: str, params: dict[str, Any], ctx: CallContext) -> Result:
@@ -275,7 +276,9 @@ def find_tool(engine: Engine, params: dict[str, Any]) -> Tool:
         raise invalid_params("'name' must be the name of a tool from tools/list.")
     tool = engine.catalogue.tools.get(name)
     if tool is None:
-        raise invalid_params(f"Unknown tool: '{name}'. Call tools/list to see the available tools.")
+        raise invalid_params(
+            f"Unknown tool: {quoted(name)}. Call tools/list to see the available tools."
+        )
     return tool
 
 
@@ -392,7 +395,7 @@ def find_reader(
             return template.reader, variables
     # 2026-07-28 server/resources: not found is -32602 there; earlier revisions use -32002.
     code = INVALID_PARAMS if ctx.era is Era.MODERN else RESOURCE_NOT_FOUND
-    raise JsonRpcError(code, f"Resource not found: '{uri}'.", {"uri": uri})
+    raise JsonRpcError(code, f"Resource not found: {quoted(uri)}.", {"uri": uri})
 
 
 async def read_resource(engine: Engine, params: dict[str, Any], ctx: CallContext) -> Result:
@@ -436,7 +439,9 @@ async def list_prompts(engine: Engine, params: dict[str, Any], ctx: CallContext)
 def find_prompt(engine: Engine, name: Any) -> Prompt:
     prompt = engine.catalogue.prompts.get(name) if isinstance(name, str) else None
     if prompt is None:
-        raise invalid_params(f"Unknown prompt: '{name}'. Call prompts/list to see the prompts.")
+        raise invalid_params(
+            f"Unknown prompt: {quoted(name)}. Call prompts/list to see the prompts."
+        )
     return prompt
 
 

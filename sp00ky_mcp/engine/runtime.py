@@ -23,6 +23,9 @@ MAX_RETAINED_STREAMS = 32
 # The bytes a session's ended reply streams keep for Last-Event-ID replay, all together: a
 # client that asks for every reply as a stream cannot make the server keep its 32 largest.
 MAX_RETAINED_BYTES = 16 * 1024 * 1024
+# The bytes the ended reply streams of all sessions keep together, in one process: a token
+# may open 64 sessions, and each session's own bound times 64 is a gigabyte.
+MAX_RETAINED_BYTES_ALL = 256 * 1024 * 1024
 T = TypeVar("T")
 
 
@@ -77,11 +80,40 @@ class Waiter:
         self.response: jsonrpc.Response | None = None
 
 
+class Retained:
+    """The ended reply streams of every session, in the order they were measured, with the
+    bytes each keeps: past `limit` the oldest go, whichever session they are of (resuming
+    one then gets 404, as past a session's own bounds)."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = MAX_RETAINED_BYTES_ALL if limit is None else limit
+        self.held = 0
+        self._kept: OrderedDict[tuple[int, str], tuple[SessionRuntime, int]] = OrderedDict()
+
+    def add(self, runtime: SessionRuntime, stream_id: str, size: int) -> None:
+        self._kept[(id(runtime), stream_id)] = (runtime, size)
+        self.held += size
+        while self.held > self.limit:
+            (_, oldest), (owner, dropped) = self._kept.popitem(last=False)
+            self.held -= dropped
+            owner.drop(oldest)
+
+    def remove(self, runtime: SessionRuntime, stream_id: str) -> None:
+        kept = self._kept.pop((id(runtime), stream_id), None)
+        if kept is not None:
+            self.held -= kept[1]
+
+
 class SessionRuntime:
     def __init__(
-        self, replay_capacity: int, session_id: str = "", events: EventLog | None = None
+        self,
+        replay_capacity: int,
+        session_id: str = "",
+        events: EventLog | None = None,
+        retained: Retained | None = None,
     ) -> None:
         self.replay_capacity = replay_capacity
+        self.retained = retained or Retained()
         self.session_id = session_id
         self.events = events or LocalEventLog()
         self.streams: OrderedDict[str, EventStream] = OrderedDict()
@@ -104,22 +136,31 @@ class SessionRuntime:
             stream.on_entry(Entry(OPEN, 0))
         self.streams[stream.stream_id] = stream
         while len(self.streams) > MAX_RETAINED_STREAMS:
-            _, oldest = self.streams.popitem(last=False)
-            oldest.close()
+            self.drop(next(iter(self.streams)))
         return stream
 
     def bound_replay(self) -> None:
-        """Drops the oldest ended streams until those left keep at most MAX_RETAINED_BYTES;
-        a dropped stream can no longer be resumed (404), as one past the count bound."""
-        ended = [s for s in self.streams.values() if s.closed]
-        # An ended stream's events no longer change: each is measured once.
-        self._sizes = {s.stream_id: self._sizes.get(s.stream_id) or _retained(s) for s in ended}
+        """Drops the oldest ended streams until those left keep at most MAX_RETAINED_BYTES
+        (and all sessions' together at most their `Retained` limit); a dropped stream can no
+        longer be resumed (404), as one past the count bound."""
+        for stream in [s for s in self.streams.values() if s.closed]:
+            if stream.stream_id not in self._sizes:  # an ended stream no longer changes
+                self._sizes[stream.stream_id] = size = _retained(stream)
+                self.retained.add(self, stream.stream_id, size)
         held = sum(self._sizes.values())
-        for stream in ended:
+        for stream_id in [i for i in self.streams if i in self._sizes]:
             if held <= MAX_RETAINED_BYTES:
                 return
-            held -= self._sizes.pop(stream.stream_id)
-            del self.streams[stream.stream_id]
+            held -= self._sizes[stream_id]
+            self.drop(stream_id)
+
+    def drop(self, stream_id: str) -> None:
+        """A stream no longer kept for replay."""
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            stream.close()
+        if self._sizes.pop(stream_id, None) is not None:
+            self.retained.remove(self, stream_id)
 
     def open_standalone(self) -> EventStream | None:
         """At most one client listens on the standalone GET stream at a time (transports,
@@ -167,6 +208,9 @@ class SessionRuntime:
             call.cancel()
         for stream in self.streams.values():
             stream.close()
+        for stream_id in self._sizes:
+            self.retained.remove(self, stream_id)
+        self._sizes.clear()
         for waiter in self.pending.values():
             waiter.event.set()
 

@@ -46,7 +46,7 @@ from .mrtr import RequestStateSigner, input_required_result
 from .ops import Operations, Readiness, RequestFacts
 from .ports import Ports
 from .protocol import Engine, client_description_problem
-from .runtime import CallInterrupt, DetachedPeer, InlinePeer, SessionRuntime
+from .runtime import CallInterrupt, DetachedPeer, InlinePeer, Retained, SessionRuntime
 from .sessions import LocalSessions, Mark, Session, SessionEvent, new_session_id
 from .streams import EventStream, StreamItem, split_event_id
 from .tally import Tally
@@ -133,6 +133,17 @@ def _note_post(facts: RequestFacts, batch: transport.Batch, era: Era) -> None:
         facts["method"] = first.method
 
 
+def _reused(request_id: jsonrpc.RequestId) -> tuple[bytes, int]:
+    """A request whose id a call of its session still runs under: its cancellation could
+    not tell the two apart (basic/index, "Requests": an id is never reused in a session)."""
+    error = JsonRpcError(
+        INVALID_REQUEST,
+        "Invalid Request: a request with this id is still running in this session; "
+        "give each request an id of its own.",
+    )
+    return jsonrpc.encode_error(request_id, error), INVALID_REQUEST
+
+
 class McpService:
     def __init__(
         self,
@@ -183,6 +194,7 @@ class McpService:
         self.signer = RequestStateSigner(ports.keys)
         self.quotas = ports.quotas
         self.streaming = Tally()
+        self.retained = Retained()
         offered = {"toolsListChanged", "promptsListChanged", "resourcesListChanged"}
         if engine.catalogue.has_resources:
             offered.add("resourceSubscriptions")
@@ -277,7 +289,7 @@ class McpService:
         runtime = self.runtimes.get(session.id)
         if runtime is None:
             runtime = self.runtimes[session.id] = SessionRuntime(
-                self.config.limits.sse_replay_events, session.id, self.events
+                self.config.limits.sse_replay_events, session.id, self.events, self.retained
             )
         runtime.session = session
         session.runtime = runtime
@@ -595,6 +607,8 @@ class McpService:
         """Runs the handler in this connection's own task.  Handshake era: only
         notifications/cancelled stops it, a disconnect does not (2025-11-25 transports).
         Stateless era: the client going away cancels it (2026-07-28 transports)."""
+        if runtime is not None and message.id in runtime.running:
+            return await self._deliver(request, peer, _reused(message.id), modern=False)
         claim = await self._claim_call(message, ctx.principal)
         interrupt = CallInterrupt()
         try:

@@ -90,8 +90,13 @@ class EventStream:
                 yield None
 
 
+MAX_SEQ_DIGITS = 18
+
+
 def split_event_id(event_id: str) -> tuple[str, int] | None:
     stream_id, sep, seq = event_id.rpartition("_")
-    if not sep or not (seq.isascii() and seq.isdigit()):
+    # More digits than any sequence number reaches is no id of ours (and past 4,300 digits
+    # `int` refuses them).
+    if not sep or not (seq.isascii() and seq.isdigit()) or len(seq) > MAX_SEQ_DIGITS:
         return None
     return stream_id, int(seq)

@@ -22,6 +22,7 @@ from .errors import (
     UNSUPPORTED_VERSION,
     HttpError,
     JsonRpcError,
+    quoted,
 )
 from .versions import (
     ASSUMED_WITHOUT_HEADER,
@@ -86,10 +87,20 @@ def check_origin(
     hosts is a DNS-rebinding attempt and gets 403 (transports, "Security Warning")."""
     if origin is None or origin.rstrip("/") in origins:
         return None
-    parts = urlsplit(origin)
-    if parts.scheme in ("http", "https") and (parts.hostname or "").lower() in hosts:
+    if _origin_host(origin) in hosts:
         return None
     return HttpError(403, "Forbidden: this Origin is not allowed; add it with --allowed-origin.")
+
+
+def _origin_host(origin: str) -> str | None:
+    """The host of an http(s) Origin; None for any other, or one that is not a URL at all
+    (`http://[::1`, which `urlsplit` refuses)."""
+    try:
+        parts = urlsplit(origin)
+        hostname = parts.hostname
+    except ValueError:
+        return None
+    return hostname.lower() if parts.scheme in ("http", "https") and hostname else None
 
 
 @lru_cache(maxsize=256)
@@ -263,7 +274,7 @@ def modern_version(message: jsonrpc.Message, header: str | None) -> str | JsonRp
     if header != requested:
         return _mismatch(
             f"MCP-Protocol-Version '{header}' does not match the _meta protocol "
-            f"version {requested!r}"
+            f"version {quoted(requested)}"
         )
     if requested not in MODERN_VERSIONS:
         return unsupported_version(requested)
