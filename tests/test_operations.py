@@ -4,7 +4,9 @@ nothing secret in them."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,7 +28,7 @@ from sp00ky_mcp.product.shared import connect_shared
 from sp00ky_mcp.product.store import Store
 from tests.product_support import UNLIMITED, ProductEnv, product_server
 from tests.redis_support import OwnRedis
-from tests.wire import BOTH, initialize_body
+from tests.wire import BOTH, initialize_body, open_session
 
 pytestmark = pytest.mark.anyio
 
@@ -102,6 +104,42 @@ async def test_readyz_answers_503_naming_the_check_that_fails_and_recovers_with_
         {"status": "unavailable", "checks": {"redis": "unavailable", "store": "ok"}},
     )
     assert back.status_code == 200
+
+
+class Heard(logging.Handler):
+    """The server's log records that mention `words`; `heard` is set at the first."""
+
+    def __init__(self, words: str) -> None:
+        super().__init__()
+        self.words, self.records, self.heard = words, list[logging.LogRecord](), anyio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.words in record.getMessage():
+            self.records.append(record)
+            self.heard.set()
+
+
+async def test_a_sweep_while_redis_is_away_is_one_warning_line_not_an_error(
+    tmp_path: Path, sqlite_store: Store, own_redis: OwnRedis
+) -> None:
+    shared = await connect_shared(own_redis.url, UNLIMITED, pause=0.0)
+    limits = dataclasses.replace(UNLIMITED, session_idle_ttl=0.04)  # a sweep every 10 ms
+    heard = Heard("sweeping")
+    logging.getLogger("sp00ky_mcp").addHandler(heard)
+    try:
+        async with product_server(sqlite_store, tmp_path, limits, shared=shared) as env:
+            token = await env.token(await env.user())
+            await open_session(env.server, token=token)  # a session the sweep asks Redis about
+            own_redis.stop()
+            with anyio.fail_after(10):
+                await heard.heard.wait()
+            own_redis.start()
+    finally:
+        logging.getLogger("sp00ky_mcp").removeHandler(heard)
+        await shared.close()
+    assert {(r.levelname, r.getMessage(), r.exc_info) for r in heard.records} == {
+        ("WARNING", "sweeping idle sessions: the shared session state is unreachable", None)
+    }
 
 
 async def test_health_endpoints_take_only_get() -> None:

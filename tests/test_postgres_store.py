@@ -4,17 +4,38 @@ turn; writes that clash; and a database that goes away while serving and comes b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
+import asyncpg
 import orjson
 import pytest
 
 from sp00ky_mcp.cli.commands import main
 from sp00ky_mcp.product.accounts import Accounts
-from sp00ky_mcp.product.store import Clash, StoreError, StoreUnavailable, open_store
-from sp00ky_mcp.product.store.postgres import UNREADABLE, public_url
+from sp00ky_mcp.product.store import (
+    Clash,
+    Store,
+    StoreError,
+    StoreInDoubt,
+    StoreUnavailable,
+    open_store,
+    postgres,
+)
+from sp00ky_mcp.product.store.postgres import (
+    IN_DOUBT,
+    STALLED,
+    UNREACHABLE,
+    UNREADABLE,
+    PostgresStore,
+    public_url,
+)
 from sp00ky_mcp.product.store.postgres_schema import LATEST, MIGRATIONS
+from sp00ky_mcp.product.store.repos.deployments import DeploymentsRepo
+from sp00ky_mcp.product.store.repos.idempotency import IdempotencyRepo
+from sp00ky_mcp.product.tools.base import STILL_RUNNING
 from tests.pg_support import OwnPostgres, psql
 from tests.product_support import product_server
 
@@ -137,8 +158,12 @@ async def test_a_database_that_goes_away_fails_calls_with_a_sentence_and_serving
 
 
 async def test_a_write_while_the_database_is_gone_is_refused_and_changes_nothing(
-    tmp_path: Path, own_postgres: OwnPostgres
+    tmp_path: Path,
+    own_postgres: OwnPostgres,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    monkeypatch.setattr(postgres, "_told", [float("-inf")])
     store = await open_store(tmp_path, url=own_postgres.url)
     accounts = Accounts(store)
     user = await accounts.ensure_user("ada@example.com")
@@ -152,6 +177,10 @@ async def test_a_write_while_the_database_is_gone_is_refused_and_changes_nothing
         "The server's database cannot be reached, so nothing was changed; try again shortly."
     )
     assert tokens == []
+    told = [r for r in caplog.records if r.name == "sp00ky_mcp.store"]
+    assert [(r.levelname, r.getMessage().split(":")[0]) for r in told] == [
+        ("WARNING", "the database failed a request")
+    ]
 
 
 def test_token_tokens_and_revoke_work_on_postgresql(
@@ -170,3 +199,130 @@ def test_token_tokens_and_revoke_work_on_postgresql(
         (token["id"], "ci", "active")
     ]
     assert said == {"id": token["id"], "name": "ci", "status": "revoked"}
+
+
+# --- a commit whose reply never comes back ---------------------------------------------------
+
+
+def lose_commit_replies(monkeypatch: pytest.MonkeyPatch, when: Callable[[], bool]) -> None:
+    """Each COMMIT that `when` picks reaches PostgreSQL and is applied, then its reply is lost:
+    the connection breaks before the client reads it."""
+    real = asyncpg.transaction.Transaction.commit
+
+    async def commit(self: Any) -> None:
+        await real(self)
+        if when():
+            raise asyncpg.exceptions.ConnectionDoesNotExistError(
+                "connection was closed in the middle of operation"
+            )
+
+    monkeypatch.setattr(asyncpg.transaction.Transaction, "commit", commit)
+
+
+async def test_a_commit_whose_reply_is_lost_is_in_doubt_and_its_change_was_made(
+    postgres_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    accounts = Accounts(postgres_store)
+    user = await accounts.ensure_user("ada@example.com")
+    tenant = await accounts.personal_tenant(user.id)
+    lose_commit_replies(monkeypatch, lambda: True)
+    with pytest.raises(StoreInDoubt) as doubt:
+        async with postgres_store.transaction() as tx:
+            await tx.support.add_project("prj_1", tenant, "api", "us-east", 0.0)
+    monkeypatch.undo()
+    assert doubt.value.message == (
+        "The server's database stopped answering while saving this change, so it may or may "
+        "not have been made; check before trying again."
+    )
+    assert await postgres_store.reads.support.count("projects") == 1
+
+
+async def test_a_deploy_whose_commit_reply_is_lost_says_so_and_a_retry_with_its_key_runs_nothing(
+    tmp_path: Path, postgres_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with product_server(postgres_store, tmp_path) as env:
+        token, _ = await env.token_and_project()
+        added: list[bool] = []
+        real_add = DeploymentsRepo.add
+
+        async def add(self: DeploymentsRepo, deployment: Any) -> None:
+            await real_add(self, deployment)
+            added.append(True)
+
+        monkeypatch.setattr(DeploymentsRepo, "add", add)
+        lose_commit_replies(monkeypatch, lambda: bool(added) and added.pop())
+        args = {"project": "api", "idempotency_key": "deploy-1"}
+        doubt = await env.rpc(token, "tools/call", {"name": "deploy", "arguments": args})
+        retried = await env.error_text(token, "deploy", args)
+        deployments = await env.count("deployments")
+    assert (doubt.status_code, doubt.json()["error"]) == (
+        200,
+        {"code": -32603, "message": IN_DOUBT},
+    )
+    assert retried == STILL_RUNNING
+    assert deployments == 1
+
+
+async def test_a_result_whose_record_cannot_be_kept_still_reaches_the_client(
+    tmp_path: Path, postgres_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with product_server(postgres_store, tmp_path) as env:
+        token, _ = await env.token_and_project()
+
+        async def unreachable(*_: Any) -> None:
+            raise StoreUnavailable(UNREACHABLE)
+
+        monkeypatch.setattr(IdempotencyRepo, "finish", unreachable)
+        args = {"project": "api", "idempotency_key": "deploy-2"}
+        done = await env.ok(token, "deploy", args)
+        retried = await env.error_text(token, "deploy", args)
+        deployments = await env.count("deployments")
+    assert done["status"] == "live"
+    assert retried == STILL_RUNNING
+    assert deployments == 1
+
+
+async def test_a_connection_killed_mid_transaction_is_unreachable_not_an_internal_error(
+    postgres_store: Store,
+) -> None:
+    accounts = Accounts(postgres_store)
+    user = await accounts.ensure_user("ada@example.com")
+    tenant = await accounts.personal_tenant(user.id)
+    with pytest.raises(StoreUnavailable) as refused:
+        async with postgres_store.transaction() as tx:
+            await tx.support.add_project("prj_1", tenant, "api", "us-east", 0.0)
+            await tx.db.run("SELECT pg_terminate_backend(pg_backend_pid())")
+    assert refused.value.message == UNREACHABLE
+    assert await postgres_store.reads.support.count("projects") == 0
+
+
+async def test_a_statement_past_the_statement_timeout_took_too_long_and_changed_nothing(
+    postgres_store: Store,
+) -> None:
+    accounts = Accounts(postgres_store)
+    user = await accounts.ensure_user("ada@example.com")
+    tenant = await accounts.personal_tenant(user.id)
+    with pytest.raises(StoreUnavailable) as refused:
+        async with postgres_store.transaction() as tx:
+            await tx.support.add_project("prj_1", tenant, "api", "us-east", 0.0)
+            await tx.db.run("SET LOCAL statement_timeout = 1")
+            await tx.db.run("SELECT pg_sleep(5)")
+    assert refused.value.message == STALLED
+    assert await postgres_store.reads.support.count("projects") == 0
+
+
+async def test_a_read_waits_a_bounded_time_for_a_connection_when_the_pool_is_taken(
+    postgres_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert isinstance(postgres_store, PostgresStore)
+    monkeypatch.setattr(postgres, "CONNECT_TIMEOUT", 0.05)
+    pool = postgres_store.pool
+    taken = [await pool.acquire() for _ in range(pool.get_max_size())]
+    try:
+        with pytest.raises(StoreUnavailable) as refused:
+            await postgres_store.reads.support.count("projects")
+    finally:
+        for connection in taken:
+            await pool.release(connection)
+    assert refused.value.message == UNREADABLE
+    assert await postgres_store.reads.support.count("projects") == 0

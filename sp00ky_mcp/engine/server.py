@@ -25,7 +25,7 @@ import anyio.abc
 from .catalogue import Catalogue, Tool
 from .config import ServerConfig
 from .context import ANONYMOUS, CallContext, Principal
-from .errors import HttpError
+from .errors import HttpError, SharedStateUnavailable
 from .h1 import plain_response
 from .http import HttpRequest, HttpServer, Response
 from .ops import Check, LineWriter, Operations, Readiness
@@ -156,6 +156,9 @@ class McpServer:
             await anyio.sleep(interval)
             try:
                 await self.service.sweep()
+            except SharedStateUnavailable:
+                # Redis is away (readiness says so too); the next sweep tries again.
+                log.warning("sweeping idle sessions: the shared session state is unreachable")
             except Exception:
                 # A session's release that fails must not stop the server; the next sweep
                 # tries again.

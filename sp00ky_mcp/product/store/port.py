@@ -54,6 +54,11 @@ class StoreUnavailable(StoreError, JsonRpcError):
         JsonRpcError.__init__(self, INTERNAL_ERROR, message)
 
 
+class StoreInDoubt(StoreUnavailable):
+    """The database stopped answering after a transaction asked it to commit: the change may
+    have been made, or not, and only a read once it is back can tell."""
+
+
 class Unstorable(StoreError, ToolError):
     """Text the backend cannot hold (PostgreSQL refuses the NUL character): an error result
     the caller can correct."""

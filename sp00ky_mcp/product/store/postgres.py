@@ -22,7 +22,8 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from .port import (
     Row,
     Store,
     StoreError,
+    StoreInDoubt,
     StoreUnavailable,
     Timings,
     TurnMemo,
@@ -70,6 +72,15 @@ WRITE_LOCK = 0x5370_3030_6B79_0001
 MIGRATE_LOCK = 0x5370_3030_6B79_0002
 UNREACHABLE = "The server's database cannot be reached, so nothing was changed; try again shortly."
 UNREADABLE = "The server's database could not be read; try again shortly."
+IN_DOUBT = (
+    "The server's database stopped answering while saving this change, so it may or may not "
+    "have been made; check before trying again."
+)
+STALLED = "The server's database took too long to answer, so nothing was changed; try again."
+STALLED_READ = "The server's database took too long to answer; try again shortly."
+# How long giving a connection back to the pool may take (its reset): past it, the connection
+# is closed instead, so a database that stopped answering holds no request for long.
+RELEASE_TIMEOUT = 2.0
 _PLACEHOLDER = re.compile(r"\?")
 
 
@@ -95,11 +106,44 @@ def _connection_lost(exc: BaseException) -> bool:
         "CrashShutdownError",
         "InterfaceError",
         "InternalClientError",
-        "QueryCanceledError",
         "ConnectionRejectionError",
         "InvalidAuthorizationSpecificationError",
     )
     return type(exc).__name__ in names or isinstance(exc, _lost_types())
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    """A connection that broke under a read (the database restarted): another may serve it.
+    One that timed out is not tried again: the next would wait as long."""
+    return _connection_lost(exc) and not isinstance(exc, asyncio.TimeoutError | TimeoutError)
+
+
+def commit_error(exc: BaseException) -> BaseException:
+    """Why a COMMIT failed, as the port says it: an error the server sent means it did not
+    commit; a connection that broke or timed out before its reply leaves the outcome unknown."""
+    unanswered = (
+        OSError,
+        asyncio.TimeoutError,
+        asyncpg.InterfaceError,
+        asyncpg.ConnectionDoesNotExistError,  # asyncpg's own word for a connection gone
+    )
+    if not isinstance(exc, unanswered):
+        return port_error(exc)
+    _tell_operator(exc)
+    return StoreInDoubt(IN_DOUBT)
+
+
+# When the log last said the database failed a request: an outage is told once in each
+# TOLD_EVERY seconds, not once a request.
+_told = [float("-inf")]
+TOLD_EVERY = 10.0
+
+
+def _tell_operator(exc: BaseException) -> None:
+    now = time.monotonic()
+    if now - _told[0] >= TOLD_EVERY:
+        _told[0] = now
+        log.warning("the database failed a request: %s", _said(exc))
 
 
 def _lost_types() -> tuple[type[BaseException], ...]:
@@ -116,7 +160,11 @@ def port_error(exc: BaseException, reading: bool = False) -> BaseException:
         return Vanished(str(exc))
     if isinstance(exc, asyncpg.SerializationError | asyncpg.DeadlockDetectedError):
         return Busy(str(exc))
+    if isinstance(exc, asyncpg.QueryCanceledError):  # statement_timeout: rolled back
+        _tell_operator(exc)
+        return StoreUnavailable(STALLED_READ if reading else STALLED)
     if _connection_lost(exc):
+        _tell_operator(exc)
         return StoreUnavailable(UNREADABLE if reading else UNREACHABLE)
     if isinstance(exc, asyncpg.PostgresError):
         return StoreError(f"PostgreSQL: {exc}")
@@ -178,13 +226,12 @@ class PooledDb:
             return None if method == "fetchrow" else []
         for attempt in (1, 2):
             try:
-                async with self.store.pool.acquire() as connection:
+                async with self.store.connection(reading=True) as connection:
                     work = getattr(connection, method)(numbered(sql), *params)
                     return await self.store.timings.timed(work)
             except Exception as exc:
-                error = port_error(exc, reading=True)
-                if attempt == 2 or not isinstance(error, StoreUnavailable):
-                    raise error from None
+                if attempt == 2 or not _worth_retrying(exc):
+                    raise port_error(exc, reading=True) from None
         raise AssertionError("unreachable")
 
     async def one(self, sql: str, *params: Any) -> Row | None:
@@ -281,39 +328,44 @@ class PostgresStore(Store):
         """A connection of the pool, BEGIN, the write lock, the block, the version raised,
         COMMIT; rolled back on any error.  The commit and the rollback run to their end even
         when the caller is cancelled: their outcome is what the database holds."""
-        connection = await self._acquire()
-        try:
-            transaction = await _begin(connection)
+        async with self.connection() as connection:
+            transaction = await _begin(connection, self.timings)
             try:
                 yield Repos(PostgresDb(connection, self.timings), self.secrets)
                 if bump:
                     await connection.execute("UPDATE store_version SET n = n + 1")
             except BaseException as exc:
                 with anyio.CancelScope(shield=True):
-                    await _quietly(transaction.rollback())
+                    await _quietly(transaction.rollback)
                 error = port_error(exc)
                 if error is exc:
                     raise
                 raise error from None
             with anyio.CancelScope(shield=True):
                 try:
-                    await transaction.commit()
+                    await self.timings.timed(transaction.commit())
                 except Exception as exc:
-                    raise port_error(exc) from None
+                    raise commit_error(exc) from None
+
+    @asynccontextmanager
+    async def connection(self, reading: bool = False) -> AsyncIterator[Any]:
+        """A connection of the pool, waited for at most CONNECT_TIMEOUT (a pool taken up by
+        slow statements refuses the rest rather than queueing them), given back after."""
+        try:
+            connection = await self.timings.timed(self.pool.acquire(timeout=CONNECT_TIMEOUT))
+        except Exception as exc:
+            raise port_error(exc, reading) from None
+        try:
+            yield connection
         finally:
             with anyio.CancelScope(shield=True):
                 await self._release(connection)
 
-    async def _acquire(self) -> Any:
-        try:
-            return await self.pool.acquire(timeout=CONNECT_TIMEOUT)
-        except Exception as exc:
-            raise port_error(exc) from None
-
     async def _release(self, connection: Any) -> None:
-        """A connection that broke is closed rather than given back."""
+        """A connection that broke, or whose reset does not end in RELEASE_TIMEOUT, is closed
+        rather than given back."""
         try:
-            await self.pool.release(connection)
+            await self.pool.release(connection, timeout=RELEASE_TIMEOUT)
         except Exception:
             # A reset that failed may leave the connection counted as released already, when
             # it refuses to be closed; the pool replaces it either way.
@@ -382,20 +434,32 @@ def _said(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-async def _begin(connection: Any) -> Any:
+async def _begin(connection: Any, timings: Timings) -> Any:
+    """BEGIN and the write lock; rolled back when the lock is not had (a statement timeout,
+    a cancellation), so the connection goes back to the pool with no transaction open."""
+    transaction = connection.transaction()
     try:
-        transaction = connection.transaction()
-        await transaction.start()
-        await connection.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
-        return transaction
+        await timings.timed(transaction.start())
     except Exception as exc:
         raise port_error(exc) from None
-
-
-async def _quietly(step: Any) -> None:
     try:
-        await step
-    except Exception as exc:  # the connection may be gone; the error that matters is raised
+        await timings.timed(connection.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK))
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await _quietly(transaction.rollback)
+        error = port_error(exc)
+        if error is exc:
+            raise
+        raise error from None
+    return transaction
+
+
+async def _quietly(step: Callable[[], Awaitable[object]]) -> None:
+    """A rollback on a connection that may be gone: asyncpg refuses one on a closed
+    connection as soon as it is called, before there is anything to await."""
+    try:
+        await step()
+    except Exception as exc:  # the error that matters is the one being raised
         log.debug("rollback failed: %s", exc)
 
 

@@ -6,6 +6,7 @@ everything the tool sends (its result or error, and its progress and log notific
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,7 @@ from ...engine.protocol import ToolResult, encoded_result
 from ...engine.redaction import MARKER, Secret, SecretMatcher, encoder_default
 from ..accounts import arguments_digest
 from ..cloud.base import Caller, Cloud, Tenant, page, page_bounds
-from ..store import Store, Version
+from ..store import Store, StoreInDoubt, StoreUnavailable, Version
 from ..store.repos.idempotency import IdempotencyRecord
 from ..store.repos.projects import Project
 
@@ -34,6 +35,7 @@ ResultKey = tuple[str, str, bool, bytes]
 # The tenant a result belongs to, and the result.
 Kept = tuple[str, ToolResult]
 # The result cache's bounds in bytes: in all, and for the results one user's calls left.
+log = logging.getLogger("sp00ky_mcp.product.tools")
 RESULT_BYTES_KEPT = 64 * 1024 * 1024
 RESULT_BYTES_PER_USER = 8 * 1024 * 1024
 # What a kept result costs beyond its bytes (its key, tuples, dict slots), counted with them.
@@ -499,17 +501,31 @@ async def _run_once(call: Call, spec: Spec) -> dict[str, Any]:
         return replayed
     try:
         result = await spec.handler(call)
+    except StoreInDoubt:
+        # The change may have been made: the key stays claimed, so a retry with it is
+        # refused for CLAIM_SECONDS rather than run a second time at once.
+        raise
     except BaseException:
         with anyio.CancelScope(shield=True):
             await _release(call, spec, key)
         raise
-    # Every secret of the tenant, whoever the caller: the record is kept for any retry.
+    try:
+        await _record(call, spec, key, result)
+    except StoreUnavailable:
+        # The change was made and the client gets its result; only the record a retry would
+        # replay is missing, and the key stays claimed as above.
+        log.warning("the result of %s under an idempotency key was not recorded", spec.name)
+    return result
+
+
+async def _record(call: Call, spec: Spec, key: str, result: dict[str, Any]) -> None:
+    """The result kept for a retry with the same key, with every secret of the tenant masked,
+    whoever the caller."""
     masks = await masks_for(call.tenant.id, await call.cloud.secret_values(call.tenant.id))
     async with call.cloud.store.transaction() as tx:
         await tx.idempotency.finish(
             call.user_id, spec.name, key, _frozen(masks, result), call.cloud.clock()
         )
-    return result
 
 
 # The result of a key whose first call is still running.  A client that times out and
