@@ -576,23 +576,24 @@ async def test_a_cron_step_with_a_unicode_digit_is_refused_as_invalid_and_change
     assert await product.snapshot() == before
 
 
-async def test_arguments_nested_300_deep_are_refused_by_the_schema_and_audited(
+async def test_arguments_nested_300_deep_are_refused_before_any_tool_runs(
     product: ProductEnv, world: World
 ) -> None:
-    """Deeper than orjson encodes: the audit record's digest of the arguments must still be
-    made (it once failed, and the call ended in -32603)."""
+    """Deeper than orjson writes back (the audit record's digest of such arguments once failed,
+    and the call ended in -32603): the request is refused as it is read, and no tool runs."""
     before = await product.snapshot()
-    result = await call(product, world.token, "list_projects", {"extra": nested(300)})
-    assert {key: result[key] for key in ("content", "isError")} == {
-        "content": [
-            {
-                "type": "text",
-                "text": "Invalid arguments for 'list_projects': Unknown argument "
-                "'extra'; remove it.",
-            }
-        ],
-        "isError": True,
-    }
+    audited = len(await product.audit_log())
+    arguments = {"extra": nested(300)}
+    reply = await product.rpc(
+        world.token, "tools/call", {"name": "list_projects", "arguments": arguments}
+    )
+    assert (reply.status_code, reply.json()["error"]) == (
+        400,
+        {
+            "code": -32600,
+            "message": "Invalid Request: arrays and objects may nest at most 128 levels deep; "
+            "send a flatter body.",
+        },
+    )
     assert await product.snapshot() == before
-    audit = (await product.audit_log())[-1:]
-    assert [(entry.tool, entry.outcome) for _, entry in audit] == [("list_projects", "error")]
+    assert len(await product.audit_log()) == audited
