@@ -282,8 +282,16 @@ async def test_a_result_whose_record_cannot_be_kept_still_reaches_the_client(
     assert deployments == 1
 
 
-async def test_a_connection_killed_mid_transaction_is_unreachable_not_an_internal_error(
-    postgres_store: Store,
+@pytest.mark.parametrize(
+    ("statements", "message"),
+    [
+        (["SELECT pg_terminate_backend(pg_backend_pid())"], UNREACHABLE),
+        (["SET LOCAL statement_timeout = 1", "SELECT pg_sleep(5)"], STALLED),
+    ],
+    ids=["connection killed", "statement timeout"],
+)
+async def test_a_transaction_cut_short_says_why_in_a_sentence_and_changes_nothing(
+    postgres_store: Store, statements: list[str], message: str
 ) -> None:
     accounts = Accounts(postgres_store)
     user = await accounts.ensure_user("ada@example.com")
@@ -291,23 +299,9 @@ async def test_a_connection_killed_mid_transaction_is_unreachable_not_an_interna
     with pytest.raises(StoreUnavailable) as refused:
         async with postgres_store.transaction() as tx:
             await tx.support.add_project("prj_1", tenant, "api", "us-east", 0.0)
-            await tx.db.run("SELECT pg_terminate_backend(pg_backend_pid())")
-    assert refused.value.message == UNREACHABLE
-    assert await postgres_store.reads.support.count("projects") == 0
-
-
-async def test_a_statement_past_the_statement_timeout_took_too_long_and_changed_nothing(
-    postgres_store: Store,
-) -> None:
-    accounts = Accounts(postgres_store)
-    user = await accounts.ensure_user("ada@example.com")
-    tenant = await accounts.personal_tenant(user.id)
-    with pytest.raises(StoreUnavailable) as refused:
-        async with postgres_store.transaction() as tx:
-            await tx.support.add_project("prj_1", tenant, "api", "us-east", 0.0)
-            await tx.db.run("SET LOCAL statement_timeout = 1")
-            await tx.db.run("SELECT pg_sleep(5)")
-    assert refused.value.message == STALLED
+            for statement in statements:
+                await tx.db.run(statement)
+    assert refused.value.message == message
     assert await postgres_store.reads.support.count("projects") == 0
 
 

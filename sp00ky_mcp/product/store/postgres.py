@@ -335,10 +335,8 @@ class PostgresStore(Store):
                 if bump:
                     await connection.execute("UPDATE store_version SET n = n + 1")
             except BaseException as exc:
-                with anyio.CancelScope(shield=True):
-                    await _quietly(transaction.rollback)
-                error = port_error(exc)
-                if error is exc:
+                error = await _rolled_back(transaction, exc)
+                if error is None:
                     raise
                 raise error from None
             with anyio.CancelScope(shield=True):
@@ -445,13 +443,20 @@ async def _begin(connection: Any, timings: Timings) -> Any:
     try:
         await timings.timed(connection.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK))
     except BaseException as exc:
-        with anyio.CancelScope(shield=True):
-            await _quietly(transaction.rollback)
-        error = port_error(exc)
-        if error is exc:
+        error = await _rolled_back(transaction, exc)
+        if error is None:
             raise
         raise error from None
     return transaction
+
+
+async def _rolled_back(transaction: Any, exc: BaseException) -> BaseException | None:
+    """Rolls the transaction back after `exc`, even when cancelled; what to raise in its
+    stead as the port says it (None: `exc` itself)."""
+    with anyio.CancelScope(shield=True):
+        await _quietly(transaction.rollback)
+    error = port_error(exc)
+    return None if error is exc else error
 
 
 async def _quietly(step: Callable[[], Awaitable[object]]) -> None:
