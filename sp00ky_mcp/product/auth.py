@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
 from ..engine.context import Principal
-from ..engine.errors import HttpError
+from ..engine.errors import INTERNAL_ERROR, HttpError
 from ..engine.http import HttpRequest
 from ..engine.quotas import LocalQuotas, Quotas
 from . import scopes, tokens
@@ -166,7 +166,8 @@ class TokenAuthenticator:
         try:
             return await self._lookup(credential)
         except StoreUnavailable as exc:
-            raise HttpError(503, exc.message, (("retry-after", "1"),)) from None
+            # The same shape as a refusal for Redis being away: a JSON-RPC error with id null.
+            raise HttpError(503, exc.message, (("retry-after", "1"),), INTERNAL_ERROR) from None
 
     async def _lookup(self, credential: str) -> tuple[TokenRecord, Principal]:
         key = tokens.digest(credential)
