@@ -172,9 +172,9 @@ def split_absolute(target: str) -> tuple[str, str]:
     rest = target.split("://", 1)[1]
     cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
     authority, origin_form = rest[:cut], rest[cut:]
-    return authority.rpartition("@")[2], origin_form if origin_form[
-        :1
-    ] == "/" else "/" + origin_form
+    if not origin_form.startswith("/"):
+        origin_form = "/" + origin_form
+    return authority.rpartition("@")[2], origin_form
 
 
 class H1Core:
