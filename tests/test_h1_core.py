@@ -12,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sp00ky_mcp.engine.config import Limits
-from sp00ky_mcp.engine.h1 import H1Core, HttpRequest, HttpResponse, Interim, Rejection
+from sp00ky_mcp.engine.h1 import (
+    H1Core,
+    HttpRequest,
+    HttpResponse,
+    Interim,
+    Rejection,
+    split_absolute,
+)
 
 from .test_purity import TREE
 
@@ -204,3 +211,19 @@ def test_the_core_does_no_io_and_keeps_no_clock() -> None:
         TREE.forbidden_chains("sp00ky_mcp.engine.h1", frozenset({"anyio", "asyncio", "socket"}))
         == []
     )
+
+
+@pytest.mark.parametrize(
+    ("target", "split"),
+    [
+        ("http://host:8765/v1/mcp?x=1", ("host:8765", "/v1/mcp?x=1")),
+        ("https://user:pw@host/v1/mcp", ("host", "/v1/mcp")),
+        ("http://host?x=1", ("host", "/?x=1")),
+        ("http://host", ("host", "/")),
+        ("http://[::1]:8765/", ("[::1]:8765", "/")),
+    ],
+)
+def test_an_absolute_form_target_splits_into_its_host_and_its_origin_form(
+    target: str, split: tuple[str, str]
+) -> None:
+    assert split_absolute(target) == split
