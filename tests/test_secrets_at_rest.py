@@ -16,7 +16,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from sp00ky_mcp.cli.commands import CliError, main, run_server
+from sp00ky_mcp.cli.commands import main, run_server
+from sp00ky_mcp.cli.common import CliError
 from sp00ky_mcp.engine.config import ServerConfig
 from sp00ky_mcp.engine.server import McpServer
 from sp00ky_mcp.product.accounts import Accounts

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from sp00ky_mcp.cli import commands as cli
+from sp00ky_mcp.cli.common import CliError
 from tests.faults_support import (
     PROCESS_BOUND,
     Served,
@@ -99,7 +100,7 @@ def test_asking_for_uvloop_where_it_is_not_installed_says_how_to_get_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(cli.CliError) as refused:
+    with pytest.raises(CliError) as refused:
         cli._uvloop_wanted("uvloop")
     assert str(refused.value) == (
         "uvloop is not installed: pip install 'sp00ky-mcp[uvloop]', or drop --loop uvloop."

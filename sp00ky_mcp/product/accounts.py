@@ -16,6 +16,7 @@ from .names import folded, hidden_problem, normal
 from .oauth import passwords
 from .store import Clash, Store, StoreUnavailable
 from .store.repos.accounts import AuditEntry, TokenRecord, User
+from .tokens import DEFAULT_TOKEN_DAYS
 
 __all__ = [
     "DEFAULT_TOKEN_DAYS",
@@ -31,7 +32,6 @@ __all__ = [
 
 log = logging.getLogger("sp00ky_mcp.accounts")
 
-DEFAULT_TOKEN_DAYS = 90
 Clock = Callable[[], float]
 
 

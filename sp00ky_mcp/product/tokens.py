@@ -17,6 +17,8 @@ API_KEY_PREFIX = "spk_live_"
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 RANDOM_LENGTH = 32
 CHECKSUM_LENGTH = 6
+# How long a minted token lives unless its minter says otherwise.
+DEFAULT_TOKEN_DAYS = 90
 TOKEN_LENGTH = len(PREFIX) + RANDOM_LENGTH + CHECKSUM_LENGTH
 
 
