@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -19,8 +20,10 @@ from mcp.client.stdio import StdioServerParameters
 
 from sp00ky_mcp.engine.catalogue import Catalogue, Tool
 from sp00ky_mcp.engine.context import ANONYMOUS, CallContext, Principal
+from sp00ky_mcp.engine.errors import HttpError
 from sp00ky_mcp.engine.protocol import Engine
-from sp00ky_mcp.engine.stdio import BUSY, StdioServer
+from sp00ky_mcp.engine.stdio import AGAIN, BUSY, NOT_YET, REUSED, StdioServer
+from sp00ky_mcp.product import tokens
 from sp00ky_mcp.product.store.sqlite import SqliteStore
 from tests.product_support import product_server
 
@@ -143,40 +146,191 @@ def test_a_line_that_is_not_json_gets_a_parse_error_and_the_server_goes_on(data_
     assert replies[1] == {"jsonrpc": "2.0", "id": 1, "result": {}}
 
 
+def rpc(request_id: int | str, method: str, params: dict[str, Any] | None = None) -> bytes:
+    return orjson.dumps(
+        {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or {}}
+    )
+
+
+INITIALIZE = rpc(
+    "init",
+    "initialize",
+    {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+    },
+)
+
+
+def waiting_call(request_id: int) -> bytes:
+    return rpc(request_id, "tools/call", {"name": "waits", "arguments": {}})
+
+
+class Exchange:
+    """A StdioServer with one tool that waits until released, fed `lines`; what it writes is
+    kept, and the tool released once a refusal (an error), or the reply to `release_at`, has
+    been written."""
+
+    def __init__(self, max_running: int = 32, release_at: object = None) -> None:
+        self.release = anyio.Event()
+        self.release_at = release_at  # or when the reply to this id is written
+        self.answered = anyio.Event()
+        self.written: list[dict[str, Any]] = []
+        self.refuse: HttpError | None = None
+
+        async def waits(arguments: dict[str, Any], ctx: CallContext) -> str:
+            await self.release.wait()
+            return "done"
+
+        async def authenticated() -> Principal:
+            if self.refuse is not None:
+                raise self.refuse
+            return ANONYMOUS
+
+        engine = Engine(Catalogue([Tool("waits", "Waits.", {"type": "object"}, waits)]))
+        self.server = StdioServer(engine, authenticated, self.write, 1 << 20, max_running)
+
+    async def write(self, data: bytes) -> None:
+        message = orjson.loads(data)
+        self.written.append(message)
+        if "error" in message or message.get("id") == self.release_at:
+            self.release.set()
+        if message.get("id") == "init":
+            self.answered.set()
+
+    async def run(self, *lines: bytes) -> list[dict[str, Any]]:
+        """`lines` after the initialize exchange (the session's first request)."""
+
+        async def fed() -> AsyncIterator[bytes]:
+            yield INITIALIZE
+            await self.answered.wait()
+            for line in lines:
+                yield line
+
+        with anyio.fail_after(10):
+            await self.server.serve(fed())
+        return [message for message in self.written if message.get("id") != "init"]
+
+
 async def test_requests_beyond_the_bound_at_once_are_refused_and_the_rest_answered() -> None:
-    release = anyio.Event()
-
-    async def waits(arguments: dict[str, Any], ctx: CallContext) -> str:
-        await release.wait()
-        return "done"
-
-    engine = Engine(Catalogue([Tool("waits", "Waits.", {"type": "object"}, waits)]))
-    written: list[dict[str, Any]] = []
-
-    async def write(data: bytes) -> None:
-        written.append(orjson.loads(data))
-        if len(written) == 1:
-            release.set()  # the refusal is out: the running call may end
-
-    async def principal() -> Principal:
-        return ANONYMOUS
-
-    def call(request_id: int) -> bytes:
-        params = {"name": "waits", "arguments": {}}
-        return orjson.dumps(
-            {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
-        )
-
-    async def lines() -> AsyncIterator[bytes]:
-        yield call(1)
-        yield call(2)
-
-    server = StdioServer(engine, principal, write, 1 << 20, max_running=1)
-    with anyio.fail_after(10):
-        await server.serve(lines())
-    assert written[0] == {
+    replies = await Exchange(max_running=1).run(waiting_call(1), waiting_call(2))
+    assert replies[0] == {
         "jsonrpc": "2.0",
         "id": 2,
         "error": {"code": -32600, "message": BUSY.message},
     }
-    assert written[1]["id"] == 1 and written[1]["result"]["isError"] is False
+    assert replies[1]["id"] == 1 and replies[1]["result"]["isError"] is False
+
+
+async def test_a_request_reusing_the_id_of_one_still_running_is_refused() -> None:
+    replies = await Exchange().run(waiting_call(7), waiting_call(7))
+    assert replies[0] == {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "error": {"code": -32600, "message": REUSED.message},
+    }
+    assert replies[1]["id"] == 7 and replies[1]["result"]["isError"] is False
+    assert len(replies) == 2
+
+
+@pytest.mark.parametrize("named", [[1], {"id": 1}, True, 1.0, None])
+async def test_a_cancellation_naming_no_request_id_changes_nothing(named: object) -> None:
+    """`[1]` once ended the process; `true` once cancelled request 1 (True == 1 as a key)."""
+    exchange = Exchange(release_at=2)
+    cancel = orjson.dumps(
+        {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": named}}
+    )
+    replies = await exchange.run(waiting_call(1), cancel, rpc(2, "ping"))
+    assert replies[0] == {"jsonrpc": "2.0", "id": 2, "result": {}}
+    assert replies[-1]["id"] == 1 and replies[-1]["result"]["isError"] is False
+
+
+async def test_before_initialize_only_a_ping_is_answered() -> None:
+    exchange = Exchange()
+
+    async def lines() -> AsyncIterator[bytes]:
+        yield rpc(1, "tools/list")
+        yield rpc(2, "ping")
+
+    with anyio.fail_after(10):
+        await exchange.server.serve(lines())
+    assert exchange.written == [
+        {"jsonrpc": "2.0", "id": 1, "error": {"code": -32600, "message": NOT_YET.message}},
+        {"jsonrpc": "2.0", "id": 2, "result": {}},
+    ]
+
+
+async def test_a_second_initialize_is_refused() -> None:
+    replies = await Exchange().run(INITIALIZE.replace(b'"init"', b'"again"'))
+    assert replies == [
+        {"jsonrpc": "2.0", "id": "again", "error": {"code": -32600, "message": AGAIN.message}}
+    ]
+
+
+async def test_a_refusal_with_a_wait_says_the_seconds_in_its_message_and_data() -> None:
+    exchange = Exchange()
+
+    async def refused_later() -> AsyncIterator[bytes]:
+        yield INITIALIZE
+        await exchange.answered.wait()
+        exchange.refuse = HttpError(
+            429,
+            "Too many requests for this token; retry after the number of seconds in Retry-After.",
+            (("retry-after", "3"),),
+        )
+        yield rpc(1, "ping")
+
+    with anyio.fail_after(10):
+        await exchange.server.serve(refused_later())
+    assert exchange.written[-1] == {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "error": {
+            "code": -32600,
+            "message": "Too many requests for this token; retry after the number of seconds in "
+            "Retry-After (here: 3 seconds).",
+            "data": {"retryAfter": 3},
+        },
+    }
+
+
+def test_a_client_that_closes_standard_output_stops_it_quietly_with_its_audit_kept(
+    data_dir: str,
+) -> None:
+    token = minted(data_dir, "mcp:read")["token"]
+    environment = {**os.environ, "SP00KY_MCP_TOKEN": token}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sp00ky_mcp", "mcp", "stdio", "--data-dir", data_dir],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(
+        INITIALIZE + b"\n" + rpc(1, "tools/call", {"name": "list_projects"}) + b"\n"
+    )
+    process.stdin.flush()
+    answers = [orjson.loads(process.stdout.readline()) for _ in range(2)]
+    process.stdout.close()  # the client stops reading, then asks once more
+    process.stdin.write(rpc(2, "ping") + b"\n")
+    process.stdin.flush()
+    process.stdin.close()
+    assert process.stderr is not None
+    with process.stderr:
+        stderr = process.stderr.read()
+    process.wait(timeout=60)
+    assert answers[1]["id"] == 1 and answers[1]["result"]["isError"] is False
+    assert (process.returncode, stderr) == (141, b"")
+    audit = spky(data_dir, "audit", "--user", USER, "--json")
+    assert [row["tool"] for row in orjson.loads(audit.stdout)] == ["list_projects"]
+
+
+def test_a_data_directory_without_a_store_is_refused_and_left_empty(tmp_path: Path) -> None:
+    empty = tmp_path / "typo"
+    empty.mkdir()
+    done = spky(str(empty), "stdio", token=tokens.mint())
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.startswith(f"spky: There is no token store in {empty}; ")
+    assert list(empty.iterdir()) == []

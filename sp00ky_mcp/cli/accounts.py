@@ -485,7 +485,13 @@ def cmd_stdio(args: argparse.Namespace) -> int:
             + "; mint one with `spky mcp token` and set it in the client's config."
         )
     logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
-    anyio.run(serve_stdio, args, token)
+    try:
+        anyio.run(serve_stdio, args, token)
+    except BaseExceptionGroup as group:
+        # The client closed standard output: the same quiet stop as any command's reader gone.
+        if group.split(BrokenPipeError)[1] is None:
+            raise BrokenPipeError from None
+        raise
     return 0
 
 
@@ -493,8 +499,9 @@ async def serve_stdio(args: argparse.Namespace, token: str) -> None:
     from ..engine.stdio import StdioServer
     from ..product.app import build_product
 
+    require_store(args)  # a token can only be in a store that exists: none is made here
     config = ServerConfig(data_dir=args.data_dir or os.environ.get("SP00KY_MCP_DATA_DIR"))
-    store = await open_store(config.data_dir, args.secret_key_file, database_url_of(args))
+    store = await open_cli_store(args)
     try:
         product = build_product(config, store)
         request = HttpRequest("POST", config.endpoint, "", {"authorization": f"Bearer {token}"})
@@ -511,9 +518,13 @@ async def serve_stdio(args: argparse.Namespace, token: str) -> None:
         limit = config.limits.max_body_bytes
         calls = config.limits.max_calls_per_token
         server = StdioServer(product.server.engine, principal, write_stdout, limit, calls)
-        await server.serve(stdin_lines(limit))
-        if product.server.on_stop is not None:
-            await product.server.on_stop()  # the audit records written
+        try:
+            await server.serve(stdin_lines(limit))
+        finally:
+            # The audit records of the calls made, however the client left.
+            with anyio.CancelScope(shield=True):
+                if product.server.on_stop is not None:
+                    await product.server.on_stop()
     finally:
         await store.close()
 

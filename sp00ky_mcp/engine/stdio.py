@@ -34,6 +34,16 @@ BUSY = JsonRpcError(
     INVALID_REQUEST,
     "Too many requests at once on this connection; wait for an answer, then send the next.",
 )
+REUSED = JsonRpcError(
+    INVALID_REQUEST,
+    "Invalid Request: a request with this id is still running; give each request an id of its own.",
+)
+# Lifecycle ("Initialization"): the client sends initialize first and once; before it only a
+# ping may come.
+NOT_YET = JsonRpcError(INVALID_REQUEST, "Invalid Request: send initialize first.")
+AGAIN = JsonRpcError(
+    INVALID_REQUEST, "Invalid Request: this session is already initialized; start a new process."
+)
 Write = Callable[[bytes], Awaitable[None]]
 
 
@@ -71,11 +81,13 @@ class StdioServer:
         self.session = Session("stdio", None, negotiate(None), {}, None, 0.0)
         self.peer = StdioPeer(self)
         self._writing = anyio.Lock()
-        self._running: dict[Any, anyio.CancelScope] = {}
+        # The requests being answered, by id; None until the request's task has started.
+        self._running: dict[Any, anyio.CancelScope | None] = {}
         self._asked: dict[str, Waiter] = {}
         self._numbers = itertools.count(1)
         self.closed = False
         self._answering = 0
+        self._initialized = False
 
     async def serve(self, lines: AsyncIterator[bytes], grace: float = 10.0) -> None:
         """Until standard input closes; requests still running then are answered (a question
@@ -123,10 +135,12 @@ class StdioServer:
 
     async def _take(self, message: jsonrpc.Message, tasks: anyio.abc.TaskGroup) -> None:
         if isinstance(message, jsonrpc.Request):
-            if self._answering >= self.max_running:
-                await self.send(jsonrpc.encode_error(message.id, BUSY))
+            refusal = self._refusal(message)
+            if refusal is not None:
+                await self.send(jsonrpc.encode_error(message.id, refusal))
             else:
                 self._answering += 1  # counted now: its task may start after the next line
+                self._running[message.id] = None
                 tasks.start_soon(self._answer, message)
         elif isinstance(message, jsonrpc.Invalid):
             await self.send(jsonrpc.encode_error(message.id, message.error))
@@ -138,9 +152,31 @@ class StdioServer:
         elif message.method == "notifications/initialized":
             self.session.advance(SessionEvent.INITIALIZED)
         elif message.method == "notifications/cancelled":
-            scope = self._running.get(message.params.get("requestId"))
-            if scope is not None:
-                scope.cancel()
+            self._cancel(message.params.get("requestId"))
+
+    def _refusal(self, message: jsonrpc.Request) -> JsonRpcError | None:
+        """Why a request is not run: too many at once, an id still in use (its cancellation
+        could not tell the two apart), or out of the lifecycle's order."""
+        if self._answering >= self.max_running:
+            return BUSY
+        if message.id in self._running:
+            return REUSED
+        if message.method == "initialize":
+            if self._initialized:
+                return AGAIN
+            self._initialized = True
+        elif not self._initialized and message.method != "ping":
+            return NOT_YET
+        return None
+
+    def _cancel(self, request_id: Any) -> None:
+        """A request id is a string or an integer; anything else names no request (and
+        `true` must not name request 1)."""
+        if isinstance(request_id, bool) or not isinstance(request_id, str | int):
+            return
+        scope = self._running.get(request_id)
+        if scope is not None:
+            scope.cancel()
 
     async def _answer(self, message: jsonrpc.Request) -> None:
         try:
@@ -169,7 +205,7 @@ class StdioServer:
         except JsonRpcError as exc:
             return jsonrpc.encode_error(message.id, exc)
         except HttpError as exc:  # the token refused: said as the request's error
-            return jsonrpc.encode_error(message.id, JsonRpcError(INVALID_REQUEST, exc.message))
+            return jsonrpc.encode_error(message.id, _refused(exc))
         except Exception:
             log.exception("unhandled error in %s", message.method)
             return jsonrpc.encode_error(message.id, INTERNAL)
@@ -194,3 +230,13 @@ class StdioServer:
             progress_token=progress_token_of(message.params),
             session=session,
         )
+
+
+def _refused(exc: HttpError) -> JsonRpcError:
+    """A refusal of the token (rate limit, revoked, store away) as a request's error: with no
+    HTTP header to carry it, the wait goes in the message and in `data.retryAfter`."""
+    retry = dict(exc.headers).get("retry-after")
+    if retry is None:
+        return JsonRpcError(INVALID_REQUEST, exc.message)
+    message = f"{exc.message.rstrip('.')} (here: {retry} seconds)."
+    return JsonRpcError(INVALID_REQUEST, message, {"retryAfter": int(retry)})
