@@ -724,6 +724,19 @@ def test_doctor_refuses_a_url_that_is_not_absolute(capsys: pytest.CaptureFixture
     )
 
 
+def test_a_url_holding_control_characters_is_refused_and_shown_escaped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Such a URL would be written into an editor's config; quoted bare, it would act on the
+    terminal that shows the refusal."""
+    assert usage_error(
+        capsys, "mcp", "install", "--client", "cursor", "--url", "http://x/\x1b[2J\rZ"
+    ) == (
+        "spky mcp install: error: argument --url: 'http://x/\\x1b[2J\\rZ' is not an absolute "
+        "http(s) URL, such as https://mcp.example.com/v1/mcp."
+    )
+
+
 def test_doctor_with_the_placeholder_token_diagnoses_it_without_a_traceback(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

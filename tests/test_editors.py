@@ -95,6 +95,27 @@ def test_merging_into_cursor_replaces_a_servers_value_that_is_not_an_object() ->
     )
 
 
+@pytest.mark.parametrize(
+    ("merge", "member", "value", "shape"),
+    [
+        ("cursor", "mcpServers", [1, 2], "an object"),
+        ("vscode", "servers", "mine", "an object"),
+        ("vscode", "inputs", 5, "a list"),
+        ("vscode", "inputs", {"mine": {"id": "x"}}, "a list"),
+    ],
+)
+def test_a_member_of_another_type_holding_something_is_refused_not_dropped(
+    merge: str, member: str, value: object, shape: str
+) -> None:
+    with pytest.raises(editors.EditorError) as caught:
+        if merge == "cursor":
+            editors.merge_cursor({member: value}, URL, TOKEN)
+        else:
+            editors.merge_vscode({member: value}, URL)
+    refusal = f'"{member}" in the config is not {shape}; fix or move the file first.'
+    assert str(caught.value) == refusal
+
+
 def test_cursor_configs_live_in_the_home_or_the_project() -> None:
     home, cwd = Path("/home/ada"), Path("/src/app")
     assert editors.cursor_path(False, home, cwd) == Path("/home/ada/.cursor/mcp.json")
@@ -162,6 +183,12 @@ def test_invalid_json_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(editors.EditorError) as caught:
         editors.read_json(path)
     assert str(caught.value) == f"{path} is not valid JSON; fix or move it, then run this again."
+
+
+def test_a_config_starting_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "mcp.json"
+    path.write_bytes(b'\xef\xbb\xbf{"servers": {}}')
+    assert editors.read_json(path) == {"servers": {}}
 
 
 def test_json_that_is_not_an_object_is_a_clear_error(tmp_path: Path) -> None:
@@ -278,3 +305,31 @@ def test_a_directory_that_cannot_be_created_is_a_clear_error(tmp_path: Path) -> 
     assert str(caught.value) == (
         f"Cannot write {blocker / 'mcp.json'}: {blocker} is a file, not a directory."
     )
+
+
+def test_a_config_nested_too_deep_to_write_back_is_refused_and_no_temporary_file_left(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "mcp.json"
+    deep: object = []
+    for _ in range(300):
+        deep = [deep]
+    with pytest.raises(editors.EditorError) as caught:
+        editors.write_private_json(path, {"a": deep})
+    assert str(caught.value) == f"{path} nests too deep to be written back; fix or move it first."
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_loop_of_symlinks_is_refused_by_install(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / ".cursor" / "mcp.json"
+    config.parent.mkdir()
+    config.symlink_to(config.parent / "other.json")
+    (config.parent / "other.json").symlink_to(config)
+    status = main(["mcp", "install", "--client", "cursor", "--token", TOKEN])
+    out, err = capsys.readouterr()
+    assert (status, out) == (1, "")
+    assert err == f"spky: {config} is a loop of symbolic links; fix or remove it.\n"

@@ -273,6 +273,25 @@ def test_a_malformed_key_file_is_refused_at_start(tmp_path: Path) -> None:
     )
 
 
+async def test_a_key_file_that_is_a_directory_is_refused_by_serve_before_it_listens(
+    tmp_path: Path,
+) -> None:
+    """A directory opens like a file and fails only when read; it was once reported as a
+    port that could not be bound."""
+    key_dir = tmp_path / "keys"
+    key_dir.mkdir()
+    config = ServerConfig(port=0, data_dir=str(tmp_path / "data"))
+    args = argparse.Namespace(
+        user=None, secret_key_file=str(key_dir), database_url=None, redis_url=None, worker=False
+    )
+    started: list[McpServer] = []
+    with pytest.raises(CliError) as refused:
+        await run_server(config, args, started)
+    refusal = f"The secret key file {key_dir} is not a regular file; pass a file."
+    assert str(refused.value) == refusal
+    assert started == []
+
+
 async def test_a_missing_key_file_is_refused_while_the_store_holds_secrets(
     sqlite_product: ProductEnv, tmp_path: Path
 ) -> None:

@@ -191,6 +191,17 @@ async def test_minting_with_a_blank_name_is_refused(accounts: Accounts) -> None:
     assert str(caught.value) == "A token needs a name; pass --name."
 
 
+async def test_a_name_longer_than_a_list_can_show_is_refused_and_nothing_is_stored(
+    accounts: Accounts,
+) -> None:
+    user = await accounts.ensure_user("ada@example.com")
+    await accounts.mint(user, "n" * 100, ("mcp:read",), 90)
+    with pytest.raises(AccountError) as caught:
+        await accounts.mint(user, "n" * 101, ("mcp:read",), 90)
+    assert str(caught.value) == "A token's name is at most 100 characters; pass a shorter --name."
+    assert [t.name for t in await accounts.list_tokens(user)] == ["n" * 100]
+
+
 async def test_minting_with_an_unknown_scope_is_refused_and_nothing_is_stored(
     accounts: Accounts,
 ) -> None:

@@ -24,12 +24,25 @@ class CliError(Exception):
 
 
 def http_url(text: str) -> str:
-    parts = urlsplit(text.strip())
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+    url = text.strip()
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or not plain(url):
         raise argparse.ArgumentTypeError(
-            f"'{text}' is not an absolute http(s) URL, such as https://mcp.example.com/v1/mcp."
+            f"'{shown(text)}' is not an absolute http(s) URL, such as "
+            "https://mcp.example.com/v1/mcp."
         )
-    return text.strip()
+    return url
+
+
+def plain(text: str) -> bool:
+    """No space or control character: what is written into an editor's config or a URL."""
+    return all(c.isprintable() and not c.isspace() for c in text)
+
+
+def shown(text: str) -> str:
+    """A user's text quoted in a message, its control characters escaped: it is printed to a
+    terminal, which would act on them."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 # --- helpers ---------------------------------------------------------------------------------

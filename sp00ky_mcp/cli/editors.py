@@ -137,7 +137,11 @@ def vscode_path(cwd: Path) -> Path:
 def git_work_tree(path: Path) -> Path | None:
     """The git work tree holding `path` (the nearest directory above it with a `.git`
     entry: a directory, or a file for worktrees and submodules), if any."""
-    for directory in path.resolve().parents:
+    try:
+        where = path.resolve()
+    except (OSError, RuntimeError):  # a loop of symlinks: refused when the file is written
+        where = path.absolute()
+    for directory in where.parents:
         if (directory / ".git").exists():
             return directory
     return None
@@ -149,7 +153,8 @@ def read_json(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
-        value = orjson.loads(without_comments(path.read_text(encoding="utf-8")))
+        # A byte order mark, as some Windows editors write, is read past.
+        value = orjson.loads(without_comments(path.read_text(encoding="utf-8-sig")))
     except OSError as exc:
         raise EditorError(f"Cannot read {path}: {exc.strerror}; fix or move it first.") from None
     except (orjson.JSONDecodeError, UnicodeDecodeError):
@@ -226,28 +231,42 @@ def _blank_end(text: str, start: int) -> int:
 
 
 def merge_cursor(existing: dict[str, Any], url: Where, token: str) -> dict[str, Any]:
-    servers = existing.get("mcpServers")
-    servers = dict(servers) if isinstance(servers, dict) else {}
+    servers = dict(_member(existing, "mcpServers", dict))
     servers[SERVER_NAME] = cursor_entry(url, token)
     return {**existing, "mcpServers": servers}
 
 
 def merge_vscode(existing: dict[str, Any], url: Where) -> dict[str, Any]:
     fresh = vscode_config(url)
-    servers = existing.get("servers")
-    servers = dict(servers) if isinstance(servers, dict) else {}
+    servers = dict(_member(existing, "servers", dict))
     servers[SERVER_NAME] = fresh["servers"][SERVER_NAME]
-    inputs = [
-        i for i in existing.get("inputs", []) if isinstance(i, dict) and i.get("id") != INPUT_ID
-    ]
+    kept = _member(existing, "inputs", list)
+    inputs = [i for i in kept if isinstance(i, dict) and i.get("id") != INPUT_ID]
     return {**existing, "servers": servers, "inputs": [*inputs, *fresh["inputs"]]}
+
+
+def _member(config: dict[str, Any], key: str, kind: type[dict[str, Any]] | type[list[Any]]) -> Any:
+    """A member the merge adds to, empty when absent (or empty); of another type, what the
+    user has in it would be lost, so the config is refused instead."""
+    value = config.get(key)
+    if not value:
+        return kind()
+    if not isinstance(value, kind):
+        shape = "an object" if kind is dict else "a list"
+        raise EditorError(f'"{key}" in the config is not {shape}; fix or move the file first.')
+    return value
 
 
 def write_private_json(path: Path, value: dict[str, Any]) -> None:
     """Atomic (write a temporary file, then rename over) and readable by the owner only,
     because the file may hold a token: the new file is made 0600 whatever the old one's mode
     was.  A symlinked config is written where the link points, so the link stays."""
-    path = path.resolve()
+    path = _resolved(path)
+    try:
+        encoded = orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n"
+    except orjson.JSONEncodeError:  # nested deeper than can be written back
+        message = f"{path} nests too deep to be written back; fix or move it first."
+        raise EditorError(message) from None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".mcp-", suffix=".tmp")
@@ -255,7 +274,7 @@ def write_private_json(path: Path, value: dict[str, Any]) -> None:
         raise EditorError(f"Cannot write {path}: {_cause(exc, path)}.") from None
     try:
         with os.fdopen(descriptor, "wb") as handle:
-            handle.write(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
+            handle.write(encoded)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temporary, 0o600)
@@ -263,6 +282,13 @@ def write_private_json(path: Path, value: dict[str, Any]) -> None:
     except OSError as exc:
         _discard(temporary)
         raise EditorError(f"Cannot write {path}: {exc.strerror}.") from None
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a loop of symlinks
+        raise EditorError(f"{path} is a loop of symbolic links; fix or remove it.") from None
 
 
 def _cause(exc: OSError, path: Path) -> str:

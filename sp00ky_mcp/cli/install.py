@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 from ..product import narrowing
 from ..product.tools import all_specs
 from . import editors
-from .common import CliError, interactive, say, server_url
+from .common import CliError, interactive, say, server_url, shown
 
 # --- install and doctor ----------------------------------------------------------------------
 
@@ -183,8 +183,8 @@ def narrowed_url(url: str, read_only: bool, toolsets: str | None, tools: str | N
         if unknown or not names:
             choices = ", ".join(sorted(known)) if name == "toolsets" else "names from tools/list"
             raise CliError(
-                f"--{name} '{given}' names {', '.join(unknown) or 'nothing'} unknown; "
-                f"use {choices}."
+                f"--{name} '{shown(given)}' names {shown(', '.join(unknown)) or 'nothing'} "
+                f"unknown; use {choices}."
             )
         asked.append((name, ",".join(names)))
     if not asked:

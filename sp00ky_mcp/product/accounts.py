@@ -200,12 +200,20 @@ class Accounts:
             await tx.accounts.add_audit(entries)
 
 
+# A label a person reads in a list, not a document.
+MAX_TOKEN_NAME = 100
+
+
 def token_name(name: str) -> str:
     """A token's name as stored: NFKC, without surrounding spaces, every character showing,
     so that the name `revoke` is given is the one `tokens` lists."""
     cleaned = normal(name).strip()
     if not cleaned:
         raise AccountError("A token needs a name; pass --name.")
+    if len(cleaned) > MAX_TOKEN_NAME:
+        raise AccountError(
+            f"A token's name is at most {MAX_TOKEN_NAME} characters; pass a shorter --name."
+        )
     problem = hidden_problem("--name", cleaned)
     if problem is not None:
         raise AccountError(problem)

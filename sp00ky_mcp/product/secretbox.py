@@ -151,8 +151,13 @@ def read_keys(path: Path) -> list[Key]:
             f"Cannot read the secret key file {path}: {exc.strerror}; make it a regular "
             "file readable by this user."
         ) from None
-    with os.fdopen(fd, "rb") as file:
+    try:
+        # Checked before it is read: a directory opens, but fails only when read.
         _check_private(path, os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as file:
         data = file.read()
     try:
         return parse_keys(path, data.decode("ascii"))
