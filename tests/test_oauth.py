@@ -264,7 +264,12 @@ async def test_revocation_ends_the_access_and_refresh_tokens(product: ProductEnv
         headers=FORM,
     )
     assert revoke.status_code == 200
-    assert (await tools_list(product, issued["access_token"])).status_code == 401
+    refused = await tools_list(product, issued["access_token"])
+    assert refused.status_code == 401
+    # Replaced by signing in again, which the client does on this 401: not by minting one.
+    assert refused.text == (
+        "401 Unauthorized: the token was revoked; sign in again from the client.\n"
+    )
     again = await token_request(
         product,
         grant_type="refresh_token",
@@ -549,6 +554,38 @@ async def test_registrations_through_a_trusted_proxy_are_counted_per_client(
     assert spent == [201] * 10 + [429]
     assert other == 201
     assert forged == 429  # the proxy appended .7; the .8 before it is the client's own word
+
+
+async def test_registration_past_the_allowance_says_when_to_retry(product: ProductEnv) -> None:
+    for _ in range(10):
+        assert await _register_from(product, "203.0.113.9") == 201
+    reply = await product.http.post(
+        root(product) + "/oauth/register", json={"redirect_uris": [REDIRECT]}
+    )
+    assert (reply.status_code, reply.headers["retry-after"]) == (429, "360")
+    assert reply.json() == {
+        "error": "too_many_requests",
+        "error_description": "Too many registrations from this address; retry in 360 seconds.",
+    }
+
+
+@pytest.mark.parametrize("kind", ["text/plain", "application/x-www-form-urlencoded", None])
+async def test_registration_is_json_only(product: ProductEnv, kind: str | None) -> None:
+    """RFC 7591 section 3.1; a web page can send another origin a text/plain or form body
+    without asking first, but not JSON."""
+    headers = {"content-type": kind} if kind else {}
+    reply = await product.http.post(
+        root(product) + "/oauth/register",
+        content=orjson.dumps({"redirect_uris": [REDIRECT]}),
+        headers=headers,
+    )
+    assert (reply.status_code, reply.json()) == (
+        400,
+        {
+            "error": "invalid_client_metadata",
+            "error_description": "Send the client metadata as application/json.",
+        },
+    )
 
 
 async def test_without_a_trusted_proxy_x_forwarded_for_is_not_believed(

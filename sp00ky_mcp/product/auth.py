@@ -62,11 +62,17 @@ def malformed() -> TokenRefused:
     return TokenRefused(f"the token is malformed; {EXACT}, so {MINT}.")
 
 
+# A token issued at OAuth sign-in is replaced by signing in again (the client does it on
+# this 401), not by minting one.
+SIGN_IN = "sign in again from the client"
+
+
 def refusal(record: TokenRecord, status: str) -> TokenRefused:
+    fix = MINT if record.grant_id is None else SIGN_IN
     if status == "revoked":
-        return TokenRefused(f"the token was revoked; {MINT}.", token_id=record.id)
+        return TokenRefused(f"the token was revoked; {fix}.", token_id=record.id)
     when = datetime.fromtimestamp(record.expires_at or 0, UTC).strftime("%Y-%m-%d")
-    return TokenRefused(f"the token expired on {when}; {MINT}.", token_id=record.id)
+    return TokenRefused(f"the token expired on {when}; {fix}.", token_id=record.id)
 
 
 class TokenAuthenticator:

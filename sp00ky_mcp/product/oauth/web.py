@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -419,13 +420,21 @@ class OAuthWeb:
         return client
 
     async def _register(self, request: HttpRequest) -> Response:
+        kind = (request.header("content-type") or "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            # RFC 7591 section 3.1; and a web page cannot send JSON to another origin without
+            # a preflight, only a "simple" text/plain or form body.
+            message = "Send the client metadata as application/json."
+            return _json(400, {"error": "invalid_client_metadata", "error_description": message})
         peer = self._address(request)
         wait = await self.quotas.throttle(
             "oauth-register:" + peer, self.clock(), REGISTER_RATE, REGISTER_BURST
         )
         if wait:
-            message = "Too many registrations from this address; retry later."
-            return _json(429, {"error": "too_many_requests", "error_description": message})
+            seconds = math.ceil(wait)
+            message = f"Too many registrations from this address; retry in {seconds} seconds."
+            refusal = {"error": "too_many_requests", "error_description": message}
+            return _json(429, refusal, [(b"retry-after", str(seconds).encode())])
         try:
             body = orjson.loads(request.body)
         except orjson.JSONDecodeError:
@@ -578,8 +587,10 @@ def _api_headers() -> list[tuple[bytes, bytes]]:
     ]
 
 
-def _json(status: int, body: dict[str, Any]) -> HttpResponse:
-    headers = [(b"content-type", b"application/json"), *_api_headers()]
+def _json(
+    status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]] | None = None
+) -> HttpResponse:
+    headers = [(b"content-type", b"application/json"), *_api_headers(), *(extra or [])]
     if status == 401:
         headers.append((b"www-authenticate", b'Basic realm="sp00ky-mcp"'))
     return HttpResponse(status, headers, orjson.dumps(body))
