@@ -737,6 +737,21 @@ def test_a_url_holding_control_characters_is_refused_and_shown_escaped(
     )
 
 
+@pytest.mark.parametrize(
+    ("flag", "given", "shown"),
+    [
+        ("--public-url", "https://x\x07y", "https://x\\x07y"),
+        ("--allowed-origin", "https://a.example\x1b[0m", "https://a.example\\x1b[0m"),
+    ],
+)
+def test_serve_refuses_addresses_holding_control_characters(
+    capsys: pytest.CaptureFixture[str], flag: str, given: str, shown: str
+) -> None:
+    assert usage_error(capsys, "mcp", "serve", flag, given).startswith(
+        f"spky mcp serve: error: argument {flag}: '{shown}' is not an"
+    )
+
+
 def test_doctor_with_the_placeholder_token_diagnoses_it_without_a_traceback(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

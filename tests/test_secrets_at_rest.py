@@ -273,6 +273,14 @@ def test_a_malformed_key_file_is_refused_at_start(tmp_path: Path) -> None:
     )
 
 
+def test_a_key_file_that_is_a_named_pipe_is_refused_at_once(tmp_path: Path) -> None:
+    pipe = tmp_path / "keys"
+    os.mkfifo(pipe)
+    with pytest.raises(StoreError) as refused:
+        SqliteStore.open_now(tmp_path / "data", pipe)
+    assert str(refused.value) == f"The secret key file {pipe} is not a regular file; pass a file."
+
+
 async def test_a_key_file_that_is_a_directory_is_refused_by_serve_before_it_listens(
     tmp_path: Path,
 ) -> None:

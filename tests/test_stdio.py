@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
+from sp00ky_mcp.cli.accounts import lines_of
 from sp00ky_mcp.engine.catalogue import Catalogue, Tool
 from sp00ky_mcp.engine.context import ANONYMOUS, CallContext, Principal
 from sp00ky_mcp.engine.errors import HttpError
@@ -261,6 +263,35 @@ async def test_before_initialize_only_a_ping_is_answered() -> None:
     ]
 
 
+async def test_an_initialize_that_failed_may_be_sent_again() -> None:
+    exchange = Exchange()
+    exchange.refuse = HttpError(401, "401 Unauthorized: the token expired.")
+
+    async def lines() -> AsyncIterator[bytes]:
+        yield INITIALIZE
+        await exchange.answered.wait()
+        exchange.refuse = None
+        yield INITIALIZE.replace(b'"init"', b'"again"')
+        yield rpc(1, "ping")
+
+    with anyio.fail_after(10):
+        await exchange.server.serve(lines())
+    assert exchange.written[0]["error"] == {
+        "code": -32000,
+        "message": "401 Unauthorized: the token expired.",
+    }
+    assert [m["id"] for m in exchange.written[1:]] == ["again", 1]
+    assert "result" in exchange.written[1] and exchange.written[2]["result"] == {}
+
+
+async def test_a_cancellation_right_behind_its_request_cancels_it_before_it_runs() -> None:
+    cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}}
+    batch = orjson.dumps([orjson.loads(waiting_call(1)), cancel])
+    replies = await Exchange().run(batch, rpc(2, "ping"))
+    # A cancelled request gets no response (basic/utilities/cancellation).
+    assert replies == [{"jsonrpc": "2.0", "id": 2, "result": {}}]
+
+
 async def test_a_second_initialize_is_refused() -> None:
     replies = await Exchange().run(INITIALIZE.replace(b'"init"', b'"again"'))
     assert replies == [
@@ -287,9 +318,9 @@ async def test_a_refusal_with_a_wait_says_the_seconds_in_its_message_and_data() 
         "jsonrpc": "2.0",
         "id": 1,
         "error": {
-            "code": -32600,
+            "code": -32000,
             "message": "Too many requests for this token; retry after the number of seconds in "
-            "Retry-After (here: 3 seconds).",
+            "Retry-After (3 seconds).",
             "data": {"retryAfter": 3},
         },
     }
@@ -298,6 +329,8 @@ async def test_a_refusal_with_a_wait_says_the_seconds_in_its_message_and_data() 
 def test_a_client_that_closes_standard_output_stops_it_quietly_with_its_audit_kept(
     data_dir: str,
 ) -> None:
+    """Without waiting for its input to close too: the read of a pipe cannot be interrupted,
+    and must not hold the process."""
     token = minted(data_dir, "mcp:read")["token"]
     environment = {**os.environ, "SP00KY_MCP_TOKEN": token}
     process = subprocess.Popen(
@@ -316,11 +349,10 @@ def test_a_client_that_closes_standard_output_stops_it_quietly_with_its_audit_ke
     process.stdout.close()  # the client stops reading, then asks once more
     process.stdin.write(rpc(2, "ping") + b"\n")
     process.stdin.flush()
-    process.stdin.close()
     assert process.stderr is not None
-    with process.stderr:
-        stderr = process.stderr.read()
-    process.wait(timeout=60)
+    with process.stdin, process.stderr:
+        stderr = process.stderr.read()  # until the process ends, its input still open
+        process.wait(timeout=60)
     assert answers[1]["id"] == 1 and answers[1]["result"]["isError"] is False
     assert (process.returncode, stderr) == (141, b"")
     audit = spky(data_dir, "audit", "--user", USER, "--json")
@@ -334,3 +366,33 @@ def test_a_data_directory_without_a_store_is_refused_and_left_empty(tmp_path: Pa
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr.startswith(f"spky: There is no token store in {empty}; ")
     assert list(empty.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("given", "lines"),
+    [
+        (b'{"a":1}\n{"b":2}\n', [b'{"a":1}\n', b'{"b":2}\n']),
+        (b'{"a":1}\n{"b":2}', [b'{"a":1}\n', b'{"b":2}']),  # the last line unterminated
+        (b"x" * 20 + b"\n" + b"ok\n", [b"x" * 11, b"ok\n"]),  # cut past the limit, rest dropped
+        (b"y" * 10 + b"\n", [b"y" * 10 + b"\n"]),  # the limit and its newline
+        (b"z" * 200_000 + b"\nok\n", [b"z" * 11, b"ok\n"]),  # longer than one read
+        (b"", []),
+    ],
+)
+def test_standard_input_is_read_as_lines_cut_past_the_limit(
+    given: bytes, lines: list[bytes]
+) -> None:
+    read, write = os.pipe()
+
+    def send() -> None:
+        with os.fdopen(write, "wb") as sender:
+            sender.write(given)
+
+    writer = threading.Thread(target=send)
+    writer.start()
+    try:
+        got = list(lines_of(read, 10))
+    finally:
+        writer.join()
+        os.close(read)
+    assert got == lines

@@ -6,13 +6,16 @@ conformance profile, an embedding) never loads the store, its cipher or the tool
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
+import itertools
 import logging
 import os
 import re
 import shutil
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -530,17 +533,59 @@ async def serve_stdio(args: argparse.Namespace, token: str) -> None:
 
 
 async def stdin_lines(limit: int) -> AsyncIterator[bytes]:
-    """Lines of standard input; one longer than `limit` is cut there (and refused)."""
-    stream = sys.stdin.buffer
+    """Lines of standard input, one at a time; one longer than `limit` is cut there (and
+    refused).  Read by a daemon thread: a read of a pipe cannot be interrupted, and once the
+    serving stops (its client closed our output, say) it must not keep the process waiting
+    for more input."""
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[bytes] = asyncio.Queue()
+    wanted = threading.Semaphore(0)  # a line is read only once the one before is taken
+    reader = threading.Thread(
+        target=_read_lines, args=(limit, loop, lines, wanted), name="sp00ky-stdin", daemon=True
+    )
+    reader.start()
     while True:
-        line: bytes = await anyio.to_thread.run_sync(stream.readline, limit + 1)
+        wanted.release()
+        line = await lines.get()
         if not line:
             return
-        while len(line) > limit and not line.endswith(b"\n"):
-            rest: bytes = await anyio.to_thread.run_sync(stream.readline, 65536)
-            if not rest or rest.endswith(b"\n"):
-                break
         yield line
+
+
+def _read_lines(
+    limit: int,
+    loop: asyncio.AbstractEventLoop,
+    lines: asyncio.Queue[bytes],
+    wanted: threading.Semaphore,
+) -> None:
+    for line in itertools.chain(lines_of(sys.stdin.fileno(), limit), [b""]):  # b"": the end
+        wanted.acquire()
+        try:
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+        except RuntimeError:  # the loop has closed: nobody reads on
+            return
+
+
+def lines_of(fd: int, limit: int) -> Iterator[bytes]:
+    """The lines read from `fd`, each cut at `limit` + 1 bytes (the rest of a longer one
+    dropped).  Read with os.read, not through sys.stdin's buffer: a daemon thread blocked
+    holding that buffer's lock aborts the interpreter as it exits."""
+    pending, skipping = bytearray(), False
+    while chunk := os.read(fd, 65536):
+        pending += chunk
+        while (end := pending.find(b"\n")) >= 0:
+            line = bytes(pending[: end + 1])
+            del pending[: end + 1]
+            if not skipping:
+                yield line[: limit + 1]
+            skipping = False
+        if len(pending) > limit and not skipping:
+            yield bytes(pending[: limit + 1])
+            skipping = True
+        if skipping:
+            pending.clear()
+    if pending and not skipping:
+        yield bytes(pending)
 
 
 async def write_stdout(data: bytes) -> None:

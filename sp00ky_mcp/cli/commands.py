@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
@@ -39,7 +38,17 @@ from ..product import narrowing
 from ..product.shared import redis_url
 from ..product.tokens import DEFAULT_TOKEN_DAYS
 from . import editors, settings, workers
-from .common import DEFAULT_PORT, DEFAULT_URL, CliError, Closer, Notes, http_url, say
+from .common import (
+    DEFAULT_PORT,
+    DEFAULT_URL,
+    CliError,
+    Closer,
+    Notes,
+    http_url,
+    say,
+    shown,
+    split_url,
+)
 
 DEFAULTS = Limits()
 
@@ -56,25 +65,26 @@ def tcp_port(text: str) -> int:
 def public_url(text: str) -> str:
     """The base URL clients reach the server at; the endpoint path is added to it, so a URL
     given with that path already is taken without it."""
-    parts = urlsplit(text.strip())
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+    parts = split_url(text.strip())
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise argparse.ArgumentTypeError(
-            f"'{text}' is not an absolute http(s) URL, such as https://mcp.example.com."
+            f"'{shown(text)}' is not an absolute http(s) URL, such as https://mcp.example.com."
         )
     base = text.strip().rstrip("/")
     return base.removesuffix(ServerConfig().endpoint) or base
 
 
 def web_origin(text: str) -> str:
-    parts = urlsplit(text.strip())
+    parts = split_url(text.strip())
     if (
-        parts.scheme.lower() not in ("http", "https")
+        parts is None
+        or parts.scheme.lower() not in ("http", "https")
         or not parts.hostname
         or parts.path not in ("", "/")
         or parts.query
     ):
         raise argparse.ArgumentTypeError(
-            f"'{text}' is not an origin; use scheme://host[:port], such as https://app.example.com."
+            f"'{shown(text)}' is not an origin; use scheme://host[:port], such as https://app.example.com."
         )
     return text.strip().rstrip("/")
 
@@ -142,7 +152,13 @@ class VersionAction(argparse.Action):
     """`--version`, the version looked up only when asked for."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
-        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+        super().__init__(
+            option_strings,
+            dest,
+            nargs=0,
+            default=argparse.SUPPRESS,
+            help="show the version and exit",
+        )
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
         print(f"{parser.prog} {version()}")
@@ -586,7 +602,7 @@ async def conformance_server(
         server = McpServer(config, catalogue, authenticate=anonymous())
         return server, no_notes, nothing_to_close
     from ..product.secretbox import KEY_FILE_ENV
-    from .product_server import connect_replicas, file_key_ring
+    from .replicas import file_key_ring, shared_state
 
     path = key_file or os.environ.get(KEY_FILE_ENV)
     if not path:
@@ -594,9 +610,8 @@ async def conformance_server(
             "Conformance replicas that share state on Redis must share one signing key: pass "
             "--secret-key-file (or set SP00KY_MCP_SECRET_KEY_FILE)."
         )
-    shared = await connect_replicas(config, path, None, chosen)
-    assert shared is not None
     keys = file_key_ring(Path(path))
+    shared = await shared_state(chosen, config.limits)
     ports = Ports(shared.sessions, shared.events, shared.bus, shared.quotas, keys)
     server = McpServer(
         config,

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import orjson
 
@@ -25,13 +25,24 @@ class CliError(Exception):
 
 def http_url(text: str) -> str:
     url = text.strip()
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or not plain(url):
+    parts = split_url(url)
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise argparse.ArgumentTypeError(
             f"'{shown(text)}' is not an absolute http(s) URL, such as "
             "https://mcp.example.com/v1/mcp."
         )
     return url
+
+
+def split_url(url: str) -> SplitResult | None:
+    """`url`'s parts; None for one holding a space or a control character, or one urlsplit
+    cannot split (a bracket that opens no IPv6 address)."""
+    if not plain(url):
+        return None
+    try:
+        return urlsplit(url)
+    except ValueError:
+        return None
 
 
 def plain(text: str) -> bool:

@@ -4,32 +4,21 @@ other replicas on Redis, and what to tell whoever started it."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import anyio
 import anyio.abc
 
 from ..engine.config import ServerConfig
-from ..engine.keys import KeyRing
 from ..engine.server import McpServer
 from ..product import scopes
 from ..product.accounts import DEFAULT_TOKEN_DAYS, AccountError, User, default_email
 from ..product.app import Product, build_product
-from ..product.secretbox import KEY_FILE_ENV, KeyFileError, load_box
-from ..product.shared import SharedState, SharedStateError, connect_shared, redis_url
-from ..product.signing import FileKeyRing
+from ..product.secretbox import KEY_FILE_ENV
+from ..product.shared import SharedState, redis_url
 from ..product.store import Store, StoreError, database_url, default_data_dir, open_store
 from . import editors
 from .common import CliError, Closer, Notes
-
-
-def file_key_ring(path: Path) -> KeyRing:
-    """The signing keys of the key file at `path` (made there by the first replica)."""
-    try:
-        box = load_box(path.expanduser(), ())
-    except KeyFileError as exc:
-        raise CliError(str(exc)) from None
-    return FileKeyRing(lambda: box)
+from .replicas import shared_state
 
 
 async def close_all(store: Store, shared: SharedState | None) -> None:
@@ -54,10 +43,7 @@ async def connect_replicas(
             "--secret-key-file (or set SP00KY_MCP_SECRET_KEY_FILE) to a copy of the same key "
             "file on every replica."
         )
-    try:
-        return await connect_shared(chosen, config.limits)
-    except SharedStateError as exc:
-        raise CliError(str(exc)) from None
+    return await shared_state(chosen, config.limits)
 
 
 def store_flags(config: ServerConfig, url: str | None) -> str:

@@ -19,6 +19,10 @@ RESOURCE_NOT_FOUND = -32002
 HEADER_MISMATCH = -32020
 MISSING_CAPABILITY = -32021
 UNSUPPORTED_VERSION = -32022
+# A request refused by the token's rate limit (or its authentication) where no HTTP status can
+# say so (a batch's slot, stdio): JSON-RPC 2.0 section 5.1 leaves -32000 to -32099 to the
+# implementation for server errors.
+REFUSED = -32000
 
 
 class HttpError(Exception):

@@ -27,6 +27,7 @@ from .errors import (
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     MISSING_CAPABILITY,
+    REFUSED,
     HttpError,
     JsonRpcError,
     SharedStateUnavailable,
@@ -71,9 +72,6 @@ INTERNAL = JsonRpcError(
     INTERNAL_ERROR, "Internal error: the server could not complete the request."
 )
 LISTEN = "subscriptions/listen"
-# A batched request refused by the token's rate limit (or its authentication): JSON-RPC 2.0
-# section 5.1 leaves -32000 to -32099 to the implementation for server errors.
-REFUSED = -32000
 # Long-lived streams (GET streams, resumptions, subscriptions/listen) each hold a connection;
 # one token may hold this many at once, so that it cannot take every connection slot.
 MAX_STREAMS_PER_TOKEN = 16

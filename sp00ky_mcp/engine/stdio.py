@@ -22,7 +22,7 @@ import orjson
 
 from . import jsonrpc, transport
 from .context import CallContext, Principal, progress_token_of
-from .errors import INTERNAL_ERROR, INVALID_REQUEST, HttpError, JsonRpcError
+from .errors import INTERNAL_ERROR, INVALID_REQUEST, REFUSED, HttpError, JsonRpcError
 from .protocol import Engine
 from .runtime import Waiter, answer_of
 from .sessions import Session, SessionEvent
@@ -81,8 +81,9 @@ class StdioServer:
         self.session = Session("stdio", None, negotiate(None), {}, None, 0.0)
         self.peer = StdioPeer(self)
         self._writing = anyio.Lock()
-        # The requests being answered, by id; None until the request's task has started.
-        self._running: dict[Any, anyio.CancelScope | None] = {}
+        # The requests being answered, by id: each one's scope, made when it is taken (a
+        # cancellation may come before its task starts).
+        self._running: dict[Any, anyio.CancelScope] = {}
         self._asked: dict[str, Waiter] = {}
         self._numbers = itertools.count(1)
         self.closed = False
@@ -140,8 +141,8 @@ class StdioServer:
                 await self.send(jsonrpc.encode_error(message.id, refusal))
             else:
                 self._answering += 1  # counted now: its task may start after the next line
-                self._running[message.id] = None
-                tasks.start_soon(self._answer, message)
+                scope = self._running[message.id] = anyio.CancelScope()
+                tasks.start_soon(self._answer, message, scope)
         elif isinstance(message, jsonrpc.Invalid):
             await self.send(jsonrpc.encode_error(message.id, message.error))
         elif isinstance(message, jsonrpc.Response):
@@ -164,7 +165,9 @@ class StdioServer:
         if message.method == "initialize":
             if self._initialized:
                 return AGAIN
+            # Taken now, so that a request sent right behind it sees the session it makes.
             self._initialized = True
+            self._initialize(message.params)
         elif not self._initialized and message.method != "ping":
             return NOT_YET
         return None
@@ -178,10 +181,9 @@ class StdioServer:
         if scope is not None:
             scope.cancel()
 
-    async def _answer(self, message: jsonrpc.Request) -> None:
+    async def _answer(self, message: jsonrpc.Request, scope: anyio.CancelScope) -> None:
         try:
-            with anyio.CancelScope() as scope:
-                self._running[message.id] = scope
+            with scope:
                 try:
                     body = await self._answered(message)
                 finally:
@@ -192,16 +194,13 @@ class StdioServer:
         # A cancelled request gets no response (basic/utilities/cancellation).
 
     async def _answered(self, message: jsonrpc.Request) -> bytes:
-        """The boundary: exactly one JSON-RPC response, whatever the handler does."""
+        """The boundary: exactly one JSON-RPC response, whatever the handler does.  An
+        initialize that fails leaves the session new, to be initialized again (lifecycle)."""
+        succeeded = False
         try:
-            ctx = self._context(message, await self.authenticate())
-            if message.method == "initialize":
-                self._initialize(message.params)
-            result = await self.engine.call(message.method, message.params, ctx)
-            return orjson.dumps(
-                {"jsonrpc": "2.0", "id": message.id, "result": result},
-                default=self.engine.encode_default(ctx),
-            )
+            body = await self._result(message)
+            succeeded = True
+            return body
         except JsonRpcError as exc:
             return jsonrpc.encode_error(message.id, exc)
         except HttpError as exc:  # the token refused: said as the request's error
@@ -209,6 +208,17 @@ class StdioServer:
         except Exception:
             log.exception("unhandled error in %s", message.method)
             return jsonrpc.encode_error(message.id, INTERNAL)
+        finally:
+            if not succeeded and message.method == "initialize":
+                self._initialized = False
+
+    async def _result(self, message: jsonrpc.Request) -> bytes:
+        ctx = self._context(message, await self.authenticate())
+        result = await self.engine.call(message.method, message.params, ctx)
+        return orjson.dumps(
+            {"jsonrpc": "2.0", "id": message.id, "result": result},
+            default=self.engine.encode_default(ctx),
+        )
 
     def _initialize(self, params: dict[str, Any]) -> None:
         session = self.session
@@ -233,10 +243,13 @@ class StdioServer:
 
 
 def _refused(exc: HttpError) -> JsonRpcError:
-    """A refusal of the token (rate limit, revoked, store away) as a request's error: with no
-    HTTP header to carry it, the wait goes in the message and in `data.retryAfter`."""
+    """A refusal of the token (rate limit, revoked, store away) as a request's error, coded
+    as a batch's refused slot is over HTTP: with no header to carry it, the wait goes in the
+    message and in `data.retryAfter`."""
+    code = exc.rpc_code or REFUSED
     retry = dict(exc.headers).get("retry-after")
     if retry is None:
-        return JsonRpcError(INVALID_REQUEST, exc.message)
-    message = f"{exc.message.rstrip('.')} (here: {retry} seconds)."
-    return JsonRpcError(INVALID_REQUEST, message, {"retryAfter": int(retry)})
+        return JsonRpcError(code, exc.message)
+    seconds = int(retry)
+    wait = f"{seconds} second{'' if seconds == 1 else 's'}"
+    return JsonRpcError(code, f"{exc.message.rstrip('.')} ({wait}).", {"retryAfter": seconds})

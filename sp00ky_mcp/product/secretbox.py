@@ -145,7 +145,9 @@ def read_keys(path: Path) -> list[Key]:
     try:
         # A symlink is followed (mounted secrets are often links); the file it reaches is what
         # is checked, through the open descriptor, so it cannot be swapped in between.
-        fd = os.open(path, os.O_RDONLY)
+        # Not blocking: a named pipe with no writer would wait for one for ever; it is refused
+        # as not a regular file instead.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         raise KeyFileError(
             f"Cannot read the secret key file {path}: {exc.strerror}; make it a regular "
