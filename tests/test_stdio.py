@@ -254,12 +254,18 @@ async def test_before_initialize_only_a_ping_is_answered() -> None:
     async def lines() -> AsyncIterator[bytes]:
         yield rpc(1, "tools/list")
         yield rpc(2, "ping")
+        yield rpc(3, "server/discover")  # a stateless-era probe: not served here at all
 
     with anyio.fail_after(10):
         await exchange.server.serve(lines())
-    assert exchange.written == [
+    assert sorted(exchange.written, key=lambda m: m["id"]) == [
         {"jsonrpc": "2.0", "id": 1, "error": {"code": -32600, "message": NOT_YET.message}},
         {"jsonrpc": "2.0", "id": 2, "result": {}},
+        {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "error": {"code": -32601, "message": "Method not found: 'server/discover'."},
+        },
     ]
 
 

@@ -23,7 +23,7 @@ import orjson
 from . import jsonrpc, transport
 from .context import CallContext, Principal, progress_token_of
 from .errors import INTERNAL_ERROR, INVALID_REQUEST, REFUSED, HttpError, JsonRpcError
-from .protocol import Engine
+from .protocol import METHODS, Engine
 from .runtime import Waiter, answer_of
 from .sessions import Session, SessionEvent
 from .versions import Era, negotiate
@@ -168,7 +168,7 @@ class StdioServer:
             # Taken now, so that a request sent right behind it sees the session it makes.
             self._initialized = True
             self._initialize(message.params)
-        elif not self._initialized and message.method != "ping":
+        elif not self._initialized and message.method != "ping" and _served(message.method):
             return NOT_YET
         return None
 
@@ -253,3 +253,10 @@ def _refused(exc: HttpError) -> JsonRpcError:
     seconds = int(retry)
     wait = f"{seconds} second{'' if seconds == 1 else 's'}"
     return JsonRpcError(code, f"{exc.message.rstrip('.')} ({wait}).", {"retryAfter": seconds})
+
+
+def _served(method: str) -> bool:
+    """Whether the session serves `method` once initialized; one it never serves (a probe
+    such as the stateless era's server/discover) is answered -32601 at any time."""
+    spec = METHODS.get(method)
+    return spec is not None and Era.HANDSHAKE in spec.eras
