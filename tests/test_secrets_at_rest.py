@@ -10,6 +10,7 @@ import logging
 import os
 import sqlite3
 import stat
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -281,25 +282,6 @@ def test_a_key_file_that_is_a_named_pipe_is_refused_at_once(tmp_path: Path) -> N
     assert str(refused.value) == f"The secret key file {pipe} is not a regular file; pass a file."
 
 
-async def test_a_key_file_that_is_a_directory_is_refused_by_serve_before_it_listens(
-    tmp_path: Path,
-) -> None:
-    """A directory opens like a file and fails only when read; it was once reported as a
-    port that could not be bound."""
-    key_dir = tmp_path / "keys"
-    key_dir.mkdir()
-    config = ServerConfig(port=0, data_dir=str(tmp_path / "data"))
-    args = argparse.Namespace(
-        user=None, secret_key_file=str(key_dir), database_url=None, redis_url=None, worker=False
-    )
-    started: list[McpServer] = []
-    with pytest.raises(CliError) as refused:
-        await run_server(config, args, started)
-    refusal = f"The secret key file {key_dir} is not a regular file; pass a file."
-    assert str(refused.value) == refusal
-    assert started == []
-
-
 async def test_a_missing_key_file_is_refused_while_the_store_holds_secrets(
     sqlite_product: ProductEnv, tmp_path: Path
 ) -> None:
@@ -520,12 +502,25 @@ def test_the_cli_keeps_the_key_where_secret_key_file_says(
     )
 
 
-async def test_serve_refuses_a_key_file_other_users_can_read_before_it_listens(
-    tmp_path: Path,
+def readable_by_others(path: Path) -> str:
+    create_keys(path, [Key.new()])
+    path.chmod(0o604)
+    return f"can be read by other users (mode 0604); run `chmod 600 {path}`."
+
+
+def a_directory(path: Path) -> str:
+    # It opens like a file and fails only when read; it was once reported as a port that
+    # could not be bound.
+    path.mkdir()
+    return "is not a regular file; pass a file."
+
+
+@pytest.mark.parametrize("make", [readable_by_others, a_directory])
+async def test_serve_refuses_a_key_file_it_cannot_use_before_it_listens(
+    tmp_path: Path, make: Callable[[Path], str]
 ) -> None:
     key_file = tmp_path / "prod.key"
-    create_keys(key_file, [Key.new()])
-    key_file.chmod(0o604)
+    why = make(key_file)
     config = ServerConfig(port=0, data_dir=str(tmp_path / "data"))
     args = argparse.Namespace(
         user=None, secret_key_file=str(key_file), database_url=None, redis_url=None, worker=False
@@ -533,8 +528,5 @@ async def test_serve_refuses_a_key_file_other_users_can_read_before_it_listens(
     started: list[McpServer] = []
     with pytest.raises(CliError) as refused:
         await run_server(config, args, started)
-    assert str(refused.value) == (
-        f"The secret key file {key_file} can be read by other users (mode 0604); "
-        f"run `chmod 600 {key_file}`."
-    )
+    assert str(refused.value) == f"The secret key file {key_file} {why}"
     assert started == []

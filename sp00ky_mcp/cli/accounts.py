@@ -366,22 +366,38 @@ def cmd_tokens(args: argparse.Namespace) -> int:
         return [token_row(r, now) for r in await accounts.list_tokens(user)]
 
     rows, user = with_existing_accounts(args, listed)
-    if args.json:
-        emit_json(rows)
-        return 0
-    if not rows:
-        say(f"No MCP tokens for {user.email}; mint one with `spky mcp token`.")
-        return 0
-    say(
+    header = (
         f"{'ID':<21} {'NAME':<20} {'TOKEN':<19} {'STATUS':<8} {'EXPIRES':<21} "
         f"{'LAST USED':<21} SCOPES"
     )
-    for row in rows:
-        say(
-            f"{row['id']:<21} {row['name'][:20]:<20} {row['token']:<19} {row['status']:<8} "
-            f"{row['expires_at'] or 'never':<21} {row['last_used_at'] or '-':<21} "
-            f"{','.join(row['scopes'])}"
-        )
+    empty = f"No MCP tokens for {user.email}; mint one with `spky mcp token`."
+    return show_rows(args, rows, empty, header, token_line)
+
+
+def token_line(row: dict[str, Any]) -> str:
+    return (
+        f"{row['id']:<21} {row['name'][:20]:<20} {row['token']:<19} {row['status']:<8} "
+        f"{row['expires_at'] or 'never':<21} {row['last_used_at'] or '-':<21} "
+        f"{','.join(row['scopes'])}"
+    )
+
+
+def show_rows(
+    args: argparse.Namespace,
+    rows: list[dict[str, Any]],
+    empty: str,
+    header: str,
+    line: Callable[[dict[str, Any]], str],
+) -> int:
+    """Rows as JSON with --json, else a table (or the sentence for none)."""
+    if args.json:
+        emit_json(rows)
+    elif not rows:
+        say(empty)
+    else:
+        say(header)
+        for row in rows:
+            say(line(row))
     return 0
 
 
@@ -423,20 +439,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return [audit_row(entry, names) for entry in entries]
 
     rows, user = with_existing_accounts(args, read)
-    if args.json:
-        emit_json(rows)
-        return 0
-    if not rows:
-        say(f"No audit records for {user.email} yet.")
-        return 0
-    say(f"{'AT':<21} {'TOKEN':<20} {'TOOL':<24} {'OUTCOME':<9} {'MS':>9}  TENANT")
-    for row in rows:
-        say(
-            f"{row['at']:<21} {(row['token_name'] or row['token_id'])[:20]:<20} "
-            f"{row['tool'][:24]:<24} {row['outcome']:<9} {row['duration_ms']:>9.1f}  "
-            f"{row['tenant_id'] or '-'}"
-        )
-    return 0
+    header = f"{'AT':<21} {'TOKEN':<20} {'TOOL':<24} {'OUTCOME':<9} {'MS':>9}  TENANT"
+    return show_rows(args, rows, f"No audit records for {user.email} yet.", header, audit_line)
+
+
+def audit_line(row: dict[str, Any]) -> str:
+    return (
+        f"{row['at']:<21} {(row['token_name'] or row['token_id'])[:20]:<20} "
+        f"{row['tool'][:24]:<24} {row['outcome']:<9} {row['duration_ms']:>9.1f}  "
+        f"{row['tenant_id'] or '-'}"
+    )
 
 
 def cmd_invitations(args: argparse.Namespace) -> int:
