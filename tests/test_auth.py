@@ -497,6 +497,16 @@ async def test_the_request_past_the_burst_gets_429_with_retry_after(
         assert (await product.rpc(calm, "tools/list")).status_code == 200
 
 
+async def test_a_rate_near_zero_names_a_wait_of_at_most_a_day(store: Store, tmp_path: Path) -> None:
+    """The wait was once infinite, and a 500 for every refusal."""
+    limits = Limits(rate_per_minute=1e-300, rate_burst=1)
+    async with product_server(store, tmp_path, limits) as product:
+        secret = await product.token(await product.user())
+        assert (await product.rpc(secret, "tools/list")).status_code == 200
+        reply = await product.rpc(secret, "tools/list")
+        assert (reply.status_code, reply.headers["retry-after"]) == (429, "86400")
+
+
 async def test_the_bucket_refills_at_the_configured_rate(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,6 +4,7 @@ traceback, and a refused `spky mcp token` leaves no token (nor store) behind."""
 
 from __future__ import annotations
 
+import errno
 import importlib.metadata
 import os
 import re
@@ -21,6 +22,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from sp00ky_mcp.cli import workers
 from sp00ky_mcp.cli.commands import build_parser, config_from, main
 from sp00ky_mcp.product import tokens
 
@@ -90,6 +92,72 @@ def test_serve_on_a_port_in_use_says_so_in_one_line(tmp_path: Path, busy_port: i
     assert done.stderr == (
         f"spky: Port {busy_port} on 127.0.0.1 is already in use; stop the other server or "
         "pass --port.\n"
+    )
+
+
+def test_a_metrics_port_in_use_says_so_in_one_line(tmp_path: Path, busy_port: int) -> None:
+    argv = [*PYTHON_M, "mcp", "serve", "--port", "0", "--metrics-port", str(busy_port)]
+    done = subprocess.run(
+        [*argv, "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=PROCESS_BOUND
+    )
+    assert (done.returncode, done.stderr) == (
+        1,
+        f"spky: The metrics port {busy_port} on 127.0.0.1 is already in use; pass another "
+        "--metrics-port.\n",
+    )
+
+
+def test_a_metrics_port_that_is_the_servers_own_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["mcp", "serve", "--port", "8800", "--metrics-port", "8800"]) == 1
+    assert capsys.readouterr() == (
+        "",
+        "spky: --metrics-port is the port the server itself listens on; pass another.\n",
+    )
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "127.attacker.example"])
+def test_the_conformance_profile_binds_only_a_loopback_address(
+    capsys: pytest.CaptureFixture[str], host: str
+) -> None:
+    """It has no authentication; a name that merely starts with "127." once passed."""
+    status = main(["mcp", "serve", "--profile", "conformance", "--host", host, "--port", "0"])
+    assert status == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "spky: The conformance profile has no authentication, so it only binds a loopback "
+        "address; drop --host or use 127.0.0.1."
+    )
+
+
+def test_with_json_logs_the_plain_http_warning_is_a_json_line(tmp_path: Path) -> None:
+    argv = [*PYTHON_M, "mcp", "serve", "--host", "0.0.0.0", "--port", "0", "--log-format", "json"]
+    in_the_way = tmp_path / "file"
+    in_the_way.write_text("")  # a data directory that is a file: it stops at once
+    done = subprocess.run(
+        [*argv, "--data-dir", str(in_the_way)],
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_BOUND,
+    )
+    first = orjson.loads(done.stderr.splitlines()[0])
+    assert (first["kind"], first["level"]) == ("log", "warning")
+    assert first["message"].startswith("0.0.0.0 is reachable from other machines")
+
+
+def test_workers_refuse_a_port_another_server_listens_on(busy_port: int) -> None:
+    """SO_REUSEPORT alone would share it with that server, connection by connection."""
+    with pytest.raises(OSError) as refused:
+        workers.reserve_port("127.0.0.1", busy_port)
+    assert refused.value.errno == errno.EADDRINUSE
+
+
+@pytest.mark.parametrize("port", ["²", "٣"])
+def test_serve_refuses_a_port_in_digits_other_than_ascii(
+    capsys: pytest.CaptureFixture[str], port: str
+) -> None:
+    assert usage_error(capsys, "mcp", "serve", f"--port={port}") == (
+        f"spky mcp serve: error: argument --port: '{port}' is not a TCP port; use 0 to 65535."
     )
 
 

@@ -5,6 +5,7 @@ value is refused with a sentence naming where it came from."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,88 @@ def test_a_file_that_is_not_toml_is_refused(
     config.write_text("port = = 1\n")
     status, _, err = serve(capsys, "--config", str(config), "--print-config")
     assert status == 1 and err.startswith(f"spky: The config file {config} is not valid TOML: ")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "oauth"),
+    [("SP00KY_MCP_OAUTH", "false", "false"), ("SP00KY_MCP_OAUTH", "0", "false")],
+)
+def test_a_setting_a_no_flag_turns_off_is_read_as_true_or_false(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+    oauth: str,
+) -> None:
+    """`--no-oauth`'s setting is `oauth`; "false" was once kept as a string, which is true."""
+    monkeypatch.setenv(variable, value)
+    _, out, _ = serve(capsys, "--print-config")
+    assert settings_of(out)["oauth"] == oauth
+
+
+def test_what_print_config_prints_is_a_config_file_that_gives_the_same(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    _, printed, _ = serve(capsys, "--no-oauth", "--port", "9001", "--metrics", "--print-config")
+    config = tmp_path / "printed.toml"
+    config.write_text(printed)
+    status, again, err = serve(capsys, "--config", str(config), "--print-config")
+    assert (status, err, again) == (0, "", printed)
+
+
+def test_an_abbreviated_flag_is_refused_rather_than_lose_to_the_environment(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SP00KY_MCP_LOG_LEVEL", "error")
+    with pytest.raises(SystemExit) as exited:
+        serve(capsys, "--log-l", "debug", "--print-config")
+    assert exited.value.code == 2
+    assert "unrecognized arguments: --log-l debug" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("given", "shown"),
+    [
+        (
+            "postgresql://u@db/x?password=S3CRET&sslmode=require",
+            '"postgresql://u@db/x?password=***&sslmode=require"',
+        ),
+        ("redis://h:6379/0?password=R3DIS", '"redis://h:6379/0?password=***"'),
+        ("redis://:R3DIS@[::1/0", '"redis://***"'),  # cannot be split: nothing of it shown
+        ("postgresql://u:S3CRET@127.0.0.1:99999/x", '"postgresql://***"'),
+    ],
+)
+def test_passwords_anywhere_in_a_url_are_masked_when_printed(
+    capsys: pytest.CaptureFixture[str], given: str, shown: str
+) -> None:
+    setting = "database-url" if given.startswith("postgresql") else "redis-url"
+    _, out, _ = serve(capsys, f"--{setting}", given, "--print-config")
+    assert f"{setting} = {shown}" in out.splitlines()
+    assert "S3CRET" not in out and "R3DIS" not in out
+
+
+def test_control_characters_in_a_printed_setting_are_escaped(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SP00KY_MCP_USER", "x\nport = 1\x1b[2J")
+    _, out, _ = serve(capsys, "--print-config")
+    assert settings_of(out)["user"] == '"x\\nport = 1\\u001b[2J"'
+    assert "port = 1\n" not in out
+
+
+@pytest.mark.parametrize("kind", ["fifo", "not utf-8"])
+def test_a_config_file_that_cannot_be_read_as_toml_is_refused_in_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, kind: str
+) -> None:
+    config = tmp_path / "sp00ky-mcp.toml"
+    if kind == "fifo":
+        os.mkfifo(config)  # once waited on for ever
+        said = f"spky: The config file {config} is not a regular file; pass a file.\n"
+    else:
+        config.write_bytes(b"port = 1\n\xff = 2\n")
+        said = f"spky: The config file {config} is not valid TOML: "
+    status, out, err = serve(capsys, "--config", str(config), "--print-config")
+    assert (status, out) == (1, "") and err.startswith(said)
 
 
 @pytest.mark.parametrize(

@@ -7,13 +7,23 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
+from sp00ky_mcp.cli import workers
 from sp00ky_mcp.cli.commands import main
-from tests.faults_support import PYTHON_M, children, mint_token, run_to_exit, served
+from tests.faults_support import (
+    PROCESS_BOUND,
+    PYTHON_M,
+    children,
+    mint_token,
+    run_to_exit,
+    served,
+)
 from tests.wire import initialize_body, modern_headers, modern_meta, token_headers
 
 
@@ -92,3 +102,26 @@ def test_replicas_on_postgresql_without_a_configured_key_are_refused(
         "--secret-key-file (or set SP00KY_MCP_SECRET_KEY_FILE) to a copy of the same key file "
         "on every replica.\n"
     )
+
+
+# A worker that says it listens, then ignores SIGTERM (as one stopped or stuck would).
+DEAF_WORKER = (
+    "import signal, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "print('sp00ky-mcp listening on http://127.0.0.1:1/v1/mcp', flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+@pytest.mark.anyio
+async def test_a_worker_that_ignores_the_stop_is_killed_once_the_grace_is_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The supervisor's stop once waited for such a worker for ever."""
+    monkeypatch.setattr(workers, "STOP_GRACE", 0.1)
+    supervisor = workers.Supervisor([sys.executable, "-c", DEAF_WORKER], 1)
+    with anyio.fail_after(PROCESS_BOUND):
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(supervisor.run)
+            supervisor.stop()
+    assert supervisor.stopping and not supervisor.failed

@@ -33,7 +33,6 @@ from ..engine.forwarded import network_text
 from ..engine.ops import JsonFormatter
 from ..engine.ports import Ports
 from ..engine.server import McpServer, anonymous
-from ..engine.transport import LOOPBACK_HOSTS
 from ..product import narrowing
 from ..product.shared import redis_url
 from ..product.tokens import DEFAULT_TOKEN_DAYS
@@ -57,7 +56,7 @@ DEFAULTS = Limits()
 
 
 def tcp_port(text: str) -> int:
-    if not text.strip().isdigit() or int(text) > 65535:
+    if not _digits(text) or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"'{text}' is not a TCP port; use 0 to 65535.")
     return int(text)
 
@@ -125,13 +124,19 @@ def positive_number(text: str) -> float:
 
 
 def positive_count(text: str) -> int:
-    if not text.strip().isdigit() or int(text) == 0:
+    if not _digits(text) or int(text) == 0:
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number above 0.")
     return int(text)
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: `isdigit` also takes "²" (which int refuses) and "٣" (which it reads
+    as 3)."""
+    return text.strip().isascii() and text.strip().isdigit()
+
+
 def count(text: str) -> int:
-    if not text.strip().isascii() or not text.strip().isdigit():
+    if not _digits(text):
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number (0 or more).")
     return int(text)
 
@@ -432,7 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     mcp = top.add_parser("mcp", help="the Sp00ky MCP server and its tokens")
     mcp.set_defaults(help_of=mcp)
     commands = mcp.add_subparsers(dest="command")
-    serve = commands.add_parser("serve", help="run the MCP server")
+    # No abbreviated flags: a setting given as a flag must be recognised as given, so that
+    # it wins over the environment and the config file (see `settings`).
+    serve = commands.add_parser("serve", help="run the MCP server", allow_abbrev=False)
     add_serve_arguments(serve)
     serve.set_defaults(settings_of=serve)
     add_token_arguments(commands.add_parser("token", help="mint an MCP token"))
@@ -578,7 +585,7 @@ async def build_server(
     """The server, what to tell the person who started it once it listens, and what to close
     once it stopped (its store, its link to the shared state)."""
     if config.profile == "conformance":
-        if config.host not in LOOPBACK_HOSTS and not config.host.startswith("127."):
+        if not loopback(config.host):
             raise CliError(
                 "The conformance profile has no authentication, so it only binds a "
                 "loopback address; drop --host or use 127.0.0.1."
@@ -682,6 +689,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError(
             "--otel needs OpenTelemetry: pip install 'sp00ky-mcp[otel]', or leave out --otel."
         )
+    if config.metrics_port and config.metrics_port == config.port:
+        raise CliError("--metrics-port is the port the server itself listens on; pass another.")
     set_up_logging(config)
     options = {"use_uvloop": _uvloop_wanted(args.loop)}
     if args.workers > 1:
@@ -695,9 +704,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         failure = bind_failure(exc)
         # Only a failure to bind (the port is still unknown) is the user's to fix; anything
         # later is a fault, and keeps its traceback.
-        if (started and started[0].port is not None) or failure is None:
+        if failure is None:
             raise
-        raise CliError(listen_refusal(config, failure)) from None
+        if not started or started[0].port is None:
+            raise CliError(listen_refusal(config, failure)) from None
+        if config.metrics_port is not None and started[0].metrics_port is None:
+            raise CliError(metrics_refusal(config, failure)) from None
+        raise
     return 0
 
 
@@ -772,11 +785,14 @@ def warn_plain_http(config: ServerConfig) -> None:
     """Bearer tokens cross the network in the clear unless a TLS proxy fronts the server."""
     https = (config.public_url or "").lower().startswith("https://")
     if not loopback(config.host) and not https:
-        print(
-            f"spky: warning: {config.host} is reachable from other machines and this server "
-            "speaks plain HTTP; put it behind a TLS proxy and pass --public-url https://….",
-            file=sys.stderr,
+        warning = (
+            f"{config.host} is reachable from other machines and this server speaks plain "
+            "HTTP; put it behind a TLS proxy and pass --public-url https://…."
         )
+        if config.log_format == "json":  # every line of standard error is then JSON
+            logging.getLogger("sp00ky_mcp.serve").warning(warning)
+        else:
+            print(f"spky: warning: {warning}", file=sys.stderr)
 
 
 def bind_failure(exc: BaseException) -> OSError | None:
@@ -786,6 +802,14 @@ def bind_failure(exc: BaseException) -> OSError | None:
     if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         return bind_failure(exc.exceptions[0])
     return None
+
+
+def metrics_refusal(config: ServerConfig, failure: OSError) -> str:
+    where = f"{config.metrics_port} on 127.0.0.1"
+    if failure.errno == errno.EADDRINUSE:
+        return f"The metrics port {where} is already in use; pass another --metrics-port."
+    reason = failure.strerror or str(failure)
+    return f"Cannot listen for metrics on port {where}: {reason}; pass another --metrics-port."
 
 
 def listen_refusal(config: ServerConfig, failure: OSError) -> str:
@@ -876,7 +900,9 @@ def reader_gone() -> int:
 
 
 def serve_main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sp00ky-mcp", description="Run the Sp00ky MCP server.")
+    parser = argparse.ArgumentParser(
+        prog="sp00ky-mcp", description="Run the Sp00ky MCP server.", allow_abbrev=False
+    )
     add_serve_arguments(parser)
     given = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(given)

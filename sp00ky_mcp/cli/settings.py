@@ -9,10 +9,15 @@ with a sentence naming where it came from.
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+
+from ..product.credentials import HIDDEN, shown_url
 
 PREFIX = "SP00KY_MCP_"
 CONFIG_ENV = "SP00KY_MCP_CONFIG"
@@ -70,11 +75,14 @@ def _file(path: str | None, actions: Mapping[str, argparse.Action]) -> dict[str,
     if not path:
         return {}
     try:
+        # A named pipe would be waited on for ever, a device read without end.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise SettingsError(f"The config file {path} is not a regular file; pass a file.")
         with open(path, "rb") as handle:
             table = tomllib.load(handle)
     except OSError as exc:
         raise SettingsError(f"Cannot read the config file {path}: {exc.strerror}.") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SettingsError(f"The config file {path} is not valid TOML: {exc}.") from None
     values: dict[str, Any] = {}
     for key, value in table.items():
@@ -90,8 +98,8 @@ def _file(path: str | None, actions: Mapping[str, argparse.Action]) -> dict[str,
 
 def _checked(action: argparse.Action, value: Any, where: str, from_env: bool) -> Any:
     """The value as its flag would take it, or SettingsError naming `where`."""
-    if isinstance(action, argparse._StoreTrueAction):
-        return _flag(value, where)
+    if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
+        return _flag(value, where)  # the setting's own value: `oauth = false` for --no-oauth
     if isinstance(action, argparse._AppendAction):
         items = value.split(",") if from_env and isinstance(value, str) else value
         items = [items] if isinstance(items, str) else items
@@ -138,10 +146,7 @@ def printed(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
 
 def _masked(value: Any) -> Any:
     if isinstance(value, str) and "://" in value:
-        parts = urlsplit(value)
-        if parts.password:
-            netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-            return urlunsplit(parts._replace(netloc=netloc))
+        return shown_url(value, mask=HIDDEN)
     return value
 
 
@@ -152,8 +157,9 @@ def _toml(value: Any) -> str:
         return repr(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml(item) for item in value) + "]"
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
+    # A JSON string is a TOML basic string: quotes, backslashes and control characters
+    # escaped, so no value can break its line or act on the terminal.
+    return orjson.dumps(str(value)).decode()
 
 
 __all__ = ["SettingsError", "layered", "printed"]

@@ -28,12 +28,21 @@ SHUTTING_DOWN = "sp00ky-mcp shutting down"
 # would only die again (a bad configuration, a store that refuses it).
 EARLY_DEATH = 5.0
 RESTART_PAUSE = 1.0
+# How long workers asked to stop may take (their own graceful stop drains requests and
+# streams) before they are killed; a second signal kills them at once.
+STOP_GRACE = 30.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
     """A socket bound to (host, port) with SO_REUSEPORT and not listening: it keeps the port
-    for the workers, which bind it the same way, and receives no connection itself."""
+    for the workers, which bind it the same way, and receives no connection itself.  A port
+    another server listens on is refused first: SO_REUSEPORT alone would share it with any
+    process of this user (another deployment, or workers left from one), connection by
+    connection."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if port:
+        _check_free(family, host, port)
     holder = socket.socket(family, socket.SOCK_STREAM)
     try:
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -43,6 +52,14 @@ def reserve_port(host: str, port: int) -> socket.socket:
         holder.close()
         raise
     return holder
+
+
+def _check_free(family: socket.AddressFamily, host: str, port: int) -> None:
+    """Raises EADDRINUSE when a socket listens on (host, port): a bind without SO_REUSEPORT
+    (SO_REUSEADDR lets it pass connections still in TIME_WAIT) fails then."""
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
 
 
 def worker_command(argv: Sequence[str], port: int) -> list[str]:
@@ -103,9 +120,25 @@ class Supervisor:
             tasks.cancel_scope.cancel()
 
     async def _all_stopped(self) -> None:
-        while not (self.stopping and not self._processes):
-            self._changed = anyio.Event()
-            await self._changed.wait()
+        while not self.stopping:
+            await self._change()
+        with anyio.move_on_after(STOP_GRACE):
+            while self._processes:
+                await self._change()
+        if self._processes:
+            log.warning("workers still running %.0f s after the stop; killing them", STOP_GRACE)
+            self.kill()
+        while self._processes:
+            await self._change()
+
+    async def _change(self) -> None:
+        self._changed = anyio.Event()
+        await self._changed.wait()
+
+    def kill(self) -> None:
+        for process in list(self._processes):
+            if process.returncode is None:
+                process.kill()
 
     def _stopped(self) -> bool:
         return self.stopping
@@ -120,11 +153,15 @@ class Supervisor:
         self._changed.set()
 
     async def _stop_on_signal(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        """The first signal stops the workers gracefully; another kills them.  SIGHUP (the
+        terminal gone) stops them too, rather than end the supervisor alone and leave them."""
+        with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
             async for _ in signals:
+                if self.stopping:
+                    self.kill()
+                    continue
                 print(SHUTTING_DOWN, flush=True)
                 self.stop()
-                return
 
     async def _keep(self, index: int) -> None:
         """Worker `index`, started again whenever it dies, until the supervisor stops."""

@@ -30,6 +30,8 @@ REALM = 'Bearer realm="sp00ky-mcp"'
 MINT = "mint a new one with `spky mcp token` and re-add it"
 EXACT = "the header must be exactly `Authorization: Bearer mcp_live_…`"
 TOUCH_INTERVAL = 60.0
+# The longest wait a refusal names: a rate set near zero would otherwise make it infinite.
+LONGEST_WAIT = 86400.0
 
 
 class TokenRefused(HttpError):
@@ -196,7 +198,7 @@ class TokenAuthenticator:
                 429,
                 "Too many requests for this token; retry after the number of "
                 "seconds in Retry-After.",
-                (("retry-after", str(math.ceil(wait))),),
+                (("retry-after", str(math.ceil(min(wait, LONGEST_WAIT)))),),
             )
 
     def _touch(self, token_id: str, now: float) -> None:

@@ -16,11 +16,11 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
 from ...engine.errors import SharedStateUnavailable
+from ..credentials import shown_url
 from . import BREAK_SECONDS
 
 try:
@@ -169,10 +169,4 @@ def _pool_exhausted(exc: BaseException) -> bool:
 
 def public_url(url: str) -> str:
     """The URL without its password, for logs and messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    user = f"{parts.username}@" if parts.username else ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}{host}{port}"))
+    return shown_url(url)

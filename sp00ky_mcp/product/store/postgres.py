@@ -27,10 +27,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
+from ..credentials import shown_url
 from ..secretbox import (
     KEY_ID_BYTES,
     SEALED,
@@ -257,13 +257,7 @@ def _rowcount(status: str) -> int:
 
 def public_url(url: str) -> str:
     """`url` without its password, to be shown to people."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    user = parts.username or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}@{host}{port}"))
+    return shown_url(url)
 
 
 class PostgresStore(Store):
