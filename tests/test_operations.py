@@ -10,7 +10,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import httpx
@@ -26,6 +26,7 @@ from sp00ky_mcp.engine.ops import human_record, json_lines
 from sp00ky_mcp.engine.server import McpServer, anonymous
 from sp00ky_mcp.product.shared import connect_shared
 from sp00ky_mcp.product.store import Store
+from sp00ky_mcp.product.store.sqlite import SqliteStore
 from tests.product_support import UNLIMITED, ProductEnv, product_server
 from tests.redis_support import OwnRedis
 from tests.wire import BOTH, initialize_body, open_session
@@ -104,6 +105,30 @@ async def test_readyz_answers_503_naming_the_check_that_fails_and_recovers_with_
         {"status": "unavailable", "checks": {"redis": "unavailable", "store": "ok"}},
     )
     assert back.status_code == 200
+
+
+def take_away(database: Path, change: str) -> None:
+    database.unlink()
+    if change == "replaced":
+        database.write_bytes(b"")
+
+
+@pytest.mark.parametrize("change", ["removed", "replaced"])
+async def test_readyz_answers_503_once_the_database_file_is_removed_or_replaced(
+    tmp_path: Path, sqlite_store: Store, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """Writes to a file no longer at its path would be lost to the next start."""
+    monkeypatch.setattr("sp00ky_mcp.engine.ops.READY_REUSE_SECONDS", 0.0)
+    database = Path(cast(SqliteStore, sqlite_store).path)
+    async with product_server(sqlite_store, tmp_path) as env:
+        ready = await env.http.get(root(env.server) + "/readyz")
+        take_away(database, change)
+        gone = await env.http.get(root(env.server) + "/readyz")
+    assert ready.status_code == 200
+    assert (gone.status_code, gone.json()) == (
+        503,
+        {"status": "unavailable", "checks": {"store": "unavailable"}},
+    )
 
 
 class Heard(logging.Handler):

@@ -211,7 +211,7 @@ def _sign_in(
 
 def _checks(store: Store, shared: SharedState | None) -> dict[str, Check]:
     """What the server is ready only while it answers: the store, and Redis when shared."""
-    checks: dict[str, Check] = {"store": store.version}
+    checks: dict[str, Check] = {"store": store.ready}
     if shared is not None:
         checks["redis"] = shared.link.ping
     return checks

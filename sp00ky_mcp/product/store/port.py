@@ -151,6 +151,10 @@ class Store(ABC):
         """Changes whenever what the store holds may have changed, in this process or another
         one: read caches keep values for as long as it stays the same."""
 
+    async def ready(self) -> None:
+        """Returns while the store can serve (readiness), raises StoreError when not."""
+        await self.version()
+
     @abstractmethod
     async def schema_version(self) -> int: ...
 

@@ -272,6 +272,7 @@ class SqliteStore(Store):
             else self._writer
         )
         self._writing = anyio.Lock()
+        self._file = _identity(path) if self._on_disk else None
         self._seen = TurnMemo()
         self.writes = 0
         self._reads = Repos(SqliteDb(self._reader), self.secrets)
@@ -384,6 +385,20 @@ class SqliteStore(Store):
         seen = await self._seen.get(self._read_version)
         return seen, self.writes
 
+    async def ready(self) -> None:
+        """Also, on disk, that the database file it has open is still the one its path names:
+        writes to a file deleted or replaced under a running server would be lost to the next
+        start."""
+        await self.version()
+        if self._file is not None and not await self._reader.call(self._still_there):
+            raise StoreUnavailable(f"The database file {self.path} was removed or replaced.")
+
+    def _still_there(self, db: sqlite3.Connection) -> bool:
+        try:
+            return _identity(self.path) == self._file
+        except OSError:
+            return False
+
     async def _read_version(self) -> int:
         value: int = await self._reader.call(
             lambda db: int(db.execute("SELECT n FROM store_version").fetchone()[0])
@@ -492,6 +507,12 @@ def start_problem(path: str, exc: sqlite3.Error, doing: str) -> str:
     if fault is not None:
         return f"The store at {path} {fault[0]}."
     return f"{doing} the store at {path}: {exc}."
+
+
+def _identity(path: str) -> tuple[int, int]:
+    """Which file `path` names: its device and inode."""
+    info = os.stat(path)
+    return info.st_dev, info.st_ino
 
 
 def _connect(path: str, reader: bool = False) -> sqlite3.Connection:
