@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import itertools
 import logging
 import os
 import re
@@ -570,12 +569,28 @@ def _read_lines(
     lines: asyncio.Queue[bytes],
     wanted: threading.Semaphore,
 ) -> None:
-    for line in itertools.chain(lines_of(sys.stdin.fileno(), limit), [b""]):  # b"": the end
-        wanted.acquire()
-        try:
-            loop.call_soon_threadsafe(lines.put_nowait, line)
-        except RuntimeError:  # the loop has closed: nobody reads on
-            return
+    try:
+        for line in lines_of(sys.stdin.fileno(), limit):
+            if not _hand_over(line, loop, lines, wanted):
+                return
+    except OSError:  # standard input failed (closed under us): as its end, not a hang
+        pass
+    _hand_over(b"", loop, lines, wanted)  # b"": the end
+
+
+def _hand_over(
+    line: bytes,
+    loop: asyncio.AbstractEventLoop,
+    lines: asyncio.Queue[bytes],
+    wanted: threading.Semaphore,
+) -> bool:
+    """`line` to the reader once it wants one; False when the loop has closed."""
+    wanted.acquire()
+    try:
+        loop.call_soon_threadsafe(lines.put_nowait, line)
+    except RuntimeError:  # the loop has closed: nobody reads on
+        return False
+    return True
 
 
 def lines_of(fd: int, limit: int) -> Iterator[bytes]:

@@ -98,3 +98,12 @@ class SharedStateUnavailable(HttpError):
             (("retry-after", "1"),),
             rpc_code=INTERNAL_ERROR,
         )
+
+
+# A request whose id a request of its session still runs under: its cancellation could not
+# tell the two apart (basic/index, "Requests": an id is never reused in a session).
+REUSED_ID = JsonRpcError(
+    INVALID_REQUEST,
+    "Invalid Request: a request with this id is still running in this session; give each "
+    "request an id of its own.",
+)

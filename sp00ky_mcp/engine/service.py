@@ -28,6 +28,7 @@ from .errors import (
     METHOD_NOT_FOUND,
     MISSING_CAPABILITY,
     REFUSED,
+    REUSED_ID,
     HttpError,
     JsonRpcError,
     SharedStateUnavailable,
@@ -132,14 +133,7 @@ def _note_post(facts: RequestFacts, batch: transport.Batch, era: Era) -> None:
 
 
 def _reused(request_id: jsonrpc.RequestId) -> tuple[bytes, int]:
-    """A request whose id a call of its session still runs under: its cancellation could
-    not tell the two apart (basic/index, "Requests": an id is never reused in a session)."""
-    error = JsonRpcError(
-        INVALID_REQUEST,
-        "Invalid Request: a request with this id is still running in this session; "
-        "give each request an id of its own.",
-    )
-    return jsonrpc.encode_error(request_id, error), INVALID_REQUEST
+    return jsonrpc.encode_error(request_id, REUSED_ID), INVALID_REQUEST
 
 
 class McpService:

@@ -22,7 +22,7 @@ import orjson
 
 from . import jsonrpc, transport
 from .context import CallContext, Principal, progress_token_of
-from .errors import INTERNAL_ERROR, INVALID_REQUEST, REFUSED, HttpError, JsonRpcError
+from .errors import INTERNAL_ERROR, INVALID_REQUEST, REFUSED, REUSED_ID, HttpError, JsonRpcError
 from .protocol import METHODS, Engine
 from .runtime import Waiter, answer_of
 from .sessions import Session, SessionEvent
@@ -34,10 +34,7 @@ BUSY = JsonRpcError(
     INVALID_REQUEST,
     "Too many requests at once on this connection; wait for an answer, then send the next.",
 )
-REUSED = JsonRpcError(
-    INVALID_REQUEST,
-    "Invalid Request: a request with this id is still running; give each request an id of its own.",
-)
+REUSED = REUSED_ID
 # Lifecycle ("Initialization"): the client sends initialize first and once; before it only a
 # ping may come.
 NOT_YET = JsonRpcError(INVALID_REQUEST, "Invalid Request: send initialize first.")

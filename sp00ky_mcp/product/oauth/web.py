@@ -420,8 +420,7 @@ class OAuthWeb:
         return client
 
     async def _register(self, request: HttpRequest) -> Response:
-        kind = (request.header("content-type") or "").split(";")[0].strip().lower()
-        if kind != "application/json":
+        if _media_type(request) != "application/json":
             # RFC 7591 section 3.1; and a web page cannot send JSON to another origin without
             # a preflight, only a "simple" text/plain or form body.
             message = "Send the client metadata as application/json."
@@ -465,9 +464,12 @@ def _joined(uri: str, query: str) -> str:
 # --- requests and responses ---------------------------------------------------------------------
 
 
+def _media_type(request: HttpRequest) -> str:
+    return (request.header("content-type") or "").split(";")[0].strip().lower()
+
+
 def _form(request: HttpRequest) -> dict[str, list[str]]:
-    kind = (request.header("content-type") or "").split(";")[0].strip().lower()
-    if kind != FORM:
+    if _media_type(request) != FORM:
         raise OAuthError("invalid_request", f"Send the parameters as {FORM}.")
     try:
         text = request.body.decode("utf-8")

@@ -389,7 +389,7 @@ class SqliteStore(Store):
         """Also, on disk, that the database file it has open is still the one its path names:
         writes to a file deleted or replaced under a running server would be lost to the next
         start."""
-        await self.version()
+        await super().ready()
         if self._file is not None and not await self._reader.call(self._still_there):
             raise StoreUnavailable(f"The database file {self.path} was removed or replaced.")
 
