@@ -23,16 +23,24 @@ from sp00ky_mcp.engine.context import CallContext, Principal
 from sp00ky_mcp.engine.errors import ToolError
 from sp00ky_mcp.engine.versions import Era
 from sp00ky_mcp.product import scopes
-from sp00ky_mcp.product.accounts import AccountError, Accounts, User
+from sp00ky_mcp.product.accounts import AccountError, Accounts, User, arguments_digest
 from sp00ky_mcp.product.cloud import env as env_rules
 from sp00ky_mcp.product.cloud import links, projects, teams
 from sp00ky_mcp.product.cloud.base import CONCURRENT_CLASH, Cloud, Conflict, Tenant
 from sp00ky_mcp.product.store import Busy, Repos, Store
-from sp00ky_mcp.product.store.postgres import port_error
+from sp00ky_mcp.product.store.port import StoreUnavailable
+from sp00ky_mcp.product.store.postgres import UNREACHABLE, port_error
+from sp00ky_mcp.product.store.repos.idempotency import RUNNING, IdempotencyRepo
 from sp00ky_mcp.product.store.sqlite import SqliteStore
-from sp00ky_mcp.product.tools.base import SHOWN_ONCE, STILL_RUNNING, product_tool
+from sp00ky_mcp.product.tools.base import (
+    CHANGED_UNRECORDED,
+    CLAIM_SECONDS,
+    SHOWN_ONCE,
+    STILL_RUNNING,
+    product_tool,
+)
 
-from .product_support import SPECS, ProductEnv
+from .product_support import NOW, SPECS, ProductEnv
 
 pytestmark = pytest.mark.anyio
 
@@ -863,24 +871,25 @@ async def test_an_admin_may_not_cancel_an_owners_invitation(env: ProductEnv) -> 
 # --- an idempotency key runs its call once, even when retried while it runs ----------------
 
 
+@pytest.mark.parametrize("tool", CONFIRMING)
 async def test_a_retry_while_the_first_call_waits_at_its_prompt_changes_nothing(
-    env: ProductEnv,
+    env: ProductEnv, tool: str
 ) -> None:
     team = await Team.create(env)
     await team.furnish()
-    arguments = {**team.arguments("restore_backup"), "idempotency_key": "restore-1"}
+    arguments = {**team.arguments(tool), "idempotency_key": "key-1"}
     retried: list[Any] = []
 
     async def retry_then_confirm(
         ctx: ClientRequestContext, params: types.ElicitRequestParams
     ) -> types.ElicitResult:
-        retried.append(await env.call(team.owner, "restore_backup", arguments))
+        retried.append(await env.call(team.owner, tool, arguments))
         return types.ElicitResult(action="accept", content={"confirm": True})
 
     async with env.sdk(
         team.owner, mode="legacy", elicitation_callback=retry_then_confirm
     ) as client:
-        first = await client.call_tool("restore_backup", arguments)
+        first = await client.call_tool(tool, arguments)
     assert retried == [
         {
             "content": [{"type": "text", "text": STILL_RUNNING}],
@@ -894,10 +903,10 @@ async def test_a_retry_while_the_first_call_waits_at_its_prompt_changes_nothing(
         "retry with the same key once it has finished to get its result."
     )
     assert first.is_error is False
-    assert await env.count("restores") == 1
-    again = await env.ok(team.owner, "restore_backup", arguments)
+    done = await env.snapshot()
+    again = await env.ok(team.owner, tool, arguments)
     assert again == first.structured_content
-    assert await env.count("restores") == 1
+    assert await env.snapshot() == done
 
 
 async def test_a_key_whose_call_failed_runs_the_call_again(env: ProductEnv) -> None:
@@ -911,6 +920,73 @@ async def test_a_key_whose_call_failed_runs_the_call_again(env: ProductEnv) -> N
     created = await env.ok(token, "set_env_var", arguments)
     assert created["created"] is True
     assert await env.ok(token, "set_env_var", arguments) == {**created, "value": SHOWN_ONCE}
+
+
+async def test_a_call_that_made_its_change_but_kept_no_result_is_never_run_again_by_its_key(
+    env: ProductEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token, _ = await env.token_and_project()
+
+    async def unreachable(*_: Any) -> None:
+        raise StoreUnavailable(UNREACHABLE)
+
+    monkeypatch.setattr(IdempotencyRepo, "finish", unreachable)
+    arguments = {"project": "api", "idempotency_key": "deploy-1"}
+    done = await env.ok(token, "deploy", arguments)
+    monkeypatch.undo()
+    retried = await env.error_text(token, "deploy", arguments)
+    env.freeze(NOW + CLAIM_SECONDS + 1)  # long after any claim of a stopped process is taken
+    retried_later = await env.error_text(token, "deploy", arguments)
+    assert done["status"] == "live"
+    assert retried == retried_later == CHANGED_UNRECORDED
+    assert CHANGED_UNRECORDED == (
+        "A call with this idempotency_key already made its change but its result was not "
+        "kept, so this one changed nothing; check the current state before trying again with "
+        "a new key."
+    )
+    assert await env.count("deployments") == 1
+
+
+async def test_a_call_that_failed_after_its_change_leaves_its_key_refusing_retries(
+    env: ProductEnv,
+) -> None:
+    ada = await env.user()
+    token = await env.token(ada)
+    await env.ok(token, "create_project", {"name": "api"})
+    record, _ = await env.accounts.mint(ada, "ci", ("mcp:full",), None)
+    peer = RevokingPeer(lambda: env.accounts.revoke(ada, "ci"))
+    principal = Principal(record.id, ada.id, scopes.expand(record.scopes))
+    ctx = CallContext(Era.MODERN, "2026-07-28", principal, peer, progress_token="p")
+    deploy = product_tool(env.cloud, SPECS["deploy"])
+    arguments = {"project": "api", "idempotency_key": "deploy-1"}
+    with pytest.raises(ToolError) as refused:
+        await deploy.handler(arguments, ctx)
+    retried = await env.error_text(token, "deploy", arguments)
+    assert (refused.value.message, retried) == (REVOKED, CHANGED_UNRECORDED)
+    assert await env.count("deployments") == 1
+
+
+async def test_a_claim_left_by_a_call_that_changed_nothing_is_taken_over_once_stale(
+    env: ProductEnv,
+) -> None:
+    ada = await env.user()
+    token = await env.token(ada)
+    arguments = {"name": "api", "idempotency_key": "create-1"}
+    async with env.store.transaction() as tx:  # as a process that stopped mid-call left it
+        await tx.idempotency.claim(
+            ada.id, "create_project", "create-1", digest_of(arguments), RUNNING, NOW
+        )
+    refused = await env.error_text(token, "create_project", arguments)
+    env.freeze(NOW + CLAIM_SECONDS + 1)
+    created = await env.ok(token, "create_project", arguments)
+    assert refused == STILL_RUNNING
+    assert created["name"] == "api"
+    assert await env.ok(token, "create_project", arguments) == created
+    assert await env.count("projects") == 1
+
+
+def digest_of(arguments: dict[str, Any]) -> str:
+    return arguments_digest({k: v for k, v in arguments.items() if k != "idempotency_key"})
 
 
 # --- a read-only token finds no side door to a write ----------------------------------------

@@ -35,7 +35,7 @@ from sp00ky_mcp.product.store.postgres import (
 from sp00ky_mcp.product.store.postgres_schema import LATEST, MIGRATIONS
 from sp00ky_mcp.product.store.repos.deployments import DeploymentsRepo
 from sp00ky_mcp.product.store.repos.idempotency import IdempotencyRepo
-from sp00ky_mcp.product.tools.base import STILL_RUNNING
+from sp00ky_mcp.product.tools.base import CHANGED_UNRECORDED
 from tests.pg_support import OwnPostgres, psql
 from tests.product_support import product_server
 
@@ -262,7 +262,7 @@ async def test_a_deploy_whose_commit_reply_is_lost_says_so_and_a_retry_with_its_
         200,
         {"code": -32603, "message": IN_DOUBT},
     )
-    assert retried == STILL_RUNNING
+    assert retried == CHANGED_UNRECORDED
     assert deployments == 1
 
 
@@ -281,7 +281,7 @@ async def test_a_result_whose_record_cannot_be_kept_still_reaches_the_client(
         retried = await env.error_text(token, "deploy", args)
         deployments = await env.count("deployments")
     assert done["status"] == "live"
-    assert retried == STILL_RUNNING
+    assert retried == CHANGED_UNRECORDED
     assert deployments == 1
 
 

@@ -154,7 +154,7 @@ async def _advance_restores(cloud: Cloud, tx: Repos, project_id: str) -> None:
 
 
 async def restore_status(cloud: Cloud, project: Project, restore_id: str) -> dict[str, Any]:
-    async with cloud.transaction() as tx:
+    async with cloud.transaction(upkeep=True) as tx:
         found = await tx.backups.restore(project.id, restore_id)
         if found is None:
             raise NotFound(
@@ -173,7 +173,7 @@ async def check_restorable(cloud: Cloud, project: Project, backup_id: str) -> Ba
             f"Backup '{backup_id}' is {found.status}, not completed; restore a "
             "completed backup from list_backups."
         )
-    async with cloud.transaction() as tx:
+    async with cloud.transaction(upkeep=True) as tx:
         await _advance_restores(cloud, tx, project.id)
         await _no_restore_running(tx, project)
     return found

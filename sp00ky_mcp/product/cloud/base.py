@@ -22,6 +22,7 @@ from ..accounts import Accounts
 from ..names import hidden_problem
 from ..store.port import Busy, Clash, ReadCache, Store, Vanished
 from ..store.repos import Repos
+from ..store.repos.idempotency import Claim
 from ..store.repos.projects import Project
 from ..store.repos.tenancy import TokenState
 
@@ -100,6 +101,8 @@ class Caller:
 
 # The caller of the tool call running in this context, if any (set by `Cloud.acting`).
 _ACTING: ContextVar[Caller | None] = ContextVar("sp00ky_acting", default=None)
+# The idempotency key the call running in this context claimed, if any (`Cloud.claiming`).
+_CLAIMED: ContextVar[Claim | None] = ContextVar("sp00ky_claimed", default=None)
 OnClash = Callable[[], ToolError]
 CONCURRENT_CLASH = (
     "Another change made at the same time conflicts with this one, so nothing was changed; "
@@ -131,19 +134,38 @@ class Cloud:
         finally:
             _ACTING.reset(reset)
 
+    @contextmanager
+    def claiming(self, claim: Claim) -> Iterator[None]:
+        """The changes committed inside the block are made under `claim`'s key."""
+        reset = _CLAIMED.set(claim)
+        try:
+            yield
+        finally:
+            _CLAIMED.reset(reset)
+
     @asynccontextmanager
-    async def transaction(self, clash: OnClash | None = None) -> AsyncIterator[Repos]:
+    async def transaction(
+        self, clash: OnClash | None = None, *, upkeep: bool = False
+    ) -> AsyncIterator[Repos]:
         """A store transaction that first checks, inside it, that the caller may still act
         (see `Caller`), so that nothing another connection commits can come between that
         check and the change.  A uniqueness rule that fails in the block raises `clash()`,
         the error of the check that another process's write slipped past, and a row deleted
-        meanwhile by another process the generic conflict; nothing is changed either way."""
+        meanwhile by another process the generic conflict; nothing is changed either way.
+        Under a claimed idempotency key, the change also marks the key, in the same commit:
+        whatever becomes of the call, a retry with the key never makes it a second time.  An
+        `upkeep` transaction only brings the store up to date (finishes what a stopped
+        pipeline left, moves a restore on with time), which a retry may well do again: it
+        marks nothing."""
         try:
             async with self.store.transaction() as tx:
                 caller = _ACTING.get()
                 if caller is not None:
                     await self._check_still_allowed(tx, caller)
                 yield tx
+                claim = None if upkeep else _CLAIMED.get()
+                if claim is not None:
+                    await tx.idempotency.mark_changed(claim)
         except Clash:
             raise (clash() if clash is not None else Conflict(CONCURRENT_CLASH)) from None
         except (Vanished, Busy):

@@ -165,7 +165,7 @@ async def reap(cloud: Cloud, project_id: str) -> None:
     runs = await cloud.reads.links.stale_runs(project_id, cutoff)
     if not stale and not runs:
         return
-    async with cloud.transaction() as tx:
+    async with cloud.transaction(upkeep=True) as tx:
         # Looked up again inside the write: another call may have finished them meanwhile.
         for deployment_id in await tx.deployments.stale_ids(project_id, cutoff):
             await transition(

@@ -24,7 +24,7 @@ from ...engine.redaction import MARKER, Secret, SecretMatcher, encoder_default
 from ..accounts import arguments_digest
 from ..cloud.base import Caller, Cloud, Tenant, page, page_bounds
 from ..store import Store, StoreInDoubt, StoreUnavailable, Version
-from ..store.repos.idempotency import IdempotencyRecord
+from ..store.repos.idempotency import CHANGED, RUNNING, Claim, IdempotencyRecord
 from ..store.repos.projects import Project
 
 Handler = Callable[["Call"], Awaitable[dict[str, Any]]]
@@ -500,10 +500,11 @@ async def _run_once(call: Call, spec: Spec) -> dict[str, Any]:
     if replayed is not None:
         return replayed
     try:
-        result = await spec.handler(call)
+        with call.cloud.claiming(Claim(call.user_id, spec.name, key)):
+            result = await spec.handler(call)
     except StoreInDoubt:
-        # The change may have been made: the key stays claimed, so a retry with it is
-        # refused for CLAIM_SECONDS rather than run a second time at once.
+        # The change may have been made: the key stays claimed (marked CHANGED if it was),
+        # so a retry is refused rather than run a second time.
         raise
     except BaseException:
         with anyio.CancelScope(shield=True):
@@ -513,7 +514,7 @@ async def _run_once(call: Call, spec: Spec) -> dict[str, Any]:
         await _record(call, spec, key, result)
     except StoreUnavailable:
         # The change was made and the client gets its result; only the record a retry would
-        # replay is missing, and the key stays claimed as above.
+        # replay is missing, and the key stays marked CHANGED.
         log.warning("the result of %s under an idempotency key was not recorded", spec.name)
     return result
 
@@ -528,15 +529,20 @@ async def _record(call: Call, spec: Spec, key: str, result: dict[str, Any]) -> N
         )
 
 
-# The result of a key whose first call is still running.  A client that times out and
-# retries while the first call still runs (or waits on the user at a prompt) would otherwise
-# run the call twice; the retry is refused instead.  A claim older than CLAIM_SECONDS is taken
-# to be that of a process that stopped mid-call.
-RUNNING = b""
+# A key whose first call is still running.  A client that times out and retries while the
+# first call still runs (or waits on the user at a prompt) would otherwise run the call twice;
+# the retry is refused instead.  A claim still RUNNING after CLAIM_SECONDS is that of a process
+# that stopped mid-call before changing anything (a change marks the key CHANGED in its own
+# commit), so a retry may take it over and run the call.
 CLAIM_SECONDS = 600.0
 STILL_RUNNING = (
     "A call with this idempotency_key is still running, so this one changed nothing; retry "
     "with the same key once it has finished to get its result."
+)
+# A key whose first call made its change but left no result to replay.
+CHANGED_UNRECORDED = (
+    "A call with this idempotency_key already made its change but its result was not kept, "
+    "so this one changed nothing; check the current state before trying again with a new key."
 )
 
 
@@ -566,13 +572,16 @@ def _stored(found: IdempotencyRecord, digest: str) -> dict[str, Any]:
         )
     if found.result == RUNNING:
         raise ToolError(STILL_RUNNING)
+    if found.result == CHANGED:
+        raise ToolError(CHANGED_UNRECORDED)
     thawed: dict[str, Any] = _thaw(orjson.loads(found.result))
     return thawed
 
 
 async def _release(call: Call, spec: Spec, key: str) -> None:
-    """A call that failed (or ended its round to ask the client something) leaves its key
-    free, so that a retry runs it again."""
+    """A call that failed before changing anything (or ended its round to ask the client
+    something) leaves its key free, so that a retry runs it again; one that changed something
+    leaves it marked CHANGED."""
     async with call.cloud.store.transaction() as tx:
         await tx.idempotency.release(call.user_id, spec.name, key, RUNNING)
 

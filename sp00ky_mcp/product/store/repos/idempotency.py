@@ -6,6 +6,23 @@ from dataclasses import dataclass
 
 from ..port import Db
 
+# What a key's record holds in place of a result.  RUNNING: claimed by a call now running,
+# which has changed nothing yet.  CHANGED: the call committed a change (the mark is written in
+# the transaction that makes it) and its result was never recorded: it failed after the
+# change, or its process stopped, or its commit was in doubt.  Results are JSON objects, so
+# neither mark can be taken for one.
+RUNNING = b""
+CHANGED = b"changed"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A key claimed by the call now running: the changes it commits mark it CHANGED."""
+
+    user_id: str
+    tool: str
+    key: str
+
 
 @dataclass(frozen=True, slots=True)
 class IdempotencyRecord:
@@ -90,4 +107,17 @@ class IdempotencyRepo:
             tool,
             key,
             marker,
+        )
+
+    async def mark_changed(self, claim: Claim) -> None:
+        """Inside the transaction of a change made by the claiming call: should the call
+        never record its result, a retry with its key knows a change was made."""
+        await self.db.run(
+            "UPDATE idempotency SET result = ? WHERE user_id = ? AND tool = ? AND key = ? "
+            "AND result = ?",
+            CHANGED,
+            claim.user_id,
+            claim.tool,
+            claim.key,
+            RUNNING,
         )
