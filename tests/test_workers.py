@@ -4,9 +4,12 @@ start with a sentence."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import select
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -73,6 +76,32 @@ def test_a_worker_that_dies_is_replaced_and_serving_goes_on(tmp_path: Path, redi
         assert server.wait() == 0
     assert len(after) == 2 and victim not in after
     assert replies == {200}
+
+
+def test_workers_whose_supervisor_is_killed_stop_by_themselves_and_free_the_port(
+    tmp_path: Path, redis_url: str
+) -> None:
+    with served(tmp_path, options=workers_options(redis_url)) as server:
+        port = httpx.URL(server.url).port
+        workers = children(server.process.pid)
+        exits = [os.pidfd_open(pid) for pid in workers]
+        try:
+            server.process.kill()  # no handler sees SIGKILL: the supervisor cannot tell them
+            killed = server.wait()
+            said = [
+                server.error_line(re.compile(r"the supervisor of this worker is gone; stopping"))
+                for _ in exits
+            ]
+            ended = [select.select([fd], [], [], PROCESS_BOUND)[0] == [fd] for fd in exits]
+        finally:
+            for pid, fd in zip(workers, exits, strict=True):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)  # should this ever fail, none is left behind
+                os.close(fd)
+    assert (killed, len(said), ended) == (-signal.SIGKILL, 2, [True, True])
+    assert port is not None
+    with socket.create_server(("127.0.0.1", port)):
+        pass  # nobody listens on it any more
 
 
 def test_more_than_one_worker_without_redis_is_refused(tmp_path: Path) -> None:

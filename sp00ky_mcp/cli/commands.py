@@ -650,17 +650,19 @@ async def run_server(
         notes = no_notes  # the supervisor says them once, for all its workers
     started.append(server)
     try:
-        await serve_until_stopped(server, notes)
+        await serve_until_stopped(server, notes, supervised=args.worker)
     finally:
         await close()
 
 
-async def serve_until_stopped(server: McpServer, notes: Notes) -> None:
+async def serve_until_stopped(server: McpServer, notes: Notes, supervised: bool = False) -> None:
     async with anyio.create_task_group() as tasks:
         await tasks.start(server.serve)
         # Signals are handled before the server says it listens: whoever waits for that line
         # may send SIGTERM at once, and must get a graceful stop, not the default death.
         await tasks.start(_stop_on_signal, server)
+        if supervised:
+            tasks.start_soon(workers.stop_when_orphaned, server.shutdown)
         # Everything built at start-up (modules, catalogue, schemas) lives as long as the
         # process: freezing it keeps the collector from rescanning it during requests.
         gc.collect()

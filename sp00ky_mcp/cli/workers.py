@@ -11,11 +11,14 @@ or SIGINT stops them all gracefully and waits for them.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
+import stat
+import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import anyio
 import anyio.abc
@@ -93,6 +96,24 @@ def _without_workers(argv: Sequence[str]) -> list[str]:
             continue
         kept.append(arg)
     return kept
+
+
+async def stop_when_orphaned(stop: Callable[[], None]) -> None:
+    """In a worker: `stop` once its supervisor is gone, however it went.  The worker's standard
+    input is a pipe the supervisor holds open and never writes to; the kernel closes it when
+    the supervisor ends, even by SIGKILL (which no handler sees), and the worker then stops
+    as on SIGTERM rather than go on serving a port nobody supervises."""
+    try:
+        if not stat.S_ISFIFO(os.fstat(0).st_mode):
+            return  # not started by a supervisor
+        while True:
+            await anyio.wait_readable(0)
+            if not os.read(0, 4096):
+                break
+    except OSError:  # standard input closed or unreadable: no supervisor to watch
+        return
+    log.warning("the supervisor of this worker is gone; stopping")
+    stop()
 
 
 class Supervisor:
@@ -181,7 +202,9 @@ class Supervisor:
             await anyio.sleep(RESTART_PAUSE)
 
     async def _run_once(self, index: int) -> int | None:
-        async with await anyio.open_process(self.command, stdout=-1, stderr=None) as process:
+        async with await anyio.open_process(
+            self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None
+        ) as process:  # its standard input, never written, ends with the supervisor
             self._processes.add(process)
             if self._stopped():
                 process.send_signal(signal.SIGTERM)  # started while the others were stopped
