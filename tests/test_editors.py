@@ -312,12 +312,47 @@ def test_a_config_nested_too_deep_to_write_back_is_refused_and_no_temporary_file
 ) -> None:
     path = tmp_path / "mcp.json"
     deep: object = []
-    for _ in range(300):
+    for _ in range(100_000):
         deep = [deep]
     with pytest.raises(editors.EditorError) as caught:
         editors.write_private_json(path, {"a": deep})
     assert str(caught.value) == f"{path} nests too deep to be written back; fix or move it first."
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_config_nested_too_deep_to_read_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "mcp.json"
+    text = '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    path.write_text(text)
+    with pytest.raises(editors.EditorError) as caught:
+        editors.read_json(path)
+    assert str(caught.value) == f"{path} nests too deep to be read; fix or move it first."
+    assert path.read_text() == text
+
+
+def test_the_users_own_entries_are_written_back_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "mcp.json"
+    path.write_text(
+        '{"mine": {"big": 123456789012345678901234567890, "exact": 0.1, "text": "h\\u00e9 \\ud800",'
+        ' "nested": [1, {"x": null}]}}'
+    )
+    editors.write_private_json(path, editors.merge_cursor(editors.read_json(path), URL, TOKEN))
+    written = editors.read_json(path)
+    assert written["mine"] == {
+        "big": 123456789012345678901234567890,
+        "exact": 0.1,
+        "text": "h\u00e9 \ud800",
+        "nested": [1, {"x": None}],
+    }
+    assert "sp00ky" in written["mcpServers"]
+
+
+def test_a_config_with_nan_or_infinity_is_not_json(tmp_path: Path) -> None:
+    path = tmp_path / "mcp.json"
+    path.write_text('{"a": NaN}')
+    with pytest.raises(editors.EditorError) as caught:
+        editors.read_json(path)
+    assert str(caught.value) == f"{path} is not valid JSON; fix or move it, then run this again."
 
 
 def test_a_loop_of_symlinks_is_refused_by_install(

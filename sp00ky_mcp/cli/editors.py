@@ -15,14 +15,13 @@ SP00KY_MCP_TOKEN): `claude mcp add -e …`, `{"command", "args", "env"}`, `"type
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import orjson
 
 SERVER_NAME = "sp00ky"
 INPUT_ID = "sp00ky-mcp-token"
@@ -154,15 +153,28 @@ def read_json(path: Path) -> dict[str, Any]:
         return {}
     try:
         # A byte order mark, as some Windows editors write, is read past.
-        value = orjson.loads(without_comments(path.read_text(encoding="utf-8-sig")))
+        value = _exact_json(without_comments(path.read_text(encoding="utf-8-sig")))
     except OSError as exc:
         raise EditorError(f"Cannot read {path}: {exc.strerror}; fix or move it first.") from None
-    except (orjson.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):
         message = f"{path} is not valid JSON; fix or move it, then run this again."
         raise EditorError(message) from None
+    except RecursionError:
+        raise EditorError(f"{path} nests too deep to be read; fix or move it first.") from None
     if not isinstance(value, dict):
         raise EditorError(f"{path} does not hold a JSON object; fix or move it first.")
     return value
+
+
+def _exact_json(text: str) -> Any:
+    """The standard library's parser, not orjson: the user's own entries are written back as
+    they were, integers of any size included (orjson reads those past 64 bits as floats) and
+    escaped lone surrogates too."""
+    return json.loads(text, parse_constant=_not_json)
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def without_comments(text: str) -> str:
@@ -263,8 +275,8 @@ def write_private_json(path: Path, value: dict[str, Any]) -> None:
     was.  A symlinked config is written where the link points, so the link stays."""
     path = _resolved(path)
     try:
-        encoded = orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n"
-    except orjson.JSONEncodeError:  # nested deeper than can be written back
+        encoded = _encoded(value)
+    except RecursionError:  # nested deeper than can be written back
         message = f"{path} nests too deep to be written back; fix or move it first."
         raise EditorError(message) from None
     try:
@@ -282,6 +294,16 @@ def write_private_json(path: Path, value: dict[str, Any]) -> None:
     except OSError as exc:
         _discard(temporary)
         raise EditorError(f"Cannot write {path}: {exc.strerror}.") from None
+
+
+def _encoded(value: dict[str, Any]) -> bytes:
+    """Indented as editors write it, non-ASCII text as itself; escaped as `\\u` only when it
+    holds a lone surrogate, which UTF-8 cannot carry."""
+    text = json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(value, indent=2) + "\n").encode("ascii")
 
 
 def _resolved(path: Path) -> Path:
