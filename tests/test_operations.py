@@ -25,8 +25,10 @@ from sp00ky_mcp.engine.fixtures import conformance_catalogue
 from sp00ky_mcp.engine.ops import human_record, json_lines
 from sp00ky_mcp.engine.server import McpServer, anonymous
 from sp00ky_mcp.product.shared import connect_shared
-from sp00ky_mcp.product.store import Store
+from sp00ky_mcp.product.store import Store, open_store
+from sp00ky_mcp.product.store.postgres import PostgresStore
 from sp00ky_mcp.product.store.sqlite import SqliteStore
+from tests.pg_support import OwnPostgres
 from tests.product_support import UNLIMITED, ProductEnv, product_server
 from tests.redis_support import OwnRedis
 from tests.wire import BOTH, initialize_body, open_session
@@ -105,6 +107,44 @@ async def test_readyz_answers_503_naming_the_check_that_fails_and_recovers_with_
         {"status": "unavailable", "checks": {"redis": "unavailable", "store": "ok"}},
     )
     assert back.status_code == 200
+
+
+async def test_readyz_stays_ready_while_every_pooled_connection_is_busy(
+    tmp_path: Path, postgres_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loaded replica is busy, not unready: taken out of service, it would only move its
+    load onto the others."""
+    monkeypatch.setattr("sp00ky_mcp.engine.ops.READY_REUSE_SECONDS", 0.0)
+    pool = cast(PostgresStore, postgres_store).pool
+    async with product_server(postgres_store, tmp_path) as env:
+        held = [await pool.acquire() for _ in range(pool.get_max_size())]
+        try:
+            busy = await env.http.get(root(env.server) + "/readyz")
+        finally:
+            for connection in held:
+                await pool.release(connection)
+    assert (busy.status_code, busy.json()) == (200, {"status": "ready", "checks": {"store": "ok"}})
+
+
+async def test_readyz_answers_503_while_the_database_is_down_and_recovers_with_it(
+    tmp_path: Path, own_postgres: OwnPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sp00ky_mcp.engine.ops.READY_REUSE_SECONDS", 0.0)
+    store = await open_store(tmp_path, url=own_postgres.url)
+    try:
+        async with product_server(store, tmp_path) as env:
+            ready = await env.http.get(root(env.server) + "/readyz")
+            await anyio.to_thread.run_sync(own_postgres.stop)
+            down = await env.http.get(root(env.server) + "/readyz")
+            await anyio.to_thread.run_sync(own_postgres.start)
+            back = await env.http.get(root(env.server) + "/readyz")
+    finally:
+        await store.close()
+    assert ready.status_code == back.status_code == 200
+    assert (down.status_code, down.json()) == (
+        503,
+        {"status": "unavailable", "checks": {"store": "unavailable"}},
+    )
 
 
 def take_away(database: Path, change: str) -> None:

@@ -271,6 +271,8 @@ class PostgresStore(Store):
         self.applied_at_open: list[int] = []
         self._seen = TurnMemo()
         self._reads = Repos(PooledDb(self), secrets)
+        self._probe: Any = None
+        self._probing = anyio.Lock()
 
     @classmethod
     async def open(
@@ -374,6 +376,26 @@ class PostgresStore(Store):
         row = await self.reads.db.one("SELECT n FROM store_version")
         return 0 if row is None else int(row["n"])
 
+    async def ready(self) -> None:
+        """The database answers, asked on a connection of its own: a pool taken up by slow
+        calls is busy, not unready, and a load balancer told otherwise would take a loaded
+        replica out of service (and every replica at once when the database is slow)."""
+        async with self._probing:
+            try:
+                if self._probe is None or self._probe.is_closed():
+                    self._probe = await _connect(self.url)
+                await self._probe.fetchval("SELECT n FROM store_version", timeout=CONNECT_TIMEOUT)
+            except BaseException as exc:  # a cancelled probe is dropped too: left mid-query
+                self._drop_probe()
+                if isinstance(exc, Exception):
+                    raise port_error(exc, True) from None
+                raise
+
+    def _drop_probe(self) -> None:
+        if self._probe is not None:
+            self._probe.terminate()
+            self._probe = None
+
     async def schema_version(self) -> int:
         row = await self.reads.db.one("SELECT max(version) AS v FROM schema_migrations")
         return 0 if row is None or row["v"] is None else int(row["v"])
@@ -393,6 +415,7 @@ class PostgresStore(Store):
             return await _reseal_all(tx, self.secrets)
 
     async def close(self) -> None:
+        self._drop_probe()
         with anyio.CancelScope(shield=True):
             try:
                 await asyncio.wait_for(self.pool.close(), CONNECT_TIMEOUT)
@@ -400,20 +423,25 @@ class PostgresStore(Store):
                 self.pool.terminate()
 
 
+# What every connection of the store is opened with, the pool's and the readiness probe's.
+CONNECTION_SETTINGS = {
+    "timeout": CONNECT_TIMEOUT,
+    "command_timeout": STATEMENT_TIMEOUT_MS / 1000 + 5,
+    "server_settings": {
+        "statement_timeout": str(STATEMENT_TIMEOUT_MS),
+        "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS),
+        "application_name": "sp00ky-mcp",
+    },
+}
+
+
+async def _connect(url: str) -> Any:
+    return await asyncpg.connect(url, **CONNECTION_SETTINGS)
+
+
 async def _pool(url: str, size: int) -> Any:
     try:
-        return await asyncpg.create_pool(
-            url,
-            min_size=1,
-            max_size=size,
-            timeout=CONNECT_TIMEOUT,
-            command_timeout=STATEMENT_TIMEOUT_MS / 1000 + 5,
-            server_settings={
-                "statement_timeout": str(STATEMENT_TIMEOUT_MS),
-                "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS),
-                "application_name": "sp00ky-mcp",
-            },
-        )
+        return await asyncpg.create_pool(url, min_size=1, max_size=size, **CONNECTION_SETTINGS)
     except Exception as exc:
         raise StoreError(
             f"Cannot connect to the database at {public_url(url)}: {_said(exc)}; check the "
