@@ -135,6 +135,33 @@ async def test_the_version_changes_with_a_transaction_here_or_in_another_process
     assert len({before, after_ours, after_theirs}) == 3
 
 
+async def test_the_version_is_read_again_only_once_anyone_has_committed(tmp_path: Path) -> None:
+    """The WAL index's header, mapped, says when nothing was committed: no read, no thread."""
+    store = await SqliteStore.open(tmp_path)
+    reads: list[int] = []
+    read = store._read_version
+
+    async def counted() -> int:
+        reads.append(await read())
+        return reads[-1]
+
+    store._read_version = counted  # type: ignore[method-assign]
+    quiet = []
+    for _ in range(3):
+        await anyio.lowlevel.checkpoint()
+        quiet.append(await store.version())
+    with closing(sqlite3.connect(store.path, isolation_level=None)) as other:  # any process
+        other.execute("UPDATE store_version SET n = n + 1")
+    await anyio.lowlevel.checkpoint()
+    changed = await store.version()
+    await anyio.lowlevel.checkpoint()
+    again = await store.version()
+    await store.close()
+    assert len(set(quiet)) == 1
+    assert changed == again == (quiet[0][0] + 1, quiet[0][1])
+    assert reads == [quiet[0][0], quiet[0][0] + 1]
+
+
 async def test_a_write_past_the_busy_timeout_fails_with_a_sentence_and_reads_go_on(
     tmp_path: Path,
 ) -> None:

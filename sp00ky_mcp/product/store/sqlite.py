@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import mmap
 import os
 import queue
 import sqlite3
@@ -274,6 +275,10 @@ class SqliteStore(Store):
         self._writing = anyio.Lock()
         self._file = _identity(path) if self._on_disk else None
         self._seen = TurnMemo()
+        self._watch: WalWatch | None = None
+        self._watchable = self._on_disk
+        # The WAL index's header when the version was last read, and the version read.
+        self._known: tuple[bytes, int] | None = None
         self.writes = 0
         self._reads = Repos(SqliteDb(self._reader), self.secrets)
 
@@ -382,6 +387,9 @@ class SqliteStore(Store):
         process."""
         if not self._on_disk:
             return 0, self.writes
+        known, watch = self._known, self._watch
+        if known is not None and watch is not None and watch.look() == known[0]:
+            return known[1], self.writes  # nothing committed since: no read, no thread
         seen = await self._seen.get(self._read_version)
         return seen, self.writes
 
@@ -400,10 +408,26 @@ class SqliteStore(Store):
             return False
 
     async def _read_version(self) -> int:
+        # The header is looked at before the read: the value read is at least that new, so
+        # while the header stays as it is the value stays right.
+        watch = self._watched()
+        header = watch.look() if watch is not None else None
         value: int = await self._reader.call(
             lambda db: int(db.execute("SELECT n FROM store_version").fetchone()[0])
         )
+        if header is not None:
+            self._known = (header, value)
         return value
+
+    def _watched(self) -> WalWatch | None:
+        """The WAL index's header, mapped at the first read of the version (the index exists
+        by then); without it, the version is read every turn as before."""
+        if self._watch is None and self._watchable:
+            try:
+                self._watch = WalWatch(self.path)
+            except (OSError, ValueError):
+                self._watchable = self._on_disk
+        return self._watch
 
     async def schema_version(self) -> int:
         value: int = await self._writer.call(lambda db: max(sqlite_schema.applied(db), default=0))
@@ -460,9 +484,37 @@ class SqliteStore(Store):
         await anyio.to_thread.run_sync(self.close_now)
 
     def close_now(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch, self._known = None, None
         if self._reader is not self._writer:
             self._reader.stop()
         self._writer.stop()
+
+
+# The header of a WAL database's index (its -shm file, which every connection to it maps,
+# in every process): two copies of a 48-byte header that each commit rewrites (the frame
+# count, or the salts when the log starts over).  https://www.sqlite.org/walformat.html,
+# section 2.1; the format is fixed, as processes of different SQLite versions share it.
+WAL_INDEX_HEADER = 96
+
+
+class WalWatch:
+    """Whether anything may have been committed, by any process, since an earlier look: the
+    WAL index's header through a read-only shared mapping, read with no system call."""
+
+    def __init__(self, path: str) -> None:
+        descriptor = os.open(path + "-shm", os.O_RDONLY)
+        try:
+            self._map = mmap.mmap(descriptor, WAL_INDEX_HEADER, access=mmap.ACCESS_READ)
+        finally:
+            os.close(descriptor)
+
+    def look(self) -> bytes:
+        return self._map[:WAL_INDEX_HEADER]
+
+    def close(self) -> None:
+        self._map.close()
 
 
 def _begin(db: sqlite3.Connection, durable: bool) -> None:
