@@ -241,9 +241,6 @@ class Running:
         wait_for_port(self.port)
 
     def stop(self) -> None:
-        shutil.rmtree(PRODUCT_DIR, ignore_errors=True)
-        if "url" in DATABASE:
-            psql(DATABASE["url"], TRUNCATE_ALL)
         self.process.terminate()
         try:
             self.process.wait(timeout=10)
@@ -253,6 +250,11 @@ class Running:
             self.process.wait(timeout=10)
         if self.process.stdout:
             self.process.stdout.close()
+        # Only once the server has stopped: calls still running when the load ends (queued
+        # writes) would otherwise find their data directory and key file gone.
+        shutil.rmtree(PRODUCT_DIR, ignore_errors=True)
+        if "url" in DATABASE:
+            psql(DATABASE["url"], TRUNCATE_ALL)
 
 
 def wrk(url: str, script: str, seconds: float, connections: int) -> tuple[float, float, int, int]:

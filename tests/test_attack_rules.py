@@ -26,11 +26,11 @@ from sp00ky_mcp.product import scopes
 from sp00ky_mcp.product.accounts import AccountError, Accounts, User, arguments_digest
 from sp00ky_mcp.product.cloud import env as env_rules
 from sp00ky_mcp.product.cloud import links, projects, teams
-from sp00ky_mcp.product.cloud.base import CONCURRENT_CLASH, Cloud, Conflict, Tenant
+from sp00ky_mcp.product.cloud.base import CONCURRENT_CLASH, TAKEN_OVER, Cloud, Conflict, Tenant
 from sp00ky_mcp.product.store import Busy, Repos, Store
 from sp00ky_mcp.product.store.port import StoreUnavailable
 from sp00ky_mcp.product.store.postgres import UNREACHABLE, port_error
-from sp00ky_mcp.product.store.repos.idempotency import RUNNING, IdempotencyRepo
+from sp00ky_mcp.product.store.repos.idempotency import UNNAMED_CLAIM, Claim, IdempotencyRepo
 from sp00ky_mcp.product.store.sqlite import SqliteStore
 from sp00ky_mcp.product.tools.base import (
     CHANGED_UNRECORDED,
@@ -966,15 +966,20 @@ async def test_a_call_that_failed_after_its_change_leaves_its_key_refusing_retri
     assert await env.count("deployments") == 1
 
 
+@pytest.mark.parametrize(
+    "held", [b"running:0123456789abcdef", UNNAMED_CLAIM], ids=["this version", "older version"]
+)
 async def test_a_claim_left_by_a_call_that_changed_nothing_is_taken_over_once_stale(
-    env: ProductEnv,
+    env: ProductEnv, held: bytes
 ) -> None:
     ada = await env.user()
     token = await env.token(ada)
     arguments = {"name": "api", "idempotency_key": "create-1"}
     async with env.store.transaction() as tx:  # as a process that stopped mid-call left it
-        await tx.idempotency.claim(
-            ada.id, "create_project", "create-1", digest_of(arguments), RUNNING, NOW
+        await tx.db.run(
+            "INSERT INTO idempotency (user_id, tool, key, arguments_digest, result, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            *(ada.id, "create_project", "create-1", digest_of(arguments), held, NOW),
         )
     refused = await env.error_text(token, "create_project", arguments)
     env.freeze(NOW + CLAIM_SECONDS + 1)
@@ -983,6 +988,68 @@ async def test_a_claim_left_by_a_call_that_changed_nothing_is_taken_over_once_st
     assert created["name"] == "api"
     assert await env.ok(token, "create_project", arguments) == created
     assert await env.count("projects") == 1
+
+
+async def test_a_call_whose_claim_a_retry_took_over_at_its_prompt_changes_nothing(
+    env: ProductEnv,
+) -> None:
+    team = await Team.create(env)
+    await team.furnish()
+    arguments = {**team.arguments("delete_env_var"), "idempotency_key": "delete-1"}
+    retry = Claim(team.ada.id, "delete_env_var", "delete-1")
+
+    async def taken_over_then_confirm(
+        ctx: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult:
+        async with env.store.transaction() as tx:  # a retry, past the claim's time
+            held = await tx.idempotency.get(retry.user_id, retry.tool, retry.key)
+            assert held is not None
+            later = NOW + CLAIM_SECONDS + 1
+            assert await tx.idempotency.take_over(
+                retry, held.arguments_digest, later, held.result, later - CLAIM_SECONDS
+            )
+        return types.ElicitResult(action="accept", content={"confirm": True})
+
+    before = await env.count("env_vars")
+    async with env.sdk(
+        team.owner, mode="legacy", elicitation_callback=taken_over_then_confirm
+    ) as client:
+        first = await client.call_tool("delete_env_var", arguments)
+    assert first.is_error is True
+    assert first.content == [types.TextContent(type="text", text=TAKEN_OVER)]
+    assert TAKEN_OVER == (
+        "A retry with this call's idempotency_key took its place while it waited, so this "
+        "call changed nothing; the retry's result is the one that counts."
+    )
+    assert await env.count("env_vars") == before
+    async with env.store.transaction() as tx:
+        kept = await tx.idempotency.get(retry.user_id, retry.tool, retry.key)
+    assert kept is not None and kept.result == retry.running
+
+
+async def test_a_failed_call_whose_transaction_changed_no_row_leaves_its_key_free(
+    env: ProductEnv,
+) -> None:
+    """Another call destroys the project while this one waits at its prompt: its delete
+    then finds nothing to delete, and its key is left free, not marked as changed."""
+    ada = await env.user()
+    token = await env.token(ada)
+    project = await env.ok(token, "create_project", {"name": "api"})
+    arguments = {"project": "api", "idempotency_key": "destroy-1"}
+
+    async def destroyed_meanwhile(
+        ctx: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult:
+        async with env.store.transaction() as tx:
+            await tx.projects.delete(project["id"], await env.personal(ada))
+        return types.ElicitResult(action="accept", content={"confirm": True})
+
+    async with env.sdk(token, mode="legacy", elicitation_callback=destroyed_meanwhile) as client:
+        failed = await client.call_tool("destroy_project", arguments)
+    async with env.store.transaction() as tx:
+        left = await tx.idempotency.get(ada.id, "destroy_project", "destroy-1")
+    assert failed.is_error is True
+    assert left is None
 
 
 def digest_of(arguments: dict[str, Any]) -> str:

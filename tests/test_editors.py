@@ -347,12 +347,23 @@ def test_the_users_own_entries_are_written_back_exactly(tmp_path: Path) -> None:
     assert "sp00ky" in written["mcpServers"]
 
 
-def test_a_config_with_nan_or_infinity_is_not_json(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('{"a": NaN}', "is not valid JSON; fix or move it, then run this again."),
+        ('{"a": -Infinity}', "is not valid JSON; fix or move it, then run this again."),
+        ('{"a": 1e400}', "holds a number too large to write back (1e400); fix or move it first."),
+    ],
+)
+def test_a_config_that_could_not_be_written_back_as_json_is_refused(
+    tmp_path: Path, text: str, problem: str
+) -> None:
     path = tmp_path / "mcp.json"
-    path.write_text('{"a": NaN}')
+    path.write_text(text)
     with pytest.raises(editors.EditorError) as caught:
         editors.read_json(path)
-    assert str(caught.value) == f"{path} is not valid JSON; fix or move it, then run this again."
+    assert str(caught.value) == f"{path} {problem}"
+    assert path.read_text() == text
 
 
 def test_a_loop_of_symlinks_is_refused_by_install(

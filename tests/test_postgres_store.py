@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import asyncpg
@@ -220,6 +220,18 @@ def lose_commit_replies(monkeypatch: pytest.MonkeyPatch, when: Callable[[], bool
             )
 
     monkeypatch.setattr(asyncpg.transaction.Transaction, "commit", commit)
+
+
+async def test_a_closed_store_is_not_ready_and_opens_no_connection_to_say_so(
+    tmp_path: Path, postgres_database_url: str
+) -> None:
+    store = cast(PostgresStore, await open_store(tmp_path, url=postgres_database_url))
+    await store.ready()
+    await store.close()
+    with pytest.raises(StoreUnavailable) as closed:
+        await store.ready()
+    assert closed.value.message == "The server's data store is closed, so nothing was changed."
+    assert store._probe is None
 
 
 async def test_a_commit_whose_reply_is_lost_is_in_doubt_and_its_change_was_made(

@@ -317,6 +317,7 @@ class Statements:
 
     def __init__(self) -> None:
         self.ran: list[tuple[str, tuple[Any, ...]]] = []
+        self.changed = 0
 
     async def one(self, sql: str, *params: Any) -> Row | None:
         return None

@@ -162,6 +162,34 @@ async def test_the_version_is_read_again_only_once_anyone_has_committed(tmp_path
     assert reads == [quiet[0][0], quiet[0][0] + 1]
 
 
+async def test_a_commit_after_the_log_was_checkpointed_and_truncated_is_seen(
+    tmp_path: Path,
+) -> None:
+    store = await SqliteStore.open(tmp_path)
+    before = await store.version()
+    with closing(sqlite3.connect(store.path, isolation_level=None)) as other:
+        other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        await anyio.lowlevel.checkpoint()
+        checkpointed = await store.version()
+        other.execute("UPDATE store_version SET n = n + 1")  # the log starts over
+    await anyio.lowlevel.checkpoint()
+    after = await store.version()
+    await store.close()
+    assert checkpointed == before
+    assert after == (before[0] + 1, before[1])
+
+
+async def test_a_closed_store_says_so_and_maps_nothing_again(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path)
+    await store.version()
+    await store.close()
+    await anyio.lowlevel.checkpoint()
+    with pytest.raises(StoreUnavailable) as closed:
+        await store.version()
+    assert closed.value.message == "The server's data store is closed, so nothing was changed."
+    assert store._watch is None
+
+
 async def test_a_write_past_the_busy_timeout_fails_with_a_sentence_and_reads_go_on(
     tmp_path: Path,
 ) -> None:

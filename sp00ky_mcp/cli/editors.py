@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shlex
 import tempfile
@@ -156,6 +157,9 @@ def read_json(path: Path) -> dict[str, Any]:
         value = _exact_json(without_comments(path.read_text(encoding="utf-8-sig")))
     except OSError as exc:
         raise EditorError(f"Cannot read {path}: {exc.strerror}; fix or move it first.") from None
+    except _TooLarge as exc:
+        message = f"{path} holds a number too large to write back ({exc}); fix or move it first."
+        raise EditorError(message) from None
     except (ValueError, UnicodeDecodeError):
         message = f"{path} is not valid JSON; fix or move it, then run this again."
         raise EditorError(message) from None
@@ -170,11 +174,24 @@ def _exact_json(text: str) -> Any:
     """The standard library's parser, not orjson: the user's own entries are written back as
     they were, integers of any size included (orjson reads those past 64 bits as floats) and
     escaped lone surrogates too."""
-    return json.loads(text, parse_constant=_not_json)
+    return json.loads(text, parse_constant=_not_json, parse_float=_finite)
 
 
 def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(text: str) -> float:
+    """A number too large for a float (`1e400`) would be written back as `Infinity`, which
+    is not JSON: refused instead."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise _TooLarge(text)
+    return value
+
+
+class _TooLarge(ValueError):
+    pass
 
 
 def without_comments(text: str) -> str:
@@ -299,11 +316,11 @@ def write_private_json(path: Path, value: dict[str, Any]) -> None:
 def _encoded(value: dict[str, Any]) -> bytes:
     """Indented as editors write it, non-ASCII text as itself; escaped as `\\u` only when it
     holds a lone surrogate, which UTF-8 cannot carry."""
-    text = json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
-        return (json.dumps(value, indent=2) + "\n").encode("ascii")
+        return (json.dumps(value, indent=2, allow_nan=False) + "\n").encode("ascii")
 
 
 def _resolved(path: Path) -> Path:

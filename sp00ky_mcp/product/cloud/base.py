@@ -164,8 +164,8 @@ class Cloud:
                     await self._check_still_allowed(tx, caller)
                 yield tx
                 claim = None if upkeep else _CLAIMED.get()
-                if claim is not None:
-                    await tx.idempotency.mark_changed(claim)
+                if claim is not None and tx.db.changed:
+                    await _mark_changed(tx, claim)
         except Clash:
             raise (clash() if clash is not None else Conflict(CONCURRENT_CLASH)) from None
         except (Vanished, Busy):
@@ -233,6 +233,20 @@ class Cloud:
         values = await self.reads.tenancy.secret_values(tenant_id)
         kept = {v for v in values if len(v) >= MIN_MASKED_LENGTH}
         return tuple(sorted(kept, key=len, reverse=True))
+
+
+# A call whose stale claim a retry took over (it waited at a prompt past CLAIM_SECONDS).
+TAKEN_OVER = (
+    "A retry with this call's idempotency_key took its place while it waited, so this call "
+    "changed nothing; the retry's result is the one that counts."
+)
+
+
+async def _mark_changed(tx: Repos, claim: Claim) -> None:
+    """The key marked in the commit of the call's change; a claim that is no longer the
+    call's refuses the change, which is rolled back."""
+    if not await tx.idempotency.mark_changed(claim):
+        raise Conflict(TAKEN_OVER)
 
 
 def _check_role(role: str | None, caller: Caller) -> None:

@@ -41,6 +41,9 @@ Version = tuple[int, int]
 Row = Mapping[str, Any]
 
 
+CLOSED = "The server's data store is closed, so nothing was changed."
+
+
 class StoreError(Exception):
     """The store cannot be used; the message says what to fix (for whoever runs the server)."""
 
@@ -90,6 +93,8 @@ class Db(Protocol):
     PostgreSQL executor renumbers the placeholders."""
 
     dialect: str
+    # Rows its statements changed so far: in a transaction, whether the block wrote anything.
+    changed: int
 
     async def one(self, sql: str, *params: Any) -> Row | None: ...
 

@@ -41,6 +41,7 @@ from ..secretbox import (
 )
 from . import postgres_schema
 from .port import (
+    CLOSED,
     Busy,
     Clash,
     Row,
@@ -185,6 +186,7 @@ class PostgresDb:
     def __init__(self, connection: Any, timings: Timings) -> None:
         self.connection = connection
         self.timed = timings.timed
+        self.changed = 0
 
     async def one(self, sql: str, *params: Any) -> Row | None:
         if _holds_nul(params):
@@ -201,13 +203,16 @@ class PostgresDb:
     async def run(self, sql: str, *params: Any) -> int:
         if _holds_nul(params):
             raise Unstorable()
-        return _rowcount(await self.timed(self.connection.execute(numbered(sql), *params)))
+        count = _rowcount(await self.timed(self.connection.execute(numbered(sql), *params)))
+        self.changed += count
+        return count
 
     async def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if any(_holds_nul(row) for row in rows):
             raise Unstorable()
         if rows:
             await self.timed(self.connection.executemany(numbered(sql), rows))
+            self.changed += len(rows)  # asyncpg does not say; each row is a write
 
 
 class PooledDb:
@@ -218,6 +223,7 @@ class PooledDb:
 
     def __init__(self, store: PostgresStore) -> None:
         self.store = store
+        self.changed = 0
 
     async def _fetch(self, method: str, sql: str, *params: Any) -> Any:
         if _holds_nul(params):
@@ -243,10 +249,13 @@ class PooledDb:
         return rows
 
     async def run(self, sql: str, *params: Any) -> int:
-        return _rowcount(await self._fetch("execute", sql, *params))
+        count = _rowcount(await self._fetch("execute", sql, *params))
+        self.changed += count
+        return count
 
     async def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         await self._fetch("executemany", sql, rows)
+        self.changed += len(rows)
 
 
 def _rowcount(status: str) -> int:
@@ -273,6 +282,7 @@ class PostgresStore(Store):
         self._reads = Repos(PooledDb(self), secrets)
         self._probe: Any = None
         self._probing = anyio.Lock()
+        self._closed = False
 
     @classmethod
     async def open(
@@ -381,10 +391,17 @@ class PostgresStore(Store):
         calls is busy, not unready, and a load balancer told otherwise would take a loaded
         replica out of service (and every replica at once when the database is slow)."""
         async with self._probing:
+            if self._closed:
+                raise StoreUnavailable(CLOSED)
             try:
                 if self._probe is None or self._probe.is_closed():
                     self._probe = await _connect(self.url)
+                if self._closed:  # closed while the probe connected: it must not outlive it
+                    raise StoreUnavailable(CLOSED)
                 await self._probe.fetchval("SELECT n FROM store_version", timeout=CONNECT_TIMEOUT)
+            except StoreUnavailable:
+                self._drop_probe()
+                raise
             except BaseException as exc:  # a cancelled probe is dropped too: left mid-query
                 self._drop_probe()
                 if isinstance(exc, Exception):
@@ -415,6 +432,7 @@ class PostgresStore(Store):
             return await _reseal_all(tx, self.secrets)
 
     async def close(self) -> None:
+        self._closed = True
         self._drop_probe()
         with anyio.CancelScope(shield=True):
             try:

@@ -45,6 +45,7 @@ from ..secretbox import (
 )
 from . import sqlite_schema
 from .port import (
+    CLOSED,
     Busy,
     Clash,
     Row,
@@ -205,9 +206,6 @@ class Worker:
             loop.call_soon_threadsafe(_settle, waiter, result, error)
 
 
-CLOSED = "The server's data store is closed, so nothing was changed."
-
-
 def _closed(db: sqlite3.Connection) -> Any:
     raise StoreUnavailable(CLOSED)
 
@@ -228,6 +226,7 @@ class SqliteDb:
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
+        self.changed = 0
 
     async def one(self, sql: str, *params: Any) -> Row | None:
         row: Row | None = await self.worker.call(lambda db: db.execute(sql, params).fetchone())
@@ -239,10 +238,12 @@ class SqliteDb:
 
     async def run(self, sql: str, *params: Any) -> int:
         count: int = await self.worker.call(lambda db: db.execute(sql, params).rowcount)
+        self.changed += max(count, 0)
         return count
 
     async def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self.worker.call(lambda db: db.executemany(sql, rows))
+        count: int = await self.worker.call(lambda db: db.executemany(sql, rows).rowcount)
+        self.changed += max(count, 0)
 
 
 async def _shielded(worker: Worker, job: Job) -> Any:
@@ -426,7 +427,7 @@ class SqliteStore(Store):
             try:
                 self._watch = WalWatch(self.path)
             except (OSError, ValueError):
-                self._watchable = self._on_disk
+                self._watchable = False
         return self._watch
 
     async def schema_version(self) -> int:
@@ -484,9 +485,10 @@ class SqliteStore(Store):
         await anyio.to_thread.run_sync(self.close_now)
 
     def close_now(self) -> None:
+        self._watchable = False
         if self._watch is not None:
-            self._watch.close()
-            self._watch, self._known = None, None
+            watch, self._watch, self._known = self._watch, None, None
+            watch.close()
         if self._reader is not self._writer:
             self._reader.stop()
         self._writer.stop()
@@ -511,7 +513,13 @@ class WalWatch:
             os.close(descriptor)
 
     def look(self) -> bytes:
-        return self._map[:WAL_INDEX_HEADER]
+        """The header now; empty once closed (by a store closing on another thread), which
+        matches no header looked at before, so the version is read and the closed store
+        says so."""
+        try:
+            return self._map[:WAL_INDEX_HEADER]
+        except ValueError:
+            return b""
 
     def close(self) -> None:
         self._map.close()

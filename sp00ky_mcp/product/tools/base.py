@@ -24,7 +24,7 @@ from ...engine.redaction import MARKER, Secret, SecretMatcher, encoder_default
 from ..accounts import arguments_digest
 from ..cloud.base import Caller, Cloud, Tenant, page, page_bounds
 from ..store import Store, StoreInDoubt, StoreUnavailable, Version
-from ..store.repos.idempotency import CHANGED, RUNNING, Claim, IdempotencyRecord
+from ..store.repos.idempotency import Claim, IdempotencyRecord, is_changed, is_running
 from ..store.repos.projects import Project
 
 Handler = Callable[["Call"], Awaitable[dict[str, Any]]]
@@ -496,11 +496,12 @@ async def _run_once(call: Call, spec: Spec) -> dict[str, Any]:
     if key is None or not spec.mutates:
         return await spec.handler(call)
     digest = arguments_digest({k: v for k, v in call.args.items() if k != "idempotency_key"})
-    replayed = await _replay_or_claim(call, spec, key, digest)
+    claim = Claim(call.user_id, spec.name, key)
+    replayed = await _replay_or_claim(call, claim, digest)
     if replayed is not None:
         return replayed
     try:
-        with call.cloud.claiming(Claim(call.user_id, spec.name, key)):
+        with call.cloud.claiming(claim):
             result = await spec.handler(call)
     except StoreInDoubt:
         # The change may have been made: the key stays claimed (marked CHANGED if it was),
@@ -508,10 +509,10 @@ async def _run_once(call: Call, spec: Spec) -> dict[str, Any]:
         raise
     except BaseException:
         with anyio.CancelScope(shield=True):
-            await _release(call, spec, key)
+            await _release(call, claim)
         raise
     try:
-        await _record(call, spec, key, result)
+        await _record(call, claim, result)
     except StoreUnavailable:
         # The change was made and the client gets its result; only the record a retry would
         # replay is missing, and the key stays marked CHANGED.
@@ -519,21 +520,20 @@ async def _run_once(call: Call, spec: Spec) -> dict[str, Any]:
     return result
 
 
-async def _record(call: Call, spec: Spec, key: str, result: dict[str, Any]) -> None:
+async def _record(call: Call, claim: Claim, result: dict[str, Any]) -> None:
     """The result kept for a retry with the same key, with every secret of the tenant masked,
     whoever the caller."""
     masks = await masks_for(call.tenant.id, await call.cloud.secret_values(call.tenant.id))
     async with call.cloud.store.transaction() as tx:
-        await tx.idempotency.finish(
-            call.user_id, spec.name, key, _frozen(masks, result), call.cloud.clock()
-        )
+        await tx.idempotency.finish(claim, _frozen(masks, result), call.cloud.clock())
 
 
 # A key whose first call is still running.  A client that times out and retries while the
 # first call still runs (or waits on the user at a prompt) would otherwise run the call twice;
-# the retry is refused instead.  A claim still RUNNING after CLAIM_SECONDS is that of a process
-# that stopped mid-call before changing anything (a change marks the key CHANGED in its own
-# commit), so a retry may take it over and run the call.
+# the retry is refused instead.  A claim still RUNNING after CLAIM_SECONDS has committed no
+# change (a change marks the key CHANGED in its own commit): its process stopped, or it waits
+# at a prompt.  A retry may take it over and run the call; the first call, should it go on,
+# then finds its claim gone at its first change, and makes none (`Cloud.transaction`).
 CLAIM_SECONDS = 600.0
 STILL_RUNNING = (
     "A call with this idempotency_key is still running, so this one changed nothing; retry "
@@ -546,21 +546,21 @@ CHANGED_UNRECORDED = (
 )
 
 
-async def _replay_or_claim(call: Call, spec: Spec, key: str, digest: str) -> dict[str, Any] | None:
+async def _replay_or_claim(call: Call, claim: Claim, digest: str) -> dict[str, Any] | None:
     """The stored result of the key's first call, if there was one with these arguments;
     otherwise None, with the key claimed for this call.  The claim is an insert that only one
-    writer can make (or the take-over of a claim abandoned by a stopped process, an update
-    only one can make), so two processes can never both run the call."""
+    writer can make (or the take-over of a stale claim, an update only one can make), so two
+    calls can never both change anything under one key."""
     now = call.cloud.clock()
     async with call.cloud.store.transaction() as tx:
         repo = tx.idempotency
-        if await repo.claim(call.user_id, spec.name, key, digest, RUNNING, now):
+        if await repo.claim(claim, digest, now):
             return None
-        before = now - CLAIM_SECONDS
-        if await repo.take_over(call.user_id, spec.name, key, digest, RUNNING, now, before):
+        found = await repo.get(claim.user_id, claim.tool, claim.key)
+        assert found is not None  # the claim lost to it, in this same write
+        stale = is_running(found.result) and found.created_at < now - CLAIM_SECONDS
+        if stale and await repo.take_over(claim, digest, now, found.result, now - CLAIM_SECONDS):
             return None
-        found = await repo.get(call.user_id, spec.name, key)
-    assert found is not None
     return _stored(found, digest)
 
 
@@ -570,20 +570,20 @@ def _stored(found: IdempotencyRecord, digest: str) -> dict[str, Any]:
             "This idempotency_key was already used with other arguments; use "
             "a new key for a different request."
         )
-    if found.result == RUNNING:
+    if is_running(found.result):
         raise ToolError(STILL_RUNNING)
-    if found.result == CHANGED:
+    if is_changed(found.result):
         raise ToolError(CHANGED_UNRECORDED)
     thawed: dict[str, Any] = _thaw(orjson.loads(found.result))
     return thawed
 
 
-async def _release(call: Call, spec: Spec, key: str) -> None:
+async def _release(call: Call, claim: Claim) -> None:
     """A call that failed before changing anything (or ended its round to ask the client
     something) leaves its key free, so that a retry runs it again; one that changed something
     leaves it marked CHANGED."""
     async with call.cloud.store.transaction() as tx:
-        await tx.idempotency.release(call.user_id, spec.name, key, RUNNING)
+        await tx.idempotency.release(claim)
 
 
 def _frozen(masks: Masks, result: dict[str, Any]) -> bytes:

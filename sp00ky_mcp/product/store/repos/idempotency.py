@@ -2,26 +2,48 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 
 from ..port import Db
 
-# What a key's record holds in place of a result.  RUNNING: claimed by a call now running,
-# which has changed nothing yet.  CHANGED: the call committed a change (the mark is written in
-# the transaction that makes it) and its result was never recorded: it failed after the
-# change, or its process stopped, or its commit was in doubt.  Results are JSON objects, so
-# neither mark can be taken for one.
-RUNNING = b""
-CHANGED = b"changed"
+# What a key's record holds in place of a result, each naming the call that claimed it.
+# RUNNING: claimed by a call now running, which has committed no change yet.  CHANGED: the
+# call committed a change (the mark is written in the transaction that makes it) and its
+# result was never recorded: it failed after the change, its process stopped, or its commit
+# was in doubt.  Results are JSON objects, so no mark can be taken for one.
+RUNNING = b"running:"
+CHANGED = b"changed:"
+# The claim of a call made by an older version, which named no call.
+UNNAMED_CLAIM = b""
+
+
+def is_running(result: bytes) -> bool:
+    return result == UNNAMED_CLAIM or result.startswith(RUNNING)
+
+
+def is_changed(result: bytes) -> bool:
+    return result.startswith(CHANGED)
 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """A key claimed by the call now running: the changes it commits mark it CHANGED."""
+    """A key claimed by the call now running, under a name of its own: the changes it
+    commits mark the key CHANGED, and only while the claim is still its own (a retry may
+    take over a claim that stayed RUNNING too long)."""
 
     user_id: str
     tool: str
     key: str
+    call: bytes = field(default_factory=lambda: secrets.token_hex(8).encode())
+
+    @property
+    def running(self) -> bytes:
+        return RUNNING + self.call
+
+    @property
+    def changed(self) -> bytes:
+        return CHANGED + self.call
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,77 +69,76 @@ class IdempotencyRepo:
             return None
         return IdempotencyRecord(row["arguments_digest"], bytes(row["result"]), row["created_at"])
 
-    async def claim(
-        self, user_id: str, tool: str, key: str, digest: str, marker: bytes, now: float
-    ) -> bool:
-        """Claims the key for a call now starting (its result `marker` until it ends); False
-        when the key already has a record."""
+    async def claim(self, claim: Claim, digest: str, now: float) -> bool:
+        """Claims the key for a call now starting; False when the key already has a record."""
         changed = await self.db.run(
             "INSERT INTO idempotency (user_id, tool, key, arguments_digest, result, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, tool, key) DO NOTHING",
-            user_id,
-            tool,
-            key,
+            claim.user_id,
+            claim.tool,
+            claim.key,
             digest,
-            marker,
+            claim.running,
             now,
         )
         return changed == 1
 
     async def take_over(
-        self,
-        user_id: str,
-        tool: str,
-        key: str,
-        digest: str,
-        marker: bytes,
-        now: float,
-        before: float,
+        self, claim: Claim, digest: str, now: float, held: bytes, before: float
     ) -> bool:
-        """Claims a key whose claim (result `marker`) was made before `before` by a call that
+        """Claims a key still held by the claim `held`, made before `before` by a call that
         never finished; False if another call took it first."""
         changed = await self.db.run(
-            "UPDATE idempotency SET arguments_digest = ?, created_at = ? WHERE user_id = ? "
-            "AND tool = ? AND key = ? AND result = ? AND created_at < ?",
+            "UPDATE idempotency SET arguments_digest = ?, result = ?, created_at = ? "
+            "WHERE user_id = ? AND tool = ? AND key = ? AND result = ? AND created_at < ?",
             digest,
+            claim.running,
             now,
-            user_id,
-            tool,
-            key,
-            marker,
+            claim.user_id,
+            claim.tool,
+            claim.key,
+            held,
             before,
         )
         return changed == 1
 
-    async def finish(self, user_id: str, tool: str, key: str, result: bytes, now: float) -> None:
-        await self.db.run(
-            "UPDATE idempotency SET result = ?, created_at = ? WHERE user_id = ? AND tool = ? "
-            "AND key = ?",
-            result,
-            now,
-            user_id,
-            tool,
-            key,
-        )
-
-    async def release(self, user_id: str, tool: str, key: str, marker: bytes) -> None:
-        await self.db.run(
-            "DELETE FROM idempotency WHERE user_id = ? AND tool = ? AND key = ? AND result = ?",
-            user_id,
-            tool,
-            key,
-            marker,
-        )
-
-    async def mark_changed(self, claim: Claim) -> None:
-        """Inside the transaction of a change made by the claiming call: should the call
-        never record its result, a retry with its key knows a change was made."""
-        await self.db.run(
+    async def mark_changed(self, claim: Claim) -> bool:
+        """Inside the transaction of a change made by the claiming call, so that a retry
+        knows a change was made should the call never record its result; False when the
+        claim is no longer the call's (taken over), and the change must not be made."""
+        changed = await self.db.run(
             "UPDATE idempotency SET result = ? WHERE user_id = ? AND tool = ? AND key = ? "
-            "AND result = ?",
-            CHANGED,
+            "AND result IN (?, ?)",
+            claim.changed,
             claim.user_id,
             claim.tool,
             claim.key,
-            RUNNING,
+            claim.running,
+            claim.changed,
+        )
+        return changed == 1
+
+    async def finish(self, claim: Claim, result: bytes, now: float) -> bool:
+        """Records the call's result; False when the claim is no longer the call's."""
+        changed = await self.db.run(
+            "UPDATE idempotency SET result = ?, created_at = ? WHERE user_id = ? AND tool = ? "
+            "AND key = ? AND result IN (?, ?)",
+            result,
+            now,
+            claim.user_id,
+            claim.tool,
+            claim.key,
+            claim.running,
+            claim.changed,
+        )
+        return changed == 1
+
+    async def release(self, claim: Claim) -> None:
+        """Frees the key of a call that changed nothing."""
+        await self.db.run(
+            "DELETE FROM idempotency WHERE user_id = ? AND tool = ? AND key = ? AND result = ?",
+            claim.user_id,
+            claim.tool,
+            claim.key,
+            claim.running,
         )
