@@ -630,6 +630,26 @@ def test_tokens_into_a_closed_pipe_stops_quietly_with_the_sigpipe_status(
     assert (done.returncode, done.stderr) == (141, "")
 
 
+def test_serve_whose_output_nobody_reads_stops_gracefully_with_the_sigpipe_status(
+    data_dir: str,
+) -> None:
+    """As a worker does whose supervisor was killed before it said it listens."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        done = subprocess.run(
+            [*PYTHON_M, "mcp", "serve", "--port", "0", "--data-dir", data_dir],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=PROCESS_BOUND,
+        )
+    finally:
+        os.close(writer)
+    assert done.returncode == 141
+    assert "Traceback" not in done.stderr
+
+
 def test_tokens_piped_into_head_prints_the_first_line_only(
     capsys: pytest.CaptureFixture[str], data_dir: str
 ) -> None:

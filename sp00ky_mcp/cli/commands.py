@@ -667,11 +667,25 @@ async def serve_until_stopped(server: McpServer, notes: Notes, supervised: bool 
         # process: freezing it keeps the collector from rescanning it during requests.
         gc.collect()
         gc.freeze()
+        gone = await _said_listening(server, notes)
+        await server.wait_stopped()
+        tasks.cancel_scope.cancel()
+    if gone:  # outside the task group: `main` stops quietly with 141, as for any command
+        raise BrokenPipeError
+
+
+async def _said_listening(server: McpServer, notes: Notes) -> bool:
+    """Says where to connect; True if nobody reads it any more (a pipe closed, a worker's
+    supervisor killed outright), and the server is then stopped gracefully, as on SIGTERM,
+    rather than ended by a traceback."""
+    try:
         say(f"sp00ky-mcp listening on {server.url}")
         for line in await notes(server):
             say(line)
-        await server.wait_stopped()
-        tasks.cancel_scope.cancel()
+    except BrokenPipeError:
+        server.shutdown()
+        return True
+    return False
 
 
 async def _stop_on_signal(
