@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from typing import cast
 
 import anyio
 import pytest
@@ -108,6 +109,38 @@ async def test_a_transaction_cancelled_half_way_changes_nothing_and_frees_the_wr
     await store.close()
     assert kept is not None and kept.revoked_at is None
     assert revoked is not None and revoked.revoked_at is not None
+
+
+async def test_a_transaction_cancelled_while_it_waits_to_begin_leaves_the_writer_usable(
+    tmp_path: Path,
+) -> None:
+    """A client gone while its write waited on another process's lock: the BEGIN that then
+    goes through on the writer's thread is rolled back, not left open under every later
+    write."""
+    store = cast(SqliteStore, await open_store(tmp_path))
+    accounts = Accounts(store)
+    user = await accounts.ensure_user("ada@example.com")
+    entered: list[bool] = []
+
+    async def write() -> None:
+        async with store.transaction():
+            entered.append(True)
+
+    with closing(sqlite3.connect(store.path, isolation_level=None)) as holder:
+        holder.execute("BEGIN EXCLUSIVE")
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(write)
+                while not store.writer_busy:
+                    await anyio.lowlevel.checkpoint()
+                tasks.cancel_scope.cancel()
+        holder.execute("ROLLBACK")
+    with anyio.fail_after(5):
+        record, _ = await accounts.mint(user, "after", ("mcp:read",), None)
+        found = await store.reads.accounts.token(record.id)
+    await store.close()
+    assert entered == []
+    assert found is not None
 
 
 async def test_the_version_changes_with_a_transaction_here_or_in_another_process_only(

@@ -148,6 +148,11 @@ class Worker:
         self._jobs.put((job, loop, future))
         return await self.timings.timed(future)
 
+    def queue(self, job: Job) -> None:
+        """Runs `job` after the jobs already given, with nobody waiting for it."""
+        if not self.stopped:
+            self._jobs.put((job, None, (threading.Event(), [])))
+
     def call_now(self, job: Job) -> Any:
         """Runs `job` and waits for it on this thread: for opening and closing, outside any
         event loop."""
@@ -373,7 +378,15 @@ class SqliteStore(Store):
     async def _committed(self, durable: bool, bump: bool) -> AsyncIterator[Repos]:
         """BEGIN IMMEDIATE, the block, the version raised (but for bookkeeping), COMMIT;
         rolled back on any error, so the write lock is never left held."""
-        await self._writer.call(lambda db: _begin(db, durable))
+        try:
+            await self._writer.call(lambda db: _begin(db, durable))
+        except BaseException:
+            # Cancelled while BEGIN waited (on another process's lock, say), it may still go
+            # through on the writer's thread, opening a transaction nobody would end, under
+            # every later write: a rollback is queued behind it, before this process's write
+            # lock is let go and another write can queue its own BEGIN.
+            self._writer.queue(lambda db: _roll_back(db, durable))
+            raise
         try:
             yield Repos(SqliteDb(self._writer), self.secrets)
         except BaseException:
