@@ -259,13 +259,12 @@ class Client:
     # --- the actions, chosen at random by weight ---
 
     async def read(self) -> None:
-        tool, arguments = self.random.choice(
-            [
-                ("list_projects", {}),
-                ("get_logs", {"project": PROJECT, "lines": 50}),
-                ("list_env_vars", {"project": PROJECT}),
-            ]
-        )
+        reads: list[tuple[str, dict[str, Any]]] = [
+            ("list_projects", {}),
+            ("get_logs", {"project": PROJECT, "lines": 50}),
+            ("list_env_vars", {"project": PROJECT}),
+        ]
+        tool, arguments = self.random.choice(reads)
         await self.stateless_call(tool, arguments, progress=False)
 
     async def write(self) -> None:
@@ -307,14 +306,13 @@ class Client:
             if self.random.random() < 0.3:
                 tasks.start_soon(self.standalone_stream, headers)
             for number in range(1, self.random.randint(2, 6)):
-                tool, arguments, meta = self.random.choice(
-                    [
-                        ("list_projects", {}, {}),
-                        ("list_env_vars", {"project": PROJECT}, {}),
-                        ("get_logs", {"project": PROJECT, "lines": 20}, {}),
-                        ("deploy", {"project": PROJECT}, {"progressToken": number}),
-                    ]
-                )
+                calls: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+                    ("list_projects", {}, {}),
+                    ("list_env_vars", {"project": PROJECT}, {}),
+                    ("get_logs", {"project": PROJECT, "lines": 20}, {}),
+                    ("deploy", {"project": PROJECT}, {"progressToken": number}),
+                ]
+                tool, arguments, meta = self.random.choice(calls)
                 body = call_body(number, tool, arguments, meta)
                 await self.exchange(f"session {tool}", "POST", headers, body, 200)
         await self.exchange("session DELETE", "DELETE", headers, None, 200)
