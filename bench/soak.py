@@ -51,7 +51,7 @@ import anyio.abc
 import httpx
 
 from sp00ky_mcp.product.accounts import Accounts
-from sp00ky_mcp.product.store.sqlite import SqliteStore
+from sp00ky_mcp.product.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCEPT = "application/json, text/event-stream"
@@ -116,12 +116,12 @@ def proc_figures(pid: int) -> tuple[float, int]:
     return rss, len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def mint_tokens(data_dir: str, count: int) -> list[str]:
-    return asyncio.run(_mint_tokens(data_dir, count))
+def mint_tokens(data_dir: str, count: int, database_url: str | None = None) -> list[str]:
+    return asyncio.run(_mint_tokens(data_dir, count, database_url))
 
 
-async def _mint_tokens(data_dir: str, count: int) -> list[str]:
-    store = await SqliteStore.open(data_dir)
+async def _mint_tokens(data_dir: str, count: int, database_url: str | None) -> list[str]:
+    store = await open_store(data_dir, url=database_url)
     try:
         accounts = Accounts(store)
         user = await accounts.ensure_user(USER)
@@ -131,7 +131,7 @@ async def _mint_tokens(data_dir: str, count: int) -> list[str]:
 
 
 class Server:
-    def __init__(self, data_dir: str) -> None:
+    def __init__(self, data_dir: str, database_url: str | None = None) -> None:
         self.stderr = Path(data_dir) / "server.stderr"
         command = [
             sys.executable,
@@ -147,6 +147,7 @@ class Server:
             USER,
             "--log-level",
             "warning",
+            *(["--database-url", database_url] if database_url else []),
         ]
         with self.stderr.open("wb") as errors:
             self.process = subprocess.Popen(
@@ -460,12 +461,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
     parser.add_argument("--seconds", type=float, default=60.0, help="how long (default 60)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (32)")
+    parser.add_argument("--database-url", help="serve on this PostgreSQL database (emptied)")
     args = parser.parse_args(argv)
     started_at = datetime.now(UTC)
     load_average = Path("/proc/loadavg").read_text().split()[0]
     with tempfile.TemporaryDirectory(prefix="sp00ky-soak-") as data_dir:
-        tokens = mint_tokens(data_dir, args.clients)
-        server = Server(data_dir)
+        tokens = mint_tokens(data_dir, args.clients, args.database_url)
+        server = Server(data_dir, args.database_url)
         try:
             idle_fds = server.figures()[1]
             anyio.run(prepare, server, tokens[0])

@@ -341,7 +341,7 @@ class PostgresStore(Store):
                 if bump:
                     await connection.execute("UPDATE store_version SET n = n + 1")
             except BaseException as exc:
-                error = await _rolled_back(transaction, exc)
+                error = await _rolled_back(connection, transaction, exc)
                 if error is None:
                     raise
                 raise error from None
@@ -478,34 +478,53 @@ async def _begin(connection: Any, timings: Timings) -> Any:
     transaction = connection.transaction()
     try:
         await timings.timed(transaction.start())
-    except Exception as exc:
-        raise port_error(exc) from None
+    except BaseException as exc:
+        # Cut short (a cancellation, a lost reply), BEGIN may or may not have gone through:
+        # the connection is closed rather than given back to the pool inside a transaction.
+        _discard(connection)
+        if isinstance(exc, Exception):
+            raise port_error(exc) from None
+        raise
     try:
         await timings.timed(connection.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK))
     except BaseException as exc:
-        error = await _rolled_back(transaction, exc)
+        error = await _rolled_back(connection, transaction, exc)
         if error is None:
             raise
         raise error from None
     return transaction
 
 
-async def _rolled_back(transaction: Any, exc: BaseException) -> BaseException | None:
-    """Rolls the transaction back after `exc`, even when cancelled; what to raise in its
-    stead as the port says it (None: `exc` itself)."""
+async def _rolled_back(
+    connection: Any, transaction: Any, exc: BaseException
+) -> BaseException | None:
+    """Rolls the transaction back after `exc`, even when cancelled (a connection that cannot
+    be rolled back is closed, never given back to the pool inside a transaction); what to
+    raise in its stead as the port says it (None: `exc` itself)."""
     with anyio.CancelScope(shield=True):
-        await _quietly(transaction.rollback)
+        if not await _quietly(transaction.rollback):
+            _discard(connection)
     error = port_error(exc)
     return None if error is exc else error
 
 
-async def _quietly(step: Callable[[], Awaitable[object]]) -> None:
+def _discard(connection: Any) -> None:
+    """Closed, never given back to the pool; one already gone (the pool has it back) is
+    left as it is."""
+    with contextlib.suppress(Exception):
+        connection.terminate()
+
+
+async def _quietly(step: Callable[[], Awaitable[object]]) -> bool:
     """A rollback on a connection that may be gone: asyncpg refuses one on a closed
-    connection as soon as it is called, before there is anything to await."""
+    connection as soon as it is called, before there is anything to await.  Whether it
+    went through."""
     try:
         await step()
     except Exception as exc:  # the error that matters is the one being raised
         log.debug("rollback failed: %s", exc)
+        return False
+    return True
 
 
 async def _migrate(connection: Any, where: str) -> list[int]:
