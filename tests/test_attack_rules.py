@@ -787,9 +787,11 @@ class RevokingPeer:
         return None
 
 
-async def test_a_token_revoked_while_a_deployment_runs_takes_nothing_live(
-    env: ProductEnv,
-) -> None:
+async def deploy_revoked_midway(
+    env: ProductEnv, arguments: dict[str, Any]
+) -> tuple[str, RevokingPeer, ToolError]:
+    """Ada's 'ci' token deploys her project 'api' and is revoked at the first progress
+    notification; another token of hers (returned), the peer, and what the deploy raised."""
     ada = await env.user()
     token = await env.token(ada)
     await env.ok(token, "create_project", {"name": "api"})
@@ -799,8 +801,15 @@ async def test_a_token_revoked_while_a_deployment_runs_takes_nothing_live(
     ctx = CallContext(Era.MODERN, "2026-07-28", principal, peer, progress_token="p")
     deploy = product_tool(env.cloud, SPECS["deploy"])
     with pytest.raises(ToolError) as refused:
-        await deploy.handler({"project": "api"}, ctx)
-    assert refused.value.message == REVOKED
+        await deploy.handler(arguments, ctx)
+    return token, peer, refused.value
+
+
+async def test_a_token_revoked_while_a_deployment_runs_takes_nothing_live(
+    env: ProductEnv,
+) -> None:
+    token, peer, refused = await deploy_revoked_midway(env, {"project": "api"})
+    assert refused.message == REVOKED
     assert len(peer.progress) == 1
     listed = await env.ok(token, "list_deployments", {"project": "api"})
     assert [item["status"] for item in listed["items"]] == ["failed"]
@@ -950,19 +959,10 @@ async def test_a_call_that_made_its_change_but_kept_no_result_is_never_run_again
 async def test_a_call_that_failed_after_its_change_leaves_its_key_refusing_retries(
     env: ProductEnv,
 ) -> None:
-    ada = await env.user()
-    token = await env.token(ada)
-    await env.ok(token, "create_project", {"name": "api"})
-    record, _ = await env.accounts.mint(ada, "ci", ("mcp:full",), None)
-    peer = RevokingPeer(lambda: env.accounts.revoke(ada, "ci"))
-    principal = Principal(record.id, ada.id, scopes.expand(record.scopes))
-    ctx = CallContext(Era.MODERN, "2026-07-28", principal, peer, progress_token="p")
-    deploy = product_tool(env.cloud, SPECS["deploy"])
     arguments = {"project": "api", "idempotency_key": "deploy-1"}
-    with pytest.raises(ToolError) as refused:
-        await deploy.handler(arguments, ctx)
+    token, _, refused = await deploy_revoked_midway(env, arguments)
     retried = await env.error_text(token, "deploy", arguments)
-    assert (refused.value.message, retried) == (REVOKED, CHANGED_UNRECORDED)
+    assert (refused.message, retried) == (REVOKED, CHANGED_UNRECORDED)
     assert await env.count("deployments") == 1
 
 

@@ -610,16 +610,13 @@ def test_listing_in_a_directory_without_a_store_creates_none(
 # --- a reader that goes away -----------------------------------------------------------------
 
 
-def test_tokens_into_a_closed_pipe_stops_quietly_with_the_sigpipe_status(
-    capsys: pytest.CaptureFixture[str], data_dir: str
-) -> None:
-    for number in range(3):
-        mint(capsys, data_dir, "--name", f"t{number}")
+def into_a_closed_pipe(*argv: str) -> subprocess.CompletedProcess[str]:
+    """`spky mcp …` with its standard output a pipe whose reader has gone."""
     reader, writer = os.pipe()
     os.close(reader)
     try:
-        done = subprocess.run(
-            [*PYTHON_M, "mcp", "tokens", "--data-dir", data_dir, "--user", USER],
+        return subprocess.run(
+            [*PYTHON_M, "mcp", *argv],
             stdout=writer,
             stderr=subprocess.PIPE,
             text=True,
@@ -627,6 +624,14 @@ def test_tokens_into_a_closed_pipe_stops_quietly_with_the_sigpipe_status(
         )
     finally:
         os.close(writer)
+
+
+def test_tokens_into_a_closed_pipe_stops_quietly_with_the_sigpipe_status(
+    capsys: pytest.CaptureFixture[str], data_dir: str
+) -> None:
+    for number in range(3):
+        mint(capsys, data_dir, "--name", f"t{number}")
+    done = into_a_closed_pipe("tokens", "--data-dir", data_dir, "--user", USER)
     assert (done.returncode, done.stderr) == (141, "")
 
 
@@ -634,18 +639,7 @@ def test_serve_whose_output_nobody_reads_stops_gracefully_with_the_sigpipe_statu
     data_dir: str,
 ) -> None:
     """As a worker does whose supervisor was killed before it said it listens."""
-    reader, writer = os.pipe()
-    os.close(reader)
-    try:
-        done = subprocess.run(
-            [*PYTHON_M, "mcp", "serve", "--port", "0", "--data-dir", data_dir],
-            stdout=writer,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=PROCESS_BOUND,
-        )
-    finally:
-        os.close(writer)
+    done = into_a_closed_pipe("serve", "--port", "0", "--data-dir", data_dir)
     assert done.returncode == 141
     assert "Traceback" not in done.stderr
 

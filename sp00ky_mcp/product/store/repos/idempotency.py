@@ -45,6 +45,15 @@ class Claim:
     def changed(self) -> bytes:
         return CHANGED + self.call
 
+    @property
+    def own(self) -> tuple[str, str, str, bytes, bytes]:
+        """The parameters of STILL_ITS_OWN."""
+        return self.user_id, self.tool, self.key, self.running, self.changed
+
+
+# The key's record while its claim is still the call's (not taken over by a retry).
+STILL_ITS_OWN = "WHERE user_id = ? AND tool = ? AND key = ? AND result IN (?, ?)"
+
 
 @dataclass(frozen=True, slots=True)
 class IdempotencyRecord:
@@ -107,29 +116,17 @@ class IdempotencyRepo:
         knows a change was made should the call never record its result; False when the
         claim is no longer the call's (taken over), and the change must not be made."""
         changed = await self.db.run(
-            "UPDATE idempotency SET result = ? WHERE user_id = ? AND tool = ? AND key = ? "
-            "AND result IN (?, ?)",
-            claim.changed,
-            claim.user_id,
-            claim.tool,
-            claim.key,
-            claim.running,
-            claim.changed,
+            f"UPDATE idempotency SET result = ? {STILL_ITS_OWN}", claim.changed, *claim.own
         )
         return changed == 1
 
     async def finish(self, claim: Claim, result: bytes, now: float) -> bool:
         """Records the call's result; False when the claim is no longer the call's."""
         changed = await self.db.run(
-            "UPDATE idempotency SET result = ?, created_at = ? WHERE user_id = ? AND tool = ? "
-            "AND key = ? AND result IN (?, ?)",
+            f"UPDATE idempotency SET result = ?, created_at = ? {STILL_ITS_OWN}",
             result,
             now,
-            claim.user_id,
-            claim.tool,
-            claim.key,
-            claim.running,
-            claim.changed,
+            *claim.own,
         )
         return changed == 1
 
