@@ -17,6 +17,7 @@ import httpx
 import httpx2
 import jsonschema
 import mcp_types as types
+import pytest
 from mcp import Client
 from mcp.client import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
@@ -28,7 +29,9 @@ from sp00ky_mcp.product.app import AuditTrail, build_product
 from sp00ky_mcp.product.cloud import teams
 from sp00ky_mcp.product.cloud.base import Cloud
 from sp00ky_mcp.product.shared import SharedState
-from sp00ky_mcp.product.store import Store
+from sp00ky_mcp.product.store import Store, StoreUnavailable
+from sp00ky_mcp.product.store.postgres import UNREACHABLE
+from sp00ky_mcp.product.store.repos.idempotency import IdempotencyRepo
 from sp00ky_mcp.product.store.sqlite import SqliteStore
 from sp00ky_mcp.product.tools import all_specs
 
@@ -311,3 +314,13 @@ __all__ = [
     "product_store",
     "sdk_client",
 ]
+
+
+def results_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every result a call would keep for its idempotency key fails to be written, as when
+    the store stops answering between the call's change and that record."""
+
+    async def unreachable(*_: Any) -> None:
+        raise StoreUnavailable(UNREACHABLE)
+
+    monkeypatch.setattr(IdempotencyRepo, "finish", unreachable)

@@ -28,9 +28,8 @@ from sp00ky_mcp.product.cloud import env as env_rules
 from sp00ky_mcp.product.cloud import links, projects, teams
 from sp00ky_mcp.product.cloud.base import CONCURRENT_CLASH, TAKEN_OVER, Cloud, Conflict, Tenant
 from sp00ky_mcp.product.store import Busy, Repos, Store
-from sp00ky_mcp.product.store.port import StoreUnavailable
-from sp00ky_mcp.product.store.postgres import UNREACHABLE, port_error
-from sp00ky_mcp.product.store.repos.idempotency import UNNAMED_CLAIM, Claim, IdempotencyRepo
+from sp00ky_mcp.product.store.postgres import port_error
+from sp00ky_mcp.product.store.repos.idempotency import UNNAMED_CLAIM, Claim
 from sp00ky_mcp.product.store.sqlite import SqliteStore
 from sp00ky_mcp.product.tools.base import (
     CHANGED_UNRECORDED,
@@ -40,7 +39,7 @@ from sp00ky_mcp.product.tools.base import (
     product_tool,
 )
 
-from .product_support import NOW, SPECS, ProductEnv
+from .product_support import NOW, SPECS, ProductEnv, results_not_kept
 
 pytestmark = pytest.mark.anyio
 
@@ -935,11 +934,7 @@ async def test_a_call_that_made_its_change_but_kept_no_result_is_never_run_again
     env: ProductEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     token, _ = await env.token_and_project()
-
-    async def unreachable(*_: Any) -> None:
-        raise StoreUnavailable(UNREACHABLE)
-
-    monkeypatch.setattr(IdempotencyRepo, "finish", unreachable)
+    results_not_kept(monkeypatch)
     arguments = {"project": "api", "idempotency_key": "deploy-1"}
     done = await env.ok(token, "deploy", arguments)
     monkeypatch.undo()

@@ -34,10 +34,9 @@ from sp00ky_mcp.product.store.postgres import (
 )
 from sp00ky_mcp.product.store.postgres_schema import LATEST, MIGRATIONS
 from sp00ky_mcp.product.store.repos.deployments import DeploymentsRepo
-from sp00ky_mcp.product.store.repos.idempotency import IdempotencyRepo
 from sp00ky_mcp.product.tools.base import CHANGED_UNRECORDED
 from tests.pg_support import OwnPostgres, psql
-from tests.product_support import product_server
+from tests.product_support import product_server, results_not_kept
 
 pytestmark = pytest.mark.anyio
 
@@ -283,11 +282,7 @@ async def test_a_result_whose_record_cannot_be_kept_still_reaches_the_client(
 ) -> None:
     async with product_server(postgres_store, tmp_path) as env:
         token, _ = await env.token_and_project()
-
-        async def unreachable(*_: Any) -> None:
-            raise StoreUnavailable(UNREACHABLE)
-
-        monkeypatch.setattr(IdempotencyRepo, "finish", unreachable)
+        results_not_kept(monkeypatch)
         args = {"project": "api", "idempotency_key": "deploy-2"}
         done = await env.ok(token, "deploy", args)
         retried = await env.error_text(token, "deploy", args)
