@@ -213,7 +213,9 @@ def test_expires_in_never_gives_a_token_without_expiry(
     assert listed(capsys, data_dir)[0]["expires_at"] is None
 
 
-@pytest.mark.parametrize("given", ["garbage", "0d", "30", "-1d", "3y"])
+# Full-width and Arabic-Indic digits are digits to `\d`, and `int` reads them: refused all the
+# same, a duration is written in ASCII.
+@pytest.mark.parametrize("given", ["garbage", "0d", "30", "-1d", "3y", "\uff13\uff10d", "\u0663d"])
 def test_expires_in_that_is_not_a_duration_fails(
     capsys: pytest.CaptureFixture[str], data_dir: str, given: str
 ) -> None:
@@ -684,6 +686,12 @@ def test_audit_as_a_table_and_its_refusals(
     assert (status, err.strip()) == (
         1,
         "spky: --since 'yesterday' is neither an age nor a date; use e.g. 2h, 7d, 2026-12-01 or "
+        "2026-12-01T09:30Z.",
+    )
+    status, _, err = spky(capsys, *base, "--since", "\uff12h")
+    assert (status, err.strip()) == (
+        1,
+        "spky: --since '\uff12h' is neither an age nor a date; use e.g. 2h, 7d, 2026-12-01 or "
         "2026-12-01T09:30Z.",
     )
     status, _, err = spky(capsys, *base, "--token", "desktop")

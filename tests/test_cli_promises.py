@@ -534,6 +534,17 @@ def test_end_of_input_at_the_scope_picker_cancels_and_mints_nothing(
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.parametrize("typed", ["\u00b2", "\u0663", "\uff13"])
+def test_a_number_at_the_scope_picker_is_ascii_digits(
+    terminal: Terminal, tmp_path: Path, typed: str
+) -> None:
+    terminal.expect("Scopes [mcp:read]: ")
+    terminal.type(f"{typed}\n")
+    status, lines = terminal.finish()
+    assert (status, lines[-1].split(". ")[0]) == (1, f"spky: Unknown scope: {typed}")
+    assert not (tmp_path / "data").exists()
+
+
 def listed_in(tmp_path: Path) -> list[str]:
     done = subprocess.run(
         [*PYTHON_M, "mcp", "tokens", "--data-dir", str(tmp_path / "data"), "--user", USER],

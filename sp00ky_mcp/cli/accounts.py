@@ -31,7 +31,7 @@ from ..product.accounts import AccountError, Accounts, AuditEntry, TokenRecord, 
 from ..product.store import Store, StoreError, database_url, default_data_dir, open_store
 from ..product.store.sqlite import DB_NAME
 from . import editors
-from .common import CliError, emit_json, interactive, iso, say, server_url
+from .common import CliError, digits, emit_json, interactive, iso, say, server_url
 from .install import install
 
 MAX_EXPIRY_DAYS = 3650
@@ -41,7 +41,7 @@ def parse_expiry(text: str) -> float | None:
     """Days until expiry, or None for never."""
     if text.strip().lower() == "never":
         return None
-    match = re.fullmatch(r"\s*(\d+)\s*([dhw])\s*", text.lower())
+    match = re.fullmatch(r"\s*([0-9]+)\s*([dhw])\s*", text.lower())
     if not match or int(match.group(1)) == 0:
         raise CliError(f"--expires-in '{text}' is not a duration; use e.g. 30d, 12h, 2w or never.")
     amount, unit = int(match.group(1)), match.group(2)
@@ -202,9 +202,7 @@ def prompt_scopes() -> tuple[str, ...]:
         say(f"  {number:2}. {scope:<20} {scope_help(scope)}")
     answer = input("Scopes [mcp:read]: ").strip()
     chosen = [
-        scopes.VALID[int(p) - 1]
-        if p.strip().isdigit() and 0 < int(p) <= len(scopes.VALID)
-        else p.strip()
+        scopes.VALID[int(p) - 1] if digits(p) and 0 < int(p) <= len(scopes.VALID) else p.strip()
         for p in answer.split(",")
         if p.strip()
     ]
@@ -402,7 +400,7 @@ def show_rows(
 
 def parse_since(text: str, now: float) -> float:
     """A moment from `--since`: an age back from now (30m, 2h, 7d, 2w) or an ISO date/time."""
-    match = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", text.lower())
+    match = re.fullmatch(r"\s*([0-9]+)\s*([mhdw])\s*", text.lower())
     if match:
         seconds = {"m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
         return now - int(match.group(1)) * seconds

@@ -43,6 +43,7 @@ from .common import (
     CliError,
     Closer,
     Notes,
+    digits,
     http_url,
     say,
     shown,
@@ -56,7 +57,7 @@ DEFAULTS = Limits()
 
 
 def tcp_port(text: str) -> int:
-    if not _digits(text) or int(text) > 65535:
+    if not digits(text) or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"'{text}' is not a TCP port; use 0 to 65535.")
     return int(text)
 
@@ -124,19 +125,13 @@ def positive_number(text: str) -> float:
 
 
 def positive_count(text: str) -> int:
-    if not _digits(text) or int(text) == 0:
+    if not digits(text) or int(text) == 0:
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number above 0.")
     return int(text)
 
 
-def _digits(text: str) -> bool:
-    """ASCII digits only: `isdigit` also takes "²" (which int refuses) and "٣" (which it reads
-    as 3)."""
-    return text.strip().isascii() and text.strip().isdigit()
-
-
 def count(text: str) -> int:
-    if not _digits(text):
+    if not digits(text):
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number (0 or more).")
     return int(text)
 

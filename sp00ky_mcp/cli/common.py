@@ -93,3 +93,9 @@ def server_url(given: str | None) -> str:
 # server stopped.
 Notes = Callable[[McpServer], Awaitable[list[str]]]
 Closer = Callable[[], Awaitable[None]]
+
+
+def digits(text: str) -> bool:
+    """ASCII digits only, spaces around allowed: `isdigit` also takes "²" (which int refuses)
+    and "٣" or a full-width 3 (which it reads as 3)."""
+    return text.strip().isascii() and text.strip().isdigit()
