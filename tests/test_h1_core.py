@@ -26,8 +26,9 @@ from .test_purity import TREE
 SETTINGS = settings(max_examples=200, derandomize=True, database=None, deadline=None)
 GET = b"GET /v1/mcp HTTP/1.1\r\nHost: example\r\n\r\n"
 TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-# Fields whose presence changes the framing, so the core leaves them to h11.
-FRAMING = {b"connection", b"content-length", b"transfer-encoding"}
+# Fields whose presence changes the framing, so the core leaves them to h11, and the one it
+# answers itself.
+FRAMING = {b"connection", b"content-length", b"transfer-encoding", b"expect"}
 
 names = st.text(TOKEN_CHARS, min_size=1, max_size=20).map(str.encode)
 visible = st.binary(min_size=1, max_size=12).filter(
@@ -199,6 +200,21 @@ def test_expect_100_continue_is_answered_at_once_as_an_interim_response() -> Non
     head = b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
     _, items = served(head)
     assert items == [Interim(b"HTTP/1.1 100 \r\n\r\n")]
+
+
+@pytest.mark.parametrize("expectation", [b"200-ok", b"100-continue, 200-ok"])
+def test_an_expectation_other_than_100_continue_is_refused_with_417(expectation: bytes) -> None:
+    head = (
+        b"POST / HTTP/1.1\r\nHost: x\r\nExpect: " + expectation + b"\r\nContent-Length: 2\r\n\r\n"
+    )
+    _, items = served(head)
+    assert items == [
+        Rejection(
+            417,
+            "The server meets no expectation but 100-continue; send the request without that "
+            "Expect field.",
+        )
+    ]
 
 
 def test_the_client_closing_between_requests_is_handed_on_as_the_end() -> None:

@@ -53,6 +53,10 @@ PLAIN = ("content-type", "text/plain; charset=utf-8")
 CLOSE = ("connection", "close")
 BODY_TOO_LARGE = b"The request body is larger than the server accepts.\n"
 HEAD_TOO_LARGE = b"The request header fields are larger than the server accepts.\n"
+UNMET_EXPECTATION = (
+    b"The server meets no expectation but 100-continue; send the request without that Expect "
+    b"field.\n"
+)
 HEADERS_TIMED_OUT = b"Timed out reading the request headers.\n"
 BODY_TIMED_OUT = b"Timed out reading the request body.\n"
 BUSY = b"The server has too many open connections; retry shortly.\n"
@@ -75,6 +79,7 @@ TRACED_FRAMES = 32
 
 OVERSIZED_BODY = encode_request("POST", ENDPOINT, post_headers(), b"x" * 65)
 OVERSIZED_HEAD = encode_request("GET", ENDPOINT, {"X-Padding": "p" * 1500})
+UNKNOWN_EXPECTATION = encode_request("POST", ENDPOINT, {**post_headers(), "Expect": "200-ok"})
 STALLED_HEAD = encode_request("POST", ENDPOINT, post_headers())[:40]
 STALLED_BODY = encode_request(
     "POST", ENDPOINT, {**post_headers(), "Content-Length": "100"}, b'{"jsonrpc":'
@@ -150,6 +155,12 @@ REQUEST_LIMITS = {
         OVERSIZED_HEAD,
         431,
         HEAD_TOO_LARGE,
+    ),
+    "an expectation other than 100-continue": (
+        Limits(),
+        UNKNOWN_EXPECTATION,
+        417,
+        UNMET_EXPECTATION,
     ),
     "headers stalled past header_timeout": (
         Limits(header_timeout=0.1),

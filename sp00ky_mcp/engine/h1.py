@@ -24,6 +24,9 @@ Header = tuple[bytes, bytes]
 NOT_HTTP = "The request is not valid HTTP/1.1."
 BODY_TOO_LARGE = "The request body is larger than the server accepts."
 HEADERS_TOO_LARGE = "The request header fields are larger than the server accepts."
+EXPECTATION = (
+    "The server meets no expectation but 100-continue; send the request without that Expect field."
+)
 # Reasons for the statuses h11 hints at; anything else is plain malformed HTTP.
 H11_REASONS = {431: HEADERS_TOO_LARGE}
 
@@ -261,6 +264,12 @@ class H1Core:
             self._items.append(self.refuse(431, HEADERS_TOO_LARGE))
             return
         request = make_request(event)
+        expect = request.headers.get("expect")
+        if expect is not None and expect.lower() != "100-continue":
+            # RFC 9110 section 10.1.1: any other expectation may be refused with 417, and a
+            # client that asks for one it relies on should not be served as if it were met.
+            self._items.append(self.refuse(417, EXPECTATION))
+            return
         declared = request.headers.get("content-length")
         if declared is not None and int(declared) > self.limits.max_body_bytes:
             self._items.append(self.refuse(413, BODY_TOO_LARGE))
