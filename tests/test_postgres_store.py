@@ -315,6 +315,49 @@ async def test_a_transaction_cut_short_says_why_in_a_sentence_and_changes_nothin
     assert await postgres_store.reads.support.count("projects") == 0
 
 
+async def test_a_transaction_that_outlasts_its_time_is_refused_whole_and_changes_nothing(
+    postgres_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each statement well within the statement timeout, all of them together past the
+    transaction's time: a database that answers ever more slowly holds a call a bounded time."""
+    monkeypatch.setattr(postgres, "TRANSACTION_SECONDS", 0.3)
+    accounts = Accounts(postgres_store)
+    user = await accounts.ensure_user("ada@example.com")
+    tenant = await accounts.personal_tenant(user.id)
+    sent = 0
+    with pytest.raises(StoreUnavailable) as refused:
+        async with postgres_store.transaction() as tx:
+            await tx.support.add_project("prj_1", tenant, "api", "us-east", 0.0)
+            for _ in range(20):
+                await tx.db.run("SELECT pg_sleep(0.05)")
+                sent += 1
+    assert refused.value.message == STALLED
+    assert sent < 20
+    assert await postgres_store.reads.support.count("projects") == 0
+
+
+async def test_a_rollback_that_gets_no_reply_closes_its_connection_in_bounded_time(
+    postgres_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert isinstance(postgres_store, PostgresStore)
+    monkeypatch.setattr(postgres, "RELEASE_TIMEOUT", 0.05)
+
+    async def rollback(self: Any) -> None:
+        # A database that stopped answering: no reply for far longer than RELEASE_TIMEOUT
+        # (bounded, so that a rollback waited for fails the test rather than hanging it).
+        with anyio.move_on_after(5):
+            await anyio.Event().wait()
+
+    monkeypatch.setattr(asyncpg.transaction.Transaction, "rollback", rollback)
+    with pytest.raises(ZeroDivisionError):
+        async with postgres_store.transaction() as tx:
+            # The driver's connection behind the pool's proxy, which is let go at the end.
+            connection = tx.db.connection._con  # type: ignore[attr-defined]
+            _ = 1 / 0
+    assert connection.is_closed()
+    assert await postgres_store.reads.support.count("projects") == 0
+
+
 async def test_a_read_waits_a_bounded_time_for_a_connection_when_the_pool_is_taken(
     postgres_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

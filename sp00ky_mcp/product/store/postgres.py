@@ -68,6 +68,12 @@ POOL_SIZE = 10
 STATEMENT_TIMEOUT_MS = 15_000
 IDLE_IN_TRANSACTION_MS = 60_000
 CONNECT_TIMEOUT = 10.0
+# How long a statement may wait for its reply (the client's side of statement_timeout, for a
+# server that stopped answering at all), and how long a transaction may take from BEGIN to
+# its last statement: without the second, a database that froze would hold a call for a
+# statement's wait once per statement.
+COMMAND_SECONDS = STATEMENT_TIMEOUT_MS / 1000 + 5
+TRANSACTION_SECONDS = COMMAND_SECONDS
 # The advisory locks of this store: one every write takes, one for migrating.
 WRITE_LOCK = 0x5370_3030_6B79_0001
 MIGRATE_LOCK = 0x5370_3030_6B79_0002
@@ -183,27 +189,28 @@ class PostgresDb:
 
     dialect = "postgres"
 
-    def __init__(self, connection: Any, timings: Timings) -> None:
+    def __init__(self, connection: Any, timings: Timings, deadline: float | None = None) -> None:
         self.connection = connection
         self.timed = timings.timed
+        self.deadline = deadline  # time.monotonic() past which no statement is sent
         self.changed = 0
 
     async def one(self, sql: str, *params: Any) -> Row | None:
         if _holds_nul(params):
             return None
-        row: Row | None = await self.timed(self.connection.fetchrow(numbered(sql), *params))
+        row: Row | None = await self.send("fetchrow", numbered(sql), *params)
         return row
 
     async def all(self, sql: str, *params: Any) -> list[Row]:
         if _holds_nul(params):
             return []
-        rows: list[Row] = await self.timed(self.connection.fetch(numbered(sql), *params))
+        rows: list[Row] = await self.send("fetch", numbered(sql), *params)
         return rows
 
     async def run(self, sql: str, *params: Any) -> int:
         if _holds_nul(params):
             raise Unstorable()
-        count = _rowcount(await self.timed(self.connection.execute(numbered(sql), *params)))
+        count = _rowcount(await self.send("execute", numbered(sql), *params))
         self.changed += count
         return count
 
@@ -211,8 +218,22 @@ class PostgresDb:
         if any(_holds_nul(row) for row in rows):
             raise Unstorable()
         if rows:
-            await self.timed(self.connection.executemany(numbered(sql), rows))
+            await self.send("executemany", numbered(sql), rows)
             self.changed += len(rows)  # asyncpg does not say; each row is a write
+
+    async def send(self, method: str, *args: Any) -> Any:
+        """A statement, waited for no longer than the transaction has left; one that would
+        outlast it is refused (the transaction is then rolled back)."""
+        wait = COMMAND_SECONDS
+        if self.deadline is not None:
+            wait = min(wait, self.deadline - time.monotonic())
+        if wait <= 0:
+            raise StoreUnavailable(STALLED)
+        try:
+            return await self.timed(getattr(self.connection, method)(*args, timeout=wait))
+        except TimeoutError:
+            _tell_operator(TimeoutError("no reply in time"))
+            raise StoreUnavailable(STALLED) from None
 
 
 class PooledDb:
@@ -319,27 +340,30 @@ class PostgresStore(Store):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Repos]:
         try:
-            async with self._committed(bump=True) as repos:
+            async with self._committed(bump=True, seconds=TRANSACTION_SECONDS) as repos:
                 yield repos
         finally:
             self.writes += 1
 
     @asynccontextmanager
     async def bookkeeping(self) -> AsyncIterator[Repos]:
-        async with self._committed(bump=False) as repos:
+        async with self._committed(bump=False, seconds=TRANSACTION_SECONDS) as repos:
             yield repos
 
     @asynccontextmanager
-    async def _committed(self, bump: bool) -> AsyncIterator[Repos]:
+    async def _committed(self, bump: bool, seconds: float | None) -> AsyncIterator[Repos]:
         """A connection of the pool, BEGIN, the write lock, the block, the version raised,
-        COMMIT; rolled back on any error.  The commit and the rollback run to their end even
-        when the caller is cancelled: their outcome is what the database holds."""
+        COMMIT, each statement sent by the time `seconds` after BEGIN; rolled back on any
+        error.  The commit and the rollback run to their end even when the caller is
+        cancelled: their outcome is what the database holds."""
         async with self.connection() as connection:
-            transaction = await _begin(connection, self.timings)
+            deadline = None if seconds is None else time.monotonic() + seconds
+            db = PostgresDb(connection, self.timings, deadline)
+            transaction = await _begin(db)
             try:
-                yield Repos(PostgresDb(connection, self.timings), self.secrets)
+                yield Repos(db, self.secrets)
                 if bump:
-                    await connection.execute("UPDATE store_version SET n = n + 1")
+                    await db.send("execute", "UPDATE store_version SET n = n + 1")
             except BaseException as exc:
                 error = await _rolled_back(connection, transaction, exc)
                 if error is None:
@@ -428,7 +452,8 @@ class PostgresStore(Store):
                 await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK)
 
     async def _reseal_all(self) -> int:
-        async with self.transaction() as tx:
+        # Every sealed value in one transaction: as long as the store is large, not bounded.
+        async with self._committed(bump=True, seconds=None) as tx:
             return await _reseal_all(tx, self.secrets)
 
     async def close(self) -> None:
@@ -444,7 +469,7 @@ class PostgresStore(Store):
 # What every connection of the store is opened with, the pool's and the readiness probe's.
 CONNECTION_SETTINGS = {
     "timeout": CONNECT_TIMEOUT,
-    "command_timeout": STATEMENT_TIMEOUT_MS / 1000 + 5,
+    "command_timeout": COMMAND_SECONDS,
     "server_settings": {
         "statement_timeout": str(STATEMENT_TIMEOUT_MS),
         "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS),
@@ -472,12 +497,13 @@ def _said(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-async def _begin(connection: Any, timings: Timings) -> Any:
+async def _begin(db: PostgresDb) -> Any:
     """BEGIN and the write lock; rolled back when the lock is not had (a statement timeout,
     a cancellation), so the connection goes back to the pool with no transaction open."""
+    connection = db.connection
     transaction = connection.transaction()
     try:
-        await timings.timed(transaction.start())
+        await db.timed(transaction.start())
     except BaseException as exc:
         # Cut short (a cancellation, a lost reply), BEGIN may or may not have gone through:
         # the connection is closed rather than given back to the pool inside a transaction.
@@ -486,7 +512,7 @@ async def _begin(connection: Any, timings: Timings) -> Any:
             raise port_error(exc) from None
         raise
     try:
-        await timings.timed(connection.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK))
+        await db.one("SELECT pg_advisory_xact_lock(?)", WRITE_LOCK)
     except BaseException as exc:
         error = await _rolled_back(connection, transaction, exc)
         if error is None:
@@ -501,9 +527,11 @@ async def _rolled_back(
     """Rolls the transaction back after `exc`, even when cancelled (a connection that cannot
     be rolled back is closed, never given back to the pool inside a transaction); what to
     raise in its stead as the port says it (None: `exc` itself)."""
-    with anyio.CancelScope(shield=True):
+    with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_TIMEOUT) as waited:
         if not await _quietly(transaction.rollback):
             _discard(connection)
+    if waited.cancelled_caught:  # a database that stopped answering: its rollback never came
+        _discard(connection)
     error = port_error(exc)
     return None if error is exc else error
 
