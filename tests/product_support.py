@@ -6,7 +6,7 @@ into the store, and the callbacks the SDK client is given (elicitation, progress
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -310,6 +310,7 @@ __all__ = [
     "build_product",
     "check_output",
     "decline",
+    "lands_before_transaction",
     "product_server",
     "product_store",
     "sdk_client",
@@ -324,3 +325,26 @@ def results_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
         raise StoreUnavailable(UNREACHABLE)
 
     monkeypatch.setattr(IdempotencyRepo, "finish", unreachable)
+
+
+def lands_before_transaction(
+    monkeypatch: pytest.MonkeyPatch,
+    cloud: Cloud,
+    other: Callable[[], Awaitable[object]],
+    nth: int = 1,
+) -> None:
+    """`other` (another call) runs to its end just before the `nth` transaction the cloud
+    opens next: it lands between what a call read first and the write it then makes, the
+    moment a race between two calls takes."""
+    opened = [0]
+    real = cloud.transaction
+
+    @asynccontextmanager
+    async def landing(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        opened[0] += 1
+        if opened[0] == nth:
+            await other()
+        async with real(*args, **kwargs) as tx:
+            yield tx
+
+    monkeypatch.setattr(cloud, "transaction", landing)

@@ -29,7 +29,7 @@ from sp00ky_mcp.product.cloud import links, projects, teams
 from sp00ky_mcp.product.cloud.base import CONCURRENT_CLASH, TAKEN_OVER, Cloud, Conflict, Tenant
 from sp00ky_mcp.product.store import Busy, Repos, Store
 from sp00ky_mcp.product.store.postgres import port_error
-from sp00ky_mcp.product.store.repos.idempotency import UNNAMED_CLAIM, Claim
+from sp00ky_mcp.product.store.repos.idempotency import CHANGING, UNNAMED_CLAIM, Claim
 from sp00ky_mcp.product.store.sqlite import SqliteStore
 from sp00ky_mcp.product.tools.base import (
     CHANGED_UNRECORDED,
@@ -39,7 +39,7 @@ from sp00ky_mcp.product.tools.base import (
     product_tool,
 )
 
-from .product_support import NOW, SPECS, ProductEnv, results_not_kept
+from .product_support import NOW, SPECS, ProductEnv, lands_before_transaction, results_not_kept
 
 pytestmark = pytest.mark.anyio
 
@@ -915,6 +915,52 @@ async def test_a_retry_while_the_first_call_waits_at_its_prompt_changes_nothing(
     again = await env.ok(team.owner, tool, arguments)
     assert again == first.structured_content
     assert await env.snapshot() == done
+
+
+async def test_a_retry_while_the_first_call_runs_after_its_first_change_is_told_it_runs(
+    env: ProductEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deploy commits each stage: between them it has changed something and still runs."""
+    token, _ = await env.token_and_project()
+    arguments = {"project": "api", "idempotency_key": "deploy-1"}
+    retried: list[str] = []
+
+    async def retry() -> None:
+        retried.append(await env.error_text(token, "deploy", arguments))
+
+    # After the deployment is queued (marking the key), before its first stage.
+    lands_before_transaction(monkeypatch, env.cloud, retry, nth=2)
+    first = await env.ok(token, "deploy", arguments)
+    monkeypatch.undo()
+    assert retried == [STILL_RUNNING]
+    assert await env.ok(token, "deploy", arguments) == first
+    assert await env.count("deployments") == 1
+
+
+async def test_a_claim_left_changing_by_a_stopped_process_refuses_retries_for_good(
+    env: ProductEnv,
+) -> None:
+    ada = await env.user()
+    token = await env.token(ada)
+    arguments = {"name": "api", "idempotency_key": "create-1"}
+    async with env.store.transaction() as tx:  # as a process stopped after a change left it
+        await tx.db.run(
+            "INSERT INTO idempotency (user_id, tool, key, arguments_digest, result, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            *(
+                ada.id,
+                "create_project",
+                "create-1",
+                digest_of(arguments),
+                CHANGING + b"0123456789abcdef",
+                NOW,
+            ),
+        )
+    refused = await env.error_text(token, "create_project", arguments)
+    env.freeze(NOW + CLAIM_SECONDS + 1)
+    refused_later = await env.error_text(token, "create_project", arguments)
+    assert (refused, refused_later) == (STILL_RUNNING, CHANGED_UNRECORDED)
+    assert await env.count("projects") == 0
 
 
 async def test_a_key_whose_call_failed_runs_the_call_again(env: ProductEnv) -> None:

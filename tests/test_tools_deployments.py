@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -10,7 +11,15 @@ from sp00ky_mcp.product.cloud import deployments
 from sp00ky_mcp.product.cloud.base import Conflict
 from sp00ky_mcp.product.cloud.deployments import TRANSITIONS, Status
 
-from .product_support import NOW, NOW_ISO, ProductEnv, Progress, assert_declared, decline
+from .product_support import (
+    NOW,
+    NOW_ISO,
+    ProductEnv,
+    Progress,
+    assert_declared,
+    decline,
+    lands_before_transaction,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -607,3 +616,105 @@ async def test_another_users_token_cannot_see_or_change_deployments(
     for tool, args in calls:
         assert await product.error_text(bob, tool, args) == not_found, tool
     assert (await statuses(product), await service_states(product)) == before
+
+
+# --- two calls at once: what a call acts on is read inside its write --------------------------
+
+
+async def test_a_deploy_whose_project_is_destroyed_midway_says_so(
+    product: ProductEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token, project = await product.token_and_project()
+    tenant = await product.personal(await product.user())
+
+    async def destroy() -> None:
+        async with product.store.transaction() as tx:
+            await tx.projects.delete(project["id"], tenant)
+
+    # After the deployment is queued, before its first stage.
+    lands_before_transaction(monkeypatch, product.cloud, destroy, nth=2)
+    reply = await product.call(token, "deploy", {"project": "api"})
+    [text] = [part["text"] for part in reply["content"]]
+    assert reply["isError"] is True
+    assert re.fullmatch(
+        r"Deployment 'dep_\w+' no longer exists: its project was destroyed while this call ran\.",
+        text,
+    )
+    assert await product.count("deployments") == 0
+
+
+async def test_two_finalizes_at_once_promote_once_and_keep_what_a_rollback_returns_to(
+    product: ProductEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token, _ = await product.token_and_project()
+    live = (await product.ok(token, "deploy", {"project": "api"}))["deployment_id"]
+    ready = (await product.ok(token, "deploy", {"project": "api", "promote": False}))[
+        "deployment_id"
+    ]
+    args = {"project": "api", "deployment_id": ready}
+    first: list[Any] = []
+
+    async def the_other_finalize() -> None:
+        first.append(await product.ok(token, "finalize_deployment", args))
+
+    lands_before_transaction(monkeypatch, product.cloud, the_other_finalize)
+    second = await product.ok(token, "finalize_deployment", args)
+    assert first[0]["superseded_deployment_id"] == live
+    assert (second["status"], second["superseded_deployment_id"]) == ("live", None)
+    assert second["deployment"]["previous_id"] == live
+    assert await statuses(product) == {live: "superseded", ready: "live"}
+    back = await product.ok(token, "rollback_deployment", {"project": "api"})
+    assert (back["deployment_id"], back["rolled_back_deployment_id"]) == (live, ready)
+
+
+async def test_a_rollback_that_a_deploy_lands_before_rolls_back_the_new_live_one(
+    product: ProductEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token, _ = await product.token_and_project()
+    one = (await product.ok(token, "deploy", {"project": "api"}))["deployment_id"]
+    two = (await product.ok(token, "deploy", {"project": "api"}))["deployment_id"]
+    three: list[str] = []
+
+    async def deploy() -> None:
+        three.append((await product.ok(token, "deploy", {"project": "api"}))["deployment_id"])
+
+    lands_before_transaction(monkeypatch, product.cloud, deploy)
+    back = await product.ok(token, "rollback_deployment", {"project": "api"})
+    assert (back["deployment_id"], back["rolled_back_deployment_id"]) == (two, three[0])
+    assert await statuses(product) == {one: "superseded", two: "live", three[0]: "rolled_back"}
+
+
+async def test_a_restart_that_a_tear_down_lands_before_is_refused(
+    product: ProductEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token, _ = await product.token_and_project(["web", "ssr"])
+    await product.ok(token, "deploy", {"project": "api"})
+
+    async def tear_down() -> None:
+        await product.ok(token, "tear_down_project", {"project": "api"})
+
+    lands_before_transaction(monkeypatch, product.cloud, tear_down)
+    assert await product.error_text(token, "restart_service", {"project": "api"}) == (
+        "Project 'api' has no live deployment, so nothing is running to restart; deploy first."
+    )
+    assert await service_states(product) == [("ssr", "stopped", 1), ("web", "stopped", 1)]
+
+
+async def test_a_scale_that_a_downgrade_lands_before_is_bounded_by_the_new_plan(
+    product: ProductEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ada = await product.user()
+    tenant_id = await product.make_team({ada: "owner"}, plan="team")
+    token = await product.token(ada)
+    await product.ok(token, "create_project", {"name": "api", "tenant_id": tenant_id})
+
+    async def downgrade() -> None:
+        await product.ok(token, "change_plan", {"plan": "hobby", "tenant_id": tenant_id})
+
+    lands_before_transaction(monkeypatch, product.cloud, downgrade)
+    args = {"project": "api", "service": "web", "replicas": 50, "tenant_id": tenant_id}
+    assert await product.error_text(token, "scale_service", args) == (
+        "Replicas must be between 1 and 3 on the hobby plan; choose a value in that range or "
+        "change the plan."
+    )
+    assert await service_states(product, tenant_id) == [("web", "stopped", 1)]

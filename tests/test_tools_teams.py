@@ -8,7 +8,7 @@ import pytest
 from sp00ky_mcp.product.cloud import teams
 from sp00ky_mcp.product.cloud.base import NotFound
 
-from .product_support import NOW_ISO, ProductEnv, accept, decline
+from .product_support import NOW_ISO, ProductEnv, accept, decline, lands_before_transaction
 
 pytestmark = pytest.mark.anyio
 ACME_MISSING = (
@@ -420,6 +420,30 @@ async def test_invitations_stop_when_the_plans_seats_are_full(env: ProductEnv) -
     await env.ok(token, "invite_team_member", {"tenant_id": acme, "email": "d@example.com"})
 
 
+async def test_an_invitation_that_a_downgrade_lands_before_is_bounded_by_the_new_seats(
+    env: ProductEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = await env.token(await env.user())
+    acme = await team_of(env, token)
+    await env.ok(token, "change_plan", {"tenant_id": acme, "plan": "pro"})
+    for name in ("b", "c"):
+        await env.ok(
+            token, "invite_team_member", {"tenant_id": acme, "email": f"{name}@example.com"}
+        )
+
+    async def downgrade() -> None:
+        await env.ok(token, "change_plan", {"tenant_id": acme, "plan": "hobby"})
+
+    lands_before_transaction(monkeypatch, env.cloud, downgrade)
+    assert await env.error_text(
+        token, "invite_team_member", {"tenant_id": acme, "email": "d@example.com"}
+    ) == (
+        "The hobby plan of 'Acme' has 3 seats and members plus pending invitations already "
+        "fill them; upgrade with change_plan or create_checkout_session first."
+    )
+    assert len(await invitations(env, acme)) == 2
+
+
 async def test_invite_refuses_the_personal_tenant(env: ProductEnv) -> None:
     ada = await env.user("ada@example.com")
     text = await env.error_text(
@@ -474,6 +498,20 @@ async def test_an_admin_removes_a_member_by_email(env: ProductEnv) -> None:
     assert await env.error_text(await env.token(cy), "list_team_members", {"tenant_id": acme}) == (
         ACME_MISSING.format(acme)
     )
+
+
+async def test_a_member_is_removed_by_email_in_any_case_on_every_store(
+    env: ProductEnv,
+) -> None:
+    ada, bob = await env.user("ada@example.com"), await env.user("bob@example.com")
+    token = await env.token(ada)
+    acme = await team_of(env, token)
+    await env.join(token, acme, bob, "member")
+    removed = await env.ok(
+        token, "remove_team_member", {"tenant_id": acme, "member": "BOB@Example.com"}
+    )
+    assert (removed["user_id"], removed["email"]) == (bob.id, "bob@example.com")
+    assert await memberships(env, acme) == {"ada@example.com": "owner"}
 
 
 async def test_a_member_is_removed_by_user_id_too(env: ProductEnv) -> None:

@@ -52,7 +52,7 @@ SETTINGS = settings(
     # The server fixture is shared by every example on purpose: that is the point of the test.
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-STATUSES = {100, 200, 202, 400, 401, 403, 404, 405, 406, 408, 409, 413, 415, 421, 431, 501}
+STATUSES = {100, 200, 202, 400, 401, 403, 404, 405, 406, 408, 409, 413, 415, 417, 421, 431, 501}
 _GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
 

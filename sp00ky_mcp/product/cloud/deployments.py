@@ -138,8 +138,14 @@ async def deployment_view(cloud: Cloud, deployment: Deployment) -> dict[str, Any
 
 
 async def _deployment(cloud: Cloud, deployment_id: str, tx: Repos | None = None) -> Deployment:
+    """A deployment this call made or found; gone only when its project was destroyed
+    meanwhile (its deployments go with it)."""
     found = await (tx or cloud.reads).deployments.by_id(deployment_id)
-    assert found is not None
+    if found is None:
+        raise Conflict(
+            f"Deployment '{deployment_id}' no longer exists: its project was destroyed while "
+            "this call ran."
+        )
     return found
 
 
@@ -234,15 +240,30 @@ async def arrive(
         await cloud.log(tx, deployment.project_id, name, level, message)
 
 
-async def _go_live(cloud: Cloud, tx: Repos, project_id: str, deployment_id: str) -> None:
+async def _go_live(cloud: Cloud, tx: Repos, project_id: str, deployment_id: str) -> bool:
     """Promotes a ready deployment: the one live before it is superseded and remembered as
-    this one's previous, and every service runs."""
+    this one's previous, and every service runs.  False, changing nothing, when another call
+    promoted it meanwhile (read inside the write: superseding a deployment by itself would
+    lose what a rollback returns to)."""
+    status = (await _deployment(cloud, deployment_id, tx)).status
+    if status == Status.LIVE:
+        return False
+    if status != Status.READY:
+        raise _not_ready(deployment_id, status)
     before = await live_deployment(cloud, project_id, tx)
     if before is not None:
         await transition(cloud, tx, before.id, Status.SUPERSEDED)
         await tx.deployments.set_previous(deployment_id, before.id)
     await transition(cloud, tx, deployment_id, Status.LIVE)
     await tx.projects.set_services_status(project_id, "running")
+    return True
+
+
+def _not_ready(deployment_id: str, status: str) -> Conflict:
+    return Conflict(
+        f"Deployment '{deployment_id}' is {status}, and only a ready deployment can be "
+        "finalized; deploy its ref again to ship it."
+    )
 
 
 async def queue(cloud: Cloud, tx: Repos, project_id: str, build: Build, source: str) -> str:
@@ -353,23 +374,22 @@ async def finalize(cloud: Cloud, project: Project, deployment_id: str) -> dict[s
     if found.status == Status.LIVE:
         return await outcome(cloud, project, deployment_id, promoted=False)
     if found.status != Status.READY:
-        raise Conflict(
-            f"Deployment '{deployment_id}' is {found.status}, and only a ready deployment can "
-            "be finalized; deploy its ref again to ship it."
-        )
+        raise _not_ready(deployment_id, found.status)
     async with cloud.transaction() as tx:
-        await _go_live(cloud, tx, project.id, deployment_id)
-    return await outcome(cloud, project, deployment_id, promoted=True)
+        promoted = await _go_live(cloud, tx, project.id, deployment_id)
+    return await outcome(cloud, project, deployment_id, promoted=promoted)
 
 
 async def rollback(cloud: Cloud, project: Project) -> dict[str, Any]:
-    current = await live_deployment(cloud, project.id)
-    if current is None:
-        raise Conflict(
-            f"Project '{project.name}' has no live deployment to roll back; deploy first."
-        )
-    target = await _rollback_target(cloud, current)
     async with cloud.transaction() as tx:
+        # What is live, and what was before it, read inside the write: a deploy or another
+        # rollback that lands first changes both.
+        current = await live_deployment(cloud, project.id, tx)
+        if current is None:
+            raise Conflict(
+                f"Project '{project.name}' has no live deployment to roll back; deploy first."
+            )
+        target = await _rollback_target(tx, current)
         await transition(cloud, tx, current.id, Status.ROLLED_BACK)
         await transition(cloud, tx, target.id, Status.LIVE, f" again, replacing {current.id}")
         await tx.projects.set_services_status(project.id, "running")
@@ -381,11 +401,11 @@ async def rollback(cloud: Cloud, project: Project) -> dict[str, Any]:
     }
 
 
-async def _rollback_target(cloud: Cloud, current: Deployment) -> Deployment:
+async def _rollback_target(tx: Repos, current: Deployment) -> Deployment:
     """The superseded deployment that was live before `current`."""
     target = None
     if current.previous_id is not None:
-        target = await cloud.reads.deployments.superseded(current.previous_id)
+        target = await tx.deployments.superseded(current.previous_id)
     if target is None:
         raise Conflict(
             f"Deployment '{current.id}' has no earlier live deployment to return to; "
@@ -412,14 +432,15 @@ async def restart(cloud: Cloud, project: Project, service: str | None) -> dict[s
         if service is None
         else [(await service_row(cloud, project, service)).name]
     )
-    current = await live_deployment(cloud, project.id)
-    if current is None:
-        raise Conflict(
-            f"Project '{project.name}' has no live deployment, so nothing is running to "
-            "restart; deploy first."
-        )
     now = cloud.clock()
     async with cloud.transaction() as tx:
+        # Read inside the write: a tear-down that lands first leaves nothing to restart.
+        current = await live_deployment(cloud, project.id, tx)
+        if current is None:
+            raise Conflict(
+                f"Project '{project.name}' has no live deployment, so nothing is running to "
+                "restart; deploy first."
+            )
         for name in names:
             await _restart_service(cloud, tx, project, name, current.id, now)
     return {
@@ -450,36 +471,52 @@ def bounds(plan: str) -> tuple[int, int]:
     return REPLICA_BOUNDS.get(plan, REPLICA_BOUNDS["hobby"])
 
 
+def _check_replicas(plan: str, replicas: int) -> tuple[int, int]:
+    """The plan's bounds, which `replicas` must be within."""
+    low, high = bounds(plan)
+    if not low <= replicas <= high:
+        raise Invalid(
+            f"Replicas must be between {low} and {high} on the {plan} plan; choose a value in "
+            "that range or change the plan."
+        )
+    return low, high
+
+
 async def scale(
     cloud: Cloud, tenant: Tenant, project: Project, service: str, replicas: int
 ) -> dict[str, Any]:
     found = await service_row(cloud, project, service)
-    low, high = bounds(tenant.plan)
-    if not low <= replicas <= high:
-        raise Invalid(
-            f"Replicas must be between {low} and {high} on the {tenant.plan} plan; choose a "
-            "value in that range or change the plan."
-        )
+    plan = tenant.plan
+    low, high = _check_replicas(plan, replicas)
     previous = found.replicas
     if previous != replicas:
         async with cloud.transaction() as tx:
-            await tx.projects.set_replicas(found.id, replicas)
-            await cloud.log(
-                tx,
-                project.id,
-                service,
-                "info",
-                f"Scaled {service} from {previous} to {replicas} replica(s).",
-            )
+            # The plan and the replicas read again inside the write: a plan change that lands
+            # first bounds this call, as this call's replicas bound the plan change.
+            plan = await tx.billing.plan(tenant.id) or plan
+            low, high = _check_replicas(plan, replicas)
+            previous = await _set_replicas(cloud, tx, project, service, replicas)
     return {
         "project": project.name,
         "service": service,
         "replicas": replicas,
         "previous_replicas": previous,
-        "plan": tenant.plan,
+        "plan": plan,
         "min_replicas": low,
         "max_replicas": high,
     }
+
+
+async def _set_replicas(
+    cloud: Cloud, tx: Repos, project: Project, service: str, replicas: int
+) -> int:
+    """The service's replicas before (inside the caller's transaction)."""
+    found = await service_row(cloud, project, service, tx)
+    if found.replicas != replicas:
+        await tx.projects.set_replicas(found.id, replicas)
+        message = f"Scaled {service} from {found.replicas} to {replicas} replica(s)."
+        await cloud.log(tx, project.id, service, "info", message)
+    return found.replicas
 
 
 def _require_tear_down(tenant: Tenant) -> None:

@@ -190,10 +190,12 @@ async def _check_invitable(tx: Repos, tenant: Tenant, email: str) -> None:
             f"{email} already has a pending invitation to '{tenant.name}'; "
             "remove_team_invitation cancels it if you want to invite again."
         )
-    seats = plan_limit(tenant.plan, "team_members")
+    # The plan read inside the write: a plan change that lands first bounds the seats.
+    plan = await tx.billing.plan(tenant.id) or tenant.plan
+    seats = plan_limit(plan, "team_members")
     if await tx.teams.seats_used(tenant.id) >= seats:
         raise Refused(
-            f"The {tenant.plan} plan of '{tenant.name}' has {seats} seats and "
+            f"The {plan} plan of '{tenant.name}' has {seats} seats and "
             "members plus pending invitations already fill them; upgrade with "
             "change_plan or create_checkout_session first."
         )

@@ -24,7 +24,13 @@ from ...engine.redaction import MARKER, Secret, SecretMatcher, encoder_default
 from ..accounts import arguments_digest
 from ..cloud.base import Caller, Cloud, Tenant, page, page_bounds
 from ..store import Store, StoreInDoubt, StoreUnavailable, Version
-from ..store.repos.idempotency import Claim, IdempotencyRecord, is_changed, is_running
+from ..store.repos.idempotency import (
+    Claim,
+    IdempotencyRecord,
+    is_changed,
+    is_changing,
+    is_running,
+)
 from ..store.repos.projects import Project
 
 Handler = Callable[["Call"], Awaitable[dict[str, Any]]]
@@ -506,6 +512,8 @@ async def _run_once(call: Call, spec: Spec) -> dict[str, Any]:
     except StoreInDoubt:
         # The change may have been made: the key stays claimed (marked CHANGED if it was),
         # so a retry is refused rather than run a second time.
+        with anyio.CancelScope(shield=True):
+            await _settle(call, claim)
         raise
     except BaseException:
         with anyio.CancelScope(shield=True):
@@ -515,8 +523,9 @@ async def _run_once(call: Call, spec: Spec) -> dict[str, Any]:
         await _record(call, claim, result)
     except StoreUnavailable:
         # The change was made and the client gets its result; only the record a retry would
-        # replay is missing, and the key stays marked CHANGED.
+        # replay is missing, and the key stays marked as changed.
         log.warning("the result of %s under an idempotency key was not recorded", spec.name)
+        await _settle(call, claim)
     return result
 
 
@@ -561,16 +570,19 @@ async def _replay_or_claim(call: Call, claim: Claim, digest: str) -> dict[str, A
         stale = is_running(found.result) and found.created_at < now - CLAIM_SECONDS
         if stale and await repo.take_over(claim, digest, now, found.result, now - CLAIM_SECONDS):
             return None
-    return _stored(found, digest)
+    return _stored(found, digest, now)
 
 
-def _stored(found: IdempotencyRecord, digest: str) -> dict[str, Any]:
+def _stored(found: IdempotencyRecord, digest: str, now: float) -> dict[str, Any]:
     if found.arguments_digest != digest:
         raise ToolError(
             "This idempotency_key was already used with other arguments; use "
             "a new key for a different request."
         )
-    if is_running(found.result):
+    # A call that changed something may still be running (a deploy commits each stage), until
+    # its claim is so old that its process must have stopped.
+    recent = found.created_at >= now - CLAIM_SECONDS
+    if is_running(found.result) or (is_changing(found.result) and recent):
         raise ToolError(STILL_RUNNING)
     if is_changed(found.result):
         raise ToolError(CHANGED_UNRECORDED)
@@ -584,6 +596,21 @@ async def _release(call: Call, claim: Claim) -> None:
     leaves it marked CHANGED."""
     async with call.cloud.store.transaction() as tx:
         await tx.idempotency.release(claim)
+        await tx.idempotency.settle(claim)
+
+
+async def _settle(call: Call, claim: Claim) -> None:
+    """The key of a call that ended after its change marked CHANGED, if the store answers:
+    else it stays CHANGING, which reads as CHANGED once old."""
+    try:
+        async with call.cloud.store.transaction() as tx:
+            await tx.idempotency.settle(claim)
+    except StoreUnavailable:
+        log.warning(
+            "the idempotency key of a call that ended after its change was not marked so; "
+            "retries are told it still runs until the claim is %.0f s old",
+            CLAIM_SECONDS,
+        )
 
 
 def _frozen(masks: Masks, result: dict[str, Any]) -> bytes:

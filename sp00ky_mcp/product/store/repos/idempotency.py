@@ -8,12 +8,17 @@ from dataclasses import dataclass, field
 from ..port import Db
 
 # What a key's record holds in place of a result, each naming the call that claimed it.
-# RUNNING: claimed by a call now running, which has committed no change yet.  CHANGED: the
-# call committed a change (the mark is written in the transaction that makes it) and its
-# result was never recorded: it failed after the change, its process stopped, or its commit
-# was in doubt.  Results are JSON objects, so no mark can be taken for one.
+# RUNNING: claimed by a call now running, which has committed no change yet.  CHANGING: the
+# call, still running, has committed a change (the mark is written in the transaction that
+# makes it).  CHANGED: the call ended after a change without its result recorded (it failed
+# after the change, or its commit was in doubt); a call whose process stopped after a change
+# leaves CHANGING, which a retry reads as CHANGED once the claim is old.  Results are JSON
+# objects, so no mark can be taken for one.
 RUNNING = b"running:"
 CHANGED = b"changed:"
+# Begins as CHANGED does: an older version, which knows no CHANGING, reads it as CHANGED and
+# refuses a retry, as it always did.
+CHANGING = CHANGED + RUNNING
 # The claim of a call made by an older version, which named no call.
 UNNAMED_CLAIM = b""
 
@@ -23,13 +28,18 @@ def is_running(result: bytes) -> bool:
 
 
 def is_changed(result: bytes) -> bool:
+    """CHANGED, or CHANGING (a change was made either way)."""
     return result.startswith(CHANGED)
+
+
+def is_changing(result: bytes) -> bool:
+    return result.startswith(CHANGING)
 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
     """A key claimed by the call now running, under a name of its own: the changes it
-    commits mark the key CHANGED, and only while the claim is still its own (a retry may
+    commits mark the key CHANGING, and only while the claim is still its own (a retry may
     take over a claim that stayed RUNNING too long)."""
 
     user_id: str
@@ -42,13 +52,21 @@ class Claim:
         return RUNNING + self.call
 
     @property
+    def changing(self) -> bytes:
+        return CHANGING + self.call
+
+    @property
     def changed(self) -> bytes:
         return CHANGED + self.call
 
     @property
+    def key_of(self) -> tuple[str, str, str]:
+        return self.user_id, self.tool, self.key
+
+    @property
     def own(self) -> tuple[str, str, str, bytes, bytes]:
         """The parameters of STILL_ITS_OWN."""
-        return self.user_id, self.tool, self.key, self.running, self.changed
+        return self.user_id, self.tool, self.key, self.running, self.changing
 
 
 # The key's record while its claim is still the call's (not taken over by a retry).
@@ -116,7 +134,7 @@ class IdempotencyRepo:
         knows a change was made should the call never record its result; False when the
         claim is no longer the call's (taken over), and the change must not be made."""
         changed = await self.db.run(
-            f"UPDATE idempotency SET result = ? {STILL_ITS_OWN}", claim.changed, *claim.own
+            f"UPDATE idempotency SET result = ? {STILL_ITS_OWN}", claim.changing, *claim.own
         )
         return changed == 1
 
@@ -132,10 +150,17 @@ class IdempotencyRepo:
 
     async def release(self, claim: Claim) -> None:
         """Frees the key of a call that changed nothing."""
+        await self.db.run(f"DELETE FROM idempotency {_HELD_AS}", *claim.key_of, claim.running)
+
+    async def settle(self, claim: Claim) -> None:
+        """The key of a call that ended after a change, with no result to record: CHANGED."""
         await self.db.run(
-            "DELETE FROM idempotency WHERE user_id = ? AND tool = ? AND key = ? AND result = ?",
-            claim.user_id,
-            claim.tool,
-            claim.key,
-            claim.running,
+            f"UPDATE idempotency SET result = ? {_HELD_AS}",
+            claim.changed,
+            *claim.key_of,
+            claim.changing,
         )
+
+
+# The key's record while it holds the given mark.
+_HELD_AS = "WHERE user_id = ? AND tool = ? AND key = ? AND result = ?"

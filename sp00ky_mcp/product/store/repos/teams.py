@@ -105,7 +105,7 @@ class TeamsRepo:
         """A member by user id or by email."""
         row = await self.db.one(
             "SELECT u.id, u.email, u.name, m.role, m.created_at FROM memberships m JOIN users u "
-            "ON u.id = m.user_id WHERE m.tenant_id = ? AND (u.id = ? OR u.email = ?)",
+            "ON u.id = m.user_id WHERE m.tenant_id = ? AND (u.id = ? OR lower(u.email) = lower(?))",
             tenant_id,
             ref,
             ref,
