@@ -187,26 +187,48 @@ async def test_a_replayed_result_is_redacted_for_a_token_without_secrets_reveal(
     assert not appears(NEW_VALUE, body)
 
 
-async def test_a_secret_value_quoted_in_an_error_is_masked_without_secrets_reveal(
+@pytest.mark.parametrize("scopes", ["mcp:read", "mcp:full", "mcp:full,secrets:reveal"])
+async def test_an_error_quoting_the_callers_argument_reads_the_same_whether_it_holds_a_secret(
+    env: ProductEnv, scopes: str
+) -> None:
+    """Masking the caller's own text where it holds a secret value would tell a token that
+    cannot see secrets that its guess is one (an oracle); the caller sent that text anyway."""
+    ada = await setup(env)
+    token = await env.token(ada, scopes)
+    async with env.store.transaction() as tx:
+        await tx.env.put("prj_api", "PIN", "482913", NOW)
+    texts = []
+    for guess in ("482912", "482913"):
+        arguments = {"project": f"nope-{guess}-x"}
+        _, result = await call(env, token, "get_project", arguments)
+        texts.append(result["content"][0]["text"].replace(guess, "<guess>"))
+    assert (
+        texts[0]
+        == texts[1]
+        == (
+            "No project 'nope-<guess>-x' in tenant 'ada's workspace'; list_projects shows the "
+            "projects there."
+        )
+    )
+
+
+async def test_an_error_still_masks_a_secret_value_the_caller_did_not_send(
     env: ProductEnv,
 ) -> None:
     ada = await setup(env)
-    async with env.store.transaction() as tx:
-        await tx.env.put("prj_api", "LOOKS_LIKE_A_KEY", "Secret_Shaped_Like_A_Key", NOW)
-    arguments = {"project": "api", "key": "Secret_Shaped_Like_A_Key"}
-    body, result = await call(env, await env.token(ada, "mcp:full"), "delete_env_var", arguments)
-    assert result["isError"] is True
-    assert result["content"][0]["text"] == (
-        "No environment variable '***REDACTED' on project 'api'; list_env_vars shows its keys."
-    )
-    assert not appears("Secret_Shaped_Like_A_Key", body)
-    _, revealed = await call(
-        env, await env.token(ada, "mcp:full,secrets:reveal"), "delete_env_var", arguments
-    )
-    assert revealed["content"][0]["text"] == (
-        "No environment variable 'Secret_Shaped_Like_A_Key' on project 'api'; list_env_vars "
-        "shows its keys."
-    )
+    tenant = await env.cloud.tenant(ada.id, None)
+    principal = Principal("tok", ada.id, frozenset({"mcp:full"}))
+    masked = []
+    for arguments in ({"project": "api"}, {"project": "api", "key": DB_PASSWORD}):
+        call_ = Call(
+            env.cloud,
+            arguments,
+            CallContext(Era.MODERN, "2026-07-28", principal, RecordingPeer()),
+            tenant,
+        )
+        await call_.prepare_masks()
+        masked.append(call_.mask_error(f"{DB_PASSWORD} or {API_TOKEN} is wrong"))
+    assert masked == [f"{REDACTED} or {REDACTED} is wrong", f"{DB_PASSWORD} or {REDACTED} is wrong"]
 
 
 # --- get_logs -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -239,6 +239,18 @@ class Call:
             return value
         return _scrubbed(value, masks.plain)
 
+    def mask_error(self, text: str) -> str:
+        """An error's text masked as `mask` does, but for the secret values the caller's own
+        arguments hold.  Errors quote arguments ("No project '…'"): masking a quoted argument
+        would tell a caller who cannot see secret values that it holds one, an oracle for
+        guessing them; left as given, it tells nothing the caller did not send."""
+        masks = self._ready_masks()
+        if masks is NO_MASKS or not _mentions(self.args, masks.encoded):
+            return self.mask(text)
+        given = list(_strings(self.args))
+        kept = tuple(v for v in self._secrets or () if not any(v in s for s in given))
+        return SecretMatcher(kept).sub(text, MARKER)
+
     def _ready_masks(self) -> Masks:
         """The masks `prepare_masks` built, which every caller readies first."""
         assert self._masks is not None, "prepare_masks() comes before masking"
@@ -336,6 +348,19 @@ def _opaque(value: Any) -> Any:
     if isinstance(value, Secret):
         return None
     raise TypeError(type(value).__name__)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a JSON value, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
 
 
 def _mentions(value: Any, encoded_values: SecretMatcher) -> bool:
@@ -469,7 +494,7 @@ async def _masked_result(call: Call, spec: Spec) -> dict[str, Any]:
         result = await _run_masked(call, spec)
     except ToolError as exc:
         await call.prepare_masks()
-        raise ToolError(call.mask(exc.message)) from None
+        raise ToolError(call.mask_error(exc.message)) from None
     await call.prepare_masks()
     masked: dict[str, Any] = call.mask_all(result)
     return masked
