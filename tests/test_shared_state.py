@@ -34,6 +34,7 @@ from sp00ky_mcp.product.shared.quotas import RedisQuotas
 from sp00ky_mcp.product.shared.redis import SharedLink
 from sp00ky_mcp.product.shared.sessions import RedisSessions
 from sp00ky_mcp.product.store import open_store
+from tests.faults_support import settled
 from tests.product_support import UNLIMITED, ProductEnv, product_server
 from tests.redis_support import OwnRedis
 from tests.wire import BOTH, LATEST, initialize_body, token_headers
@@ -706,6 +707,56 @@ async def test_a_stream_whose_writer_died_ends_once_nothing_more_can_come(
         assert await here.settle()
         await here.link.client.delete(here.link.alive_key)
         assert await followed(there, "st", 0) == [Entry(EVENT, 1, b"a")]
+
+
+async def test_a_follower_gets_what_another_replica_writes_after_it_began_waiting(
+    redis_url: str,
+) -> None:
+    async with logs_on(redis_url, 2) as (here, there), anyio.create_task_group() as tasks:
+        here.record("s1", "st", Entry(EVENT, 1, b"a"))
+        assert await here.settle()
+        got: list[Entry | None] = []
+        waiting = anyio.Event()
+
+        async def follow() -> None:
+            async for entry in there.follow("s1", "st", 1, 30.0):
+                got.append(entry)
+            waiting.set()
+
+        tasks.start_soon(follow)
+        await wait_until_watched(there, 1)
+        here.record("s1", "st", Entry(EVENT, 2, b"b", final=True))
+        with anyio.fail_after(10):
+            await waiting.wait()
+    assert got == [Entry(EVENT, 2, b"b", final=True)]
+
+
+async def wait_until_watched(events: RedisEventLog, streams: int) -> None:
+    """Until the replica's reader waits on `streams` streams (and its wake stream)."""
+    unwatched = await settled(lambda: streams + 1 - len(events.watch.reading or ()), 0)
+    assert unwatched == 0
+
+
+async def test_any_number_of_followers_wait_without_taking_a_connection_each(
+    redis_url: str,
+) -> None:
+    """Followers of streams nobody writes to, more than the connections a replica keeps for
+    waiting many times over, and one more client's follower is served all the same."""
+    async with logs_on(redis_url, 2) as (here, there), anyio.create_task_group() as tasks:
+        outcomes: list[bool] = []
+
+        async def idle(n: int) -> None:
+            outcomes.append(await there.watch.wait(there._stream_key("s1", f"idle{n}"), "0-0", 30))
+
+        for n in range(300):
+            tasks.start_soon(idle, n)
+        await wait_until_watched(there, 300)
+        here.record("s1", "st", Entry(EVENT, 1, b"a", final=True))
+        assert await here.settle()
+        served = await followed(there, "st", 0)
+        tasks.cancel_scope.cancel()
+    assert served == [Entry(EVENT, 1, b"a", final=True)]
+    assert outcomes == []  # every idle follower was still waiting, none refused
 
 
 async def test_a_session_keeps_its_most_recent_streams_only(redis_url: str) -> None:

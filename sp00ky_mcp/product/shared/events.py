@@ -25,6 +25,7 @@ from ...engine.errors import SharedStateUnavailable
 from ...engine.events import CUT, END, EVENT, OPEN, Entry, EventLog
 from ...engine.runtime import MAX_RETAINED_STREAMS
 from .redis import SharedLink
+from .watch import StreamWatch
 
 log = logging.getLogger("sp00ky_mcp.shared")
 # Entry ids are `<seq>-<order>`: Redis wants each id above the last, and at one sequence number
@@ -71,6 +72,7 @@ class RedisEventLog(EventLog):
         self._failed = 0
         self._wake = anyio.Event()
         self._progress = anyio.Event()
+        self.watch = StreamWatch(link)
 
     def _stream_key(self, session_id: str, stream_id: str) -> str:
         return self.link.key("ev", session_id, stream_id)
@@ -88,7 +90,13 @@ class RedisEventLog(EventLog):
         return self._failed == failed
 
     async def run(self) -> None:
-        """The writer: everything recorded, in order, many entries to a round trip."""
+        """The writer, and the reader that followers wait on."""
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self.watch.run)
+            await self._write_all()
+
+    async def _write_all(self) -> None:
+        """Everything recorded, in order, many entries to a round trip."""
         while True:
             if not self._queue:
                 self._wake = anyio.Event()
@@ -175,11 +183,7 @@ class RedisEventLog(EventLog):
 
     async def _wait(self, key: str, last: str, keepalive: float) -> bool:
         """Whether an entry past `last` came within `keepalive` seconds."""
-        block = max(1, int(keepalive * 1000))
-        found = await self.link.run_blocking(
-            lambda c: c.xread({key: last}, count=1, block=block), keepalive
-        )
-        return bool(found)
+        return await self.watch.wait(key, last, keepalive)
 
     async def _writer_alive(self, key: str) -> bool:
         async def alive(client: Any) -> bool:

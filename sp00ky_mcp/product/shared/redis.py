@@ -36,7 +36,8 @@ T = TypeVar("T")
 PREFIX = "sp00ky:"
 TIMEOUT = 1.0
 POOL_SIZE = 64
-WAITING_POOL_SIZE = 256
+# Connections that wait on the server: the bus's subscription and the stream watch's read.
+WAITING_POOL_SIZE = 4
 # A replica's key lives this long; it is renewed three times as often.
 ALIVE_MS = 15_000
 NO_EXTRA = (
@@ -61,8 +62,8 @@ class SharedLink:
             retry=Retry(NoBackoff(), 0),
         )
         self.client = Redis(connection_pool=pool)
-        # Reads that wait for what another replica writes (a resumed stream) hold their
-        # connection while they wait: a pool of their own, so they never starve the rest.
+        # Reads that wait for what another replica writes hold their connection while they
+        # wait: a pool of their own, so they never starve the rest.
         self.waiting_pool = BlockingConnectionPool.from_url(
             url,
             max_connections=WAITING_POOL_SIZE,
