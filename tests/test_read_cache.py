@@ -22,7 +22,7 @@ from sp00ky_mcp.product import app as product_module
 from sp00ky_mcp.product.accounts import Accounts, AuditEntry
 from sp00ky_mcp.product.app import AuditTrail, build_product
 from sp00ky_mcp.product.cloud import env as env_rules
-from sp00ky_mcp.product.store import ReadCache, Store, open_store
+from sp00ky_mcp.product.store import ReadCache, Store, StoreUnavailable, open_store
 from sp00ky_mcp.product.store.port import Row, TurnMemo
 from sp00ky_mcp.product.store.repos.accounts import AccountsRepo
 from sp00ky_mcp.product.store.sqlite import SqliteStore
@@ -255,20 +255,59 @@ async def test_records_of_calls_answered_within_the_delay_share_one_commit(
     assert await product.count("audit_log") == 3
 
 
-async def test_audit_records_the_store_refuses_are_reported_and_the_answer_stands(
-    sqlite_product: ProductEnv, caplog: pytest.LogCaptureFixture
+async def test_audit_records_the_store_refuses_are_kept_and_written_once_it_takes_them(
+    sqlite_product: ProductEnv, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(product_module, "AUDIT_RETRY_SECONDS", 0.01)
     store = sqlite_product.store
     assert isinstance(store, SqliteStore)
     token = await sqlite_product.token(await sqlite_product.user())
     await sqlite_product.structured(token, "list_projects", {})
     await store.limit_pages(await store.page_count())
-    with caplog.at_level(logging.ERROR, logger="sp00ky_mcp.audit"):
+    with caplog.at_level(logging.WARNING, logger="sp00ky_mcp.audit"):
         for _ in range(200):
             assert (await sqlite_product.call(token, "list_projects", {}))["isError"] is False
-        await sqlite_product.audit_log()
-    await store.limit_pages(None)
-    assert any("audit records were not written" in r.getMessage() for r in caplog.records)
+        await store.limit_pages(None)
+        with anyio.fail_after(10):
+            while await sqlite_product.count("audit_log") != 201:
+                await anyio.lowlevel.checkpoint()
+    waiting = (
+        "audit records wait for the store: The server's data store is full, so nothing was "
+        "changed; try again once its operator has freed disk space."
+    )
+    said = [r.getMessage() for r in caplog.records]
+    # The full store may take a batch now and then (a page freed), and refuse the next.
+    assert said[0] == waiting
+    assert said[-1] == "audit records are written again"
+    assert set(said) == {waiting, "audit records are written again"}
+
+
+async def test_records_kept_while_the_store_refuses_them_are_bounded(
+    product: ProductEnv, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(product_module, "MAX_KEPT_RECORDS", 3)
+    trail = AuditTrail(product.accounts, delay=3600)
+    ctx = await audit_context(product)
+    tool = product.server.engine.catalogue.tools["list_projects"]
+    audit = product.accounts.audit
+
+    async def refused(entries: Sequence[AuditEntry]) -> None:
+        raise StoreUnavailable("The store is down.")
+
+    with caplog.at_level(logging.WARNING, logger="sp00ky_mcp.audit"):
+        monkeypatch.setattr(product.accounts, "audit", refused)
+        for _ in range(5):
+            trail(ctx, tool, {}, ToolResult([]), 0.0)
+        await trail.flush()
+        monkeypatch.setattr(product.accounts, "audit", audit)
+        await trail.flush()
+        await trail.drain()
+    assert await product.count("audit_log") == 3
+    assert [r.getMessage() for r in caplog.records] == [
+        "2 audit records were not written: The store is down.; more wait than are kept",
+        "audit records wait for the store: The store is down.",
+        "audit records are written again",
+    ]
 
 
 async def test_the_anonymous_principal_is_never_audited(product: ProductEnv) -> None:

@@ -30,12 +30,16 @@ from .oauth.signed import Signer
 from .oauth.web import SIGNED_IN_SECONDS, OAuthWeb
 from .shared import SharedState
 from .signing import SIGN_IN, FileKeyRing
-from .store import Store, StoreError, StoreUnavailable
+from .store import Store, StoreError, StoreInDoubt, StoreUnavailable
 from .tools import product_tools
 
 log = logging.getLogger("sp00ky_mcp.audit")
 MAX_PENDING_RECORDS = 512
 AUDIT_DELAY = 0.01
+# While the store does not take them, records are kept (at most this many, the oldest dropped
+# first) and tried again this often.
+MAX_KEPT_RECORDS = 50_000
+AUDIT_RETRY_SECONDS = 1.0
 
 
 class AuditTrail:
@@ -45,7 +49,9 @@ class AuditTrail:
     `MAX_PENDING_RECORDS` wait): every commit rewrites the log's last pages in
     the write-ahead log, which costs more than the call itself when done per call.  So a
     crash of the process loses at most the records of the last `delay` seconds (and a
-    loss of power, those since the last transaction; see `Store.record`)."""
+    loss of power, those since the last transaction; see `Store.record`).  Records the store
+    cannot take for now (it is down, or full) are kept, to a bound, and written once it
+    takes them again."""
 
     def __init__(self, accounts: Accounts, delay: float = AUDIT_DELAY) -> None:
         self.accounts = accounts
@@ -53,6 +59,8 @@ class AuditTrail:
         self._pending: list[AuditEntry] = []
         self._flushing: set[asyncio.Future[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self._held_back = False  # the store refused the last write: wait for the retry
+        self._retry: asyncio.TimerHandle | None = None
 
     def __call__(
         self,
@@ -79,6 +87,8 @@ class AuditTrail:
                 (time.perf_counter() - started) * 1000,
             )
         )
+        if self._held_back:
+            return  # the retry writes it, with the records the store refused
         if len(self._pending) == 1:
             self._timer = asyncio.get_running_loop().call_later(self.delay, self.flush_soon)
         elif len(self._pending) >= MAX_PENDING_RECORDS:
@@ -98,6 +108,11 @@ class AuditTrail:
             return
         try:
             await self.accounts.audit(pending)
+        except StoreInDoubt as exc:  # written or not: trying again could record calls twice
+            log.error("%d audit records may not have been written: %s", len(pending), _said(exc))
+        except StoreUnavailable as exc:
+            self._keep(pending, exc)
+            return
         except StoreError as exc:
             log.error("%d audit records were not written: %s", len(pending), _said(exc))
         except Exception:
@@ -105,14 +120,40 @@ class AuditTrail:
             # server; the traceback is for the operator.
             log.exception("%d audit records were not written", len(pending))
 
+        if self._held_back:
+            self._held_back = False
+            log.warning("audit records are written again")
+
+    def _keep(self, pending: list[AuditEntry], exc: StoreError) -> None:
+        """Records the store refused, kept ahead of newer ones and tried again later."""
+        kept = pending + self._pending
+        over = len(kept) - MAX_KEPT_RECORDS
+        if over > 0:
+            log.error(
+                "%d audit records were not written: %s; more wait than are kept", over, _said(exc)
+            )
+            kept = kept[over:]
+        self._pending = kept
+        if not self._held_back:
+            self._held_back = True
+            log.warning("audit records wait for the store: %s", _said(exc))
+        self._retry = asyncio.get_running_loop().call_later(AUDIT_RETRY_SECONDS, self.flush_soon)
+
     async def drain(self) -> None:
         """Writes what is pending and waits for the writes under way (at shutdown); no timer
-        is left to start another write once the store may be closed."""
-        if self._timer is not None:
-            self._timer.cancel()
+        is left to start another write once the store may be closed, and records the store
+        still refuses are reported lost."""
+        for timer in (self._timer, self._retry):
+            if timer is not None:
+                timer.cancel()
         await self.flush()
         while self._flushing:
             await asyncio.gather(*self._flushing, return_exceptions=True)
+        if self._retry is not None:
+            self._retry.cancel()
+        lost, self._pending = self._pending, []
+        if lost:
+            log.error("%d audit records were not written: the store did not take them", len(lost))
 
 
 @dataclass(frozen=True, slots=True)
