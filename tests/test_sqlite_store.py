@@ -15,6 +15,7 @@ import pytest
 from sp00ky_mcp.cli.commands import main
 from sp00ky_mcp.product.accounts import Accounts
 from sp00ky_mcp.product.store import StoreError, StoreUnavailable, open_store
+from sp00ky_mcp.product.store.repos.deployments import Deployment
 from sp00ky_mcp.product.store.sqlite import DB_NAME, SqliteStore
 from sp00ky_mcp.product.store.sqlite_schema import LATEST, MIGRATIONS
 
@@ -53,6 +54,31 @@ async def test_a_store_written_by_a_newer_version_is_refused_with_one_sentence(
         f"The store at {tmp_path / DB_NAME} has schema version {LATEST + 1}, newer than this "
         f"sp00ky-mcp knows ({LATEST}); upgrade sp00ky-mcp, or pass another --data-dir."
     )
+
+
+async def test_deployments_made_before_their_record_existed_are_counted_after_the_upgrade(
+    tmp_path: Path,
+) -> None:
+    store = await SqliteStore.open(tmp_path)
+    accounts = Accounts(store)
+    tenant = await accounts.personal_tenant((await accounts.ensure_user("ada@example.com")).id)
+    async with store.transaction() as tx:
+        await tx.support.add_project("prj_api", tenant, "api", "us-east", 0.0)
+        await tx.deployments.add(
+            Deployment("dep_1", "prj_api", None, "main", "live", "manual", 5.0, 5.0, None, None)
+        )
+    await store.close()
+    with closing(sqlite3.connect(tmp_path / DB_NAME)) as db, db:  # as the version before left it
+        db.execute("DROP TABLE deployments_made")
+        db.execute("DELETE FROM schema_migrations WHERE version = 90")
+    upgraded = await SqliteStore.open(tmp_path)
+    rows = await upgraded.reads.db.all(
+        "SELECT deployment_id, tenant_id, created_at FROM deployments_made"
+    )
+    await upgraded.close()
+    assert [(r["deployment_id"], r["tenant_id"], r["created_at"]) for r in rows] == [
+        ("dep_1", tenant, 5.0)
+    ]
 
 
 def test_migrate_says_what_it_applied_and_then_that_there_is_nothing_to_do(

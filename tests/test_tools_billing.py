@@ -204,6 +204,36 @@ async def test_get_usage_counts_the_tenants_real_resources(env: ProductEnv) -> N
     assert usage["over_limit"] == ["replicas"]
 
 
+async def test_the_months_deployments_stay_counted_once_their_project_is_destroyed(
+    env: ProductEnv,
+) -> None:
+    ada = await env.user("ada@example.com")
+    token = await env.token(ada)
+    await seed_project(env, await env.personal(ada), "api", deployments=(NOW, NOW - 40 * DAY))
+
+    async def deployed_this_month() -> int:
+        usage = await env.ok(token, "get_usage", {})
+        used: int = usage["usage"]["deployments_this_month"]["used"]
+        return used
+
+    before = await deployed_this_month()
+    await env.ok(token, "destroy_project", {"project": "api"})
+    assert (before, await deployed_this_month()) == (1, 1)
+    assert await env.count("deployments") == 0
+
+
+async def test_a_deployment_is_counted_as_made_for_two_months_and_then_let_go(
+    env: ProductEnv,
+) -> None:
+    ada = await env.user("ada@example.com")
+    token = await env.token(ada)
+    await seed_project(env, await env.personal(ada), "api", deployments=(NOW - 70 * DAY,))
+    await seed_project(env, await env.personal(ada), "web", deployments=(NOW - 61 * DAY,))
+    before = await env.count("deployments_made")
+    await env.ok(token, "deploy", {"project": "api", "ref": "main"})
+    assert (before, await env.count("deployments_made")) == (2, 2)
+
+
 async def test_get_usage_of_a_team_counts_members_and_pending_invitations(
     env: ProductEnv,
 ) -> None:

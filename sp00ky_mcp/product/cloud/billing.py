@@ -2,8 +2,10 @@
 billing-portal sessions, and plan changes validated against current usage.
 
 Plans and their limits are data (`PLANS`); nothing else in the code knows a price or a limit.
-Usage is never stored: it is counted from the tenant's projects, services, deployments,
-backups, domains, env vars and seats whenever it is asked for, so it cannot drift.
+Usage is never stored as a figure: it is counted from the tenant's projects, services,
+backups, domains, env vars and seats whenever it is asked for, so it cannot drift; the month's
+deployments are counted from a record of each deployment made, which outlives its project
+(destroying a project does not undo what was deployed that month).
 
 Checkout and portal sessions are URLs with single-use ids, valid for `SESSION_TTL` seconds;
 the billing site redeems them (`redeem_session`) once.  Every billing change (a session

@@ -267,5 +267,23 @@ CREATE INDEX tokens_by_grant ON tokens(grant_id)
 # Whether a client holds a grant decides which host lookups it may use (`fetching.Resolver`).
 GRANTS_BY_CLIENT = "CREATE INDEX oauth_grants_by_client ON oauth_grants(client_id)"
 
-MIGRATIONS: list[tuple[int, str]] = [(1, SCHEMA), (2, OAUTH), (3, GRANTS_BY_CLIENT)]
+# Deployments made, kept when their project is destroyed: a month's deployments are what was
+# deployed that month, which destroying a project does not undo (the usage a plan bounds).
+DEPLOYMENTS_MADE = """
+CREATE TABLE deployments_made (
+    deployment_id TEXT COLLATE "C" PRIMARY KEY,
+    tenant_id TEXT COLLATE "C" NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    created_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX deployments_made_by_tenant ON deployments_made(tenant_id, created_at);
+INSERT INTO deployments_made (deployment_id, tenant_id, created_at)
+SELECT d.id, p.tenant_id, d.created_at FROM deployments d JOIN projects p ON p.id = d.project_id
+"""
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (1, SCHEMA),
+    (2, OAUTH),
+    (3, GRANTS_BY_CLIENT),
+    (4, DEPLOYMENTS_MADE),
+]
 LATEST = MIGRATIONS[-1][0]

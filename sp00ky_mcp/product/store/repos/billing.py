@@ -42,16 +42,15 @@ class BillingEvent:
     at: float
 
 
-# The usage counted over a tenant's projects: an aggregate, over which table, and whether only
-# the rows created this month count.  Fixed text, never a caller's, so it may be spliced in.
-PER_PROJECT: dict[str, tuple[str, str, bool]] = {
-    "services": ("COUNT(*)", "services", False),
-    "replicas": ("SUM(x.replicas)", "services", False),
-    "deployments_this_month": ("COUNT(*)", "deployments", True),
-    "backups": ("COUNT(*)", "backups", False),
-    "backup_storage_bytes": ("SUM(x.size_bytes)", "backups", False),
-    "domains": ("COUNT(*)", "domains", False),
-    "env_vars": ("COUNT(*)", "env_vars", False),
+# The usage counted over a tenant's projects: an aggregate, and over which table.  Fixed
+# text, never a caller's, so it may be spliced in.
+PER_PROJECT: dict[str, tuple[str, str]] = {
+    "services": ("COUNT(*)", "services"),
+    "replicas": ("SUM(x.replicas)", "services"),
+    "backups": ("COUNT(*)", "backups"),
+    "backup_storage_bytes": ("SUM(x.size_bytes)", "backups"),
+    "domains": ("COUNT(*)", "domains"),
+    "env_vars": ("COUNT(*)", "env_vars"),
 }
 
 
@@ -101,31 +100,35 @@ class BillingRepo:
     # --- usage -----------------------------------------------------------------------------
 
     async def usage(self, tenant_id: str, month_start: float) -> dict[str, int]:
-        """Every metric counted from the tenant's resources now (deployments from
-        `month_start` on)."""
+        """Every metric counted from the tenant's resources now, and its deployments made
+        from `month_start` on."""
         used = {"projects": await self._projects(tenant_id)}
-        for metric, (aggregate, table, monthly) in PER_PROJECT.items():
-            since = month_start if monthly else None
-            used[metric] = await self._per_project(tenant_id, aggregate, table, since)
+        for metric, (aggregate, table) in PER_PROJECT.items():
+            used[metric] = await self._per_project(tenant_id, aggregate, table)
+        used["deployments_this_month"] = await self._deployments_made(tenant_id, month_start)
         used["team_members"] = await TeamsRepo(self.db).seats_used(tenant_id)
         return used
+
+    async def _deployments_made(self, tenant_id: str, since: float) -> int:
+        """Deployments made from `since` on, their projects destroyed since or not."""
+        row = await self.db.one(
+            "SELECT COUNT(*) AS n FROM deployments_made WHERE tenant_id = ? AND created_at >= ?",
+            tenant_id,
+            float(since),
+        )
+        return _number(row)
 
     async def _projects(self, tenant_id: str) -> int:
         row = await self.db.one("SELECT COUNT(*) AS n FROM projects WHERE tenant_id = ?", tenant_id)
         return _number(row)
 
-    async def _per_project(
-        self, tenant_id: str, aggregate: str, table: str, since: float | None
-    ) -> int:
-        """`aggregate` over the rows of `table` in the tenant's projects (created from
-        `since`)."""
+    async def _per_project(self, tenant_id: str, aggregate: str, table: str) -> int:
+        """`aggregate` over the rows of `table` in the tenant's projects."""
         sql = (
             f"SELECT {aggregate} AS n FROM {table} x JOIN projects p ON p.id = x.project_id "
             "WHERE p.tenant_id = ?"
         )
-        if since is None:
-            return _number(await self.db.one(sql, tenant_id))
-        return _number(await self.db.one(sql + " AND x.created_at >= ?", tenant_id, float(since)))
+        return _number(await self.db.one(sql, tenant_id))
 
     # --- sessions and events ---------------------------------------------------------------
 

@@ -51,6 +51,11 @@ _DEPLOYMENT = (
 _NEWEST_FIRST = "ORDER BY d.created_at DESC, d.id DESC"
 
 
+# How long a deployment is counted as made: longer than any month, so that the month in
+# progress is always whole.
+MADE_KEPT_SECONDS = 62 * 86400
+
+
 class DeploymentsRepo:
     def __init__(self, db: Db) -> None:
         self.db = db
@@ -117,6 +122,24 @@ class DeploymentsRepo:
             float(deployment.updated_at),
             None if deployment.live_at is None else float(deployment.live_at),
             deployment.previous_id,
+        )
+        await self._count_made(deployment)
+
+    async def _count_made(self, deployment: Deployment) -> None:
+        """The deployment counted against its tenant's month, for as long as a month's usage
+        is asked for (the records of months before the last are let go)."""
+        await self.db.run(
+            "INSERT INTO deployments_made (deployment_id, tenant_id, created_at) "
+            "SELECT ?, tenant_id, ? FROM projects WHERE id = ?",
+            deployment.id,
+            float(deployment.created_at),
+            deployment.project_id,
+        )
+        await self.db.run(
+            "DELETE FROM deployments_made WHERE tenant_id = "
+            "(SELECT tenant_id FROM projects WHERE id = ?) AND created_at < ?",
+            deployment.project_id,
+            float(deployment.created_at) - MADE_KEPT_SECONDS,
         )
 
     async def set_status(
