@@ -28,6 +28,7 @@ from sp00ky_mcp.engine.runtime import MAX_RETAINED_STREAMS
 from sp00ky_mcp.engine.server import McpServer, anonymous
 from sp00ky_mcp.engine.sessions import Session, SessionState
 from sp00ky_mcp.product.shared import SharedStateError, connect_shared
+from sp00ky_mcp.product.shared import watch as watch_module
 from sp00ky_mcp.product.shared.bus import RedisBus
 from sp00ky_mcp.product.shared.events import RedisEventLog
 from sp00ky_mcp.product.shared.quotas import RedisQuotas
@@ -735,6 +736,43 @@ async def wait_until_watched(events: RedisEventLog, streams: int) -> None:
     """Until the replica's reader waits on `streams` streams (and its wake stream)."""
     unwatched = await settled(lambda: streams + 1 - len(events.watch.reading or ()), 0)
     assert unwatched == 0
+
+
+async def test_a_follower_of_a_quiet_stream_waits_longer_than_the_socket_timeout(
+    redis_url: str,
+) -> None:
+    """redis-py's default socket timeout (5 s) must not cut a waiting read short: that read
+    would count as Redis failing, and refuse every Redis call of the replica for a moment."""
+    async with logs_on(redis_url, 1) as (here,):
+        came = await here.watch.wait(here._stream_key("s1", "quiet"), "0-0", 5.5)
+        await here.link.ping()
+    assert came is False
+
+
+async def test_a_follower_arriving_as_a_read_sets_out_is_woken_by_the_next_entry(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(watch_module, "BLOCK_SECONDS", 60.0)
+    async with logs_on(redis_url, 1) as (here,), anyio.create_task_group() as tasks:
+        watch, first, second = here.watch, here._stream_key("s1", "a"), here._stream_key("s1", "b")
+        woken: list[bool] = []
+        tasks.start_soon(watch.wait, first, "0-0", 60)
+        # The second arrives as soon as the reader has set out, before its read reaches Redis.
+        with anyio.fail_after(10):
+            while watch.reading is None:
+                await anyio.lowlevel.checkpoint()
+
+        async def second_follower() -> None:
+            woken.append(await watch.wait(second, "0-0", 60))
+
+        tasks.start_soon(second_follower)
+        await anyio.lowlevel.checkpoint()
+        await here.link.client.xadd(second, {"d": b"x"}, id="1-2")
+        with anyio.fail_after(10):  # not at the end of the read's 60 s
+            while not woken:
+                await anyio.lowlevel.checkpoint()
+        tasks.cancel_scope.cancel()
+    assert woken == [True]
 
 
 async def test_any_number_of_followers_wait_without_taking_a_connection_each(

@@ -159,7 +159,9 @@ class RedisBus(Bus):
     async def _listen(self) -> None:
         pubsub = self.link.waiting.pubsub()
         try:
-            await pubsub.subscribe(self.channel, self.own_channel)
+            # Bounded here: the waiting connections have no socket timeout of their own.
+            with anyio.fail_after(DEAF_SECONDS):
+                await pubsub.subscribe(self.channel, self.own_channel)
             self.epoch += 1
             self.heard_at = time.monotonic()
             self.deaf = anyio.Event()

@@ -68,6 +68,9 @@ class SharedLink:
             url,
             max_connections=WAITING_POOL_SIZE,
             timeout=TIMEOUT,
+            # A waiting read is bounded by `run_blocking` (its wait and TIMEOUT more), not by
+            # the client library's default socket timeout, which would cut it short.
+            socket_timeout=None,
             socket_connect_timeout=TIMEOUT,
             retry=Retry(NoBackoff(), 0),
         )

@@ -51,22 +51,25 @@ class StreamWatch:
         self.wake_key = link.key("wake", link.replica)
         self._followers: dict[str, list[_Follower]] = {}
         self._arrived = anyio.Event()
-        # The streams the read in flight names (None: no read in flight), and whether it
-        # has been told to start over.
-        self._reading: frozenset[str] | None = None
+        # The streams the read in flight names, each from the id it reads past (None: no
+        # read in flight), and whether it has been told to start over.
+        self._reading: dict[str, str] | None = None
         self._waking = False
+        # The last entry of the wake stream seen: a read names it from there, so that a wake
+        # written before the read reached Redis is found all the same.
+        self._woken_at = "0-0"
 
     @property
     def reading(self) -> frozenset[str] | None:
         """The streams the read in flight names (None: none in flight)."""
-        return self._reading
+        return None if self._reading is None else frozenset(self._reading)
 
     async def wait(self, key: str, last: str, seconds: float) -> bool:
         """Whether an entry past `last` came to stream `key` within `seconds`."""
         follower = _Follower(key, last)
         self._followers.setdefault(key, []).append(follower)
         try:
-            await self._include(key)
+            await self._include(key, last)
             with anyio.move_on_after(seconds):
                 await follower.woken.wait()
         finally:
@@ -75,12 +78,22 @@ class StreamWatch:
             raise SharedStateUnavailable()
         return follower.woken.is_set()
 
-    async def _include(self, key: str) -> None:
+    async def _include(self, key: str, last: str) -> None:
         self._arrived.set()
-        if self._reading is None or key in self._reading or self._waking:
-            return  # the next read names it
+        if self._reading is None or self._waking or self._covers(key, last):
+            return  # the next read names it, or the one in flight does
         self._waking = True
-        await self.link.run(self._wake)
+        try:
+            await self.link.run(self._wake)
+        except BaseException:
+            self._waking = False  # another newcomer may try
+            raise
+
+    def _covers(self, key: str, last: str) -> bool:
+        """Whether the read in flight would return what comes to `key` past `last`."""
+        assert self._reading is not None
+        reading = self._reading.get(key)
+        return reading is not None and _order(reading) <= _order(last)
 
     async def _wake(self, client: Any) -> None:
         async with client.pipeline(transaction=False) as pipe:
@@ -105,12 +118,13 @@ class StreamWatch:
 
     async def _read_once(self) -> None:
         streams = {key: earliest(followers) for key, followers in self._followers.items()}
-        streams[self.wake_key] = "$"
-        self._reading, self._waking = frozenset(streams), False
+        streams[self.wake_key] = self._woken_at
+        self._reading, self._waking = streams, False
         block = int(BLOCK_SECONDS * 1000)
         try:
+            # One entry a stream is enough to know that something came.
             found = await self.link.run_blocking(
-                lambda c: c.xread(streams, block=block), BLOCK_SECONDS
+                lambda c: c.xread(streams, count=1, block=block), BLOCK_SECONDS
             )
         except SharedStateUnavailable:
             self._fail_all()
@@ -118,8 +132,11 @@ class StreamWatch:
             return
         finally:
             self._reading = None
-        for stream, _ in found or ():
-            self._wake_followers(stream.decode())
+        for stream, entries in found or ():
+            key = stream.decode()
+            if key == self.wake_key:
+                self._woken_at = entries[-1][0].decode()
+            self._wake_followers(key)
 
     def _wake_followers(self, key: str) -> None:
         for follower in self._followers.pop(key, ()):
