@@ -797,6 +797,19 @@ async def test_any_number_of_followers_wait_without_taking_a_connection_each(
     assert outcomes == []  # every idle follower was still waiting, none refused
 
 
+async def test_the_key_beside_a_stream_names_no_stream_and_breaks_nothing(
+    redis_url: str,
+) -> None:
+    """`<stream>:owner` is the key beside a stream: reading it as one would be an error that
+    takes Redis for broken, refusing every Redis call of the replica for a moment."""
+    async with logs_on(redis_url, 1) as (here,):
+        here.record("s1", "st", Entry(EVENT, 1, b"a"))
+        assert await here.settle()
+        found = await here.exists("s1", "st"), await here.exists("s1", "st:owner")
+        await here.link.ping()
+    assert found == (True, False)
+
+
 async def test_a_session_keeps_its_most_recent_streams_only(redis_url: str) -> None:
     async with logs_on(redis_url, 1) as (here,):
         for number in range(MAX_RETAINED_STREAMS + 1):

@@ -15,6 +15,7 @@ go first.
 from __future__ import annotations
 
 import logging
+import re
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
@@ -37,6 +38,8 @@ KIND = {order: kind for kind, order in ORDER.items()}
 BATCH = 256
 # A follower reads this many entries at a time.
 PAGE = 128
+# What can name a stream of a session: anything with a colon names another key beside it.
+_STREAM_ID = re.compile(r"[^:]+")
 
 # KEYS: stream, owner, session's streams.  ARGV: id, data, final, length, ttl ms, replica,
 # stream id, most streams, key prefix of the session's streams.
@@ -145,6 +148,10 @@ class RedisEventLog(EventLog):
         )
 
     async def exists(self, session_id: str, stream_id: str) -> bool:
+        if not _STREAM_ID.fullmatch(stream_id):
+            # "<id>:owner" would name the key beside a stream, and reading that as a stream
+            # is an error that takes Redis for broken.
+            return False
         key = self._stream_key(session_id, stream_id)
         found: int = await self.link.run(lambda c: c.exists(key))
         return bool(found)
