@@ -8,12 +8,14 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import anyio
 import httpx
 import pytest
 
+from sp00ky_mcp.engine.catalogue import Tool
 from sp00ky_mcp.engine.config import ServerConfig
 from sp00ky_mcp.engine.context import ANONYMOUS, CallContext, Principal
 from sp00ky_mcp.engine.protocol import ToolResult
@@ -308,6 +310,79 @@ async def test_records_kept_while_the_store_refuses_them_are_bounded(
         "audit records wait for the store: The store is down.",
         "audit records are written again",
     ]
+
+
+class GatedAudit:
+    """The store's side of the audit trail, which takes batches only while `up`, each once
+    `gate` is open: so a test decides when a write ends, and how."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.gate = anyio.Event()
+        self.gate.set()
+        self.batches: list[list[str]] = []
+        self.tried = 0
+
+    async def audit(self, entries: Sequence[AuditEntry]) -> None:
+        self.tried += 1
+        await self.gate.wait()
+        if not self.up:
+            raise StoreUnavailable("The store is down.")
+        self.batches.append([entry.tool for entry in entries])
+
+
+def audited(trail: AuditTrail, ctx: CallContext, *names: str) -> None:
+    for name in names:
+        trail(ctx, cast(Tool, SimpleNamespace(name=name)), {}, ToolResult([]), 0.0)
+
+
+async def written(store: GatedAudit, count: int) -> None:
+    with anyio.fail_after(10):
+        while sum(map(len, store.batches)) < count:
+            await anyio.lowlevel.checkpoint()
+
+
+async def test_records_refused_by_two_writes_at_once_are_kept_in_order_and_written_once(
+    product: ProductEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(product_module, "AUDIT_RETRY_SECONDS", 0.01)
+    store = GatedAudit()
+    trail = AuditTrail(cast(Accounts, store), delay=0)
+    ctx = await audit_context(product)
+    store.up, store.gate = False, anyio.Event()
+    audited(trail, ctx, "r1", "r2")
+    first = asyncio.ensure_future(trail.flush())
+    await anyio.lowlevel.checkpoint()
+    audited(trail, ctx, "r3")  # its own write waits for the first's
+    second = asyncio.ensure_future(trail.flush())
+    store.gate.set()
+    await asyncio.gather(first, second)
+    store.up = True
+    await written(store, 3)
+    await trail.drain()
+    assert store.batches == [["r1", "r2", "r3"]]
+
+
+async def test_records_that_arrive_while_the_store_comes_back_are_written_with_the_rest(
+    product: ProductEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(product_module, "AUDIT_RETRY_SECONDS", 0.01)
+    monkeypatch.setattr(product_module, "MAX_PENDING_RECORDS", 2)
+    store = GatedAudit()
+    trail = AuditTrail(cast(Accounts, store), delay=3600)
+    ctx = await audit_context(product)
+    store.up = False
+    audited(trail, ctx, "r1", "r2", "r3")
+    await trail.flush()  # refused: kept, and retried
+    store.up, store.gate = True, anyio.Event()
+    with anyio.fail_after(10):
+        while store.tried < 2:
+            await anyio.lowlevel.checkpoint()
+    audited(trail, ctx, "r4")  # while the retry's first batch is being written
+    store.gate.set()
+    await written(store, 4)
+    await trail.drain()
+    assert store.batches == [["r1", "r2"], ["r3", "r4"]]
 
 
 async def test_the_anonymous_principal_is_never_audited(product: ProductEnv) -> None:

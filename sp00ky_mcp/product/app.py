@@ -61,6 +61,8 @@ class AuditTrail:
         self._timer: asyncio.TimerHandle | None = None
         self._held_back = False  # the store refused the last write: wait for the retry
         self._retry: asyncio.TimerHandle | None = None
+        self._writing = asyncio.Lock()  # one write at a time, oldest records first
+        self._dropped = 0  # records let go while held back, not yet reported
 
     def __call__(
         self,
@@ -87,8 +89,11 @@ class AuditTrail:
                 (time.perf_counter() - started) * 1000,
             )
         )
-        if self._held_back:
-            return  # the retry writes it, with the records the store refused
+        if self._held_back:  # the retry writes it, with the records the store refused
+            if len(self._pending) > MAX_KEPT_RECORDS:
+                del self._pending[0]
+                self._dropped += 1
+            return
         if len(self._pending) == 1:
             self._timer = asyncio.get_running_loop().call_later(self.delay, self.flush_soon)
         elif len(self._pending) >= MAX_PENDING_RECORDS:
@@ -101,57 +106,76 @@ class AuditTrail:
         task.add_done_callback(self._flushing.discard)
 
     async def flush(self) -> None:
-        """Writes the pending records.  The calls they record have been answered, so a store
+        """Writes the pending records, in batches of at most MAX_PENDING_RECORDS (records
+        that arrive meanwhile too).  The calls they record have been answered, so a store
         that cannot take them is reported to the operator, not to a client."""
-        pending, self._pending = self._pending, []
-        if not pending:
-            return
+        async with self._writing:
+            while self._pending:
+                batch = self._pending[:MAX_PENDING_RECORDS]
+                del self._pending[:MAX_PENDING_RECORDS]
+                if not await self._written(batch):
+                    return
+
+    async def _written(self, batch: list[AuditEntry]) -> bool:
+        """Whether to go on writing: False when the store refused `batch` for now (kept)."""
         try:
-            await self.accounts.audit(pending)
+            await self.accounts.audit(batch)
         except StoreInDoubt as exc:  # written or not: trying again could record calls twice
-            log.error("%d audit records may not have been written: %s", len(pending), _said(exc))
+            log.error("%d audit records may not have been written: %s", len(batch), _said(exc))
         except StoreUnavailable as exc:
-            self._keep(pending, exc)
-            return
+            self._keep(batch, exc)
+            return False
         except StoreError as exc:
-            log.error("%d audit records were not written: %s", len(pending), _said(exc))
+            log.error("%d audit records were not written: %s", len(batch), _said(exc))
         except Exception:
             # In the background: nothing above it would hear of it, and it must not end the
             # server; the traceback is for the operator.
-            log.exception("%d audit records were not written", len(pending))
+            log.exception("%d audit records were not written", len(batch))
+        else:
+            if self._held_back:
+                self._held_back = False
+                log.warning("audit records are written again")
+        return True
 
-        if self._held_back:
-            self._held_back = False
-            log.warning("audit records are written again")
-
-    def _keep(self, pending: list[AuditEntry], exc: StoreError) -> None:
+    def _keep(self, batch: list[AuditEntry], exc: StoreError) -> None:
         """Records the store refused, kept ahead of newer ones and tried again later."""
-        kept = pending + self._pending
-        over = len(kept) - MAX_KEPT_RECORDS
-        if over > 0:
+        kept = batch + self._pending
+        over = max(0, len(kept) - MAX_KEPT_RECORDS) + self._dropped
+        if over:
             log.error(
                 "%d audit records were not written: %s; more wait than are kept", over, _said(exc)
             )
-            kept = kept[over:]
+            kept, self._dropped = kept[-MAX_KEPT_RECORDS:], 0
         self._pending = kept
         if not self._held_back:
             self._held_back = True
             log.warning("audit records wait for the store: %s", _said(exc))
-        self._retry = asyncio.get_running_loop().call_later(AUDIT_RETRY_SECONDS, self.flush_soon)
+        if self._retry is None:
+            self._retry = asyncio.get_running_loop().call_later(
+                AUDIT_RETRY_SECONDS, self._try_again
+            )
+
+    def _stop_retrying(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+
+    def _try_again(self) -> None:
+        self._retry = None
+        self.flush_soon()
 
     async def drain(self) -> None:
         """Writes what is pending and waits for the writes under way (at shutdown); no timer
         is left to start another write once the store may be closed, and records the store
         still refuses are reported lost."""
-        for timer in (self._timer, self._retry):
-            if timer is not None:
-                timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._stop_retrying()
         await self.flush()
         while self._flushing:
             await asyncio.gather(*self._flushing, return_exceptions=True)
-        if self._retry is not None:
-            self._retry.cancel()
-        lost, self._pending = self._pending, []
+        self._stop_retrying()
+        lost, self._pending, self._held_back = self._pending, [], False
         if lost:
             log.error("%d audit records were not written: the store did not take them", len(lost))
 
