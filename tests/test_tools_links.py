@@ -10,7 +10,15 @@ import pytest
 from sp00ky_mcp.product.cloud import deployments
 from sp00ky_mcp.product.store.repos.links import Run
 
-from .product_support import NOW, NOW_ISO, ProductEnv, Progress, assert_declared, decline
+from .product_support import (
+    NOW,
+    NOW_ISO,
+    ProductEnv,
+    Progress,
+    assert_declared,
+    decline,
+    lands_before_transaction,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -419,3 +427,38 @@ async def test_another_users_token_cannot_see_or_change_the_link(product: Produc
         ), tool
     assert await link_row(product) == (REPO, "main", 1)
     assert (await product.count("link_runs"), await product.count("deployments")) == (1, 1)
+
+
+# --- two calls at once: the link is read inside the run's write ------------------------------
+
+
+async def test_a_trigger_that_an_unlink_lands_before_starts_no_run(
+    product: ProductEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    product.freeze()
+    token, _ = await product.token_and_project(["web"])
+    await product.ok(token, "set_up_repo_link", {"project": "api", "repo_url": REPO})
+
+    async def unlink() -> None:
+        await product.ok(token, "unlink_repo", {"project": "api"})
+
+    lands_before_transaction(monkeypatch, product.cloud, unlink)
+    refused = await product.error_text(token, "trigger_build", {"project": "api"})
+    assert refused == "Project 'api' has no repo link; set_up_repo_link links one first."
+    assert (await product.count("link_runs"), await product.count("deployments")) == (0, 0)
+
+
+async def test_a_trigger_that_an_update_lands_before_runs_as_the_link_now_says(
+    product: ProductEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    product.freeze()
+    token, _ = await product.token_and_project(["web"])
+    await product.ok(token, "set_up_repo_link", {"project": "api", "repo_url": REPO})
+
+    async def update() -> None:
+        arguments = {"project": "api", "auto_deploy": False, "branch": "release"}
+        await product.ok(token, "update_repo_link", arguments)
+
+    lands_before_transaction(monkeypatch, product.cloud, update)
+    done = await product.ok(token, "trigger_build", {"project": "api"})
+    assert (done["deployment"]["status"], done["run"]["branch"]) == ("ready", "release")

@@ -209,11 +209,11 @@ async def trigger(
 ) -> dict[str, Any]:
     """A run of the linked branch (or `ref`): a build, and a deployment through the deploy
     pipeline, promoted to live when the link auto-deploys."""
-    link = await _require_link(cloud, project)
-    branch = link.branch if ref is None else check_ref(ref)
-    promote = link.auto_deploy
+    await _require_link(cloud, project)
+    if ref is not None:
+        check_ref(ref)
+    started, fetched, promote = await _start_run(cloud, project, ref)
     total = 5 if promote else 4
-    started, fetched = await _start_run(cloud, project, link, branch)
     assert started.deployment_id is not None
     deployment_id = started.deployment_id
     await progress(
@@ -229,10 +229,13 @@ async def trigger(
     return await _triggered(cloud, started.id, deployment_id)
 
 
-async def _start_run(cloud: Cloud, project: Project, link: Link, branch: str) -> tuple[Run, str]:
-    """Records a run with its build and queued deployment; returns the run and what was
-    fetched (branch@short-sha)."""
+async def _start_run(cloud: Cloud, project: Project, ref: str | None) -> tuple[Run, str, bool]:
+    """Records a run of the link's branch (or `ref`) with its build and queued deployment;
+    returns the run, what was fetched (branch@short-sha), and whether to promote it.  The
+    link is read inside the write: an unlink or an update that lands first is what counts."""
     async with cloud.transaction() as tx:
+        link = await _require_link(cloud, project, tx)
+        branch = link.branch if ref is None else ref
         build = await record_build(cloud, tx, project.id, branch)
         deployment_id = await queue(cloud, tx, project.id, build, "repo_link")
         started = Run(
@@ -249,13 +252,16 @@ async def _start_run(cloud: Cloud, project: Project, link: Link, branch: str) ->
         fetched = f"{branch}@{build.commit_sha[:7]}"
         message = f"Run {started.id} started: {fetched} from {link.repo_url}."
         await cloud.log(tx, project.id, None, "info", message)
-    return started, fetched
+    return started, fetched, link.auto_deploy
 
 
 async def _triggered(cloud: Cloud, run_id: str, deployment_id: str) -> dict[str, Any]:
     run = await cloud.reads.links.run(run_id)
     deployment = await cloud.reads.deployments.by_id(deployment_id)
-    assert run is not None and deployment is not None
+    if run is None or deployment is None:
+        raise Conflict(
+            f"Run '{run_id}' no longer exists: its project was destroyed while this call ran."
+        )
     return {
         "run_id": run_id,
         "deployment_id": deployment_id,
