@@ -29,7 +29,12 @@ from sp00ky_mcp.product.cloud import links, projects, teams
 from sp00ky_mcp.product.cloud.base import CONCURRENT_CLASH, TAKEN_OVER, Cloud, Conflict, Tenant
 from sp00ky_mcp.product.store import Busy, Repos, Store
 from sp00ky_mcp.product.store.postgres import port_error
-from sp00ky_mcp.product.store.repos.idempotency import CHANGING, UNNAMED_CLAIM, Claim
+from sp00ky_mcp.product.store.repos.idempotency import (
+    CHANGING,
+    UNNAMED_CLAIM,
+    Claim,
+    IdempotencyRepo,
+)
 from sp00ky_mcp.product.store.sqlite import SqliteStore
 from sp00ky_mcp.product.tools.base import (
     CHANGED_UNRECORDED,
@@ -961,6 +966,55 @@ async def test_a_claim_left_changing_by_a_stopped_process_refuses_retries_for_go
     refused_later = await env.error_text(token, "create_project", arguments)
     assert (refused, refused_later) == (STILL_RUNNING, CHANGED_UNRECORDED)
     assert await env.count("projects") == 0
+
+
+async def test_a_call_cut_off_while_keeping_its_result_leaves_its_key_changed(
+    env: ProductEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = await env.token(await env.user())
+    arguments = {"name": "api", "idempotency_key": "create-1"}
+    keeping, ended = anyio.Event(), anyio.Event()
+
+    async def slow(*_: Any) -> bool:
+        keeping.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            ended.set()
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(IdempotencyRepo, "finish", slow)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(env.call, token, "create_project", arguments)
+        with anyio.fail_after(10):
+            await keeping.wait()
+        tasks.cancel_scope.cancel()  # the client leaves
+    with anyio.fail_after(10):
+        await ended.wait()  # the server stops the call
+    monkeypatch.undo()
+    retried = await env.error_text(token, "create_project", arguments)
+    assert (retried, await env.count("projects")) == (CHANGED_UNRECORDED, 1)
+
+
+async def test_a_call_whose_result_failed_to_be_kept_leaves_its_key_changed(
+    env: ProductEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = await env.token(await env.user())
+    arguments = {"name": "api", "idempotency_key": "create-1"}
+
+    async def broken(*_: Any) -> bool:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(IdempotencyRepo, "finish", broken)
+    params = {"name": "create_project", "arguments": arguments}
+    failed = (await env.rpc(token, "tools/call", params)).json()["error"]
+    monkeypatch.undo()
+    retried = await env.error_text(token, "create_project", arguments)
+    assert failed == {
+        "code": -32603,
+        "message": "Internal error: the server could not complete the request.",
+    }
+    assert (retried, await env.count("projects")) == (CHANGED_UNRECORDED, 1)
 
 
 async def test_a_key_whose_call_failed_runs_the_call_again(env: ProductEnv) -> None:

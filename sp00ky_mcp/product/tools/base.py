@@ -550,7 +550,14 @@ async def _run_once(call: Call, spec: Spec) -> dict[str, Any]:
         # The change was made and the client gets its result; only the record a retry would
         # replay is missing, and the key stays marked as changed.
         log.warning("the result of %s under an idempotency key was not recorded", spec.name)
-        await _settle(call, claim)
+        with anyio.CancelScope(shield=True):
+            await _settle(call, claim)
+    except BaseException:
+        # Cut short (the client left) or failed otherwise: nothing of the call runs any more,
+        # so its key must not read as running.
+        with anyio.CancelScope(shield=True):
+            await _settle(call, claim)
+        raise
     return result
 
 
