@@ -212,6 +212,27 @@ async def test_an_error_quoting_the_callers_argument_reads_the_same_whether_it_h
     )
 
 
+async def test_an_error_masks_stored_text_alike_whether_the_arguments_hold_its_secret(
+    env: ProductEnv,
+) -> None:
+    """The error quotes the stored project name (looked up by id) beside the caller's text:
+    only the caller's text is left as sent, so its guesses do not unmask the stored name."""
+    ada = await env.user("ada@example.com")
+    writer = await env.token(ada, "mcp:full")
+    made = await env.ok(writer, "create_project", {"name": "s3cret-77"})
+    await env.ok(writer, "set_env_var", {"project": "s3cret-77", "key": "K", "value": "s3cret-77"})
+    reader = await env.token(ada, "mcp:read")
+    texts = []
+    for guesses in ("s3cret-11 s3cret-12", "s3cret-76 s3cret-77"):
+        arguments = {"project": made["id"], "service": "nope", "contains": guesses}
+        texts.append(await env.error_text(reader, "get_logs", arguments))
+    assert (
+        texts[0]
+        == texts[1]
+        == (f"No service 'nope' in project '{REDACTED}'; its services are web.")
+    )
+
+
 async def test_an_error_still_masks_a_secret_value_the_caller_did_not_send(
     env: ProductEnv,
 ) -> None:

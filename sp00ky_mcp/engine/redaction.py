@@ -83,6 +83,10 @@ class SecretMatcher:
         parts.append(text[done:])
         return "".join(parts)
 
+    def spans(self, text: str) -> Iterator[tuple[int, int]]:
+        """Where the values occur in `text`, leftmost first, longest at each place."""
+        return self._matches(text)
+
     def found(self, text: str) -> bool:
         """Whether any value occurs in `text`."""
         return next(self._matches(text), None) is not None

@@ -7,6 +7,7 @@ everything the tool sends (its result or error, and its progress and log notific
 from __future__ import annotations
 
 import logging
+import unicodedata
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
@@ -240,16 +241,28 @@ class Call:
         return _scrubbed(value, masks.plain)
 
     def mask_error(self, text: str) -> str:
-        """An error's text masked as `mask` does, but for the secret values the caller's own
-        arguments hold.  Errors quote arguments ("No project '…'"): masking a quoted argument
-        would tell a caller who cannot see secret values that it holds one, an oracle for
-        guessing them; left as given, it tells nothing the caller did not send."""
+        """An error's text masked as `mask` does, but where it quotes the caller's own
+        arguments.  Errors quote arguments ("No project '…'"): masking a quoted argument
+        where it holds a secret value would tell a caller who cannot see secret values that
+        it holds one, an oracle for guessing them.  The quote is left as sent (it tells the
+        caller nothing it did not send); the rest of the text, stored text included, is
+        masked as anywhere else."""
         masks = self._ready_masks()
         if masks is NO_MASKS or not _mentions(self.args, masks.encoded):
             return self.mask(text)
-        given = list(_strings(self.args))
-        kept = tuple(v for v in self._secrets or () if not any(v in s for s in given))
-        return SecretMatcher(kept).sub(text, MARKER)
+        quoted = SecretMatcher(
+            spelling
+            for given in _strings(self.args)
+            for spelling in _spellings(given)
+            if masks.plain.found(spelling)
+        )
+        parts: list[str] = []
+        done = 0
+        for start, end in quoted.spans(text):
+            parts += (masks.plain.sub(text[done:start], MARKER), text[start:end])
+            done = end
+        parts.append(masks.plain.sub(text[done:], MARKER))
+        return "".join(parts)
 
     def _ready_masks(self) -> Masks:
         """The masks `prepare_masks` built, which every caller readies first."""
@@ -348,6 +361,13 @@ def _opaque(value: Any) -> Any:
     if isinstance(value, Secret):
         return None
     raise TypeError(type(value).__name__)
+
+
+def _spellings(given: str) -> set[str]:
+    """How an error may quote an argument: as given, or as the tool normalised it (a
+    hostname lowercased, a name or address in NFKC)."""
+    normal = unicodedata.normalize("NFKC", given)
+    return {given, given.lower(), normal, normal.lower()}
 
 
 def _strings(value: Any) -> Iterator[str]:
