@@ -35,7 +35,7 @@ from sp00ky_mcp.product.store.postgres import (
 from sp00ky_mcp.product.store.postgres_schema import LATEST, MIGRATIONS
 from sp00ky_mcp.product.store.repos.deployments import DeploymentsRepo
 from sp00ky_mcp.product.tools.base import CHANGED_UNRECORDED
-from tests.pg_support import OwnPostgres, psql
+from tests.pg_support import OwnPostgres, psql, with_database
 from tests.product_support import product_server, results_not_kept
 
 pytestmark = pytest.mark.anyio
@@ -183,6 +183,27 @@ async def test_a_write_while_the_database_is_gone_is_refused_and_changes_nothing
     assert [(r.levelname, r.getMessage().split(":")[0]) for r in told] == [
         ("WARNING", "the database failed a request")
     ]
+
+
+async def test_an_email_with_a_capital_beyond_ascii_is_found_as_stored_in_a_utf8_database(
+    tmp_path: Path, own_postgres: OwnPostgres
+) -> None:
+    """Emails compare ASCII case aside, as the email columns' "C" collation folds them; a
+    database whose default collation folds more ("É" to "é") must not fold the address looked
+    for differently from the stored one."""
+    psql(
+        own_postgres.url,
+        "CREATE DATABASE utf8 TEMPLATE template0 ENCODING 'UTF8' "
+        "LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'",
+    )
+    store = await open_store(tmp_path, url=with_database(own_postgres.url, "utf8"))
+    try:
+        accounts = Accounts(store)
+        made = await accounts.ensure_user("Émile@example.com")
+        found = await store.reads.accounts.user_by_email("Émile@EXAMPLE.com")
+    finally:
+        await store.close()
+    assert found is not None and found.id == made.id
 
 
 def test_token_tokens_and_revoke_work_on_postgresql(

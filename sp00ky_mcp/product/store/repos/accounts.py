@@ -76,6 +76,17 @@ def _token(row: Row) -> TokenRecord:
     )
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(text: str) -> str:
+    """`text` with its ASCII capitals lowered and nothing else: as both stores' `lower()`
+    folds an email column (SQLite always; PostgreSQL under the columns' "C" collation).  A
+    parameter folded by the database instead would follow its default collation, which may
+    fold more ("É" to "é"), and no longer find an address written as it is stored."""
+    return text.translate(_ASCII_LOWER)
+
+
 class AccountsRepo:
     def __init__(self, db: Db) -> None:
         self.db = db
@@ -85,7 +96,7 @@ class AccountsRepo:
     async def user_by_email(self, email: str) -> User | None:
         """Emails compare without regard to ASCII case, as they did in SQLite's NOCASE."""
         row = await self.db.one(
-            "SELECT id, email, name FROM users WHERE lower(email) = lower(?)", email
+            "SELECT id, email, name FROM users WHERE lower(email) = ?", ascii_lower(email)
         )
         return _user(row) if row else None
 

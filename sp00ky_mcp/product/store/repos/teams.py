@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..port import Db, Row
+from .accounts import ascii_lower
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +106,10 @@ class TeamsRepo:
         """A member by user id or by email."""
         row = await self.db.one(
             "SELECT u.id, u.email, u.name, m.role, m.created_at FROM memberships m JOIN users u "
-            "ON u.id = m.user_id WHERE m.tenant_id = ? AND (u.id = ? OR lower(u.email) = lower(?))",
+            "ON u.id = m.user_id WHERE m.tenant_id = ? AND (u.id = ? OR lower(u.email) = ?)",
             tenant_id,
             ref,
-            ref,
+            ascii_lower(ref),
         )
         return None if row is None else _member(row)
 
@@ -154,8 +155,8 @@ class TeamsRepo:
         folded), with their team's name, oldest first."""
         rows = await self.db.all(
             "SELECT i.*, t.name AS team FROM invitations i JOIN tenants t ON t.id = i.tenant_id "
-            "WHERE lower(i.email) = lower(?) ORDER BY i.created_at, i.id",
-            email,
+            "WHERE lower(i.email) = ? ORDER BY i.created_at, i.id",
+            ascii_lower(email),
         )
         return [(_invitation(row), str(row["team"])) for row in rows]
 
