@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from sp00ky_mcp.product.accounts import Accounts
+from sp00ky_mcp.product.oauth import fetching
 from sp00ky_mcp.product.oauth.clients import (
     DOCUMENT_SECONDS,
     FETCH_BURST,
@@ -248,6 +249,29 @@ async def test_lookups_past_their_threads_are_refused_at_once_not_queued() -> No
     assert await anyio.to_thread.run_sync(resolver.slots.acquire, True, 10)
     resolver.slots.release()
     assert await resolver.addresses("app.example", 443) == ["203.0.113.5"]
+
+
+async def test_fetches_past_the_bound_of_the_process_are_refused_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each address has its allowance, but addresses are many: the process bounds them all."""
+    monkeypatch.setattr(fetching, "FETCHING", 1)
+    stuck = StuckResolver()
+    fetch = fetching.document_fetcher(False, Resolver(lookup=stuck))
+    try:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+
+                async def first() -> None:
+                    await fetch("https://stuck.example/client.json", False)
+
+                tg.start_soon(first)
+                await anyio.to_thread.run_sync(stuck.started.wait, 10)
+                with pytest.raises(FetchBusy, match="fetching too many client documents"):
+                    await fetch("https://app.example/client.json", False)
+                tg.cancel_scope.cancel()
+    finally:
+        stuck.release.set()
 
 
 async def test_lookups_for_new_clients_leave_room_for_renewals() -> None:

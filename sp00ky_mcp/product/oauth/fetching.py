@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from functools import partial
+from functools import cache, partial
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,6 +39,10 @@ TRIED_PER_FAMILY = 2
 # clients cannot lock those out).
 RESOLVING = 8
 KEPT_FOR_RENEWALS = 3
+# Fetches in flight at once, across every request: past it, FetchBusy at once.  Each holds a
+# connection and a little memory for up to DOCUMENT_TIMEOUT, and a client that left does not
+# stop its fetch, so without this bound addresses enough would hold as many as they like.
+FETCHING = 64
 # Statuses that say the document may be had later, so a stored copy keeps serving meanwhile.
 PASSING_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -161,11 +166,21 @@ def document_fetcher(allow_private: bool, resolver: Resolver | None = None) -> F
     from public addresses only, unless the operator allows private ones (and plain http with
     them) for development."""
     resolver = resolver or Resolver()
+    in_flight = [0]
 
     async def fetch(url: str, renewing: bool) -> bytes:
         problem = document_problem(url, allow_private)
         if problem is not None:
             raise ClientRefused("invalid_client", problem)
+        if in_flight[0] >= FETCHING:
+            raise FetchBusy("This server is fetching too many client documents now; try again.")
+        in_flight[0] += 1
+        try:
+            return await _fetched(url, renewing)
+        finally:
+            in_flight[0] -= 1
+
+    async def _fetched(url: str, renewing: bool) -> bytes:
         parts = urlsplit(url)
         assert parts.hostname is not None
         # One bound over the lookup and the fetch: a slow resolver holds a page no longer
@@ -220,7 +235,7 @@ async def _get(url: str, host: str, address: str) -> bytes:
     headers = {"host": parts.netloc, "accept": "application/json", "accept-encoding": "identity"}
     # trust_env off: no proxy from the environment stands between the check and the fetch.
     async with httpx.AsyncClient(
-        follow_redirects=False, timeout=DOCUMENT_TIMEOUT, trust_env=False
+        follow_redirects=False, timeout=DOCUMENT_TIMEOUT, trust_env=False, verify=_tls()
     ) as http:
         request = http.build_request(
             "GET", pinned, headers=headers, extensions={"sni_hostname": host}
@@ -231,6 +246,13 @@ async def _get(url: str, host: str, address: str) -> bytes:
             return await _bounded(response)
         finally:
             await response.aclose()
+
+
+@cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every fetch: building one (the CA bundle loaded) costs about 15 ms
+    of the event loop and 700 KiB, which a client per fetch would pay each time."""
+    return httpx.create_ssl_context()
 
 
 def _answered(response: httpx.Response) -> None:
