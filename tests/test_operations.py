@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sp00ky_mcp.engine.config import Limits, ServerConfig
 from sp00ky_mcp.engine.fixtures import conformance_catalogue
-from sp00ky_mcp.engine.ops import human_record, json_lines
+from sp00ky_mcp.engine.ops import TextFormatter, human_record, json_lines
 from sp00ky_mcp.engine.server import McpServer, anonymous
 from sp00ky_mcp.product.shared import connect_shared
 from sp00ky_mcp.product.store import Store, open_store
@@ -31,7 +31,7 @@ from sp00ky_mcp.product.store.sqlite import SqliteStore
 from tests.pg_support import OwnPostgres
 from tests.product_support import UNLIMITED, ProductEnv, product_server
 from tests.redis_support import OwnRedis
-from tests.wire import BOTH, initialize_body, open_session
+from tests.wire import BOTH, MODERN, initialize_body, open_session
 
 pytestmark = pytest.mark.anyio
 
@@ -417,6 +417,47 @@ def test_a_record_holding_a_lone_surrogate_is_written_with_it_replaced_not_lost(
 def test_a_record_for_people_shows_its_time_and_kind_bare_and_leaves_out_the_unknown() -> None:
     record = {"ts": "2026-12-05T10:00:00.000Z", "kind": "audit", "tool": "a b", "tenant": None}
     assert human_record(record) == '2026-12-05T10:00:00.000Z audit tool="a b"\n'
+
+
+def test_a_record_for_people_quotes_a_value_that_would_break_its_line() -> None:
+    record = {
+        "ts": "t",
+        "kind": "access",
+        "path": "/x\n2026-12-06T01:00:00.000Z\taccess\ttool=delete_project\x1b[2K",
+        "method": "a=b",
+        "session": "abcd1234",
+    }
+    assert human_record(record) == (
+        't access path="/x\\n2026-12-06T01:00:00.000Z\\taccess\\ttool=delete_project'
+        '\\u001b[2K" method="a=b" session=abcd1234\n'
+    )
+
+
+async def test_a_client_cannot_start_a_line_of_its_own_in_the_log_for_people() -> None:
+    async with fixture_server(access_log=True) as (server, http):
+        written = lines_of(server)
+        await http.get(root(server) + "/x%0A2026-12-06T01:00:00.000Z%09access%1b[2K")
+        method = "m" * 1000
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": {}}
+        await http.post(server.url, json=body, headers=PLAIN | {"mcp-protocol-version": MODERN})
+    lines = written.getvalue().splitlines()
+    assert len(lines) == 2
+    assert ' path="/x\\n2026-12-06T01:00:00.000Z\\taccess\\u001b[2K" ' in lines[0]
+    assert f" method={'m' * 100}… " in lines[1]
+
+
+def test_the_servers_own_messages_for_people_stay_on_one_line_without_terminal_escapes() -> None:
+    record = logging.LogRecord(
+        "sp00ky_mcp.oauth",
+        logging.INFO,
+        __file__,
+        1,
+        "answered %s",
+        ("\x1b]0;owned\x07\nnext",),
+        None,
+    )
+    shown = TextFormatter("%(levelname)s %(name)s: %(message)s").format(record)
+    assert shown == "INFO sp00ky_mcp.oauth: answered \\x1b]0;owned\\x07\\nnext"
 
 
 async def test_access_lines_are_for_people_by_default() -> None:

@@ -30,7 +30,7 @@ import anyio.abc
 from ..engine import tracing
 from ..engine.config import Limits, ServerConfig
 from ..engine.forwarded import network_text
-from ..engine.ops import JsonFormatter
+from ..engine.ops import JsonFormatter, TextFormatter
 from ..engine.ports import Ports
 from ..engine.server import McpServer, anonymous
 from ..product import narrowing
@@ -730,8 +730,12 @@ def set_up_logging(config: ServerConfig) -> None:
     if config.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=config.log_level.upper(), handlers=[handler])
+    # The HTTP client's own line per request (a client document fetched) would repeat what a
+    # remote server answered; the server says what matters of it in its own words.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.root.level))
 
 
 def serve_workers(args: argparse.Namespace, config: ServerConfig) -> int:

@@ -218,8 +218,30 @@ def json_line(kind: str, fields: dict[str, Any]) -> str:
 
 
 def _word(value: Any) -> str:
+    """A value bare when it reads as one word, else quoted with JSON's escapes: a client's
+    path or method holding a line break, a tab or a terminal escape must not start a line of
+    its own, or rewrite the terminal of whoever reads the log."""
     text = value if isinstance(value, str) else orjson.dumps(value).decode()
-    return text if text and " " not in text and '"' not in text else orjson.dumps(text).decode()
+    if text and text.isprintable() and not any(c in text for c in ' "='):
+        return text
+    return orjson.dumps(text).decode()
+
+
+def printable(text: str) -> str:
+    """`text` with what does not print (line breaks, terminal escapes) written as escapes,
+    for a line of the human-readable log."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+class TextFormatter(logging.Formatter):
+    """The server's own log records for people: a message (which may quote what a client or a
+    remote server sent) on one line, whatever it holds; a traceback keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
 
 
 class JsonFormatter(logging.Formatter):

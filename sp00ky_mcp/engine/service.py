@@ -27,6 +27,7 @@ from .errors import (
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     MISSING_CAPABILITY,
+    QUOTED_CHARS,
     REFUSED,
     REUSED_ID,
     HttpError,
@@ -129,7 +130,10 @@ def _note_post(facts: RequestFacts, batch: transport.Batch, era: Era) -> None:
     if batch.is_batch:
         facts["method"] = "batch"
     elif isinstance(first, CALLS_AND_NOTES):
-        facts["method"] = first.method
+        method = first.method
+        # A client's name for a method may run to the body's size: the line keeps what a
+        # message would quote of it.
+        facts["method"] = method if len(method) <= QUOTED_CHARS else f"{method[:QUOTED_CHARS]}…"
 
 
 def _reused(request_id: jsonrpc.RequestId) -> tuple[bytes, int]:
