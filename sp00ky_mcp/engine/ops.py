@@ -222,7 +222,7 @@ def _word(value: Any) -> str:
     path or method holding a line break, a tab or a terminal escape must not start a line of
     its own, or rewrite the terminal of whoever reads the log."""
     text = value if isinstance(value, str) else orjson.dumps(value).decode()
-    if text and text.isprintable() and not any(c in text for c in ' "='):
+    if text and text.isprintable() and " " not in text and '"' not in text and "=" not in text:
         return text
     return orjson.dumps(text).decode()
 
