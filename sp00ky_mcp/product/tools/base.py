@@ -557,8 +557,7 @@ async def _run_once(call: Call, spec: Spec) -> dict[str, Any]:
     except StoreInDoubt:
         # The change may have been made: the key stays claimed (marked CHANGED if it was),
         # so a retry is refused rather than run a second time.
-        with anyio.CancelScope(shield=True):
-            await _settle(call, claim)
+        await _settle(call, claim)
         raise
     except BaseException:
         with anyio.CancelScope(shield=True):
@@ -566,18 +565,13 @@ async def _run_once(call: Call, spec: Spec) -> dict[str, Any]:
         raise
     try:
         await _record(call, claim, result)
-    except StoreUnavailable:
-        # The change was made and the client gets its result; only the record a retry would
-        # replay is missing, and the key stays marked as changed.
+    except BaseException as exc:
+        # Nothing of the call runs any more, so its key must not read as running.  A store
+        # that cannot keep the record costs only a retry's replay: the client gets its result.
+        await _settle(call, claim)
+        if not isinstance(exc, StoreUnavailable):
+            raise
         log.warning("the result of %s under an idempotency key was not recorded", spec.name)
-        with anyio.CancelScope(shield=True):
-            await _settle(call, claim)
-    except BaseException:
-        # Cut short (the client left) or failed otherwise: nothing of the call runs any more,
-        # so its key must not read as running.
-        with anyio.CancelScope(shield=True):
-            await _settle(call, claim)
-        raise
     return result
 
 
@@ -653,10 +647,12 @@ async def _release(call: Call, claim: Claim) -> None:
 
 async def _settle(call: Call, claim: Claim) -> None:
     """The key of a call that ended after its change marked CHANGED, if the store answers:
-    else it stays CHANGING, which reads as CHANGED once old."""
+    else it stays CHANGING, which reads as CHANGED once old.  Shielded: it runs as a call is
+    cut short too."""
     try:
-        async with call.cloud.store.transaction() as tx:
-            await tx.idempotency.settle(claim)
+        with anyio.CancelScope(shield=True):
+            async with call.cloud.store.transaction() as tx:
+                await tx.idempotency.settle(claim)
     except StoreUnavailable:
         log.warning(
             "the idempotency key of a call that ended after its change was not marked so; "
